@@ -1,0 +1,91 @@
+//! Runtime settings: journal batching, snapshots, supervision.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the journal batches and snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// Longest a journal event waits before its batch commits, in milliseconds.
+    pub batch_interval_ms: u64,
+    /// A batch commits as soon as it holds this many events.
+    pub batch_max_events: usize,
+    /// A twin writes a snapshot after this many journaled events.
+    pub snapshot_every: u64,
+    /// Upper bound on samples accepted but not yet durable; ingest waits beyond it.
+    pub max_in_flight: usize,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            batch_interval_ms: 5,
+            batch_max_events: 20_000,
+            snapshot_every: 4_096,
+            max_in_flight: 1_000_000,
+        }
+    }
+}
+
+impl JournalSettings {
+    /// The batch interval as a duration.
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms.max(1))
+    }
+}
+
+/// OTP-style restart intensity: more than `max_restarts` within `within_secs` escalates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// Restarts a supervisor allows within the window before it gives up and escalates.
+    pub max_restarts: u32,
+    /// The window, in seconds.
+    pub within_secs: u64,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            within_secs: 5,
+        }
+    }
+}
+
+impl SupervisionSettings {
+    /// The restart window as a duration.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.within_secs)
+    }
+}
+
+/// All runtime settings of one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Journal batching and snapshots.
+    pub journal: JournalSettings,
+    /// Restart intensity of line and plant supervisors.
+    pub supervision: SupervisionSettings,
+    /// Samples kept per channel in a twin's history ring.
+    pub history_capacity: usize,
+    /// Largest accepted distance of a source timestamp into the future, in seconds.
+    pub max_future_skew_secs: u64,
+    /// Largest accepted age of a source timestamp, in seconds.
+    pub max_sample_age_secs: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            journal: JournalSettings::default(),
+            supervision: SupervisionSettings::default(),
+            history_capacity: 64,
+            max_future_skew_secs: 300,
+            max_sample_age_secs: 7 * 24 * 3600,
+        }
+    }
+}

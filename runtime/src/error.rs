@@ -1,0 +1,59 @@
+//! The kernel's error type.
+
+use crate::config::ConfigError;
+use crate::path::AssetPath;
+use crate::twin::SampleRejection;
+
+/// Everything that can go wrong in the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No twin has this path.
+    #[error("unknown asset `{0}`")]
+    UnknownAsset(AssetPath),
+    /// The twin's type has no channel of this name.
+    #[error("asset `{asset}` has no channel `{channel}`")]
+    UnknownChannel {
+        /// The twin.
+        asset: AssetPath,
+        /// The channel asked for.
+        channel: String,
+    },
+    /// A sample was refused before reaching the twin.
+    #[error("sample for `{asset}` rejected: {}", reason.as_str())]
+    SampleRejected {
+        /// The twin.
+        asset: AssetPath,
+        /// Why.
+        reason: SampleRejection,
+    },
+    /// The twin's type has no command of this name.
+    #[error("asset `{asset}` has no command `{command}`")]
+    UnknownCommand {
+        /// The twin.
+        asset: AssetPath,
+        /// The command asked for.
+        command: String,
+    },
+    /// A command parameter is missing, unknown, of the wrong type or out of bounds.
+    #[error("command `{command}`: parameter `{param}`: {problem}")]
+    InvalidParam {
+        /// The command.
+        command: String,
+        /// The parameter.
+        param: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The journal could not be read or written.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// The twin is restarting or stopped; nothing was applied.
+    #[error("twin `{0}` is unavailable")]
+    Unavailable(AssetPath),
+    /// The runtime is shutting down.
+    #[error("runtime is shutting down")]
+    ShuttingDown,
+}

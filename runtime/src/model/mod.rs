@@ -1,0 +1,159 @@
+//! Models: explain a twin's state from its samples and project it forward.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sample::Sample;
+use crate::time::Timestamp;
+use crate::twin::{Severity, TwinView};
+use crate::value::Value;
+
+/// A model a twin runs. One instance per twin; it lives inside the twin actor.
+///
+/// `observe` runs for every sample the twin applies (including stale ones kept in
+/// history), in the actor's message handling, so it must be quick and must not block.
+/// It is also re-run over the journal tail during recovery, so it must be
+/// deterministic given its saved state and the samples.
+pub trait Model: Send + 'static {
+    /// The model's name, unique within the twin.
+    fn name(&self) -> &str;
+
+    /// The model's version, recorded in audit records it informs.
+    fn version(&self) -> &str;
+
+    /// Names of the derived values this model writes, in slot order.
+    fn outputs(&self) -> Vec<String>;
+
+    /// Updates derived values, alarms and health from a newly applied sample.
+    fn observe(&mut self, sample: &Sample, twin: &TwinView<'_>, out: &mut ModelOutput);
+
+    /// Projects the twin forward over `scenario.horizon` under the scenario's
+    /// desired values, writing series into `trajectory`. Must not change `self`.
+    fn project(&self, twin: &TwinView<'_>, scenario: &Scenario, trajectory: &mut Trajectory);
+
+    /// Confidence in the model's current outputs, 0..=1.
+    fn confidence(&self) -> f64 {
+        1.0
+    }
+
+    /// Serializes internal state for snapshots.
+    fn save(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Restores internal state saved by [`Model::save`].
+    fn restore(&mut self, saved: &[u8]) -> Result<(), String> {
+        let _ = saved;
+        Ok(())
+    }
+}
+
+/// What a model produced for one sample. Reused across samples.
+#[derive(Debug, Default)]
+pub struct ModelOutput {
+    pub(crate) values: Vec<(u16, f64, f64)>,
+    pub(crate) raised: Vec<(String, Severity, String)>,
+    pub(crate) cleared: Vec<String>,
+    pub(crate) health: Option<f64>,
+}
+
+impl ModelOutput {
+    /// Sets derived value `slot` (index into [`Model::outputs`]) with a confidence.
+    pub fn set(&mut self, slot: usize, value: f64, confidence: f64) {
+        if value.is_finite() {
+            self.values.push((slot as u16, value, confidence.clamp(0.0, 1.0)));
+        }
+    }
+
+    /// Raises (or updates) an alarm. Call on transitions: repeated identical raises are
+    /// ignored, but each call allocates.
+    pub fn raise(&mut self, code: impl Into<String>, severity: Severity, message: impl Into<String>) {
+        self.raised.push((code.into(), severity, message.into()));
+    }
+
+    /// Clears an alarm by code, if active.
+    pub fn clear(&mut self, code: impl Into<String>) {
+        self.cleared.push(code.into());
+    }
+
+    /// Reports this model's view of the twin's health, 0..=1.
+    pub fn health(&mut self, health: f64) {
+        if health.is_finite() {
+            self.health = Some(health.clamp(0.0, 1.0));
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.values.clear();
+        self.raised.clear();
+        self.cleared.clear();
+        self.health = None;
+    }
+}
+
+/// A what-if question: hold these desired values for this long.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// When the projection starts.
+    pub start: Timestamp,
+    /// How far to project.
+    pub horizon: Duration,
+    /// Spacing of projected points.
+    pub step: Duration,
+    /// Desired values (by name) in force during the projection.
+    pub desired: BTreeMap<String, Value>,
+}
+
+impl Scenario {
+    /// A desired value in force during the scenario.
+    pub fn desired(&self, name: &str) -> Option<Value> {
+        self.desired.get(name).copied()
+    }
+
+    /// Offsets (seconds from start) of every projected point, step by step up to the
+    /// horizon inclusive.
+    pub fn times(&self) -> impl Iterator<Item = f64> + '_ {
+        let step = self.step.as_secs_f64().max(1e-3);
+        let horizon = self.horizon.as_secs_f64();
+        let count = (horizon / step).floor() as usize;
+        (0..=count.min(100_000)).map(move |i| i as f64 * step)
+    }
+}
+
+/// One projected point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryPoint {
+    /// Seconds from the scenario start.
+    pub t: f64,
+    /// Projected value.
+    pub value: f64,
+}
+
+/// Projected series by name (channels and derived values).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// Series by name, points in time order.
+    pub series: BTreeMap<String, Vec<TrajectoryPoint>>,
+}
+
+impl Trajectory {
+    /// Appends a point to series `name`.
+    pub fn push(&mut self, name: &str, t: f64, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        match self.series.get_mut(name) {
+            Some(series) => series.push(TrajectoryPoint { t, value }),
+            None => {
+                self.series.insert(name.to_string(), vec![TrajectoryPoint { t, value }]);
+            }
+        }
+    }
+
+    /// The last projected value of a series.
+    pub fn last(&self, name: &str) -> Option<f64> {
+        self.series.get(name)?.last().map(|p| p.value)
+    }
+}

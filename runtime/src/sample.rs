@@ -1,0 +1,87 @@
+//! Samples: one telemetry reading with its provenance.
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// Data quality of a reading, as in OPC UA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// The value is trustworthy.
+    #[default]
+    Good,
+    /// The value may be inaccurate (sensor calibrating, substituted value, …).
+    Uncertain,
+    /// The value is not usable (sensor failure, lost connection, …).
+    Bad,
+}
+
+impl Quality {
+    /// A short lowercase name (`good`, `uncertain`, `bad`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Uncertain => "uncertain",
+            Quality::Bad => "bad",
+        }
+    }
+}
+
+/// Index of a channel within its twin type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChannelId(pub u16);
+
+/// A registered data source (a connector, a simulator, a gateway), interned to a number
+/// that is stable for the life of the node's data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourceId(pub u32);
+
+/// A reading as a source delivers it, before it is bound to a twin and channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// The measured value.
+    pub value: f64,
+    /// When the source measured it.
+    pub source_time: Timestamp,
+    /// Data quality reported by the source.
+    pub quality: Quality,
+    /// The source that delivered it.
+    pub source: SourceId,
+    /// The source's sequence number; `(source, seq)` identifies the reading.
+    pub seq: u64,
+}
+
+/// A reading bound to a channel of a twin, stamped with the time it was received.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The channel within the twin's type.
+    pub channel: ChannelId,
+    /// The measured value.
+    pub value: f64,
+    /// When the source measured it.
+    pub source_time: Timestamp,
+    /// When this node received it.
+    pub receive_time: Timestamp,
+    /// Data quality reported by the source.
+    pub quality: Quality,
+    /// The source that delivered it.
+    pub source: SourceId,
+    /// The source's sequence number.
+    pub seq: u64,
+}
+
+impl Sample {
+    /// Binds a reading to a channel, received at `receive_time`.
+    pub fn new(channel: ChannelId, reading: Reading, receive_time: Timestamp) -> Self {
+        Self {
+            channel,
+            value: reading.value,
+            source_time: reading.source_time,
+            receive_time,
+            quality: reading.quality,
+            source: reading.source,
+            seq: reading.seq,
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! A twin's state: reported, desired and derived values, alarms, trips, health, version.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TwinType;
+use crate::path::AssetPath;
+use crate::sample::{ChannelId, Quality, Sample, SourceId};
+use crate::time::Timestamp;
+use crate::value::Value;
+
+/// The latest value and recent history of one channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChannelState {
+    /// The sample with the newest source time, if any arrived.
+    pub current: Option<Sample>,
+    /// Recent samples in source-time order, oldest first, bounded.
+    pub history: VecDeque<Sample>,
+}
+
+/// A desired value and when it was last set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredValue {
+    /// The value the twin asks the machine to hold.
+    pub value: Value,
+    /// When it was last set.
+    pub set_at: Timestamp,
+}
+
+/// A value a model derived, with its confidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DerivedValue {
+    /// Name, unique within the twin.
+    pub name: String,
+    /// The model that writes it.
+    pub model: String,
+    /// Latest value, once the model produced one.
+    pub value: Option<f64>,
+    /// The model's confidence in it, 0..=1.
+    pub confidence: f64,
+    /// When it was last written.
+    pub at: Timestamp,
+}
+
+/// Alarm severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+/// An active alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Stable code, unique among a twin's active alarms (`rul_low`, `trip:overtemp`).
+    pub code: String,
+    /// Severity.
+    pub severity: Severity,
+    /// Human message.
+    pub message: String,
+    /// The model or governor that raised it.
+    pub raised_by: String,
+    /// When it was raised.
+    pub since: Timestamp,
+}
+
+/// A latched safety trip: set by a governor's safety action, cleared by a command
+/// declared with `clears_trips`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trip {
+    /// The governor that tripped.
+    pub governor: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// Anti-replay window for one (source, channel): the highest sequence number seen and
+/// a bitmap of the 64 below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayWindow {
+    /// The source.
+    pub source: SourceId,
+    /// The channel.
+    pub channel: ChannelId,
+    /// Highest sequence number accepted.
+    pub high: u64,
+    /// Bit `i` set: `high - 1 - i` was accepted.
+    pub below: u64,
+}
+
+impl ReplayWindow {
+    /// Records `seq`; false when it was already seen or is too old to tell.
+    fn admit(&mut self, seq: u64) -> bool {
+        if seq > self.high {
+            let shift = seq - self.high;
+            self.below = if shift >= 64 { 0 } else { (self.below << shift) | (1 << (shift - 1)) };
+            self.high = seq;
+            return true;
+        }
+        if seq == self.high {
+            return false;
+        }
+        let distance = self.high - seq - 1;
+        if distance >= 64 {
+            return false;
+        }
+        let bit = 1u64 << distance;
+        if self.below & bit != 0 {
+            return false;
+        }
+        self.below |= bit;
+        true
+    }
+}
+
+/// What applying a sample did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SampleOutcome {
+    /// It became the channel's current value.
+    Applied,
+    /// It is older than the current value: kept in history only.
+    Stale,
+    /// Its (source, sequence) was seen before: ignored.
+    Duplicate,
+}
+
+/// The full state of one twin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TwinState {
+    /// The twin's asset path.
+    pub path: AssetPath,
+    /// Grows by one with every accepted change (journaled event).
+    pub version: u64,
+    /// Reported values per channel, indexed by [`ChannelId`].
+    pub channels: Vec<ChannelState>,
+    /// Desired values, indexed like the type's `desired`.
+    pub desired: Vec<DesiredValue>,
+    /// Values written by models.
+    pub derived: Vec<DerivedValue>,
+    /// Active alarms.
+    pub alarms: Vec<Alarm>,
+    /// Latched trips.
+    pub trips: Vec<Trip>,
+    /// Overall health, 0 (failed or tripped) ..= 1 (as new).
+    pub health: f64,
+    /// Last time anything changed.
+    pub updated_at: Timestamp,
+    /// Anti-replay windows per (source, channel).
+    pub windows: Vec<ReplayWindow>,
+    /// History ring capacity per channel.
+    pub history_capacity: u32,
+}
+
+impl TwinState {
+    /// The initial state of a twin of `twin_type`.
+    pub fn new(path: AssetPath, twin_type: &TwinType, history_capacity: usize) -> Self {
+        let now = Timestamp::now();
+        Self {
+            path,
+            version: 0,
+            channels: vec![ChannelState::default(); twin_type.channels.len()],
+            desired: twin_type
+                .desired
+                .iter()
+                .map(|d| DesiredValue {
+                    value: d.initial,
+                    set_at: Timestamp(0),
+                })
+                .collect(),
+            derived: Vec::new(),
+            alarms: Vec::new(),
+            trips: Vec::new(),
+            health: 1.0,
+            updated_at: now,
+            windows: Vec::new(),
+            history_capacity: history_capacity.max(1) as u32,
+        }
+    }
+
+    /// Applies an already validated sample. Does not bump the version; the caller
+    /// journals non-duplicates and bumps it.
+    pub fn apply_sample(&mut self, sample: &Sample) -> SampleOutcome {
+        let channel_index = sample.channel.0 as usize;
+        debug_assert!(channel_index < self.channels.len());
+        if !self.admit(sample) {
+            return SampleOutcome::Duplicate;
+        }
+        let capacity = self.history_capacity as usize;
+        let channel = &mut self.channels[channel_index];
+        let newest = channel.history.back().map(|s| s.source_time);
+        match newest {
+            Some(newest) if sample.source_time < newest => {
+                let at = channel
+                    .history
+                    .partition_point(|s| s.source_time <= sample.source_time);
+                channel.history.insert(at, *sample);
+            }
+            _ => channel.history.push_back(*sample),
+        }
+        while channel.history.len() > capacity {
+            channel.history.pop_front();
+        }
+        let is_newer = channel
+            .current
+            .is_none_or(|current| sample.source_time >= current.source_time);
+        if is_newer {
+            channel.current = Some(*sample);
+            SampleOutcome::Applied
+        } else {
+            SampleOutcome::Stale
+        }
+    }
+
+    fn admit(&mut self, sample: &Sample) -> bool {
+        match self
+            .windows
+            .iter_mut()
+            .find(|w| w.source == sample.source && w.channel == sample.channel)
+        {
+            Some(window) => window.admit(sample.seq),
+            None => {
+                self.windows.push(ReplayWindow {
+                    source: sample.source,
+                    channel: sample.channel,
+                    high: sample.seq,
+                    below: 0,
+                });
+                true
+            }
+        }
+    }
+
+    /// The current value of a channel.
+    pub fn value(&self, channel: ChannelId) -> Option<f64> {
+        self.channels.get(channel.0 as usize)?.current.map(|s| s.value)
+    }
+
+    /// The current sample of a channel.
+    pub fn current(&self, channel: ChannelId) -> Option<&Sample> {
+        self.channels.get(channel.0 as usize)?.current.as_ref()
+    }
+
+    /// A derived value by name.
+    pub fn derived(&self, name: &str) -> Option<f64> {
+        self.derived.iter().find(|d| d.name == name)?.value
+    }
+
+    /// True when a trip is latched.
+    pub fn is_tripped(&self) -> bool {
+        !self.trips.is_empty()
+    }
+
+    /// Raises an alarm, replacing one with the same code; true when it changed.
+    pub fn raise_alarm(&mut self, alarm: Alarm) -> bool {
+        match self.alarms.iter_mut().find(|a| a.code == alarm.code) {
+            Some(existing) if existing.severity == alarm.severity && existing.message == alarm.message => false,
+            Some(existing) => {
+                let since = existing.since;
+                *existing = Alarm { since, ..alarm };
+                true
+            }
+            None => {
+                self.alarms.push(alarm);
+                true
+            }
+        }
+    }
+
+    /// Clears an alarm by code; true when one was active.
+    pub fn clear_alarm(&mut self, code: &str) -> bool {
+        let before = self.alarms.len();
+        self.alarms.retain(|a| a.code != code);
+        self.alarms.len() != before
+    }
+
+    /// The worst active alarm severity.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.alarms.iter().map(|a| a.severity).max()
+    }
+}
+
+/// Checks a reading against its channel before it reaches a twin.
+pub fn check_sample(
+    twin_type: &TwinType,
+    sample: &Sample,
+    max_future_skew_us: i64,
+    max_age_us: i64,
+) -> Result<(), SampleRejection> {
+    let Some(spec) = twin_type.channel_spec(sample.channel) else {
+        return Err(SampleRejection::UnknownChannel);
+    };
+    if !sample.value.is_finite() {
+        return Err(SampleRejection::NotFinite);
+    }
+    if sample.value < spec.range.0 || sample.value > spec.range.1 {
+        return Err(SampleRejection::OutOfRange);
+    }
+    let skew = sample.source_time.0 - sample.receive_time.0;
+    if skew > max_future_skew_us {
+        return Err(SampleRejection::InFuture);
+    }
+    if -skew > max_age_us {
+        return Err(SampleRejection::TooOld);
+    }
+    Ok(())
+}
+
+/// Why a sample was refused before reaching a twin; also the counter key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SampleRejection {
+    /// No twin has that path.
+    UnknownAsset,
+    /// The twin's type has no such channel.
+    UnknownChannel,
+    /// NaN or infinite.
+    NotFinite,
+    /// Outside the channel's plausible range.
+    OutOfRange,
+    /// Source time too far in the future.
+    InFuture,
+    /// Source time too far in the past.
+    TooOld,
+}
+
+impl SampleRejection {
+    /// Every kind, for counters.
+    pub const ALL: [SampleRejection; 6] = [
+        SampleRejection::UnknownAsset,
+        SampleRejection::UnknownChannel,
+        SampleRejection::NotFinite,
+        SampleRejection::OutOfRange,
+        SampleRejection::InFuture,
+        SampleRejection::TooOld,
+    ];
+
+    /// A short snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleRejection::UnknownAsset => "unknown_asset",
+            SampleRejection::UnknownChannel => "unknown_channel",
+            SampleRejection::NotFinite => "not_finite",
+            SampleRejection::OutOfRange => "out_of_range",
+            SampleRejection::InFuture => "in_future",
+            SampleRejection::TooOld => "too_old",
+        }
+    }
+}
+
+/// Read-only view of a twin handed to models and governors.
+#[derive(Clone, Copy)]
+pub struct TwinView<'a> {
+    /// The twin's type.
+    pub twin_type: &'a Arc<TwinType>,
+    /// The twin's state.
+    pub state: &'a TwinState,
+}
+
+impl<'a> TwinView<'a> {
+    /// The asset path.
+    pub fn path(&self) -> &AssetPath {
+        &self.state.path
+    }
+
+    /// The current value of a channel by name.
+    pub fn value(&self, channel: &str) -> Option<f64> {
+        self.state.value(self.twin_type.channel(channel)?)
+    }
+
+    /// The current sample of a channel by name.
+    pub fn current(&self, channel: &str) -> Option<&'a Sample> {
+        self.state.current(self.twin_type.channel(channel)?)
+    }
+
+    /// The quality of a channel's current value.
+    pub fn quality(&self, channel: &str) -> Option<Quality> {
+        self.current(channel).map(|s| s.quality)
+    }
+
+    /// A desired value by name.
+    pub fn desired(&self, name: &str) -> Option<&'a DesiredValue> {
+        let (index, _) = self.twin_type.desired(name)?;
+        self.state.desired.get(index)
+    }
+
+    /// A derived value by name.
+    pub fn derived(&self, name: &str) -> Option<f64> {
+        self.state.derived(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_window_rejects_duplicates_and_accepts_reordering() {
+        let mut window = ReplayWindow {
+            source: SourceId(1),
+            channel: ChannelId(0),
+            high: 10,
+            below: 0,
+        };
+        assert!(!window.admit(10));
+        assert!(window.admit(12));
+        assert!(window.admit(11));
+        assert!(!window.admit(11));
+        assert!(window.admit(9));
+        assert!(!window.admit(9));
+        assert!(window.admit(200));
+        assert!(!window.admit(100), "too old to tell is treated as seen");
+        assert!(window.admit(199));
+    }
+}
