@@ -167,7 +167,7 @@ pub struct Clamp {
 
 /// The outcome of a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Applied as asked.
     Accepted,

@@ -5,7 +5,7 @@ use crate::path::AssetPath;
 use crate::twin::SampleRejection;
 
 /// Everything that can go wrong in the kernel.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Configuration is invalid.
     #[error(transparent)]

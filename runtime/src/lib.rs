@@ -26,6 +26,7 @@ pub mod config;
 mod error;
 pub mod governor;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod path;
 pub mod sample;

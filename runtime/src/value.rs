@@ -14,9 +14,9 @@ pub enum ValueKind {
     Bool,
 }
 
-/// A typed value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// A typed value. Human-readable formats (TOML, JSON) write it bare (`true`, `3`,
+/// `2.5`); binary formats tag the variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
     /// A boolean.
     Bool(bool),
@@ -89,12 +89,80 @@ impl Value {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Bare {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Tagged {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            match *self {
+                Value::Bool(b) => Bare::Bool(b),
+                Value::Int(i) => Bare::Int(i),
+                Value::Float(f) => Bare::Float(f),
+            }
+            .serialize(serializer)
+        } else {
+            match *self {
+                Value::Bool(b) => Tagged::Bool(b),
+                Value::Int(i) => Tagged::Int(i),
+                Value::Float(f) => Tagged::Float(f),
+            }
+            .serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            Ok(match Bare::deserialize(deserializer)? {
+                Bare::Bool(b) => Value::Bool(b),
+                Bare::Int(i) => Value::Int(i),
+                Bare::Float(f) => Value::Float(f),
+            })
+        } else {
+            Ok(match Tagged::deserialize(deserializer)? {
+                Tagged::Bool(b) => Value::Bool(b),
+                Tagged::Int(i) => Value::Int(i),
+                Tagged::Float(f) => Value::Float(f),
+            })
+        }
+    }
+}
+
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_in_text_tagged_in_binary() {
+        assert_eq!(serde_json::to_string(&Value::Int(3)).unwrap(), "3");
+        assert_eq!(serde_json::from_str::<Value>("2.5").unwrap(), Value::Float(2.5));
+        for value in [Value::Bool(true), Value::Int(-7), Value::Float(1.25)] {
+            let bytes = postcard::to_stdvec(&value).unwrap();
+            assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), value);
         }
     }
 }

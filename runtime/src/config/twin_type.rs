@@ -68,6 +68,9 @@ pub struct CommandSpec {
     pub params: Vec<ParamSpec>,
     /// Desired values the command writes, in order.
     pub sets: Vec<(String, SetSource)>,
+    /// Whether applying it clears latched trips (a reset). Governors may deny it while
+    /// the tripping condition persists.
+    pub clears_trips: bool,
 }
 
 /// A model or governor declared on a type: its kind, an optional instance name and
@@ -281,6 +284,8 @@ struct RawCommand {
     params: BTreeMap<String, RawParam>,
     #[serde(default)]
     sets: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    clears_trips: bool,
 }
 
 #[derive(Deserialize)]
@@ -407,6 +412,7 @@ fn compile_type(
                 name: command_name,
                 params,
                 sets,
+                clears_trips: raw_command.clears_trips,
             },
         );
     }

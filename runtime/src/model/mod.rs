@@ -85,7 +85,28 @@ impl ModelOutput {
         }
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Derived values set since the last reset: `(slot, value, confidence)`.
+    pub fn values(&self) -> &[(u16, f64, f64)] {
+        &self.values
+    }
+
+    /// Alarms raised since the last reset: `(code, severity, message)`.
+    pub fn raised(&self) -> &[(String, Severity, String)] {
+        &self.raised
+    }
+
+    /// Alarm codes cleared since the last reset.
+    pub fn cleared(&self) -> &[String] {
+        &self.cleared
+    }
+
+    /// The health reported since the last reset, if any.
+    pub fn health_value(&self) -> Option<f64> {
+        self.health
+    }
+
+    /// Empties the output for the next sample, keeping its buffers.
+    pub fn reset(&mut self) {
         self.values.clear();
         self.raised.clear();
         self.cleared.clear();

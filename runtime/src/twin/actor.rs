@@ -1,0 +1,303 @@
+//! The twin actor: owns one twin's [`TwinCore`] and hands its effects to the journal.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::directory::TwinEntry;
+use super::host::Kernel;
+use super::logic::{Actuation, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf};
+use super::state::Severity;
+use crate::command::{Command, Verdict};
+use crate::error::Error;
+use crate::journal::{Completion, JournalWrite, Ticket};
+use crate::path::AssetPath;
+use crate::sample::{ChannelId, Sample};
+use crate::time::Timestamp;
+use crate::value::Value;
+
+/// The outcome of a command once durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    /// The governors' verdict.
+    pub verdict: Verdict,
+    /// Desired values written (empty when denied).
+    pub applied: Vec<(String, Value)>,
+    /// The twin's version after the command.
+    pub version: u64,
+    /// Sequence number of its audit record.
+    pub audit_seq: Option<u64>,
+}
+
+/// A twin's status as its supervisor aggregates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinStatus {
+    /// Directory index of the twin.
+    pub index: usize,
+    /// The twin.
+    pub asset: AssetPath,
+    /// Run state.
+    pub run_state: RunState,
+    /// Health, 0..=1.
+    pub health: f64,
+    /// Current throughput, if the type declares a throughput channel.
+    pub throughput: Option<f64>,
+    /// Current power in kW, if the type declares a power channel.
+    pub power_kw: Option<f64>,
+    /// Worst active alarm.
+    pub worst_alarm: Option<Severity>,
+    /// When this status was taken.
+    pub at: Timestamp,
+}
+
+/// Receives a twin's status updates (its supervisor).
+pub type StatusSink = Arc<dyn Fn(TwinStatus) + Send + Sync>;
+
+/// Messages a twin actor handles.
+pub enum TwinMsg {
+    /// Validated samples for this twin; the ticket completes when they are durable.
+    Samples(Vec<Sample>, Ticket),
+    /// A command; the reply comes once its outcome is durable.
+    Command(Command, oneshot::Sender<Result<CommandOutcome, Error>>),
+    /// A what-if question; changes nothing.
+    WhatIf(Command, Duration, Duration, oneshot::Sender<Result<WhatIf, Error>>),
+    /// Read the state.
+    Report(oneshot::Sender<TwinReport>),
+    /// Read a channel's history ring in a time range.
+    History(ChannelId, Timestamp, Timestamp, oneshot::Sender<Vec<Sample>>),
+    /// Write a snapshot now.
+    Snapshot,
+}
+
+/// How a twin actor gets its initial state.
+pub enum TwinStart {
+    /// Already recovered (bulk recovery at node start).
+    Recovered(Box<TwinCore>),
+    /// Recover from the journal in `pre_start` (restart after a crash).
+    Recover,
+}
+
+/// Arguments of a twin actor.
+pub struct TwinArgs {
+    /// The twin's directory entry.
+    pub entry: Arc<TwinEntry>,
+    /// The node's shared kernel.
+    pub kernel: Arc<Kernel>,
+    /// Initial state.
+    pub start: TwinStart,
+    /// Where status updates go.
+    pub status: Option<StatusSink>,
+}
+
+/// The twin actor.
+pub struct TwinActor;
+
+/// The twin actor's state.
+pub struct TwinActorState {
+    core: TwinCore,
+    entry: Arc<TwinEntry>,
+    kernel: Arc<Kernel>,
+    fx: Effects,
+    status: Option<StatusSink>,
+    last_status: Option<TwinStatus>,
+}
+
+/// Minimum spacing of status updates that only carry new throughput or power figures.
+const STATUS_INTERVAL_US: i64 = 250_000;
+
+impl Actor for TwinActor {
+    type Msg = TwinMsg;
+    type State = TwinActorState;
+    type Arguments = TwinArgs;
+
+    async fn pre_start(&self, myself: ActorRef<TwinMsg>, args: TwinArgs) -> Result<TwinActorState, ActorProcessingErr> {
+        let restarted = matches!(args.start, TwinStart::Recover);
+        let core = match args.start {
+            TwinStart::Recovered(core) => *core,
+            TwinStart::Recover => {
+                args.kernel.journal.flush().await?;
+                let kernel = args.kernel.clone();
+                let entry = args.entry.clone();
+                tokio::task::spawn_blocking(move || kernel.recover_one(&entry)).await??
+            }
+        };
+        args.entry.set_actor(Some(myself));
+        if restarted {
+            tracing::info!(asset = %args.entry.path, version = core.state().version, "twin restarted from durable state");
+            let _ = args.kernel.changes.send(TwinEvent {
+                asset: args.entry.path.clone(),
+                version: core.state().version,
+                change: TwinChange::Restarted,
+            });
+        }
+        let mut state = TwinActorState {
+            core,
+            entry: args.entry,
+            kernel: args.kernel,
+            fx: Effects::default(),
+            status: args.status,
+            last_status: None,
+        };
+        state.report_status(true);
+        Ok(state)
+    }
+
+    async fn post_stop(&self, myself: ActorRef<TwinMsg>, state: &mut TwinActorState) -> Result<(), ActorProcessingErr> {
+        state.entry.clear_actor_if(&myself);
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<TwinMsg>, message: TwinMsg, state: &mut TwinActorState) -> Result<(), ActorProcessingErr> {
+        match message {
+            TwinMsg::Samples(samples, ticket) => state.on_samples(&samples, ticket),
+            TwinMsg::Command(command, reply) => state.on_command(command, reply),
+            TwinMsg::WhatIf(command, horizon, step, reply) => {
+                let _ = reply.send(state.core.what_if(&command, horizon, step, Timestamp::now()));
+            }
+            TwinMsg::Report(reply) => {
+                let _ = reply.send(state.core.report());
+            }
+            TwinMsg::History(channel, from, to, reply) => {
+                let _ = reply.send(state.core.history(channel, from, to));
+            }
+            TwinMsg::Snapshot => state.flush_effects(Ticket::none(), Completion::None, true),
+        }
+        Ok(())
+    }
+}
+
+impl TwinActorState {
+    fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
+        self.fx.collect_changes = self.kernel.changes.receiver_count() > 0;
+        for sample in samples {
+            self.core.apply_sample(sample, &mut self.fx);
+        }
+        let counters = &self.kernel.counters;
+        counters.samples_in.fetch_add(samples.len() as u64, Ordering::Relaxed);
+        counters.samples_applied.fetch_add(u64::from(self.fx.applied), Ordering::Relaxed);
+        if self.fx.stale > 0 {
+            counters.samples_stale.fetch_add(u64::from(self.fx.stale), Ordering::Relaxed);
+        }
+        if self.fx.duplicates > 0 {
+            counters.samples_duplicate.fetch_add(u64::from(self.fx.duplicates), Ordering::Relaxed);
+        }
+        self.fx.applied = 0;
+        self.fx.stale = 0;
+        self.fx.duplicates = 0;
+        let snapshot_due = self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        self.flush_effects(ticket, Completion::None, snapshot_due);
+        self.report_status(false);
+    }
+
+    fn on_command(&mut self, command: Command, reply: oneshot::Sender<Result<CommandOutcome, Error>>) {
+        let span = tracing::info_span!("command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
+        let _entered = span.enter();
+        self.fx.collect_changes = self.kernel.changes.receiver_count() > 0;
+        let now = Timestamp::now();
+        let (verdict, applied) = match self.core.command(&command, now, &mut self.fx) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let counters = &self.kernel.counters;
+        match &verdict {
+            Verdict::Accepted => counters.commands_accepted.fetch_add(1, Ordering::Relaxed),
+            Verdict::Clamped { .. } => counters.commands_clamped.fetch_add(1, Ordering::Relaxed),
+            Verdict::Denied { .. } => counters.commands_denied.fetch_add(1, Ordering::Relaxed),
+        };
+        tracing::info!(verdict = %verdict, "command reviewed");
+        let actuation = verdict.is_applied().then(|| Actuation {
+            asset: self.entry.path.clone(),
+            command_id: command.id.clone(),
+            command: command.name.clone(),
+            params: command.params.clone(),
+            changes: applied.clone(),
+            origin: command.origin.clone(),
+            safety: false,
+            reason: String::new(),
+            at: now,
+        });
+        let version = self.core.state().version;
+        let actuations = self.kernel.actuations.clone();
+        let completion = Completion::Reply(Box::new(move |result| match result {
+            Ok(audit_seqs) => {
+                if let Some(actuation) = actuation {
+                    let _ = actuations.send(actuation);
+                }
+                let _ = reply.send(Ok(CommandOutcome {
+                    verdict,
+                    applied,
+                    version,
+                    audit_seq: audit_seqs.first().copied(),
+                }));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }));
+        let snapshot_due = self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        self.flush_effects(Ticket::none(), completion, snapshot_due);
+        self.report_status(false);
+    }
+
+    /// Publishes what the last message produced and hands its journal write over.
+    fn flush_effects(&mut self, ticket: Ticket, completion: Completion, snapshot: bool) {
+        for actuation in self.fx.safety_actuations.drain(..) {
+            self.kernel.counters.safety_actions.fetch_add(1, Ordering::Relaxed);
+            let _ = self.kernel.actuations.send(actuation);
+        }
+        for change in self.fx.changes.drain(..) {
+            let _ = self.kernel.changes.send(change);
+        }
+        let snapshot = snapshot.then(|| (self.entry.path.clone(), self.core.snapshot()));
+        let write = JournalWrite {
+            twin: self.entry.id,
+            records: std::mem::take(&mut self.fx.records),
+            events: std::mem::take(&mut self.fx.events),
+            audit: std::mem::take(&mut self.fx.audit),
+            snapshot,
+            ticket,
+            completion,
+            urgent: std::mem::take(&mut self.fx.urgent),
+        };
+        self.kernel.journal.write(write);
+    }
+
+    fn report_status(&mut self, force: bool) {
+        let Some(sink) = &self.status else {
+            return;
+        };
+        let state = self.core.state();
+        let twin_type = self.core.twin_type();
+        let status = TwinStatus {
+            index: self.entry.index,
+            asset: self.entry.path.clone(),
+            run_state: self.core.run_state(),
+            health: (state.health * 100.0).round() / 100.0,
+            throughput: twin_type.aggregates.throughput.and_then(|c| state.value(c)),
+            power_kw: twin_type.aggregates.power.and_then(|c| state.value(c)),
+            worst_alarm: state.worst_severity(),
+            at: state.updated_at,
+        };
+        let due = match &self.last_status {
+            None => true,
+            Some(last) => {
+                force
+                    || last.run_state != status.run_state
+                    || last.health != status.health
+                    || last.worst_alarm != status.worst_alarm
+                    || status.at.0 - last.at.0 >= STATUS_INTERVAL_US
+            }
+        };
+        if due {
+            sink(status.clone());
+            self.last_status = Some(status);
+        }
+    }
+}

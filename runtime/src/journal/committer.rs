@@ -1,0 +1,377 @@
+//! The group-committing writer thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redb::ReadableDatabase;
+use tokio::sync::oneshot;
+
+use super::ack::Ticket;
+use super::store::{AUDIT, JOURNAL, META, SNAPSHOTS, Store, StoreError};
+use crate::audit::AuditRecord;
+use crate::config::JournalSettings;
+use crate::error::Error;
+use crate::path::AssetPath;
+
+/// Called after the write's batch commits (or fails), with the sequence numbers
+/// assigned to its audit records.
+pub type Reply = Box<dyn FnOnce(Result<Vec<u64>, Error>) + Send>;
+
+/// What to do once a write is durable.
+pub enum Completion {
+    /// Nothing beyond completing the ticket.
+    None,
+    /// Run this callback (reply to a command, publish its actuation).
+    Reply(Reply),
+}
+
+/// Everything one twin message produced, handed to the journal as a unit.
+pub struct JournalWrite {
+    /// The twin's durable id.
+    pub twin: u32,
+    /// Encoded [`super::JournalRecord`]s, concatenated.
+    pub records: Vec<u8>,
+    /// How many records `records` holds.
+    pub events: u32,
+    /// Audit records to append (their `seq` is assigned at commit).
+    pub audit: Vec<AuditRecord>,
+    /// A snapshot covering every record of this and earlier writes of the twin.
+    pub snapshot: Option<(AssetPath, Vec<u8>)>,
+    /// Acknowledges the ingest call once durable.
+    pub ticket: Ticket,
+    /// Runs once durable.
+    pub completion: Completion,
+    /// Commit as soon as possible (safety actions) rather than at the batch interval.
+    pub urgent: bool,
+}
+
+enum Message {
+    Write(JournalWrite),
+    Flush(oneshot::Sender<()>),
+    Stop,
+}
+
+/// Counters the committer keeps.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
+    /// Failed commits.
+    pub failures: AtomicU64,
+    /// Journal batches deleted after snapshots made them unnecessary.
+    pub truncated: AtomicU64,
+}
+
+type SnapshotRequester = Arc<Mutex<Option<Box<dyn Fn(u32) + Send>>>>;
+
+/// Handle to the node's journal: hand it writes, wait for durability, read it back.
+#[derive(Clone)]
+pub struct Journal {
+    sender: mpsc::Sender<Message>,
+    store: Store,
+    stats: Arc<JournalStats>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    snapshot_requester: SnapshotRequester,
+}
+
+impl Journal {
+    /// Starts the committer over `store`.
+    pub fn start(store: Store, settings: &JournalSettings) -> Result<Self, StoreError> {
+        let (sender, receiver) = mpsc::channel();
+        let stats = Arc::new(JournalStats::default());
+        let next_batch = store.last_batch()?.map_or(1, |b| b + 1);
+        let next_audit = {
+            let txn = store.db.begin_read().map_err(StoreError::from)?;
+            let table = txn.open_table(META).map_err(StoreError::from)?;
+            table.get("next_audit").map_err(StoreError::from)?.map_or(1, |v| v.value())
+        };
+        let snapshot_requester = SnapshotRequester::default();
+        let mut committer = Committer {
+            receiver,
+            store: store.clone(),
+            interval: settings.batch_interval(),
+            max_events: settings.batch_max_events.max(1),
+            next_batch,
+            next_audit,
+            dirty: HashMap::new(),
+            requested: HashMap::new(),
+            stats: stats.clone(),
+            snapshot_requester: snapshot_requester.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("doppel-journal".into())
+            .spawn(move || committer.run())
+            .map_err(StoreError::from)?;
+        Ok(Self {
+            sender,
+            store,
+            stats,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            snapshot_requester,
+        })
+    }
+
+    /// Hands a write to the committer. When the journal has stopped, the write fails
+    /// at once: its ticket and reply report [`Error::ShuttingDown`].
+    pub fn write(&self, write: JournalWrite) {
+        if let Err(mpsc::SendError(Message::Write(write))) = self.sender.send(Message::Write(write)) {
+            write.ticket.complete(Err(Error::ShuttingDown));
+            if let Completion::Reply(reply) = write.completion {
+                reply(Err(Error::ShuttingDown));
+            }
+        }
+    }
+
+    /// Waits until every write handed over before this call has committed.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.sender.send(Message::Flush(done)).map_err(|_| Error::ShuttingDown)?;
+        wait.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Blocking variant of [`Journal::flush`], for threads outside the async runtime.
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.sender.send(Message::Flush(done)).map_err(|_| Error::ShuttingDown)?;
+        wait.blocking_recv().map_err(|_| Error::ShuttingDown)
+    }
+
+    /// The underlying store, for reads.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Committer counters.
+    pub fn stats(&self) -> &JournalStats {
+        &self.stats
+    }
+
+    /// Registers who to ask for a snapshot of a twin whose unsnapshotted journal tail
+    /// keeps old batches alive.
+    pub fn on_snapshot_needed(&self, request: impl Fn(u32) + Send + 'static) {
+        *self.snapshot_requester.lock() = Some(Box::new(request));
+    }
+
+    /// Stops the committer after it has committed everything handed over so far;
+    /// later writes fail with [`Error::ShuttingDown`]. Blocks until the thread ends.
+    pub fn stop(&self) {
+        let _ = self.sender.send(Message::Stop);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A twin whose first unsnapshotted batch lies further back than this many batches is
+/// asked for a snapshot, so journal truncation can progress.
+const SNAPSHOT_LAG_BATCHES: u64 = 512;
+/// Truncate the journal every this many batches.
+const TRUNCATE_EVERY: u64 = 64;
+
+struct Committer {
+    receiver: mpsc::Receiver<Message>,
+    store: Store,
+    interval: Duration,
+    max_events: usize,
+    next_batch: u64,
+    next_audit: u64,
+    /// Twin → first batch holding a record not covered by a snapshot.
+    dirty: HashMap<u32, u64>,
+    /// Twin → batch at which a snapshot was last requested.
+    requested: HashMap<u32, u64>,
+    stats: Arc<JournalStats>,
+    snapshot_requester: SnapshotRequester,
+}
+
+#[derive(Default)]
+struct Batch {
+    writes: Vec<JournalWrite>,
+    flushes: Vec<oneshot::Sender<()>>,
+    events: usize,
+    urgent: bool,
+    stop: bool,
+}
+
+impl Committer {
+    fn run(&mut self) {
+        let mut stopping = false;
+        while !stopping && let Ok(first) = self.receiver.recv() {
+            let mut batch = Batch::default();
+            let deadline = Instant::now() + self.interval;
+            let mut open = Self::add(&mut batch, first);
+            while open && batch.events < self.max_events && !batch.urgent {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match self.receiver.recv_timeout(deadline - now) {
+                    Ok(message) => open = Self::add(&mut batch, message),
+                    Err(_) => break,
+                }
+            }
+            stopping = batch.stop;
+            self.commit(batch);
+        }
+    }
+
+    /// Adds a message; false when the batch must close now (a flush or stop).
+    fn add(batch: &mut Batch, message: Message) -> bool {
+        match message {
+            Message::Write(write) => {
+                batch.events += write.events as usize;
+                batch.urgent |= write.urgent;
+                batch.writes.push(write);
+                true
+            }
+            Message::Flush(done) => {
+                batch.flushes.push(done);
+                false
+            }
+            Message::Stop => {
+                batch.stop = true;
+                false
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Batch) {
+        let needs_txn = batch
+            .writes
+            .iter()
+            .any(|w| !w.records.is_empty() || !w.audit.is_empty() || w.snapshot.is_some());
+        let mut audit_seqs: Vec<Vec<u64>> = Vec::with_capacity(batch.writes.len());
+        let result = if needs_txn {
+            self.write_batch(&batch, &mut audit_seqs)
+        } else {
+            audit_seqs.resize(batch.writes.len(), Vec::new());
+            Ok(())
+        };
+        match &result {
+            Ok(()) => {
+                self.stats.batches.fetch_add(u64::from(needs_txn), Ordering::Relaxed);
+                self.stats.events.fetch_add(batch.events as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, writes = batch.writes.len(), "journal commit failed");
+            }
+        }
+        for (write, seqs) in batch.writes.into_iter().zip(audit_seqs) {
+            let outcome = result.clone().map_err(|e| Error::Journal(e.0));
+            write.ticket.complete(outcome.clone());
+            if let Completion::Reply(reply) = write.completion {
+                reply(outcome.map(|()| seqs));
+            }
+        }
+        for done in batch.flushes {
+            let _ = done.send(());
+        }
+        if needs_txn && result.is_ok() {
+            self.maintain();
+        }
+    }
+
+    fn write_batch(&mut self, batch: &Batch, audit_seqs: &mut Vec<Vec<u64>>) -> Result<(), StoreError> {
+        let batch_seq = self.next_batch;
+        let mut next_audit = self.next_audit;
+        let txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        {
+            let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::from)?;
+            let mut audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
+            let size: usize = batch.writes.iter().map(|w| w.records.len()).sum();
+            if size > 0 {
+                let mut blob = Vec::with_capacity(size);
+                for write in &batch.writes {
+                    blob.extend_from_slice(&write.records);
+                }
+                journal.insert(batch_seq, blob.as_slice()).map_err(StoreError::from)?;
+            }
+            for write in &batch.writes {
+                let mut seqs = Vec::new();
+                for record in &write.audit {
+                    let mut record = record.clone();
+                    record.seq = next_audit;
+                    let bytes = postcard::to_stdvec(&record).map_err(StoreError::from)?;
+                    audit
+                        .insert((record.asset.as_str(), next_audit), bytes.as_slice())
+                        .map_err(StoreError::from)?;
+                    seqs.push(next_audit);
+                    next_audit += 1;
+                }
+                audit_seqs.push(seqs);
+                if let Some((path, bytes)) = &write.snapshot {
+                    snapshots
+                        .insert(path.as_str(), (batch_seq, bytes.as_slice()))
+                        .map_err(StoreError::from)?;
+                }
+            }
+            if next_audit != self.next_audit {
+                let mut meta = txn.open_table(META).map_err(StoreError::from)?;
+                meta.insert("next_audit", next_audit).map_err(StoreError::from)?;
+            }
+        }
+        txn.commit().map_err(StoreError::from)?;
+        self.next_batch += 1;
+        self.next_audit = next_audit;
+        for write in &batch.writes {
+            if write.snapshot.is_some() {
+                self.dirty.remove(&write.twin);
+                self.requested.remove(&write.twin);
+            } else if !write.records.is_empty() {
+                self.dirty.entry(write.twin).or_insert(batch_seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes journal batches every twin has snapshotted past, and asks twins that
+    /// hold truncation back for a snapshot.
+    fn maintain(&mut self) {
+        let current = self.next_batch;
+        if current % TRUNCATE_EVERY != 0 {
+            return;
+        }
+        let low = self.dirty.values().copied().min().unwrap_or(current);
+        if low > 1 {
+            match self.truncate_before(low) {
+                Ok(count) => {
+                    self.stats.truncated.fetch_add(count, Ordering::Relaxed);
+                }
+                Err(error) => tracing::warn!(%error, "journal truncation failed"),
+            }
+        }
+        let requester = self.snapshot_requester.lock();
+        if let Some(request) = requester.as_ref() {
+            for (&twin, &first) in &self.dirty {
+                let asked = self.requested.get(&twin).copied().unwrap_or(0);
+                if current.saturating_sub(first) > SNAPSHOT_LAG_BATCHES && current.saturating_sub(asked) > SNAPSHOT_LAG_BATCHES {
+                    request(twin);
+                    self.requested.insert(twin, current);
+                }
+            }
+        }
+    }
+
+    fn truncate_before(&self, low: u64) -> Result<u64, StoreError> {
+        let txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        let mut deleted = 0;
+        {
+            let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;
+            journal
+                .retain_in(..low, |_, _| {
+                    deleted += 1;
+                    false
+                })
+                .map_err(StoreError::from)?;
+        }
+        txn.commit().map_err(StoreError::from)?;
+        Ok(deleted)
+    }
+}

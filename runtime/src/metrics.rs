@@ -1,0 +1,113 @@
+//! Counters a node keeps, and rate-limited logging of dropped input.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::twin::SampleRejection;
+
+/// Live counters of one node.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Samples handed to twins.
+    pub samples_in: AtomicU64,
+    /// Samples that became a channel's current value.
+    pub samples_applied: AtomicU64,
+    /// Samples kept in history only (older than the current value).
+    pub samples_stale: AtomicU64,
+    /// Duplicates ignored.
+    pub samples_duplicate: AtomicU64,
+    rejected: [AtomicU64; 6],
+    /// Commands accepted as asked.
+    pub commands_accepted: AtomicU64,
+    /// Commands clamped.
+    pub commands_clamped: AtomicU64,
+    /// Commands denied.
+    pub commands_denied: AtomicU64,
+    /// Safety actions executed.
+    pub safety_actions: AtomicU64,
+    /// Twin actor restarts.
+    pub restarts: AtomicU64,
+    last_logged: Mutex<[Option<Instant>; 6]>,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CounterSnapshot {
+    /// Samples handed to twins.
+    pub samples_in: u64,
+    /// Samples that became a channel's current value.
+    pub samples_applied: u64,
+    /// Samples kept in history only.
+    pub samples_stale: u64,
+    /// Duplicates ignored.
+    pub samples_duplicate: u64,
+    /// Rejected samples by reason.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Commands accepted.
+    pub commands_accepted: u64,
+    /// Commands clamped.
+    pub commands_clamped: u64,
+    /// Commands denied.
+    pub commands_denied: u64,
+    /// Safety actions.
+    pub safety_actions: u64,
+    /// Twin restarts.
+    pub restarts: u64,
+}
+
+impl CounterSnapshot {
+    /// Rejections of one kind.
+    pub fn rejected(&self, kind: SampleRejection) -> u64 {
+        self.rejected
+            .iter()
+            .find(|(name, _)| *name == kind.as_str())
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// All rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// How often a kind of dropped input is logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Counters {
+    /// Counts a rejected sample and logs it, at most once per kind per minute.
+    pub fn reject(&self, kind: SampleRejection, detail: &dyn std::fmt::Display) {
+        let index = SampleRejection::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let total = self.rejected[index].fetch_add(1, Ordering::Relaxed) + 1;
+        let now = Instant::now();
+        let mut last = self.last_logged.lock();
+        if last[index].is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
+            last[index] = Some(now);
+            drop(last);
+            tracing::warn!(reason = kind.as_str(), total, %detail, "sample rejected (logged once per minute per reason)");
+        }
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            samples_in: get(&self.samples_in),
+            samples_applied: get(&self.samples_applied),
+            samples_stale: get(&self.samples_stale),
+            samples_duplicate: get(&self.samples_duplicate),
+            rejected: SampleRejection::ALL
+                .iter()
+                .zip(&self.rejected)
+                .map(|(kind, count)| (kind.as_str(), get(count)))
+                .collect(),
+            commands_accepted: get(&self.commands_accepted),
+            commands_clamped: get(&self.commands_clamped),
+            commands_denied: get(&self.commands_denied),
+            safety_actions: get(&self.safety_actions),
+            restarts: get(&self.restarts),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The twins a node hosts: the shared kernel (journal, components, buses, counters)
+//! and [`Twins`], the handle that validates input and routes it to twin actors.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, broadcast, oneshot};
+
+use super::actor::{CommandOutcome, TwinMsg};
+use super::directory::{Directory, TwinEntry};
+use super::logic::{Actuation, TwinCore, TwinEvent, TwinReport, WhatIf};
+use super::state::{SampleRejection, check_sample};
+use crate::audit::AuditRecord;
+use crate::command::Command;
+use crate::components::Components;
+use crate::config::{RuntimeSettings, TwinType, TwinTypes};
+use crate::error::Error;
+use crate::journal::{AckGroup, Completion, Journal, JournalWrite, Receipt, Store, Ticket};
+use crate::metrics::{CounterSnapshot, Counters};
+use crate::path::AssetPath;
+use crate::sample::{ChannelId, Reading, Sample, SourceId};
+use crate::time::Timestamp;
+
+/// Capacity of the change and actuation broadcast buffers; slower subscribers lag.
+const BUS_CAPACITY: usize = 16_384;
+
+/// What every twin actor of a node shares.
+pub struct Kernel {
+    /// The node's journal.
+    pub journal: Journal,
+    /// Runtime settings.
+    pub settings: RuntimeSettings,
+    /// Model and governor factories.
+    pub components: Components,
+    /// Twin changes, for subscribers.
+    pub changes: broadcast::Sender<TwinEvent>,
+    /// Commands and safety actions going to machines.
+    pub actuations: broadcast::Sender<Actuation>,
+    /// Counters.
+    pub counters: Counters,
+    /// Bounds samples accepted but not yet durable.
+    pub limiter: Arc<Semaphore>,
+}
+
+impl Kernel {
+    fn new_core(&self, entry: &TwinEntry) -> Result<TwinCore, Error> {
+        let models = self.components.build_models(&entry.twin_type)?;
+        let governors = self.components.build_governors(&entry.twin_type)?;
+        Ok(TwinCore::new(
+            entry.id,
+            entry.path.clone(),
+            entry.twin_type.clone(),
+            models,
+            governors,
+            self.settings.history_capacity,
+        ))
+    }
+
+    /// Rebuilds one twin from its latest snapshot and the journal tail after it.
+    pub fn recover_one(&self, entry: &TwinEntry) -> Result<TwinCore, Error> {
+        let mut core = self.new_core(entry)?;
+        let store = self.journal.store();
+        let from = match store.snapshot(&entry.path).map_err(journal_error)? {
+            Some((batch, snapshot)) => {
+                core.restore(snapshot)?;
+                batch
+            }
+            None => 0,
+        };
+        store
+            .replay(from, |_, record| {
+                if record.twin == entry.id {
+                    core.replay(&record);
+                }
+            })
+            .map_err(journal_error)?;
+        Ok(core)
+    }
+
+    /// Rebuilds every twin with one pass over the journal.
+    fn recover_all(&self, directory: &Directory) -> Result<Vec<TwinCore>, Error> {
+        let store = self.journal.store();
+        let mut cores = Vec::with_capacity(directory.len());
+        let mut from = u64::MAX;
+        for entry in directory.entries() {
+            let mut core = self.new_core(entry)?;
+            match store.snapshot(&entry.path).map_err(journal_error)? {
+                Some((batch, snapshot)) => {
+                    core.restore(snapshot)?;
+                    from = from.min(batch);
+                }
+                None => from = 0,
+            }
+            cores.push(core);
+        }
+        if from != u64::MAX {
+            let by_id: HashMap<u32, usize> = directory.entries().iter().map(|e| (e.id, e.index)).collect();
+            store
+                .replay(from, |_, record| {
+                    if let Some(&index) = by_id.get(&record.twin) {
+                        cores[index].replay(&record);
+                    }
+                })
+                .map_err(journal_error)?;
+        }
+        Ok(cores)
+    }
+}
+
+fn journal_error(error: impl std::fmt::Display) -> Error {
+    Error::Journal(error.to_string())
+}
+
+/// The twins a node hosts, before their actors start: recovered state to hand to them.
+pub struct Recovered {
+    /// The handle to route input to the twins once their actors run.
+    pub twins: Twins,
+    /// Recovered cores, in directory order.
+    pub cores: Vec<TwinCore>,
+}
+
+/// Routes samples, commands and reads to a node's twin actors, validating input at
+/// the boundary. Cheap to clone.
+#[derive(Clone)]
+pub struct Twins {
+    kernel: Arc<Kernel>,
+    directory: Arc<Directory>,
+}
+
+/// Where a sample goes: a twin (directory index) and a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelTarget {
+    /// The twin's directory index.
+    pub twin: usize,
+    /// The channel.
+    pub channel: ChannelId,
+}
+
+/// The result of a batch ingest: a receipt for what was accepted, and what was not.
+pub struct BatchReceipt {
+    /// Resolves when every accepted sample is durable.
+    pub receipt: Receipt,
+    /// Samples handed to twins.
+    pub accepted: usize,
+    /// Refused samples, by position in the batch.
+    pub rejected: Vec<(usize, SampleRejection)>,
+}
+
+impl Twins {
+    /// Opens the node's redb file under `data_dir`, recovers every twin of
+    /// `machines` and returns the handle and the recovered cores for the actors.
+    pub fn open(
+        data_dir: &Path,
+        types: &TwinTypes,
+        machines: &[(AssetPath, String)],
+        components: Components,
+        settings: RuntimeSettings,
+    ) -> Result<Recovered, Error> {
+        std::fs::create_dir_all(data_dir).map_err(journal_error)?;
+        let store = Store::open(&data_dir.join("doppel.redb")).map_err(journal_error)?;
+        let paths: Vec<AssetPath> = machines.iter().map(|(p, _)| p.clone()).collect();
+        let ids = store.twin_ids(&paths).map_err(journal_error)?;
+        let mut twins = Vec::with_capacity(machines.len());
+        for ((path, type_name), id) in machines.iter().zip(ids) {
+            let twin_type: Arc<TwinType> = types.get(type_name).cloned().ok_or_else(|| {
+                Error::Config(crate::config::ConfigError::at("topology", None, format!("machine `{path}` has unknown type `{type_name}`")))
+            })?;
+            twins.push((path.clone(), twin_type, id));
+        }
+        let directory = Arc::new(Directory::new(twins));
+        let journal = Journal::start(store, &settings.journal).map_err(journal_error)?;
+        let (changes, _) = broadcast::channel(BUS_CAPACITY);
+        let (actuations, _) = broadcast::channel(BUS_CAPACITY);
+        let limiter = Arc::new(Semaphore::new(settings.journal.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)));
+        let kernel = Arc::new(Kernel {
+            journal,
+            settings,
+            components,
+            changes,
+            actuations,
+            counters: Counters::default(),
+            limiter,
+        });
+        let mut cores = kernel.recover_all(&directory)?;
+        // A fresh snapshot of every twin lets the journal before it be truncated.
+        for core in &mut cores {
+            let snapshot = core.snapshot();
+            kernel.journal.write(JournalWrite {
+                twin: core.id(),
+                records: Vec::new(),
+                events: 0,
+                audit: Vec::new(),
+                snapshot: Some((core.path().clone(), snapshot)),
+                ticket: Ticket::none(),
+                completion: Completion::None,
+                urgent: false,
+            });
+        }
+        kernel.journal.flush_blocking()?;
+        Ok(Recovered {
+            twins: Twins { kernel, directory },
+            cores,
+        })
+    }
+
+    /// The shared kernel.
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    /// The directory of hosted twins.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// The entry of a twin.
+    pub fn entry(&self, path: &AssetPath) -> Result<&Arc<TwinEntry>, Error> {
+        self.directory
+            .get(path)
+            .ok_or_else(|| Error::UnknownAsset(path.clone()))
+    }
+
+    /// Resolves a twin and channel by name, for repeated ingest.
+    pub fn target(&self, path: &AssetPath, channel: &str) -> Result<ChannelTarget, Error> {
+        let entry = self.entry(path)?;
+        let channel_id = entry.twin_type.channel(channel).ok_or_else(|| Error::UnknownChannel {
+            asset: path.clone(),
+            channel: channel.to_string(),
+        })?;
+        Ok(ChannelTarget {
+            twin: entry.index,
+            channel: channel_id,
+        })
+    }
+
+    /// The durable id of a named source, registering it if new.
+    pub fn source(&self, name: &str) -> Result<SourceId, Error> {
+        self.kernel.journal.store().source_id(name).map(SourceId).map_err(journal_error)
+    }
+
+    fn check(&self, entry: &TwinEntry, sample: &Sample) -> Result<(), SampleRejection> {
+        let settings = &self.kernel.settings;
+        check_sample(
+            &entry.twin_type,
+            sample,
+            settings.max_future_skew_secs.saturating_mul(1_000_000) as i64,
+            settings.max_sample_age_secs.saturating_mul(1_000_000) as i64,
+        )
+    }
+
+    /// Ingests one reading for `path`/`channel`. Bad input is refused with a typed
+    /// error and counted; an accepted reading returns a receipt that resolves once it
+    /// is durable.
+    pub async fn ingest(&self, path: &AssetPath, channel: &str, reading: Reading) -> Result<Receipt, Error> {
+        let target = match self.target(path, channel) {
+            Ok(target) => target,
+            Err(error) => {
+                let kind = match error {
+                    Error::UnknownAsset(_) => SampleRejection::UnknownAsset,
+                    _ => SampleRejection::UnknownChannel,
+                };
+                self.kernel.counters.reject(kind, &error);
+                return Err(error);
+            }
+        };
+        let batch = self.ingest_batch(std::iter::once((target, reading))).await?;
+        if let Some((_, reason)) = batch.rejected.first() {
+            return Err(Error::SampleRejected {
+                asset: path.clone(),
+                reason: *reason,
+            });
+        }
+        Ok(batch.receipt)
+    }
+
+    /// Ingests readings for resolved targets; samples for the same twin travel in one
+    /// message. Refused readings are counted and listed; the rest are acknowledged
+    /// together by the receipt.
+    pub async fn ingest_batch(&self, readings: impl IntoIterator<Item = (ChannelTarget, Reading)>) -> Result<BatchReceipt, Error> {
+        let receive_time = Timestamp::now();
+        let mut groups: Vec<(usize, Vec<Sample>)> = Vec::new();
+        let mut rejected = Vec::new();
+        let mut accepted = 0;
+        for (position, (target, reading)) in readings.into_iter().enumerate() {
+            let Some(entry) = self.directory.at(target.twin) else {
+                self.kernel.counters.reject(SampleRejection::UnknownAsset, &format_args!("twin index {}", target.twin));
+                rejected.push((position, SampleRejection::UnknownAsset));
+                continue;
+            };
+            let sample = Sample::new(target.channel, reading, receive_time);
+            if let Err(reason) = self.check(entry, &sample) {
+                self.kernel.counters.reject(reason, &format_args!("{} channel {} value {}", entry.path, target.channel.0, sample.value));
+                rejected.push((position, reason));
+                continue;
+            }
+            accepted += 1;
+            match groups.iter_mut().rev().take(4).find(|(twin, _)| *twin == target.twin) {
+                Some((_, samples)) => samples.push(sample),
+                None => groups.push((target.twin, vec![sample])),
+            }
+        }
+        if groups.len() > 4 {
+            groups = merge_groups(groups);
+        }
+        let (group, receipt) = AckGroup::new(groups.len());
+        for (twin, samples) in groups {
+            let permits = samples.len() as u32;
+            self.kernel
+                .limiter
+                .acquire_many(permits)
+                .await
+                .map_err(|_| Error::ShuttingDown)?
+                .forget();
+            let entry = &self.directory.entries()[twin];
+            let ticket = Ticket::new(Some(group.clone()), permits, Some(self.kernel.limiter.clone()), entry.path.clone());
+            // A failed send hands the message back; dropping its ticket reports the
+            // twin unavailable through the receipt.
+            if let Some(actor) = entry.actor() {
+                let _ = actor.cast(TwinMsg::Samples(samples, ticket));
+            }
+        }
+        Ok(BatchReceipt {
+            receipt,
+            accepted,
+            rejected,
+        })
+    }
+
+    async fn ask<T>(&self, path: &AssetPath, message: impl FnOnce(oneshot::Sender<T>) -> TwinMsg) -> Result<T, Error> {
+        let entry = self.entry(path)?;
+        let actor = entry.actor().ok_or_else(|| Error::Unavailable(path.clone()))?;
+        let (reply, wait) = oneshot::channel();
+        actor
+            .cast(message(reply))
+            .map_err(|_| Error::Unavailable(path.clone()))?;
+        wait.await.map_err(|_| Error::Unavailable(path.clone()))
+    }
+
+    /// Sends a command to its twin; returns the verdict once it is durable.
+    pub async fn command(&self, command: Command) -> Result<CommandOutcome, Error> {
+        let path = command.asset.clone();
+        self.ask(&path, |reply| TwinMsg::Command(command, reply)).await?
+    }
+
+    /// Asks a twin what would happen under a command, without applying it.
+    pub async fn what_if(&self, command: Command, horizon: Duration, step: Duration) -> Result<WhatIf, Error> {
+        let path = command.asset.clone();
+        self.ask(&path, |reply| TwinMsg::WhatIf(command, horizon, step, reply)).await?
+    }
+
+    /// Reads a twin's state.
+    pub async fn report(&self, path: &AssetPath) -> Result<TwinReport, Error> {
+        self.ask(path, TwinMsg::Report).await
+    }
+
+    /// Reads a channel's recent samples in `[from, to]` from the twin's history ring.
+    pub async fn history(&self, path: &AssetPath, channel: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sample>, Error> {
+        let target = self.target(path, channel)?;
+        self.ask(path, |reply| TwinMsg::History(target.channel, from, to, reply)).await
+    }
+
+    /// Audit records at or below `prefix` within `[from, to]`, oldest first.
+    pub fn audit(&self, prefix: &AssetPath, from: Timestamp, to: Timestamp, limit: usize) -> Result<Vec<AuditRecord>, Error> {
+        self.kernel
+            .journal
+            .store()
+            .audit(prefix, from, to, limit)
+            .map_err(journal_error)
+    }
+
+    /// Subscribes to twin changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<TwinEvent> {
+        self.kernel.changes.subscribe()
+    }
+
+    /// Subscribes to actuations: accepted commands (once durable) and safety actions
+    /// (at once), as they go to machines.
+    pub fn actuations(&self) -> broadcast::Receiver<Actuation> {
+        self.kernel.actuations.subscribe()
+    }
+
+    /// Reads the node's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.kernel.counters.snapshot()
+    }
+
+    /// Waits until everything handed to the journal so far is durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.kernel.journal.flush().await
+    }
+}
+
+fn merge_groups(groups: Vec<(usize, Vec<Sample>)>) -> Vec<(usize, Vec<Sample>)> {
+    let mut merged: Vec<(usize, Vec<Sample>)> = Vec::with_capacity(groups.len());
+    let mut index: HashMap<usize, usize> = HashMap::with_capacity(groups.len());
+    for (twin, samples) in groups {
+        match index.get(&twin) {
+            Some(&at) => merged[at].1.extend(samples),
+            None => {
+                index.insert(twin, merged.len());
+                merged.push((twin, samples));
+            }
+        }
+    }
+    merged
+}

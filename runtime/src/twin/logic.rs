@@ -1,0 +1,974 @@
+//! The logic of one twin, independent of the actor that hosts it: applying samples,
+//! running models and governors, executing commands and safety actions, snapshots and
+//! recovery. Everything here is synchronous and deterministic given its inputs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Alarm, DerivedValue, DesiredValue, SampleOutcome, Severity, Trip, TwinState, TwinView};
+use crate::audit::{AuditKind, AuditRecord, ModelInfo};
+use crate::command::{Command, CommandId, DesiredChange, Origin, OriginKind, Verdict};
+use crate::config::{CommandSpec, SetSource, TwinType};
+use crate::error::Error;
+use crate::governor::{Governor, Proposal, Review, SafetyDemand};
+use crate::journal::{JournalEvent, JournalRecord, Snapshot};
+use crate::model::{Model, ModelOutput, Scenario, Trajectory};
+use crate::path::AssetPath;
+use crate::sample::{ChannelId, Quality, Sample};
+use crate::time::Timestamp;
+use crate::value::Value;
+
+/// Run state of a machine, derived from trips and the conventional `running` desired value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Running (or the type has no `running` desired value).
+    Running,
+    /// Stopped by command.
+    Stopped,
+    /// Stopped by a latched safety trip.
+    Tripped,
+}
+
+/// A change of a twin, published to subscribers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TwinChange {
+    /// A channel's current value changed.
+    Reported {
+        /// The channel.
+        channel: String,
+        /// New value.
+        value: f64,
+        /// Its quality.
+        quality: Quality,
+        /// Its source time.
+        source_time: Timestamp,
+    },
+    /// Desired values changed (command or safety action).
+    Desired {
+        /// New values by name.
+        values: Vec<(String, Value)>,
+    },
+    /// An alarm was raised or changed.
+    AlarmRaised(Alarm),
+    /// An alarm cleared.
+    AlarmCleared {
+        /// Its code.
+        code: String,
+    },
+    /// A trip latched.
+    Tripped(Trip),
+    /// Latched trips were cleared.
+    TripsCleared,
+    /// The twin restarted from durable state after a crash.
+    Restarted,
+}
+
+/// A published change with the twin and version it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinEvent {
+    /// The twin.
+    pub asset: AssetPath,
+    /// Its version after the change.
+    pub version: u64,
+    /// What changed.
+    pub change: TwinChange,
+}
+
+/// A command going to the machine: desired values to actuate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Actuation {
+    /// The twin (and machine).
+    pub asset: AssetPath,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// The command's name.
+    pub command: String,
+    /// Its parameters as requested.
+    pub params: Vec<(String, Value)>,
+    /// Desired values to actuate, after governors.
+    pub changes: Vec<(String, Value)>,
+    /// Who asked.
+    pub origin: Origin,
+    /// True for a governor's safety action.
+    pub safety: bool,
+    /// Why (safety actions).
+    pub reason: String,
+    /// When it was decided.
+    pub at: Timestamp,
+}
+
+/// The result of a what-if question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhatIf {
+    /// The verdict the governors would give now.
+    pub verdict: Verdict,
+    /// Desired values the projection assumed.
+    pub assumed: Vec<(String, Value)>,
+    /// Projected series.
+    pub trajectory: Trajectory,
+    /// Models that projected, with version and confidence.
+    pub models: Vec<ModelInfo>,
+}
+
+/// A reported value in a [`TwinReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedValue {
+    /// Channel name.
+    pub channel: String,
+    /// Unit.
+    pub unit: String,
+    /// The current sample, if any arrived.
+    pub sample: Option<Sample>,
+}
+
+/// A readable copy of a twin's state (without history and anti-replay windows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwinReport {
+    /// The twin.
+    pub asset: AssetPath,
+    /// Its type.
+    pub twin_type: String,
+    /// Its version.
+    pub version: u64,
+    /// Run state.
+    pub run_state: RunState,
+    /// Reported values, by channel.
+    pub reported: Vec<ReportedValue>,
+    /// Desired values by name.
+    pub desired: Vec<(String, DesiredValue)>,
+    /// Derived values.
+    pub derived: Vec<DerivedValue>,
+    /// Active alarms.
+    pub alarms: Vec<Alarm>,
+    /// Latched trips.
+    pub trips: Vec<Trip>,
+    /// Health, 0..=1.
+    pub health: f64,
+    /// Models with version and confidence.
+    pub models: Vec<ModelInfo>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl TwinReport {
+    /// The current value of a channel.
+    pub fn value(&self, channel: &str) -> Option<f64> {
+        self.reported.iter().find(|r| r.channel == channel)?.sample.map(|s| s.value)
+    }
+
+    /// A derived value by name.
+    pub fn derived(&self, name: &str) -> Option<f64> {
+        self.derived.iter().find(|d| d.name == name)?.value
+    }
+
+    /// A desired value by name.
+    pub fn desired(&self, name: &str) -> Option<Value> {
+        self.desired.iter().find(|(n, _)| n == name).map(|(_, d)| d.value)
+    }
+
+    /// True when an alarm with this code is active.
+    pub fn has_alarm(&self, code: &str) -> bool {
+        self.alarms.iter().any(|a| a.code == code)
+    }
+}
+
+/// What handling one message produced besides the state change: journal records,
+/// audit records, actuations and published changes.
+#[derive(Default)]
+pub struct Effects {
+    /// Encoded journal records.
+    pub records: Vec<u8>,
+    /// Number of records.
+    pub events: u32,
+    /// Audit records.
+    pub audit: Vec<AuditRecord>,
+    /// Safety actuations to publish at once.
+    pub safety_actuations: Vec<Actuation>,
+    /// Changes for subscribers (only collected when `collect_changes`).
+    pub changes: Vec<TwinEvent>,
+    /// Whether anyone listens for changes.
+    pub collect_changes: bool,
+    /// A safety action happened: commit without waiting for the batch interval.
+    pub urgent: bool,
+    /// Samples applied as current values.
+    pub applied: u32,
+    /// Samples kept in history only.
+    pub stale: u32,
+    /// Duplicates ignored.
+    pub duplicates: u32,
+}
+
+impl Effects {
+    fn record(&mut self, twin: u32, version: u64, event: JournalEvent) {
+        let record = JournalRecord { twin, version, event };
+        match postcard::to_extend(&record, std::mem::take(&mut self.records)) {
+            Ok(records) => self.records = records,
+            Err(error) => tracing::error!(%error, "journal record encoding failed"),
+        }
+        self.events += 1;
+    }
+}
+
+/// One twin's state, models and governors.
+pub struct TwinCore {
+    id: u32,
+    twin_type: Arc<TwinType>,
+    state: TwinState,
+    models: Vec<Box<dyn Model>>,
+    governors: Vec<Box<dyn Governor>>,
+    /// Index of each model's first derived slot in `state.derived`.
+    slots: Vec<usize>,
+    model_health: Vec<f64>,
+    output: ModelOutput,
+    demands: Vec<(usize, SafetyDemand)>,
+    events_since_snapshot: u64,
+}
+
+impl TwinCore {
+    /// A twin in its initial state.
+    pub fn new(
+        id: u32,
+        path: AssetPath,
+        twin_type: Arc<TwinType>,
+        models: Vec<Box<dyn Model>>,
+        governors: Vec<Box<dyn Governor>>,
+        history_capacity: usize,
+    ) -> Self {
+        let state = TwinState::new(path, &twin_type, history_capacity);
+        let mut core = Self {
+            id,
+            twin_type,
+            state,
+            model_health: vec![1.0; models.len()],
+            models,
+            governors,
+            slots: Vec::new(),
+            output: ModelOutput::default(),
+            demands: Vec::new(),
+            events_since_snapshot: 0,
+        };
+        core.layout_derived(&[]);
+        core
+    }
+
+    fn layout_derived(&mut self, previous: &[DerivedValue]) {
+        let mut derived = Vec::new();
+        self.slots.clear();
+        for model in &self.models {
+            self.slots.push(derived.len());
+            for name in model.outputs() {
+                let kept = previous.iter().find(|d| d.name == name && d.model == model.name());
+                derived.push(kept.cloned().unwrap_or(DerivedValue {
+                    name,
+                    model: model.name().to_string(),
+                    value: None,
+                    confidence: 0.0,
+                    at: Timestamp(0),
+                }));
+            }
+        }
+        self.state.derived = derived;
+    }
+
+    /// The twin's durable id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The twin's path.
+    pub fn path(&self) -> &AssetPath {
+        &self.state.path
+    }
+
+    /// The twin's type.
+    pub fn twin_type(&self) -> &Arc<TwinType> {
+        &self.twin_type
+    }
+
+    /// The twin's state.
+    pub fn state(&self) -> &TwinState {
+        &self.state
+    }
+
+    /// Journaled events since the last snapshot.
+    pub fn events_since_snapshot(&self) -> u64 {
+        self.events_since_snapshot
+    }
+
+    /// Run state.
+    pub fn run_state(&self) -> RunState {
+        if self.state.is_tripped() {
+            return RunState::Tripped;
+        }
+        let running = self
+            .twin_type
+            .desired("running")
+            .and_then(|(index, _)| self.state.desired[index].value.as_bool());
+        match running {
+            Some(false) => RunState::Stopped,
+            _ => RunState::Running,
+        }
+    }
+
+    /// Models with their current version and confidence.
+    pub fn model_infos(&self) -> Vec<ModelInfo> {
+        self.models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.name().to_string(),
+                version: m.version().to_string(),
+                confidence: m.confidence(),
+            })
+            .collect()
+    }
+
+    /// Applies a validated sample: state, journal record, models, then governors'
+    /// watch and any safety action they demand, all before returning.
+    pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
+        let outcome = self.state.apply_sample(sample);
+        match outcome {
+            SampleOutcome::Duplicate => {
+                fx.duplicates += 1;
+                return outcome;
+            }
+            SampleOutcome::Stale => fx.stale += 1,
+            SampleOutcome::Applied => fx.applied += 1,
+        }
+        self.bump(sample.receive_time);
+        fx.record(self.id, self.state.version, JournalEvent::Sample(*sample));
+        if outcome == SampleOutcome::Applied {
+            if fx.collect_changes {
+                fx.changes.push(TwinEvent {
+                    asset: self.state.path.clone(),
+                    version: self.state.version,
+                    change: TwinChange::Reported {
+                        channel: self.channel_name(sample.channel),
+                        value: sample.value,
+                        quality: sample.quality,
+                        source_time: sample.source_time,
+                    },
+                });
+            }
+            self.run_models(sample, Some(fx));
+            self.watch(sample, fx);
+        }
+        outcome
+    }
+
+    fn channel_name(&self, channel: ChannelId) -> String {
+        self.twin_type
+            .channel_spec(channel)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn bump(&mut self, at: Timestamp) {
+        self.state.version += 1;
+        self.state.updated_at = at;
+        self.events_since_snapshot += 1;
+    }
+
+    fn run_models(&mut self, sample: &Sample, mut fx: Option<&mut Effects>) {
+        for index in 0..self.models.len() {
+            self.output.reset();
+            let view = TwinView {
+                twin_type: &self.twin_type,
+                state: &self.state,
+            };
+            self.models[index].observe(sample, &view, &mut self.output);
+            let model_name = self.models[index].name();
+            let base = self.slots[index];
+            for &(slot, value, confidence) in &self.output.values {
+                if let Some(derived) = self.state.derived.get_mut(base + slot as usize) {
+                    derived.value = Some(value);
+                    derived.confidence = confidence;
+                    derived.at = sample.source_time;
+                }
+            }
+            for (code, severity, message) in self.output.raised.drain(..) {
+                let alarm = Alarm {
+                    code,
+                    severity,
+                    message,
+                    raised_by: model_name.to_string(),
+                    since: sample.source_time,
+                };
+                if self.state.raise_alarm(alarm.clone())
+                    && let Some(fx) = fx.as_deref_mut()
+                    && fx.collect_changes
+                {
+                    fx.changes.push(TwinEvent {
+                        asset: self.state.path.clone(),
+                        version: self.state.version,
+                        change: TwinChange::AlarmRaised(alarm),
+                    });
+                }
+            }
+            for code in self.output.cleared.drain(..) {
+                if self.state.clear_alarm(&code)
+                    && let Some(fx) = fx.as_deref_mut()
+                    && fx.collect_changes
+                {
+                    fx.changes.push(TwinEvent {
+                        asset: self.state.path.clone(),
+                        version: self.state.version,
+                        change: TwinChange::AlarmCleared { code },
+                    });
+                }
+            }
+            if let Some(health) = self.output.health {
+                self.model_health[index] = health;
+            }
+        }
+        self.update_health();
+    }
+
+    fn update_health(&mut self) {
+        let models = self.model_health.iter().copied().fold(1.0_f64, f64::min);
+        self.state.health = if self.state.is_tripped() { 0.0 } else { models };
+    }
+
+    fn watch(&mut self, sample: &Sample, fx: &mut Effects) {
+        self.demands.clear();
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        for (index, governor) in self.governors.iter_mut().enumerate() {
+            if let Some(demand) = governor.watch(sample, &view) {
+                self.demands.push((index, demand));
+            }
+        }
+        let demands = std::mem::take(&mut self.demands);
+        for (index, demand) in &demands {
+            self.execute_safety(*index, demand, sample.receive_time, fx);
+        }
+        self.demands = demands;
+    }
+
+    fn execute_safety(&mut self, governor: usize, demand: &SafetyDemand, at: Timestamp, fx: &mut Effects) {
+        let governor_name = self.governors[governor].name().to_string();
+        let Some(spec) = self.twin_type.commands.get(&demand.command).cloned() else {
+            tracing::error!(asset = %self.state.path, governor = %governor_name, command = %demand.command, "safety action names an unknown command");
+            return;
+        };
+        let command = Command {
+            id: CommandId::random(),
+            asset: self.state.path.clone(),
+            name: demand.command.clone(),
+            params: demand.params.clone(),
+            origin: Origin {
+                kind: OriginKind::Safety,
+                principal: governor_name.clone(),
+            },
+            issued_at: at,
+            deadline: None,
+        };
+        let changes = match resolve_changes(&self.twin_type, &spec, &command) {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::error!(asset = %self.state.path, governor = %governor_name, %error, "safety action has invalid parameters");
+                return;
+            }
+        };
+        let applied: Vec<(String, Value)> = changes.iter().map(|c| (c.name.clone(), c.value)).collect();
+        let state_version = self.state.version;
+        self.apply_safety(&governor_name, &demand.reason, &applied, demand.latch, at, Some(fx));
+        fx.record(
+            self.id,
+            self.state.version,
+            JournalEvent::Safety {
+                governor: governor_name.clone(),
+                reason: demand.reason.clone(),
+                command: demand.command.clone(),
+                changes: applied.clone(),
+                latch: demand.latch,
+                at,
+            },
+        );
+        fx.audit.push(AuditRecord {
+            seq: 0,
+            at,
+            asset: self.state.path.clone(),
+            kind: AuditKind::SafetyAction,
+            command_id: command.id.clone(),
+            command: command.name.clone(),
+            params: command.params.clone(),
+            origin: command.origin.clone(),
+            state_version,
+            models: self.model_infos(),
+            verdict: Verdict::Accepted,
+            applied: applied.clone(),
+            reason: demand.reason.clone(),
+        });
+        fx.safety_actuations.push(Actuation {
+            asset: self.state.path.clone(),
+            command_id: command.id,
+            command: command.name,
+            params: command.params,
+            changes: applied,
+            origin: command.origin,
+            safety: true,
+            reason: demand.reason.clone(),
+            at,
+        });
+        fx.urgent = true;
+        tracing::warn!(asset = %self.state.path, governor = %governor_name, reason = %demand.reason, "safety action");
+    }
+
+    fn apply_safety(
+        &mut self,
+        governor: &str,
+        reason: &str,
+        changes: &[(String, Value)],
+        latch: bool,
+        at: Timestamp,
+        fx: Option<&mut Effects>,
+    ) {
+        self.set_desired(changes, at);
+        let mut published = Vec::new();
+        if latch {
+            let trip = Trip {
+                governor: governor.to_string(),
+                reason: reason.to_string(),
+                at,
+            };
+            self.state.trips.push(trip.clone());
+            let alarm = Alarm {
+                code: format!("trip:{governor}"),
+                severity: Severity::Critical,
+                message: reason.to_string(),
+                raised_by: governor.to_string(),
+                since: at,
+            };
+            self.state.raise_alarm(alarm.clone());
+            published.push(TwinChange::Tripped(trip));
+            published.push(TwinChange::AlarmRaised(alarm));
+        }
+        self.bump(at);
+        self.update_health();
+        if let Some(fx) = fx
+            && fx.collect_changes
+        {
+            published.insert(0, TwinChange::Desired { values: changes.to_vec() });
+            for change in published {
+                fx.changes.push(TwinEvent {
+                    asset: self.state.path.clone(),
+                    version: self.state.version,
+                    change,
+                });
+            }
+        }
+    }
+
+    fn set_desired(&mut self, changes: &[(String, Value)], at: Timestamp) {
+        for (name, value) in changes {
+            if let Some((index, _)) = self.twin_type.desired(name) {
+                self.state.desired[index] = DesiredValue { value: *value, set_at: at };
+            }
+        }
+    }
+
+    /// Reviews a command with every governor and applies it unless denied. The audit
+    /// record is added to `fx` in every case.
+    pub fn command(&mut self, command: &Command, now: Timestamp, fx: &mut Effects) -> Result<(Verdict, Vec<(String, Value)>), Error> {
+        let spec = self.command_spec(command)?;
+        let changes = resolve_changes(&self.twin_type, &spec, command)?;
+        let mut proposal = Proposal::new(command, changes, spec.clears_trips, now);
+        let verdict = self.review(&mut proposal);
+        let applied: Vec<(String, Value)> = if verdict.is_applied() {
+            proposal.changes.iter().map(|c| (c.name.clone(), c.value)).collect()
+        } else {
+            Vec::new()
+        };
+        let state_version = self.state.version;
+        fx.audit.push(AuditRecord {
+            seq: 0,
+            at: now,
+            asset: self.state.path.clone(),
+            kind: AuditKind::Command,
+            command_id: command.id.clone(),
+            command: command.name.clone(),
+            params: command.params.clone(),
+            origin: command.origin.clone(),
+            state_version,
+            models: self.model_infos(),
+            verdict: verdict.clone(),
+            applied: applied.clone(),
+            reason: match &verdict {
+                Verdict::Denied { reason, .. } => reason.clone(),
+                Verdict::Clamped { clamps } => clamps.iter().map(|c| c.reason.as_str()).collect::<Vec<_>>().join("; "),
+                Verdict::Accepted => String::new(),
+            },
+        });
+        if verdict.is_applied() {
+            self.apply_command(&applied, spec.clears_trips, now, Some(fx));
+            fx.record(
+                self.id,
+                self.state.version,
+                JournalEvent::Command {
+                    id: command.id.clone(),
+                    name: command.name.clone(),
+                    origin: command.origin.clone(),
+                    verdict: verdict.clone(),
+                    changes: applied.clone(),
+                    clears_trips: spec.clears_trips,
+                    at: now,
+                },
+            );
+        }
+        Ok((verdict, applied))
+    }
+
+    fn command_spec(&self, command: &Command) -> Result<CommandSpec, Error> {
+        self.twin_type
+            .commands
+            .get(&command.name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCommand {
+                asset: self.state.path.clone(),
+                command: command.name.clone(),
+            })
+    }
+
+    fn review<'a>(&'a self, proposal: &mut Proposal<'a>) -> Verdict {
+        if let Some(deadline) = proposal.command.deadline
+            && deadline < proposal.now
+        {
+            return Verdict::Denied {
+                governor: "deadline".to_string(),
+                reason: format!(
+                    "deadline passed {:.3} s ago",
+                    proposal.now.secs_since(deadline)
+                ),
+            };
+        }
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        for governor in &self.governors {
+            proposal.reviewer = governor.name();
+            if let Review::Deny(reason) = governor.review(proposal, &view) {
+                return Verdict::Denied {
+                    governor: governor.name().to_string(),
+                    reason,
+                };
+            }
+        }
+        if proposal.clamps.is_empty() {
+            Verdict::Accepted
+        } else {
+            Verdict::Clamped {
+                clamps: proposal.clamps.clone(),
+            }
+        }
+    }
+
+    fn apply_command(&mut self, changes: &[(String, Value)], clears_trips: bool, at: Timestamp, fx: Option<&mut Effects>) {
+        self.set_desired(changes, at);
+        let mut published = vec![TwinChange::Desired { values: changes.to_vec() }];
+        if clears_trips && !self.state.trips.is_empty() {
+            for trip in std::mem::take(&mut self.state.trips) {
+                let code = format!("trip:{}", trip.governor);
+                self.state.clear_alarm(&code);
+                published.push(TwinChange::AlarmCleared { code });
+            }
+            published.push(TwinChange::TripsCleared);
+        }
+        self.bump(at);
+        self.update_health();
+        if let Some(fx) = fx
+            && fx.collect_changes
+        {
+            for change in published {
+                fx.changes.push(TwinEvent {
+                    asset: self.state.path.clone(),
+                    version: self.state.version,
+                    change,
+                });
+            }
+        }
+    }
+
+    /// Answers a what-if question: the verdict the governors would give now, and the
+    /// models' projection under the desired values that would result. Changes nothing.
+    pub fn what_if(&self, command: &Command, horizon: Duration, step: Duration, now: Timestamp) -> Result<WhatIf, Error> {
+        let spec = self.command_spec(command)?;
+        let changes = resolve_changes(&self.twin_type, &spec, command)?;
+        let mut proposal = Proposal::new(command, changes, spec.clears_trips, now);
+        let verdict = self.review(&mut proposal);
+        let mut desired: BTreeMap<String, Value> = self
+            .twin_type
+            .desired
+            .iter()
+            .zip(&self.state.desired)
+            .map(|(spec, value)| (spec.name.clone(), value.value))
+            .collect();
+        if verdict.is_applied() {
+            for change in &proposal.changes {
+                desired.insert(change.name.clone(), change.value);
+            }
+        }
+        let scenario = Scenario {
+            start: now,
+            horizon,
+            step,
+            desired,
+        };
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        let mut trajectory = Trajectory::default();
+        for model in &self.models {
+            model.project(&view, &scenario, &mut trajectory);
+        }
+        Ok(WhatIf {
+            verdict,
+            assumed: scenario.desired.into_iter().collect(),
+            trajectory,
+            models: self.model_infos(),
+        })
+    }
+
+    /// A readable copy of the state.
+    pub fn report(&self) -> TwinReport {
+        TwinReport {
+            asset: self.state.path.clone(),
+            twin_type: self.twin_type.name.clone(),
+            version: self.state.version,
+            run_state: self.run_state(),
+            reported: self
+                .twin_type
+                .channels
+                .iter()
+                .zip(&self.state.channels)
+                .map(|(spec, channel)| ReportedValue {
+                    channel: spec.name.clone(),
+                    unit: spec.unit.clone(),
+                    sample: channel.current,
+                })
+                .collect(),
+            desired: self
+                .twin_type
+                .desired
+                .iter()
+                .zip(&self.state.desired)
+                .map(|(spec, value)| (spec.name.clone(), value.clone()))
+                .collect(),
+            derived: self.state.derived.clone(),
+            alarms: self.state.alarms.clone(),
+            trips: self.state.trips.clone(),
+            health: self.state.health,
+            models: self.model_infos(),
+            updated_at: self.state.updated_at,
+        }
+    }
+
+    /// Samples of a channel in `[from, to]` from the history ring, oldest first.
+    pub fn history(&self, channel: ChannelId, from: Timestamp, to: Timestamp) -> Vec<Sample> {
+        self.state
+            .channels
+            .get(channel.0 as usize)
+            .map(|c| {
+                c.history
+                    .iter()
+                    .filter(|s| s.source_time >= from && s.source_time <= to)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Encodes a snapshot of the twin and resets the snapshot counter.
+    pub fn snapshot(&mut self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            state: &'a TwinState,
+            channel_names: Vec<&'a str>,
+            models: Vec<(&'a str, Vec<u8>)>,
+            governors: Vec<(&'a str, Vec<u8>)>,
+        }
+        let snapshot = SnapshotRef {
+            state: &self.state,
+            channel_names: self.twin_type.channels.iter().map(|c| c.name.as_str()).collect(),
+            models: self.models.iter().map(|m| (m.name(), m.save())).collect(),
+            governors: self.governors.iter().map(|g| (g.name(), g.save())).collect(),
+        };
+        self.events_since_snapshot = 0;
+        postcard::to_stdvec(&snapshot).unwrap_or_default()
+    }
+
+    /// Restores from a snapshot, remapping channels by name if the type changed since.
+    pub fn restore(&mut self, snapshot: Snapshot) -> Result<(), Error> {
+        let Snapshot {
+            mut state,
+            channel_names,
+            models,
+            governors,
+        } = snapshot;
+        let same_channels = channel_names.len() == self.twin_type.channels.len()
+            && channel_names.iter().zip(&self.twin_type.channels).all(|(a, b)| *a == b.name);
+        if !same_channels {
+            let map: Vec<Option<u16>> = channel_names
+                .iter()
+                .map(|name| self.twin_type.channel(name).map(|c| c.0))
+                .collect();
+            let mut channels = vec![Default::default(); self.twin_type.channels.len()];
+            for (old, channel) in state.channels.into_iter().enumerate() {
+                if let Some(Some(new)) = map.get(old) {
+                    let mut channel: super::state::ChannelState = channel;
+                    let remap = |s: &mut Sample| s.channel = ChannelId(*new);
+                    channel.current.iter_mut().for_each(remap);
+                    channel.history.iter_mut().for_each(remap);
+                    channels[*new as usize] = channel;
+                }
+            }
+            state.channels = channels;
+            state.windows.retain_mut(|w| match map.get(w.channel.0 as usize) {
+                Some(Some(new)) => {
+                    w.channel = ChannelId(*new);
+                    true
+                }
+                _ => false,
+            });
+        }
+        let desired = self
+            .twin_type
+            .desired
+            .iter()
+            .map(|spec| {
+                let old_index = self.state_desired_index(&state, spec.name.as_str());
+                old_index
+                    .and_then(|i| state.desired.get(i).cloned())
+                    .unwrap_or(DesiredValue {
+                        value: spec.initial,
+                        set_at: Timestamp(0),
+                    })
+            })
+            .collect();
+        state.desired = desired;
+        let previous_derived = std::mem::take(&mut state.derived);
+        state.history_capacity = self.state.history_capacity;
+        self.state = state;
+        self.layout_derived(&previous_derived);
+        for (name, saved) in models {
+            if let Some(model) = self.models.iter_mut().find(|m| m.name() == name)
+                && let Err(error) = model.restore(&saved)
+            {
+                tracing::warn!(asset = %self.state.path, model = %name, %error, "model state not restored");
+            }
+        }
+        for (name, saved) in governors {
+            if let Some(governor) = self.governors.iter_mut().find(|g| g.name() == name)
+                && let Err(error) = governor.restore(&saved)
+            {
+                tracing::warn!(asset = %self.state.path, governor = %name, %error, "governor state not restored");
+            }
+        }
+        let health = self.state.health;
+        self.model_health.iter_mut().for_each(|h| *h = health);
+        Ok(())
+    }
+
+    fn state_desired_index(&self, _state: &TwinState, name: &str) -> Option<usize> {
+        // Desired values are stored in type order; a snapshot taken under the same
+        // type uses the same indices.
+        self.twin_type.desired(name).map(|(index, _)| index)
+    }
+
+    /// Re-applies a journaled event during recovery. Models re-run over samples;
+    /// governors do not watch (their safety actions are journaled events themselves).
+    pub fn replay(&mut self, record: &JournalRecord) {
+        if record.version <= self.state.version {
+            return;
+        }
+        match &record.event {
+            JournalEvent::Sample(sample) => {
+                if self.twin_type.channel_spec(sample.channel).is_none() {
+                    self.state.version = record.version;
+                    return;
+                }
+                let outcome = self.state.apply_sample(sample);
+                self.state.updated_at = sample.receive_time;
+                if outcome == SampleOutcome::Applied {
+                    self.run_models(sample, None);
+                }
+            }
+            JournalEvent::Command { changes, clears_trips, at, .. } => {
+                self.apply_command(changes, *clears_trips, *at, None);
+            }
+            JournalEvent::Safety {
+                governor,
+                reason,
+                changes,
+                latch,
+                at,
+                ..
+            } => {
+                self.apply_safety(governor, reason, changes, *latch, *at, None);
+            }
+        }
+        self.state.version = record.version;
+    }
+}
+
+/// Resolves a command's parameters against its spec into the desired values it writes.
+pub fn resolve_changes(twin_type: &TwinType, spec: &CommandSpec, command: &Command) -> Result<Vec<DesiredChange>, Error> {
+    let invalid = |param: &str, problem: String| Error::InvalidParam {
+        command: command.name.clone(),
+        param: param.to_string(),
+        problem,
+    };
+    for (name, _) in &command.params {
+        if !spec.params.iter().any(|p| &p.name == name) {
+            return Err(invalid(name, "unknown parameter".to_string()));
+        }
+    }
+    let mut values = Vec::with_capacity(spec.params.len());
+    for param in &spec.params {
+        let Some(raw) = command.get(&param.name) else {
+            return Err(invalid(&param.name, "missing".to_string()));
+        };
+        let Some(value) = raw.coerce(param.kind) else {
+            return Err(invalid(&param.name, format!("{raw} is not a {:?}", param.kind).to_lowercase()));
+        };
+        if let Value::Float(f) = value
+            && !f.is_finite()
+        {
+            return Err(invalid(&param.name, "not a finite number".to_string()));
+        }
+        if let Some((low, high)) = param.range {
+            let number = value.as_f64();
+            if number < low || number > high {
+                return Err(invalid(&param.name, format!("{value} is outside [{low}, {high}] {}", param.unit).trim_end().to_string()));
+            }
+        }
+        values.push((param.name.as_str(), value));
+    }
+    let mut changes = Vec::with_capacity(spec.sets.len());
+    for (target, source) in &spec.sets {
+        let Some((index, desired)) = twin_type.desired(target) else {
+            continue;
+        };
+        let value = match source {
+            SetSource::Const(value) => *value,
+            SetSource::Param(param) => {
+                let value = values.iter().find(|(n, _)| n == param).map(|(_, v)| *v).unwrap_or(desired.initial);
+                value.coerce(desired.kind).unwrap_or(value)
+            }
+        };
+        changes.push(DesiredChange {
+            index: index as u16,
+            name: target.clone(),
+            requested: value,
+            value,
+        });
+    }
+    Ok(changes)
+}
