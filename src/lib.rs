@@ -1,1 +1,50 @@
-//! x
+//! Doppel: an actor runtime for industrial digital twins.
+//!
+//! Every asset is an actor holding its twin's state, the models that explain and
+//! project it, and the governors that keep every action inside safe limits. This
+//! crate is the facade: it re-exports the kernel ([`doppel_runtime`]) and the actor
+//! tree ([`doppel_actors`]) and ships the `doppel` binary.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use doppel::{AssetPath, Command, Origin, Quality, Reading, Runtime, Timestamp, Topology, TwinTypes, Value};
+//!
+//! let types = TwinTypes::from_file("types.toml")?;
+//! let topology = Topology::from_file("plant.toml", &types)?;
+//! let runtime = Runtime::builder()
+//!     .twin_types(types)
+//!     .topology(topology)
+//!     .data_dir("/var/lib/doppel")
+//!     .start()
+//!     .await?;
+//! let twins = runtime.twins();
+//! let press = AssetPath::parse("acme/plant-a/line-1/press-1")?;
+//! let source = twins.source("my-gateway")?;
+//! let reading = Reading { value: 71.3, source_time: Timestamp::now(), quality: Quality::Good, source, seq: 1 };
+//! twins.ingest(&press, "temperature", reading).await?.durable().await?;
+//! let outcome = twins
+//!     .command(Command::new(press, "set_speed", Origin::operator("ann")).param("rpm", Value::Float(1200.0)))
+//!     .await?;
+//! println!("{}", outcome.verdict);
+//! runtime.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub use doppel_actors::plant::{LineStatus, PlantStatus, SupervisorEvent};
+pub use doppel_actors::{Error, Runtime, RuntimeBuilder, governor, model};
+pub use doppel_runtime::config::{self, RuntimeSettings, Topology, TwinType, TwinTypes};
+pub use doppel_runtime::twin::{
+    Actuation, CommandOutcome, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, Twins,
+    WhatIf,
+};
+pub use doppel_runtime::{
+    Alarm, AssetPath, AuditKind, AuditRecord, ChannelId, Clamp, Command, CommandId, ComponentSpec,
+    ConfigError, Governor, Model, ModelInfo, ModelOutput, Origin, OriginKind, Proposal, Quality,
+    Reading, Review, SafetyDemand, Sample, SampleRejection, Scenario, Severity, SourceId,
+    Timestamp, Trajectory, TwinState, TwinView, Value, Verdict,
+};
+
+/// The kernel crate, for everything not re-exported here.
+pub use doppel_runtime as kernel;

@@ -1,1 +1,50 @@
-fn main(){}
+//! The `doppel` command: `doppel dev` runs a simulated plant on this machine.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod dev;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Doppel: an actor runtime for industrial digital twins.
+#[derive(Parser)]
+#[command(name = "doppel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a simulated plant on this machine: nothing to install, nothing to configure.
+    Dev(cli::dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("doppel: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => cli::dev::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("doppel: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -17,7 +17,8 @@ impl CommandId {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
         let now = Timestamp::now().as_micros() as u64;
-        let mixed = (now ^ (count.wrapping_mul(0x9E37_79B9_7F4A_7C15))).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let mixed =
+            (now ^ (count.wrapping_mul(0x9E37_79B9_7F4A_7C15))).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         Self(format!("{:016x}{:04x}", mixed, count & 0xffff))
     }
 }
@@ -208,7 +209,11 @@ impl std::fmt::Display for Verdict {
             Verdict::Clamped { clamps } => {
                 f.write_str("clamped")?;
                 for clamp in clamps {
-                    write!(f, " {}={}→{} ({}: {})", clamp.desired, clamp.requested, clamp.applied, clamp.governor, clamp.reason)?;
+                    write!(
+                        f,
+                        " {}={}→{} ({}: {})",
+                        clamp.desired, clamp.requested, clamp.applied, clamp.governor, clamp.reason
+                    )?;
                 }
                 Ok(())
             }

@@ -31,7 +31,10 @@ impl Components {
     /// Registers a model kind, replacing one of the same name.
     pub fn model<F>(&mut self, kind: impl Into<String>, factory: F) -> &mut Self
     where
-        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Model>, ConfigError> + Send + Sync + 'static,
+        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Model>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
     {
         self.models.insert(kind.into(), Arc::new(factory));
         self
@@ -40,7 +43,10 @@ impl Components {
     /// Registers a governor kind, replacing one of the same name.
     pub fn governor<F>(&mut self, kind: impl Into<String>, factory: F) -> &mut Self
     where
-        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Governor>, ConfigError> + Send + Sync + 'static,
+        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Governor>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
     {
         self.governors.insert(kind.into(), Arc::new(factory));
         self
@@ -53,7 +59,10 @@ impl Components {
             .iter()
             .map(|spec| {
                 let factory = self.models.get(&spec.kind).ok_or_else(|| {
-                    spec.error(format!("unknown model kind (known: {})", join_keys(&self.models)))
+                    spec.error(format!(
+                        "unknown model kind (known: {})",
+                        join_keys(&self.models)
+                    ))
                 })?;
                 factory(spec, twin_type)
             })
@@ -61,13 +70,19 @@ impl Components {
     }
 
     /// Builds every governor `twin_type` declares, in review order.
-    pub fn build_governors(&self, twin_type: &TwinType) -> Result<Vec<Box<dyn Governor>>, ConfigError> {
+    pub fn build_governors(
+        &self,
+        twin_type: &TwinType,
+    ) -> Result<Vec<Box<dyn Governor>>, ConfigError> {
         twin_type
             .governors
             .iter()
             .map(|spec| {
                 let factory = self.governors.get(&spec.kind).ok_or_else(|| {
-                    spec.error(format!("unknown governor kind (known: {})", join_keys(&self.governors)))
+                    spec.error(format!(
+                        "unknown governor kind (known: {})",
+                        join_keys(&self.governors)
+                    ))
                 })?;
                 factory(spec, twin_type)
             })

@@ -79,7 +79,10 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 impl Counters {
     /// Counts a rejected sample and logs it, at most once per kind per minute.
     pub fn reject(&self, kind: SampleRejection, detail: &dyn std::fmt::Display) {
-        let index = SampleRejection::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let index = SampleRejection::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
         let total = self.rejected[index].fetch_add(1, Ordering::Relaxed) + 1;
         let now = Instant::now();
         let mut last = self.last_logged.lock();

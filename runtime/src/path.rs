@@ -26,7 +26,9 @@ pub enum PathError {
     #[error("asset path has an empty segment")]
     EmptySegment,
     /// A character outside `[A-Za-z0-9_.-]` appears in a segment.
-    #[error("asset path contains the character {0:?}; allowed are letters, digits, '-', '_' and '.'")]
+    #[error(
+        "asset path contains the character {0:?}; allowed are letters, digits, '-', '_' and '.'"
+    )]
     BadCharacter(char),
 }
 
@@ -142,8 +144,14 @@ mod tests {
         assert_eq!(AssetPath::parse("a//b"), Err(PathError::EmptySegment));
         assert_eq!(AssetPath::parse("a/b c"), Err(PathError::BadCharacter(' ')));
         assert_eq!(AssetPath::parse("a/#"), Err(PathError::BadCharacter('#')));
-        assert!(matches!(AssetPath::parse(&"x".repeat(300)), Err(PathError::TooLong(300))));
-        assert!(matches!(AssetPath::parse(&["a"; 13].join("/")), Err(PathError::TooDeep(13))));
+        assert!(matches!(
+            AssetPath::parse(&"x".repeat(300)),
+            Err(PathError::TooLong(300))
+        ));
+        assert!(matches!(
+            AssetPath::parse(&["a"; 13].join("/")),
+            Err(PathError::TooDeep(13))
+        ));
     }
 
     proptest::proptest! {

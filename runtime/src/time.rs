@@ -33,13 +33,19 @@ impl Timestamp {
     }
 
     /// This time plus `duration` (saturating).
-    pub fn add(self, duration: Duration) -> Self {
-        Self(self.0.saturating_add(duration.as_micros().min(i64::MAX as u128) as i64))
+    pub fn plus(self, duration: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(duration.as_micros().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// This time minus `duration` (saturating).
-    pub fn sub(self, duration: Duration) -> Self {
-        Self(self.0.saturating_sub(duration.as_micros().min(i64::MAX as u128) as i64))
+    pub fn minus(self, duration: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(duration.as_micros().min(i64::MAX as u128) as i64),
+        )
     }
 
     /// Seconds from `earlier` to `self` (negative when `earlier` is later).
@@ -50,6 +56,11 @@ impl Timestamp {
 
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:06}", self.0.div_euclid(1_000_000), self.0.rem_euclid(1_000_000))
+        write!(
+            f,
+            "{}.{:06}",
+            self.0.div_euclid(1_000_000),
+            self.0.rem_euclid(1_000_000)
+        )
     }
 }

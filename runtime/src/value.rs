@@ -80,11 +80,12 @@ impl Value {
         match raw {
             "true" => Some(Value::Bool(true)),
             "false" => Some(Value::Bool(false)),
-            _ => raw
-                .parse::<i64>()
-                .map(Value::Int)
-                .ok()
-                .or_else(|| raw.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::Float)),
+            _ => raw.parse::<i64>().map(Value::Int).ok().or_else(|| {
+                raw.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Value::Float)
+            }),
         }
     }
 }
@@ -159,7 +160,10 @@ mod tests {
     #[test]
     fn bare_in_text_tagged_in_binary() {
         assert_eq!(serde_json::to_string(&Value::Int(3)).unwrap(), "3");
-        assert_eq!(serde_json::from_str::<Value>("2.5").unwrap(), Value::Float(2.5));
+        assert_eq!(
+            serde_json::from_str::<Value>("2.5").unwrap(),
+            Value::Float(2.5)
+        );
         for value in [Value::Bool(true), Value::Int(-7), Value::Float(1.25)] {
             let bytes = postcard::to_stdvec(&value).unwrap();
             assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), value);

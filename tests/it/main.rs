@@ -1,1 +1,8 @@
-//! x
+//! Doppel's integration tests, one binary: real redb files in temp dirs, real child
+//! processes, the real `doppel` binary.
+
+mod crash_safety;
+mod dev_command;
+mod kernel;
+mod supervision;
+mod support;

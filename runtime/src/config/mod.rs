@@ -46,7 +46,11 @@ impl ConfigError {
 /// 1-based line number of byte `offset` in `source`.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
-    source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    source.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Reads a configuration file, mapping I/O errors to a located [`ConfigError`].

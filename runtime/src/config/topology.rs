@@ -61,31 +61,43 @@ impl Topology {
         for raw_plant in raw.plants {
             let line = Some(line_of(source, raw_plant.span().start));
             let raw_plant = raw_plant.into_inner();
-            let plant_path = AssetPath::parse(&raw_plant.path)
-                .map_err(|e| ConfigError::at(origin, line, format!("plant `{}`: {e}", raw_plant.path)))?;
+            let plant_path = AssetPath::parse(&raw_plant.path).map_err(|e| {
+                ConfigError::at(origin, line, format!("plant `{}`: {e}", raw_plant.path))
+            })?;
             let mut lines = Vec::new();
             for raw_line in raw_plant.lines {
                 let line = Some(line_of(source, raw_line.span().start));
                 let raw_line = raw_line.into_inner();
-                let line_path = plant_path
-                    .join(&raw_line.name)
-                    .map_err(|e| ConfigError::at(origin, line, format!("line `{}`: {e}", raw_line.name)))?;
+                let line_path = plant_path.join(&raw_line.name).map_err(|e| {
+                    ConfigError::at(origin, line, format!("line `{}`: {e}", raw_line.name))
+                })?;
                 let mut machines = Vec::new();
                 for raw_machine in raw_line.machines {
                     let line = Some(line_of(source, raw_machine.span().start));
                     let raw_machine = raw_machine.into_inner();
                     let path = line_path.join(&raw_machine.name).map_err(|e| {
-                        ConfigError::at(origin, line, format!("machine `{}`: {e}", raw_machine.name))
+                        ConfigError::at(
+                            origin,
+                            line,
+                            format!("machine `{}`: {e}", raw_machine.name),
+                        )
                     })?;
                     if types.get(&raw_machine.twin_type).is_none() {
                         return Err(ConfigError::at(
                             origin,
                             line,
-                            format!("machine `{path}` has unknown type `{}`", raw_machine.twin_type),
+                            format!(
+                                "machine `{path}` has unknown type `{}`",
+                                raw_machine.twin_type
+                            ),
                         ));
                     }
                     if !seen.insert(path.clone()) {
-                        return Err(ConfigError::at(origin, line, format!("machine `{path}` is declared twice")));
+                        return Err(ConfigError::at(
+                            origin,
+                            line,
+                            format!("machine `{path}` is declared twice"),
+                        ));
                     }
                     machines.push(MachineSpec {
                         path,
@@ -94,7 +106,11 @@ impl Topology {
                     });
                 }
                 if !seen.insert(line_path.clone()) {
-                    return Err(ConfigError::at(origin, line, format!("line `{line_path}` is declared twice")));
+                    return Err(ConfigError::at(
+                        origin,
+                        line,
+                        format!("line `{line_path}` is declared twice"),
+                    ));
                 }
                 lines.push(LineSpec {
                     path: line_path,
@@ -102,7 +118,11 @@ impl Topology {
                 });
             }
             if !seen.insert(plant_path.clone()) {
-                return Err(ConfigError::at(origin, line, format!("plant `{plant_path}` is declared twice")));
+                return Err(ConfigError::at(
+                    origin,
+                    line,
+                    format!("plant `{plant_path}` is declared twice"),
+                ));
             }
             plants.push(PlantSpec {
                 path: plant_path,
@@ -185,11 +205,21 @@ type = "pmup"
         assert_eq!(error.line, Some(12), "{error}");
         assert!(error.to_string().contains("unknown type `pmup`"), "{error}");
 
-        let topology = Topology::from_toml(&source.replace("pmup", "pump"), "plant.toml", &types).unwrap();
+        let topology =
+            Topology::from_toml(&source.replace("pmup", "pump"), "plant.toml", &types).unwrap();
         let paths: Vec<_> = topology.machines().map(|m| m.path.to_string()).collect();
-        assert_eq!(paths, ["acme/plant-a/line-1/pump-1", "acme/plant-a/line-1/pump-2"]);
+        assert_eq!(
+            paths,
+            ["acme/plant-a/line-1/pump-1", "acme/plant-a/line-1/pump-2"]
+        );
 
-        let error = Topology::from_toml(&source.replace("pump-2", "pump 2"), "plant.toml", &types).unwrap_err();
-        assert!(error.to_string().contains("plant.toml:12: machine `pump 2`"), "{error}");
+        let error = Topology::from_toml(&source.replace("pump-2", "pump 2"), "plant.toml", &types)
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("plant.toml:12: machine `pump 2`"),
+            "{error}"
+        );
     }
 }

@@ -99,7 +99,11 @@ impl ComponentSpec {
 
     /// A configuration error located at this component.
     pub fn error(&self, message: impl std::fmt::Display) -> ConfigError {
-        ConfigError::at(&self.origin, self.line, format!("{} `{}`: {message}", self.kind, self.name))
+        ConfigError::at(
+            &self.origin,
+            self.line,
+            format!("{} `{}`: {message}", self.kind, self.name),
+        )
     }
 }
 
@@ -151,7 +155,10 @@ impl TwinType {
 
     /// Looks a desired value up by name, with its index.
     pub fn desired(&self, name: &str) -> Option<(usize, &DesiredSpec)> {
-        self.desired.iter().enumerate().find(|(_, d)| d.name == name)
+        self.desired
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.name == name)
     }
 }
 
@@ -185,7 +192,11 @@ impl TwinTypes {
     pub fn merge(&mut self, other: TwinTypes) -> Result<(), ConfigError> {
         for (name, twin_type) in other.types {
             if self.types.contains_key(&name) {
-                return Err(ConfigError::at("twin types", None, format!("type `{name}` is declared twice")));
+                return Err(ConfigError::at(
+                    "twin types",
+                    None,
+                    format!("type `{name}` is declared twice"),
+                ));
             }
             self.types.insert(name, twin_type);
         }
@@ -311,10 +322,18 @@ fn compile_type(
     type_line: Option<usize>,
 ) -> Result<TwinType, ConfigError> {
     let at = |span: std::ops::Range<usize>, message: String| {
-        ConfigError::at(origin, Some(line_of(source, span.start)), format!("type `{name}`: {message}"))
+        ConfigError::at(
+            origin,
+            Some(line_of(source, span.start)),
+            format!("type `{name}`: {message}"),
+        )
     };
     if raw.channels.len() > u16::MAX as usize {
-        return Err(ConfigError::at(origin, type_line, format!("type `{name}` has too many channels")));
+        return Err(ConfigError::at(
+            origin,
+            type_line,
+            format!("type `{name}` has too many channels"),
+        ));
     }
     let mut channels = Vec::with_capacity(raw.channels.len());
     let mut channel_index = HashMap::new();
@@ -323,7 +342,10 @@ fn compile_type(
         let raw_channel = spanned.into_inner();
         let [low, high] = raw_channel.range;
         if !(low.is_finite() && high.is_finite() && low < high) {
-            return Err(at(span, format!("channel `{channel_name}`: range must be two finite numbers, low < high")));
+            return Err(at(
+                span,
+                format!("channel `{channel_name}`: range must be two finite numbers, low < high"),
+            ));
         }
         channel_index.insert(channel_name.clone(), ChannelId(channels.len() as u16));
         channels.push(ChannelSpec {
@@ -338,13 +360,26 @@ fn compile_type(
         let span = spanned.span();
         let raw_desired = spanned.into_inner();
         let range = match raw_desired.range {
-            Some([low, high]) if low.is_finite() && high.is_finite() && low <= high => Some((low, high)),
-            Some(_) => return Err(at(span, format!("desired `{desired_name}`: range must be finite, low <= high"))),
+            Some([low, high]) if low.is_finite() && high.is_finite() && low <= high => {
+                Some((low, high))
+            }
+            Some(_) => {
+                return Err(at(
+                    span,
+                    format!("desired `{desired_name}`: range must be finite, low <= high"),
+                ));
+            }
             None => None,
         };
         let initial = match raw_desired.initial {
             Some(value) => value.coerce(raw_desired.kind).ok_or_else(|| {
-                at(span.clone(), format!("desired `{desired_name}`: initial value {value} is not a {:?}", raw_desired.kind))
+                at(
+                    span.clone(),
+                    format!(
+                        "desired `{desired_name}`: initial value {value} is not a {:?}",
+                        raw_desired.kind
+                    ),
+                )
             })?,
             None => Value::from_f64(raw_desired.kind, range.map(|r| r.0).unwrap_or(0.0)),
         };
@@ -368,7 +403,12 @@ fn compile_type(
                 (None, None) => None,
                 (Some(low), None) => Some((low, f64::MAX)),
                 (None, Some(high)) => Some((f64::MIN, high)),
-                _ => return Err(at(span, format!("command `{command_name}`: parameter `{param_name}` has min > max"))),
+                _ => {
+                    return Err(at(
+                        span,
+                        format!("command `{command_name}`: parameter `{param_name}` has min > max"),
+                    ));
+                }
             };
             params.push(ParamSpec {
                 name: param_name,
@@ -380,26 +420,54 @@ fn compile_type(
         let mut sets = Vec::new();
         for (target, source_value) in raw_command.sets {
             let Some(desired_spec) = desired.iter().find(|d| d.name == target) else {
-                return Err(at(span, format!("command `{command_name}` sets unknown desired value `{target}`")));
+                return Err(at(
+                    span,
+                    format!("command `{command_name}` sets unknown desired value `{target}`"),
+                ));
             };
             let set_source = match source_value {
                 toml::Value::String(param) => {
                     let Some(param_spec) = params.iter().find(|p| p.name == param) else {
-                        return Err(at(span, format!("command `{command_name}`: `{target}` takes unknown parameter `{param}`")));
+                        return Err(at(
+                            span,
+                            format!(
+                                "command `{command_name}`: `{target}` takes unknown parameter `{param}`"
+                            ),
+                        ));
                     };
-                    if param_spec.kind != desired_spec.kind && !(param_spec.kind == ValueKind::Int && desired_spec.kind == ValueKind::Float) {
-                        return Err(at(span, format!("command `{command_name}`: parameter `{param}` is {:?} but `{target}` is {:?}", param_spec.kind, desired_spec.kind)));
+                    if param_spec.kind != desired_spec.kind
+                        && !(param_spec.kind == ValueKind::Int
+                            && desired_spec.kind == ValueKind::Float)
+                    {
+                        return Err(at(
+                            span,
+                            format!(
+                                "command `{command_name}`: parameter `{param}` is {:?} but `{target}` is {:?}",
+                                param_spec.kind, desired_spec.kind
+                            ),
+                        ));
                     }
                     SetSource::Param(param)
                 }
                 toml::Value::Boolean(b) => SetSource::Const(Value::Bool(b)),
                 toml::Value::Integer(i) => SetSource::Const(Value::Int(i)),
                 toml::Value::Float(f) => SetSource::Const(Value::Float(f)),
-                other => return Err(at(span, format!("command `{command_name}`: cannot set `{target}` from {other}"))),
+                other => {
+                    return Err(at(
+                        span,
+                        format!("command `{command_name}`: cannot set `{target}` from {other}"),
+                    ));
+                }
             };
             if let SetSource::Const(value) = &set_source {
                 let coerced = value.coerce(desired_spec.kind).ok_or_else(|| {
-                    at(span.clone(), format!("command `{command_name}`: {value} is not a {:?} for `{target}`", desired_spec.kind))
+                    at(
+                        span.clone(),
+                        format!(
+                            "command `{command_name}`: {value} is not a {:?} for `{target}`",
+                            desired_spec.kind
+                        ),
+                    )
                 })?;
                 sets.push((target, SetSource::Const(coerced)));
             } else {
@@ -421,7 +489,9 @@ fn compile_type(
         let line = Some(line_of(source, spanned.span().start));
         let raw_component = spanned.into_inner();
         ComponentSpec {
-            name: raw_component.name.unwrap_or_else(|| raw_component.kind.clone()),
+            name: raw_component
+                .name
+                .unwrap_or_else(|| raw_component.kind.clone()),
             kind: raw_component.kind,
             params: raw_component.params,
             origin: format!("{origin} (type `{name}`)"),
@@ -431,16 +501,19 @@ fn compile_type(
     let models: Vec<ComponentSpec> = raw.models.into_iter().map(component).collect();
     let governors: Vec<ComponentSpec> = raw.governors.into_iter().map(component).collect();
 
-    let lookup = |channel_name: &Option<String>, what: &str| -> Result<Option<ChannelId>, ConfigError> {
-        match channel_name {
-            None => Ok(None),
-            Some(n) => channel_index
-                .get(n)
-                .copied()
-                .map(Some)
-                .ok_or_else(|| ConfigError::at(origin, type_line, format!("type `{name}`: {what} channel `{n}` is not declared"))),
-        }
-    };
+    let lookup =
+        |channel_name: &Option<String>, what: &str| -> Result<Option<ChannelId>, ConfigError> {
+            match channel_name {
+                None => Ok(None),
+                Some(n) => channel_index.get(n).copied().map(Some).ok_or_else(|| {
+                    ConfigError::at(
+                        origin,
+                        type_line,
+                        format!("type `{name}`: {what} channel `{n}` is not declared"),
+                    )
+                }),
+            }
+        };
     let aggregates = Aggregates {
         throughput: lookup(&raw.aggregates.throughput, "throughput")?,
         power: lookup(&raw.aggregates.power, "power")?,
@@ -510,10 +583,19 @@ channel = "vibration"
         let press = types.get("press").unwrap();
         assert_eq!(press.channels.len(), 2);
         assert_eq!(press.channel("vibration"), Some(ChannelId(1)));
-        assert_eq!(press.desired("speed").unwrap().1.initial, Value::Float(1200.0));
-        assert_eq!(press.commands["stop"].sets, vec![("running".to_string(), SetSource::Const(Value::Bool(false)))]);
+        assert_eq!(
+            press.desired("speed").unwrap().1.initial,
+            Value::Float(1200.0)
+        );
+        assert_eq!(
+            press.commands["stop"].sets,
+            vec![("running".to_string(), SetSource::Const(Value::Bool(false)))]
+        );
         assert_eq!(press.models[0].kind, "ewma_anomaly");
-        assert_eq!(press.models[0].params["channel"].as_str(), Some("vibration"));
+        assert_eq!(
+            press.models[0].params["channel"].as_str(),
+            Some("vibration")
+        );
     }
 
     #[test]
@@ -521,7 +603,7 @@ channel = "vibration"
         let broken = PRESS.replace("range = [0.0, 100.0]", "range = [100.0, 0.0]");
         let error = TwinTypes::from_toml(&broken, "types.toml").unwrap_err();
         assert_eq!(error.origin, "types.toml");
-        assert_eq!(error.line, Some(11), "{error}");
+        assert_eq!(error.line, Some(10), "{error}");
         assert!(error.to_string().contains("channel `vibration`"), "{error}");
 
         let typo = PRESS.replace("unit = \"rpm\"\nrange", "unti = \"rpm\"\nrange");
@@ -531,6 +613,9 @@ channel = "vibration"
 
         let bad_set = PRESS.replace("sets = { speed = \"rpm\" }", "sets = { sped = \"rpm\" }");
         let error = TwinTypes::from_toml(&bad_set, "types.toml").unwrap_err();
-        assert!(error.to_string().contains("unknown desired value `sped`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown desired value `sped`"),
+            "{error}"
+        );
     }
 }

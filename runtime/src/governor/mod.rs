@@ -77,7 +77,12 @@ pub struct Proposal<'a> {
 
 impl<'a> Proposal<'a> {
     /// Creates a proposal for review.
-    pub fn new(command: &'a Command, changes: Vec<DesiredChange>, clears_trips: bool, now: Timestamp) -> Self {
+    pub fn new(
+        command: &'a Command,
+        changes: Vec<DesiredChange>,
+        clears_trips: bool,
+        now: Timestamp,
+    ) -> Self {
         Self {
             command,
             changes,

@@ -78,7 +78,12 @@ pub struct Ticket {
 
 impl Ticket {
     /// A ticket for one part of `group`, holding `permits` of `limiter`.
-    pub fn new(group: Option<Arc<AckGroup>>, permits: u32, limiter: Option<Arc<Semaphore>>, asset: AssetPath) -> Self {
+    pub fn new(
+        group: Option<Arc<AckGroup>>,
+        permits: u32,
+        limiter: Option<Arc<Semaphore>>,
+        asset: AssetPath,
+    ) -> Self {
         Self {
             group,
             permits,

@@ -89,7 +89,10 @@ impl Journal {
         let next_audit = {
             let txn = store.db.begin_read().map_err(StoreError::from)?;
             let table = txn.open_table(META).map_err(StoreError::from)?;
-            table.get("next_audit").map_err(StoreError::from)?.map_or(1, |v| v.value())
+            table
+                .get("next_audit")
+                .map_err(StoreError::from)?
+                .map_or(1, |v| v.value())
         };
         let snapshot_requester = SnapshotRequester::default();
         let mut committer = Committer {
@@ -120,7 +123,8 @@ impl Journal {
     /// Hands a write to the committer. When the journal has stopped, the write fails
     /// at once: its ticket and reply report [`Error::ShuttingDown`].
     pub fn write(&self, write: JournalWrite) {
-        if let Err(mpsc::SendError(Message::Write(write))) = self.sender.send(Message::Write(write)) {
+        if let Err(mpsc::SendError(Message::Write(write))) = self.sender.send(Message::Write(write))
+        {
             write.ticket.complete(Err(Error::ShuttingDown));
             if let Completion::Reply(reply) = write.completion {
                 reply(Err(Error::ShuttingDown));
@@ -131,14 +135,18 @@ impl Journal {
     /// Waits until every write handed over before this call has committed.
     pub async fn flush(&self) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
-        self.sender.send(Message::Flush(done)).map_err(|_| Error::ShuttingDown)?;
+        self.sender
+            .send(Message::Flush(done))
+            .map_err(|_| Error::ShuttingDown)?;
         wait.await.map_err(|_| Error::ShuttingDown)
     }
 
     /// Blocking variant of [`Journal::flush`], for threads outside the async runtime.
     pub fn flush_blocking(&self) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
-        self.sender.send(Message::Flush(done)).map_err(|_| Error::ShuttingDown)?;
+        self.sender
+            .send(Message::Flush(done))
+            .map_err(|_| Error::ShuttingDown)?;
         wait.blocking_recv().map_err(|_| Error::ShuttingDown)
     }
 
@@ -161,6 +169,8 @@ impl Journal {
     /// Stops the committer after it has committed everything handed over so far;
     /// later writes fail with [`Error::ShuttingDown`]. Blocks until the thread ends.
     pub fn stop(&self) {
+        // The requester may hold handles to twins that hold this journal.
+        self.snapshot_requester.lock().take();
         let _ = self.sender.send(Message::Stop);
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
@@ -254,8 +264,12 @@ impl Committer {
         };
         match &result {
             Ok(()) => {
-                self.stats.batches.fetch_add(u64::from(needs_txn), Ordering::Relaxed);
-                self.stats.events.fetch_add(batch.events as u64, Ordering::Relaxed);
+                self.stats
+                    .batches
+                    .fetch_add(u64::from(needs_txn), Ordering::Relaxed);
+                self.stats
+                    .events
+                    .fetch_add(batch.events as u64, Ordering::Relaxed);
             }
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +291,11 @@ impl Committer {
         }
     }
 
-    fn write_batch(&mut self, batch: &Batch, audit_seqs: &mut Vec<Vec<u64>>) -> Result<(), StoreError> {
+    fn write_batch(
+        &mut self,
+        batch: &Batch,
+        audit_seqs: &mut Vec<Vec<u64>>,
+    ) -> Result<(), StoreError> {
         let batch_seq = self.next_batch;
         let mut next_audit = self.next_audit;
         let txn = self.store.db.begin_write().map_err(StoreError::from)?;
@@ -291,7 +309,9 @@ impl Committer {
                 for write in &batch.writes {
                     blob.extend_from_slice(&write.records);
                 }
-                journal.insert(batch_seq, blob.as_slice()).map_err(StoreError::from)?;
+                journal
+                    .insert(batch_seq, blob.as_slice())
+                    .map_err(StoreError::from)?;
             }
             for write in &batch.writes {
                 let mut seqs = Vec::new();
@@ -314,7 +334,8 @@ impl Committer {
             }
             if next_audit != self.next_audit {
                 let mut meta = txn.open_table(META).map_err(StoreError::from)?;
-                meta.insert("next_audit", next_audit).map_err(StoreError::from)?;
+                meta.insert("next_audit", next_audit)
+                    .map_err(StoreError::from)?;
             }
         }
         txn.commit().map_err(StoreError::from)?;
@@ -335,7 +356,7 @@ impl Committer {
     /// hold truncation back for a snapshot.
     fn maintain(&mut self) {
         let current = self.next_batch;
-        if current % TRUNCATE_EVERY != 0 {
+        if !current.is_multiple_of(TRUNCATE_EVERY) {
             return;
         }
         let low = self.dirty.values().copied().min().unwrap_or(current);
@@ -351,7 +372,9 @@ impl Committer {
         if let Some(request) = requester.as_ref() {
             for (&twin, &first) in &self.dirty {
                 let asked = self.requested.get(&twin).copied().unwrap_or(0);
-                if current.saturating_sub(first) > SNAPSHOT_LAG_BATCHES && current.saturating_sub(asked) > SNAPSHOT_LAG_BATCHES {
+                if current.saturating_sub(first) > SNAPSHOT_LAG_BATCHES
+                    && current.saturating_sub(asked) > SNAPSHOT_LAG_BATCHES
+                {
                     request(twin);
                     self.requested.insert(twin, current);
                 }

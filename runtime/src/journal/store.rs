@@ -70,7 +70,11 @@ impl Store {
         Ok(self.intern(SOURCES, std::iter::once(name))?[0])
     }
 
-    fn intern<'a>(&self, table: TableDefinition<&str, u32>, names: impl Iterator<Item = &'a str>) -> Result<Vec<u32>, StoreError> {
+    fn intern<'a>(
+        &self,
+        table: TableDefinition<&str, u32>,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<u32>, StoreError> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
         let ids = {
             let mut table = txn.open_table(table).map_err(StoreError::from)?;
@@ -81,7 +85,10 @@ impl Store {
             }
             let mut ids = Vec::new();
             for name in names {
-                let existing = table.get(name).map_err(StoreError::from)?.map(|v| v.value());
+                let existing = table
+                    .get(name)
+                    .map_err(StoreError::from)?
+                    .map(|v| v.value());
                 let id = match existing {
                     Some(id) => id,
                     None => {
@@ -111,7 +118,11 @@ impl Store {
     }
 
     /// Calls `visit` for every journal record in batches `from_batch..`, in order.
-    pub fn replay(&self, from_batch: u64, mut visit: impl FnMut(u64, JournalRecord)) -> Result<(), StoreError> {
+    pub fn replay(
+        &self,
+        from_batch: u64,
+        mut visit: impl FnMut(u64, JournalRecord),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(JOURNAL).map_err(StoreError::from)?;
         for entry in table.range(from_batch..).map_err(StoreError::from)? {
@@ -119,7 +130,8 @@ impl Store {
             let batch = batch.value();
             let mut rest = blob.value();
             while !rest.is_empty() {
-                let (record, tail) = postcard::take_from_bytes::<JournalRecord>(rest).map_err(StoreError::from)?;
+                let (record, tail) =
+                    postcard::take_from_bytes::<JournalRecord>(rest).map_err(StoreError::from)?;
                 visit(batch, record);
                 rest = tail;
             }
@@ -131,7 +143,10 @@ impl Store {
     pub fn last_batch(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(JOURNAL).map_err(StoreError::from)?;
-        Ok(table.last().map_err(StoreError::from)?.map(|(k, _)| k.value()))
+        Ok(table
+            .last()
+            .map_err(StoreError::from)?
+            .map(|(k, _)| k.value()))
     }
 
     /// Number of journal batches kept.
@@ -143,17 +158,27 @@ impl Store {
 
     /// Audit records of twins at or below `prefix` with `at` in `[from, to]`, in
     /// sequence order, at most `limit`.
-    pub fn audit(&self, prefix: &AssetPath, from: Timestamp, to: Timestamp, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    pub fn audit(
+        &self,
+        prefix: &AssetPath,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(AUDIT).map_err(StoreError::from)?;
         let mut records = Vec::new();
-        for entry in table.range((prefix.as_str(), 0u64)..).map_err(StoreError::from)? {
+        for entry in table
+            .range((prefix.as_str(), 0u64)..)
+            .map_err(StoreError::from)?
+        {
             let (key, value) = entry.map_err(StoreError::from)?;
             let (path, _) = key.value();
             if !path.starts_with(prefix.as_str()) {
                 break;
             }
-            let record: AuditRecord = postcard::from_bytes(value.value()).map_err(StoreError::from)?;
+            let record: AuditRecord =
+                postcard::from_bytes(value.value()).map_err(StoreError::from)?;
             if record.asset.starts_with(prefix) && record.at >= from && record.at <= to {
                 records.push(record);
             }

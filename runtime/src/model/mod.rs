@@ -63,13 +63,19 @@ impl ModelOutput {
     /// Sets derived value `slot` (index into [`Model::outputs`]) with a confidence.
     pub fn set(&mut self, slot: usize, value: f64, confidence: f64) {
         if value.is_finite() {
-            self.values.push((slot as u16, value, confidence.clamp(0.0, 1.0)));
+            self.values
+                .push((slot as u16, value, confidence.clamp(0.0, 1.0)));
         }
     }
 
     /// Raises (or updates) an alarm. Call on transitions: repeated identical raises are
     /// ignored, but each call allocates.
-    pub fn raise(&mut self, code: impl Into<String>, severity: Severity, message: impl Into<String>) {
+    pub fn raise(
+        &mut self,
+        code: impl Into<String>,
+        severity: Severity,
+        message: impl Into<String>,
+    ) {
         self.raised.push((code.into(), severity, message.into()));
     }
 
@@ -168,7 +174,8 @@ impl Trajectory {
         match self.series.get_mut(name) {
             Some(series) => series.push(TrajectoryPoint { t, value }),
             None => {
-                self.series.insert(name.to_string(), vec![TrajectoryPoint { t, value }]);
+                self.series
+                    .insert(name.to_string(), vec![TrajectoryPoint { t, value }]);
             }
         }
     }

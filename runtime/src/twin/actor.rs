@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 
 use super::directory::TwinEntry;
 use super::host::Kernel;
-use super::logic::{Actuation, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf};
+use super::logic::{
+    Actuation, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf,
+};
 use super::state::Severity;
 use crate::command::{Command, Verdict};
 use crate::error::Error;
@@ -64,13 +66,25 @@ pub enum TwinMsg {
     /// A command; the reply comes once its outcome is durable.
     Command(Command, oneshot::Sender<Result<CommandOutcome, Error>>),
     /// A what-if question; changes nothing.
-    WhatIf(Command, Duration, Duration, oneshot::Sender<Result<WhatIf, Error>>),
+    WhatIf(
+        Command,
+        Duration,
+        Duration,
+        oneshot::Sender<Result<WhatIf, Error>>,
+    ),
     /// Read the state.
     Report(oneshot::Sender<TwinReport>),
     /// Read a channel's history ring in a time range.
-    History(ChannelId, Timestamp, Timestamp, oneshot::Sender<Vec<Sample>>),
+    History(
+        ChannelId,
+        Timestamp,
+        Timestamp,
+        oneshot::Sender<Vec<Sample>>,
+    ),
     /// Write a snapshot now.
     Snapshot,
+    /// Send a status update held back by throttling.
+    StatusTick,
 }
 
 /// How a twin actor gets its initial state.
@@ -104,6 +118,8 @@ pub struct TwinActorState {
     fx: Effects,
     status: Option<StatusSink>,
     last_status: Option<TwinStatus>,
+    tick_pending: bool,
+    myself: ActorRef<TwinMsg>,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -114,7 +130,11 @@ impl Actor for TwinActor {
     type State = TwinActorState;
     type Arguments = TwinArgs;
 
-    async fn pre_start(&self, myself: ActorRef<TwinMsg>, args: TwinArgs) -> Result<TwinActorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        args: TwinArgs,
+    ) -> Result<TwinActorState, ActorProcessingErr> {
         let restarted = matches!(args.start, TwinStart::Recover);
         let core = match args.start {
             TwinStart::Recovered(core) => *core,
@@ -125,7 +145,7 @@ impl Actor for TwinActor {
                 tokio::task::spawn_blocking(move || kernel.recover_one(&entry)).await??
             }
         };
-        args.entry.set_actor(Some(myself));
+        args.entry.set_actor(Some(myself.clone()));
         if restarted {
             tracing::info!(asset = %args.entry.path, version = core.state().version, "twin restarted from durable state");
             let _ = args.kernel.changes.send(TwinEvent {
@@ -141,22 +161,37 @@ impl Actor for TwinActor {
             fx: Effects::default(),
             status: args.status,
             last_status: None,
+            tick_pending: false,
+            myself,
         };
         state.report_status(true);
         Ok(state)
     }
 
-    async fn post_stop(&self, myself: ActorRef<TwinMsg>, state: &mut TwinActorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        myself: ActorRef<TwinMsg>,
+        state: &mut TwinActorState,
+    ) -> Result<(), ActorProcessingErr> {
         state.entry.clear_actor_if(&myself);
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<TwinMsg>, message: TwinMsg, state: &mut TwinActorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<TwinMsg>,
+        message: TwinMsg,
+        state: &mut TwinActorState,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             TwinMsg::Samples(samples, ticket) => state.on_samples(&samples, ticket),
             TwinMsg::Command(command, reply) => state.on_command(command, reply),
             TwinMsg::WhatIf(command, horizon, step, reply) => {
-                let _ = reply.send(state.core.what_if(&command, horizon, step, Timestamp::now()));
+                let _ = reply.send(
+                    state
+                        .core
+                        .what_if(&command, horizon, step, Timestamp::now()),
+                );
             }
             TwinMsg::Report(reply) => {
                 let _ = reply.send(state.core.report());
@@ -165,6 +200,10 @@ impl Actor for TwinActor {
                 let _ = reply.send(state.core.history(channel, from, to));
             }
             TwinMsg::Snapshot => state.flush_effects(Ticket::none(), Completion::None, true),
+            TwinMsg::StatusTick => {
+                state.tick_pending = false;
+                state.report_status(true);
+            }
         }
         Ok(())
     }
@@ -177,23 +216,36 @@ impl TwinActorState {
             self.core.apply_sample(sample, &mut self.fx);
         }
         let counters = &self.kernel.counters;
-        counters.samples_in.fetch_add(samples.len() as u64, Ordering::Relaxed);
-        counters.samples_applied.fetch_add(u64::from(self.fx.applied), Ordering::Relaxed);
+        counters
+            .samples_in
+            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+        counters
+            .samples_applied
+            .fetch_add(u64::from(self.fx.applied), Ordering::Relaxed);
         if self.fx.stale > 0 {
-            counters.samples_stale.fetch_add(u64::from(self.fx.stale), Ordering::Relaxed);
+            counters
+                .samples_stale
+                .fetch_add(u64::from(self.fx.stale), Ordering::Relaxed);
         }
         if self.fx.duplicates > 0 {
-            counters.samples_duplicate.fetch_add(u64::from(self.fx.duplicates), Ordering::Relaxed);
+            counters
+                .samples_duplicate
+                .fetch_add(u64::from(self.fx.duplicates), Ordering::Relaxed);
         }
         self.fx.applied = 0;
         self.fx.stale = 0;
         self.fx.duplicates = 0;
-        let snapshot_due = self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        let snapshot_due =
+            self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
         self.flush_effects(ticket, Completion::None, snapshot_due);
         self.report_status(false);
     }
 
-    fn on_command(&mut self, command: Command, reply: oneshot::Sender<Result<CommandOutcome, Error>>) {
+    fn on_command(
+        &mut self,
+        command: Command,
+        reply: oneshot::Sender<Result<CommandOutcome, Error>>,
+    ) {
         let span = tracing::info_span!("command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
         let _entered = span.enter();
         self.fx.collect_changes = self.kernel.changes.receiver_count() > 0;
@@ -241,7 +293,8 @@ impl TwinActorState {
                 let _ = reply.send(Err(error));
             }
         }));
-        let snapshot_due = self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        let snapshot_due =
+            self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
     }
@@ -249,7 +302,10 @@ impl TwinActorState {
     /// Publishes what the last message produced and hands its journal write over.
     fn flush_effects(&mut self, ticket: Ticket, completion: Completion, snapshot: bool) {
         for actuation in self.fx.safety_actuations.drain(..) {
-            self.kernel.counters.safety_actions.fetch_add(1, Ordering::Relaxed);
+            self.kernel
+                .counters
+                .safety_actions
+                .fetch_add(1, Ordering::Relaxed);
             let _ = self.kernel.actuations.send(actuation);
         }
         for change in self.fx.changes.drain(..) {
@@ -285,19 +341,32 @@ impl TwinActorState {
             worst_alarm: state.worst_severity(),
             at: state.updated_at,
         };
-        let due = match &self.last_status {
-            None => true,
+        let (due, changed) = match &self.last_status {
+            None => (true, true),
             Some(last) => {
-                force
+                let urgent = force
                     || last.run_state != status.run_state
                     || last.health != status.health
-                    || last.worst_alarm != status.worst_alarm
-                    || status.at.0 - last.at.0 >= STATUS_INTERVAL_US
+                    || last.worst_alarm != status.worst_alarm;
+                let changed = urgent
+                    || last.throughput != status.throughput
+                    || last.power_kw != status.power_kw;
+                let spaced =
+                    (status.at.0 - last.at.0 >= STATUS_INTERVAL_US) || status.at.0 < last.at.0;
+                (urgent || (changed && spaced), changed)
             }
         };
         if due {
             sink(status.clone());
             self.last_status = Some(status);
+        } else if changed && !self.tick_pending {
+            // Hold the figures back, but deliver them once the interval has passed.
+            self.tick_pending = true;
+            let myself = self.myself.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(STATUS_INTERVAL_US as u64)).await;
+                let _ = myself.cast(TwinMsg::StatusTick);
+            });
         }
     }
 }

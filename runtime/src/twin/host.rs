@@ -96,7 +96,11 @@ impl Kernel {
             cores.push(core);
         }
         if from != u64::MAX {
-            let by_id: HashMap<u32, usize> = directory.entries().iter().map(|e| (e.id, e.index)).collect();
+            let by_id: HashMap<u32, usize> = directory
+                .entries()
+                .iter()
+                .map(|e| (e.id, e.index))
+                .collect();
             store
                 .replay(from, |_, record| {
                     if let Some(&index) = by_id.get(&record.twin) {
@@ -165,7 +169,11 @@ impl Twins {
         let mut twins = Vec::with_capacity(machines.len());
         for ((path, type_name), id) in machines.iter().zip(ids) {
             let twin_type: Arc<TwinType> = types.get(type_name).cloned().ok_or_else(|| {
-                Error::Config(crate::config::ConfigError::at("topology", None, format!("machine `{path}` has unknown type `{type_name}`")))
+                Error::Config(crate::config::ConfigError::at(
+                    "topology",
+                    None,
+                    format!("machine `{path}` has unknown type `{type_name}`"),
+                ))
             })?;
             twins.push((path.clone(), twin_type, id));
         }
@@ -173,7 +181,12 @@ impl Twins {
         let journal = Journal::start(store, &settings.journal).map_err(journal_error)?;
         let (changes, _) = broadcast::channel(BUS_CAPACITY);
         let (actuations, _) = broadcast::channel(BUS_CAPACITY);
-        let limiter = Arc::new(Semaphore::new(settings.journal.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)));
+        let limiter = Arc::new(Semaphore::new(
+            settings
+                .journal
+                .max_in_flight
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let kernel = Arc::new(Kernel {
             journal,
             settings,
@@ -225,10 +238,13 @@ impl Twins {
     /// Resolves a twin and channel by name, for repeated ingest.
     pub fn target(&self, path: &AssetPath, channel: &str) -> Result<ChannelTarget, Error> {
         let entry = self.entry(path)?;
-        let channel_id = entry.twin_type.channel(channel).ok_or_else(|| Error::UnknownChannel {
-            asset: path.clone(),
-            channel: channel.to_string(),
-        })?;
+        let channel_id = entry
+            .twin_type
+            .channel(channel)
+            .ok_or_else(|| Error::UnknownChannel {
+                asset: path.clone(),
+                channel: channel.to_string(),
+            })?;
         Ok(ChannelTarget {
             twin: entry.index,
             channel: channel_id,
@@ -237,7 +253,12 @@ impl Twins {
 
     /// The durable id of a named source, registering it if new.
     pub fn source(&self, name: &str) -> Result<SourceId, Error> {
-        self.kernel.journal.store().source_id(name).map(SourceId).map_err(journal_error)
+        self.kernel
+            .journal
+            .store()
+            .source_id(name)
+            .map(SourceId)
+            .map_err(journal_error)
     }
 
     fn check(&self, entry: &TwinEntry, sample: &Sample) -> Result<(), SampleRejection> {
@@ -253,7 +274,12 @@ impl Twins {
     /// Ingests one reading for `path`/`channel`. Bad input is refused with a typed
     /// error and counted; an accepted reading returns a receipt that resolves once it
     /// is durable.
-    pub async fn ingest(&self, path: &AssetPath, channel: &str, reading: Reading) -> Result<Receipt, Error> {
+    pub async fn ingest(
+        &self,
+        path: &AssetPath,
+        channel: &str,
+        reading: Reading,
+    ) -> Result<Receipt, Error> {
         let target = match self.target(path, channel) {
             Ok(target) => target,
             Err(error) => {
@@ -265,7 +291,9 @@ impl Twins {
                 return Err(error);
             }
         };
-        let batch = self.ingest_batch(std::iter::once((target, reading))).await?;
+        let batch = self
+            .ingest_batch(std::iter::once((target, reading)))
+            .await?;
         if let Some((_, reason)) = batch.rejected.first() {
             return Err(Error::SampleRejected {
                 asset: path.clone(),
@@ -278,25 +306,42 @@ impl Twins {
     /// Ingests readings for resolved targets; samples for the same twin travel in one
     /// message. Refused readings are counted and listed; the rest are acknowledged
     /// together by the receipt.
-    pub async fn ingest_batch(&self, readings: impl IntoIterator<Item = (ChannelTarget, Reading)>) -> Result<BatchReceipt, Error> {
+    pub async fn ingest_batch(
+        &self,
+        readings: impl IntoIterator<Item = (ChannelTarget, Reading)>,
+    ) -> Result<BatchReceipt, Error> {
         let receive_time = Timestamp::now();
         let mut groups: Vec<(usize, Vec<Sample>)> = Vec::new();
         let mut rejected = Vec::new();
         let mut accepted = 0;
         for (position, (target, reading)) in readings.into_iter().enumerate() {
             let Some(entry) = self.directory.at(target.twin) else {
-                self.kernel.counters.reject(SampleRejection::UnknownAsset, &format_args!("twin index {}", target.twin));
+                self.kernel.counters.reject(
+                    SampleRejection::UnknownAsset,
+                    &format_args!("twin index {}", target.twin),
+                );
                 rejected.push((position, SampleRejection::UnknownAsset));
                 continue;
             };
             let sample = Sample::new(target.channel, reading, receive_time);
             if let Err(reason) = self.check(entry, &sample) {
-                self.kernel.counters.reject(reason, &format_args!("{} channel {} value {}", entry.path, target.channel.0, sample.value));
+                self.kernel.counters.reject(
+                    reason,
+                    &format_args!(
+                        "{} channel {} value {}",
+                        entry.path, target.channel.0, sample.value
+                    ),
+                );
                 rejected.push((position, reason));
                 continue;
             }
             accepted += 1;
-            match groups.iter_mut().rev().take(4).find(|(twin, _)| *twin == target.twin) {
+            match groups
+                .iter_mut()
+                .rev()
+                .take(4)
+                .find(|(twin, _)| *twin == target.twin)
+            {
                 Some((_, samples)) => samples.push(sample),
                 None => groups.push((target.twin, vec![sample])),
             }
@@ -314,7 +359,12 @@ impl Twins {
                 .map_err(|_| Error::ShuttingDown)?
                 .forget();
             let entry = &self.directory.entries()[twin];
-            let ticket = Ticket::new(Some(group.clone()), permits, Some(self.kernel.limiter.clone()), entry.path.clone());
+            let ticket = Ticket::new(
+                Some(group.clone()),
+                permits,
+                Some(self.kernel.limiter.clone()),
+                entry.path.clone(),
+            );
             // A failed send hands the message back; dropping its ticket reports the
             // twin unavailable through the receipt.
             if let Some(actor) = entry.actor() {
@@ -328,9 +378,15 @@ impl Twins {
         })
     }
 
-    async fn ask<T>(&self, path: &AssetPath, message: impl FnOnce(oneshot::Sender<T>) -> TwinMsg) -> Result<T, Error> {
+    async fn ask<T>(
+        &self,
+        path: &AssetPath,
+        message: impl FnOnce(oneshot::Sender<T>) -> TwinMsg,
+    ) -> Result<T, Error> {
         let entry = self.entry(path)?;
-        let actor = entry.actor().ok_or_else(|| Error::Unavailable(path.clone()))?;
+        let actor = entry
+            .actor()
+            .ok_or_else(|| Error::Unavailable(path.clone()))?;
         let (reply, wait) = oneshot::channel();
         actor
             .cast(message(reply))
@@ -341,13 +397,22 @@ impl Twins {
     /// Sends a command to its twin; returns the verdict once it is durable.
     pub async fn command(&self, command: Command) -> Result<CommandOutcome, Error> {
         let path = command.asset.clone();
-        self.ask(&path, |reply| TwinMsg::Command(command, reply)).await?
+        self.ask(&path, |reply| TwinMsg::Command(command, reply))
+            .await?
     }
 
     /// Asks a twin what would happen under a command, without applying it.
-    pub async fn what_if(&self, command: Command, horizon: Duration, step: Duration) -> Result<WhatIf, Error> {
+    pub async fn what_if(
+        &self,
+        command: Command,
+        horizon: Duration,
+        step: Duration,
+    ) -> Result<WhatIf, Error> {
         let path = command.asset.clone();
-        self.ask(&path, |reply| TwinMsg::WhatIf(command, horizon, step, reply)).await?
+        self.ask(&path, |reply| {
+            TwinMsg::WhatIf(command, horizon, step, reply)
+        })
+        .await?
     }
 
     /// Reads a twin's state.
@@ -356,13 +421,28 @@ impl Twins {
     }
 
     /// Reads a channel's recent samples in `[from, to]` from the twin's history ring.
-    pub async fn history(&self, path: &AssetPath, channel: &str, from: Timestamp, to: Timestamp) -> Result<Vec<Sample>, Error> {
+    pub async fn history(
+        &self,
+        path: &AssetPath,
+        channel: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Sample>, Error> {
         let target = self.target(path, channel)?;
-        self.ask(path, |reply| TwinMsg::History(target.channel, from, to, reply)).await
+        self.ask(path, |reply| {
+            TwinMsg::History(target.channel, from, to, reply)
+        })
+        .await
     }
 
     /// Audit records at or below `prefix` within `[from, to]`, oldest first.
-    pub fn audit(&self, prefix: &AssetPath, from: Timestamp, to: Timestamp, limit: usize) -> Result<Vec<AuditRecord>, Error> {
+    pub fn audit(
+        &self,
+        prefix: &AssetPath,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, Error> {
         self.kernel
             .journal
             .store()

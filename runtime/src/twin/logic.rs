@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Alarm, DerivedValue, DesiredValue, SampleOutcome, Severity, Trip, TwinState, TwinView};
+use super::state::{
+    Alarm, DerivedValue, DesiredValue, SampleOutcome, Severity, Trip, TwinState, TwinView,
+};
 use crate::audit::{AuditKind, AuditRecord, ModelInfo};
 use crate::command::{Command, CommandId, DesiredChange, Origin, OriginKind, Verdict};
 use crate::config::{CommandSpec, SetSource, TwinType};
@@ -157,7 +159,11 @@ pub struct TwinReport {
 impl TwinReport {
     /// The current value of a channel.
     pub fn value(&self, channel: &str) -> Option<f64> {
-        self.reported.iter().find(|r| r.channel == channel)?.sample.map(|s| s.value)
+        self.reported
+            .iter()
+            .find(|r| r.channel == channel)?
+            .sample
+            .map(|s| s.value)
     }
 
     /// A derived value by name.
@@ -167,7 +173,10 @@ impl TwinReport {
 
     /// A desired value by name.
     pub fn desired(&self, name: &str) -> Option<Value> {
-        self.desired.iter().find(|(n, _)| n == name).map(|(_, d)| d.value)
+        self.desired
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d.value)
     }
 
     /// True when an alarm with this code is active.
@@ -204,7 +213,11 @@ pub struct Effects {
 
 impl Effects {
     fn record(&mut self, twin: u32, version: u64, event: JournalEvent) {
-        let record = JournalRecord { twin, version, event };
+        let record = JournalRecord {
+            twin,
+            version,
+            event,
+        };
         match postcard::to_extend(&record, std::mem::take(&mut self.records)) {
             Ok(records) => self.records = records,
             Err(error) => tracing::error!(%error, "journal record encoding failed"),
@@ -261,7 +274,9 @@ impl TwinCore {
         for model in &self.models {
             self.slots.push(derived.len());
             for name in model.outputs() {
-                let kept = previous.iter().find(|d| d.name == name && d.model == model.name());
+                let kept = previous
+                    .iter()
+                    .find(|d| d.name == name && d.model == model.name());
                 derived.push(kept.cloned().unwrap_or(DerivedValue {
                     name,
                     model: model.name().to_string(),
@@ -450,7 +465,13 @@ impl TwinCore {
         self.demands = demands;
     }
 
-    fn execute_safety(&mut self, governor: usize, demand: &SafetyDemand, at: Timestamp, fx: &mut Effects) {
+    fn execute_safety(
+        &mut self,
+        governor: usize,
+        demand: &SafetyDemand,
+        at: Timestamp,
+        fx: &mut Effects,
+    ) {
         let governor_name = self.governors[governor].name().to_string();
         let Some(spec) = self.twin_type.commands.get(&demand.command).cloned() else {
             tracing::error!(asset = %self.state.path, governor = %governor_name, command = %demand.command, "safety action names an unknown command");
@@ -475,9 +496,17 @@ impl TwinCore {
                 return;
             }
         };
-        let applied: Vec<(String, Value)> = changes.iter().map(|c| (c.name.clone(), c.value)).collect();
+        let applied: Vec<(String, Value)> =
+            changes.iter().map(|c| (c.name.clone(), c.value)).collect();
         let state_version = self.state.version;
-        self.apply_safety(&governor_name, &demand.reason, &applied, demand.latch, at, Some(fx));
+        self.apply_safety(
+            &governor_name,
+            &demand.reason,
+            &applied,
+            demand.latch,
+            at,
+            Some(fx),
+        );
         fx.record(
             self.id,
             self.state.version,
@@ -554,7 +583,12 @@ impl TwinCore {
         if let Some(fx) = fx
             && fx.collect_changes
         {
-            published.insert(0, TwinChange::Desired { values: changes.to_vec() });
+            published.insert(
+                0,
+                TwinChange::Desired {
+                    values: changes.to_vec(),
+                },
+            );
             for change in published {
                 fx.changes.push(TwinEvent {
                     asset: self.state.path.clone(),
@@ -568,20 +602,32 @@ impl TwinCore {
     fn set_desired(&mut self, changes: &[(String, Value)], at: Timestamp) {
         for (name, value) in changes {
             if let Some((index, _)) = self.twin_type.desired(name) {
-                self.state.desired[index] = DesiredValue { value: *value, set_at: at };
+                self.state.desired[index] = DesiredValue {
+                    value: *value,
+                    set_at: at,
+                };
             }
         }
     }
 
     /// Reviews a command with every governor and applies it unless denied. The audit
     /// record is added to `fx` in every case.
-    pub fn command(&mut self, command: &Command, now: Timestamp, fx: &mut Effects) -> Result<(Verdict, Vec<(String, Value)>), Error> {
+    pub fn command(
+        &mut self,
+        command: &Command,
+        now: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<(Verdict, Vec<(String, Value)>), Error> {
         let spec = self.command_spec(command)?;
         let changes = resolve_changes(&self.twin_type, &spec, command)?;
         let mut proposal = Proposal::new(command, changes, spec.clears_trips, now);
         let verdict = self.review(&mut proposal);
         let applied: Vec<(String, Value)> = if verdict.is_applied() {
-            proposal.changes.iter().map(|c| (c.name.clone(), c.value)).collect()
+            proposal
+                .changes
+                .iter()
+                .map(|c| (c.name.clone(), c.value))
+                .collect()
         } else {
             Vec::new()
         };
@@ -601,7 +647,11 @@ impl TwinCore {
             applied: applied.clone(),
             reason: match &verdict {
                 Verdict::Denied { reason, .. } => reason.clone(),
-                Verdict::Clamped { clamps } => clamps.iter().map(|c| c.reason.as_str()).collect::<Vec<_>>().join("; "),
+                Verdict::Clamped { clamps } => clamps
+                    .iter()
+                    .map(|c| c.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 Verdict::Accepted => String::new(),
             },
         });
@@ -669,9 +719,17 @@ impl TwinCore {
         }
     }
 
-    fn apply_command(&mut self, changes: &[(String, Value)], clears_trips: bool, at: Timestamp, fx: Option<&mut Effects>) {
+    fn apply_command(
+        &mut self,
+        changes: &[(String, Value)],
+        clears_trips: bool,
+        at: Timestamp,
+        fx: Option<&mut Effects>,
+    ) {
         self.set_desired(changes, at);
-        let mut published = vec![TwinChange::Desired { values: changes.to_vec() }];
+        let mut published = vec![TwinChange::Desired {
+            values: changes.to_vec(),
+        }];
         if clears_trips && !self.state.trips.is_empty() {
             for trip in std::mem::take(&mut self.state.trips) {
                 let code = format!("trip:{}", trip.governor);
@@ -697,7 +755,13 @@ impl TwinCore {
 
     /// Answers a what-if question: the verdict the governors would give now, and the
     /// models' projection under the desired values that would result. Changes nothing.
-    pub fn what_if(&self, command: &Command, horizon: Duration, step: Duration, now: Timestamp) -> Result<WhatIf, Error> {
+    pub fn what_if(
+        &self,
+        command: &Command,
+        horizon: Duration,
+        step: Duration,
+        now: Timestamp,
+    ) -> Result<WhatIf, Error> {
         let spec = self.command_spec(command)?;
         let changes = resolve_changes(&self.twin_type, &spec, command)?;
         let mut proposal = Proposal::new(command, changes, spec.clears_trips, now);
@@ -796,9 +860,18 @@ impl TwinCore {
         }
         let snapshot = SnapshotRef {
             state: &self.state,
-            channel_names: self.twin_type.channels.iter().map(|c| c.name.as_str()).collect(),
+            channel_names: self
+                .twin_type
+                .channels
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect(),
             models: self.models.iter().map(|m| (m.name(), m.save())).collect(),
-            governors: self.governors.iter().map(|g| (g.name(), g.save())).collect(),
+            governors: self
+                .governors
+                .iter()
+                .map(|g| (g.name(), g.save()))
+                .collect(),
         };
         self.events_since_snapshot = 0;
         postcard::to_stdvec(&snapshot).unwrap_or_default()
@@ -813,7 +886,10 @@ impl TwinCore {
             governors,
         } = snapshot;
         let same_channels = channel_names.len() == self.twin_type.channels.len()
-            && channel_names.iter().zip(&self.twin_type.channels).all(|(a, b)| *a == b.name);
+            && channel_names
+                .iter()
+                .zip(&self.twin_type.channels)
+                .all(|(a, b)| *a == b.name);
         if !same_channels {
             let map: Vec<Option<u16>> = channel_names
                 .iter()
@@ -830,13 +906,15 @@ impl TwinCore {
                 }
             }
             state.channels = channels;
-            state.windows.retain_mut(|w| match map.get(w.channel.0 as usize) {
-                Some(Some(new)) => {
-                    w.channel = ChannelId(*new);
-                    true
-                }
-                _ => false,
-            });
+            state
+                .windows
+                .retain_mut(|w| match map.get(w.channel.0 as usize) {
+                    Some(Some(new)) => {
+                        w.channel = ChannelId(*new);
+                        true
+                    }
+                    _ => false,
+                });
         }
         let desired = self
             .twin_type
@@ -900,7 +978,12 @@ impl TwinCore {
                     self.run_models(sample, None);
                 }
             }
-            JournalEvent::Command { changes, clears_trips, at, .. } => {
+            JournalEvent::Command {
+                changes,
+                clears_trips,
+                at,
+                ..
+            } => {
                 self.apply_command(changes, *clears_trips, *at, None);
             }
             JournalEvent::Safety {
@@ -919,7 +1002,11 @@ impl TwinCore {
 }
 
 /// Resolves a command's parameters against its spec into the desired values it writes.
-pub fn resolve_changes(twin_type: &TwinType, spec: &CommandSpec, command: &Command) -> Result<Vec<DesiredChange>, Error> {
+pub fn resolve_changes(
+    twin_type: &TwinType,
+    spec: &CommandSpec,
+    command: &Command,
+) -> Result<Vec<DesiredChange>, Error> {
     let invalid = |param: &str, problem: String| Error::InvalidParam {
         command: command.name.clone(),
         param: param.to_string(),
@@ -936,7 +1023,10 @@ pub fn resolve_changes(twin_type: &TwinType, spec: &CommandSpec, command: &Comma
             return Err(invalid(&param.name, "missing".to_string()));
         };
         let Some(value) = raw.coerce(param.kind) else {
-            return Err(invalid(&param.name, format!("{raw} is not a {:?}", param.kind).to_lowercase()));
+            return Err(invalid(
+                &param.name,
+                format!("{raw} is not a {:?}", param.kind).to_lowercase(),
+            ));
         };
         if let Value::Float(f) = value
             && !f.is_finite()
@@ -946,7 +1036,12 @@ pub fn resolve_changes(twin_type: &TwinType, spec: &CommandSpec, command: &Comma
         if let Some((low, high)) = param.range {
             let number = value.as_f64();
             if number < low || number > high {
-                return Err(invalid(&param.name, format!("{value} is outside [{low}, {high}] {}", param.unit).trim_end().to_string()));
+                return Err(invalid(
+                    &param.name,
+                    format!("{value} is outside [{low}, {high}] {}", param.unit)
+                        .trim_end()
+                        .to_string(),
+                ));
             }
         }
         values.push((param.name.as_str(), value));
@@ -959,7 +1054,11 @@ pub fn resolve_changes(twin_type: &TwinType, spec: &CommandSpec, command: &Comma
         let value = match source {
             SetSource::Const(value) => *value,
             SetSource::Param(param) => {
-                let value = values.iter().find(|(n, _)| n == param).map(|(_, v)| *v).unwrap_or(desired.initial);
+                let value = values
+                    .iter()
+                    .find(|(n, _)| n == param)
+                    .map(|(_, v)| *v)
+                    .unwrap_or(desired.initial);
                 value.coerce(desired.kind).unwrap_or(value)
             }
         };

@@ -102,7 +102,11 @@ impl ReplayWindow {
     fn admit(&mut self, seq: u64) -> bool {
         if seq > self.high {
             let shift = seq - self.high;
-            self.below = if shift >= 64 { 0 } else { (self.below << shift) | (1 << (shift - 1)) };
+            self.below = if shift >= 64 {
+                0
+            } else {
+                (self.below << shift) | (1 << (shift - 1))
+            };
             self.high = seq;
             return true;
         }
@@ -241,7 +245,10 @@ impl TwinState {
 
     /// The current value of a channel.
     pub fn value(&self, channel: ChannelId) -> Option<f64> {
-        self.channels.get(channel.0 as usize)?.current.map(|s| s.value)
+        self.channels
+            .get(channel.0 as usize)?
+            .current
+            .map(|s| s.value)
     }
 
     /// The current sample of a channel.
@@ -262,7 +269,11 @@ impl TwinState {
     /// Raises an alarm, replacing one with the same code; true when it changed.
     pub fn raise_alarm(&mut self, alarm: Alarm) -> bool {
         match self.alarms.iter_mut().find(|a| a.code == alarm.code) {
-            Some(existing) if existing.severity == alarm.severity && existing.message == alarm.message => false,
+            Some(existing)
+                if existing.severity == alarm.severity && existing.message == alarm.message =>
+            {
+                false
+            }
             Some(existing) => {
                 let since = existing.since;
                 *existing = Alarm { since, ..alarm };

@@ -1,0 +1,256 @@
+//! The line actor: supervises a line's machine twins and aggregates them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use doppel_runtime::AssetPath;
+use doppel_runtime::config::SupervisionSettings;
+use doppel_runtime::supervision::RestartIntensity;
+use doppel_runtime::twin::{
+    TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, Twins,
+};
+
+use super::board::{LineStatus, StatusBoard, SupervisorEvent};
+use super::plant::PlantMsg;
+
+/// Messages a line actor handles.
+pub enum LineMsg {
+    /// A machine's status changed (slot in the line, status).
+    Machine(usize, TwinStatus),
+    /// Push aggregates held back by throttling to the plant.
+    Push,
+}
+
+/// Arguments of a line actor.
+pub struct LineArgs {
+    /// The line's path.
+    pub path: AssetPath,
+    /// The line's index on the status board.
+    pub board_index: usize,
+    /// The line's slot in its plant.
+    pub plant_slot: usize,
+    /// The machines, in topology order.
+    pub machines: Vec<Arc<TwinEntry>>,
+    /// Recovered state per machine for the first start; `None` recovers from the journal.
+    pub initial: Vec<Option<TwinCore>>,
+    /// The node's twins.
+    pub twins: Twins,
+    /// The plant actor to report to.
+    pub plant: Option<ActorRef<PlantMsg>>,
+    /// Where aggregates are published.
+    pub board: Arc<StatusBoard>,
+    /// Restart intensity.
+    pub supervision: SupervisionSettings,
+}
+
+/// The line actor.
+pub struct LineActor;
+
+/// The line actor's state.
+pub struct LineState {
+    path: AssetPath,
+    board_index: usize,
+    plant_slot: usize,
+    machines: Vec<Arc<TwinEntry>>,
+    by_actor: HashMap<ActorId, usize>,
+    twins: Twins,
+    plant: Option<ActorRef<PlantMsg>>,
+    board: Arc<StatusBoard>,
+    intensity: RestartIntensity,
+    status: LineStatus,
+    last_pushed: Option<LineStatus>,
+    push_pending: bool,
+}
+
+/// Least spacing of line updates to the plant that only carry new figures.
+const PUSH_INTERVAL_US: i64 = 250_000;
+
+impl LineActor {
+    async fn spawn_machine(
+        myself: &ActorRef<LineMsg>,
+        state: &mut LineState,
+        slot: usize,
+        start: TwinStart,
+    ) -> Result<(), ActorProcessingErr> {
+        let line = myself.clone();
+        let sink = Arc::new(move |status: TwinStatus| {
+            let _ = line.cast(LineMsg::Machine(slot, status));
+        });
+        let args = TwinArgs {
+            entry: state.machines[slot].clone(),
+            kernel: state.twins.kernel().clone(),
+            start,
+            status: Some(sink),
+        };
+        let (actor, _) = TwinActor::spawn_linked(None, TwinActor, args, myself.get_cell()).await?;
+        state.by_actor.insert(actor.get_id(), slot);
+        Ok(())
+    }
+
+    async fn escalate(
+        myself: &ActorRef<LineMsg>,
+        state: &LineState,
+        reason: String,
+    ) -> ActorProcessingErr {
+        tracing::error!(line = %state.path, %reason, "line gives up and escalates");
+        state.board.publish(SupervisorEvent::Escalated {
+            supervisor: state.path.clone(),
+            reason: reason.clone(),
+        });
+        myself
+            .stop_children_and_wait(Some("line escalated".into()), Some(Duration::from_secs(5)))
+            .await;
+        reason.into()
+    }
+}
+
+impl Actor for LineActor {
+    type Msg = LineMsg;
+    type State = LineState;
+    type Arguments = LineArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LineMsg>,
+        args: LineArgs,
+    ) -> Result<LineState, ActorProcessingErr> {
+        let mut state = LineState {
+            status: LineStatus::new(args.path.clone(), args.machines.len()),
+            path: args.path,
+            board_index: args.board_index,
+            plant_slot: args.plant_slot,
+            by_actor: HashMap::new(),
+            twins: args.twins,
+            plant: args.plant,
+            board: args.board,
+            intensity: RestartIntensity::new(&args.supervision),
+            last_pushed: None,
+            push_pending: false,
+            machines: args.machines,
+        };
+        let mut initial = args.initial;
+        initial.resize_with(state.machines.len(), || None);
+        for (slot, core) in initial.into_iter().enumerate() {
+            let start = match core {
+                Some(core) => TwinStart::Recovered(Box::new(core)),
+                None => TwinStart::Recover,
+            };
+            Self::spawn_machine(&myself, &mut state, slot, start).await?;
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<LineMsg>,
+        _state: &mut LineState,
+    ) -> Result<(), ActorProcessingErr> {
+        myself
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LineMsg>,
+        message: LineMsg,
+        state: &mut LineState,
+    ) -> Result<(), ActorProcessingErr> {
+        let force = match message {
+            LineMsg::Machine(slot, status) => {
+                state.status.update(slot, status);
+                state
+                    .board
+                    .set_line(state.board_index, state.status.clone());
+                false
+            }
+            LineMsg::Push => {
+                state.push_pending = false;
+                true
+            }
+        };
+        let (due, changed) = match &state.last_pushed {
+            None => (true, true),
+            Some(last) => {
+                let urgent = force
+                    || last.running != state.status.running
+                    || last.stopped != state.status.stopped
+                    || last.tripped != state.status.tripped
+                    || (last.worst_health - state.status.worst_health).abs() >= 0.01;
+                let changed = urgent
+                    || last.throughput != state.status.throughput
+                    || last.power_kw != state.status.power_kw;
+                (
+                    urgent || (changed && state.status.at.0 - last.at.0 >= PUSH_INTERVAL_US),
+                    changed,
+                )
+            }
+        };
+        if let Some(plant) = &state.plant {
+            if due {
+                let _ = plant.cast(PlantMsg::Line(state.plant_slot, state.status.clone()));
+                state.last_pushed = Some(state.status.clone());
+            } else if changed && !state.push_pending {
+                state.push_pending = true;
+                let line = myself.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_micros(PUSH_INTERVAL_US as u64)).await;
+                    let _ = line.cast(LineMsg::Push);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<LineMsg>,
+        event: SupervisionEvent,
+        state: &mut LineState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(slot) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let child = state.machines[slot].path.clone();
+                let reason = error.to_string();
+                tracing::warn!(line = %state.path, machine = %child, %reason, "machine twin crashed");
+                if !state.intensity.record() {
+                    let reason = format!(
+                        "more than {} machine restarts within the restart window (last: `{child}`: {reason})",
+                        state.intensity.recent() - 1
+                    );
+                    return Err(Self::escalate(&myself, state, reason).await);
+                }
+                state
+                    .twins
+                    .kernel()
+                    .counters
+                    .restarts
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Err(error) =
+                    Self::spawn_machine(&myself, state, slot, TwinStart::Recover).await
+                {
+                    let reason = format!("machine `{child}` could not be restarted: {error}");
+                    return Err(Self::escalate(&myself, state, reason).await);
+                }
+                state.board.publish(SupervisorEvent::Restarted {
+                    supervisor: state.path.clone(),
+                    child,
+                    reason,
+                });
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.by_actor.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

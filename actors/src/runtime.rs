@@ -1,0 +1,252 @@
+//! The embeddable runtime: twin types, a topology, models and governors and a data
+//! directory in; a running supervision tree and a handle to its twins out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use doppel_runtime::config::{
+    ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes,
+};
+use doppel_runtime::twin::{TwinCore, Twins};
+use doppel_runtime::{Components, Governor, Model};
+
+use crate::error::Error;
+use crate::plant::{
+    LineStatus, PlantActor, PlantArgs, PlantLine, PlantStatus, StatusBoard, SupervisorEvent,
+};
+
+/// Builds a [`Runtime`].
+pub struct RuntimeBuilder {
+    types: TwinTypes,
+    topology: Option<Topology>,
+    data_dir: Option<PathBuf>,
+    settings: RuntimeSettings,
+    components: Components,
+}
+
+impl RuntimeBuilder {
+    /// The twin types the topology uses.
+    pub fn twin_types(mut self, types: TwinTypes) -> Self {
+        self.types = types;
+        self
+    }
+
+    /// The plant topology (checked against the twin types at start).
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+
+    /// Where the node keeps its redb file.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Runtime settings (journal batching, restart intensity, …).
+    pub fn settings(mut self, settings: RuntimeSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Registers a model kind, usable as `kind = "…"` in twin types.
+    pub fn model<F>(mut self, kind: impl Into<String>, factory: F) -> Self
+    where
+        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Model>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.components.model(kind, factory);
+        self
+    }
+
+    /// Registers a governor kind, usable as `kind = "…"` in twin types.
+    pub fn governor<F>(mut self, kind: impl Into<String>, factory: F) -> Self
+    where
+        F: Fn(&ComponentSpec, &TwinType) -> Result<Box<dyn Governor>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.components.governor(kind, factory);
+        self
+    }
+
+    /// Opens the data directory, recovers every twin and starts the supervision tree.
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let data_dir = self
+            .data_dir
+            .ok_or_else(|| Error::Builder("a data directory is required".into()))?;
+        let topology = self
+            .topology
+            .ok_or_else(|| Error::Builder("a topology is required".into()))?;
+        let machines: Vec<_> = topology
+            .machines()
+            .map(|m| (m.path.clone(), m.twin_type.clone()))
+            .collect();
+        let types = self.types;
+        let components = self.components;
+        let settings = self.settings;
+        let supervision = settings.supervision.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            Twins::open(&data_dir, &types, &machines, components, settings)
+        })
+        .await
+        .map_err(|e| Error::Spawn(e.to_string()))??;
+        let twins = recovered.twins;
+        let mut cores: Vec<Option<TwinCore>> = recovered.cores.into_iter().map(Some).collect();
+
+        let mut plant_statuses = Vec::new();
+        let mut line_statuses = Vec::new();
+        let mut plants = Vec::new();
+        let mut next_machine = 0;
+        for (plant_index, plant) in topology.plants.iter().enumerate() {
+            let mut lines = Vec::new();
+            for line in &plant.lines {
+                let count = line.machines.len();
+                let entries =
+                    twins.directory().entries()[next_machine..next_machine + count].to_vec();
+                let initial = cores[next_machine..next_machine + count]
+                    .iter_mut()
+                    .map(Option::take)
+                    .collect();
+                next_machine += count;
+                lines.push(PlantLine {
+                    path: line.path.clone(),
+                    board_index: line_statuses.len(),
+                    machines: entries,
+                    initial,
+                });
+                line_statuses.push(LineStatus::new(line.path.clone(), count));
+            }
+            plant_statuses.push(PlantStatus {
+                path: plant.path.clone(),
+                throughput: 0.0,
+                power_kw: 0.0,
+                energy_kwh: 0.0,
+                worst_health: 1.0,
+                tripped: 0,
+                at: doppel_runtime::Timestamp(0),
+            });
+            plants.push((plant.path.clone(), plant_index, lines));
+        }
+        let board = Arc::new(StatusBoard::new(plant_statuses, line_statuses));
+        let (root, _) = Actor::spawn(None, NodeRoot, ())
+            .await
+            .map_err(|e| Error::Spawn(e.to_string()))?;
+        for (path, board_index, lines) in plants {
+            let args = PlantArgs {
+                path,
+                board_index,
+                lines,
+                twins: twins.clone(),
+                board: board.clone(),
+                supervision: supervision.clone(),
+            };
+            PlantActor::spawn_linked(None, PlantActor, args, root.get_cell())
+                .await
+                .map_err(|e| Error::Spawn(e.to_string()))?;
+        }
+        let requester = twins.clone();
+        twins.kernel().journal.on_snapshot_needed(move |id| {
+            if let Some(actor) = requester.directory().by_id(id).and_then(|e| e.actor()) {
+                let _ = actor.cast(doppel_runtime::twin::TwinMsg::Snapshot);
+            }
+        });
+        Ok(Runtime {
+            twins,
+            board,
+            root,
+            topology,
+        })
+    }
+}
+
+/// A running node: its twins, their supervision tree and aggregates.
+pub struct Runtime {
+    twins: Twins,
+    board: Arc<StatusBoard>,
+    root: ActorRef<()>,
+    topology: Topology,
+}
+
+impl Runtime {
+    /// Starts building a runtime with the standard models and governors registered.
+    pub fn builder() -> RuntimeBuilder {
+        let mut components = Components::new();
+        crate::model::register(&mut components);
+        crate::governor::register(&mut components);
+        RuntimeBuilder {
+            types: TwinTypes::default(),
+            topology: None,
+            data_dir: None,
+            settings: RuntimeSettings::default(),
+            components,
+        }
+    }
+
+    /// The handle to ingest samples, send commands, read state and subscribe.
+    pub fn twins(&self) -> &Twins {
+        &self.twins
+    }
+
+    /// The topology the runtime runs.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Every line's aggregates.
+    pub fn lines(&self) -> Vec<LineStatus> {
+        self.board.lines()
+    }
+
+    /// Every plant's aggregates.
+    pub fn plants(&self) -> Vec<PlantStatus> {
+        self.board.plants()
+    }
+
+    /// Subscribes to supervision events (restarts, escalations).
+    pub fn supervision_events(&self) -> tokio::sync::broadcast::Receiver<SupervisorEvent> {
+        self.board.events()
+    }
+
+    /// Stops every actor, commits what the journal holds and closes it.
+    pub async fn shutdown(self) {
+        self.root
+            .stop_children_and_wait(None, Some(Duration::from_secs(10)))
+            .await;
+        self.root.stop(None);
+        let journal = self.twins.kernel().journal.clone();
+        let _ = tokio::task::spawn_blocking(move || journal.stop()).await;
+    }
+}
+
+/// The root of the node's tree. A plant that fails beyond its restart intensity
+/// stays down (its twins stop) and is reported; other plants keep running.
+struct NodeRoot;
+
+impl Actor for NodeRoot {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<()>, _args: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, error) = event {
+            tracing::error!(%error, "a plant failed beyond its restart intensity; its twins are stopped");
+        }
+        Ok(())
+    }
+}

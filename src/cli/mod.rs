@@ -1,0 +1,3 @@
+//! Subcommands of the `doppel` binary.
+
+pub mod dev;

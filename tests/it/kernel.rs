@@ -1,0 +1,545 @@
+//! The kernel end to end on real redb files: samples, models, governors, commands,
+//! what-if, audit, ordering and bad input.
+
+use std::time::Duration;
+
+use doppel::{
+    AuditKind, Command, Error, Origin, OriginKind, Quality, Reading, RunState, SampleRejection,
+    Timestamp, Value, Verdict,
+};
+use doppel_runtime::Error as KernelError;
+
+use crate::support::{press, reading, start, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_to_state_to_derived_to_trip_to_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let mut actuations = twins.actuations();
+    let press1 = press(1);
+
+    twins
+        .ingest(&press1, "temperature", reading(60.0, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let report = twins.report(&press1).await.unwrap();
+    assert_eq!(report.value("temperature"), Some(60.0));
+    assert_eq!(report.version, 1);
+    assert_eq!(report.run_state, RunState::Running);
+    let steady = report
+        .derived("temperature_steady_state")
+        .expect("thermal model derived a steady state");
+    assert!(
+        (steady - (25.0 + 0.03 * 1200.0)).abs() < 1e-6,
+        "steady state {steady}"
+    );
+
+    twins
+        .ingest(&press1, "temperature", reading(121.5, source, 2))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let actuation = tokio::time::timeout(Duration::from_secs(5), actuations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(actuation.safety);
+    assert_eq!(actuation.asset, press1);
+    assert_eq!(actuation.command, "stop");
+    assert_eq!(
+        actuation.changes,
+        vec![("running".to_string(), Value::Bool(false))]
+    );
+    assert!(actuation.reason.contains("121.5"), "{}", actuation.reason);
+
+    let report = twins.report(&press1).await.unwrap();
+    assert_eq!(report.run_state, RunState::Tripped);
+    assert_eq!(report.desired("running"), Some(Value::Bool(false)));
+    assert!(report.has_alarm("trip:overtemp"));
+    assert_eq!(report.health, 0.0);
+    assert_eq!(report.version, 3, "two samples and one safety action");
+
+    let audit = twins
+        .audit(&press1, Timestamp(0), Timestamp(i64::MAX), 100)
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    let record = &audit[0];
+    assert_eq!(record.kind, AuditKind::SafetyAction);
+    assert_eq!(record.origin.kind, OriginKind::Safety);
+    assert_eq!(record.origin.principal, "overtemp");
+    assert_eq!(record.state_version, 2);
+    assert_eq!(record.command, "stop");
+    let model_names: Vec<_> = record.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(model_names, ["ewma_anomaly", "thermal", "degradation"]);
+    assert!(
+        record
+            .models
+            .iter()
+            .all(|m| !m.version.is_empty() && (0.0..=1.0).contains(&m.confidence))
+    );
+
+    // The trip survives a restart: it is durable state.
+    drop(twins);
+    runtime.shutdown().await;
+    let runtime = start(dir.path()).await;
+    let report = runtime.twins().report(&press1).await.unwrap();
+    assert_eq!(report.run_state, RunState::Tripped);
+    assert_eq!(report.version, 3);
+    assert_eq!(report.value("temperature"), Some(121.5));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_accepted_clamped_and_denied_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let press2 = press(2);
+    let set_speed = |rpm: f64| {
+        Command::new(press2.clone(), "set_speed", Origin::operator("ann"))
+            .param("rpm", Value::Float(rpm))
+    };
+
+    let outcome = twins.command(set_speed(1500.0)).await.unwrap();
+    assert_eq!(outcome.verdict, Verdict::Accepted);
+    assert_eq!(
+        outcome.applied,
+        vec![("speed".to_string(), Value::Float(1500.0))]
+    );
+
+    let outcome = twins.command(set_speed(2900.0)).await.unwrap();
+    let Verdict::Clamped { clamps } = &outcome.verdict else {
+        panic!("{:?}", outcome.verdict)
+    };
+    assert_eq!(clamps[0].applied, Value::Float(2400.0));
+    assert_eq!(clamps[0].governor, "envelope");
+    assert!(clamps[0].reason.contains("2400"), "{}", clamps[0].reason);
+    assert_eq!(
+        twins.report(&press2).await.unwrap().desired("speed"),
+        Some(Value::Float(2400.0))
+    );
+
+    let late = set_speed(1000.0).deadline(Timestamp::now().minus(Duration::from_secs(2)));
+    let outcome = twins.command(late).await.unwrap();
+    let Verdict::Denied { governor, reason } = &outcome.verdict else {
+        panic!("{:?}", outcome.verdict)
+    };
+    assert_eq!(governor, "deadline");
+    assert!(reason.contains("deadline passed"), "{reason}");
+
+    // Automation needs two agreeing temperature sensors; they disagree.
+    let source = twins.source("test").unwrap();
+    twins
+        .ingest(&press2, "temperature", reading(60.0, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    twins
+        .ingest(&press2, "temperature_b", reading(70.0, source, 2))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let automatic = Command::new(press2.clone(), "set_speed", Origin::automation("mes"))
+        .param("rpm", Value::Float(1000.0));
+    let outcome = twins.command(automatic).await.unwrap();
+    let Verdict::Denied { governor, reason } = &outcome.verdict else {
+        panic!("{:?}", outcome.verdict)
+    };
+    assert_eq!(governor, "dual_sensor");
+    assert!(reason.contains("temperature_b"), "{reason}");
+
+    // Bad commands are typed errors, not verdicts.
+    let unknown = Command::new(press2.clone(), "launch", Origin::operator("ann"));
+    assert!(matches!(
+        twins.command(unknown).await,
+        Err(KernelError::UnknownCommand { .. })
+    ));
+    assert!(
+        matches!(twins.command(set_speed(5000.0)).await, Err(KernelError::InvalidParam { ref param, .. }) if param == "rpm")
+    );
+    let missing = Command::new(press2.clone(), "set_speed", Origin::operator("ann"));
+    assert!(matches!(
+        twins.command(missing).await,
+        Err(KernelError::InvalidParam { .. })
+    ));
+    let nowhere = Command::new(
+        crate::support::path("acme/plant-a/line-9/press-9"),
+        "stop",
+        Origin::operator("ann"),
+    );
+    assert!(matches!(
+        twins.command(nowhere).await,
+        Err(KernelError::UnknownAsset(_))
+    ));
+
+    let audit = twins
+        .audit(&press2, Timestamp(0), Timestamp(i64::MAX), 100)
+        .unwrap();
+    let verdicts: Vec<_> = audit.iter().map(|r| r.verdict.as_str()).collect();
+    assert_eq!(verdicts, ["accepted", "clamped", "denied", "denied"]);
+    assert!(audit.iter().all(|r| r.kind == AuditKind::Command));
+    assert_eq!(audit[0].origin, Origin::operator("ann"));
+    assert_eq!(audit[3].origin.kind, OriginKind::Automation);
+    assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq));
+    let counters = twins.counters();
+    assert_eq!(
+        (
+            counters.commands_accepted,
+            counters.commands_clamped,
+            counters.commands_denied
+        ),
+        (1, 1, 2)
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trip_blocks_restart_until_reset_after_cooling() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let press3 = press(3);
+    twins
+        .ingest(&press3, "temperature", reading(99.0, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let start_cmd = || Command::new(press3.clone(), "start", Origin::operator("ann"));
+    let reset = || Command::new(press3.clone(), "reset", Origin::operator("ann"));
+    assert!(
+        matches!(twins.command(start_cmd()).await.unwrap().verdict, Verdict::Denied { ref governor, .. } if governor == "overtemp")
+    );
+    assert!(
+        matches!(
+            twins.command(reset()).await.unwrap().verdict,
+            Verdict::Denied { .. }
+        ),
+        "still hot"
+    );
+    twins
+        .ingest(&press3, "temperature", reading(70.0, source, 2))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    assert_eq!(
+        twins.command(reset()).await.unwrap().verdict,
+        Verdict::Accepted
+    );
+    assert_eq!(
+        twins.command(start_cmd()).await.unwrap().verdict,
+        Verdict::Accepted
+    );
+    let report = twins.report(&press3).await.unwrap();
+    assert_eq!(report.run_state, RunState::Running);
+    assert!(!report.has_alarm("trip:overtemp"));
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_if_differs_by_setpoint_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let press1 = press(1);
+    twins
+        .ingest(&press1, "temperature", reading(50.0, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let before = twins.report(&press1).await.unwrap();
+
+    let ask = |rpm: f64| {
+        let command = Command::new(press1.clone(), "set_speed", Origin::operator("ann"))
+            .param("rpm", Value::Float(rpm));
+        twins.what_if(command, Duration::from_secs(600), Duration::from_secs(10))
+    };
+    let slow = ask(600.0).await.unwrap();
+    let fast = ask(2400.0).await.unwrap();
+    assert_eq!(slow.verdict, Verdict::Accepted);
+    let slow_end = slow.trajectory.last("temperature").unwrap();
+    let fast_end = fast.trajectory.last("temperature").unwrap();
+    assert!(
+        (slow_end - (25.0 + 0.03 * 600.0)).abs() < 2.0,
+        "slow ends at {slow_end}"
+    );
+    assert!(
+        (fast_end - (25.0 + 0.03 * 2400.0)).abs() < 2.0,
+        "fast ends at {fast_end}"
+    );
+    assert_eq!(slow.trajectory.series["temperature"].len(), 61);
+
+    let clamped = ask(2900.0).await.unwrap();
+    assert!(matches!(clamped.verdict, Verdict::Clamped { .. }));
+    assert!(
+        clamped
+            .assumed
+            .contains(&("speed".to_string(), Value::Float(2400.0)))
+    );
+
+    let after = twins.report(&press1).await.unwrap();
+    assert_eq!(after, before, "what-if must not change the twin");
+    assert!(
+        twins
+            .audit(&press1, Timestamp(0), Timestamp(i64::MAX), 10)
+            .unwrap()
+            .is_empty()
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("plc-7").unwrap();
+    let press1 = press(1);
+    let now = Timestamp::now();
+    let at = |value: f64, seq: u64, secs_ago: u64| Reading {
+        value,
+        source_time: now.minus(Duration::from_secs(secs_ago)),
+        quality: Quality::Good,
+        source,
+        seq,
+    };
+    twins
+        .ingest(&press1, "vibration", at(2.0, 10, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    twins
+        .ingest(&press1, "vibration", at(3.0, 9, 5))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let report = twins.report(&press1).await.unwrap();
+    assert_eq!(
+        report.value("vibration"),
+        Some(2.0),
+        "an older sample does not overwrite"
+    );
+    assert_eq!(report.version, 2, "but it is an accepted change (history)");
+    let history = twins
+        .history(&press1, "vibration", Timestamp(0), Timestamp::now())
+        .await
+        .unwrap();
+    let values: Vec<f64> = history.iter().map(|s| s.value).collect();
+    assert_eq!(values, [3.0, 2.0], "history in source-time order");
+
+    // Redelivered: the same source and sequence again.
+    twins
+        .ingest(&press1, "vibration", at(2.0, 10, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    twins
+        .ingest(&press1, "vibration", at(3.0, 9, 5))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let report = twins.report(&press1).await.unwrap();
+    assert_eq!(report.version, 2);
+    assert_eq!(
+        twins
+            .history(&press1, "vibration", Timestamp(0), Timestamp::now())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(twins.counters().samples_duplicate, 2);
+    assert_eq!(twins.counters().samples_stale, 1);
+
+    // Duplicates are still recognised after a restart.
+    drop(twins);
+    runtime.shutdown().await;
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    twins
+        .ingest(&press1, "vibration", at(2.0, 10, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    assert_eq!(twins.report(&press1).await.unwrap().version, 2);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_typed_counted_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let press1 = press(1);
+    twins
+        .ingest(&press1, "temperature", reading(40.0, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let before = twins.report(&press1).await.unwrap();
+
+    let rejected = |result: Result<_, KernelError>| match result {
+        Err(KernelError::SampleRejected { reason, .. }) => reason,
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("accepted bad input"),
+    };
+    assert_eq!(
+        rejected(
+            twins
+                .ingest(&press1, "temperature", reading(f64::NAN, source, 2))
+                .await
+        ),
+        SampleRejection::NotFinite
+    );
+    assert_eq!(
+        rejected(
+            twins
+                .ingest(&press1, "temperature", reading(f64::INFINITY, source, 3))
+                .await
+        ),
+        SampleRejection::NotFinite
+    );
+    assert_eq!(
+        rejected(
+            twins
+                .ingest(&press1, "temperature", reading(900.0, source, 4))
+                .await
+        ),
+        SampleRejection::OutOfRange
+    );
+    let mut future = reading(50.0, source, 5);
+    future.source_time = Timestamp::now().plus(Duration::from_secs(86_400));
+    assert_eq!(
+        rejected(twins.ingest(&press1, "temperature", future).await),
+        SampleRejection::InFuture
+    );
+    let mut ancient = reading(50.0, source, 6);
+    ancient.source_time = Timestamp(0);
+    assert_eq!(
+        rejected(twins.ingest(&press1, "temperature", ancient).await),
+        SampleRejection::TooOld
+    );
+    assert!(matches!(
+        twins.ingest(&press1, "temprature", reading(50.0, source, 7)).await,
+        Err(KernelError::UnknownChannel { ref channel, .. }) if channel == "temprature"
+    ));
+    let nowhere = crate::support::path("acme/plant-a/line-1/press-99");
+    assert!(matches!(
+        twins
+            .ingest(&nowhere, "temperature", reading(50.0, source, 8))
+            .await,
+        Err(KernelError::UnknownAsset(_))
+    ));
+
+    twins.flush().await.unwrap();
+    assert_eq!(
+        twins.report(&press1).await.unwrap(),
+        before,
+        "state untouched"
+    );
+    let counters = twins.counters();
+    assert_eq!(counters.rejected(SampleRejection::NotFinite), 2);
+    assert_eq!(counters.rejected(SampleRejection::OutOfRange), 1);
+    assert_eq!(counters.rejected(SampleRejection::InFuture), 1);
+    assert_eq!(counters.rejected(SampleRejection::TooOld), 1);
+    assert_eq!(counters.rejected(SampleRejection::UnknownChannel), 1);
+    assert_eq!(counters.rejected(SampleRejection::UnknownAsset), 1);
+    assert_eq!(counters.samples_in, 1);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_and_plant_aggregate_their_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let mut seq = 0;
+    for n in 1..=3 {
+        for (channel, value) in [("power_kw", 10.0 * f64::from(n)), ("throughput", 5.0)] {
+            seq += 1;
+            twins
+                .ingest(&press(n), channel, reading(value, source, seq))
+                .await
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+        }
+    }
+    wait_until("line aggregates settle", Duration::from_secs(5), || {
+        let lines = runtime.lines();
+        async move {
+            lines[0].power_kw == 30.0 && lines[1].power_kw == 30.0 && lines[0].throughput == 10.0
+        }
+    })
+    .await;
+    wait_until("plant aggregates settle", Duration::from_secs(5), || {
+        let plants = runtime.plants();
+        async move { plants[0].power_kw == 60.0 && plants[0].throughput == 15.0 }
+    })
+    .await;
+    seq += 1;
+    twins
+        .ingest(&press(3), "temperature", reading(130.0, source, seq))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    wait_until(
+        "the trip shows in line and plant health",
+        Duration::from_secs(5),
+        || {
+            let (lines, plants) = (runtime.lines(), runtime.plants());
+            async move {
+                lines[1].tripped == 1
+                    && lines[1].worst_health == 0.0
+                    && plants[0].tripped == 1
+                    && lines[0].worst_health > 0.0
+            }
+        },
+    )
+    .await;
+    runtime.shutdown().await;
+}
+
+#[test]
+fn errors_are_clear() {
+    let error = Error::Builder("a data directory is required".into());
+    assert_eq!(
+        error.to_string(),
+        "runtime builder: a data directory is required"
+    );
+}
