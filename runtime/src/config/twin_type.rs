@@ -608,8 +608,8 @@ channel = "vibration"
 
         let typo = PRESS.replace("unit = \"rpm\"\nrange", "unti = \"rpm\"\nrange");
         let error = TwinTypes::from_toml(&typo, "types.toml").unwrap_err();
-        assert_eq!(error.line, Some(16), "{error}");
-        assert!(error.to_string().starts_with("types.toml:16: "), "{error}");
+        assert_eq!(error.line, Some(15), "{error}");
+        assert!(error.to_string().starts_with("types.toml:15: "), "{error}");
 
         let bad_set = PRESS.replace("sets = { speed = \"rpm\" }", "sets = { sped = \"rpm\" }");
         let error = TwinTypes::from_toml(&bad_set, "types.toml").unwrap_err();
