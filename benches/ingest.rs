@@ -1,1 +1,259 @@
-fn main() {}
+//! Ingest benchmark (scenario harness): durable samples/s into 10,000 twins of 20
+//! channels with journaling on, p99 sample→trip latency, memory per idle twin, and two
+//! baselines measured in the same run: ractor casts to one actor and a raw tokio mpsc.
+//!
+//! `cargo bench --bench ingest`; `DOPPEL_BENCH_TWINS`, `DOPPEL_BENCH_SAMPLES` and
+//! `DOPPEL_BENCH_TRIPS` scale it down or up. The last line is JSON.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+const CHANNELS: usize = 20;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn types_toml() -> String {
+    let mut toml = String::from("[types.machine]\ndescription = \"benchmark machine\"\n");
+    for channel in 0..CHANNELS {
+        let _ = write!(
+            toml,
+            "[types.machine.channels.ch{channel:02}]\nunit = \"u\"\nrange = [-1000.0, 1000.0]\n"
+        );
+    }
+    toml.push_str(
+        r#"
+[types.machine.desired.speed]
+range = [0, 3000]
+initial = 1200
+[types.machine.desired.running]
+type = "bool"
+initial = true
+[types.machine.commands.stop]
+sets = { running = false }
+[[types.machine.models]]
+kind = "ewma_anomaly"
+channel = "ch00"
+[[types.machine.models]]
+kind = "thermal"
+channel = "ch01"
+gain = 0.03
+load_desired = "speed"
+running_desired = "running"
+[[types.machine.governors]]
+kind = "trip"
+channel = "ch01"
+above = 500.0
+"#,
+    );
+    toml
+}
+
+fn topology_toml(twins: usize) -> String {
+    let mut toml = String::from("[[plant]]\npath = \"bench/plant\"\n");
+    let per_line = 100;
+    for line in 0..twins.div_ceil(per_line) {
+        let _ = write!(toml, "[[plant.line]]\nname = \"line-{line}\"\n");
+        for machine in 0..per_line.min(twins - line * per_line) {
+            let _ = write!(
+                toml,
+                "[[plant.line.machine]]\nname = \"m-{machine}\"\ntype = \"machine\"\n"
+            );
+        }
+    }
+    toml
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+struct Counter;
+
+impl Actor for Counter {
+    type Msg = u64;
+    type State = Arc<AtomicU64>;
+    type Arguments = Arc<AtomicU64>;
+    async fn pre_start(
+        &self,
+        _: ActorRef<u64>,
+        count: Arc<AtomicU64>,
+    ) -> Result<Arc<AtomicU64>, ActorProcessingErr> {
+        Ok(count)
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<u64>,
+        message: u64,
+        count: &mut Arc<AtomicU64>,
+    ) -> Result<(), ActorProcessingErr> {
+        count.fetch_add(message, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn ractor_cast_per_s(messages: u64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let (actor, handle) = Actor::spawn(None, Counter, count.clone()).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..messages {
+        actor.cast(1).unwrap();
+    }
+    while count.load(Ordering::Relaxed) < messages {
+        tokio::task::yield_now().await;
+    }
+    let rate = messages as f64 / started.elapsed().as_secs_f64();
+    actor.stop(None);
+    let _ = handle.await;
+    rate
+}
+
+async fn mpsc_per_s(messages: u64) -> f64 {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let consumer = tokio::spawn(async move {
+        let mut total = 0;
+        while let Some(value) = receiver.recv().await {
+            total += value;
+            if total == messages {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    for _ in 0..messages {
+        sender.send(1).unwrap();
+    }
+    consumer.await.unwrap();
+    messages as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let twins_count = env_or("DOPPEL_BENCH_TWINS", 10_000);
+    let total_samples = env_or("DOPPEL_BENCH_SAMPLES", 4_000_000);
+    let trips = env_or("DOPPEL_BENCH_TRIPS", 2_000).min(twins_count);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async move {
+        let baseline_messages = 4_000_000;
+        let mpsc = mpsc_per_s(baseline_messages).await;
+        let cast = ractor_cast_per_s(baseline_messages).await;
+        println!("baseline: tokio mpsc {mpsc:.0}/s, ractor cast to one actor {cast:.0}/s");
+
+        let dir = tempfile::tempdir().unwrap();
+        let types = TwinTypes::from_toml(&types_toml(), "bench/types.toml").unwrap();
+        let topology = Topology::from_toml(&topology_toml(twins_count), "bench/plant.toml", &types).unwrap();
+        let paths: Vec<_> = topology.machines().map(|m| m.path.clone()).collect();
+        let rss_before = rss_bytes();
+        let started = Instant::now();
+        let runtime = Runtime::builder()
+            .twin_types(types)
+            .topology(topology)
+            .data_dir(dir.path())
+            .settings(RuntimeSettings::default())
+            .start()
+            .await
+            .unwrap();
+        let rss_per_twin = rss_bytes().saturating_sub(rss_before) / twins_count as u64;
+        println!("{twins_count} twins of {CHANNELS} channels started in {:.2} s, {rss_per_twin} B RSS per idle twin", started.elapsed().as_secs_f64());
+
+        let twins = runtime.twins().clone();
+        let source = twins.source("bench").unwrap();
+        let targets: Vec<Vec<_>> = paths
+            .iter()
+            .map(|p| (0..CHANNELS).map(|c| twins.target(p, &format!("ch{c:02}")).unwrap()).collect())
+            .collect();
+
+        // Durable ingest: one message of 20 channels per twin, round robin, a bounded
+        // number of receipts outstanding, until every sample is durable.
+        let messages = total_samples / CHANNELS;
+        let started = Instant::now();
+        let mut outstanding = VecDeque::new();
+        let mut seq = 0u64;
+        for message in 0..messages {
+            let twin = message % twins_count;
+            let now = Timestamp::now();
+            let batch = targets[twin].iter().enumerate().map(|(c, target)| {
+                seq += 1;
+                let value = ((seq % 97) as f64) - 48.0 + c as f64;
+                (*target, Reading { value, source_time: now, quality: Quality::Good, source, seq })
+            });
+            let receipt = twins.ingest_batch(batch.collect::<Vec<_>>()).await.unwrap();
+            outstanding.push_back(receipt.receipt);
+            if outstanding.len() > 4096 {
+                outstanding.pop_front().unwrap().durable().await.unwrap();
+            }
+        }
+        for receipt in outstanding {
+            receipt.durable().await.unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let applied = twins.counters().samples_applied;
+        let samples_per_s = (messages * CHANNELS) as f64 / elapsed;
+        let stats = twins.kernel().journal.stats();
+        println!(
+            "ingest: {} samples durable in {elapsed:.2} s = {samples_per_s:.0}/s ({applied} applied, {} batches, {} truncated)",
+            messages * CHANNELS,
+            stats.batches.load(Ordering::Relaxed),
+            stats.truncated.load(Ordering::Relaxed),
+        );
+
+        // Sample → trip: a quiet node, one tripping sample at a time, timed until the
+        // safety actuation reaches a subscriber.
+        let mut actuations = twins.actuations();
+        let trip_channel = 1;
+        let mut latencies = Vec::with_capacity(trips);
+        for twin in 0..trips {
+            seq += 1;
+            let reading = Reading { value: 900.0, source_time: Timestamp::now(), quality: Quality::Good, source, seq };
+            let target = targets[twin][trip_channel];
+            let sent = Instant::now();
+            let _receipt = twins.ingest_batch([(target, reading)]).await.unwrap();
+            loop {
+                let actuation = actuations.recv().await.unwrap();
+                if actuation.asset == paths[twin] {
+                    break;
+                }
+            }
+            latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+            if twin % 64 == 63 {
+                twins.flush().await.unwrap();
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        let p50 = percentile(&latencies, 0.5);
+        let p99 = percentile(&latencies, 0.99);
+        println!("sample→trip over {trips} trips: p50 {p50:.1} µs, p99 {p99:.1} µs");
+        println!(
+            "ratios: durable samples/s is {:.2} × ractor casts/s and {:.2} × mpsc/s",
+            samples_per_s / cast,
+            samples_per_s / mpsc
+        );
+        drop(twins);
+        runtime.shutdown().await;
+        println!(
+            "{{\"scenario\":\"ingest\",\"twins\":{twins_count},\"samples_per_s\":{samples_per_s:.0},\"ractor_cast_per_s\":{cast:.0},\"mpsc_per_s\":{mpsc:.0},\"p99_sample_to_trip_us\":{p99:.1},\"rss_bytes_per_twin\":{rss_per_twin}}}"
+        );
+    });
+}

@@ -67,7 +67,7 @@ const fn sensor(
 const PRESS_SENSORS: [Sensor; 5] = [
     sensor("temperature", (-20.0, 200.0), (0.15, 0.0), (0.15, 0.0)),
     sensor("vibration", (0.0, 50.0), (0.02, 0.02), (0.0, 0.01)),
-    sensor("speed", (0.0, 3200.0), (1.0, 0.0005), (0.0, 0.0)),
+    sensor("speed", (0.0, 3200.0), (0.0, 0.001), (0.0, 0.0)),
     sensor("power_kw", (0.0, 150.0), (0.1, 0.01), (0.0, 0.005)),
     sensor("throughput", (0.0, 120.0), (0.0, 0.01), (0.0, 0.0)),
 ];
@@ -219,7 +219,7 @@ impl Simulator {
     /// `press` or `pump` are kept (indices stay aligned) but emit nothing.
     ///
     /// Bearing wear goes to the second press of the first line (or its only press) and
-    /// a coolant loss to the first press of the second line (or its first machine);
+    /// a coolant loss to the first press of the second line (or its first pump);
     /// lines are the asset paths' parents, in order of first appearance.
     pub fn new(machines: &[(String, String)], seed: u64, speed: f64) -> Self {
         let speed = if speed.is_finite() && speed > 0.0 {

@@ -284,7 +284,8 @@ fn pad(text: &str, width: usize) -> String {
     format!("{text}{}", " ".repeat(width - count))
 }
 
-/// Joins as many items as fit in `width`, then `+N` for the rest.
+/// Joins as many items as fit in `width`, then `+N` for the rest; a first item too long
+/// to fit is cut short.
 fn fit_list(items: &[String], width: usize) -> String {
     let mut shown = String::new();
     for (index, item) in items.iter().enumerate() {
@@ -300,12 +301,14 @@ fn fit_list(items: &[String], width: usize) -> String {
             String::new()
         };
         if candidate.chars().count() + suffix.chars().count() > width {
-            let more = format!("+{}", items.len() - index);
-            return if shown.is_empty() {
-                cut(&more, width)
-            } else {
-                format!("{shown} {more}")
-            };
+            if !shown.is_empty() {
+                return format!("{shown} +{}", items.len() - index);
+            }
+            // Not even the first fits: show as much of it as leaves room for the count.
+            return cut(
+                &format!("{}{suffix}", cut(item, width.saturating_sub(suffix.len()))),
+                width,
+            );
         }
         shown = candidate;
     }
@@ -573,6 +576,12 @@ mod tests {
         assert_eq!(fit_list(&alarms, 12), "aaaa bbbb +1");
         assert_eq!(fit_list(&alarms, 8), "aaaa +2");
         assert_eq!(fit_list(&alarms, 1), "…");
+        let long: Vec<String> = ["thermal:temperature", "anomaly:vibration"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(fit_list(&long, 12), "thermal:… +1");
+        assert_eq!(fit_list(&long[..1], 12), "thermal:tem…");
         let empty = PlantView {
             title: String::new(),
             elapsed_secs: 0.0,

@@ -83,7 +83,7 @@ impl Default for RuntimeSettings {
         Self {
             journal: JournalSettings::default(),
             supervision: SupervisionSettings::default(),
-            history_capacity: 64,
+            history_capacity: 32,
             max_future_skew_secs: 300,
             max_sample_age_secs: 7 * 24 * 3600,
         }
