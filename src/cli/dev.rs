@@ -280,8 +280,17 @@ async fn build_view(runtime: &Runtime, paths: &[AssetPath], elapsed_secs: f64) -
                 .machines
                 .iter()
                 .flatten()
-                .filter_map(|status| reports.get(&status.asset))
-                .map(machine_row)
+                .filter_map(|status| {
+                    let report = reports.get(&status.asset)?;
+                    let entry = twins.entry(&status.asset).ok()?;
+                    let keys: Vec<usize> = entry
+                        .twin_type
+                        .key_channels
+                        .iter()
+                        .map(|c| c.0 as usize)
+                        .collect();
+                    Some(machine_row(report, &keys))
+                })
                 .collect();
             LineRow {
                 path: line.path.to_string(),
@@ -305,31 +314,15 @@ async fn build_view(runtime: &Runtime, paths: &[AssetPath], elapsed_secs: f64) -
     }
 }
 
-fn machine_row(report: &TwinReport) -> MachineRow {
-    let key_values = report
-        .reported
+fn machine_row(report: &TwinReport, key_channels: &[usize]) -> MachineRow {
+    let key_values = key_channels
         .iter()
-        .filter(|r| {
-            [
-                "temperature",
-                "vibration",
-                "speed",
-                "flow",
-                "pressure",
-                "power_kw",
-            ]
-            .contains(&r.channel.as_str())
-        })
+        .filter_map(|&channel| report.reported.get(channel))
         .take(4)
         .filter_map(|r| {
             r.sample
                 .map(|s| (r.channel.clone(), s.value, r.unit.clone()))
         })
-        .chain(
-            report
-                .derived("rul_hours")
-                .map(|v| ("rul_h".to_string(), v, "h".to_string())),
-        )
         .collect();
     MachineRow {
         name: report.asset.name().to_string(),

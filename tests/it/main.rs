@@ -3,6 +3,7 @@
 
 mod crash_safety;
 mod dev_command;
+mod examples;
 mod kernel;
 mod supervision;
 mod support;
