@@ -543,3 +543,30 @@ fn errors_are_clear() {
         "runtime builder: a data directory is required"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_bound_applies_backpressure_without_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::support::settings();
+    settings.journal.max_in_flight = 4;
+    let runtime = crate::support::start_with(dir.path(), settings, |b| b).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let target = twins.target(&press(1), "vibration").unwrap();
+    let mut receipts = Vec::new();
+    for round in 0..10u64 {
+        let batch: Vec<_> = (0..20)
+            .map(|i| (target, reading(1.0, source, round * 20 + i + 1)))
+            .collect();
+        let receipt = tokio::time::timeout(Duration::from_secs(5), twins.ingest_batch(batch))
+            .await
+            .expect("no deadlock")
+            .unwrap();
+        receipts.push(receipt.receipt);
+    }
+    for receipt in receipts {
+        receipt.durable().await.unwrap();
+    }
+    assert_eq!(twins.report(&press(1)).await.unwrap().version, 200);
+    runtime.shutdown().await;
+}

@@ -351,7 +351,14 @@ impl Twins {
         }
         let (group, receipt) = AckGroup::new(groups.len());
         for (twin, samples) in groups {
-            let permits = samples.len() as u32;
+            // One message never waits for more permits than exist.
+            let most = self
+                .kernel
+                .settings
+                .journal
+                .max_in_flight
+                .clamp(1, Semaphore::MAX_PERMITS);
+            let permits = samples.len().min(most) as u32;
             self.kernel
                 .limiter
                 .acquire_many(permits)
