@@ -3,7 +3,8 @@
 //! baselines measured in the same run: ractor casts to one actor and a raw tokio mpsc.
 //!
 //! `cargo bench --bench ingest`; `DOPPEL_BENCH_TWINS`, `DOPPEL_BENCH_SAMPLES` and
-//! `DOPPEL_BENCH_TRIPS` scale it down or up. The last line is JSON.
+//! `DOPPEL_BENCH_TRIPS` scale it down or up, `DOPPEL_BENCH_WORKERS` sets the tokio worker
+//! threads (default 2). The last line is JSON.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -178,7 +179,10 @@ fn main() {
     let twins_count = env_or("DOPPEL_BENCH_TWINS", 10_000);
     let total_samples = env_or("DOPPEL_BENCH_SAMPLES", 4_000_000);
     let trips = env_or("DOPPEL_BENCH_TRIPS", 2_000).min(twins_count / 2);
+    // Tokio worker threads (default 2, one per core here).
+    let workers = env_or("DOPPEL_BENCH_WORKERS", 2);
     let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
