@@ -570,3 +570,69 @@ async fn in_flight_bound_applies_backpressure_without_deadlock() {
     assert_eq!(twins.report(&press(1)).await.unwrap().version, 200);
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_twin_type_keeps_state_by_name_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let press1 = press(1);
+    // After the start snapshot: a journal tail written under the original type.
+    twins
+        .ingest(&press1, "vibration", reading(3.5, source, 1))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    twins
+        .ingest(&press1, "temperature", reading(48.0, source, 2))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let set = Command::new(press1.clone(), "set_speed", Origin::operator("ann"))
+        .param("rpm", Value::Float(1500.0));
+    twins.command(set).await.unwrap();
+    drop(twins);
+    runtime.shutdown().await;
+
+    // A new channel and a new desired value that sort first shift every index.
+    let changed = crate::support::TYPES
+        .replace(
+            "[types.press.channels.temperature]",
+            "[types.press.channels.ambient]\nunit = \"degC\"\nrange = [-40.0, 60.0]\n\n[types.press.channels.temperature]",
+        )
+        .replace(
+            "[types.press.desired.speed]",
+            "[types.press.desired.load_limit]\nrange = [0, 100]\ninitial = 80\n\n[types.press.desired.speed]",
+        );
+    for round in 0..2 {
+        let runtime =
+            crate::support::start_custom(dir.path(), &changed, crate::support::settings(), |b| b)
+                .await;
+        let report = runtime.twins().report(&press1).await.unwrap();
+        assert_eq!(report.value("vibration"), Some(3.5), "round {round}");
+        assert_eq!(report.value("temperature"), Some(48.0), "round {round}");
+        assert_eq!(report.value("ambient"), None, "round {round}");
+        assert_eq!(
+            report.desired("speed"),
+            Some(Value::Float(1500.0)),
+            "round {round}"
+        );
+        assert_eq!(
+            report.desired("load_limit"),
+            Some(Value::Float(80.0)),
+            "round {round}"
+        );
+        assert_eq!(
+            report.desired("running"),
+            Some(Value::Bool(true)),
+            "round {round}"
+        );
+        assert_eq!(report.version, 3, "round {round}");
+        runtime.shutdown().await;
+    }
+}

@@ -59,13 +59,16 @@ pub struct JournalRecord {
 }
 
 /// A twin's state at a version, with its models' and governors' saved state, and the
-/// channel names its channel ids referred to (so a changed type can be remapped).
+/// channel and desired value names its indices referred to (so a changed type can be
+/// remapped by name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The twin state.
     pub state: TwinState,
     /// The channel names, indexed by channel id, when the snapshot was taken.
     pub channel_names: Vec<String>,
+    /// The desired value names, in the order of `state.desired`.
+    pub desired_names: Vec<String>,
     /// Saved model state by model name.
     pub models: Vec<(String, Vec<u8>)>,
     /// Saved governor state by governor name.

@@ -239,6 +239,9 @@ pub struct TwinCore {
     output: ModelOutput,
     demands: Vec<(usize, SafetyDemand)>,
     events_since_snapshot: u64,
+    /// Channel ids of the restored snapshot's schema → current ids, while replaying a
+    /// journal tail written under a type that has changed since.
+    replay_channels: Option<Vec<Option<u16>>>,
 }
 
 impl TwinCore {
@@ -263,6 +266,7 @@ impl TwinCore {
             output: ModelOutput::default(),
             demands: Vec::new(),
             events_since_snapshot: 0,
+            replay_channels: None,
         };
         core.layout_derived(&[]);
         core
@@ -855,6 +859,7 @@ impl TwinCore {
         struct SnapshotRef<'a> {
             state: &'a TwinState,
             channel_names: Vec<&'a str>,
+            desired_names: Vec<&'a str>,
             models: Vec<(&'a str, Vec<u8>)>,
             governors: Vec<(&'a str, Vec<u8>)>,
         }
@@ -866,6 +871,12 @@ impl TwinCore {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect(),
+            desired_names: self
+                .twin_type
+                .desired
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect(),
             models: self.models.iter().map(|m| (m.name(), m.save())).collect(),
             governors: self
                 .governors
@@ -874,6 +885,7 @@ impl TwinCore {
                 .collect(),
         };
         self.events_since_snapshot = 0;
+        self.replay_channels = None;
         postcard::to_stdvec(&snapshot).unwrap_or_default()
     }
 
@@ -882,9 +894,11 @@ impl TwinCore {
         let Snapshot {
             mut state,
             channel_names,
+            desired_names,
             models,
             governors,
         } = snapshot;
+        self.replay_channels = None;
         let same_channels = channel_names.len() == self.twin_type.channels.len()
             && channel_names
                 .iter()
@@ -906,6 +920,9 @@ impl TwinCore {
                 }
             }
             state.channels = channels;
+            // Journal records after this snapshot were written under its schema (every
+            // node start snapshots each twin before writing anything else for it).
+            self.replay_channels = Some(map.clone());
             state
                 .windows
                 .retain_mut(|w| match map.get(w.channel.0 as usize) {
@@ -921,9 +938,11 @@ impl TwinCore {
             .desired
             .iter()
             .map(|spec| {
-                let old_index = self.state_desired_index(&state, spec.name.as_str());
-                old_index
+                desired_names
+                    .iter()
+                    .position(|name| *name == spec.name)
                     .and_then(|i| state.desired.get(i).cloned())
+                    .filter(|d| d.value.kind() == spec.kind)
                     .unwrap_or(DesiredValue {
                         value: spec.initial,
                         set_at: Timestamp(0),
@@ -954,12 +973,6 @@ impl TwinCore {
         Ok(())
     }
 
-    fn state_desired_index(&self, _state: &TwinState, name: &str) -> Option<usize> {
-        // Desired values are stored in type order; a snapshot taken under the same
-        // type uses the same indices.
-        self.twin_type.desired(name).map(|(index, _)| index)
-    }
-
     /// Re-applies a journaled event during recovery. Models re-run over samples;
     /// governors do not watch (their safety actions are journaled events themselves).
     pub fn replay(&mut self, record: &JournalRecord) {
@@ -968,10 +981,21 @@ impl TwinCore {
         }
         match &record.event {
             JournalEvent::Sample(sample) => {
+                let mut sample = *sample;
+                if let Some(map) = &self.replay_channels {
+                    match map.get(sample.channel.0 as usize) {
+                        Some(Some(current)) => sample.channel = ChannelId(*current),
+                        _ => {
+                            self.state.version = record.version;
+                            return;
+                        }
+                    }
+                }
                 if self.twin_type.channel_spec(sample.channel).is_none() {
                     self.state.version = record.version;
                     return;
                 }
+                let sample = &sample;
                 let outcome = self.state.apply_sample(sample);
                 self.state.updated_at = sample.receive_time;
                 if outcome == SampleOutcome::Applied {
