@@ -211,7 +211,7 @@ impl Actor for TwinActor {
 
 impl TwinActorState {
     fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
-        self.fx.collect_changes = self.kernel.changes.receiver_count() > 0;
+        self.fx.collect_changes = self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
         for sample in samples {
             self.core.apply_sample(sample, &mut self.fx);
         }
@@ -248,7 +248,7 @@ impl TwinActorState {
     ) {
         let span = tracing::info_span!("command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
         let _entered = span.enter();
-        self.fx.collect_changes = self.kernel.changes.receiver_count() > 0;
+        self.fx.collect_changes = self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
         let now = Timestamp::now();
         let (verdict, applied) = match self.core.command(&command, now, &mut self.fx) {
             Ok(outcome) => outcome,

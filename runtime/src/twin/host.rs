@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, oneshot};
@@ -36,6 +37,9 @@ pub struct Kernel {
     pub components: Components,
     /// Twin changes, for subscribers.
     pub changes: broadcast::Sender<TwinEvent>,
+    /// Live change subscriptions; twins skip building change events while it is zero.
+    /// (The broadcast's own receiver count takes a lock; this is read per message.)
+    pub change_subscribers: Arc<AtomicUsize>,
     /// Commands and safety actions going to machines.
     pub actuations: broadcast::Sender<Actuation>,
     /// Counters.
@@ -192,6 +196,7 @@ impl Twins {
             settings,
             components,
             changes,
+            change_subscribers: Arc::new(AtomicUsize::new(0)),
             actuations,
             counters: Counters::default(),
             limiter,
@@ -457,9 +462,16 @@ impl Twins {
             .map_err(journal_error)
     }
 
-    /// Subscribes to twin changes.
-    pub fn subscribe(&self) -> broadcast::Receiver<TwinEvent> {
-        self.kernel.changes.subscribe()
+    /// Subscribes to twin changes. A subscriber that falls more than the buffer behind
+    /// gets `Lagged` and skips ahead; it never slows the twins.
+    pub fn subscribe(&self) -> Subscription {
+        self.kernel
+            .change_subscribers
+            .fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            receiver: self.kernel.changes.subscribe(),
+            count: self.kernel.change_subscribers.clone(),
+        }
     }
 
     /// Subscribes to actuations: accepted commands (once durable) and safety actions
@@ -476,6 +488,32 @@ impl Twins {
     /// Waits until everything handed to the journal so far is durable.
     pub async fn flush(&self) -> Result<(), Error> {
         self.kernel.journal.flush().await
+    }
+}
+
+/// A subscription to twin changes: a broadcast receiver (through `Deref`) that keeps
+/// the kernel's subscriber count while it lives.
+pub struct Subscription {
+    receiver: broadcast::Receiver<TwinEvent>,
+    count: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for Subscription {
+    type Target = broadcast::Receiver<TwinEvent>;
+    fn deref(&self) -> &Self::Target {
+        &self.receiver
+    }
+}
+
+impl std::ops::DerefMut for Subscription {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.receiver
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

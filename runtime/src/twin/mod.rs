@@ -10,7 +10,7 @@ pub use actor::{
     CommandOutcome, StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
 };
 pub use directory::{Directory, TwinEntry};
-pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Twins};
+pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
 pub use logic::{
     Actuation, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
     WhatIf, resolve_changes,
