@@ -1,9 +1,9 @@
 //! Counters a node keeps, and rate-limited logging of dropped input.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::twin::SampleRejection;
@@ -30,7 +30,14 @@ pub struct Counters {
     pub safety_actions: AtomicU64,
     /// Twin actor restarts.
     pub restarts: AtomicU64,
-    last_logged: Mutex<[Option<Instant>; 6]>,
+    /// Per reason: milliseconds since [`epoch`] at the last log line, plus one (0: never).
+    last_logged: [AtomicU64; 6],
+}
+
+/// A fixed instant the rate limiter measures from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// A copy of the counters at one moment.
@@ -84,11 +91,16 @@ impl Counters {
             .position(|k| *k == kind)
             .unwrap_or(0);
         let total = self.rejected[index].fetch_add(1, Ordering::Relaxed) + 1;
-        let now = Instant::now();
-        let mut last = self.last_logged.lock();
-        if last[index].is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
-            last[index] = Some(now);
-            drop(last);
+        // Lock-free: a flood of bad input costs one atomic read per rejection.
+        let now = epoch().elapsed().as_millis() as u64 + 1;
+        let last = &self.last_logged[index];
+        let previous = last.load(Ordering::Relaxed);
+        let due = previous == 0 || now.saturating_sub(previous) >= LOG_EVERY.as_millis() as u64;
+        if due
+            && last
+                .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!(reason = kind.as_str(), total, %detail, "sample rejected (logged once per minute per reason)");
         }
     }
@@ -112,5 +124,31 @@ impl Counters {
             safety_actions: get(&self.safety_actions),
             restarts: get(&self.restarts),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_rejection_and_logs_once_per_window() {
+        let counters = Counters::default();
+        for _ in 0..1000 {
+            counters.reject(SampleRejection::NotFinite, &"NaN");
+        }
+        counters.reject(SampleRejection::OutOfRange, &"900");
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.rejected(SampleRejection::NotFinite), 1000);
+        assert_eq!(snapshot.rejected(SampleRejection::OutOfRange), 1);
+        assert_eq!(snapshot.rejected_total(), 1001);
+        let logged = counters.last_logged[2].load(Ordering::Relaxed);
+        assert_ne!(logged, 0, "the first rejection is logged");
+        counters.reject(SampleRejection::NotFinite, &"NaN");
+        assert_eq!(
+            counters.last_logged[2].load(Ordering::Relaxed),
+            logged,
+            "not again within the minute"
+        );
     }
 }
