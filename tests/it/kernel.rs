@@ -9,7 +9,7 @@ use doppel::{
 };
 use doppel_runtime::Error as KernelError;
 
-use crate::support::{press, reading, start, wait_until};
+use crate::support::{ingest_durable, press, reading, start, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_to_state_to_derived_to_trip_to_audit() {
@@ -20,13 +20,7 @@ async fn sample_to_state_to_derived_to_trip_to_audit() {
     let mut actuations = twins.actuations();
     let press1 = press(1);
 
-    twins
-        .ingest(&press1, "temperature", reading(60.0, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "temperature", reading(60.0, source, 1)).await;
     let report = twins.report(&press1).await.unwrap();
     assert_eq!(report.value("temperature"), Some(60.0));
     assert_eq!(report.version, 1);
@@ -39,13 +33,7 @@ async fn sample_to_state_to_derived_to_trip_to_audit() {
         "steady state {steady}"
     );
 
-    twins
-        .ingest(&press1, "temperature", reading(121.5, source, 2))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "temperature", reading(121.5, source, 2)).await;
     let actuation = tokio::time::timeout(Duration::from_secs(5), actuations.recv())
         .await
         .unwrap()
@@ -136,20 +124,8 @@ async fn commands_are_accepted_clamped_and_denied_with_reasons() {
 
     // Automation needs two agreeing temperature sensors; they disagree.
     let source = twins.source("test").unwrap();
-    twins
-        .ingest(&press2, "temperature", reading(60.0, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
-    twins
-        .ingest(&press2, "temperature_b", reading(70.0, source, 2))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press2, "temperature", reading(60.0, source, 1)).await;
+    ingest_durable(&twins, &press2, "temperature_b", reading(70.0, source, 2)).await;
     let automatic = Command::new(press2.clone(), "set_speed", Origin::automation("mes"))
         .param("rpm", Value::Float(1000.0));
     let outcome = twins.command(automatic).await.unwrap();
@@ -211,13 +187,7 @@ async fn trip_blocks_restart_until_reset_after_cooling() {
     let twins = runtime.twins().clone();
     let source = twins.source("test").unwrap();
     let press3 = press(3);
-    twins
-        .ingest(&press3, "temperature", reading(99.0, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press3, "temperature", reading(99.0, source, 1)).await;
     let start_cmd = || Command::new(press3.clone(), "start", Origin::operator("ann"));
     let reset = || Command::new(press3.clone(), "reset", Origin::operator("ann"));
     assert!(
@@ -230,13 +200,7 @@ async fn trip_blocks_restart_until_reset_after_cooling() {
         ),
         "still hot"
     );
-    twins
-        .ingest(&press3, "temperature", reading(70.0, source, 2))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press3, "temperature", reading(70.0, source, 2)).await;
     assert_eq!(
         twins.command(reset()).await.unwrap().verdict,
         Verdict::Accepted
@@ -258,13 +222,7 @@ async fn what_if_differs_by_setpoint_and_changes_nothing() {
     let twins = runtime.twins().clone();
     let source = twins.source("test").unwrap();
     let press1 = press(1);
-    twins
-        .ingest(&press1, "temperature", reading(50.0, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "temperature", reading(50.0, source, 1)).await;
     let before = twins.report(&press1).await.unwrap();
 
     let ask = |rpm: f64| {
@@ -321,20 +279,8 @@ async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
         source,
         seq,
     };
-    twins
-        .ingest(&press1, "vibration", at(2.0, 10, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
-    twins
-        .ingest(&press1, "vibration", at(3.0, 9, 5))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "vibration", at(2.0, 10, 1)).await;
+    ingest_durable(&twins, &press1, "vibration", at(3.0, 9, 5)).await;
     let report = twins.report(&press1).await.unwrap();
     assert_eq!(
         report.value("vibration"),
@@ -350,20 +296,8 @@ async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
     assert_eq!(values, [3.0, 2.0], "history in source-time order");
 
     // Redelivered: the same source and sequence again.
-    twins
-        .ingest(&press1, "vibration", at(2.0, 10, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
-    twins
-        .ingest(&press1, "vibration", at(3.0, 9, 5))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "vibration", at(2.0, 10, 1)).await;
+    ingest_durable(&twins, &press1, "vibration", at(3.0, 9, 5)).await;
     let report = twins.report(&press1).await.unwrap();
     assert_eq!(report.version, 2);
     assert_eq!(
@@ -382,13 +316,7 @@ async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
     runtime.shutdown().await;
     let runtime = start(dir.path()).await;
     let twins = runtime.twins().clone();
-    twins
-        .ingest(&press1, "vibration", at(2.0, 10, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "vibration", at(2.0, 10, 1)).await;
     assert_eq!(twins.report(&press1).await.unwrap().version, 2);
     runtime.shutdown().await;
 }
@@ -400,13 +328,7 @@ async fn bad_input_is_rejected_typed_counted_and_changes_nothing() {
     let twins = runtime.twins().clone();
     let source = twins.source("test").unwrap();
     let press1 = press(1);
-    twins
-        .ingest(&press1, "temperature", reading(40.0, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "temperature", reading(40.0, source, 1)).await;
     let before = twins.report(&press1).await.unwrap();
 
     let rejected = |result: Result<_, KernelError>| match result {
@@ -489,13 +411,7 @@ async fn line_and_plant_aggregate_their_children() {
     for n in 1..=3 {
         for (channel, value) in [("power_kw", 10.0 * f64::from(n)), ("throughput", 5.0)] {
             seq += 1;
-            twins
-                .ingest(&press(n), channel, reading(value, source, seq))
-                .await
-                .unwrap()
-                .durable()
-                .await
-                .unwrap();
+            ingest_durable(&twins, &press(n), channel, reading(value, source, seq)).await;
         }
     }
     wait_until("line aggregates settle", Duration::from_secs(5), || {
@@ -511,13 +427,13 @@ async fn line_and_plant_aggregate_their_children() {
     })
     .await;
     seq += 1;
-    twins
-        .ingest(&press(3), "temperature", reading(130.0, source, seq))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(
+        &twins,
+        &press(3),
+        "temperature",
+        reading(130.0, source, seq),
+    )
+    .await;
     wait_until(
         "the trip shows in line and plant health",
         Duration::from_secs(5),
@@ -579,20 +495,8 @@ async fn a_changed_twin_type_keeps_state_by_name_across_a_restart() {
     let source = twins.source("test").unwrap();
     let press1 = press(1);
     // After the start snapshot: a journal tail written under the original type.
-    twins
-        .ingest(&press1, "vibration", reading(3.5, source, 1))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
-    twins
-        .ingest(&press1, "temperature", reading(48.0, source, 2))
-        .await
-        .unwrap()
-        .durable()
-        .await
-        .unwrap();
+    ingest_durable(&twins, &press1, "vibration", reading(3.5, source, 1)).await;
+    ingest_durable(&twins, &press1, "temperature", reading(48.0, source, 2)).await;
     let set = Command::new(press1.clone(), "set_speed", Origin::operator("ann"))
         .param("rpm", Value::Float(1500.0));
     twins.command(set).await.unwrap();

@@ -180,6 +180,22 @@ pub fn reading(value: f64, source: SourceId, seq: u64) -> Reading {
     }
 }
 
+/// Ingests one reading and waits until it is durable, failing the test otherwise.
+pub async fn ingest_durable(
+    twins: &doppel::Twins,
+    path: &AssetPath,
+    channel: &str,
+    reading: Reading,
+) {
+    twins
+        .ingest(path, channel, reading)
+        .await
+        .unwrap_or_else(|error| panic!("{path}/{channel} refused: {error}"))
+        .durable()
+        .await
+        .unwrap_or_else(|error| panic!("{path}/{channel} not acknowledged: {error}"));
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
