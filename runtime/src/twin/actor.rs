@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::directory::TwinEntry;
 use super::host::Kernel;
 use super::logic::{
-    Actuation, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf,
+    Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf,
 };
 use super::state::Severity;
 use crate::command::{Command, Verdict};
@@ -277,11 +277,23 @@ impl TwinActorState {
         });
         let version = self.core.state().version;
         let actuations = self.kernel.actuations.clone();
+        let verdicts = self.kernel.verdicts.clone();
+        let published = CommandVerdict {
+            asset: self.entry.path.clone(),
+            command_id: command.id.clone(),
+            command: command.name.clone(),
+            origin: command.origin.clone(),
+            verdict: verdict.clone(),
+            applied: applied.clone(),
+            version,
+            at: now,
+        };
         let completion = Completion::Reply(Box::new(move |result| match result {
             Ok(audit_seqs) => {
                 if let Some(actuation) = actuation {
                     let _ = actuations.send(actuation);
                 }
+                let _ = verdicts.send(published);
                 let _ = reply.send(Ok(CommandOutcome {
                     verdict,
                     applied,

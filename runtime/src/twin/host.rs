@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use super::actor::{CommandOutcome, TwinMsg};
 use super::directory::{Directory, TwinEntry};
-use super::logic::{Actuation, TwinCore, TwinEvent, TwinReport, WhatIf};
+use super::logic::{Actuation, CommandVerdict, TwinCore, TwinEvent, TwinReport, WhatIf};
 use super::state::{SampleRejection, check_sample};
 use crate::audit::AuditRecord;
 use crate::command::Command;
@@ -42,6 +42,8 @@ pub struct Kernel {
     pub change_subscribers: Arc<AtomicUsize>,
     /// Commands and safety actions going to machines.
     pub actuations: broadcast::Sender<Actuation>,
+    /// The verdict of every command, once durable.
+    pub verdicts: broadcast::Sender<CommandVerdict>,
     /// Counters.
     pub counters: Counters,
     /// Bounds samples accepted but not yet durable.
@@ -185,6 +187,7 @@ impl Twins {
         let journal = Journal::start(store, &settings.journal).map_err(journal_error)?;
         let (changes, _) = broadcast::channel(BUS_CAPACITY);
         let (actuations, _) = broadcast::channel(BUS_CAPACITY);
+        let (verdicts, _) = broadcast::channel(BUS_CAPACITY);
         let limiter = Arc::new(Semaphore::new(
             settings
                 .journal
@@ -198,6 +201,7 @@ impl Twins {
             changes,
             change_subscribers: Arc::new(AtomicUsize::new(0)),
             actuations,
+            verdicts,
             counters: Counters::default(),
             limiter,
         });
@@ -478,6 +482,11 @@ impl Twins {
     /// (at once), as they go to machines.
     pub fn actuations(&self) -> broadcast::Receiver<Actuation> {
         self.kernel.actuations.subscribe()
+    }
+
+    /// Subscribes to command verdicts (accepted, clamped, denied), each once durable.
+    pub fn verdicts(&self) -> broadcast::Receiver<CommandVerdict> {
+        self.kernel.verdicts.subscribe()
     }
 
     /// Reads the node's counters.

@@ -103,6 +103,27 @@ pub struct Actuation {
     pub at: Timestamp,
 }
 
+/// A command's verdict as published to subscribers once its audit record is durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandVerdict {
+    /// The twin.
+    pub asset: AssetPath,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// The command's name.
+    pub command: String,
+    /// Who asked.
+    pub origin: Origin,
+    /// The governors' verdict.
+    pub verdict: Verdict,
+    /// Desired values written (empty when denied).
+    pub applied: Vec<(String, Value)>,
+    /// The twin's version after the command.
+    pub version: u64,
+    /// When it was decided.
+    pub at: Timestamp,
+}
+
 /// The result of a what-if question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WhatIf {

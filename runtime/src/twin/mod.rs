@@ -12,7 +12,7 @@ pub use actor::{
 pub use directory::{Directory, TwinEntry};
 pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
 pub use logic::{
-    Actuation, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
+    Actuation, CommandVerdict, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
     WhatIf, resolve_changes,
 };
 pub use state::{

@@ -1,0 +1,10 @@
+//! Doppel's edge connectors: plant data in over MQTT (Unified Namespace JSON and
+//! Sparkplug B) and OPC UA, commands and safety actions back out the same way.
+//!
+//! Every connector validates at the boundary: bad input is counted per [`DropKind`],
+//! logged at most once per kind per minute, and dropped; it never reaches a twin.
+
+pub mod drops;
+pub mod ua;
+
+pub use drops::{DropKind, Drops};

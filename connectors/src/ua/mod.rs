@@ -1,0 +1,1 @@
+//! The OPC UA connector (async-opcua client).
