@@ -2,8 +2,9 @@
 //!
 //! Every asset is an actor holding its twin's state, the models that explain and
 //! project it, and the governors that keep every action inside safe limits. This
-//! crate is the facade: it re-exports the kernel ([`doppel_runtime`]) and the actor
-//! tree ([`doppel_actors`]) and ships the `doppel` binary.
+//! crate is the facade: it re-exports the kernel ([`doppel_runtime`]), the actor
+//! tree ([`doppel_actors`]) and the edge connectors ([`connectors`]: MQTT, OPC UA)
+//! and ships the `doppel` binary.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +32,8 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+pub use doppel_connectors as connectors;
 
 pub use doppel_actors::plant::{LineStatus, PlantStatus, SupervisorEvent};
 pub use doppel_actors::{Error, Runtime, RuntimeBuilder, governor, model};

@@ -4,7 +4,10 @@
 //! Every connector validates at the boundary: bad input is counted per [`DropKind`],
 //! logged at most once per kind per minute, and dropped; it never reaches a twin.
 
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod drops;
+pub mod mqtt;
 pub mod ua;
 
 pub use drops::{DropKind, Drops};

@@ -1,0 +1,262 @@
+//! MQTT connector configuration: the `[[mqtt]]` tables of a node config.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::MqttError;
+
+/// One broker connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The connector's name, for logs and as its data source name (`mqtt:<name>`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The broker: `mqtt://host:port` or `tcp://host:port` (port 1883 when left out).
+    pub url: String,
+    /// The MQTT client id; the broker keeps this client's persistent session under
+    /// it. Defaults to `doppel-<name>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name, if the broker asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, if the broker asks for one.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// Largest payload the connector reads; bigger messages are dropped as oversized.
+    #[serde(default = "default_max_payload")]
+    pub max_payload: usize,
+    /// Largest MQTT packet the client accepts at all. Keep it well above
+    /// `max_payload`: a packet above it breaks the connection instead of being
+    /// dropped and acknowledged, and the broker would redeliver it forever.
+    #[serde(default = "default_max_packet")]
+    pub max_packet: usize,
+    /// First delay before reconnecting, in milliseconds; it doubles up to
+    /// `reconnect_max_ms` while the broker stays unreachable.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest delay between reconnection attempts, in milliseconds.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// The Unified Namespace JSON layout (on unless `enabled = false`).
+    #[serde(default)]
+    pub uns: UnsConfig,
+}
+
+/// The Unified Namespace JSON layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnsConfig {
+    /// Whether the connector reads and writes this layout.
+    pub enabled: bool,
+    /// Prefix before the asset path in every topic, e.g. `uns/` (empty by default).
+    pub prefix: String,
+    /// The topic level after the asset path that carries telemetry.
+    pub telemetry: String,
+    /// The topic level after the asset path that carries commands to the machine;
+    /// verdicts go to `<asset>/<commands>/result`.
+    pub commands: String,
+    /// Whether actuations and verdicts are published.
+    pub publish_commands: bool,
+    /// Payload field names.
+    pub fields: FieldNames,
+}
+
+/// Payload field names of the JSON layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FieldNames {
+    /// The value (`v`).
+    pub value: String,
+    /// The source timestamp (`ts`): RFC 3339 text or milliseconds since the epoch.
+    pub timestamp: String,
+    /// The quality (`q`): `good`, `uncertain` or `bad`.
+    pub quality: String,
+    /// The source's sequence number (`seq`).
+    pub seq: String,
+    /// In the batch form, the object of channel values (`values`).
+    pub values: String,
+}
+
+impl Default for UnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prefix: String::new(),
+            telemetry: "telemetry".into(),
+            commands: "cmd".into(),
+            publish_commands: true,
+            fields: FieldNames::default(),
+        }
+    }
+}
+
+impl Default for FieldNames {
+    fn default() -> Self {
+        Self {
+            value: "v".into(),
+            timestamp: "ts".into(),
+            quality: "q".into(),
+            seq: "seq".into(),
+            values: "values".into(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "mqtt".into()
+}
+
+fn default_keep_alive() -> u64 {
+    30
+}
+
+fn default_max_payload() -> usize {
+    256 * 1024
+}
+
+fn default_max_packet() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_reconnect_min() -> u64 {
+    100
+}
+
+fn default_reconnect_max() -> u64 {
+    10_000
+}
+
+impl MqttConfig {
+    /// A connection to `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            name: default_name(),
+            url: url.into(),
+            client_id: None,
+            username: None,
+            password: None,
+            keep_alive_secs: default_keep_alive(),
+            max_payload: default_max_payload(),
+            max_packet: default_max_packet(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            uns: UnsConfig::default(),
+        }
+    }
+
+    /// The broker's host and port.
+    pub fn broker(&self) -> Result<(String, u16), MqttError> {
+        let bad = |why: &str| {
+            MqttError::Config(format!("mqtt `{}`: url `{}`: {why}", self.name, self.url))
+        };
+        let rest = self
+            .url
+            .strip_prefix("mqtt://")
+            .or_else(|| self.url.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                if self.url.starts_with("mqtts://") || self.url.starts_with("ssl://") {
+                    bad("TLS to the broker is not supported by this build; use mqtt:// on a trusted network or a TLS-terminating proxy")
+                } else {
+                    bad("expected mqtt://host:port")
+                }
+            })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
+                (host, port)
+            }
+            _ => (rest, 1883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(bad("bad host"));
+        }
+        Ok((host.to_string(), port))
+    }
+
+    /// The reconnect backoff bounds.
+    pub fn backoff(&self) -> (Duration, Duration) {
+        let min = Duration::from_millis(self.reconnect_min_ms.max(1));
+        (min, Duration::from_millis(self.reconnect_max_ms).max(min))
+    }
+
+    /// Checks settings that serde cannot.
+    pub fn validate(&self) -> Result<(), MqttError> {
+        self.broker()?;
+        let bad = |why: String| Err(MqttError::Config(format!("mqtt `{}`: {why}", self.name)));
+        if self.name.is_empty() {
+            return bad("name is empty".into());
+        }
+        if self.max_payload == 0 || self.max_packet < self.max_payload {
+            return bad(format!(
+                "max_packet ({}) must be at least max_payload ({}), which must be positive",
+                self.max_packet, self.max_payload
+            ));
+        }
+        let uns = &self.uns;
+        for (what, level) in [("telemetry", &uns.telemetry), ("commands", &uns.commands)] {
+            if level.is_empty() || level.contains(['/', '+', '#']) {
+                return bad(format!("uns.{what} `{level}` must be one topic level"));
+            }
+        }
+        if uns.prefix.contains(['+', '#']) {
+            return bad(format!(
+                "uns.prefix `{}` must not contain wildcards",
+                uns.prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        let host = |url: &str| MqttConfig::new(url).broker();
+        assert_eq!(
+            host("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            host("tcp://broker.local").unwrap(),
+            ("broker.local".into(), 1883)
+        );
+        assert_eq!(host("mqtt://[::1]:1885/").unwrap(), ("::1".into(), 1885));
+        assert!(host("mqtts://broker:8883").is_err());
+        assert!(host("http://broker").is_err());
+        assert!(host("mqtt://broker:99999").is_err());
+        assert!(host("mqtt://").is_err());
+    }
+
+    #[test]
+    fn reads_toml_with_defaults_and_refuses_unknown_fields() {
+        let config: MqttConfig = toml::from_str(
+            r#"
+            url = "mqtt://127.0.0.1:1883"
+            [uns]
+            prefix = "uns/"
+            fields = { value = "value" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.name, "mqtt");
+        assert_eq!(config.uns.prefix, "uns/");
+        assert_eq!(config.uns.fields.value, "value");
+        assert_eq!(config.uns.fields.timestamp, "ts");
+        assert!(config.validate().is_ok());
+        assert!(toml::from_str::<MqttConfig>("url = \"mqtt://h\"\nqos = 2").is_err());
+        let mut wild = config.clone();
+        wild.uns.telemetry = "tele/metry".into();
+        assert!(wild.validate().is_err());
+    }
+}

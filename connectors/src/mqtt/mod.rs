@@ -1,0 +1,551 @@
+//! The MQTT connector: one actor per broker connection.
+//!
+//! The connection subscribes with QoS 1 on a persistent session and reads the layouts
+//! its config enables (Unified Namespace JSON, Sparkplug B). A message is acknowledged
+//! to the broker only after the journal batch holding its samples has committed, so a
+//! crash never loses a message the broker considers delivered; the broker redelivers
+//! the rest, and the twins recognise redelivered readings by their sequence numbers.
+//! Messages that cannot be used are counted, logged once per kind per minute and
+//! acknowledged, so they are not redelivered forever. Accepted commands, safety
+//! actions and verdicts are published with QoS 1.
+
+mod codec;
+mod config;
+mod uns;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use doppel_runtime::Timestamp;
+use doppel_runtime::journal::Receipt;
+use doppel_runtime::twin::Twins;
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+pub use codec::{Codec, Inbound, Outgoing, Resolver};
+pub use config::{FieldNames, MqttConfig, UnsConfig};
+pub use uns::UnsCodec;
+
+use crate::drops::{DropKind, Drops};
+
+/// Why a connector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The runtime refused (registering the data source failed).
+    #[error(transparent)]
+    Runtime(#[from] doppel_runtime::Error),
+    /// The connection actor could not be spawned.
+    #[error("mqtt connector: {0}")]
+    Spawn(String),
+}
+
+/// Messages a connection's ingest stage reads from the network stage at once, at most.
+const DRAIN: usize = 1024;
+
+/// Capacity of the client's request channel (acknowledgements and publishes).
+const REQUESTS: usize = 65_536;
+
+/// Live figures of one connection.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    /// Messages received.
+    pub received: AtomicU64,
+    /// Messages acknowledged to the broker after their samples became durable.
+    pub acknowledged: AtomicU64,
+    /// Messages published (actuations, verdicts, replies).
+    pub published: AtomicU64,
+    /// Actuations or verdicts missed because the connector fell behind.
+    pub lagged: AtomicU64,
+    /// Connections established.
+    pub connections: AtomicU64,
+}
+
+struct Shared {
+    name: String,
+    drops: Drops,
+    stats: MqttStats,
+    connected: watch::Sender<bool>,
+    /// Incremented on every (re)connection; acknowledgements for messages of an
+    /// earlier connection are not sent (the broker redelivers those messages).
+    epoch: AtomicU64,
+    /// Set when the ingest stage asks for a fresh connection.
+    reconnect: AtomicBool,
+}
+
+/// A running MQTT connector.
+pub struct MqttConnector {
+    actor: ActorRef<ConnectionMsg>,
+    handle: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl MqttConnector {
+    /// Connects to the broker of `config` and starts feeding `twins`. Returns once the
+    /// connection actor runs; the connection itself is established in the background
+    /// and re-established with backoff whenever it drops.
+    pub async fn start(config: MqttConfig, twins: Twins) -> Result<Self, MqttError> {
+        config.validate()?;
+        let source = twins.source(&format!("mqtt:{}", config.name))?;
+        let mut codecs: Vec<Box<dyn Codec>> = Vec::new();
+        if config.uns.enabled {
+            codecs.push(Box::new(UnsCodec::new(
+                config.uns.clone(),
+                Resolver::new(twins.clone()),
+                source,
+            )));
+        }
+        let (connected, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            name: config.name.clone(),
+            drops: Drops::new(format!("mqtt:{}", config.name)),
+            stats: MqttStats::default(),
+            connected,
+            epoch: AtomicU64::new(0),
+            reconnect: AtomicBool::new(false),
+        });
+        let args = ConnectionArgs {
+            config,
+            twins,
+            codecs,
+            shared: shared.clone(),
+        };
+        let (actor, handle) = Actor::spawn(None, Connection, args)
+            .await
+            .map_err(|error| MqttError::Spawn(error.to_string()))?;
+        Ok(Self {
+            actor,
+            handle,
+            shared,
+        })
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Dropped input by kind.
+    pub fn drops(&self) -> &Drops {
+        &self.shared.drops
+    }
+
+    /// Live figures.
+    pub fn stats(&self) -> &MqttStats {
+        &self.shared.stats
+    }
+
+    /// Whether the connection to the broker is up.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// Waits until the connection is up; false if it was not within `timeout`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut connected = self.shared.connected.subscribe();
+        tokio::time::timeout(timeout, connected.wait_for(|up| *up))
+            .await
+            .is_ok_and(|result| result.is_ok())
+    }
+
+    /// Stops the connector: disconnects and waits for the actor to end. Messages not
+    /// yet acknowledged stay with the broker's session and are redelivered to the next
+    /// connection with the same client id.
+    pub async fn stop(self) {
+        self.actor.stop(None);
+        let _ = self.handle.await;
+    }
+}
+
+/// The connection actor.
+struct Connection;
+
+struct ConnectionArgs {
+    config: MqttConfig,
+    twins: Twins,
+    codecs: Vec<Box<dyn Codec>>,
+    shared: Arc<Shared>,
+}
+
+/// What the connection actor owns.
+struct ConnectionState {
+    client: AsyncClient,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Messages to the connection actor.
+enum ConnectionMsg {
+    /// One of the connection's stages ended; the actor fails so its supervisor sees.
+    StageEnded(&'static str),
+}
+
+/// A received message waiting for its samples to become durable.
+struct PendingAck {
+    epoch: u64,
+    publish: Publish,
+}
+
+impl Actor for Connection {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let ConnectionArgs {
+            config,
+            twins,
+            codecs,
+            shared,
+        } = args;
+        let (host, port) = config.broker()?;
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("doppel-{}", config.name));
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_max_packet_size(config.max_packet, config.max_packet)
+            .set_inflight(u16::MAX)
+            .set_request_channel_capacity(REQUESTS);
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(will) = codecs.iter().find_map(|codec| codec.last_will()) {
+            options.set_last_will(LastWill::new(
+                will.topic,
+                will.payload,
+                QoS::AtLeastOnce,
+                will.retain,
+            ));
+        }
+        let (client, eventloop) = AsyncClient::new(options, REQUESTS);
+        let codecs = Arc::new(Mutex::new(codecs));
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Publish>(DRAIN * 4);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(Receipt, Vec<PendingAck>)>();
+        let span = tracing::info_span!("mqtt", connector = %config.name);
+        let stage =
+            |name: &'static str,
+             future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+                let myself = myself.clone();
+                let span = span.clone();
+                tokio::spawn(
+                    async move {
+                        future.await;
+                        let _ = myself.cast(ConnectionMsg::StageEnded(name));
+                    }
+                    .instrument(span),
+                )
+            };
+        let tasks = vec![
+            stage(
+                "network",
+                Box::pin(network(
+                    eventloop,
+                    client.clone(),
+                    codecs.clone(),
+                    inbound_tx,
+                    shared.clone(),
+                    config.backoff(),
+                )),
+            ),
+            stage(
+                "ingest",
+                Box::pin(ingest(
+                    inbound_rx,
+                    ack_tx,
+                    client.clone(),
+                    codecs.clone(),
+                    twins.clone(),
+                    shared.clone(),
+                    config.max_payload,
+                )),
+            ),
+            stage(
+                "acknowledge",
+                Box::pin(acknowledge(ack_rx, client.clone(), shared.clone())),
+            ),
+            stage(
+                "publish",
+                Box::pin(publish(client.clone(), codecs, twins, shared)),
+            ),
+        ];
+        Ok(ConnectionState { client, tasks })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+        _state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMsg::StageEnded(stage) => {
+                Err(format!("mqtt connection stage `{stage}` ended").into())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state.client.try_disconnect();
+        // Give the network stage a moment to send the DISCONNECT.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for task in &state.tasks {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Drives the connection: reconnects with backoff, subscribes on every connection,
+/// and hands received messages to the ingest stage.
+async fn network(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
+    inbound: mpsc::Sender<Publish>,
+    shared: Arc<Shared>,
+    (min_backoff, max_backoff): (Duration, Duration),
+) {
+    let mut backoff = min_backoff;
+    let mut was_up = false;
+    loop {
+        if shared.reconnect.swap(false, Ordering::AcqRel) {
+            tracing::warn!("reconnecting so the broker redelivers unacknowledged messages");
+            eventloop.clean();
+            shared.connected.send_replace(false);
+        }
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                shared.stats.received.fetch_add(1, Ordering::Relaxed);
+                if inbound.send(publish).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = min_backoff;
+                was_up = true;
+                shared.epoch.fetch_add(1, Ordering::AcqRel);
+                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                let (filters, hello) = {
+                    let mut codecs = codecs.lock();
+                    let mut hello = Vec::new();
+                    let mut filters = Vec::new();
+                    for codec in codecs.iter_mut() {
+                        filters.extend(codec.filters());
+                        codec.on_connected(&mut hello);
+                    }
+                    (filters, hello)
+                };
+                let subscriptions = filters
+                    .into_iter()
+                    .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce));
+                if let Err(error) = client.try_subscribe_many(subscriptions) {
+                    tracing::error!(%error, "cannot queue the subscriptions");
+                }
+                for message in hello {
+                    send(&client, message, &shared);
+                }
+                shared.connected.send_replace(true);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if was_up {
+                    tracing::warn!(%error, "connection to the broker lost; reconnecting");
+                    was_up = false;
+                } else {
+                    tracing::debug!(%error, ?backoff, "broker unreachable; retrying");
+                }
+                shared.connected.send_replace(false);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Queues a publish without waiting; counts it.
+fn send(client: &AsyncClient, message: Outgoing, shared: &Shared) {
+    match client.try_publish(
+        message.topic,
+        QoS::AtLeastOnce,
+        message.retain,
+        message.payload,
+    ) {
+        Ok(()) => {
+            shared.stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(error) => tracing::warn!(%error, "cannot queue a publish; dropped"),
+    }
+}
+
+/// Decodes received messages in batches, hands their readings to the twins, and
+/// queues the messages for acknowledgement once their samples are durable.
+async fn ingest(
+    mut inbound: mpsc::Receiver<Publish>,
+    acks: mpsc::UnboundedSender<(Receipt, Vec<PendingAck>)>,
+    client: AsyncClient,
+    codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
+    twins: Twins,
+    shared: Arc<Shared>,
+    max_payload: usize,
+) {
+    let mut batch = Vec::with_capacity(DRAIN);
+    let mut decoded = Inbound::default();
+    while inbound.recv_many(&mut batch, DRAIN).await > 0 {
+        let epoch = shared.epoch.load(Ordering::Acquire);
+        let now = Timestamp::now();
+        {
+            let mut codecs = codecs.lock();
+            for publish in &batch {
+                let topic = publish.topic.as_str();
+                if publish.payload.len() > max_payload {
+                    shared.drops.record(
+                        DropKind::Oversized,
+                        &format_args!(
+                            "`{topic}`: {} bytes (limit {max_payload})",
+                            publish.payload.len()
+                        ),
+                    );
+                    continue;
+                }
+                match codecs.iter_mut().find(|codec| codec.claims(topic)) {
+                    Some(codec) => {
+                        codec.decode(topic, &publish.payload, now, &mut decoded, &shared.drops)
+                    }
+                    None => shared
+                        .drops
+                        .record(DropKind::UnknownTopic, &format_args!("`{topic}`")),
+                }
+            }
+        }
+        for reply in decoded.replies.drain(..) {
+            send(&client, reply, &shared);
+        }
+        let pending = batch
+            .drain(..)
+            .map(|publish| PendingAck { epoch, publish })
+            .collect();
+        let receipt = match twins.ingest_batch(decoded.readings.drain(..)).await {
+            Ok(result) => {
+                for (_, reason) in &result.rejected {
+                    shared
+                        .drops
+                        .record(DropKind::from(*reason), &"refused by the twin");
+                }
+                result.receipt
+            }
+            Err(error) => {
+                tracing::error!(%error, "the twins refused a batch; stopping intake");
+                return;
+            }
+        };
+        if acks.send((receipt, pending)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Acknowledges messages, in the order received, once their samples are durable.
+async fn acknowledge(
+    mut queue: mpsc::UnboundedReceiver<(Receipt, Vec<PendingAck>)>,
+    client: AsyncClient,
+    shared: Arc<Shared>,
+) {
+    while let Some((receipt, pending)) = queue.recv().await {
+        if let Err(error) = receipt.durable().await {
+            // Not durable: leave the messages unacknowledged and start a new session
+            // so the broker delivers them again.
+            tracing::warn!(%error, messages = pending.len(), "samples not durable; the broker will redeliver");
+            shared.reconnect.store(true, Ordering::Release);
+            continue;
+        }
+        let epoch = shared.epoch.load(Ordering::Acquire);
+        for ack in pending {
+            if ack.epoch != epoch || ack.publish.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if client.ack(&ack.publish).await.is_err() {
+                return;
+            }
+            shared.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes actuations and verdicts through every layout.
+async fn publish(
+    client: AsyncClient,
+    codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
+    twins: Twins,
+    shared: Arc<Shared>,
+) {
+    let mut actuations = twins.actuations();
+    let mut verdicts = twins.verdicts();
+    let mut outgoing = Vec::new();
+    loop {
+        tokio::select! {
+            actuation = actuations.recv() => match actuation {
+                Ok(actuation) => {
+                    let _span = tracing::info_span!("mqtt_actuation", asset = %actuation.asset, command_id = %actuation.command_id).entered();
+                    for codec in codecs.lock().iter_mut() {
+                        codec.actuation(&actuation, &mut outgoing);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    shared.stats.lagged.fetch_add(missed, Ordering::Relaxed);
+                    tracing::error!(missed, "actuations missed: the connector fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            verdict = verdicts.recv() => match verdict {
+                Ok(verdict) => {
+                    for codec in codecs.lock().iter_mut() {
+                        codec.verdict(&verdict, &mut outgoing);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    shared.stats.lagged.fetch_add(missed, Ordering::Relaxed);
+                    tracing::warn!(missed, "verdicts missed: the connector fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        for message in outgoing.drain(..) {
+            if client
+                .publish(
+                    message.topic,
+                    QoS::AtLeastOnce,
+                    message.retain,
+                    message.payload,
+                )
+                .await
+                .is_err()
+            {
+                return;
+            }
+            shared.stats.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

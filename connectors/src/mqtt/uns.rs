@@ -1,0 +1,386 @@
+//! The Unified Namespace JSON layout.
+//!
+//! Telemetry for one channel arrives on `<prefix><asset path>/telemetry/<channel>`:
+//!
+//! ```json
+//! {"v": 71.3, "ts": "2026-11-21T10:00:00.123Z", "q": "good", "seq": 1842}
+//! ```
+//!
+//! or as a bare number or boolean (`71.3`, `true`). Several channels of one asset
+//! arrive together on `<prefix><asset path>/telemetry`:
+//!
+//! ```json
+//! {"ts": "2026-11-21T10:00:00.123Z", "values": {"temperature": 71.3, "vibration": {"v": 2.1, "q": "uncertain"}}}
+//! ```
+//!
+//! where each channel takes the message's `ts`, `q` and `seq` unless it has its own.
+//!
+//! Defaults: `ts` is the time the connector received the message; `q` is `good`;
+//! `seq`, which the twin uses to recognise a redelivered reading, is the timestamp in
+//! microseconds when `ts` is given, and otherwise a number the connector increases
+//! with every reading. A reading redelivered by the broker is therefore recognised
+//! only when it carries `seq` or `ts`. Booleans read as 1 and 0. Timestamps are RFC
+//! 3339 text or integer milliseconds since the epoch.
+//!
+//! Accepted commands and safety actions go to `<prefix><asset path>/cmd` and every
+//! command's verdict to `<prefix><asset path>/cmd/result`, both as JSON.
+
+use std::collections::BTreeSet;
+
+use doppel_runtime::twin::{Actuation, CommandVerdict};
+use doppel_runtime::{Quality, Reading, SourceId, Timestamp, Value};
+use serde_json::{Map, Value as Json, json};
+
+use super::codec::{Codec, Inbound, Outgoing, Resolver};
+use super::config::UnsConfig;
+use crate::drops::{DropKind, Drops};
+
+/// The Unified Namespace JSON layout on one connection.
+pub struct UnsCodec {
+    config: UnsConfig,
+    resolver: Resolver,
+    source: SourceId,
+    /// Numbers of levels in the hosted twins' asset paths, for topic filters.
+    depths: BTreeSet<usize>,
+    /// The last sequence number given to a reading without `seq` or `ts`.
+    counter: u64,
+}
+
+/// A reading's fields before it is bound to a channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fields {
+    value: Option<f64>,
+    time: Option<Timestamp>,
+    quality: Option<Quality>,
+    seq: Option<u64>,
+}
+
+impl UnsCodec {
+    /// The layout for `config`, resolving assets through `resolver`; readings carry
+    /// `source`.
+    pub fn new(config: UnsConfig, resolver: Resolver, source: SourceId) -> Self {
+        let depths = resolver
+            .twins()
+            .directory()
+            .entries()
+            .iter()
+            .map(|entry| entry.path.as_str().split('/').count())
+            .collect();
+        Self {
+            config,
+            resolver,
+            source,
+            depths,
+            counter: 0,
+        }
+    }
+
+    /// Splits a topic into asset path and channel (`None` for the batch form).
+    fn split<'t>(&self, topic: &'t str) -> Option<(&'t str, Option<&'t str>)> {
+        let rest = topic.strip_prefix(self.config.prefix.as_str())?;
+        let telemetry = self.config.telemetry.as_str();
+        if let Some(asset) = rest
+            .strip_suffix(telemetry)
+            .and_then(|head| head.strip_suffix('/'))
+        {
+            return Some((asset, None));
+        }
+        let (head, channel) = rest.rsplit_once('/')?;
+        let asset = head.strip_suffix(telemetry)?.strip_suffix('/')?;
+        Some((asset, Some(channel)))
+    }
+
+    fn fields(&self, json: &Json, drops: &Drops) -> Option<Fields> {
+        match json {
+            Json::Number(_) | Json::Bool(_) => Some(Fields {
+                value: Some(number(json, drops)?),
+                time: None,
+                quality: None,
+                seq: None,
+            }),
+            Json::Object(object) => self.object_fields(object, drops),
+            other => {
+                drops.record(DropKind::WrongType, &format_args!("payload {other}"));
+                None
+            }
+        }
+    }
+
+    fn object_fields(&self, object: &Map<String, Json>, drops: &Drops) -> Option<Fields> {
+        let names = &self.config.fields;
+        let value = match object.get(&names.value) {
+            Some(value) => Some(number(value, drops)?),
+            None => None,
+        };
+        let time = match object.get(&names.timestamp) {
+            Some(ts) => Some(timestamp(ts, drops)?),
+            None => None,
+        };
+        let quality = match object.get(&names.quality) {
+            Some(q) => Some(quality(q, drops)?),
+            None => None,
+        };
+        let seq = match object.get(&names.seq) {
+            Some(Json::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+            Some(other) => {
+                drops.record(DropKind::WrongType, &format_args!("seq {other}"));
+                return None;
+            }
+            None => None,
+        };
+        Some(Fields {
+            value,
+            time,
+            quality,
+            seq,
+        })
+    }
+
+    fn reading(&mut self, fields: Fields, defaults: &Fields, now: Timestamp) -> Option<Reading> {
+        let value = fields.value?;
+        let given_time = fields.time.or(defaults.time);
+        let seq = match fields.seq.or(defaults.seq) {
+            Some(seq) => seq,
+            None => match given_time {
+                Some(time) => time.as_micros().max(0) as u64,
+                None => {
+                    self.counter = (self.counter + 1).max(now.as_micros().max(0) as u64);
+                    self.counter
+                }
+            },
+        };
+        Some(Reading {
+            value,
+            source_time: given_time.unwrap_or(now),
+            quality: fields.quality.or(defaults.quality).unwrap_or_default(),
+            source: self.source,
+            seq,
+        })
+    }
+
+    fn json_topic(&self, asset: &str, suffix: &str) -> String {
+        format!(
+            "{}{asset}/{}{suffix}",
+            self.config.prefix, self.config.commands
+        )
+    }
+}
+
+fn number(json: &Json, drops: &Drops) -> Option<f64> {
+    match json {
+        Json::Number(n) => match n.as_f64() {
+            Some(v) if v.is_finite() => Some(v),
+            _ => {
+                drops.record(DropKind::NotFinite, &format_args!("value {n}"));
+                None
+            }
+        },
+        Json::Bool(b) => Some(f64::from(u8::from(*b))),
+        other => {
+            drops.record(DropKind::WrongType, &format_args!("value {other}"));
+            None
+        }
+    }
+}
+
+fn timestamp(json: &Json, drops: &Drops) -> Option<Timestamp> {
+    let parsed = match json {
+        Json::String(text) => Timestamp::parse_rfc3339(text),
+        Json::Number(n) => n
+            .as_i64()
+            .filter(|ms| ms.unsigned_abs() < 1 << 53)
+            .map(Timestamp::from_millis),
+        _ => None,
+    };
+    if parsed.is_none() {
+        drops.record(DropKind::BadTimestamp, &format_args!("timestamp {json}"));
+    }
+    parsed
+}
+
+fn quality(json: &Json, drops: &Drops) -> Option<Quality> {
+    let parsed = match json {
+        Json::String(text) if text.eq_ignore_ascii_case("good") => Some(Quality::Good),
+        Json::String(text) if text.eq_ignore_ascii_case("uncertain") => Some(Quality::Uncertain),
+        Json::String(text) if text.eq_ignore_ascii_case("bad") => Some(Quality::Bad),
+        _ => None,
+    };
+    if parsed.is_none() {
+        drops.record(DropKind::BadQuality, &format_args!("quality {json}"));
+    }
+    parsed
+}
+
+fn values_json(values: &[(String, Value)]) -> Json {
+    Json::Object(
+        values
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    serde_json::to_value(value).unwrap_or(Json::Null),
+                )
+            })
+            .collect(),
+    )
+}
+
+impl Codec for UnsCodec {
+    fn name(&self) -> &'static str {
+        "uns"
+    }
+
+    fn filters(&self) -> Vec<String> {
+        self.depths
+            .iter()
+            .map(|depth| {
+                format!(
+                    "{}{}{}/#",
+                    self.config.prefix,
+                    "+/".repeat(*depth),
+                    self.config.telemetry
+                )
+            })
+            .collect()
+    }
+
+    fn claims(&self, topic: &str) -> bool {
+        self.split(topic).is_some()
+    }
+
+    fn decode(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now: Timestamp,
+        out: &mut Inbound,
+        drops: &Drops,
+    ) {
+        let Some((asset, channel)) = self.split(topic) else {
+            drops.record(DropKind::UnknownTopic, &format_args!("`{topic}`"));
+            return;
+        };
+        let json: Json = match serde_json::from_slice(payload) {
+            Ok(json) => json,
+            Err(error) => {
+                drops.record(DropKind::MalformedJson, &format_args!("`{topic}`: {error}"));
+                return;
+            }
+        };
+        match channel {
+            Some(channel) => {
+                let Some(fields) = self.fields(&json, drops) else {
+                    return;
+                };
+                if fields.value.is_none() {
+                    drops.record(
+                        DropKind::MalformedJson,
+                        &format_args!("`{topic}`: no `{}` field", self.config.fields.value),
+                    );
+                    return;
+                }
+                let Some(target) = self.resolver.resolve(asset, channel, drops) else {
+                    return;
+                };
+                let none = Fields {
+                    value: None,
+                    time: None,
+                    quality: None,
+                    seq: None,
+                };
+                if let Some(reading) = self.reading(fields, &none, now) {
+                    out.readings.push((target, reading));
+                }
+            }
+            None => {
+                let Json::Object(object) = &json else {
+                    drops.record(
+                        DropKind::WrongType,
+                        &format_args!("`{topic}`: not an object"),
+                    );
+                    return;
+                };
+                let Some(defaults) = self.object_fields(object, drops) else {
+                    return;
+                };
+                let Some(Json::Object(values)) = object.get(&self.config.fields.values) else {
+                    drops.record(
+                        DropKind::MalformedJson,
+                        &format_args!("`{topic}`: no `{}` object", self.config.fields.values),
+                    );
+                    return;
+                };
+                for (channel, value) in values {
+                    let Some(fields) = self.fields(value, drops) else {
+                        continue;
+                    };
+                    if fields.value.is_none() {
+                        drops.record(
+                            DropKind::MalformedJson,
+                            &format_args!("`{topic}` channel `{channel}`: no value"),
+                        );
+                        continue;
+                    }
+                    let Some(target) = self.resolver.resolve(asset, channel, drops) else {
+                        continue;
+                    };
+                    if let Some(reading) = self.reading(fields, &defaults, now) {
+                        out.readings.push((target, reading));
+                    }
+                }
+            }
+        }
+    }
+
+    fn actuation(&mut self, actuation: &Actuation, out: &mut Vec<Outgoing>) {
+        if !self.config.publish_commands {
+            return;
+        }
+        let params = values_json(&actuation.params);
+        let set = values_json(&actuation.changes);
+        let mut body = json!({
+            "id": actuation.command_id.0,
+            "command": actuation.command,
+            "params": params,
+            "set": set,
+            "safety": actuation.safety,
+            "origin": actuation.origin,
+            "ts": actuation.at.to_rfc3339(),
+        });
+        if actuation.safety {
+            body["reason"] = Json::String(actuation.reason.clone());
+        }
+        out.push(Outgoing {
+            topic: self.json_topic(actuation.asset.as_str(), ""),
+            payload: body.to_string().into_bytes(),
+            retain: false,
+        });
+    }
+
+    fn verdict(&mut self, verdict: &CommandVerdict, out: &mut Vec<Outgoing>) {
+        if !self.config.publish_commands {
+            return;
+        }
+        let mut body = json!({
+            "id": verdict.command_id.0,
+            "command": verdict.command,
+            "verdict": verdict.verdict.as_str(),
+            "applied": values_json(&verdict.applied),
+            "origin": verdict.origin,
+            "version": verdict.version,
+            "ts": verdict.at.to_rfc3339(),
+        });
+        if let Ok(Json::Object(detail)) = serde_json::to_value(&verdict.verdict) {
+            if let Some(Json::Object(inner)) = detail.into_iter().next().map(|(_, v)| v) {
+                for (key, value) in inner {
+                    body[key] = value;
+                }
+            }
+        }
+        out.push(Outgoing {
+            topic: self.json_topic(verdict.asset.as_str(), "/result"),
+            payload: body.to_string().into_bytes(),
+            retain: false,
+        });
+    }
+}
