@@ -195,7 +195,7 @@ mod tests {
         );
         assert_eq!(
             drops.snapshot(),
-            vec![(DropKind::MalformedJson, 501), (DropKind::Oversized, 1)]
+            vec![(DropKind::Oversized, 1), (DropKind::MalformedJson, 501)]
         );
     }
 }

@@ -5,7 +5,7 @@
 //! `DOPPEL_REQUIRE_PEERS=1`, under which a missing peer fails the test.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,9 +63,17 @@ impl Mosquitto {
             );
             return None;
         };
+        let dir = tempfile::tempdir().unwrap();
+        // Started as root, Mosquitto drops to its own user, which must be able to
+        // write its persistence file here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
         let mut broker = Mosquitto {
             binary,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             port: free_port(),
             child: None,
         };
@@ -103,11 +111,6 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops the broker gracefully (it saves its persistent sessions) and waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -131,11 +134,6 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
-    }
-
-    /// Its data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -7,5 +7,6 @@ mod dev_command;
 mod examples;
 mod kernel;
 mod mqtt;
+mod sparkplug;
 mod supervision;
 mod support;

@@ -345,3 +345,193 @@ async fn bad_input_is_counted_per_kind_and_never_changes_a_twin() {
     connector.stop().await;
     runtime.shutdown().await;
 }
+
+/// Publishes `count` readings of `throughput` with sequence numbers `first..`.
+async fn publish_readings(client: &rumqttc::AsyncClient, first: u64, count: u64) {
+    for seq in first..first + count {
+        client
+            .publish(
+                "acme/plant-a/line-1/press-1/telemetry/throughput",
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"v": {}, "seq": {seq}}}"#, seq % 150),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The broker restarts mid-stream: every QoS 1 message published before and after
+/// the restart ends in the twin exactly once, without restarting Doppel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let Some(mut broker) =
+        Mosquitto::start("broker_restart_mid_stream_loses_and_duplicates_nothing")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let mut config = MqttConfig::new(broker.url());
+    config.reconnect_max_ms = 500;
+    let connector = MqttConnector::start(config, runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let (client, eventloop) = brokers::client(&broker.url(), "restart-publisher", false);
+    let (_rx, pump_task) = pump(eventloop);
+    const HALF: u64 = 3000;
+    publish_readings(&client, 1, HALF).await;
+    wait_until("part of the stream arrives", WAIT, || async {
+        runtime.twins().counters().samples_applied > 100
+    })
+    .await;
+    tokio::task::block_in_place(|| broker.restart());
+    publish_readings(&client, HALF + 1, HALF).await;
+    wait_until(
+        "every message is applied",
+        Duration::from_secs(60),
+        || async { runtime.twins().counters().samples_applied >= 2 * HALF },
+    )
+    .await;
+    // Let redeliveries, if any are still under way, arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counters = runtime.twins().counters();
+    assert_eq!(counters.samples_applied, 2 * HALF, "{counters:?}");
+    assert_eq!(counters.samples_stale, 0, "{counters:?}");
+    assert!(
+        connector
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+    assert_eq!(
+        runtime
+            .twins()
+            .report(&press(1))
+            .await
+            .unwrap()
+            .value("throughput"),
+        Some(((2 * HALF) % 150) as f64)
+    );
+    eprintln!(
+        "broker restart: {} applied, {} redelivered duplicates ignored",
+        counters.samples_applied, counters.samples_duplicate
+    );
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+    drop(broker);
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// 100,000 malformed messages mixed with valid ones: every valid one applied, every
+/// bad one counted, memory flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_malformed_messages_is_counted_and_valid_ones_applied() {
+    let Some(broker) =
+        Mosquitto::start("a_flood_of_malformed_messages_is_counted_and_valid_ones_applied")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let connector = connect(&runtime, &broker.url()).await;
+    let (client, eventloop) = brokers::client(&broker.url(), "flood", true);
+    let (_rx, pump_task) = pump(eventloop);
+    let base = "acme/plant-a/line-1/press-1/telemetry";
+    let bad: [(String, Vec<u8>); 8] = [
+        (format!("{base}/throughput"), b"{\"v\": ".to_vec()),
+        (format!("{base}/throughput"), br#"{"v": "fast"}"#.to_vec()),
+        (format!("{base}/throughput"), br#"{"v": null}"#.to_vec()),
+        (
+            "acme/plant-a/line-7/press-1/telemetry/throughput".into(),
+            b"1".to_vec(),
+        ),
+        (format!("{base}/smell"), b"1".to_vec()),
+        (format!("{base}/throughput"), b"-5".to_vec()),
+        (
+            format!("{base}/throughput"),
+            br#"{"v": 1, "ts": 99999999999999}"#.to_vec(),
+        ),
+        (format!("{base}/throughput"), vec![0xde, 0xad, 0xbe, 0xef]),
+    ];
+    const BAD: u64 = 100_000;
+    const ROUNDS: u64 = 4;
+    const EVERY: u64 = 40;
+    let mut valid = 0u64;
+    let mut i = 0u64;
+    let mut resident = Vec::new();
+    for round in 1..=ROUNDS {
+        let mut sent_bad = 0u64;
+        while sent_bad < BAD / ROUNDS {
+            i += 1;
+            if i.is_multiple_of(EVERY) {
+                valid += 1;
+                let payload = format!(r#"{{"v": {}, "seq": {valid}}}"#, valid % 150);
+                client
+                    .publish(
+                        format!("{base}/throughput"),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload,
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                let (topic, payload) = &bad[(i % bad.len() as u64) as usize];
+                client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .unwrap();
+                sent_bad += 1;
+            }
+        }
+        wait_until(
+            "the round is processed",
+            Duration::from_secs(120),
+            || async {
+                connector.drops().total() >= round * BAD / ROUNDS
+                    && runtime.twins().counters().samples_applied >= valid
+            },
+        )
+        .await;
+        resident.push(resident_bytes());
+    }
+    let counters = runtime.twins().counters();
+    assert_eq!(
+        connector.drops().total(),
+        BAD,
+        "{:?}",
+        connector.drops().snapshot()
+    );
+    assert_eq!(counters.samples_applied, valid, "{counters:?}");
+    assert_eq!(
+        runtime
+            .twins()
+            .report(&press(1))
+            .await
+            .unwrap()
+            .value("throughput"),
+        Some((valid % 150) as f64)
+    );
+    let megabytes: Vec<u64> = resident.iter().map(|bytes| bytes >> 20).collect();
+    eprintln!("flood: {BAD} bad, {valid} valid; resident MB after each quarter: {megabytes:?}");
+    // Other tests share this process, so allow some slack; a leak per message would
+    // show as tens of megabytes over 50,000 messages.
+    let growth = resident[3].saturating_sub(resident[1]);
+    assert!(
+        growth < 12 << 20,
+        "memory grew by {} MB over the last 50,000 bad messages",
+        growth >> 20
+    );
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::MqttError;
+use super::sparkplug::SparkplugConfig;
 
 /// One broker connection.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,9 @@ pub struct MqttConfig {
     /// The Unified Namespace JSON layout (on unless `enabled = false`).
     #[serde(default)]
     pub uns: UnsConfig,
+    /// The Sparkplug B layout (off unless the table is present).
+    #[serde(default)]
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// The Unified Namespace JSON layout.
@@ -147,6 +151,7 @@ impl MqttConfig {
             reconnect_min_ms: default_reconnect_min(),
             reconnect_max_ms: default_reconnect_max(),
             uns: UnsConfig::default(),
+            sparkplug: None,
         }
     }
 

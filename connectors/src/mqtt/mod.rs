@@ -11,6 +11,7 @@
 
 mod codec;
 mod config;
+pub mod sparkplug;
 mod uns;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tracing::Instrument;
 
 pub use codec::{Codec, Inbound, Outgoing, Resolver};
 pub use config::{FieldNames, MqttConfig, UnsConfig};
+pub use sparkplug::{SparkplugCodec, SparkplugConfig};
 pub use uns::UnsCodec;
 
 use crate::drops::{DropKind, Drops};
@@ -101,6 +103,13 @@ impl MqttConnector {
                 Resolver::new(twins.clone()),
                 source,
             )));
+        }
+        if let Some(sparkplug) = &config.sparkplug {
+            let codec = SparkplugCodec::new(sparkplug, Resolver::new(twins.clone()), source)
+                .map_err(|error| MqttError::Config(format!("mqtt `{}`: {error}", config.name)))?;
+            // First: its claims are exact (namespace and mapped group), so a Sparkplug
+            // topic is never taken for Unified Namespace telemetry.
+            codecs.insert(0, Box::new(codec));
         }
         let (connected, _) = watch::channel(false);
         let shared = Arc::new(Shared {

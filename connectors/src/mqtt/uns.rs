@@ -370,11 +370,12 @@ impl Codec for UnsCodec {
             "version": verdict.version,
             "ts": verdict.at.to_rfc3339(),
         });
-        if let Ok(Json::Object(detail)) = serde_json::to_value(&verdict.verdict) {
-            if let Some(Json::Object(inner)) = detail.into_iter().next().map(|(_, v)| v) {
-                for (key, value) in inner {
-                    body[key] = value;
-                }
+        // Clamps or the denial's governor and reason, beside the verdict.
+        if let Ok(Json::Object(detail)) = serde_json::to_value(&verdict.verdict)
+            && let Some((_, Json::Object(inner))) = detail.into_iter().next()
+        {
+            for (key, value) in inner {
+                body[key] = value;
             }
         }
         out.push(Outgoing {
