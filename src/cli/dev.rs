@@ -5,7 +5,12 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use clap::Args;
+use doppel::connectors::broker::EmbeddedBroker;
+use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use doppel::{
@@ -33,6 +38,11 @@ pub struct DevArgs {
     /// Seed of the simulator's random signals.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Port of the embedded MQTT broker on localhost; the simulator publishes its
+    /// telemetry through it and the twins read it back. 0: no broker, the simulator
+    /// feeds the twins directly.
+    #[arg(long, value_name = "PORT", default_value_t = 1883)]
+    mqtt_port: u16,
 }
 
 /// Simulator step.
@@ -84,6 +94,10 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, p)| (p, i))
         .collect();
 
+    let mqtt = match args.mqtt_port {
+        0 => None,
+        port => Some(DevMqtt::start(port, &twins).await?),
+    };
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);
     let source = twins.source("dev-simulator")?;
     // Sequence numbers continue across runs on the same data directory.
@@ -97,6 +111,12 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         paths.len(),
         data_dir.display()
     );
+    if let Some(mqtt) = &mqtt {
+        let port = mqtt.broker.addr().port();
+        println!(
+            "  MQTT broker on localhost:{port}: watch with `mosquitto_sub -p {port} -t '#' -v`"
+        );
+    }
     for fault in simulator.faults() {
         println!("  injected fault: {fault}");
     }
@@ -112,6 +132,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     let stop_at = args
         .duration
         .map(|secs| started + Duration::from_secs_f64(secs.max(0.0)));
+    let mut mqtt_feed = mqtt.as_ref().map(|mqtt| mqtt.feed());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -127,33 +148,49 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         let dt = now.duration_since(last_step).as_secs_f64();
         last_step = now;
         let source_time = Timestamp::now();
-        let mut batch = Vec::with_capacity(machines.len() * 8);
-        simulator.step(dt, &mut |machine, channel, value| {
-            let target = *targets
-                .entry((machine, channel))
-                .or_insert_with(|| twins.target(&paths[machine], channel).ok());
-            if let Some(target) = target {
+        if let Some(mqtt) = &mut mqtt_feed {
+            // Through the broker, as a machine's gateway would publish it.
+            let stamp = source_time.to_rfc3339();
+            let mut messages = Vec::new();
+            simulator.step(dt, &mut |machine, channel, value| {
                 seq += 1;
-                batch.push((
-                    target,
-                    Reading {
-                        value,
-                        source_time,
-                        quality: Quality::Good,
-                        source,
-                        seq,
-                    },
+                messages.push((
+                    mqtt.topic(&paths[machine], channel),
+                    format!(r#"{{"v":{value:.4},"ts":"{stamp}","seq":{seq}}}"#),
                 ));
+            });
+            for (topic, payload) in messages {
+                mqtt.publish(topic, payload);
             }
-        });
-        // The simulator feeds the same ingest path connectors use; durability is
-        // awaited in the background so the physics keeps its pace.
-        let receipt = twins.ingest_batch(batch).await?;
-        tokio::spawn(async move {
-            if let Err(error) = receipt.receipt.durable().await {
-                tracing::warn!(%error, "simulated samples not acknowledged");
-            }
-        });
+        } else {
+            let mut batch = Vec::with_capacity(machines.len() * 8);
+            simulator.step(dt, &mut |machine, channel, value| {
+                let target = *targets
+                    .entry((machine, channel))
+                    .or_insert_with(|| twins.target(&paths[machine], channel).ok());
+                if let Some(target) = target {
+                    seq += 1;
+                    batch.push((
+                        target,
+                        Reading {
+                            value,
+                            source_time,
+                            quality: Quality::Good,
+                            source,
+                            seq,
+                        },
+                    ));
+                }
+            });
+            // The simulator feeds the same ingest path connectors use; durability is
+            // awaited in the background so the physics keeps its pace.
+            let receipt = twins.ingest_batch(batch).await?;
+            tokio::spawn(async move {
+                if let Err(error) = receipt.receipt.durable().await {
+                    tracing::warn!(%error, "simulated samples not acknowledged");
+                }
+            });
+        }
 
         loop {
             match actuations.try_recv() {
@@ -240,12 +277,109 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         rul_warnings,
         counters.commands_accepted + counters.commands_clamped + counters.commands_denied
     );
+    if let Some(mqtt) = mqtt {
+        mqtt.stop().await;
+    }
     runtime.shutdown().await;
     Ok(())
 }
 
+/// The embedded broker, the connector that reads the plant from it, and the
+/// simulator's own client that publishes the plant's telemetry.
+struct DevMqtt {
+    broker: EmbeddedBroker,
+    connector: MqttConnector,
+    simulator: AsyncClient,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+/// The simulator's publishing side: topic names are built once per channel.
+struct MqttFeed {
+    client: AsyncClient,
+    topics: HashMap<(AssetPath, &'static str), String>,
+    dropped: u64,
+}
+
+impl DevMqtt {
+    async fn start(port: u16, twins: &doppel::Twins) -> Result<Self, Box<dyn std::error::Error>> {
+        let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).map_err(
+            |error| format!("{error} (is another MQTT broker running? pick another port with --mqtt-port N, or 0 for none)"),
+        )?;
+        let mut config = MqttConfig::new(broker.url());
+        config.name = "dev".into();
+        let connector = MqttConnector::start(config, twins.clone()).await?;
+        if !connector.wait_connected(Duration::from_secs(10)).await {
+            return Err("the twins could not connect to the embedded MQTT broker".into());
+        }
+        let mut options =
+            MqttOptions::new("doppel-dev-simulator", "127.0.0.1", broker.addr().port());
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(1000);
+        let (simulator, mut eventloop) = AsyncClient::new(options, 10_000);
+        let pump = tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        Ok(Self {
+            broker,
+            connector,
+            simulator,
+            pump,
+        })
+    }
+
+    fn feed(&self) -> MqttFeed {
+        MqttFeed {
+            client: self.simulator.clone(),
+            topics: HashMap::new(),
+            dropped: 0,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.simulator.disconnect().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.pump.abort();
+        self.connector.stop().await;
+    }
+}
+
+impl MqttFeed {
+    fn topic(&mut self, asset: &AssetPath, channel: &'static str) -> String {
+        self.topics
+            .entry((asset.clone(), channel))
+            .or_insert_with(|| format!("{asset}/telemetry/{channel}"))
+            .clone()
+    }
+
+    fn publish(&mut self, topic: String, payload: String) {
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .is_err()
+        {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped,
+                    "simulator publishes faster than the broker takes them"
+                );
+            }
+        }
+    }
+}
+
 fn init_logging(tty: bool) {
-    let default = if tty { "error" } else { "warn" };
+    // The embedded broker logs every client that goes away as an error.
+    let default = if tty {
+        "error,rumqttd=off"
+    } else {
+        "warn,rumqttd=off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

@@ -31,7 +31,7 @@ use tracing::Instrument;
 pub use codec::{Codec, Inbound, Outgoing, Resolver};
 pub use config::{FieldNames, MqttConfig, UnsConfig};
 pub use sparkplug::{SparkplugCodec, SparkplugConfig};
-pub use uns::UnsCodec;
+pub use uns::{UnsCodec, UnsSources};
 
 use crate::drops::{DropKind, Drops};
 
@@ -101,7 +101,11 @@ impl MqttConnector {
             codecs.push(Box::new(UnsCodec::new(
                 config.uns.clone(),
                 Resolver::new(twins.clone()),
-                source,
+                UnsSources {
+                    explicit: source,
+                    timestamped: twins.source(&format!("mqtt:{}/ts", config.name))?,
+                    arrival: twins.source(&format!("mqtt:{}/arrival", config.name))?,
+                },
             )));
         }
         if let Some(sparkplug) = &config.sparkplug {

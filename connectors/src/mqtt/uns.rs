@@ -19,8 +19,11 @@
 //! `seq`, which the twin uses to recognise a redelivered reading, is the timestamp in
 //! microseconds when `ts` is given, and otherwise a number the connector increases
 //! with every reading. A reading redelivered by the broker is therefore recognised
-//! only when it carries `seq` or `ts`. Booleans read as 1 and 0. Timestamps are RFC
-//! 3339 text or integer milliseconds since the epoch.
+//! only when it carries `seq` or `ts`. The three kinds of sequence number are kept
+//! apart (each is its own data source, see [`UnsSources`]), so a publisher without
+//! `seq` is never mistaken for a replay of one that numbers its readings. Booleans
+//! read as 1 and 0. Timestamps are RFC 3339 text or integer milliseconds since the
+//! epoch.
 //!
 //! Accepted commands and safety actions go to `<prefix><asset path>/cmd` and every
 //! command's verdict to `<prefix><asset path>/cmd/result`, both as JSON.
@@ -35,11 +38,23 @@ use super::codec::{Codec, Inbound, Outgoing, Resolver};
 use super::config::UnsConfig;
 use crate::drops::{DropKind, Drops};
 
+/// The data sources of a connection's readings, one per kind of sequence number: the
+/// twins de-duplicate per source and channel, and the kinds count differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsSources {
+    /// Readings that carry `seq`.
+    pub explicit: SourceId,
+    /// Readings numbered by their `ts`.
+    pub timestamped: SourceId,
+    /// Readings numbered by the connector as they arrive.
+    pub arrival: SourceId,
+}
+
 /// The Unified Namespace JSON layout on one connection.
 pub struct UnsCodec {
     config: UnsConfig,
     resolver: Resolver,
-    source: SourceId,
+    sources: UnsSources,
     /// Numbers of levels in the hosted twins' asset paths, for topic filters.
     depths: BTreeSet<usize>,
     /// The last sequence number given to a reading without `seq` or `ts`.
@@ -57,8 +72,8 @@ struct Fields {
 
 impl UnsCodec {
     /// The layout for `config`, resolving assets through `resolver`; readings carry
-    /// `source`.
-    pub fn new(config: UnsConfig, resolver: Resolver, source: SourceId) -> Self {
+    /// one of `sources`.
+    pub fn new(config: UnsConfig, resolver: Resolver, sources: UnsSources) -> Self {
         let depths = resolver
             .twins()
             .directory()
@@ -69,7 +84,7 @@ impl UnsCodec {
         Self {
             config,
             resolver,
-            source,
+            sources,
             depths,
             counter: 0,
         }
@@ -139,13 +154,13 @@ impl UnsCodec {
     fn reading(&mut self, fields: Fields, defaults: &Fields, now: Timestamp) -> Option<Reading> {
         let value = fields.value?;
         let given_time = fields.time.or(defaults.time);
-        let seq = match fields.seq.or(defaults.seq) {
-            Some(seq) => seq,
+        let (source, seq) = match fields.seq.or(defaults.seq) {
+            Some(seq) => (self.sources.explicit, seq),
             None => match given_time {
-                Some(time) => time.as_micros().max(0) as u64,
+                Some(time) => (self.sources.timestamped, time.as_micros().max(0) as u64),
                 None => {
                     self.counter = (self.counter + 1).max(now.as_micros().max(0) as u64);
-                    self.counter
+                    (self.sources.arrival, self.counter)
                 }
             },
         };
@@ -153,7 +168,7 @@ impl UnsCodec {
             value,
             source_time: given_time.unwrap_or(now),
             quality: fields.quality.or(defaults.quality).unwrap_or_default(),
-            source: self.source,
+            source,
             seq,
         })
     }
