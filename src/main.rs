@@ -1,4 +1,5 @@
-//! The `doppel` command: `doppel dev` runs a simulated plant on this machine.
+//! The `doppel` command: `doppel dev` runs a simulated plant on this machine;
+//! `doppel node --config FILE` runs one node with its connectors.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run a simulated plant on this machine: nothing to install, nothing to configure.
     Dev(cli::dev::DevArgs),
+    /// Run one node from a config file: its twins and the MQTT and OPC UA connectors
+    /// that feed them.
+    Node(cli::node::NodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => cli::dev::run(args).await,
+            Command::Node(args) => cli::node::run(args).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod drops;
 pub mod mqtt;
+pub mod node;
 pub mod ua;
 
 pub use drops::{DropKind, Drops};

@@ -1,3 +1,4 @@
 //! Subcommands of the `doppel` binary.
 
 pub mod dev;
+pub mod node;

@@ -7,6 +7,8 @@ mod dev_command;
 mod examples;
 mod kernel;
 mod mqtt;
+mod node_command;
+mod opcua;
 mod sparkplug;
 mod supervision;
 mod support;

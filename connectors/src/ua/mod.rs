@@ -1,1 +1,93 @@
-//! The OPC UA connector (async-opcua client).
+//! The OPC UA connector (async-opcua client): one per server endpoint. Mapped variables
+//! are monitored into twin channels; accepted commands and safety actions become
+//! variable writes and method calls.
+//!
+//! # Data in
+//!
+//! Every mapped variable is a monitored item of one subscription, with the configured
+//! sampling interval and, when configured, an absolute deadband (a `DataChangeFilter`
+//! on status and value). The data changes of a publish response (and of any that queued
+//! up behind it) are ingested in one batch.
+//!
+//! - **Value**: every integer type, Float and Double become `f64`; a Boolean becomes
+//!   0 or 1. Anything else (strings, structures, arrays, a data change without a
+//!   value) is dropped as [`DropKind::WrongType`](crate::DropKind::WrongType) and the
+//!   twin is not touched.
+//! - **Quality**: from the two severity bits of the status code: `00` Good, `01`
+//!   Uncertain, `10` Bad (the reserved `11` also Bad). A data change without a status
+//!   is Good. A bad value is still delivered, marked Bad.
+//! - **Time**: the source timestamp; the server timestamp when the source sent none;
+//!   the receive time when neither came.
+//! - **Sequence number**: the chosen timestamp in microseconds since the Unix epoch.
+//!   The kernel de-duplicates per (source, channel) in a 64-wide window, so a value
+//!   delivered again with the same source timestamp — the initial value of a
+//!   subscription re-created after a reconnect, say — is applied once. By the same
+//!   rule a value whose timestamp is not newer than the channel's current one does not
+//!   replace it: a server that changes a value without changing its source timestamp,
+//!   or whose clock went back, is not followed until its timestamps move on.
+//! - Values the kernel refuses (NaN, out of range, timestamps too far off) are counted
+//!   under the matching [`DropKind`](crate::DropKind), like every other drop, and logged
+//!   once per kind per minute.
+//!
+//! # Commands out
+//!
+//! For an actuation of a mapped asset, each changed desired value with a `writes` entry
+//! becomes one write (all in one request), converted to the variable's DataType as read
+//! when the session opened (Boolean, the integer types, Float, Double; a float is
+//! rounded for an integer variable; a value outside the type's range is refused). A
+//! command with a `methods` entry then becomes a call with the command's parameters as
+//! arguments, in the configured order. An actuation that finds no session is not
+//! delivered later — a late setpoint can be worse than none — it is logged and counted
+//! as failed, like a write or call the server refuses. Failures never stop the
+//! connector; a failed safety action is logged as an error.
+//!
+//! # Reconnecting
+//!
+//! When the connection drops, a keep-alive read fails three times in a row, or the
+//! subscription dies, the session is closed and a new one is opened from scratch:
+//! endpoints are asked for again, the written variables' types read again, the
+//! subscription and its monitored items created again. Attempts back off from
+//! `reconnect.initial_ms`, doubling up to `reconnect.max_ms`, and start over once a
+//! session is established. Nothing else restarts: a server replaced by a new process on
+//! the same endpoint is picked up by the same connector.
+//!
+//! # Security defaults
+//!
+//! - Policy `Basic256Sha256`, mode `SignAndEncrypt`. An endpoint whose policy or mode
+//!   is `None` is refused at start with [`UaError::InsecureEndpoint`] unless
+//!   `allow_insecure = true`.
+//! - The connector's own certificate and key are created in its PKI directory on first
+//!   start and kept; give its `own/cert.der` to the server's trust list.
+//! - The server's certificate must be in the PKI directory's `trusted/` folder; an
+//!   unknown one is put in `rejected/` and the connection refused, unless
+//!   `trust_server_certificate = true`. Host name, application URI and validity dates
+//!   of the server's certificate are always checked.
+//!
+//! ```
+//! use doppel_connectors::ua::{OpcUaConfig, UaError};
+//!
+//! let configs = OpcUaConfig::from_toml(r#"
+//!     [[opcua]]
+//!     name = "press-line"
+//!     endpoint = "opc.tcp://127.0.0.1:4840/"
+//!     security_policy = "None"
+//!     security_mode = "None"
+//! "#).unwrap();
+//! assert!(matches!(configs[0].validate(), Err(UaError::InsecureEndpoint { .. })));
+//! ```
+
+mod config;
+mod connector;
+mod convert;
+mod error;
+mod plan;
+
+pub use config::{
+    AssetMapping, ChannelMapping, MethodArg, MethodMapping, OpcUaConfig, Password, ReconnectConfig,
+    ScalarType, SecurityMode, SecurityPolicy, WriteMapping,
+};
+pub use connector::{ActuationCounts, ConnectionState, OpcUaConnector, OpcUaHandle};
+pub use convert::{
+    Decoded, OutOfRange, Undecodable, decode, number_of, quality_of, seq_of, timestamp_of,
+};
+pub use error::UaError;

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use super::directory::TwinEntry;
 use super::host::Kernel;
 use super::logic::{
-    Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport, WhatIf,
+    Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
+    WhatIf,
 };
 use super::state::Severity;
 use crate::command::{Command, Verdict};

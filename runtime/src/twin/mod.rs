@@ -12,8 +12,8 @@ pub use actor::{
 pub use directory::{Directory, TwinEntry};
 pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
 pub use logic::{
-    Actuation, CommandVerdict, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
-    WhatIf, resolve_changes,
+    Actuation, CommandVerdict, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent,
+    TwinReport, WhatIf, resolve_changes,
 };
 pub use state::{
     Alarm, ChannelState, DerivedValue, DesiredValue, ReplayWindow, SampleOutcome, SampleRejection,

@@ -1,0 +1,80 @@
+//! `doppel node --config FILE`: one node with the connectors its config names.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use doppel::connectors::node::{Node, NodeConfig};
+
+/// Flags of `doppel node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The node's config file (twin types, plant, data directory, connectors).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Run this many seconds, then stop cleanly (for scripts).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+}
+
+/// How often the node prints its counters.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs the node until Ctrl-C, SIGTERM or `--duration`.
+pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = NodeConfig::from_file(&args.config)?;
+    let node = Node::start(config).await?;
+    let twins = node.runtime().twins().clone();
+    println!(
+        "doppel node: {} twins, {} MQTT and {} OPC UA connectors",
+        twins.directory().entries().len(),
+        node.mqtt().len(),
+        node.opcua().len()
+    );
+    let started = Instant::now();
+    let stop_at = args
+        .duration
+        .map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    report.tick().await;
+    loop {
+        let until_stop = async {
+            match stop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = until_stop => break,
+            _ = report.tick() => {
+                let counters = twins.counters();
+                let dropped: u64 = node.mqtt().iter().map(|m| m.drops().total()).sum::<u64>()
+                    + node.opcua().iter().map(|o| o.drops().total()).sum::<u64>();
+                tracing::info!(
+                    samples_applied = counters.samples_applied,
+                    safety_actions = counters.safety_actions,
+                    dropped,
+                    "node running"
+                );
+            }
+        }
+    }
+    let counters = twins.counters();
+    node.stop().await;
+    println!(
+        "doppel node: stopped after {:.1} s, {} samples applied, {} safety actions",
+        started.elapsed().as_secs_f64(),
+        counters.samples_applied,
+        counters.safety_actions
+    );
+    Ok(())
+}

@@ -1,0 +1,751 @@
+//! The OPC UA connector against a real async-opcua server in this process, on
+//! loopback: values in, writes and method calls out, certificate trust, a server
+//! replaced on the same port, and bad input.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use doppel::connectors::DropKind;
+use doppel::connectors::ua::{OpcUaConfig, OpcUaConnector, OpcUaHandle, UaError};
+use doppel::{Command, Origin, Quality, Runtime, Sample, Value, Verdict};
+use opcua::core::config::Config;
+use opcua::crypto::{CertificateStore, SecurityPolicy, X509Data};
+use opcua::server::address_space::{MethodBuilder, ObjectBuilder, VariableBuilder};
+use opcua::server::diagnostics::NamespaceMetadata;
+use opcua::server::node_manager::memory::{SimpleNodeManager, simple_node_manager};
+use opcua::server::{ANONYMOUS_USER_TOKEN_ID, ServerBuilder, ServerHandle, ServerUserToken};
+use opcua::types::{
+    ApplicationDescription, DataEncoding, DataTypeId, DataValue, DateTime, MessageSecurityMode,
+    NodeId, NumericRange, ObjectId, StatusCode, TimestampsToReturn, Variant,
+};
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use crate::support::{self, press, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+const NAMESPACE: &str = "urn:doppel:test:press-line";
+const USER: &str = "doppel";
+const PASSWORD: &str = "line-1-secret";
+
+/// Method calls the server received: method name and arguments.
+type Calls = Arc<Mutex<Vec<(String, Vec<Variant>)>>>;
+
+/// An OPC UA server standing in for press-1's controller.
+struct Plc {
+    handle: ServerHandle,
+    task: JoinHandle<Result<(), String>>,
+    manager: Arc<SimpleNodeManager>,
+    namespace: u16,
+    port: u16,
+    calls: Calls,
+}
+
+impl Plc {
+    /// Starts a server on 127.0.0.1:`port` (0 for any free port) with its PKI under
+    /// `pki`, offering the secure endpoints and, if `insecure`, one without security.
+    /// With `trust_clients` unknown client certificates are accepted; without, they are
+    /// put in the server's `rejected/` folder for an administrator.
+    async fn start(pki: &Path, port: u16, insecure: bool, trust_clients: bool) -> Plc {
+        let listener = bind(port).await;
+        let port = listener.local_addr().unwrap().port();
+        let url = format!("opc.tcp://127.0.0.1:{port}/");
+        let tokens: &[&str] = &[ANONYMOUS_USER_TOKEN_ID, USER];
+        let mut builder = ServerBuilder::new()
+            .application_name("press-1 controller")
+            .application_uri("urn:doppel:test:press-1-controller")
+            .product_uri("urn:doppel:test")
+            .host("127.0.0.1")
+            .port(port)
+            .pki_dir(pki)
+            .create_sample_keypair(true)
+            .trust_client_certs(trust_clients)
+            .discovery_urls(vec![url])
+            .add_user_token(USER, ServerUserToken::user_pass(USER, PASSWORD))
+            .add_endpoint(
+                "basic256sha256",
+                (
+                    "/",
+                    SecurityPolicy::Basic256Sha256,
+                    MessageSecurityMode::SignAndEncrypt,
+                    tokens,
+                ),
+            )
+            .add_endpoint(
+                "aes256sha256rsapss",
+                (
+                    "/",
+                    SecurityPolicy::Aes256Sha256RsaPss,
+                    MessageSecurityMode::Sign,
+                    tokens,
+                ),
+            )
+            .with_node_manager(simple_node_manager(
+                NamespaceMetadata {
+                    namespace_uri: NAMESPACE.to_string(),
+                    ..Default::default()
+                },
+                "press-line",
+            ));
+        if insecure {
+            builder = builder.add_endpoint(
+                "none",
+                ("/", SecurityPolicy::None, MessageSecurityMode::None, tokens),
+            );
+        }
+        install(
+            server_keys(builder.config().application_description()).await,
+            pki,
+        );
+        let (server, handle) = builder.build().unwrap();
+        let manager = handle
+            .node_managers()
+            .get_of_type::<SimpleNodeManager>()
+            .unwrap();
+        let namespace = handle.get_namespace_index(NAMESPACE).unwrap();
+        assert_eq!(namespace, 2, "the connector config names ns=2");
+        let calls = Calls::default();
+        populate(&manager, namespace, &calls);
+        let task = tokio::spawn(server.run_with(listener));
+        Plc {
+            handle,
+            task,
+            manager,
+            namespace,
+            port,
+            calls,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/", self.port)
+    }
+
+    fn node(&self, name: &str) -> NodeId {
+        NodeId::new(self.namespace, name)
+    }
+
+    /// Sets a variable as the controller would, notifying subscribers.
+    fn set(&self, name: &str, value: DataValue) {
+        self.manager
+            .set_value(self.handle.subscriptions(), &self.node(name), None, value)
+            .unwrap();
+    }
+
+    /// A variable's current value.
+    fn value(&self, name: &str) -> Option<Variant> {
+        let space = self.manager.address_space().read();
+        let opcua::server::address_space::NodeType::Variable(variable) =
+            space.find(&self.node(name))?
+        else {
+            return None;
+        };
+        variable
+            .value(
+                TimestampsToReturn::Neither,
+                &NumericRange::None,
+                &DataEncoding::Binary,
+                0.0,
+            )
+            .value
+    }
+
+    fn calls(&self) -> Vec<(String, Vec<Variant>)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Stops the server and waits until its port is free.
+    async fn stop(self) {
+        self.handle.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A certificate (DER) and its private key (PEM).
+struct KeyPair {
+    certificate: Vec<u8>,
+    private_key: Vec<u8>,
+}
+
+/// The servers' key pair, made once per test binary: generating an RSA key takes
+/// seconds in a debug build. Every test server has the same application description.
+async fn server_keys(description: ApplicationDescription) -> &'static KeyPair {
+    static KEYS: OnceCell<KeyPair> = OnceCell::const_new();
+    KEYS.get_or_init(|| async move {
+        tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let (certificate, private_key) =
+                (dir.path().join("cert.der"), dir.path().join("key.pem"));
+            CertificateStore::create_certificate_and_key(
+                &X509Data::from(description),
+                true,
+                &certificate,
+                &private_key,
+            )
+            .unwrap();
+            KeyPair {
+                certificate: std::fs::read(certificate).unwrap(),
+                private_key: std::fs::read(private_key).unwrap(),
+            }
+        })
+        .await
+        .unwrap()
+    })
+    .await
+}
+
+/// Puts a key pair where a server's certificate store looks for its own.
+fn install(keys: &KeyPair, pki: &Path) {
+    for (file, bytes) in [
+        ("own/cert.der", &keys.certificate),
+        ("private/private.pem", &keys.private_key),
+    ] {
+        let path = pki.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Binds a loopback listener, retrying while a stopped server's port is released.
+async fn bind(port: u16) -> TcpListener {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut last_error = None;
+    for _ in 0..50 {
+        match TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {address}: {last_error:?}");
+}
+
+/// Press1 with a temperature and a vibration (Double), a mode text (String), a speed
+/// setpoint (Double) and a running flag (Boolean) that can be written, and two methods:
+/// Stop() and Ramp(rpm: Float).
+fn populate(manager: &SimpleNodeManager, ns: u16, calls: &Calls) {
+    let press = NodeId::new(ns, "Press1");
+    {
+        let mut space = manager.address_space().write();
+        ObjectBuilder::new(&press, "Press1", "Press1")
+            .organized_by(ObjectId::ObjectsFolder)
+            .insert(&mut *space);
+        let variables: [(&str, Variant, DataTypeId, bool); 5] = [
+            (
+                "Press1.Temperature",
+                Variant::Double(20.0),
+                DataTypeId::Double,
+                false,
+            ),
+            (
+                "Press1.Vibration",
+                Variant::Double(1.0),
+                DataTypeId::Double,
+                false,
+            ),
+            (
+                "Press1.Mode",
+                Variant::from("idle"),
+                DataTypeId::String,
+                false,
+            ),
+            (
+                "Press1.Speed",
+                Variant::Double(1200.0),
+                DataTypeId::Double,
+                true,
+            ),
+            (
+                "Press1.Running",
+                Variant::Boolean(true),
+                DataTypeId::Boolean,
+                true,
+            ),
+        ];
+        for (name, value, data_type, writable) in variables {
+            let mut variable = VariableBuilder::new(&NodeId::new(ns, name), name, name)
+                .data_type(data_type)
+                .value(value)
+                .component_of(press.clone());
+            if writable {
+                variable = variable.writable();
+            }
+            assert!(variable.insert(&mut *space), "{name} inserted");
+        }
+        for (name, args) in [
+            ("Press1.Stop", None),
+            ("Press1.Ramp", Some(("rpm", DataTypeId::Float))),
+        ] {
+            let method_id = NodeId::new(ns, name);
+            let mut method = MethodBuilder::new(&method_id, name, name).component_of(press.clone());
+            if let Some(arg) = args {
+                method = method.input_args(
+                    &mut *space,
+                    &NodeId::new(ns, format!("{name}.InputArguments")),
+                    &[arg.into()],
+                );
+            }
+            method.insert(&mut *space);
+        }
+    }
+    for name in ["Press1.Stop", "Press1.Ramp"] {
+        let calls = calls.clone();
+        manager
+            .inner()
+            .add_method_callback(NodeId::new(ns, name), move |args| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((name.to_string(), args.to_vec()));
+                Ok(Vec::new())
+            });
+    }
+}
+
+/// The connector's config: press-1's temperature, vibration and (wrongly typed) mode
+/// monitored, speed and running written, stop and set_speed calling methods.
+fn config(endpoint: &str, security: &str, extra: &str) -> OpcUaConfig {
+    let text = format!(
+        r#"
+        [[opcua]]
+        name = "press-line"
+        endpoint = "{endpoint}"
+        {security}
+        reconnect = {{ initial_ms = 100, max_ms = 400 }}
+        publishing_ms = 50
+        keep_alive_ms = 1000
+        {extra}
+
+        [[opcua.asset]]
+        path = "acme/plant-a/line-1/press-1"
+        channels = [
+            {{ channel = "temperature", node = "ns=2;s=Press1.Temperature", sampling_ms = 50 }},
+            {{ channel = "vibration", node = "ns=2;s=Press1.Vibration", sampling_ms = 50, deadband = 0.5 }},
+            {{ channel = "throughput", node = "ns=2;s=Press1.Mode", sampling_ms = 50 }},
+        ]
+        writes = [
+            {{ desired = "speed", node = "ns=2;s=Press1.Speed" }},
+            {{ desired = "running", node = "ns=2;s=Press1.Running" }},
+        ]
+        methods = [
+            {{ command = "stop", object = "ns=2;s=Press1", method = "ns=2;s=Press1.Stop" }},
+            {{ command = "set_speed", object = "ns=2;s=Press1", method = "ns=2;s=Press1.Ramp", args = [{{ param = "rpm", type = "Float" }}] }},
+        ]
+        "#
+    );
+    OpcUaConfig::from_toml(&text).unwrap().remove(0)
+}
+
+const INSECURE: &str =
+    "security_policy = \"None\"\nsecurity_mode = \"None\"\nallow_insecure = true";
+
+async fn sample(runtime: &Runtime, channel: &str) -> Option<Sample> {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report
+        .reported
+        .iter()
+        .find(|reported| reported.channel == channel)
+        .and_then(|reported| reported.sample)
+}
+
+async fn value_of(runtime: &Runtime, channel: &str) -> Option<f64> {
+    sample(runtime, channel).await.map(|sample| sample.value)
+}
+
+async fn command(runtime: &Runtime, command: Command) {
+    let outcome = runtime.twins().command(command).await.unwrap();
+    assert_eq!(outcome.verdict, Verdict::Accepted);
+}
+
+/// Copies a server's own certificate into a client PKI's trust list, named as the
+/// certificate store expects.
+fn trust(server_pki: &Path, client_pki: &Path) {
+    let certificate = CertificateStore::read_cert(&server_pki.join("own/cert.der")).unwrap();
+    let trusted = client_pki.join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    std::fs::copy(
+        server_pki.join("own/cert.der"),
+        trusted.join(CertificateStore::cert_file_name(&certificate)),
+    )
+    .unwrap();
+}
+
+/// The files in a directory.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Basic256Sha256 with SignAndEncrypt, a user name and password, and explicit trust on
+/// both sides: the server's certificate is in the connector's trust list before it
+/// starts; the connector's own certificate, created on first start, is first rejected
+/// by the server and then moved to its trust list by an "administrator". Values flow
+/// to the twin; commands become writes and method calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_and_encrypted_session_carries_values_and_commands() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server_pki = dir.path().join("server-pki");
+        let client_pki = dir.path().join("client-pki");
+        let plc = Plc::start(&server_pki, 0, false, false).await;
+        trust(&server_pki, &client_pki);
+        let runtime = support::start(&dir.path().join("node")).await;
+        let extra = format!(
+            "pki_dir = \"{}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"",
+            client_pki.display()
+        );
+        let connector = OpcUaConnector::start(
+            config(
+                &plc.endpoint(),
+                "security_policy = \"Basic256Sha256\"\nsecurity_mode = \"SignAndEncrypt\"",
+                &extra,
+            ),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(client_pki.join("own/cert.der").is_file());
+        assert!(client_pki.join("private/private.pem").is_file());
+
+        // The server does not know the connector yet: it files the certificate under
+        // rejected/, and an administrator moves it to trusted/.
+        let rejected = server_pki.join("rejected");
+        wait_until("the server rejects the unknown client", WAIT, || {
+            let rejected = rejected.clone();
+            async move { !files_in(&rejected).is_empty() }
+        })
+        .await;
+        assert!(!connector.connected());
+        std::fs::create_dir_all(server_pki.join("trusted")).unwrap();
+        for file in files_in(&rejected) {
+            std::fs::rename(
+                &file,
+                server_pki.join("trusted").join(file.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+        assert!(
+            connector.wait_connected(WAIT).await,
+            "connector did not connect"
+        );
+        assert_eq!(connector.connection().monitored_items, 3);
+
+        plc.set("Press1.Temperature", DataValue::new_now(61.5));
+        wait_until("the twin follows the temperature", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(61.5)
+        })
+        .await;
+        let reading = sample(&runtime, "temperature").await.unwrap();
+        assert_eq!(reading.quality, Quality::Good);
+        assert!(
+            reading.source_time.as_micros() as u64 == reading.seq,
+            "seq is the source time in microseconds"
+        );
+
+        command(
+            &runtime,
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1500.0)),
+        )
+        .await;
+        wait_until("the speed setpoint is written", WAIT, || async {
+            plc.value("Press1.Speed") == Some(Variant::Double(1500.0))
+        })
+        .await;
+        wait_until("the ramp method is called", WAIT, || async {
+            plc.calls()
+                .contains(&("Press1.Ramp".to_string(), vec![Variant::Float(1500.0)]))
+        })
+        .await;
+
+        command(
+            &runtime,
+            Command::new(press(1), "stop", Origin::operator("ann")),
+        )
+        .await;
+        wait_until(
+            "running is written false and stop is called",
+            WAIT,
+            || async {
+                plc.value("Press1.Running") == Some(Variant::Boolean(false))
+                    && plc
+                        .calls()
+                        .iter()
+                        .any(|(method, _)| method == "Press1.Stop")
+            },
+        )
+        .await;
+        let counts = connector.actuations();
+        assert_eq!((counts.writes, counts.write_failures), (2, 0), "{counts:?}");
+        assert_eq!((counts.calls, counts.call_failures), (2, 0), "{counts:?}");
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// Aes256Sha256RsaPss with Sign only, trusting the server's certificate on first use:
+/// it lands in the connector's trust list and values flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_session_trusts_the_server_on_first_use_when_told_to() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let plc = Plc::start(&dir.path().join("server-pki"), 0, false, true).await;
+        let runtime = support::start(&dir.path().join("node")).await;
+        let connector = OpcUaConnector::start(
+            config(
+                &plc.endpoint(),
+                "security_policy = \"Aes256Sha256RsaPss\"\nsecurity_mode = \"Sign\"",
+                "trust_server_certificate = true",
+            ),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            connector.wait_connected(WAIT).await,
+            "connector did not connect"
+        );
+        let pki = dir.path().join("opcua/press-line/pki");
+        assert_eq!(
+            files_in(&pki.join("trusted")).len(),
+            1,
+            "server certificate trusted"
+        );
+
+        plc.set("Press1.Temperature", DataValue::new_now(48.25));
+        wait_until("the twin follows the temperature", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(48.25)
+        })
+        .await;
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// The server goes away and a new one starts on the same port: the connector
+/// reconnects with backoff and re-creates its subscription, and values set on the new
+/// server reach the twin. An actuation while disconnected is counted, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnects_to_a_new_server_on_the_same_port() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let plc = Plc::start(&dir.path().join("server-pki"), 0, true, true).await;
+        let port = plc.port;
+        let runtime = support::start(&dir.path().join("node")).await;
+        let connector = OpcUaConnector::start(
+            config(&plc.endpoint(), INSECURE, ""),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            connector.wait_connected(WAIT).await,
+            "connector did not connect"
+        );
+        plc.set("Press1.Temperature", DataValue::new_now(30.0));
+        wait_until("the first server's value arrives", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(30.0)
+        })
+        .await;
+
+        plc.stop().await;
+        let mut state = connector.watch_connection();
+        tokio::time::timeout(WAIT, state.wait_for(|state| !state.connected))
+            .await
+            .expect("the connector notices the server is gone")
+            .unwrap();
+        command(
+            &runtime,
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(900.0)),
+        )
+        .await;
+        wait_until("the undeliverable actuation is counted", WAIT, || async {
+            let counts = connector.actuations();
+            counts.write_failures == 1 && counts.call_failures == 1
+        })
+        .await;
+
+        let plc = Plc::start(&dir.path().join("server-pki"), port, true, true).await;
+        tokio::time::timeout(
+            WAIT,
+            state.wait_for(|state| state.connected && state.sessions == 2),
+        )
+        .await
+        .expect("the connector reconnects to the new server")
+        .unwrap();
+        assert_eq!(
+            plc.value("Press1.Speed"),
+            Some(Variant::Double(1200.0)),
+            "a setpoint missed while disconnected is not written late"
+        );
+        plc.set("Press1.Temperature", DataValue::new_now(42.0));
+        wait_until("the new server's value arrives", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(42.0)
+        })
+        .await;
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// A data change with a Bad status arrives with quality Bad; a String variable mapped
+/// to a channel is dropped as WrongType and leaves the twin alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_status_is_bad_quality_and_strings_are_dropped() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let plc = Plc::start(&dir.path().join("server-pki"), 0, true, true).await;
+        let runtime = support::start(&dir.path().join("node")).await;
+        let connector = OpcUaConnector::start(
+            config(&plc.endpoint(), INSECURE, ""),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            connector.wait_connected(WAIT).await,
+            "connector did not connect"
+        );
+        let drops = connector.drops();
+
+        // The initial value of the mode ("idle") is already a String.
+        wait_until("the mode text is dropped", WAIT, || async {
+            drops.count(DropKind::WrongType) >= 1
+        })
+        .await;
+        plc.set("Press1.Mode", DataValue::new_now("running"));
+        wait_until("the new mode text is dropped too", WAIT, || async {
+            drops.count(DropKind::WrongType) >= 2
+        })
+        .await;
+
+        let now = DateTime::now();
+        plc.set(
+            "Press1.Temperature",
+            DataValue {
+                value: Some(Variant::Double(70.0)),
+                status: Some(StatusCode::BadSensorFailure),
+                source_timestamp: Some(now),
+                server_timestamp: Some(now),
+                ..Default::default()
+            },
+        );
+        wait_until("the bad reading arrives", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(70.0)
+        })
+        .await;
+        assert_eq!(
+            sample(&runtime, "temperature").await.unwrap().quality,
+            Quality::Bad
+        );
+        plc.set(
+            "Press1.Vibration",
+            DataValue::new_now_status(2.0, StatusCode::UncertainSensorNotAccurate),
+        );
+        wait_until("the uncertain reading arrives", WAIT, || async {
+            sample(&runtime, "vibration")
+                .await
+                .is_some_and(|s| s.value == 2.0 && s.quality == Quality::Uncertain)
+        })
+        .await;
+
+        assert_eq!(value_of(&runtime, "throughput").await, None);
+        assert_eq!(
+            drops.total(),
+            drops.count(DropKind::WrongType),
+            "{:?}",
+            drops.snapshot()
+        );
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// Configuration errors are typed and name what is wrong, before anything connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configurations_are_refused_at_start() {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = support::start(dir.path()).await;
+        let start = |config: OpcUaConfig| {
+            let twins = runtime.twins().clone();
+            let dir = dir.path().to_path_buf();
+            async move {
+                OpcUaConnector::start(config, twins, &dir)
+                    .await
+                    .map(|_running: OpcUaHandle| ())
+            }
+        };
+        let endpoint = "opc.tcp://127.0.0.1:4840/";
+
+        let insecure = config(
+            endpoint,
+            "security_policy = \"None\"\nsecurity_mode = \"None\"",
+            "",
+        );
+        let error = start(insecure).await.unwrap_err();
+        assert!(matches!(error, UaError::InsecureEndpoint { .. }), "{error}");
+        assert!(error.to_string().contains("allow_insecure"), "{error}");
+
+        let mut unknown_channel = config(endpoint, INSECURE, "");
+        unknown_channel.assets[0].channels[0].channel = "pressure".to_string();
+        let error = start(unknown_channel).await.unwrap_err();
+        assert!(
+            matches!(&error, UaError::UnknownChannel { asset, channel, .. }
+                if *asset == press(1) && channel == "pressure"),
+            "{error}"
+        );
+
+        let mut unknown_asset = config(endpoint, INSECURE, "");
+        unknown_asset.assets[0].path = support::path("acme/plant-a/line-9/press-9");
+        let error = start(unknown_asset).await.unwrap_err();
+        assert!(matches!(error, UaError::UnknownAsset { .. }), "{error}");
+
+        let mut bad_node = config(endpoint, INSECURE, "");
+        bad_node.assets[0].writes[0].node = "ns=two;s=Speed".to_string();
+        let error = start(bad_node).await.unwrap_err();
+        assert!(
+            matches!(&error, UaError::InvalidNodeId { node, .. } if node == "ns=two;s=Speed"),
+            "{error}"
+        );
+
+        let mut unknown_param = config(endpoint, INSECURE, "");
+        unknown_param.assets[0].methods[1].args[0] =
+            doppel::connectors::ua::MethodArg::Param("torque".to_string());
+        let error = start(unknown_param).await.unwrap_err();
+        assert!(matches!(error, UaError::UnknownParam { .. }), "{error}");
+
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
