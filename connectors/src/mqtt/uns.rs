@@ -400,3 +400,182 @@ impl Codec for UnsCodec {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use doppel_runtime::{AssetPath, Components, RuntimeSettings, TwinTypes};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TYPES: &str = r#"
+[types.press.channels.temperature]
+unit = "degC"
+range = [-50.0, 250.0]
+[types.press.channels.vibration]
+unit = "mm/s"
+range = [0.0, 50.0]
+"#;
+
+    const TOPIC: &str = "acme/plant-a/line-1/press-1/telemetry/temperature";
+    const BATCH: &str = "acme/plant-a/line-1/press-1/telemetry";
+
+    struct Harness {
+        codec: UnsCodec,
+        drops: Drops,
+        _dir: tempfile::TempDir,
+    }
+
+    fn sources() -> UnsSources {
+        UnsSources {
+            explicit: SourceId(1),
+            timestamped: SourceId(2),
+            arrival: SourceId(3),
+        }
+    }
+
+    fn harness(config: UnsConfig) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let types = TwinTypes::from_toml(TYPES, "uns-tests").unwrap();
+        let machines = vec![(
+            AssetPath::parse("acme/plant-a/line-1/press-1").unwrap(),
+            "press".to_string(),
+        )];
+        let recovered = Twins::open(
+            dir.path(),
+            &types,
+            &machines,
+            Components::new(),
+            RuntimeSettings::default(),
+        )
+        .unwrap();
+        Harness {
+            codec: UnsCodec::new(config, Resolver::new(recovered.twins), sources()),
+            drops: Drops::new("test"),
+            _dir: dir,
+        }
+    }
+
+    use doppel_runtime::twin::Twins;
+
+    impl Harness {
+        fn decode(&mut self, topic: &str, payload: &[u8]) -> Vec<Reading> {
+            let mut out = Inbound::default();
+            self.codec
+                .decode(topic, payload, Timestamp(5_000_000), &mut out, &self.drops);
+            out.readings.into_iter().map(|(_, r)| r).collect()
+        }
+    }
+
+    #[test]
+    fn reads_every_form_with_documented_defaults() {
+        let mut h = harness(UnsConfig::default());
+        let full = h.decode(
+            TOPIC,
+            br#"{"v": 71.3, "ts": "2026-11-21T10:00:00.123Z", "q": "uncertain", "seq": 1842}"#,
+        );
+        assert_eq!(full.len(), 1);
+        assert_eq!(full[0].value, 71.3);
+        assert_eq!(full[0].quality, Quality::Uncertain);
+        assert_eq!((full[0].source, full[0].seq), (SourceId(1), 1842));
+        assert_eq!(
+            full[0].source_time,
+            Timestamp::parse_rfc3339("2026-11-21T10:00:00.123Z").unwrap()
+        );
+        let timed = h.decode(TOPIC, br#"{"v": 1, "ts": 1700000000000}"#);
+        assert_eq!(timed[0].source, SourceId(2));
+        assert_eq!(timed[0].seq, 1_700_000_000_000_000);
+        let bare = h.decode(TOPIC, b"true");
+        assert_eq!(bare[0].value, 1.0);
+        assert_eq!(bare[0].quality, Quality::Good);
+        assert_eq!(bare[0].source_time, Timestamp(5_000_000));
+        let again = h.decode(TOPIC, b"2");
+        assert_eq!(bare[0].source, SourceId(3));
+        assert!(again[0].seq > bare[0].seq, "arrival numbers increase");
+        let batch = h.decode(
+            BATCH,
+            br#"{"seq": 9, "q": "bad", "values": {"temperature": 50, "vibration": {"v": 2, "q": "good", "seq": 10}}}"#,
+        );
+        assert_eq!(batch.len(), 2);
+        assert_eq!((batch[0].seq, batch[0].quality), (9, Quality::Bad));
+        assert_eq!((batch[1].seq, batch[1].quality), (10, Quality::Good));
+        assert_eq!(h.drops.total(), 0);
+    }
+
+    #[test]
+    fn field_names_and_prefix_are_configurable() {
+        let mut config = UnsConfig::default();
+        config.prefix = "uns/".into();
+        config.telemetry = "data".into();
+        config.fields.value = "value".into();
+        config.fields.seq = "n".into();
+        let mut h = harness(config);
+        let readings = h.decode(
+            "uns/acme/plant-a/line-1/press-1/data/temperature",
+            br#"{"value": 3.5, "n": 4}"#,
+        );
+        assert_eq!((readings[0].value, readings[0].seq), (3.5, 4));
+        assert!(h.decode(TOPIC, b"1").is_empty());
+        assert_eq!(h.drops.count(DropKind::UnknownTopic), 1);
+        assert_eq!(h.codec.filters(), vec!["uns/+/+/+/+/data/#".to_string()]);
+    }
+
+    #[test]
+    fn actuations_and_verdicts_are_json_on_the_command_topics() {
+        let mut h = harness(UnsConfig::default());
+        let asset = AssetPath::parse("acme/plant-a/line-1/press-1").unwrap();
+        let mut out = Vec::new();
+        h.codec.verdict(
+            &CommandVerdict {
+                asset: asset.clone(),
+                command_id: doppel_runtime::CommandId("c-1".into()),
+                command: "set_speed".into(),
+                origin: doppel_runtime::Origin::operator("ann"),
+                verdict: doppel_runtime::Verdict::Denied {
+                    governor: "envelope".into(),
+                    reason: "too fast".into(),
+                },
+                applied: Vec::new(),
+                version: 7,
+                at: Timestamp(0),
+            },
+            &mut out,
+        );
+        assert_eq!(out[0].topic, "acme/plant-a/line-1/press-1/cmd/result");
+        let body: Json = serde_json::from_slice(&out[0].payload).unwrap();
+        assert_eq!(body["verdict"], "denied");
+        assert_eq!(body["governor"], "envelope");
+        assert_eq!(body["reason"], "too fast");
+        assert_eq!(body["ts"], "1970-01-01T00:00:00.000000Z");
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_on_any_topic_never_panic(
+            topic in "[a-z0-9/+#-]{0,60}",
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut h = harness(UnsConfig::default());
+            for readings in [h.decode(&topic, &payload), h.decode(TOPIC, &payload), h.decode(BATCH, &payload)] {
+                for reading in readings {
+                    prop_assert!(reading.value.is_finite());
+                }
+            }
+        }
+
+        #[test]
+        fn json_shaped_noise_yields_finite_readings_or_counted_drops(
+            payload in r#"\{("(v|ts|q|seq|values|temperature)": ?(-?[0-9]{1,30}(\.[0-9]{0,5})?(e[0-9]{1,4})?|"[a-z0-9:.T-]{0,30}"|true|null|\[\]|\{\}),? ?){0,6}\}"#,
+        ) {
+            let mut h = harness(UnsConfig::default());
+            let single = h.decode(TOPIC, payload.as_bytes());
+            prop_assert!(single.len() <= 1);
+            let batch = h.decode(BATCH, payload.as_bytes());
+            for reading in single.iter().chain(&batch) {
+                prop_assert!(reading.value.is_finite());
+            }
+            let produced = (single.len() + batch.len()) as u64;
+            prop_assert!(produced + h.drops.total() >= 1, "every message is either read or counted");
+        }
+    }
+}
