@@ -6,23 +6,19 @@
 //! `DOPPEL_BENCH_TRIPS` scale it down or up, `DOPPEL_BENCH_WORKERS` sets the tokio worker
 //! threads (default 2). The last line is JSON.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use common::{env_or, topology_toml};
 use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 const CHANNELS: usize = 20;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn types_toml() -> String {
     let mut toml = String::from("[types.machine]\ndescription = \"benchmark machine\"\n");
@@ -57,21 +53,6 @@ channel = "ch01"
 above = 500.0
 "#,
     );
-    toml
-}
-
-fn topology_toml(twins: usize) -> String {
-    let mut toml = String::from("[[plant]]\npath = \"bench/plant\"\n");
-    let per_line = 100;
-    for line in 0..twins.div_ceil(per_line) {
-        let _ = write!(toml, "[[plant.line]]\nname = \"line-{line}\"\n");
-        for machine in 0..per_line.min(twins - line * per_line) {
-            let _ = write!(
-                toml,
-                "[[plant.line.machine]]\nname = \"m-{machine}\"\ntype = \"machine\"\n"
-            );
-        }
-    }
     toml
 }
 

@@ -13,22 +13,17 @@
 //! durable intake is capped near 100 messages per commit. `DOPPEL_BENCH_MESSAGES`,
 //! `DOPPEL_BENCH_TWINS` and `DOPPEL_BENCH_TRIPS` scale it. The last line is JSON.
 
-use std::fmt::Write as _;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{env_or, topology_toml};
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
 use doppel::{Runtime, RuntimeSettings, Topology, TwinTypes};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const TYPES: &str = r#"
 [types.machine]
@@ -61,21 +56,6 @@ blocks = ["running"]
 "#;
 
 const STREAM_CHANNELS: [&str; 4] = ["flow", "pressure", "power_kw", "speed"];
-
-fn topology_toml(twins: usize) -> String {
-    let mut toml = String::from("[[plant]]\npath = \"bench/plant\"\n");
-    let per_line = 100;
-    for line in 0..twins.div_ceil(per_line) {
-        let _ = write!(toml, "[[plant.line]]\nname = \"line-{line}\"\n");
-        for machine in 0..per_line.min(twins - line * per_line) {
-            let _ = write!(
-                toml,
-                "[[plant.line.machine]]\nname = \"m-{machine}\"\ntype = \"machine\"\n"
-            );
-        }
-    }
-    toml
-}
 
 fn client(url: &str, id: &str) -> (AsyncClient, EventLoop) {
     let rest = url.trim_start_matches("mqtt://");

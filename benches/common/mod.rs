@@ -1,0 +1,27 @@
+//! Pieces the scenario benchmarks share.
+
+use std::fmt::Write as _;
+
+/// A number from the environment, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A plant `bench/plant` of `twins` machines of type `machine`, 100 to a line.
+pub fn topology_toml(twins: usize) -> String {
+    let mut toml = String::from("[[plant]]\npath = \"bench/plant\"\n");
+    let per_line = 100;
+    for line in 0..twins.div_ceil(per_line) {
+        let _ = write!(toml, "[[plant.line]]\nname = \"line-{line}\"\n");
+        for machine in 0..per_line.min(twins - line * per_line) {
+            let _ = write!(
+                toml,
+                "[[plant.line.machine]]\nname = \"m-{machine}\"\ntype = \"machine\"\n"
+            );
+        }
+    }
+    toml
+}
