@@ -38,13 +38,15 @@ pub struct DevArgs {
     /// Seed of the simulator's random signals.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Port of the embedded MQTT broker on localhost; the simulator publishes its
-    /// telemetry through it and the twins read it back. 0: no broker, the simulator
-    /// feeds the twins directly.
-    #[arg(long, value_name = "PORT", default_value_t = 1883)]
-    mqtt_port: u16,
+    /// Port of the embedded MQTT broker on localhost [default: 1883]; the simulator
+    /// publishes its telemetry through it and the twins read it back. 0: no broker,
+    /// the simulator feeds the twins directly.
+    #[arg(long, value_name = "PORT")]
+    mqtt_port: Option<u16>,
 }
 
+/// The embedded broker's port unless `--mqtt-port` says otherwise.
+const DEFAULT_MQTT_PORT: u16 = 1883;
 /// Simulator step.
 const TICK: Duration = Duration::from_millis(100);
 /// View refresh on a terminal.
@@ -95,8 +97,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     let mqtt = match args.mqtt_port {
-        0 => None,
-        port => Some(DevMqtt::start(port, &twins).await?),
+        Some(0) => None,
+        Some(port) => Some(DevMqtt::start(port, &twins).await?),
+        None if std::net::TcpListener::bind(("127.0.0.1", DEFAULT_MQTT_PORT)).is_err() => {
+            println!(
+                "doppel dev: localhost:{DEFAULT_MQTT_PORT} is taken (another MQTT broker?); \
+                 running without the embedded broker (use --mqtt-port N for another port)"
+            );
+            None
+        }
+        None => Some(DevMqtt::start(DEFAULT_MQTT_PORT, &twins).await?),
     };
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);
     let source = twins.source("dev-simulator")?;
