@@ -104,6 +104,10 @@ pub struct Command {
     pub issued_at: Timestamp,
     /// After this instant the command must not be actuated.
     pub deadline: Option<Timestamp>,
+    /// The id is the caller's idempotency key: a twin that has seen it returns the
+    /// first outcome again and actuates nothing, also after a restart.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 impl Command {
@@ -117,7 +121,17 @@ impl Command {
             origin,
             issued_at: Timestamp::now(),
             deadline: None,
+            idempotent: false,
         }
+    }
+
+    /// Makes retries safe: the command's id becomes `key`, and a twin that has seen a
+    /// command with this id returns that command's outcome instead of applying it
+    /// again.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.id = CommandId(key.into());
+        self.idempotent = true;
+        self
     }
 
     /// Adds a parameter.

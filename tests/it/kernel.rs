@@ -540,3 +540,71 @@ async fn a_changed_twin_type_keeps_state_by_name_across_a_restart() {
         runtime.shutdown().await;
     }
 }
+
+/// A command retried with the same idempotency key is applied once: the retry returns
+/// the first outcome (from memory, and after a restart from the audit log) and
+/// actuates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_idempotent_command_is_applied_once_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let mut actuations = twins.actuations();
+    let command = || {
+        Command::new(press(1), "set_speed", Origin::operator("ann"))
+            .param("rpm", Value::Float(2600.0))
+            .idempotency_key("order-4711")
+    };
+    let first = twins.command(command()).await.unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.verdict.as_str(), "clamped");
+    let retry = twins.command(command()).await.unwrap();
+    assert!(retry.replayed);
+    assert_eq!(retry.verdict, first.verdict);
+    assert_eq!(retry.applied, first.applied);
+    assert_eq!(retry.version, first.version);
+    let version = twins.report(&press(1)).await.unwrap().version;
+    assert_eq!(version, first.version, "the retry changed nothing");
+    // A different key is a new command.
+    let other = twins
+        .command(
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1500.0))
+                .idempotency_key("order-4712"),
+        )
+        .await
+        .unwrap();
+    assert!(!other.replayed);
+    runtime.shutdown().await;
+    drop(twins);
+
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let after_restart = twins.command(command()).await.unwrap();
+    assert!(after_restart.replayed);
+    assert_eq!(after_restart.verdict, first.verdict);
+    assert_eq!(after_restart.applied, first.applied);
+    assert_eq!(after_restart.audit_seq, first.audit_seq);
+    assert_eq!(after_restart.version, first.version);
+    let audit = twins
+        .audit(
+            &press(1),
+            doppel::Timestamp(0),
+            doppel::Timestamp::now(),
+            100,
+        )
+        .unwrap();
+    let keyed: Vec<_> = audit
+        .iter()
+        .filter(|r| r.command_id.0 == "order-4711")
+        .collect();
+    assert_eq!(keyed.len(), 1, "one audit record for the key");
+    let mut sent = 0;
+    while let Ok(actuation) = actuations.try_recv() {
+        if actuation.command_id.0 == "order-4711" {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1, "actuated once");
+    runtime.shutdown().await;
+}

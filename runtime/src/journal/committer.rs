@@ -11,7 +11,8 @@ use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
 use super::ack::Ticket;
-use super::store::{AUDIT, JOURNAL, META, SNAPSHOTS, Store, StoreError};
+use super::store::{AUDIT, COMMANDS, JOURNAL, META, SNAPSHOTS, Store, StoreError};
+use crate::audit::AuditKind;
 use crate::audit::AuditRecord;
 use crate::config::JournalSettings;
 use crate::error::Error;
@@ -28,6 +29,9 @@ pub enum Completion {
     /// Run this callback (reply to a command, publish its actuation).
     Reply(Reply),
 }
+
+/// Longest command id the idempotency index keeps (longer ids are never retried by key).
+const MAX_INDEXED_ID: usize = 256;
 
 /// Everything one twin message produced, handed to the journal as a unit.
 pub struct JournalWrite {
@@ -303,6 +307,7 @@ impl Committer {
             let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;
             let mut snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::from)?;
             let mut audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
+            let mut commands = txn.open_table(COMMANDS).map_err(StoreError::from)?;
             let size: usize = batch.writes.iter().map(|w| w.records.len()).sum();
             if size > 0 {
                 let mut blob = Vec::with_capacity(size);
@@ -322,6 +327,16 @@ impl Committer {
                     audit
                         .insert((record.asset.as_str(), next_audit), bytes.as_slice())
                         .map_err(StoreError::from)?;
+                    if record.kind == AuditKind::Command
+                        && record.command_id.0.len() <= MAX_INDEXED_ID
+                    {
+                        commands
+                            .insert(
+                                (record.asset.as_str(), record.command_id.0.as_str()),
+                                next_audit,
+                            )
+                            .map_err(StoreError::from)?;
+                    }
                     seqs.push(next_audit);
                     next_audit += 1;
                 }

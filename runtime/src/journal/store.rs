@@ -22,6 +22,8 @@ pub(crate) const SOURCES: TableDefinition<&str, u32> = TableDefinition::new("sou
 pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("audit");
 /// Counters: name → value (next audit sequence).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The audit record of each command by (asset path, command id), for idempotent retries.
+pub(crate) const COMMANDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("commands");
 
 /// A storage failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,6 +57,7 @@ impl Store {
             txn.open_table(SOURCES).map_err(StoreError::from)?;
             txn.open_table(AUDIT).map_err(StoreError::from)?;
             txn.open_table(META).map_err(StoreError::from)?;
+            txn.open_table(COMMANDS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db: Arc::new(db) })
@@ -154,6 +157,30 @@ impl Store {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let table = txn.open_table(JOURNAL).map_err(StoreError::from)?;
         table.len().map_err(StoreError::from)
+    }
+
+    /// The audit record of the command `id` sent to `asset`, if one was recorded.
+    pub fn command_record(
+        &self,
+        asset: &AssetPath,
+        id: &str,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let commands = txn.open_table(COMMANDS).map_err(StoreError::from)?;
+        let Some(seq) = commands
+            .get((asset.as_str(), id))
+            .map_err(StoreError::from)?
+            .map(|seq| seq.value())
+        else {
+            return Ok(None);
+        };
+        let audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
+        let Some(bytes) = audit.get((asset.as_str(), seq)).map_err(StoreError::from)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            postcard::from_bytes(bytes.value()).map_err(StoreError::from)?,
+        ))
     }
 
     /// Audit records of twins at or below `prefix` with `at` in `[from, to]`, in

@@ -1,5 +1,6 @@
 //! The twin actor: owns one twin's [`TwinCore`] and hands its effects to the journal.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use super::logic::{
     WhatIf,
 };
 use super::state::Severity;
-use crate::command::{Command, Verdict};
+use crate::audit::AuditRecord;
+use crate::command::{Command, CommandId, Verdict};
 use crate::error::Error;
 use crate::journal::{Completion, JournalWrite, Ticket};
 use crate::path::AssetPath;
@@ -34,7 +36,27 @@ pub struct CommandOutcome {
     pub version: u64,
     /// Sequence number of its audit record.
     pub audit_seq: Option<u64>,
+    /// True when this is the outcome of an earlier command with the same idempotency
+    /// key, returned again without applying anything.
+    pub replayed: bool,
 }
+
+impl CommandOutcome {
+    /// The outcome an audit record describes, as a replay.
+    fn replay_of(record: &AuditRecord) -> Self {
+        let applied = record.verdict.is_applied();
+        Self {
+            verdict: record.verdict.clone(),
+            applied: record.applied.clone(),
+            version: record.state_version + u64::from(applied),
+            audit_seq: Some(record.seq),
+            replayed: true,
+        }
+    }
+}
+
+/// Idempotent commands a twin remembers in memory (older ones are found in the store).
+const RECENT_COMMANDS: usize = 32;
 
 /// A twin's status as its supervisor aggregates it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +143,8 @@ pub struct TwinActorState {
     last_status: Option<TwinStatus>,
     tick_pending: bool,
     myself: ActorRef<TwinMsg>,
+    /// Outcomes of recent idempotent commands, newest last.
+    recent: VecDeque<(CommandId, CommandOutcome)>,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -164,6 +188,7 @@ impl Actor for TwinActor {
             last_status: None,
             tick_pending: false,
             myself,
+            recent: VecDeque::new(),
         };
         state.report_status(true);
         Ok(state)
@@ -249,6 +274,14 @@ impl TwinActorState {
     ) {
         let span = tracing::info_span!("command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
         let _entered = span.enter();
+        let reply = if command.idempotent {
+            match self.replay(&command, reply) {
+                Some(reply) => reply,
+                None => return,
+            }
+        } else {
+            reply
+        };
         self.fx.collect_changes = self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
         let now = Timestamp::now();
         let (verdict, applied) = match self.core.command(&command, now, &mut self.fx) {
@@ -277,6 +310,21 @@ impl TwinActorState {
             at: now,
         });
         let version = self.core.state().version;
+        if command.idempotent {
+            if self.recent.len() == RECENT_COMMANDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((
+                command.id.clone(),
+                CommandOutcome {
+                    verdict: verdict.clone(),
+                    applied: applied.clone(),
+                    version,
+                    audit_seq: None,
+                    replayed: true,
+                },
+            ));
+        }
         let actuations = self.kernel.actuations.clone();
         let verdicts = self.kernel.verdicts.clone();
         let published = CommandVerdict {
@@ -300,6 +348,7 @@ impl TwinActorState {
                     applied,
                     version,
                     audit_seq: audit_seqs.first().copied(),
+                    replayed: false,
                 }));
             }
             Err(error) => {
@@ -310,6 +359,43 @@ impl TwinActorState {
             self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
+    }
+
+    /// Answers a command whose idempotency key the twin has seen with the first
+    /// outcome, applying nothing; hands `reply` back when the key is new.
+    fn replay(
+        &mut self,
+        command: &Command,
+        reply: oneshot::Sender<Result<CommandOutcome, Error>>,
+    ) -> Option<oneshot::Sender<Result<CommandOutcome, Error>>> {
+        if let Some((_, outcome)) = self.recent.iter().find(|(id, _)| *id == command.id) {
+            tracing::info!("idempotent retry: first outcome returned");
+            // Answered once the journal has committed what precedes it, the first
+            // command included: a replay never reports what is not yet on disk.
+            let outcome = outcome.clone();
+            let completion = Completion::Reply(Box::new(move |result| {
+                let _ = reply.send(result.map(|_| outcome));
+            }));
+            self.flush_effects(Ticket::none(), completion, false);
+            return None;
+        }
+        match self
+            .kernel
+            .journal
+            .store()
+            .command_record(&self.entry.path, &command.id.0)
+        {
+            Ok(None) => Some(reply),
+            Ok(Some(record)) => {
+                tracing::info!("idempotent retry: outcome read from the audit log");
+                let _ = reply.send(Ok(CommandOutcome::replay_of(&record)));
+                None
+            }
+            Err(error) => {
+                let _ = reply.send(Err(Error::Journal(error.to_string())));
+                None
+            }
+        }
     }
 
     /// Publishes what the last message produced and hands its journal write over.

@@ -513,6 +513,7 @@ impl TwinCore {
             },
             issued_at: at,
             deadline: None,
+            idempotent: false,
         };
         let changes = match resolve_changes(&self.twin_type, &spec, &command) {
             Ok(changes) => changes,
