@@ -86,8 +86,13 @@ pub type StatusSink = Arc<dyn Fn(TwinStatus) + Send + Sync>;
 pub enum TwinMsg {
     /// Validated samples for this twin; the ticket completes when they are durable.
     Samples(Vec<Sample>, Ticket),
-    /// A command; the reply comes once its outcome is durable.
-    Command(Command, oneshot::Sender<Result<CommandOutcome, Error>>),
+    /// A command, the reply that comes once its outcome is durable, and the caller's
+    /// span, which the command's span is a child of.
+    Command(
+        Command,
+        oneshot::Sender<Result<CommandOutcome, Error>>,
+        tracing::Span,
+    ),
     /// A what-if question; changes nothing.
     WhatIf(
         Command,
@@ -211,7 +216,7 @@ impl Actor for TwinActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             TwinMsg::Samples(samples, ticket) => state.on_samples(&samples, ticket),
-            TwinMsg::Command(command, reply) => state.on_command(command, reply),
+            TwinMsg::Command(command, reply, caller) => state.on_command(command, reply, &caller),
             TwinMsg::WhatIf(command, horizon, step, reply) => {
                 let _ = reply.send(
                     state
@@ -271,8 +276,11 @@ impl TwinActorState {
         &mut self,
         command: Command,
         reply: oneshot::Sender<Result<CommandOutcome, Error>>,
+        caller: &tracing::Span,
     ) {
-        let span = tracing::info_span!("command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
+        // A child of the caller's span (an RPC, a connector), so a trace follows the
+        // command across the mailbox.
+        let span = tracing::info_span!(parent: caller, "command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
         let _entered = span.enter();
         let reply = if command.idempotent {
             match self.replay(&command, reply) {
@@ -337,8 +345,14 @@ impl TwinActorState {
             version,
             at: now,
         };
+        // Open from the decision until its audit record is durable.
+        let audit_span = tracing::info_span!("audit", audit_seq = tracing::field::Empty);
         let completion = Completion::Reply(Box::new(move |result| match result {
             Ok(audit_seqs) => {
+                if let Some(seq) = audit_seqs.first() {
+                    audit_span.record("audit_seq", seq);
+                }
+                drop(audit_span);
                 if let Some(actuation) = actuation {
                     let _ = actuations.send(actuation);
                 }

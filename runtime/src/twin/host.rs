@@ -413,7 +413,8 @@ impl Twins {
     /// Sends a command to its twin; returns the verdict once it is durable.
     pub async fn command(&self, command: Command) -> Result<CommandOutcome, Error> {
         let path = command.asset.clone();
-        self.ask(&path, |reply| TwinMsg::Command(command, reply))
+        let caller = tracing::Span::current();
+        self.ask(&path, |reply| TwinMsg::Command(command, reply, caller))
             .await?
     }
 

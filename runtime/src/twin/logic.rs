@@ -728,6 +728,7 @@ impl TwinCore {
             state: &self.state,
         };
         for governor in &self.governors {
+            let _span = tracing::info_span!("governor", governor = governor.name()).entered();
             proposal.reviewer = governor.name();
             if let Review::Deny(reason) = governor.review(proposal, &view) {
                 return Verdict::Denied {
