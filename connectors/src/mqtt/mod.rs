@@ -80,6 +80,8 @@ struct Shared {
     epoch: AtomicU64,
     /// Set when the ingest stage asks for a fresh connection.
     reconnect: AtomicBool,
+    /// Set when the connector stops: the connection's end is expected.
+    stopping: AtomicBool,
 }
 
 /// A running MQTT connector.
@@ -123,6 +125,7 @@ impl MqttConnector {
             connected,
             epoch: AtomicU64::new(0),
             reconnect: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         let args = ConnectionArgs {
             config,
@@ -191,6 +194,7 @@ struct ConnectionArgs {
 struct ConnectionState {
     client: AsyncClient,
     tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
 }
 
 /// Messages to the connection actor.
@@ -263,6 +267,7 @@ impl Actor for Connection {
                     .instrument(span),
                 )
             };
+        let stopping = shared.clone();
         let tasks = vec![
             stage(
                 "network",
@@ -296,7 +301,11 @@ impl Actor for Connection {
                 Box::pin(publish(client.clone(), codecs, twins, shared)),
             ),
         ];
-        Ok(ConnectionState { client, tasks })
+        Ok(ConnectionState {
+            client,
+            tasks,
+            shared: stopping,
+        })
     }
 
     async fn handle(
@@ -317,6 +326,7 @@ impl Actor for Connection {
         _myself: ActorRef<ConnectionMsg>,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
+        state.shared.stopping.store(true, Ordering::Release);
         let _ = state.client.try_disconnect();
         // Give the network stage a moment to send the DISCONNECT.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -383,6 +393,7 @@ async fn network(
                 shared.connected.send_replace(true);
             }
             Ok(_) => {}
+            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
             Err(error) => {
                 if was_up {
                     tracing::warn!(%error, "connection to the broker lost; reconnecting");
