@@ -371,6 +371,8 @@ impl TwinActorState {
         }));
         let snapshot_due =
             self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        // Someone waits for the verdict: its batch commits now, not at the interval.
+        self.fx.urgent = true;
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
     }
