@@ -219,7 +219,18 @@ impl Committer {
             let mut batch = Batch::default();
             let deadline = Instant::now() + self.interval;
             let mut open = Self::add(&mut batch, first);
-            while open && batch.events < self.max_events && !batch.urgent {
+            while open && batch.events < self.max_events {
+                if batch.urgent {
+                    // Commit now, together with whatever is already waiting: writes
+                    // that arrive during this commit form the next batch.
+                    match self.receiver.try_recv() {
+                        Ok(message) => {
+                            open = Self::add(&mut batch, message);
+                            continue;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let now = Instant::now();
                 if now >= deadline {
                     break;
