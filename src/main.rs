@@ -1,5 +1,6 @@
 //! The `doppel` command: `doppel dev` runs a simulated plant on this machine;
-//! `doppel node --config FILE` runs one node with its connectors.
+//! `doppel node --config FILE` runs one node with its connectors; `doppel twin …` reads
+//! and commands the twins of any node through its gRPC API.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +26,8 @@ enum Command {
     /// Run one node from a config file: its twins and the MQTT and OPC UA connectors
     /// that feed them.
     Node(cli::node::NodeArgs),
+    /// Read, watch, command and question the twins of any node through its gRPC API.
+    Twin(cli::twin::TwinArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,13 +46,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Node(args) => cli::node::run(args).await,
+            Command::Twin(args) => cli::twin::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("doppel: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::twin::exit_code(error.as_ref()))
         }
     }
 }

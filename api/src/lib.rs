@@ -1,1 +1,52 @@
 //! Doppel's public gRPC service: `doppel.v1.TwinService` over a node's twins.
+//!
+//! This crate owns the API a node serves: [`TwinApi`] answers the seven RPCs of
+//! `doppel/v1/twin.proto` over a [`Twins`](doppel_runtime::twin::Twins) handle;
+//! [`Authenticator`] admits callers by bearer token and role; [`ApiServer`] serves both
+//! with gRPC health checking and server reflection, over TLS when a certificate is
+//! configured. Every RPC runs in a `tracing` span carrying the method, asset path and
+//! command id.
+//!
+//! A node from a config file serves it from its `[api]` table; a program embedding the
+//! runtime serves it with [`ApiServer::start`]:
+//!
+//! ```no_run
+//! # async fn serve(runtime: doppel_actors::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+//! use doppel_api::{ApiConfig, ApiServer, Role};
+//!
+//! let config: ApiConfig = toml::from_str(r#"
+//!     listen = "127.0.0.1:50051"
+//!     tokens = [{ name = "ann", token = "a-long-random-secret-token", role = "operator" }]
+//! "#)?;
+//! let api = ApiServer::start(config, runtime.twins().clone()).await?;
+//! println!("TwinService on {}", api.url());
+//! api.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Roles: a viewer reads, watches and simulates; an operator also sends commands; a
+//! planner sends commands recorded as planner-originated; an admin may do everything.
+
+#![forbid(unsafe_code)]
+
+mod auth;
+mod config;
+pub mod convert;
+mod error;
+mod page;
+mod server;
+mod service;
+mod watcher;
+
+pub use auth::{Authenticator, Caller, DEV_TOKEN_FILE, load_or_create_dev_token};
+pub use config::{
+    ApiConfig, ApiLimits, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Role, TlsConfig, TokenConfig,
+};
+pub use error::ApiError;
+pub use server::{ApiHandle, ApiServer, SERVICE_NAME};
+pub use service::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi};
+
+/// The standard health checking service (`grpc.health.v1`), for clients.
+pub use tonic_health as health;
+/// Server reflection (`grpc.reflection.v1`), for clients.
+pub use tonic_reflection as reflection;

@@ -17,12 +17,18 @@
 //! name = "line-1-plc"
 //! endpoint = "opc.tcp://10.0.0.5:4840/"
 //! # …
+//!
+//! [api]                      # optional: serve doppel.v1.TwinService
+//! listen = "0.0.0.0:50051"
+//! tokens = [{ name = "ann", token = "…", role = "operator" }]
+//! tls = { cert = "api.pem", key = "api.key" }   # optional
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use doppel_actors::Runtime;
+use doppel_api::{ApiConfig, ApiError, ApiHandle, ApiServer};
 use doppel_runtime::{RuntimeSettings, Topology, TwinTypes};
 use serde::Deserialize;
 
@@ -44,6 +50,10 @@ pub struct NodeConfig {
     /// OPC UA server connections.
     #[serde(default)]
     pub opcua: Vec<OpcUaConfig>,
+    /// The public gRPC API (`doppel.v1.TwinService`); not served when absent. TLS
+    /// paths are relative to the config file.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
     /// The directory relative paths are resolved against (the file's directory).
     #[serde(skip)]
     pub base: PathBuf,
@@ -92,6 +102,9 @@ pub enum NodeError {
     /// An OPC UA connector did not start.
     #[error(transparent)]
     OpcUa(#[from] UaError),
+    /// The gRPC API did not start.
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 impl NodeConfig {
@@ -124,6 +137,9 @@ impl NodeConfig {
         for mqtt in &config.mqtt {
             mqtt.validate().map_err(|error| error.to_string())?;
         }
+        if let Some(api) = &config.api {
+            api.validate().map_err(|error| error.to_string())?;
+        }
         let mut names: Vec<&str> = config.mqtt.iter().map(|m| m.name.as_str()).collect();
         names.extend(config.opcua.iter().map(|o| o.name.as_str()));
         names.sort_unstable();
@@ -143,15 +159,16 @@ impl NodeConfig {
     }
 }
 
-/// A running node: the runtime and its connectors.
+/// A running node: the runtime, its connectors and its API.
 pub struct Node {
     runtime: Runtime,
     mqtt: Vec<MqttConnector>,
     opcua: Vec<OpcUaHandle>,
+    api: Option<ApiHandle>,
 }
 
 impl Node {
-    /// Starts the runtime and every connector of `config`.
+    /// Starts the runtime, every connector of `config` and its API.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         let types = TwinTypes::from_file(config.resolve(&config.node.types))?;
         let topology = Topology::from_file(config.resolve(&config.node.plant), &types)?;
@@ -167,8 +184,13 @@ impl Node {
             runtime,
             mqtt: Vec::new(),
             opcua: Vec::new(),
+            api: None,
         };
-        match node.start_connectors(&config, &data_dir).await {
+        let started = match node.start_connectors(&config, &data_dir).await {
+            Ok(()) => node.start_api(&config).await,
+            Err(error) => Err(error),
+        };
+        match started {
             Ok(()) => Ok(node),
             Err(error) => {
                 node.stop().await;
@@ -194,6 +216,19 @@ impl Node {
         Ok(())
     }
 
+    async fn start_api(&mut self, config: &NodeConfig) -> Result<(), NodeError> {
+        let Some(api) = &config.api else {
+            return Ok(());
+        };
+        let mut api = api.clone();
+        if let Some(tls) = &mut api.tls {
+            tls.cert = config.resolve(&tls.cert);
+            tls.key = config.resolve(&tls.key);
+        }
+        self.api = Some(ApiServer::start(api, self.runtime.twins().clone()).await?);
+        Ok(())
+    }
+
     /// The runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
@@ -207,6 +242,11 @@ impl Node {
     /// The OPC UA connectors.
     pub fn opcua(&self) -> &[OpcUaHandle] {
         &self.opcua
+    }
+
+    /// The gRPC API, when the config has an `[api]` table.
+    pub fn api(&self) -> Option<&ApiHandle> {
+        self.api.as_ref()
     }
 
     /// Waits until every connector is connected; the names of those that are not
@@ -226,8 +266,11 @@ impl Node {
         missing
     }
 
-    /// Stops the connectors, then the runtime.
+    /// Stops the API, the connectors, then the runtime.
     pub async fn stop(self) {
+        if let Some(api) = self.api {
+            api.stop().await;
+        }
         for mqtt in self.mqtt {
             mqtt.stop().await;
         }

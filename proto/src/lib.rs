@@ -8,4 +8,5 @@ pub mod v1 {
 }
 
 /// The encoded file descriptor set of every Doppel proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/doppel_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/doppel_descriptor.bin"));

@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use clap::Args;
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
+use doppel_api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
+use doppel_telemetry::{Telemetry, TelemetryConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -43,10 +45,32 @@ pub struct DevArgs {
     /// the simulator feeds the twins directly.
     #[arg(long, value_name = "PORT")]
     mqtt_port: Option<u16>,
+    /// Serve the gRPC API (doppel.v1.TwinService) on this address [default:
+    /// 127.0.0.1:50051, skipped with a note when that port is taken]; `off`: no API.
+    /// The admin token it prints is kept in the data directory's `dev-token`.
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<String>,
+    /// Export traces and metrics over OTLP/gRPC to this collector (for example
+    /// http://127.0.0.1:4317); off by default.
+    #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+}
+
+/// Where `doppel dev` serves the gRPC API.
+enum GrpcListen {
+    /// The default address, if free.
+    Default,
+    /// Not at all.
+    Off,
+    /// This address, or fail.
+    At(SocketAddr),
 }
 
 /// The embedded broker's port unless `--mqtt-port` says otherwise.
 const DEFAULT_MQTT_PORT: u16 = 1883;
+/// The gRPC API's address unless `--grpc` says otherwise.
+const DEFAULT_GRPC_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
 /// Simulator step.
 const TICK: Duration = Duration::from_millis(100);
 /// View refresh on a terminal.
@@ -61,8 +85,15 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         return Err(format!("--speed must be a positive number, not {}", args.speed).into());
     }
+    let grpc = match args.grpc.as_deref() {
+        None => GrpcListen::Default,
+        Some("off") => GrpcListen::Off,
+        Some(raw) => GrpcListen::At(raw.parse().map_err(|_| {
+            format!("--grpc must be an address such as 127.0.0.1:50051, or `off`, not `{raw}`")
+        })?),
+    };
     let tty = std::io::stdout().is_terminal();
-    init_logging(tty);
+    let telemetry = init_telemetry(tty, args.otlp_endpoint.clone())?;
     let types = TwinTypes::from_toml(&dev_types_toml(args.speed), "dev/types.toml")?;
     let topology = Topology::from_toml(dev_plant_toml(), "dev/plant.toml", &types)?;
     let data_dir = match args.data_dir {
@@ -84,6 +115,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
     let twins = runtime.twins().clone();
+    if telemetry.exporting() {
+        doppel_telemetry::register_node_metrics(&twins);
+    }
     let paths: Vec<AssetPath> = runtime
         .topology()
         .machines()
@@ -108,6 +142,21 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => Some(DevMqtt::start(DEFAULT_MQTT_PORT, &twins).await?),
     };
+    let api = match grpc {
+        GrpcListen::Off => None,
+        GrpcListen::At(addr) => Some(start_api(addr, &data_dir, &twins).await?),
+        GrpcListen::Default => match start_api(DEFAULT_GRPC_ADDR, &data_dir, &twins).await {
+            Ok(api) => Some(api),
+            Err(error) if matches!(error.downcast_ref(), Some(ApiError::Bind { .. })) => {
+                println!(
+                    "doppel dev: {DEFAULT_GRPC_ADDR} is taken (another doppel?); running without \
+                     the gRPC API (use --grpc ADDR for another address)"
+                );
+                None
+            }
+            Err(error) => return Err(error),
+        },
+    };
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);
     let source = twins.source("dev-simulator")?;
     // Sequence numbers continue across runs on the same data directory.
@@ -126,6 +175,14 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  MQTT broker on localhost:{port}: watch with `mosquitto_sub -p {port} -t '#' -v`"
         );
+    }
+    if let Some((api, token)) = &api {
+        println!(
+            "  gRPC API on {} (admin token in {}); for `doppel twin`:",
+            api.url(),
+            data_dir.join(doppel_api::DEV_TOKEN_FILE).display()
+        );
+        println!("    export DOPPEL_ADDR={} DOPPEL_TOKEN={token}", api.url());
     }
     for fault in simulator.faults() {
         println!("  injected fault: {fault}");
@@ -287,11 +344,32 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         rul_warnings,
         counters.commands_accepted + counters.commands_clamped + counters.commands_denied
     );
+    if let Some((api, _)) = api {
+        api.stop().await;
+    }
     if let Some(mqtt) = mqtt {
         mqtt.stop().await;
     }
     runtime.shutdown().await;
+    telemetry.shutdown();
     Ok(())
+}
+
+/// Serves the gRPC API on `addr` for the data directory's dev token (role admin).
+async fn start_api(
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+    twins: &doppel::Twins,
+) -> Result<(ApiHandle, String), Box<dyn std::error::Error>> {
+    let token = doppel_api::load_or_create_dev_token(data_dir).map_err(|error| {
+        format!(
+            "cannot keep the dev token in {}: {error}",
+            data_dir.display()
+        )
+    })?;
+    let config = ApiConfig::new(addr).token("dev", token.clone(), Role::Admin);
+    let api = ApiServer::start(config, twins.clone()).await?;
+    Ok((api, token))
 }
 
 /// The embedded broker, the connector that reads the plant from it, and the
@@ -383,19 +461,22 @@ impl MqttFeed {
     }
 }
 
-fn init_logging(tty: bool) {
+fn init_telemetry(
+    tty: bool,
+    otlp_endpoint: Option<String>,
+) -> Result<Telemetry, Box<dyn std::error::Error>> {
     // The embedded broker logs every client that goes away as an error.
-    let default = if tty {
+    let log_filter = if tty {
         "error,rumqttd=off"
     } else {
         "warn,rumqttd=off"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    Ok(Telemetry::init(&TelemetryConfig {
+        service_name: "doppel-dev".into(),
+        otlp_endpoint,
+        log_filter: log_filter.into(),
+        ..TelemetryConfig::default()
+    })?)
 }
 
 fn push_event(events: &mut Vec<String>, tty: bool, line: String) {

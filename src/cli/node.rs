@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use doppel::connectors::node::{Node, NodeConfig};
+use doppel_telemetry::{Telemetry, TelemetryConfig};
 
 /// Flags of `doppel node`.
 #[derive(Args, Debug)]
@@ -15,6 +16,10 @@ pub struct NodeArgs {
     /// Run this many seconds, then stop cleanly (for scripts).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Export traces and metrics over OTLP/gRPC to this collector (for example
+    /// http://127.0.0.1:4317); off by default.
+    #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// How often the node prints its counters.
@@ -22,21 +27,27 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the node until Ctrl-C, SIGTERM or `--duration`.
 pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let telemetry = Telemetry::init(&TelemetryConfig {
+        service_name: "doppel-node".into(),
+        otlp_endpoint: args.otlp_endpoint.clone(),
+        log_filter: "info,rumqttd=off".into(),
+        ..TelemetryConfig::default()
+    })?;
     let config = NodeConfig::from_file(&args.config)?;
     let node = Node::start(config).await?;
     let twins = node.runtime().twins().clone();
+    if telemetry.exporting() {
+        doppel_telemetry::register_node_metrics(&twins);
+    }
     println!(
         "doppel node: {} twins, {} MQTT and {} OPC UA connectors",
         twins.directory().entries().len(),
         node.mqtt().len(),
         node.opcua().len()
     );
+    if let Some(api) = node.api() {
+        println!("  gRPC API (doppel.v1.TwinService) on {}", api.url());
+    }
     let started = Instant::now();
     let stop_at = args
         .duration
@@ -70,6 +81,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let counters = twins.counters();
     node.stop().await;
+    telemetry.shutdown();
     println!(
         "doppel node: stopped after {:.1} s, {} samples applied, {} safety actions",
         started.elapsed().as_secs_f64(),

@@ -563,6 +563,7 @@ async fn a_retried_idempotent_command_is_applied_once_across_restarts() {
     assert_eq!(retry.verdict, first.verdict);
     assert_eq!(retry.applied, first.applied);
     assert_eq!(retry.version, first.version);
+    assert_eq!(retry.audit_seq, first.audit_seq);
     let version = twins.report(&press(1)).await.unwrap().version;
     assert_eq!(version, first.version, "the retry changed nothing");
     // A different key is a new command.

@@ -1,7 +1,10 @@
 //! Doppel's integration tests, one binary: real redb files in temp dirs, real child
 //! processes, the real `doppel` binary.
 
+mod api;
+mod api_transport;
 mod brokers;
+mod cli_twin;
 mod crash_safety;
 mod dev_command;
 mod examples;
@@ -9,6 +12,7 @@ mod kernel;
 mod mqtt;
 mod node_command;
 mod opcua;
+mod otel;
 mod sparkplug;
 mod supervision;
 mod support;

@@ -1,8 +1,8 @@
 //! The twin actor: owns one twin's [`TwinCore`] and hands its effects to the journal.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -148,8 +148,9 @@ pub struct TwinActorState {
     last_status: Option<TwinStatus>,
     tick_pending: bool,
     myself: ActorRef<TwinMsg>,
-    /// Outcomes of recent idempotent commands, newest last.
-    recent: VecDeque<(CommandId, CommandOutcome)>,
+    /// Outcomes of recent idempotent commands, newest last, with their audit sequence
+    /// number once durable.
+    recent: VecDeque<(CommandId, CommandOutcome, Arc<OnceLock<u64>>)>,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -318,6 +319,7 @@ impl TwinActorState {
             at: now,
         });
         let version = self.core.state().version;
+        let audit_slot = Arc::new(OnceLock::new());
         if command.idempotent {
             if self.recent.len() == RECENT_COMMANDS {
                 self.recent.pop_front();
@@ -331,6 +333,7 @@ impl TwinActorState {
                     audit_seq: None,
                     replayed: true,
                 },
+                audit_slot.clone(),
             ));
         }
         let actuations = self.kernel.actuations.clone();
@@ -351,6 +354,7 @@ impl TwinActorState {
             Ok(audit_seqs) => {
                 if let Some(seq) = audit_seqs.first() {
                     audit_span.record("audit_seq", seq);
+                    let _ = audit_slot.set(*seq);
                 }
                 drop(audit_span);
                 if let Some(actuation) = actuation {
@@ -384,12 +388,16 @@ impl TwinActorState {
         command: &Command,
         reply: oneshot::Sender<Result<CommandOutcome, Error>>,
     ) -> Option<oneshot::Sender<Result<CommandOutcome, Error>>> {
-        if let Some((_, outcome)) = self.recent.iter().find(|(id, _)| *id == command.id) {
+        if let Some((_, outcome, audit_seq)) =
+            self.recent.iter().find(|(id, _, _)| *id == command.id)
+        {
             tracing::info!("idempotent retry: first outcome returned");
             // Answered once the journal has committed what precedes it, the first
             // command included: a replay never reports what is not yet on disk.
-            let outcome = outcome.clone();
+            let mut outcome = outcome.clone();
+            let audit_seq = audit_seq.clone();
             let completion = Completion::Reply(Box::new(move |result| {
+                outcome.audit_seq = audit_seq.get().copied();
                 let _ = reply.send(result.map(|_| outcome));
             }));
             self.flush_effects(Ticket::none(), completion, false);

@@ -1,0 +1,345 @@
+//! Conversions between the kernel's types and the `doppel.v1` messages.
+//!
+//! The public functions are the ones a client needs to build requests and read
+//! responses: time stamps, durations and values.
+
+use std::time::Duration;
+
+use doppel_proto::v1 as pb;
+use doppel_runtime::twin::{RunState, TwinChange, TwinEvent, TwinReport};
+use doppel_runtime::{
+    Alarm, AuditKind, AuditRecord, ModelInfo, Origin, OriginKind, Quality, Sample, Severity,
+    Timestamp, Value, Verdict,
+};
+
+/// Earliest time stamp accepted: 0001-01-01T00:00:00Z, as protobuf's Timestamp allows.
+const MIN_SECONDS: i64 = -62_135_596_800;
+/// Latest time stamp accepted: 9999-12-31T23:59:59Z.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// A kernel time stamp as a protobuf Timestamp.
+pub fn timestamp_to_proto(at: Timestamp) -> prost_types::Timestamp {
+    let micros = at.as_micros();
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// A protobuf Timestamp as a kernel time stamp (to the microsecond); `None` when it
+/// is not valid (nanos outside 0..1e9, or outside years 1..=9999).
+pub fn timestamp_from_proto(at: &prost_types::Timestamp) -> Option<Timestamp> {
+    if !(0..1_000_000_000).contains(&at.nanos) || !(MIN_SECONDS..=MAX_SECONDS).contains(&at.seconds)
+    {
+        return None;
+    }
+    Some(Timestamp(
+        at.seconds * 1_000_000 + i64::from(at.nanos / 1000),
+    ))
+}
+
+/// A duration as a protobuf Duration (saturating at its range).
+pub fn duration_to_proto(duration: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf Duration as a duration; `None` when negative or not normalized.
+pub fn duration_from_proto(duration: &prost_types::Duration) -> Option<Duration> {
+    if duration.seconds < 0 || !(0..1_000_000_000).contains(&duration.nanos) {
+        return None;
+    }
+    Some(Duration::new(
+        duration.seconds as u64,
+        duration.nanos as u32,
+    ))
+}
+
+/// A kernel value as a protobuf Value.
+pub fn value_to_proto(value: Value) -> pb::Value {
+    let kind = match value {
+        Value::Bool(b) => pb::value::Kind::BoolValue(b),
+        Value::Int(i) => pb::value::Kind::IntValue(i),
+        Value::Float(f) => pb::value::Kind::FloatValue(f),
+    };
+    pb::Value { kind: Some(kind) }
+}
+
+/// A protobuf Value as a kernel value; `None` when no kind is set (or an unknown one
+/// was sent).
+pub fn value_from_proto(value: &pb::Value) -> Option<Value> {
+    match value.kind? {
+        pb::value::Kind::BoolValue(b) => Some(Value::Bool(b)),
+        pb::value::Kind::IntValue(i) => Some(Value::Int(i)),
+        pb::value::Kind::FloatValue(f) => Some(Value::Float(f)),
+    }
+}
+
+/// A name and value as a protobuf NamedValue.
+pub fn named_value(name: &str, value: Value) -> pb::NamedValue {
+    pb::NamedValue {
+        name: name.to_string(),
+        value: Some(value_to_proto(value)),
+    }
+}
+
+pub(crate) fn named_values(values: &[(String, Value)]) -> Vec<pb::NamedValue> {
+    values.iter().map(|(n, v)| named_value(n, *v)).collect()
+}
+
+pub(crate) fn quality(quality: Quality) -> pb::Quality {
+    match quality {
+        Quality::Good => pb::Quality::Good,
+        Quality::Uncertain => pb::Quality::Uncertain,
+        Quality::Bad => pb::Quality::Bad,
+    }
+}
+
+pub(crate) fn severity(severity: Severity) -> pb::Severity {
+    match severity {
+        Severity::Info => pb::Severity::Info,
+        Severity::Warning => pb::Severity::Warning,
+        Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+pub(crate) fn run_state(state: RunState) -> pb::RunState {
+    match state {
+        RunState::Running => pb::RunState::Running,
+        RunState::Stopped => pb::RunState::Stopped,
+        RunState::Tripped => pb::RunState::Tripped,
+    }
+}
+
+pub(crate) fn origin(origin: &Origin) -> pb::Origin {
+    let kind = match origin.kind {
+        OriginKind::Operator => pb::OriginKind::Operator,
+        OriginKind::Planner => pb::OriginKind::Planner,
+        OriginKind::Automation => pb::OriginKind::Automation,
+        OriginKind::Safety => pb::OriginKind::Safety,
+        OriginKind::System => pb::OriginKind::System,
+    };
+    pb::Origin {
+        kind: kind as i32,
+        principal: origin.principal.clone(),
+    }
+}
+
+pub(crate) fn verdict(verdict: &Verdict) -> pb::Verdict {
+    let outcome = match verdict {
+        Verdict::Accepted => pb::verdict::Outcome::Accepted(pb::Accepted {}),
+        Verdict::Clamped { clamps } => pb::verdict::Outcome::Clamped(pb::Clamped {
+            clamps: clamps
+                .iter()
+                .map(|c| pb::Clamp {
+                    desired: c.desired.clone(),
+                    requested: Some(value_to_proto(c.requested)),
+                    applied: Some(value_to_proto(c.applied)),
+                    governor: c.governor.clone(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        }),
+        Verdict::Denied { governor, reason } => pb::verdict::Outcome::Denied(pb::Denied {
+            governor: governor.clone(),
+            reason: reason.clone(),
+        }),
+    };
+    pb::Verdict {
+        outcome: Some(outcome),
+    }
+}
+
+pub(crate) fn sample(sample: &Sample) -> pb::Sample {
+    pb::Sample {
+        value: sample.value,
+        quality: quality(sample.quality) as i32,
+        source_time: Some(timestamp_to_proto(sample.source_time)),
+        receive_time: Some(timestamp_to_proto(sample.receive_time)),
+        seq: sample.seq,
+    }
+}
+
+pub(crate) fn model_info(model: &ModelInfo) -> pb::ModelInfo {
+    pb::ModelInfo {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        confidence: model.confidence,
+    }
+}
+
+fn alarm(alarm: &Alarm) -> pb::Alarm {
+    pb::Alarm {
+        code: alarm.code.clone(),
+        severity: severity(alarm.severity) as i32,
+        message: alarm.message.clone(),
+        raised_by: alarm.raised_by.clone(),
+        since: Some(timestamp_to_proto(alarm.since)),
+    }
+}
+
+fn trip(trip: &doppel_runtime::twin::Trip) -> pb::Trip {
+    pb::Trip {
+        governor: trip.governor.clone(),
+        reason: trip.reason.clone(),
+        at: Some(timestamp_to_proto(trip.at)),
+    }
+}
+
+pub(crate) fn twin(report: &TwinReport) -> pb::Twin {
+    pb::Twin {
+        asset_path: report.asset.to_string(),
+        twin_type: report.twin_type.clone(),
+        version: report.version,
+        run_state: run_state(report.run_state) as i32,
+        reported: report
+            .reported
+            .iter()
+            .map(|r| pb::ReportedValue {
+                channel: r.channel.clone(),
+                unit: r.unit.clone(),
+                sample: r.sample.as_ref().map(sample),
+            })
+            .collect(),
+        desired: report
+            .desired
+            .iter()
+            .map(|(name, desired)| pb::DesiredValue {
+                name: name.clone(),
+                value: Some(value_to_proto(desired.value)),
+                set_at: Some(timestamp_to_proto(desired.set_at)),
+            })
+            .collect(),
+        derived: report
+            .derived
+            .iter()
+            .map(|d| pb::DerivedValue {
+                name: d.name.clone(),
+                model: d.model.clone(),
+                value: d.value,
+                confidence: d.confidence,
+                at: Some(timestamp_to_proto(d.at)),
+            })
+            .collect(),
+        alarms: report.alarms.iter().map(alarm).collect(),
+        trips: report.trips.iter().map(trip).collect(),
+        health: report.health,
+        models: report.models.iter().map(model_info).collect(),
+        updated_at: Some(timestamp_to_proto(report.updated_at)),
+    }
+}
+
+pub(crate) fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
+    pb::TwinSummary {
+        asset_path: report.asset.to_string(),
+        twin_type: report.twin_type.clone(),
+        version: report.version,
+        run_state: run_state(report.run_state) as i32,
+        health: report.health,
+        alarm_count: u32::try_from(report.alarms.len()).unwrap_or(u32::MAX),
+    }
+}
+
+pub(crate) fn twin_change(event: &TwinEvent) -> pb::TwinChange {
+    use pb::twin_change::Change;
+    let change = match &event.change {
+        TwinChange::Reported {
+            channel,
+            value,
+            quality: q,
+            source_time,
+        } => Change::Reported(pb::ReportedChange {
+            channel: channel.clone(),
+            value: *value,
+            quality: quality(*q) as i32,
+            source_time: Some(timestamp_to_proto(*source_time)),
+        }),
+        TwinChange::Desired { values } => Change::Desired(pb::DesiredChange {
+            values: named_values(values),
+        }),
+        TwinChange::AlarmRaised(raised) => Change::AlarmRaised(alarm(raised)),
+        TwinChange::AlarmCleared { code } => {
+            Change::AlarmCleared(pb::AlarmCleared { code: code.clone() })
+        }
+        TwinChange::Tripped(tripped) => Change::Tripped(trip(tripped)),
+        TwinChange::TripsCleared => Change::TripsCleared(pb::TripsCleared {}),
+        TwinChange::Restarted => Change::Restarted(pb::Restarted {}),
+    };
+    pb::TwinChange {
+        asset_path: event.asset.to_string(),
+        version: event.version,
+        change: Some(change),
+    }
+}
+
+pub(crate) fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
+    pb::AuditRecord {
+        seq: record.seq,
+        at: Some(timestamp_to_proto(record.at)),
+        asset_path: record.asset.to_string(),
+        kind: match record.kind {
+            AuditKind::Command => pb::AuditKind::Command,
+            AuditKind::SafetyAction => pb::AuditKind::SafetyAction,
+        } as i32,
+        command_id: record.command_id.0.clone(),
+        command: record.command.clone(),
+        params: named_values(&record.params),
+        origin: Some(origin(&record.origin)),
+        state_version: record.state_version,
+        models: record.models.iter().map(model_info).collect(),
+        verdict: Some(verdict(&record.verdict)),
+        applied: named_values(&record.applied),
+        reason: record.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_to_the_microsecond() {
+        for micros in [0i64, 1, -1, 1_795_255_200_123_456, -62_135_596_800_000_000] {
+            let at = Timestamp(micros);
+            let proto = timestamp_to_proto(at);
+            assert!((0..1_000_000_000).contains(&proto.nanos));
+            assert_eq!(timestamp_from_proto(&proto), Some(at), "{micros}");
+        }
+        let bad_nanos = prost_types::Timestamp {
+            seconds: 0,
+            nanos: 1_000_000_000,
+        };
+        assert_eq!(timestamp_from_proto(&bad_nanos), None);
+        let negative_nanos = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert_eq!(timestamp_from_proto(&negative_nanos), None);
+        let far = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert_eq!(timestamp_from_proto(&far), None);
+    }
+
+    #[test]
+    fn durations_refuse_negative_values() {
+        let d = Duration::from_millis(1500);
+        assert_eq!(duration_from_proto(&duration_to_proto(d)), Some(d));
+        let negative = prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(duration_from_proto(&negative), None);
+    }
+
+    #[test]
+    fn values_round_trip_and_an_empty_value_is_none() {
+        for value in [Value::Bool(true), Value::Int(-3), Value::Float(2.5)] {
+            assert_eq!(value_from_proto(&value_to_proto(value)), Some(value));
+        }
+        assert_eq!(value_from_proto(&pb::Value { kind: None }), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! The crate's error type, and how kernel errors become gRPC statuses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use doppel_runtime::Error as KernelError;
+use tonic::Status;
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The configuration is invalid.
+    #[error("api config: {0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The transport (TLS setup, reflection) could not be built.
+    #[error("api transport: {0}")]
+    Transport(String),
+}
+
+/// A status for a request field that is not acceptable, naming the field.
+pub(crate) fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {problem}"))
+}
+
+/// The gRPC status of a kernel error.
+pub(crate) fn kernel_status(error: KernelError) -> Status {
+    match error {
+        KernelError::UnknownAsset(_)
+        | KernelError::UnknownChannel { .. }
+        | KernelError::UnknownCommand { .. } => Status::not_found(error.to_string()),
+        KernelError::InvalidParam { .. } => invalid("params", error),
+        KernelError::SampleRejected { .. } => Status::invalid_argument(error.to_string()),
+        KernelError::Unavailable(_) | KernelError::ShuttingDown => {
+            Status::unavailable(error.to_string())
+        }
+        KernelError::Journal(_) | KernelError::Config(_) => {
+            tracing::error!(%error, "request failed in the kernel");
+            Status::internal(error.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use doppel_runtime::AssetPath;
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn kernel_errors_map_to_codes() {
+        let asset = AssetPath::parse("a/b").unwrap();
+        let cases = [
+            (KernelError::UnknownAsset(asset.clone()), Code::NotFound),
+            (
+                KernelError::UnknownChannel {
+                    asset: asset.clone(),
+                    channel: "x".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                KernelError::UnknownCommand {
+                    asset: asset.clone(),
+                    command: "x".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                KernelError::InvalidParam {
+                    command: "c".into(),
+                    param: "p".into(),
+                    problem: "missing".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (KernelError::Unavailable(asset), Code::Unavailable),
+            (KernelError::ShuttingDown, Code::Unavailable),
+            (KernelError::Journal("disk".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(kernel_status(error).code(), code);
+        }
+        let status = kernel_status(KernelError::InvalidParam {
+            command: "set_speed".into(),
+            param: "rpm".into(),
+            problem: "missing".into(),
+        });
+        assert!(status.message().starts_with("params: "), "{status:?}");
+    }
+}

@@ -1,0 +1,194 @@
+//! [`ApiServer`]: serves TwinService with health checking and reflection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use doppel_proto::v1::twin_service_server::TwinServiceServer;
+use doppel_runtime::twin::Twins;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::Authenticator;
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::service::TwinApi;
+
+/// The name health checks use for the twin service.
+pub const SERVICE_NAME: &str = "doppel.v1.TwinService";
+/// How long `stop` lets calls in progress finish before it closes connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves a node's twins over gRPC: `doppel.v1.TwinService` behind bearer tokens,
+/// `grpc.health.v1.Health` and server reflection (v1) without.
+///
+/// ```no_run
+/// # async fn serve(runtime: doppel_actors::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+/// use doppel_api::{ApiConfig, ApiServer, Role};
+///
+/// let config = ApiConfig::new("127.0.0.1:50051".parse()?)
+///     .token("ann", "a-long-random-secret-token", Role::Operator);
+/// let api = ApiServer::start(config, runtime.twins().clone()).await?;
+/// println!("serving on {}", api.addr());
+/// // …
+/// api.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct ApiServer;
+
+/// A running API server. Dropping it leaves the server running until the process
+/// ends; [`ApiHandle::stop`] stops it.
+pub struct ApiHandle {
+    addr: SocketAddr,
+    tls: bool,
+    api: TwinApi,
+    health: HealthReporter,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Checks `config`, binds its address (port 0 picks a free port) and serves until
+    /// [`ApiHandle::stop`]. TLS certificate paths are used as given.
+    pub async fn start(config: ApiConfig, twins: Twins) -> Result<ApiHandle, ApiError> {
+        config.validate()?;
+        if config.tokens.is_empty() {
+            tracing::warn!(
+                "the API has no tokens configured: every TwinService call will be refused"
+            );
+        }
+        let mut server = Server::builder()
+            .max_concurrent_streams(config.limits.max_streams_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+        if let Some(tls) = &config.tls {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|source| ApiError::ReadFile {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            };
+            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|error| ApiError::Transport(format!("tls: {}", error_chain(&error))))?;
+        }
+        let api = TwinApi::new(twins, config.limits.clone());
+        let twin_service = InterceptedService::new(
+            TwinServiceServer::new(api.clone())
+                .max_decoding_message_size(config.limits.max_request_bytes),
+            Authenticator::new(&config.tokens),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(doppel_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|error| ApiError::Transport(format!("reflection: {error}")))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ApiError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ApiError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let router = server
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(twin_service);
+        let task = tokio::spawn(async move {
+            let signal = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                tracing::error!(error = %error_chain(&error), "the API server failed");
+            }
+        });
+        let tls = config.tls.is_some();
+        tracing::info!(%addr, tls, tokens = config.tokens.len(), "serving doppel.v1.TwinService");
+        Ok(ApiHandle {
+            addr,
+            tls,
+            api,
+            health,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+}
+
+impl ApiHandle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// True when the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The URL clients connect to (`http://…` or `https://…`); an unspecified listen
+    /// address (`0.0.0.0`, `::`) is shown as loopback.
+    pub fn url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    }
+
+    /// Number of `WatchTwins` streams open now.
+    pub fn open_watches(&self) -> usize {
+        self.api.open_watches()
+    }
+
+    /// Stops the server: health turns NOT_SERVING, watches end with UNAVAILABLE, the
+    /// listener closes, and calls in progress get a few seconds to finish.
+    pub async fn stop(mut self) {
+        self.health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        self.api.close_watches();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("API calls still running after the drain timeout; closing them");
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
+        tracing::info!(addr = %self.addr, "API server stopped");
+    }
+}
+
+/// An error and its sources on one line (tonic's transport errors hide the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
