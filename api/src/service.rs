@@ -633,15 +633,12 @@ impl TwinApi {
             n => n as usize,
         };
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
-        let mut samples = self
+        let samples = self
             .shared
             .twins
-            .history(&path, &request.channel, from, to)
+            .samples(&path, &request.channel, (from, to), limit)
             .await
             .map_err(kernel_status)?;
-        if samples.len() > limit {
-            samples.drain(..samples.len() - limit);
-        }
         Ok(pb::GetHistoryResponse {
             samples: samples.iter().map(convert::sample).collect(),
         })

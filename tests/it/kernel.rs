@@ -609,3 +609,43 @@ async fn a_retried_idempotent_command_is_applied_once_across_restarts() {
     assert_eq!(sent, 1, "actuated once");
     runtime.shutdown().await;
 }
+
+/// A history read reaches past the twin's ring into the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_the_ring_and_then_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins();
+    let source = twins.source("history-test").unwrap();
+    let base = Timestamp::now().as_micros() - 10_000_000;
+    for i in 0..100u64 {
+        let mut reading = reading(i as f64, source, i + 1);
+        reading.source_time = Timestamp(base + i as i64 * 1000);
+        ingest_durable(twins, &press(1), "throughput", reading).await;
+    }
+    let all = (Timestamp(0), Timestamp::now());
+    let ring = twins
+        .history(&press(1), "throughput", all.0, all.1)
+        .await
+        .unwrap();
+    assert_eq!(ring.len(), 32, "the ring holds history_capacity samples");
+    let samples = twins
+        .samples(&press(1), "throughput", all, 80)
+        .await
+        .unwrap();
+    let values: Vec<f64> = samples.iter().map(|s| s.value).collect();
+    let expected: Vec<f64> = (20..100).map(|i| i as f64).collect();
+    assert_eq!(values, expected, "the newest 80, oldest first");
+    let window = twins
+        .samples(
+            &press(1),
+            "throughput",
+            (Timestamp(base + 10_000), Timestamp(base + 19_000)),
+            1000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 10);
+    assert_eq!(window[0].value, 10.0);
+    runtime.shutdown().await;
+}

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::event::{JournalRecord, Snapshot};
+use super::event::{JournalEvent, JournalRecord, Snapshot};
 use crate::audit::AuditRecord;
 use crate::path::AssetPath;
+use crate::sample::{ChannelId, Sample};
 use crate::time::Timestamp;
 
 /// Journal batches: batch sequence → concatenated postcard [`JournalRecord`]s.
@@ -140,6 +141,51 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The newest `limit` samples of one channel of twin `twin` with a source time in
+    /// `[from, to]` that the journal still holds (batches not yet truncated), newest
+    /// batch first. Reads at most `max_batches` batches.
+    pub fn journal_samples(
+        &self,
+        twin: u32,
+        channel: ChannelId,
+        (from, to): (Timestamp, Timestamp),
+        limit: usize,
+        max_batches: usize,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let table = txn.open_table(JOURNAL).map_err(StoreError::from)?;
+        let mut found = Vec::new();
+        for entry in table
+            .range::<u64>(..)
+            .map_err(StoreError::from)?
+            .rev()
+            .take(max_batches)
+        {
+            let (_, blob) = entry.map_err(StoreError::from)?;
+            let mut rest = blob.value();
+            let mut in_batch = Vec::new();
+            while !rest.is_empty() {
+                let (record, tail) =
+                    postcard::take_from_bytes::<JournalRecord>(rest).map_err(StoreError::from)?;
+                rest = tail;
+                if let JournalEvent::Sample(sample) = record.event
+                    && record.twin == twin
+                    && sample.channel == channel
+                    && sample.source_time >= from
+                    && sample.source_time <= to
+                {
+                    in_batch.push(sample);
+                }
+            }
+            found.extend(in_batch.into_iter().rev());
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// The last committed batch sequence, if any.

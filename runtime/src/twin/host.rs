@@ -24,6 +24,9 @@ use crate::path::AssetPath;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
 use crate::time::Timestamp;
 
+/// Most journal batches one history read scans, newest first.
+const JOURNAL_HISTORY_BATCHES: usize = 4096;
+
 /// Capacity of the change and actuation broadcast buffers; slower subscribers lag.
 const BUS_CAPACITY: usize = 16_384;
 
@@ -450,6 +453,55 @@ impl Twins {
             TwinMsg::History(target.channel, from, to, reply)
         })
         .await
+    }
+
+    /// The newest `limit` samples of a channel with a source time in `[from, to]`,
+    /// oldest first: the twin's history ring, and before it what the journal still
+    /// holds (the journal is truncated once every twin has a snapshot past it).
+    pub async fn samples(
+        &self,
+        path: &AssetPath,
+        channel: &str,
+        (from, to): (Timestamp, Timestamp),
+        limit: usize,
+    ) -> Result<Vec<Sample>, Error> {
+        let target = self.target(path, channel)?;
+        let ring = self
+            .history(path, channel, Timestamp(i64::MIN), Timestamp(i64::MAX))
+            .await?;
+        // A ring that is not full holds every sample since the twin started; a full
+        // one, those since its oldest.
+        let ring_reaches_back = ring.len() < self.kernel.settings.history_capacity
+            || ring
+                .first()
+                .is_some_and(|oldest| oldest.source_time <= from);
+        let mut samples: Vec<Sample> = ring
+            .into_iter()
+            .filter(|s| s.source_time >= from && s.source_time <= to)
+            .collect();
+        if samples.len() < limit && !ring_reaches_back {
+            let twin = self.entry(path)?.id;
+            let kernel = self.kernel.clone();
+            let older = tokio::task::spawn_blocking(move || {
+                kernel.journal.store().journal_samples(
+                    twin,
+                    target.channel,
+                    (from, to),
+                    limit,
+                    JOURNAL_HISTORY_BATCHES,
+                )
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+            .map_err(journal_error)?;
+            samples.extend(older);
+            samples.sort_by_key(|s| (s.source_time, s.source, s.seq));
+            samples.dedup_by_key(|s| (s.source_time, s.source, s.seq));
+        }
+        if samples.len() > limit {
+            samples.drain(..samples.len() - limit);
+        }
+        Ok(samples)
     }
 
     /// Audit records at or below `prefix` within `[from, to]`, oldest first.
