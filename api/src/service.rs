@@ -688,12 +688,7 @@ impl TwinApi {
         let mut records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
             for prefix in &prefixes {
-                records.extend(
-                    twins
-                        .audit(prefix, from, to, usize::MAX)?
-                        .into_iter()
-                        .filter(|r| after.is_none_or(|after| r.seq > after)),
-                );
+                records.extend(twins.audit_page(prefix, (from, to), after, size + 1)?);
             }
             Ok::<_, doppel_runtime::Error>(records)
         })

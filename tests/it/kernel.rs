@@ -649,3 +649,46 @@ async fn history_reads_the_ring_and_then_the_journal() {
     assert_eq!(window[0].value, 10.0);
     runtime.shutdown().await;
 }
+
+/// Audit pages by cursor list every record once, in sequence order, for any prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_pages_follow_the_sequence_across_twins() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins();
+    for round in 0..4 {
+        for n in [1, 3, 2] {
+            twins
+                .command(
+                    Command::new(press(n), "set_speed", Origin::operator("ann"))
+                        .param("rpm", Value::Float(1000.0 + f64::from(round))),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let all = (Timestamp(0), Timestamp::now());
+    for prefix in ["acme", "acme/plant-a/line-1", "acme/plant-a/line-2/press-3"] {
+        let prefix = doppel::AssetPath::parse(prefix).unwrap();
+        let expected: Vec<u64> = twins
+            .audit(&prefix, all.0, all.1, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = twins.audit_page(&prefix, all, after, 2).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 2);
+            after = page.last().map(|r| r.seq);
+            paged.extend(page.iter().map(|r| r.seq));
+        }
+        assert_eq!(paged, expected, "{prefix}");
+        assert!(!expected.is_empty());
+    }
+    runtime.shutdown().await;
+}

@@ -229,6 +229,70 @@ impl Store {
         ))
     }
 
+    /// A page of audit records of twins at or below `prefix` with `at` in `[from, to]`
+    /// and a sequence number above `after`: the `limit` lowest, in sequence order.
+    /// Reads at most `limit` records past the cursor per twin, not the whole log.
+    pub fn audit_page(
+        &self,
+        prefix: &AssetPath,
+        (from, to): (Timestamp, Timestamp),
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let table = txn.open_table(AUDIT).map_err(StoreError::from)?;
+        let first = after.map_or(0, |seq| seq.saturating_add(1));
+        let mut records = Vec::new();
+        // Keys are (asset path, seq): visit each asset under the prefix in turn,
+        // starting at the cursor, and jump to the next asset after `limit` records.
+        let mut asset: Option<String> = None;
+        loop {
+            let start = match &asset {
+                None => (prefix.as_str(), first),
+                Some(previous) => (previous.as_str(), u64::MAX),
+            };
+            let mut entries = table.range(start..).map_err(StoreError::from)?;
+            let Some(entry) = entries.next() else {
+                break;
+            };
+            let (key, _) = entry.map_err(StoreError::from)?;
+            let (path, seq) = key.value();
+            let path = path.to_string();
+            if !path.starts_with(prefix.as_str()) {
+                break;
+            }
+            if asset.as_deref() == Some(path.as_str()) && seq == u64::MAX {
+                // The one key a jump can land on again: move past it.
+                asset = Some(format!("{path}\u{0}"));
+                continue;
+            }
+            drop(entries);
+            let mut taken = 0;
+            for entry in table
+                .range((path.as_str(), first)..=(path.as_str(), u64::MAX))
+                .map_err(StoreError::from)?
+            {
+                let (_, value) = entry.map_err(StoreError::from)?;
+                let record: AuditRecord =
+                    postcard::from_bytes(value.value()).map_err(StoreError::from)?;
+                if !record.asset.starts_with(prefix) {
+                    break;
+                }
+                if record.at >= from && record.at <= to {
+                    records.push(record);
+                    taken += 1;
+                    if taken == limit {
+                        break;
+                    }
+                }
+            }
+            asset = Some(path);
+        }
+        records.sort_by_key(|r| r.seq);
+        records.truncate(limit);
+        Ok(records)
+    }
+
     /// Audit records of twins at or below `prefix` with `at` in `[from, to]`, in
     /// sequence order, at most `limit`.
     pub fn audit(

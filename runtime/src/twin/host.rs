@@ -504,6 +504,23 @@ impl Twins {
         Ok(samples)
     }
 
+    /// A page of audit records at or below `prefix` within `[from, to]` with a sequence
+    /// number above `after`, oldest first, at most `limit`. Blocks on the store: call
+    /// it off the async workers.
+    pub fn audit_page(
+        &self,
+        prefix: &AssetPath,
+        range: (Timestamp, Timestamp),
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, Error> {
+        self.kernel
+            .journal
+            .store()
+            .audit_page(prefix, range, after, limit)
+            .map_err(journal_error)
+    }
+
     /// Audit records at or below `prefix` within `[from, to]`, oldest first.
     pub fn audit(
         &self,
