@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use doppel::{
-    ComponentSpec, ConfigError, Model, ModelOutput, Runtime, Sample, Scenario, Trajectory,
-    TwinType, TwinView, Value,
-};
+use doppel::{Runtime, Value};
 use doppel_api::convert::{duration_to_proto, named_value, timestamp_to_proto};
 use doppel_api::{ApiConfig, ApiHandle, ApiLimits, ApiServer, Role};
 use doppel_proto::v1 as pb;
@@ -19,7 +16,7 @@ use pb::watch_twins_response::Event;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
-use crate::support::{self, TYPES, press, reading};
+use crate::support::{self, TYPES, fragile, press, reading};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
@@ -1003,29 +1000,6 @@ async fn api_answers_every_error_with_its_code() {
         Code::Unavailable,
     );
     within("the API stops", api.stop()).await;
-}
-
-/// A model that panics on a vibration of exactly 13, to restart a twin for real.
-struct Fragile;
-
-impl Model for Fragile {
-    fn name(&self) -> &str {
-        "fragile"
-    }
-    fn version(&self) -> &str {
-        "0.0.1"
-    }
-    fn outputs(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn observe(&mut self, sample: &Sample, _twin: &TwinView<'_>, _out: &mut ModelOutput) {
-        assert!(sample.value != 13.0, "fragile model cannot handle 13");
-    }
-    fn project(&self, _twin: &TwinView<'_>, _scenario: &Scenario, _trajectory: &mut Trajectory) {}
-}
-
-fn fragile(_spec: &ComponentSpec, _type: &TwinType) -> Result<Box<dyn Model>, ConfigError> {
-    Ok(Box::new(Fragile))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,36 +3,10 @@
 
 use std::time::Duration;
 
-use doppel::{
-    ComponentSpec, ConfigError, Model, ModelOutput, Sample, Scenario, SupervisorEvent, Trajectory,
-    TwinChange, TwinType, TwinView,
-};
+use doppel::{SupervisorEvent, TwinChange};
 use doppel_runtime::Error as KernelError;
 
-use crate::support::{TYPES, press, reading, settings, start_custom};
-
-/// A model with a bug: it panics on a temperature of exactly 13.
-struct Fragile;
-
-impl Model for Fragile {
-    fn name(&self) -> &str {
-        "fragile"
-    }
-    fn version(&self) -> &str {
-        "0.0.1"
-    }
-    fn outputs(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn observe(&mut self, sample: &Sample, _twin: &TwinView<'_>, _out: &mut ModelOutput) {
-        assert!(sample.value != 13.0, "fragile model cannot handle 13");
-    }
-    fn project(&self, _twin: &TwinView<'_>, _scenario: &Scenario, _trajectory: &mut Trajectory) {}
-}
-
-fn fragile(_spec: &ComponentSpec, _type: &TwinType) -> Result<Box<dyn Model>, ConfigError> {
-    Ok(Box::new(Fragile))
-}
+use crate::support::{TYPES, fragile, press, reading, settings, start_custom};
 
 fn fragile_types() -> String {
     format!("{TYPES}\n[[types.press.models]]\nkind = \"fragile\"\n")

@@ -208,3 +208,40 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A model with a bug: it panics on a reading of exactly 13, to restart a twin for real.
+pub struct Fragile;
+
+impl doppel::Model for Fragile {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+    fn version(&self) -> &str {
+        "0.0.1"
+    }
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn observe(
+        &mut self,
+        sample: &doppel::Sample,
+        _twin: &doppel::TwinView<'_>,
+        _out: &mut doppel::ModelOutput,
+    ) {
+        assert!(sample.value != 13.0, "fragile model cannot handle 13");
+    }
+    fn project(
+        &self,
+        _twin: &doppel::TwinView<'_>,
+        _scenario: &doppel::Scenario,
+        _trajectory: &mut doppel::Trajectory,
+    ) {
+    }
+}
+
+pub fn fragile(
+    _spec: &doppel::ComponentSpec,
+    _type: &doppel::TwinType,
+) -> Result<Box<dyn doppel::Model>, doppel::ConfigError> {
+    Ok(Box::new(Fragile))
+}
