@@ -209,7 +209,8 @@ pub(crate) fn twin(report: &TwinReport) -> pb::Twin {
             .map(|(name, desired)| pb::DesiredValue {
                 name: name.clone(),
                 value: Some(value_to_proto(desired.value)),
-                set_at: Some(timestamp_to_proto(desired.set_at)),
+                // The type's initial value was never set by anyone: no time.
+                set_at: (desired.set_at > Timestamp(0)).then(|| timestamp_to_proto(desired.set_at)),
             })
             .collect(),
         derived: report
