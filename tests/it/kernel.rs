@@ -244,6 +244,14 @@ async fn what_if_differs_by_setpoint_and_changes_nothing() {
         "fast ends at {fast_end}"
     );
     assert_eq!(slow.trajectory.series["temperature"].len(), 61);
+    for (name, (low, high)) in [("temperature", (-20.0, 250.0)), ("vibration", (0.0, 50.0))] {
+        if let Some(points) = slow.trajectory.series.get(name) {
+            assert!(
+                points.iter().all(|p| (low..=high).contains(&p.value)),
+                "{name} projected outside its plausible range"
+            );
+        }
+    }
 
     let clamped = ask(2900.0).await.unwrap();
     assert!(matches!(clamped.verdict, Verdict::Clamped { .. }));

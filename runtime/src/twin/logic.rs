@@ -819,6 +819,16 @@ impl TwinCore {
         for model in &self.models {
             model.project(&view, &scenario, &mut trajectory);
         }
+        // A measured quantity stays inside its channel's plausible range: a model's
+        // extrapolation beyond it (vibration below zero) is cut at the bound.
+        for channel in &self.twin_type.channels {
+            if let Some(points) = trajectory.series.get_mut(&channel.name) {
+                let (low, high) = channel.range;
+                for point in points {
+                    point.value = point.value.clamp(low, high);
+                }
+            }
+        }
         Ok(WhatIf {
             verdict,
             assumed: scenario.desired.into_iter().collect(),
