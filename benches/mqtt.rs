@@ -63,7 +63,7 @@ fn client(url: &str, id: &str) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(id, host, port.parse().unwrap());
     options
         .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(1000)
+        .set_inflight(u16::MAX)
         .set_max_packet_size(1 << 20, 1 << 20);
     AsyncClient::new(options, 10_000)
 }

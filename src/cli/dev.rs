@@ -403,7 +403,7 @@ impl DevMqtt {
             MqttOptions::new("doppel-dev-simulator", "127.0.0.1", broker.addr().port());
         options
             .set_keep_alive(Duration::from_secs(30))
-            .set_inflight(1000);
+            .set_inflight(u16::MAX);
         let (simulator, mut eventloop) = AsyncClient::new(options, 10_000);
         let pump = tokio::spawn(async move {
             loop {
