@@ -1,10 +1,9 @@
 //! Dropped connector input: counted per kind, logged at most once per kind per minute.
 
 use std::fmt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
+use doppel_runtime::metrics::LogGate;
 use doppel_runtime::twin::SampleRejection;
 use serde::Serialize;
 
@@ -102,21 +101,13 @@ impl From<SampleRejection> for DropKind {
 
 const KINDS: usize = DropKind::ALL.len();
 
-/// How often one kind of drop is logged, in milliseconds.
-const LOG_EVERY_MS: u64 = 60_000;
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
 /// Drop counters of one connector. Lock-free: a flood of bad input costs two atomic
 /// operations per drop.
 #[derive(Debug)]
 pub struct Drops {
     connector: String,
     counts: [AtomicU64; KINDS],
-    last_logged: [AtomicU64; KINDS],
+    last_logged: [LogGate; KINDS],
 }
 
 impl Drops {
@@ -133,15 +124,7 @@ impl Drops {
     pub fn record(&self, kind: DropKind, detail: &dyn fmt::Display) {
         let index = kind.index();
         let total = self.counts[index].fetch_add(1, Ordering::Relaxed) + 1;
-        let now = epoch().elapsed().as_millis() as u64 + 1;
-        let last = &self.last_logged[index];
-        let previous = last.load(Ordering::Relaxed);
-        let due = previous == 0 || now.saturating_sub(previous) >= LOG_EVERY_MS;
-        if due
-            && last
-                .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.last_logged[index].due() {
             tracing::warn!(
                 connector = %self.connector,
                 kind = kind.as_str(),
@@ -186,12 +169,10 @@ mod tests {
         assert_eq!(drops.count(DropKind::MalformedJson), 500);
         assert_eq!(drops.count(DropKind::Oversized), 1);
         assert_eq!(drops.total(), 501);
-        let logged = drops.last_logged[DropKind::MalformedJson.index()].load(Ordering::Relaxed);
-        assert_ne!(logged, 0);
         drops.record(DropKind::MalformedJson, &"{");
-        assert_eq!(
-            drops.last_logged[DropKind::MalformedJson.index()].load(Ordering::Relaxed),
-            logged
+        assert!(
+            !drops.last_logged[DropKind::MalformedJson.index()].due(),
+            "logged once, and not again within the minute"
         );
         assert_eq!(
             drops.snapshot(),

@@ -30,8 +30,8 @@ pub struct Counters {
     pub safety_actions: AtomicU64,
     /// Twin actor restarts.
     pub restarts: AtomicU64,
-    /// Per reason: milliseconds since [`epoch`] at the last log line, plus one (0: never).
-    last_logged: [AtomicU64; 6],
+    /// Per reason: when it was last logged.
+    last_logged: [LogGate; 6],
 }
 
 /// A fixed instant the rate limiter measures from.
@@ -83,6 +83,27 @@ impl CounterSnapshot {
 /// How often a kind of dropped input is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Lets one log line of a kind through per minute, lock-free: a flood of bad input
+/// costs one atomic read per drop.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    /// Milliseconds since [`epoch`] at the last line let through, plus one (0: never).
+    last: AtomicU64,
+}
+
+impl LogGate {
+    /// True (and the gate closes for a minute) when a line may be logged now.
+    pub fn due(&self) -> bool {
+        let now = epoch().elapsed().as_millis() as u64 + 1;
+        let previous = self.last.load(Ordering::Relaxed);
+        let due = previous == 0 || now.saturating_sub(previous) >= LOG_EVERY.as_millis() as u64;
+        due && self
+            .last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 impl Counters {
     /// Counts a rejected sample and logs it, at most once per kind per minute.
     pub fn reject(&self, kind: SampleRejection, detail: &dyn std::fmt::Display) {
@@ -92,15 +113,7 @@ impl Counters {
             .unwrap_or(0);
         let total = self.rejected[index].fetch_add(1, Ordering::Relaxed) + 1;
         // Lock-free: a flood of bad input costs one atomic read per rejection.
-        let now = epoch().elapsed().as_millis() as u64 + 1;
-        let last = &self.last_logged[index];
-        let previous = last.load(Ordering::Relaxed);
-        let due = previous == 0 || now.saturating_sub(previous) >= LOG_EVERY.as_millis() as u64;
-        if due
-            && last
-                .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.last_logged[index].due() {
             tracing::warn!(reason = kind.as_str(), total, %detail, "sample rejected (logged once per minute per reason)");
         }
     }
@@ -142,13 +155,10 @@ mod tests {
         assert_eq!(snapshot.rejected(SampleRejection::NotFinite), 1000);
         assert_eq!(snapshot.rejected(SampleRejection::OutOfRange), 1);
         assert_eq!(snapshot.rejected_total(), 1001);
-        let logged = counters.last_logged[2].load(Ordering::Relaxed);
-        assert_ne!(logged, 0, "the first rejection is logged");
         counters.reject(SampleRejection::NotFinite, &"NaN");
-        assert_eq!(
-            counters.last_logged[2].load(Ordering::Relaxed),
-            logged,
-            "not again within the minute"
+        assert!(
+            !counters.last_logged[2].due(),
+            "logged once, and not again within the minute"
         );
     }
 }
