@@ -4,7 +4,7 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["doppel/v1/twin.proto"];
+    let files = ["doppel/v1/twin.proto", "doppel/v1/node.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

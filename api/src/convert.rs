@@ -188,7 +188,8 @@ fn trip(trip: &doppel_runtime::twin::Trip) -> pb::Trip {
     }
 }
 
-pub(crate) fn twin(report: &TwinReport) -> pb::Twin {
+/// A twin's state as the API returns it.
+pub fn twin(report: &TwinReport) -> pb::Twin {
     pb::Twin {
         asset_path: report.asset.to_string(),
         twin_type: report.twin_type.clone(),
@@ -229,10 +230,12 @@ pub(crate) fn twin(report: &TwinReport) -> pb::Twin {
         health: report.health,
         models: report.models.iter().map(model_info).collect(),
         updated_at: Some(timestamp_to_proto(report.updated_at)),
+        mirror: None,
     }
 }
 
-pub(crate) fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
+/// A twin's listing line as the API returns it.
+pub fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
     pb::TwinSummary {
         asset_path: report.asset.to_string(),
         twin_type: report.twin_type.clone(),
@@ -240,10 +243,12 @@ pub(crate) fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
         run_state: run_state(report.run_state) as i32,
         health: report.health,
         alarm_count: u32::try_from(report.alarms.len()).unwrap_or(u32::MAX),
+        mirror: None,
     }
 }
 
-pub(crate) fn twin_change(event: &TwinEvent) -> pb::TwinChange {
+/// A twin change as the watch stream sends it.
+pub fn twin_change(event: &TwinEvent) -> pb::TwinChange {
     use pb::twin_change::Change;
     let change = match &event.change {
         TwinChange::Reported {

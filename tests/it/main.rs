@@ -13,6 +13,7 @@ mod mqtt;
 mod node_command;
 mod opcua;
 mod otel;
+mod outbox;
 mod sparkplug;
 mod supervision;
 mod support;

@@ -76,6 +76,9 @@ pub struct RuntimeSettings {
     pub max_future_skew_secs: u64,
     /// Largest accepted age of a source timestamp, in seconds.
     pub max_sample_age_secs: u64,
+    /// Write a [`crate::twin::MirrorUpdate`] for every change to the outbox, in the
+    /// journal's transactions, for replication to mirrors (cluster edge nodes).
+    pub replicate: bool,
 }
 
 impl Default for RuntimeSettings {
@@ -86,6 +89,7 @@ impl Default for RuntimeSettings {
             history_capacity: 32,
             max_future_skew_secs: 300,
             max_sample_age_secs: 7 * 24 * 3600,
+            replicate: false,
         }
     }
 }

@@ -11,12 +11,13 @@ use redb::ReadableDatabase;
 use tokio::sync::oneshot;
 
 use super::ack::Ticket;
-use super::store::{AUDIT, COMMANDS, JOURNAL, META, SNAPSHOTS, Store, StoreError};
+use super::store::{AUDIT, COMMANDS, JOURNAL, META, OUTBOX, SNAPSHOTS, Store, StoreError};
 use crate::audit::AuditKind;
 use crate::audit::AuditRecord;
 use crate::config::JournalSettings;
 use crate::error::Error;
 use crate::path::AssetPath;
+use crate::twin::MirrorUpdate;
 
 /// Called after the write's batch commits (or fails), with the sequence numbers
 /// assigned to its audit records.
@@ -51,6 +52,8 @@ pub struct JournalWrite {
     pub completion: Completion,
     /// Commit as soon as possible (safety actions) rather than at the batch interval.
     pub urgent: bool,
+    /// The change as replicated to mirrors; its audit records are filled in at commit.
+    pub mirror: Option<Box<MirrorUpdate>>,
 }
 
 enum Message {
@@ -82,6 +85,7 @@ pub struct Journal {
     stats: Arc<JournalStats>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     snapshot_requester: SnapshotRequester,
+    outbox: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Journal {
@@ -99,7 +103,11 @@ impl Journal {
                 .map_or(1, |v| v.value())
         };
         let snapshot_requester = SnapshotRequester::default();
+        let next_outbox = store.outbox_head()? + 1;
+        let (outbox_head, outbox) = tokio::sync::watch::channel(next_outbox - 1);
         let mut committer = Committer {
+            next_outbox,
+            outbox_head,
             receiver,
             store: store.clone(),
             interval: settings.batch_interval(),
@@ -121,6 +129,7 @@ impl Journal {
             stats,
             thread: Arc::new(Mutex::new(Some(thread))),
             snapshot_requester,
+            outbox,
         })
     }
 
@@ -159,6 +168,11 @@ impl Journal {
         &self.store
     }
 
+    /// Follows the sequence number of the newest committed outbox entry.
+    pub fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox.clone()
+    }
+
     /// Committer counters.
     pub fn stats(&self) -> &JournalStats {
         &self.stats
@@ -195,6 +209,8 @@ struct Committer {
     max_events: usize,
     next_batch: u64,
     next_audit: u64,
+    next_outbox: u64,
+    outbox_head: tokio::sync::watch::Sender<u64>,
     /// Twin → first batch holding a record not covered by a snapshot.
     dirty: HashMap<u32, u64>,
     /// Twin → batch at which a snapshot was last requested.
@@ -266,10 +282,12 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Batch) {
-        let needs_txn = batch
-            .writes
-            .iter()
-            .any(|w| !w.records.is_empty() || !w.audit.is_empty() || w.snapshot.is_some());
+        let needs_txn = batch.writes.iter().any(|w| {
+            !w.records.is_empty()
+                || !w.audit.is_empty()
+                || w.snapshot.is_some()
+                || w.mirror.is_some()
+        });
         let mut audit_seqs: Vec<Vec<u64>> = Vec::with_capacity(batch.writes.len());
         let result = if needs_txn {
             self.write_batch(&batch, &mut audit_seqs)
@@ -313,6 +331,7 @@ impl Committer {
     ) -> Result<(), StoreError> {
         let batch_seq = self.next_batch;
         let mut next_audit = self.next_audit;
+        let mut mirrored: Vec<MirrorUpdate> = Vec::new();
         let txn = self.store.db.begin_write().map_err(StoreError::from)?;
         {
             let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;
@@ -351,6 +370,20 @@ impl Committer {
                     seqs.push(next_audit);
                     next_audit += 1;
                 }
+                if let Some(update) = &write.mirror {
+                    let mut update = (**update).clone();
+                    update.audit = write
+                        .audit
+                        .iter()
+                        .zip(&seqs)
+                        .map(|(record, seq)| {
+                            let mut record = record.clone();
+                            record.seq = *seq;
+                            record
+                        })
+                        .collect();
+                    mirrored.push(update);
+                }
                 audit_seqs.push(seqs);
                 if let Some((path, bytes)) = &write.snapshot {
                     snapshots
@@ -358,15 +391,28 @@ impl Committer {
                         .map_err(StoreError::from)?;
                 }
             }
+            let mut meta = txn.open_table(META).map_err(StoreError::from)?;
             if next_audit != self.next_audit {
-                let mut meta = txn.open_table(META).map_err(StoreError::from)?;
                 meta.insert("next_audit", next_audit)
+                    .map_err(StoreError::from)?;
+            }
+            if !mirrored.is_empty() {
+                let bytes = postcard::to_stdvec(&mirrored).map_err(StoreError::from)?;
+                txn.open_table(OUTBOX)
+                    .map_err(StoreError::from)?
+                    .insert(self.next_outbox, bytes.as_slice())
+                    .map_err(StoreError::from)?;
+                meta.insert("next_outbox", self.next_outbox + 1)
                     .map_err(StoreError::from)?;
             }
         }
         txn.commit().map_err(StoreError::from)?;
         self.next_batch += 1;
         self.next_audit = next_audit;
+        if !mirrored.is_empty() {
+            self.outbox_head.send_replace(self.next_outbox);
+            self.next_outbox += 1;
+        }
         for write in &batch.writes {
             if write.snapshot.is_some() {
                 self.dirty.remove(&write.twin);

@@ -9,9 +9,11 @@
 mod ack;
 mod committer;
 mod event;
+mod outbox;
 mod store;
 
 pub use ack::{AckGroup, Receipt, Ticket};
 pub use committer::{Completion, Journal, JournalWrite};
 pub use event::{JournalEvent, JournalRecord, Snapshot};
+pub use outbox::{OutboxCompaction, OutboxEntry, decode_updates};
 pub use store::{Store, StoreError};

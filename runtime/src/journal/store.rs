@@ -25,6 +25,10 @@ pub(crate) const AUDIT: TableDefinition<(&str, u64), &[u8]> = TableDefinition::n
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The audit record of each command by (asset path, command id), for idempotent retries.
 pub(crate) const COMMANDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("commands");
+/// Replication outbox: entry sequence → postcard `Vec<MirrorUpdate>` of one batch.
+pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+/// Replication links: link name → last outbox sequence the peer acknowledged.
+pub(crate) const OUTBOX_LINKS: TableDefinition<&str, u64> = TableDefinition::new("outbox_links");
 
 /// A storage failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +63,8 @@ impl Store {
             txn.open_table(AUDIT).map_err(StoreError::from)?;
             txn.open_table(META).map_err(StoreError::from)?;
             txn.open_table(COMMANDS).map_err(StoreError::from)?;
+            txn.open_table(OUTBOX).map_err(StoreError::from)?;
+            txn.open_table(OUTBOX_LINKS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db: Arc::new(db) })

@@ -15,6 +15,7 @@ use super::logic::{
     Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
     WhatIf,
 };
+use super::mirror::MirrorUpdate;
 use super::state::Severity;
 use crate::audit::AuditRecord;
 use crate::command::{Command, CommandId, Verdict};
@@ -111,6 +112,9 @@ pub enum TwinMsg {
     ),
     /// Write a snapshot now.
     Snapshot,
+    /// Write the whole state to the replication outbox (a mirror baseline); the ticket
+    /// completes once it is durable.
+    Resync(Ticket),
     /// Send a status update held back by throttling.
     StatusTick,
 }
@@ -151,6 +155,10 @@ pub struct TwinActorState {
     /// Outcomes of recent idempotent commands, newest last, with their audit sequence
     /// number once durable.
     recent: VecDeque<(CommandId, CommandOutcome, Arc<OnceLock<u64>>)>,
+    /// Derived values as last written to the replication outbox.
+    mirrored_derived: Vec<Option<f64>>,
+    /// The next outbox update carries the whole state.
+    baseline: bool,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -195,6 +203,8 @@ impl Actor for TwinActor {
             tick_pending: false,
             myself,
             recent: VecDeque::new(),
+            mirrored_derived: Vec::new(),
+            baseline: false,
         };
         state.report_status(true);
         Ok(state)
@@ -232,6 +242,10 @@ impl Actor for TwinActor {
                 let _ = reply.send(state.core.history(channel, from, to));
             }
             TwinMsg::Snapshot => state.flush_effects(Ticket::none(), Completion::None, true),
+            TwinMsg::Resync(ticket) => {
+                state.baseline = true;
+                state.flush_effects(ticket, Completion::None, false);
+            }
             TwinMsg::StatusTick => {
                 state.tick_pending = false;
                 state.report_status(true);
@@ -243,7 +257,8 @@ impl Actor for TwinActor {
 
 impl TwinActorState {
     fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
-        self.fx.collect_changes = self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
+        self.fx.collect_changes = self.kernel.settings.replicate
+            || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
         for sample in samples {
             self.core.apply_sample(sample, &mut self.fx);
         }
@@ -291,7 +306,8 @@ impl TwinActorState {
         } else {
             reply
         };
-        self.fx.collect_changes = self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
+        self.fx.collect_changes = self.kernel.settings.replicate
+            || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
         let now = Timestamp::now();
         let (verdict, applied) = match self.core.command(&command, now, &mut self.fx) {
             Ok(outcome) => outcome,
@@ -431,6 +447,7 @@ impl TwinActorState {
                 .fetch_add(1, Ordering::Relaxed);
             let _ = self.kernel.actuations.send(actuation);
         }
+        let mirror = self.mirror_update();
         for change in self.fx.changes.drain(..) {
             let _ = self.kernel.changes.send(change);
         }
@@ -444,8 +461,56 @@ impl TwinActorState {
             ticket,
             completion,
             urgent: std::mem::take(&mut self.fx.urgent),
+            mirror,
         };
         self.kernel.journal.write(write);
+    }
+
+    /// What the last message changed, for the replication outbox (replicating nodes
+    /// only): the whole state when a baseline is due, else the changes and the derived
+    /// values that moved.
+    fn mirror_update(&mut self) -> Option<Box<MirrorUpdate>> {
+        if !self.kernel.settings.replicate {
+            return None;
+        }
+        let state = self.core.state();
+        let derived_moved = self.mirrored_derived.len() != state.derived.len()
+            || self
+                .mirrored_derived
+                .iter()
+                .zip(&state.derived)
+                .any(|(sent, now)| !same(*sent, now.value));
+        if std::mem::take(&mut self.baseline) {
+            self.mirrored_derived = state.derived.iter().map(|d| d.value).collect();
+            return Some(Box::new(MirrorUpdate::baseline(self.core.report())));
+        }
+        if self.fx.events == 0 && self.fx.audit.is_empty() && !derived_moved {
+            return None;
+        }
+        let derived = if derived_moved {
+            self.mirrored_derived.resize(state.derived.len(), None);
+            let mut moved = Vec::new();
+            for (sent, now) in self.mirrored_derived.iter_mut().zip(&state.derived) {
+                if !same(*sent, now.value) {
+                    *sent = now.value;
+                    moved.push(now.clone());
+                }
+            }
+            moved
+        } else {
+            Vec::new()
+        };
+        Some(Box::new(MirrorUpdate {
+            asset: self.entry.path.clone(),
+            version: state.version,
+            at: state.updated_at,
+            run_state: self.core.run_state(),
+            health: state.health,
+            full: None,
+            changes: self.fx.changes.iter().map(|e| e.change.clone()).collect(),
+            derived,
+            audit: Vec::new(),
+        }))
     }
 
     fn report_status(&mut self, force: bool) {
@@ -491,5 +556,14 @@ impl TwinActorState {
                 let _ = myself.cast(TwinMsg::StatusTick);
             });
         }
+    }
+}
+
+/// Equal values, or both absent (NaN never reaches derived values).
+fn same(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
+        (None, None) => true,
+        _ => false,
     }
 }

@@ -221,6 +221,7 @@ impl Twins {
                 ticket: Ticket::none(),
                 completion: Completion::None,
                 urgent: false,
+                mirror: None,
             });
         }
         kernel.journal.flush_blocking()?;
@@ -562,6 +563,32 @@ impl Twins {
     /// Reads the node's counters.
     pub fn counters(&self) -> CounterSnapshot {
         self.kernel.counters.snapshot()
+    }
+
+    /// Writes every twin's whole state to the replication outbox (mirror baselines,
+    /// ordered with each twin's own changes); resolves once all are durable. A node
+    /// that replicates does this at start, so mirrors converge even on state written
+    /// before replication was enabled.
+    pub fn resync(&self) -> Receipt {
+        let entries = self.directory.entries();
+        let (group, receipt) = AckGroup::new(entries.len());
+        for entry in entries {
+            let ticket = Ticket::new(Some(group.clone()), 0, None, entry.path.clone());
+            if let Some(actor) = entry.actor() {
+                let _ = actor.cast(TwinMsg::Resync(ticket));
+            }
+        }
+        receipt
+    }
+
+    /// Follows the sequence number of the newest committed replication outbox entry.
+    pub fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.kernel.journal.outbox_head()
+    }
+
+    /// The node's redb store (outbox reads and acknowledgements).
+    pub fn store(&self) -> &Store {
+        self.kernel.journal.store()
     }
 
     /// Waits until everything handed to the journal so far is durable.

@@ -4,11 +4,13 @@ mod actor;
 mod directory;
 mod host;
 mod logic;
+mod mirror;
 mod state;
 
 pub use actor::{
     CommandOutcome, StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
 };
+pub use mirror::MirrorUpdate;
 pub use directory::{Directory, TwinEntry};
 pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
 pub use logic::{

@@ -422,6 +422,7 @@ pub fn summary_of(twin: &Twin) -> TwinSummary {
         run_state: twin.run_state,
         health: twin.health,
         alarm_count: u32::try_from(twin.alarms.len()).unwrap_or(u32::MAX),
+        mirror: twin.mirror.clone(),
     }
 }
 
