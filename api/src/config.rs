@@ -94,6 +94,13 @@ impl Role {
         }
     }
 
+    /// The role named `name` (as [`Role::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Role::Viewer, Role::Operator, Role::Planner, Role::Admin]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+
     /// True when the role may send commands.
     pub fn may_command(self) -> bool {
         !matches!(self, Role::Viewer)

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use doppel_proto::v1::twin_service_server::TwinServiceServer;
+use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -55,6 +55,18 @@ impl ApiServer {
     /// Checks `config`, binds its address (port 0 picks a free port) and serves until
     /// [`ApiHandle::stop`]. TLS certificate paths are used as given.
     pub async fn start(config: ApiConfig, twins: Twins) -> Result<ApiHandle, ApiError> {
+        let api = TwinApi::new(twins, config.limits.clone());
+        Self::serve(config, api.clone(), api).await
+    }
+
+    /// Like [`ApiServer::start`], but serves `service` as `doppel.v1.TwinService`
+    /// behind the same tokens, health checking and reflection: a cluster node serves a
+    /// router that answers through its local `api` or forwards to the owning node.
+    /// `api` is the node's own service, whose watches [`ApiHandle::stop`] ends.
+    pub async fn serve<S>(config: ApiConfig, api: TwinApi, service: S) -> Result<ApiHandle, ApiError>
+    where
+        S: TwinService,
+    {
         config.validate()?;
         if config.tokens.is_empty() {
             tracing::warn!(
@@ -77,9 +89,8 @@ impl ApiServer {
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|error| ApiError::Transport(format!("tls: {}", error_chain(&error))))?;
         }
-        let api = TwinApi::new(twins, config.limits.clone());
         let twin_service = InterceptedService::new(
-            TwinServiceServer::new(api.clone())
+            TwinServiceServer::new(service)
                 .max_decoding_message_size(config.limits.max_request_bytes),
             Authenticator::new(&config.tokens),
         );
