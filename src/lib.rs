@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub use doppel_api as api;
+pub use doppel_cluster as cluster;
 pub use doppel_connectors as connectors;
 
 pub use doppel_actors::plant::{LineStatus, PlantStatus, SupervisorEvent};

@@ -280,7 +280,8 @@ pub fn twin_change(event: &TwinEvent) -> pb::TwinChange {
     }
 }
 
-pub(crate) fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
+/// An audit record as the API returns it.
+pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
     pb::AuditRecord {
         seq: record.seq,
         at: Some(timestamp_to_proto(record.at)),

@@ -33,7 +33,7 @@ mod auth;
 mod config;
 pub mod convert;
 mod error;
-mod page;
+pub mod page;
 mod server;
 mod service;
 mod watcher;
@@ -44,7 +44,10 @@ pub use config::{
 };
 pub use error::ApiError;
 pub use server::{ApiHandle, ApiServer, SERVICE_NAME};
-pub use service::{MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi};
+pub use service::{
+    MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, page_size, parse_path,
+    parse_prefix, time_range,
+};
 
 /// The standard health checking service (`grpc.health.v1`), for clients.
 pub use tonic_health as health;

@@ -11,12 +11,12 @@ const FORMAT: u8 = 1;
 /// Bytes of checksum at the end of a token.
 const CHECKSUM_LEN: usize = 8;
 /// Longest token accepted, in characters.
-pub(crate) const MAX_TOKEN_CHARS: usize = 1024;
+pub const MAX_TOKEN_CHARS: usize = 1024;
 
 /// Which listing a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum Listing {
+pub enum Listing {
     /// ListTwins: the cursor is the last asset path of the page.
     Twins = 1,
     /// ListAudit: the cursor is the last record's sequence number (8 bytes, big endian).
@@ -24,7 +24,7 @@ pub(crate) enum Listing {
 }
 
 /// A fingerprint of a request's filters.
-pub(crate) fn fingerprint(parts: &[&[u8]]) -> [u8; 8] {
+pub fn fingerprint(parts: &[&[u8]]) -> [u8; 8] {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
@@ -44,7 +44,7 @@ fn checksum(payload: &[u8]) -> [u8; CHECKSUM_LEN] {
 }
 
 /// Encodes a token for the page after `cursor`.
-pub(crate) fn encode(listing: Listing, filters: [u8; 8], cursor: &[u8]) -> String {
+pub fn encode(listing: Listing, filters: [u8; 8], cursor: &[u8]) -> String {
     let mut payload = Vec::with_capacity(2 + 8 + cursor.len() + CHECKSUM_LEN);
     payload.push(FORMAT);
     payload.push(listing as u8);
@@ -57,7 +57,7 @@ pub(crate) fn encode(listing: Listing, filters: [u8; 8], cursor: &[u8]) -> Strin
 
 /// Decodes a token of `listing` for a request with these `filters`: its cursor, or
 /// why it is not acceptable (for an INVALID_ARGUMENT on `page_token`).
-pub(crate) fn decode(token: &str, listing: Listing, filters: [u8; 8]) -> Result<Vec<u8>, String> {
+pub fn decode(token: &str, listing: Listing, filters: [u8; 8]) -> Result<Vec<u8>, String> {
     const GARBLED: &str = "not a page token this service issued";
     if token.len() > MAX_TOKEN_CHARS || !token.len().is_multiple_of(2) {
         return Err(GARBLED.to_string());

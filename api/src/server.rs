@@ -63,7 +63,11 @@ impl ApiServer {
     /// behind the same tokens, health checking and reflection: a cluster node serves a
     /// router that answers through its local `api` or forwards to the owning node.
     /// `api` is the node's own service, whose watches [`ApiHandle::stop`] ends.
-    pub async fn serve<S>(config: ApiConfig, api: TwinApi, service: S) -> Result<ApiHandle, ApiError>
+    pub async fn serve<S>(
+        config: ApiConfig,
+        api: TwinApi,
+        service: S,
+    ) -> Result<ApiHandle, ApiError>
     where
         S: TwinService,
     {

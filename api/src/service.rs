@@ -198,7 +198,8 @@ fn check_length(field: &str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
-fn parse_path(field: &str, raw: &str) -> Result<AssetPath, Status> {
+/// A required asset path field, or INVALID_ARGUMENT naming `field`.
+pub fn parse_path(field: &str, raw: &str) -> Result<AssetPath, Status> {
     if raw.is_empty() {
         return Err(invalid(field, "required"));
     }
@@ -207,7 +208,7 @@ fn parse_path(field: &str, raw: &str) -> Result<AssetPath, Status> {
 }
 
 /// A path prefix; empty means every twin. One trailing `/` is allowed.
-fn parse_prefix(field: &str, raw: &str) -> Result<Option<AssetPath>, Status> {
+pub fn parse_prefix(field: &str, raw: &str) -> Result<Option<AssetPath>, Status> {
     check_length(field, raw)?;
     let trimmed = raw.strip_suffix('/').unwrap_or(raw);
     if trimmed.is_empty() {
@@ -218,7 +219,8 @@ fn parse_prefix(field: &str, raw: &str) -> Result<Option<AssetPath>, Status> {
         .map_err(|error| invalid(field, error))
 }
 
-fn page_size(field: &str, requested: i32) -> Result<usize, Status> {
+/// A page size field: 0 means the default, else 1 to the largest page.
+pub fn page_size(field: &str, requested: i32) -> Result<usize, Status> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
         n if n < 0 || n as usize > MAX_PAGE_SIZE => Err(invalid(
@@ -242,7 +244,7 @@ fn time(field: &str, at: Option<&prost_types::Timestamp>) -> Result<Option<Times
 }
 
 /// `[from, to]` of a request: absent `from` is the beginning, absent `to` now.
-fn time_range(
+pub fn time_range(
     from: Option<&prost_types::Timestamp>,
     to: Option<&prost_types::Timestamp>,
 ) -> Result<(Timestamp, Timestamp), Status> {

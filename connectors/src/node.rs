@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use doppel_actors::Runtime;
 use doppel_api::{ApiConfig, ApiError, ApiHandle, ApiServer};
-use doppel_runtime::{RuntimeSettings, Topology, TwinTypes};
+use doppel_runtime::{AssetPath, RuntimeSettings, Topology, TwinTypes};
 use serde::Deserialize;
 
 use crate::mqtt::{MqttConfig, MqttConnector, MqttError};
@@ -54,6 +54,9 @@ pub struct NodeConfig {
     /// paths are relative to the config file.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// The `[cluster]` table, read by doppel-cluster (`ClusterConfig`).
+    #[serde(default)]
+    pub cluster: Option<serde::de::IgnoredAny>,
     /// The directory relative paths are resolved against (the file's directory).
     #[serde(skip)]
     pub base: PathBuf,
@@ -67,8 +70,9 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// The twin types file.
     pub types: PathBuf,
-    /// The plant topology file.
-    pub plant: PathBuf,
+    /// The plant topology file; a node without one hosts no twins (a cloud node).
+    #[serde(default)]
+    pub plant: Option<PathBuf>,
 }
 
 /// Why a node could not start.
@@ -170,8 +174,27 @@ pub struct Node {
 impl Node {
     /// Starts the runtime, every connector of `config` and its API.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        Self::start_hosting(config, |_| true).await
+    }
+
+    /// Like [`Node::start`], hosting only the machines of the plant file for which
+    /// `host` is true (a cluster edge node hosts the plants or lines it owns).
+    pub async fn start_hosting(
+        config: NodeConfig,
+        host: impl Fn(&AssetPath) -> bool,
+    ) -> Result<Self, NodeError> {
         let types = TwinTypes::from_file(config.resolve(&config.node.types))?;
-        let topology = Topology::from_file(config.resolve(&config.node.plant), &types)?;
+        let mut topology = match &config.node.plant {
+            Some(plant) => Topology::from_file(config.resolve(plant), &types)?,
+            None => Topology::default(),
+        };
+        for plant in &mut topology.plants {
+            for line in &mut plant.lines {
+                line.machines.retain(|machine| host(&machine.path));
+            }
+            plant.lines.retain(|line| !line.machines.is_empty());
+        }
+        topology.plants.retain(|plant| !plant.lines.is_empty());
         let data_dir = config.resolve(&config.node.data_dir);
         let runtime = Runtime::builder()
             .twin_types(types)

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use doppel::cluster::{ClusterConfig, ClusterNode};
 use doppel::connectors::node::{Node, NodeConfig};
 use doppel_telemetry::{Telemetry, TelemetryConfig};
 
@@ -33,6 +34,17 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         log_filter: "info,rumqttd=off".into(),
         ..TelemetryConfig::default()
     })?;
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|error| format!("{}: {error}", args.config.display()))?;
+    let base = args.config.parent().unwrap_or(std::path::Path::new("."));
+    if let Some(cluster) = ClusterConfig::from_toml(&text, base)? {
+        let config = NodeConfig::from_file(&args.config)?;
+        let node = ClusterNode::start(config, cluster).await?;
+        let result = run_cluster_node(&node, args.duration, &telemetry).await;
+        node.stop().await;
+        telemetry.shutdown();
+        return result;
+    }
     let config = NodeConfig::from_file(&args.config)?;
     let node = Node::start(config).await?;
     let twins = node.runtime().twins().clone();
@@ -88,5 +100,69 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         counters.samples_applied,
         counters.safety_actions
     );
+    Ok(())
+}
+
+/// Runs a cluster node until Ctrl-C, SIGTERM or `duration`, printing membership as
+/// it changes.
+async fn run_cluster_node(
+    node: &ClusterNode,
+    duration: Option<f64>,
+    telemetry: &Telemetry,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = node.config();
+    let twins = node.node().runtime().twins().clone();
+    if telemetry.exporting() {
+        doppel_telemetry::register_node_metrics(&twins);
+    }
+    println!(
+        "doppel node {} ({}) of cluster {}: {} twins, NodeService on {}, gossip on {}",
+        config.node_id,
+        config.role,
+        config.id,
+        twins.directory().len(),
+        node.node_addr(),
+        node.membership().gossip_addr()
+    );
+    if let Some(api) = node.api() {
+        println!("  gRPC API (doppel.v1.TwinService) on {}", api.url());
+    }
+    let stop_at =
+        duration.map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut members = node.membership().watch();
+    let mut shown = String::new();
+    let mut planners = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        let live = members.borrow_and_update().clone();
+        let names: Vec<String> = live
+            .iter()
+            .map(|m| format!("{}({})", m.node_id, m.role))
+            .collect();
+        let line = format!("{} live: {}", live.len(), names.join(" "));
+        if line != shown {
+            println!("members: {line}");
+            shown = line;
+        }
+        let running = node.running_planners();
+        if running != planners {
+            println!("planners here: [{}]", running.join(", "));
+            planners = running;
+        }
+        let until_stop = async {
+            match stop_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = until_stop => break,
+            _ = members.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
     Ok(())
 }

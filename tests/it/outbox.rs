@@ -29,49 +29,29 @@ fn outbox_updates(twins: &doppel::Twins, after: u64) -> Vec<MirrorUpdate> {
 }
 
 /// What a mirror can know of a report: everything but model infos and units.
-fn comparable(
-    report: &TwinReport,
-) -> (
-    u64,
-    Vec<(String, Option<f64>)>,
-    String,
-    String,
-    String,
-    String,
-) {
-    (
+fn comparable(report: &TwinReport) -> String {
+    format!(
+        "v{} reported {:?} desired {:?} derived {:?} alarms {:?} trips {} {:?} health {}",
         report.version,
         report
             .reported
             .iter()
-            .map(|r| (r.channel.clone(), r.sample.map(|s| s.value)))
-            .collect(),
-        format!(
-            "{:?}",
-            report
-                .desired
-                .iter()
-                .map(|(n, d)| (n, d.value))
-                .collect::<Vec<_>>()
-        ),
-        format!(
-            "{:?}",
-            report
-                .derived
-                .iter()
-                .map(|d| (&d.name, d.value))
-                .collect::<Vec<_>>()
-        ),
-        format!(
-            "{:?}",
-            report.alarms.iter().map(|a| &a.code).collect::<Vec<_>>()
-        ),
-        format!(
-            "{:?} {:?} {}",
-            report.trips.len(),
-            report.run_state,
-            report.health
-        ),
+            .map(|r| (&r.channel, r.sample.map(|s| s.value)))
+            .collect::<Vec<_>>(),
+        report
+            .desired
+            .iter()
+            .map(|(n, d)| (n, d.value))
+            .collect::<Vec<_>>(),
+        report
+            .derived
+            .iter()
+            .map(|d| (&d.name, d.value))
+            .collect::<Vec<_>>(),
+        report.alarms.iter().map(|a| &a.code).collect::<Vec<_>>(),
+        report.trips.len(),
+        report.run_state,
+        report.health,
     )
 }
 

@@ -504,9 +504,11 @@ range = [0.0, 50.0]
 
     #[test]
     fn field_names_and_prefix_are_configurable() {
-        let mut config = UnsConfig::default();
-        config.prefix = "uns/".into();
-        config.telemetry = "data".into();
+        let mut config = UnsConfig {
+            prefix: "uns/".into(),
+            telemetry: "data".into(),
+            ..UnsConfig::default()
+        };
         config.fields.value = "value".into();
         config.fields.seq = "n".into();
         let mut h = harness(config);

@@ -1163,6 +1163,7 @@ mod tests {
                 confidence: 0.95,
             }],
             updated_at: None,
+            mirror: None,
         }
     }
 

@@ -1,0 +1,31 @@
+//! Doppel's cluster: edge and cloud nodes over gRPC.
+//!
+//! This crate owns what makes several nodes one system: the `[cluster]` config
+//! ([`ClusterConfig`]), membership over chitchat gossip with phi-accrual failure
+//! detection ([`membership`]), placement of twins on the edge node that owns their plant
+//! or line and of fleet planners on a cloud node chosen by rendezvous hashing
+//! ([`placement`]), node-to-node transport with the cluster id and mutual TLS
+//! ([`transport`]), forwarding of public API calls to the owner ([`service`],
+//! [`router`]), edge→cloud replication through a durable outbox with store-and-forward
+//! ([`replication`]) into compact read-only mirrors ([`mirror`]), and the fleet
+//! planners ([`planner`]).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod fleet;
+pub mod membership;
+pub mod mirror;
+pub mod node;
+pub mod placement;
+pub mod planner;
+mod planner_host;
+pub mod replication;
+pub mod router;
+pub mod service;
+pub mod transport;
+
+pub use config::{ClusterConfig, NodeRole};
+pub use error::ClusterError;
+pub use node::ClusterNode;

@@ -1,0 +1,391 @@
+//! [`ClusterNode`]: one node of a cluster from its config file.
+//!
+//! An edge node hosts the twins of the plants or lines it owns, writes their changes
+//! to its outbox and streams them to the cloud nodes that mirror them. A cloud node
+//! holds fleet mirrors and hosts the fleet planners rendezvous hashing gives it. Both
+//! join membership, serve NodeService to their peers and, when configured, the public
+//! TwinService through a router that forwards what they cannot answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_api::{ApiHandle, ApiServer, TwinApi};
+use doppel_connectors::node::{Node, NodeConfig};
+use doppel_proto::v1::node_service_server::NodeServiceServer;
+use doppel_runtime::AssetPath;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::{ClusterConfig, NodeRole, covers};
+use crate::error::ClusterError;
+use crate::fleet::FleetApi;
+use crate::membership::{Announcement, Member, Membership};
+use crate::mirror::MirrorStore;
+use crate::placement;
+use crate::planner_host::PlannerHost;
+use crate::replication::{LinkStatus, ReplicationLink};
+use crate::router::ClusterApi;
+use crate::service::NodeApi;
+use crate::transport::Transport;
+
+/// How long a starting edge node listens to gossip before it decides it owns its
+/// plants (another live owner found in this time makes it refuse to start).
+const SETTLE: Duration = Duration::from_secs(2);
+/// Most watches a cloud node's mirror serves at once.
+const MAX_MIRROR_WATCHES: usize = 10_000;
+
+/// A running cluster node.
+pub struct ClusterNode {
+    config: ClusterConfig,
+    node: Node,
+    membership: Membership,
+    router: ClusterApi,
+    api: Option<ApiHandle>,
+    node_addr: SocketAddr,
+    node_server: (oneshot::Sender<()>, JoinHandle<()>),
+    mirror: Option<MirrorStore>,
+    links: Option<(watch::Sender<bool>, JoinHandle<Vec<ReplicationLink>>)>,
+    link_status: Arc<parking_lot::Mutex<HashMap<String, LinkStatus>>>,
+    planners: Option<PlannerHost>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Reads a node config file with a `[cluster]` table and starts the node.
+    pub async fn start_file(path: &Path) -> Result<Self, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let node = NodeConfig::from_file(path)?;
+        let cluster = ClusterConfig::from_toml(&text, base)?.ok_or_else(|| {
+            ClusterError::Config(format!("{}: no [cluster] table", path.display()))
+        })?;
+        Self::start(node, cluster).await
+    }
+
+    /// Starts a node: its twins (edge) or mirrors (cloud), NodeService, membership,
+    /// replication or planners, and the public API when `node.api` is set.
+    pub async fn start(mut node: NodeConfig, config: ClusterConfig) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let transport = Transport::new(&config)?;
+        let edge = config.role == NodeRole::Edge;
+        node.settings.replicate = edge;
+        let api_config = node.api.take().map(|mut api| {
+            if let Some(tls) = &mut api.tls {
+                tls.cert = node.resolve(&tls.cert);
+                tls.key = node.resolve(&tls.key);
+            }
+            api
+        });
+        let data_dir = node.resolve(&node.node.data_dir);
+        let owns = config.owns.clone();
+        let hosted = Node::start_hosting(node, |path: &AssetPath| {
+            edge && owns.iter().any(|own| covers(own, path))
+        })
+        .await?;
+        let twins = hosted.runtime().twins().clone();
+        tracing::info!(
+            node = %config.node_id,
+            role = %config.role,
+            twins = twins.directory().len(),
+            tls = transport.is_tls(),
+            "starting cluster node"
+        );
+
+        let mirror = if edge {
+            None
+        } else {
+            Some(MirrorStore::open(&data_dir.join("mirror.redb"))?)
+        };
+        let fleet = mirror
+            .as_ref()
+            .map(|mirror| FleetApi::new(mirror.clone(), MAX_MIRROR_WATCHES));
+        let local = TwinApi::new(
+            twins.clone(),
+            api_config
+                .as_ref()
+                .map(|a| a.limits.clone())
+                .unwrap_or_default(),
+        );
+        let (members_tx, members_rx) = watch::channel(Arc::new(Vec::<Member>::new()));
+        let router = ClusterApi::new(
+            config.node_id.clone(),
+            config.owns.iter().map(|p| p.as_str().to_string()).collect(),
+            twins.clone(),
+            local.clone(),
+            fleet,
+            members_rx,
+            transport.clone(),
+        );
+
+        // NodeService first: peers can reach this node as soon as gossip names it.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| ClusterError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let node_addr = match config.advertise {
+            Some(addr) => addr,
+            None if config.listen.port() == 0 => bound,
+            None => config.listen,
+        };
+        let node_service = NodeServiceServer::new(NodeApi::new(router.clone(), transport.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let server = transport.server()?.add_service(node_service);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server_task = tokio::spawn(async move {
+            let signal = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = server.serve_with_incoming_shutdown(incoming, signal).await {
+                tracing::error!(%error, "NodeService stopped");
+            }
+        });
+
+        let api = match api_config {
+            Some(api_config) => Some(ApiServer::serve(api_config, local, router.clone()).await?),
+            None => None,
+        };
+
+        let announcement = Announcement {
+            node_id: config.node_id.clone(),
+            role: config.role,
+            node_addr,
+            api_addr: api.as_ref().map(|a| a.addr()),
+            owns: config.owns.iter().map(|p| p.as_str().to_string()).collect(),
+            mirrors: config
+                .mirrors
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+        };
+        let membership = Membership::start(
+            &config.id,
+            announcement,
+            config.gossip,
+            config.gossip_advertise.unwrap_or(config.gossip),
+            config.seeds.clone(),
+            &config.membership,
+        )
+        .await?;
+        let mut watcher = membership.watch();
+        let pipe = tokio::spawn(async move {
+            loop {
+                let members = watcher.borrow_and_update().clone();
+                if members_tx.send(members).is_err() {
+                    return;
+                }
+                if watcher.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+
+        let mut node = ClusterNode {
+            config,
+            node: hosted,
+            membership,
+            router,
+            api,
+            node_addr,
+            node_server: (stop_server, server_task),
+            mirror,
+            links: None,
+            link_status: Arc::default(),
+            planners: None,
+            tasks: vec![pipe],
+        };
+        if edge {
+            if let Err(error) = node.claim().await {
+                node.stop().await;
+                return Err(error);
+            }
+            twins.resync().durable().await?;
+            node.start_links(transport);
+        } else {
+            node.planners = Some(PlannerHost::start(
+                &node.config,
+                node.router.clone(),
+                node.mirror.clone(),
+                node.membership.watch(),
+            )?);
+        }
+        Ok(node)
+    }
+
+    /// Listens to gossip for a moment, then refuses to start if another live edge
+    /// node that started earlier claims one of this node's plants or lines; keeps
+    /// watching afterwards and reports later conflicts in membership.
+    async fn claim(&mut self) -> Result<(), ClusterError> {
+        tokio::time::sleep(SETTLE).await;
+        let me = self.config.node_id.clone();
+        if let Some(conflict) = placement::must_yield(&self.membership.live(), &me) {
+            tracing::error!(conflict = %conflict.message, "refusing to own twins another live edge node owns");
+            self.membership
+                .set_conflict(Some(conflict.message.clone()))
+                .await;
+            // Let peers see the conflict before this node leaves.
+            tokio::time::sleep(self.config.membership.gossip_interval() * 5).await;
+            return Err(ClusterError::Conflict(conflict.message));
+        }
+        let mut watcher = self.membership.watch();
+        let name = me.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut reported: Vec<String> = Vec::new();
+            while watcher.changed().await.is_ok() {
+                let members = watcher.borrow_and_update().clone();
+                let found: Vec<String> = placement::conflicts(&members)
+                    .into_iter()
+                    .filter(|c| c.nodes.contains(&name))
+                    .map(|c| c.message)
+                    .collect();
+                for message in &found {
+                    if !reported.contains(message) {
+                        tracing::error!(conflict = %message, "another edge node claims this node's plants; it must not start");
+                    }
+                }
+                reported = found;
+            }
+        }));
+        Ok(())
+    }
+
+    /// Keeps one replication link per cloud node that mirrors this edge's twins.
+    fn start_links(&mut self, transport: Transport) {
+        let (stop, mut stopping) = watch::channel(false);
+        let mut members = self.membership.watch();
+        let twins = self.node.runtime().twins().clone();
+        let settings = self.config.outbox.clone();
+        let me = self.config.node_id.clone();
+        let status = self.link_status.clone();
+        let task = tokio::spawn(async move {
+            let mut links: HashMap<String, (SocketAddr, ReplicationLink)> = HashMap::new();
+            let mut refresh = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                let live = members.borrow_and_update().clone();
+                if let Some(this) = live.iter().find(|m| m.node_id == me) {
+                    for cloud in placement::replication_targets(&live, this) {
+                        let current = links.get(&cloud.node_id).map(|(addr, _)| *addr);
+                        if current == Some(cloud.node_addr) {
+                            continue;
+                        }
+                        if let Some((_, old)) = links.remove(&cloud.node_id) {
+                            old.stop().await;
+                        }
+                        tracing::info!(cloud = %cloud.node_id, addr = %cloud.node_addr, "replicating to cloud node");
+                        let link = ReplicationLink::start(
+                            twins.clone(),
+                            transport.clone(),
+                            cloud.node_id.clone(),
+                            cloud.node_addr,
+                            cloud.mirrors.clone(),
+                            settings.clone(),
+                        );
+                        links.insert(cloud.node_id.clone(), (cloud.node_addr, link));
+                    }
+                }
+                {
+                    let mut status = status.lock();
+                    for (peer, (_, link)) in &links {
+                        status.insert(peer.clone(), link.status());
+                    }
+                }
+                tokio::select! {
+                    changed = members.changed() => if changed.is_err() { break },
+                    _ = refresh.tick() => {}
+                    _ = stopping.changed() => break,
+                }
+            }
+            links.into_values().map(|(_, link)| link).collect()
+        });
+        self.links = Some((stop, task));
+    }
+
+    /// The node's config.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The local node (runtime and connectors).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The public TwinService router.
+    pub fn router(&self) -> &ClusterApi {
+        &self.router
+    }
+
+    /// The public API server, when configured.
+    pub fn api(&self) -> Option<&ApiHandle> {
+        self.api.as_ref()
+    }
+
+    /// The NodeService address peers dial.
+    pub fn node_addr(&self) -> SocketAddr {
+        self.node_addr
+    }
+
+    /// A cloud node's mirror store.
+    pub fn mirror(&self) -> Option<&MirrorStore> {
+        self.mirror.as_ref()
+    }
+
+    /// An edge node's replication links, by cloud node.
+    pub fn links(&self) -> HashMap<String, LinkStatus> {
+        self.link_status.lock().clone()
+    }
+
+    /// The planners this (cloud) node runs now.
+    pub fn running_planners(&self) -> Vec<String> {
+        self.planners
+            .as_ref()
+            .map(PlannerHost::running)
+            .unwrap_or_default()
+    }
+
+    /// Stops everything: API, planners, links, membership, NodeService, then the
+    /// local node.
+    pub async fn stop(self) {
+        if let Some(api) = self.api {
+            api.stop().await;
+        }
+        if let Some(planners) = self.planners {
+            planners.stop().await;
+        }
+        if let Some((stop, task)) = self.links {
+            let _ = stop.send(true);
+            if let Ok(links) = task.await {
+                for link in links {
+                    link.stop().await;
+                }
+            }
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        self.membership.shutdown().await;
+        let (stop, task) = self.node_server;
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        self.node.stop().await;
+    }
+}

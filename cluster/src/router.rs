@@ -1,0 +1,486 @@
+//! [`ClusterApi`]: the public `doppel.v1.TwinService` of a cluster node. It answers
+//! what it can locally (its own twins; on a cloud node, its fleet mirrors) and forwards
+//! the rest over NodeService to the node that can answer: commands, what-if and
+//! history always go to the edge node that owns the twin, so its governors decide.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doppel_api::{Caller, TwinApi};
+use doppel_proto::v1 as pb;
+use doppel_proto::v1::twin_service_server::TwinService;
+use doppel_runtime::twin::Twins;
+use doppel_runtime::{AssetPath, Timestamp};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::{NodeRole, prefix_covers};
+use crate::fleet::FleetApi;
+use crate::membership::Member;
+use crate::placement;
+use crate::transport::{NodeClient, Transport};
+
+/// How long a forwarded call without its own deadline may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a call about one twin is answered.
+enum Route {
+    /// By this node's own twins.
+    Local,
+    /// By this node's fleet mirror.
+    Mirror,
+    /// By another node.
+    Remote(Member),
+}
+
+/// What the router and the node service of one node share.
+pub(crate) struct Inner {
+    pub(crate) node_id: String,
+    pub(crate) owns: Vec<String>,
+    pub(crate) twins: Twins,
+    pub(crate) local: TwinApi,
+    pub(crate) fleet: Option<FleetApi>,
+    members: watch::Receiver<Arc<Vec<Member>>>,
+    transport: Transport,
+    clients: Mutex<HashMap<(String, std::net::SocketAddr), NodeClient>>,
+}
+
+/// The public TwinService of a cluster node: local answers or forwarding.
+#[derive(Clone)]
+pub struct ClusterApi {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ClusterApi {
+    /// A router for the node `node_id` serving `local` (its twins), and on a cloud
+    /// node `fleet` (its mirrors), forwarding to the live `members` over `transport`.
+    pub fn new(
+        node_id: String,
+        owns: Vec<String>,
+        twins: Twins,
+        local: TwinApi,
+        fleet: Option<FleetApi>,
+        members: watch::Receiver<Arc<Vec<Member>>>,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node_id,
+                owns,
+                twins,
+                local,
+                fleet,
+                members,
+                transport,
+                clients: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The node's local TwinService (its own twins).
+    pub fn local(&self) -> &TwinApi {
+        &self.inner.local
+    }
+
+    fn members(&self) -> Arc<Vec<Member>> {
+        self.inner.members.borrow().clone()
+    }
+
+    /// True when this node hosts the twin.
+    fn hosts(&self, asset: &AssetPath) -> bool {
+        self.inner.twins.entry(asset).is_ok()
+    }
+
+    /// Where a call about `asset` goes. `mirror_ok`: a mirror may answer (reads).
+    fn route(&self, asset: &AssetPath, mirror_ok: bool) -> Result<Route, Status> {
+        if self.hosts(asset) {
+            return Ok(Route::Local);
+        }
+        let members = self.members();
+        if let Some(fleet) = &self.inner.fleet
+            && mirror_ok
+            && fleet.owner_of(asset).is_some()
+        {
+            return Ok(Route::Mirror);
+        }
+        if let Some(owner) = placement::owner_of(&members, asset.as_str())
+            && owner.node_id != self.inner.node_id
+        {
+            return Ok(Route::Remote(owner.clone()));
+        }
+        if mirror_ok
+            && let Some(cloud) = placement::mirrors_of(&members, asset.as_str())
+                .into_iter()
+                .find(|m| m.node_id != self.inner.node_id)
+        {
+            return Ok(Route::Remote(cloud.clone()));
+        }
+        // Nobody live owns it: say whose it was when a mirror knows.
+        if let Some(owner) = self.inner.fleet.as_ref().and_then(|f| f.owner_of(asset)) {
+            return Err(Status::unavailable(format!(
+                "{asset} is owned by edge node `{owner}`, which is not live (down or partitioned)"
+            )));
+        }
+        Err(Status::not_found(format!("no live node hosts {asset}")))
+    }
+
+    /// A node that can answer for everything under `prefix`: this node when it owns
+    /// the whole prefix (or mirrors the fleet), else a live cloud node.
+    fn route_prefix(&self, prefix: &str) -> Result<Route, Status> {
+        if self.inner.fleet.is_some() {
+            return Ok(Route::Mirror);
+        }
+        if !prefix.is_empty() && self.inner.owns.iter().any(|own| prefix_covers(own, prefix)) {
+            return Ok(Route::Local);
+        }
+        let members = self.members();
+        let cloud = members
+            .iter()
+            .filter(|m| m.role == NodeRole::Cloud && m.conflict.is_none())
+            .find(|m| m.mirrors.is_empty() || m.mirrors.iter().any(|p| prefix_covers(p, prefix)));
+        match cloud {
+            Some(cloud) => Ok(Route::Remote(cloud.clone())),
+            None => Err(Status::unavailable(format!(
+                "no live cloud node mirrors `{prefix}`; this node answers only under {}",
+                self.inner.owns.join(", ")
+            ))),
+        }
+    }
+
+    pub(crate) fn client(&self, member: &Member) -> Result<NodeClient, Status> {
+        let key = (member.node_id.clone(), member.node_addr);
+        let mut clients = self.inner.clients.lock();
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = self
+            .inner
+            .transport
+            .client(member.node_addr)
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing bearer token"))
+}
+
+fn forwarded(caller: &Caller) -> pb::ForwardedCaller {
+    pb::ForwardedCaller {
+        principal: caller.name.to_string(),
+        role: caller.role.as_str().to_string(),
+    }
+}
+
+/// A forwarded request carrying the client's trace context and a timeout.
+fn outgoing<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn forward_span(method: &'static str, asset: &str, owner: &Member) -> tracing::Span {
+    tracing::info_span!("forward", rpc = method, asset, owner = %owner.node_id, addr = %owner.node_addr)
+}
+
+/// The owner's answer; UNAVAILABLE naming the owner when it cannot be reached, and
+/// DEADLINE_EXCEEDED when it did not answer in time (a command's deadline passed: the
+/// owner refuses it if it ever arrives, so it is never actuated late).
+fn unreachable(owner: &Member) -> impl Fn(Status) -> Status + '_ {
+    move |status| match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => Status::unavailable(format!(
+            "node `{}` at {} did not answer: {}",
+            owner.node_id,
+            owner.node_addr,
+            status.message()
+        )),
+        // tonic reports its own client-side timeout as CANCELLED.
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            Status::deadline_exceeded(format!(
+                "node `{}` at {} did not answer in time",
+                owner.node_id, owner.node_addr
+            ))
+        }
+        _ => status,
+    }
+}
+
+fn missing() -> Status {
+    Status::internal("the owning node sent an empty answer")
+}
+
+/// The time left until a command's deadline, if it has one.
+fn time_left(deadline: Option<&prost_types::Timestamp>) -> Option<Duration> {
+    let deadline = doppel_api::convert::timestamp_from_proto(deadline?)?;
+    let left = deadline.0.saturating_sub(Timestamp::now().0);
+    Some(Duration::from_micros(u64::try_from(left).unwrap_or(0)))
+}
+
+#[tonic::async_trait]
+impl TwinService for ClusterApi {
+    async fn get_twin(
+        &self,
+        request: Request<pb::GetTwinRequest>,
+    ) -> Result<Response<pb::GetTwinResponse>, Status> {
+        let caller = caller(&request)?;
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, true)? {
+            Route::Local => self.inner.local.get_twin(request).await,
+            Route::Mirror => self
+                .inner
+                .fleet
+                .as_ref()
+                .and_then(|fleet| fleet.get_twin(asset.as_str()))
+                .map(Response::new)
+                .ok_or_else(|| Status::not_found(format!("no mirror of {asset}"))),
+            Route::Remote(owner) => {
+                let span = forward_span("GetTwin", asset.as_str(), &owner);
+                let message = pb::ForwardGetTwinRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&owner)?
+                    .forward_get_twin(outgoing(message, FORWARD_TIMEOUT))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&owner))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+
+    async fn list_twins(
+        &self,
+        request: Request<pb::ListTwinsRequest>,
+    ) -> Result<Response<pb::ListTwinsResponse>, Status> {
+        let caller = caller(&request)?;
+        let prefix = doppel_api::parse_prefix("path_prefix", &request.get_ref().path_prefix)?;
+        let prefix = prefix.as_ref().map_or("", |p| p.as_str()).to_string();
+        match self.route_prefix(&prefix)? {
+            Route::Local => self.inner.local.list_twins(request).await,
+            Route::Mirror => match &self.inner.fleet {
+                Some(fleet) => fleet.list_twins(request.get_ref()).map(Response::new),
+                None => Err(Status::internal("no fleet mirror on this node")),
+            },
+            Route::Remote(cloud) => {
+                let span = forward_span("ListTwins", &prefix, &cloud);
+                let message = pb::ForwardListTwinsRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&cloud)?
+                    .forward_list_twins(outgoing(message, FORWARD_TIMEOUT))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&cloud))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+
+    type WatchTwinsStream = ReceiverStream<Result<pb::WatchTwinsResponse, Status>>;
+
+    async fn watch_twins(
+        &self,
+        request: Request<pb::WatchTwinsRequest>,
+    ) -> Result<Response<Self::WatchTwinsStream>, Status> {
+        let caller = caller(&request)?;
+        let prefix = doppel_api::parse_prefix("path_prefix", &request.get_ref().path_prefix)?;
+        let prefix = prefix.as_ref().map_or("", |p| p.as_str()).to_string();
+        match self.route_prefix(&prefix)? {
+            Route::Local => self.inner.local.watch_twins(request).await,
+            Route::Mirror => match &self.inner.fleet {
+                Some(fleet) => fleet.watch_twins(request.get_ref()).map(Response::new),
+                None => Err(Status::internal("no fleet mirror on this node")),
+            },
+            Route::Remote(cloud) => {
+                let message = pb::ForwardWatchTwinsRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let mut upstream = self
+                    .client(&cloud)?
+                    .forward_watch_twins(Request::new(message))
+                    .instrument(forward_span("WatchTwins", &prefix, &cloud))
+                    .await
+                    .map_err(unreachable(&cloud))?
+                    .into_inner();
+                let (sender, receiver) = mpsc::channel(256);
+                tokio::spawn(async move {
+                    while let Some(item) = upstream.next().await {
+                        let item = item.and_then(|m| m.response.ok_or_else(missing));
+                        let end = item.is_err();
+                        if sender.send(item).await.is_err() || end {
+                            return;
+                        }
+                    }
+                    let _ = sender
+                        .send(Err(Status::unavailable("the forwarded watch ended")))
+                        .await;
+                });
+                Ok(Response::new(ReceiverStream::new(receiver)))
+            }
+        }
+    }
+
+    async fn send_command(
+        &self,
+        request: Request<pb::SendCommandRequest>,
+    ) -> Result<Response<pb::SendCommandResponse>, Status> {
+        let caller = caller(&request)?;
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, false)? {
+            Route::Local => self.inner.local.send_command(request).await,
+            Route::Mirror => Err(Status::internal("commands are never answered by a mirror")),
+            Route::Remote(owner) => {
+                if !caller.role.may_command() {
+                    return Err(Status::permission_denied(format!(
+                        "SendCommand needs an operator, planner or admin token; `{}` is a {}",
+                        caller.name, caller.role
+                    )));
+                }
+                let timeout = match time_left(request.get_ref().deadline.as_ref()) {
+                    Some(left) if left.is_zero() => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "the command's deadline passed before it was sent to `{}`",
+                            owner.node_id
+                        )));
+                    }
+                    Some(left) => left.min(FORWARD_TIMEOUT),
+                    None => FORWARD_TIMEOUT,
+                };
+                let span = forward_span("SendCommand", asset.as_str(), &owner);
+                let message = pb::ForwardSendCommandRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&owner)?
+                    .forward_send_command(outgoing(message, timeout))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&owner))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+
+    async fn simulate(
+        &self,
+        request: Request<pb::SimulateRequest>,
+    ) -> Result<Response<pb::SimulateResponse>, Status> {
+        let caller = caller(&request)?;
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, false)? {
+            Route::Local => self.inner.local.simulate(request).await,
+            Route::Mirror => Err(Status::internal("what-if is never answered by a mirror")),
+            Route::Remote(owner) => {
+                let span = forward_span("Simulate", asset.as_str(), &owner);
+                let message = pb::ForwardSimulateRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&owner)?
+                    .forward_simulate(outgoing(message, FORWARD_TIMEOUT))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&owner))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let caller = caller(&request)?;
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, false)? {
+            Route::Local => self.inner.local.get_history(request).await,
+            Route::Mirror => Err(Status::internal("history is never answered by a mirror")),
+            Route::Remote(owner) => {
+                let span = forward_span("GetHistory", asset.as_str(), &owner);
+                let message = pb::ForwardGetHistoryRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&owner)?
+                    .forward_get_history(outgoing(message, FORWARD_TIMEOUT))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&owner))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let caller = caller(&request)?;
+        let prefix = doppel_api::parse_prefix("path_prefix", &request.get_ref().path_prefix)?;
+        let prefix = prefix.as_ref().map_or("", |p| p.as_str()).to_string();
+        match self.route_prefix(&prefix)? {
+            Route::Local => self.inner.local.list_audit(request).await,
+            Route::Mirror => match &self.inner.fleet {
+                Some(fleet) => fleet.list_audit(request.get_ref()).map(Response::new),
+                None => Err(Status::internal("no fleet mirror on this node")),
+            },
+            Route::Remote(cloud) => {
+                let span = forward_span("ListAudit", &prefix, &cloud);
+                let message = pb::ForwardListAuditRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                let answer = self
+                    .client(&cloud)?
+                    .forward_list_audit(outgoing(message, FORWARD_TIMEOUT))
+                    .instrument(span)
+                    .await
+                    .map_err(unreachable(&cloud))?;
+                answer
+                    .into_inner()
+                    .response
+                    .map(Response::new)
+                    .ok_or_else(missing)
+            }
+        }
+    }
+}

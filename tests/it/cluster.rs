@@ -1,0 +1,608 @@
+//! The cluster with real `doppel node` processes on loopback: membership, forwarding
+//! of commands and reads to the owning edge, cloud mirrors, fleet planners and their
+//! failover, and refusal of nodes from another cluster.
+
+use std::time::{Duration, Instant};
+
+use doppel::{Timestamp, Value};
+use doppel_api::convert::{named_value, timestamp_to_proto, value_from_proto};
+use doppel_proto::v1 as pb;
+use pb::verdict::Outcome;
+use rumqttc::QoS;
+
+use crate::brokers;
+use crate::sandbox::{PLANNER_TOKEN, Sandbox};
+use crate::support::press;
+
+const FORMED: Duration = Duration::from_secs(60);
+
+fn set_speed(n: u32, rpm: f64) -> pb::SendCommandRequest {
+    pb::SendCommandRequest {
+        asset_path: press(n).to_string(),
+        command: "set_speed".into(),
+        params: vec![named_value("rpm", Value::Float(rpm))],
+        ..Default::default()
+    }
+}
+
+fn outcome(verdict: Option<pb::Verdict>) -> Outcome {
+    verdict.and_then(|v| v.outcome).expect("a verdict")
+}
+
+fn desired(twin: &pb::Twin, name: &str) -> Option<Value> {
+    twin.desired
+        .iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.value.as_ref())
+        .and_then(value_from_proto)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, failing after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An MQTT connector for an edge node's config, reading the test broker's UNS topics.
+fn mqtt(url: &str, id: &str) -> String {
+    format!(
+        r#"[[mqtt]]
+name = "plant"
+url = "{url}"
+client_id = "{id}"
+
+[mqtt.uns]
+prefix = ""
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_to_any_node_are_decided_by_the_owning_edge_and_mirrored() {
+    let mut sandbox = Sandbox::new("acme-test");
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a/line-1"], "");
+    sandbox.add_edge("edge-b", &["acme/plant-a/line-2"], "");
+    sandbox.add_cloud("cloud-2", "");
+    sandbox.wait_live(4, FORMED).await;
+
+    // A cloud node forwards to edge-a, whose governors accept.
+    let mut cloud1 = sandbox.client("cloud-1").await;
+    let accepted = cloud1
+        .send_command(set_speed(1, 1500.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+
+    // A planner token at the other cloud node: edge-b's governors decide. An automatic
+    // change needs two agreeing temperature sensors, and press-3 has none yet.
+    let mut planner = sandbox.client_with("cloud-2", PLANNER_TOKEN).await;
+    let mut request = set_speed(3, 1000.0);
+    request.deadline = Some(timestamp_to_proto(Timestamp(
+        Timestamp::now().0 + 10_000_000,
+    )));
+    let denied = planner.send_command(request).await.unwrap().into_inner();
+    let Outcome::Denied(denial) = outcome(denied.verdict.clone()) else {
+        panic!("edge-b did not deny: {denied:?}");
+    };
+    assert_eq!(denial.governor, "dual_sensor");
+    let origin = denied.origin.unwrap();
+    assert_eq!(origin.principal, "fleet-script");
+    assert_eq!(origin.kind, pb::OriginKind::Planner as i32);
+
+    // An operator's over-envelope command: clamped there.
+    let mut cloud2 = sandbox.client("cloud-2").await;
+    let clamped = cloud2
+        .send_command(set_speed(3, 2900.0))
+        .await
+        .unwrap()
+        .into_inner();
+    let Outcome::Clamped(clamp) = outcome(clamped.verdict.clone()) else {
+        panic!("edge-b did not clamp 2900 rpm: {clamped:?}");
+    };
+    assert_eq!(clamp.clamps[0].governor, "envelope");
+
+    // An edge forwards to the other edge: the owner answers, not a mirror.
+    let mut edge_a = sandbox.client("edge-a").await;
+    let press3 = edge_a
+        .get_twin(pb::GetTwinRequest {
+            asset_path: press(3).to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .twin
+        .unwrap();
+    assert_eq!(desired(&press3, "speed"), Some(Value::Float(2400.0)));
+    assert!(press3.mirror.is_none(), "the owner answered");
+
+    // Both clouds mirror the fleet, marked with owner and lag.
+    for cloud in ["cloud-1", "cloud-2"] {
+        let mut client = sandbox.client(cloud).await;
+        let twin = eventually("the mirror converges", Duration::from_secs(20), || {
+            let mut client = client.clone();
+            async move {
+                let twin = client
+                    .get_twin(pb::GetTwinRequest {
+                        asset_path: press(3).to_string(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .twin?;
+                (desired(&twin, "speed") == Some(Value::Float(2400.0))).then_some(twin)
+            }
+        })
+        .await;
+        let mirror = twin.mirror.expect("answered from the mirror");
+        assert_eq!(mirror.owner_node, "edge-b");
+        assert!(mirror.connected);
+        let listed = client
+            .list_twins(pb::ListTwinsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let paths: Vec<_> = listed.twins.iter().map(|t| t.asset_path.clone()).collect();
+        assert_eq!(paths, [press(1), press(2), press(3)].map(|p| p.to_string()));
+        // Both audit records were replicated, the planner's denial with its origin.
+        let audit = client
+            .list_audit(pb::ListAuditRequest {
+                path_prefix: press(3).to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(audit.records.len(), 2, "{:?}", audit.records);
+        let planned = &audit.records[0];
+        assert_eq!(planned.origin.as_ref().unwrap().principal, "fleet-script");
+        assert_eq!(
+            planned.origin.as_ref().unwrap().kind,
+            pb::OriginKind::Planner as i32
+        );
+        assert!(matches!(
+            planned.verdict.as_ref().and_then(|v| v.outcome.clone()),
+            Some(Outcome::Denied(_))
+        ));
+    }
+
+    // An edge lists the fleet through a cloud node.
+    let listed = edge_a
+        .list_twins(pb::ListTwinsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.twins.len(), 3);
+
+    // A command for an asset nobody owns.
+    let error = cloud1
+        .send_command(pb::SendCommandRequest {
+            asset_path: "acme/plant-z/line-9/press-9".into(),
+            command: "stop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_planner_is_clamped_at_the_edge_and_moves_when_its_cloud_node_dies() {
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let planners = r#"
+[cluster.planners.energy]
+caps = { "acme/plant-a" = 10.0 }
+min_speed = 100.0
+interval_secs = 1
+max_age_secs = 600.0
+"#;
+    let mut sandbox = Sandbox::new("acme-planners");
+    sandbox.add_cloud("cloud-1", planners);
+    sandbox.add_edge("edge-a", &["acme/plant-a/line-1"], &mqtt(&url, "edge-a"));
+    sandbox.add_edge("edge-b", &["acme/plant-a/line-2"], &mqtt(&url, "edge-b"));
+    sandbox.add_cloud("cloud-2", planners);
+    sandbox.wait_live(4, FORMED).await;
+
+    let (publisher, eventloop) = brokers::client(&url, "machines", true);
+    let (_rx, pump_task) = crate::mqtt::pump(eventloop);
+    // Power above the cap; two agreeing temperature sensors, so automatic commands
+    // are allowed.
+    for n in [1, 2, 3] {
+        for (channel, value) in [
+            ("temperature", 50.0),
+            ("temperature_b", 50.5),
+            ("power_kw", 200.0),
+        ] {
+            publisher
+                .publish(
+                    format!("{}/telemetry/{channel}", press(n)),
+                    QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"v": {value}}}"#),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    // The planner wants 100 rpm to meet a 10 kW cap; the edges' envelope says 200.
+    let mut cloud1 = sandbox.client("cloud-1").await;
+    for n in [1, 3] {
+        let twin = eventually(
+            "the planner lowers the speed",
+            Duration::from_secs(30),
+            || {
+                let mut client = cloud1.clone();
+                async move {
+                    let twin = client
+                        .get_twin(pb::GetTwinRequest {
+                            asset_path: press(n).to_string(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .twin?;
+                    (desired(&twin, "speed") == Some(Value::Float(200.0))).then_some(twin)
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            twin.mirror.unwrap().owner_node,
+            if n == 1 { "edge-a" } else { "edge-b" }
+        );
+        let audit = cloud1
+            .list_audit(pb::ListAuditRequest {
+                path_prefix: press(n).to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let record = audit
+            .records
+            .iter()
+            .find(|r| {
+                r.origin
+                    .as_ref()
+                    .is_some_and(|o| o.principal == "energy-planner")
+            })
+            .expect("the planner's command is audited");
+        assert_eq!(
+            record.origin.as_ref().unwrap().kind,
+            pb::OriginKind::Planner as i32
+        );
+        assert!(matches!(
+            record.verdict.as_ref().and_then(|v| v.outcome.clone()),
+            Some(Outcome::Clamped(_))
+        ));
+    }
+
+    // Exactly one cloud node runs the planner; kill it and the other takes over.
+    let host = eventually(
+        "one cloud node hosts the planner",
+        Duration::from_secs(10),
+        || {
+            let hosts: Vec<&str> = ["cloud-1", "cloud-2"]
+                .into_iter()
+                .filter(|id| sandbox.node(id).planners().contains("energy-planner"))
+                .collect();
+            let host = (hosts.len() == 1).then(|| hosts[0].to_string());
+            async move { host }
+        },
+    )
+    .await;
+    let other = if host == "cloud-1" {
+        "cloud-2"
+    } else {
+        "cloud-1"
+    };
+    let killed = Instant::now();
+    sandbox.kill(&host);
+    eventually("the planner moves", Duration::from_secs(30), || {
+        let moved = sandbox.node(other).planners().contains("energy-planner");
+        async move { moved.then_some(()) }
+    })
+    .await;
+    println!(
+        "planner moved from {host} to {other} in {:?}",
+        killed.elapsed()
+    );
+    pump_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_never_joins() {
+    let mut sandbox = Sandbox::new("acme-one");
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.wait_live(2, FORMED).await;
+    sandbox.add_foreign("intruder", "acme-two");
+    // Give gossip time to (not) merge.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in ["cloud-1", "edge-a"] {
+        assert_eq!(sandbox.node(id).live(), 2, "{}", sandbox.node(id).output());
+    }
+    let mut intruder = sandbox.client("intruder").await;
+    assert_eq!(
+        sandbox.node("intruder").live(),
+        1,
+        "{}",
+        sandbox.node("intruder").output()
+    );
+    let error = intruder
+        .get_twin(pb::GetTwinRequest {
+            asset_path: press(1).to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+}
+
+async fn twin_of(client: &mut crate::sandbox::Client, n: u32) -> Option<pb::Twin> {
+    client
+        .get_twin(pb::GetTwinRequest {
+            asset_path: press(n).to_string(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .twin
+}
+
+async fn audit_of(client: &mut crate::sandbox::Client, prefix: &str) -> Vec<pb::AuditRecord> {
+    let mut records = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_audit(pb::ListAuditRequest {
+                path_prefix: prefix.to_string(),
+                page_size: 1000,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        records.extend(page.records);
+        if page.next_page_token.is_empty() {
+            return records;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The state a mirror must agree on with the owner.
+fn state(twin: &pb::Twin) -> String {
+    let reported: Vec<_> = twin
+        .reported
+        .iter()
+        .map(|r| (r.channel.clone(), r.sample.as_ref().map(|s| s.value)))
+        .collect();
+    let desired: Vec<_> = twin
+        .desired
+        .iter()
+        .map(|d| (d.name.clone(), d.value.as_ref().and_then(value_from_proto)))
+        .collect();
+    let alarms: Vec<_> = twin.alarms.iter().map(|a| a.code.clone()).collect();
+    format!(
+        "v{} {:?} {:?} {:?} {:?} trips {} run {}",
+        twin.version,
+        reported,
+        desired,
+        alarms,
+        twin.derived
+            .iter()
+            .map(|d| (&d.name, d.value))
+            .collect::<Vec<_>>(),
+        twin.trips.len(),
+        twin.run_state
+    )
+}
+
+/// Waits until the cloud's mirror of every press equals the edge's own state.
+async fn converged(sandbox: &Sandbox, edge: &str, cloud: &str, timeout: Duration) {
+    let mut edge = sandbox.client(edge).await;
+    let mut cloud = sandbox.client(cloud).await;
+    let start = Instant::now();
+    loop {
+        let mut differences = Vec::new();
+        for n in [1, 2, 3] {
+            let owner = twin_of(&mut edge, n).await.map(|t| state(&t));
+            let mirror = twin_of(&mut cloud, n).await.map(|t| state(&t));
+            if owner != mirror {
+                differences.push(format!("press-{n}\n  edge  {owner:?}\n  cloud {mirror:?}"));
+            }
+        }
+        if differences.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "the mirror did not converge in {timeout:?}:\n{}",
+            differences.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_edge_keeps_tripping_and_its_mirror_converges_exactly_once() {
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let mut sandbox = Sandbox::new("acme-partition");
+    let cloud_proxy = sandbox.add_cloud_behind_proxy("cloud-1", "").await;
+    let edge_proxy = sandbox
+        .add_edge_behind_proxy("edge-a", &["acme/plant-a"], &mqtt(&url, "edge-a"))
+        .await;
+    sandbox.wait_live(2, FORMED).await;
+    let (publisher, eventloop) = brokers::client(&url, "machines", true);
+    let (_rx, pump_task) = crate::mqtt::pump(eventloop);
+    let publish = |n: u32, channel: &'static str, value: f64, seq: u64| {
+        let publisher = publisher.clone();
+        async move {
+            publisher
+                .publish(
+                    format!("{}/telemetry/{channel}", press(n)),
+                    QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"v": {value}, "seq": {seq}}}"#),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for seq in 1..=20 {
+        for n in [1, 2, 3] {
+            publish(n, "vibration", 2.0 + seq as f64 * 0.01, seq).await;
+        }
+    }
+    converged(&sandbox, "edge-a", "cloud-1", Duration::from_secs(30)).await;
+
+    // Partition edge ↔ cloud (both directions of node-to-node traffic).
+    cloud_proxy.partition();
+    edge_proxy.partition();
+    let mut edge = sandbox.client("edge-a").await;
+    publish(1, "temperature", 130.0, 1).await;
+    publish(1, "temperature_b", 130.5, 1).await;
+    let tripped = eventually(
+        "the edge trips during the partition",
+        Duration::from_secs(10),
+        || {
+            let mut edge = edge.clone();
+            async move {
+                let twin = twin_of(&mut edge, 1).await?;
+                (twin.run_state == pb::RunState::Tripped as i32).then_some(twin)
+            }
+        },
+    )
+    .await;
+    assert!(!tripped.trips.is_empty());
+    for seq in 21..=300 {
+        for n in [2, 3] {
+            publish(n, "vibration", 2.0 + seq as f64 * 0.01, seq).await;
+        }
+    }
+    // A command through the cloud cannot reach the edge before its deadline.
+    let mut cloud = sandbox.client("cloud-1").await;
+    let mut late = set_speed(2, 1700.0);
+    late.deadline = Some(timestamp_to_proto(Timestamp(
+        Timestamp::now().0 + 1_500_000,
+    )));
+    let error = cloud.send_command(late).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::DeadlineExceeded, "{error:?}");
+    let mirror = twin_of(&mut cloud, 1).await.unwrap();
+    assert!(mirror.trips.is_empty(), "the mirror cannot know yet");
+
+    // Heal: the backlog drains, the mirror equals the edge, nothing twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cloud_proxy.heal();
+    edge_proxy.heal();
+    converged(&sandbox, "edge-a", "cloud-1", Duration::from_secs(60)).await;
+    let edge_audit = audit_of(&mut edge, "acme/plant-a").await;
+    let cloud_audit = audit_of(&mut cloud, "acme/plant-a").await;
+    let key = |r: &pb::AuditRecord| (r.asset_path.clone(), r.seq);
+    let mut edge_keys: Vec<_> = edge_audit.iter().map(key).collect();
+    let mut cloud_keys: Vec<_> = cloud_audit.iter().map(key).collect();
+    edge_keys.sort();
+    cloud_keys.sort();
+    assert_eq!(edge_keys, cloud_keys, "every audit record exactly once");
+    assert!(
+        cloud_audit
+            .iter()
+            .any(|r| r.kind == pb::AuditKind::SafetyAction as i32)
+    );
+    // The late command was never actuated: if it reached the edge at all, it was
+    // refused there for its deadline.
+    let press2 = twin_of(&mut edge, 2).await.unwrap();
+    assert_ne!(desired(&press2, "speed"), Some(Value::Float(1700.0)));
+    for record in edge_audit
+        .iter()
+        .filter(|r| r.asset_path == press(2).to_string())
+    {
+        assert!(
+            matches!(
+                record.verdict.as_ref().and_then(|v| v.outcome.clone()),
+                Some(Outcome::Denied(_))
+            ),
+            "{record:?}"
+        );
+    }
+    pump_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_mid_replication_loses_and_repeats_nothing() {
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let mut sandbox = Sandbox::new("acme-kill");
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], &mqtt(&url, "edge-a"));
+    sandbox.wait_live(2, FORMED).await;
+    let mut edge = sandbox.client("edge-a").await;
+    let (publisher, eventloop) = brokers::client(&url, "machines", true);
+    let (_rx, pump_task) = crate::mqtt::pump(eventloop);
+
+    // Readings and commands stream in; the edge is killed in the middle of it.
+    let mut seq = 0;
+    let mut commands = 0;
+    for round in 0..3 {
+        for _ in 0..400 {
+            seq += 1;
+            for n in [1, 2, 3] {
+                publisher
+                    .publish(
+                        format!("{}/telemetry/vibration", press(n)),
+                        QoS::AtLeastOnce,
+                        false,
+                        format!(
+                            r#"{{"v": {}, "seq": {seq}}}"#,
+                            2.0 + (seq % 50) as f64 * 0.01
+                        ),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        if round < 2 {
+            for n in [1, 2, 3] {
+                let rpm = 1000.0 + f64::from(round * 10 + n);
+                edge.send_command(set_speed(n, rpm)).await.unwrap();
+                commands += 1;
+            }
+        }
+        if round == 1 {
+            sandbox.kill("edge-a");
+            sandbox.restart("edge-a");
+            sandbox.wait_live(2, FORMED).await;
+            edge = sandbox.client("edge-a").await;
+        }
+    }
+    converged(&sandbox, "edge-a", "cloud-1", Duration::from_secs(60)).await;
+    let mut cloud = sandbox.client("cloud-1").await;
+    let edge_audit = audit_of(&mut edge, "acme/plant-a").await;
+    let cloud_audit = audit_of(&mut cloud, "acme/plant-a").await;
+    assert_eq!(edge_audit.len(), commands, "{edge_audit:?}");
+    let key = |r: &pb::AuditRecord| (r.asset_path.clone(), r.seq);
+    let mut edge_keys: Vec<_> = edge_audit.iter().map(key).collect();
+    let mut cloud_keys: Vec<_> = cloud_audit.iter().map(key).collect();
+    edge_keys.sort();
+    cloud_keys.sort();
+    assert_eq!(
+        edge_keys, cloud_keys,
+        "every acknowledged command exactly once"
+    );
+    pump_task.abort();
+}

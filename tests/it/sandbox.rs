@@ -1,0 +1,468 @@
+//! A sandbox of real `doppel node` processes on loopback: add nodes, wait until N are
+//! live, kill (SIGKILL) and restart them. Each node has its own data directory, fixed
+//! ports (a restart reuses them) and a public API with an admin and a planner token.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use doppel_proto::v1::twin_service_client::TwinServiceClient;
+use parking_lot::Mutex;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::brokers::free_port;
+use crate::support::{PLANT, TYPES};
+
+/// The admin token every sandbox node accepts.
+pub const ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789";
+/// A planner token every sandbox node accepts (principal `fleet-script`).
+pub const PLANNER_TOKEN: &str = "sandbox-planner-token-0123456789";
+
+/// A client of a node's public API that sends a token.
+pub type Client = TwinServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Sends a bearer token with every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// One node of the sandbox.
+pub struct SandboxNode {
+    /// The node's id.
+    pub id: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its public API address.
+    pub api: SocketAddr,
+    child: Option<Child>,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl SandboxNode {
+    /// Every stdout and stderr line so far.
+    pub fn output(&self) -> String {
+        self.output.lock().join("\n")
+    }
+
+    /// The latest `members: N live: …` line's N.
+    pub fn live(&self) -> usize {
+        self.output
+            .lock()
+            .iter()
+            .rev()
+            .find_map(|line| line.strip_prefix("members: "))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The latest `planners here: […]` line.
+    pub fn planners(&self) -> String {
+        self.output
+            .lock()
+            .iter()
+            .rev()
+            .find_map(|line| line.strip_prefix("planners here: "))
+            .unwrap_or("[]")
+            .to_string()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+}
+
+/// Node processes of one cluster on loopback.
+pub struct Sandbox {
+    /// The sandbox directory (configs and data).
+    pub dir: tempfile::TempDir,
+    cluster_id: String,
+    seed: Option<SocketAddr>,
+    nodes: BTreeMap<String, SandboxNode>,
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Sandbox {
+    /// An empty sandbox for cluster `cluster_id`, with the test twin types and plant
+    /// (acme/plant-a: line-1 with press-1 and press-2, line-2 with press-3).
+    pub fn new(cluster_id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("types.toml"), TYPES).unwrap();
+        std::fs::write(dir.path().join("plant.toml"), PLANT).unwrap();
+        Self {
+            dir,
+            cluster_id: cluster_id.to_string(),
+            seed: None,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Adds and starts an edge node owning `owns`; `extra` is appended to its config
+    /// (connectors, settings).
+    pub fn add_edge(&mut self, id: &str, owns: &[&str], extra: &str) -> &mut SandboxNode {
+        let owns = owns
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.add(id, "edge", &format!("owns = [{owns}]\n"), true, extra)
+    }
+
+    /// Adds and starts a cloud node; `cluster_extra` is appended to its `[cluster]`
+    /// table (planners).
+    pub fn add_cloud(&mut self, id: &str, cluster_extra: &str) -> &mut SandboxNode {
+        self.add(id, "cloud", cluster_extra, false, "")
+    }
+
+    /// Adds and starts an edge node whose peers reach its NodeService through a
+    /// [`Proxy`] the test controls.
+    pub async fn add_edge_behind_proxy(&mut self, id: &str, owns: &[&str], extra: &str) -> Proxy {
+        let owns = owns
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.add_behind_proxy(id, "edge", &format!("owns = [{owns}]\n"), true, extra)
+            .await
+    }
+
+    /// Adds and starts a cloud node whose peers reach its NodeService through a
+    /// [`Proxy`] the test controls.
+    pub async fn add_cloud_behind_proxy(&mut self, id: &str, cluster_extra: &str) -> Proxy {
+        self.add_behind_proxy(id, "cloud", cluster_extra, false, "")
+            .await
+    }
+
+    async fn add_behind_proxy(
+        &mut self,
+        id: &str,
+        role: &str,
+        cluster_extra: &str,
+        hosts: bool,
+        extra: &str,
+    ) -> Proxy {
+        let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proxy = Proxy::start(node_addr).await;
+        let cluster_extra = format!("advertise = \"{}\"\n{cluster_extra}", proxy.addr);
+        self.add_at(id, role, &cluster_extra, hosts, extra, node_addr);
+        proxy
+    }
+
+    /// Adds a node of another cluster id that seeds from this sandbox.
+    pub fn add_foreign(&mut self, id: &str, cluster_id: &str) -> &mut SandboxNode {
+        let own = std::mem::replace(&mut self.cluster_id, cluster_id.to_string());
+        self.add(id, "cloud", "", false, "");
+        self.cluster_id = own;
+        self.nodes.get_mut(id).unwrap()
+    }
+
+    fn add(
+        &mut self,
+        id: &str,
+        role: &str,
+        cluster_extra: &str,
+        hosts: bool,
+        extra: &str,
+    ) -> &mut SandboxNode {
+        let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        self.add_at(id, role, cluster_extra, hosts, extra, node_addr)
+    }
+
+    fn add_at(
+        &mut self,
+        id: &str,
+        role: &str,
+        cluster_extra: &str,
+        hosts: bool,
+        extra: &str,
+        node_addr: SocketAddr,
+    ) -> &mut SandboxNode {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let gossip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let seeds = match self.seed {
+            Some(seed) => format!("[\"{seed}\"]"),
+            None => "[]".to_string(),
+        };
+        self.seed.get_or_insert(gossip);
+        let plant = if hosts {
+            "plant = \"plant.toml\"\n"
+        } else {
+            ""
+        };
+        let config = format!(
+            r#"[node]
+data_dir = "data-{id}"
+types = "types.toml"
+{plant}
+[settings.journal]
+batch_interval_ms = 2
+
+[api]
+listen = "{api}"
+tokens = [
+  {{ name = "admin", token = "{ADMIN_TOKEN}", role = "admin" }},
+  {{ name = "fleet-script", token = "{PLANNER_TOKEN}", role = "planner" }},
+]
+
+{extra}
+
+[cluster]
+id = "{cluster}"
+node_id = "{id}"
+role = "{role}"
+listen = "{node_addr}"
+gossip = "{gossip}"
+seeds = {seeds}
+{cluster_extra}
+"#,
+            cluster = self.cluster_id,
+        );
+        let path = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut node = SandboxNode {
+            id: id.to_string(),
+            config: path,
+            api,
+            child: None,
+            output: Arc::default(),
+        };
+        spawn(&mut node);
+        self.nodes.insert(id.to_string(), node);
+        self.nodes.get_mut(id).unwrap()
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: &str) -> &SandboxNode {
+        &self.nodes[id]
+    }
+
+    /// Waits until every running node sees `n` live members.
+    pub async fn wait_live(&mut self, n: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for node in self.nodes.values_mut() {
+                if node.running() && node.live() != n {
+                    all = false;
+                }
+            }
+            if all {
+                return;
+            }
+            if start.elapsed() > timeout {
+                let report: Vec<String> = self
+                    .nodes
+                    .values()
+                    .map(|n| format!("--- {} sees {} live:\n{}", n.id, n.live(), n.output()))
+                    .collect();
+                panic!("not {n} live after {timeout:?}\n{}", report.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills a node with SIGKILL.
+    pub fn kill(&mut self, id: &str) {
+        let node = self.nodes.get_mut(id).unwrap();
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed or stopped node again with the same config and ports.
+    pub fn restart(&mut self, id: &str) {
+        let node = self.nodes.get_mut(id).unwrap();
+        assert!(node.child.is_none(), "{id} is still running");
+        spawn(node);
+    }
+
+    /// A client of a node's public API with the admin token.
+    pub async fn client(&self, id: &str) -> Client {
+        self.client_with(id, ADMIN_TOKEN).await
+    }
+
+    /// A client of a node's public API with `token`.
+    pub async fn client_with(&self, id: &str, token: &str) -> Client {
+        let addr = self.nodes[id].api;
+        let channel = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                {
+                    Ok(channel) => return channel,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{id}'s API at {addr} never answered:\n{}",
+                self.nodes[id].output()
+            )
+        });
+        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
+        TwinServiceClient::with_interceptor(channel, bearer)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn spawn(node: &mut SandboxNode) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args(["node", "--config"])
+        .arg(&node.config)
+        .env("RUST_LOG", "info,chitchat=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for (stream, tag) in [
+        (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+        (Box::new(stderr), "! "),
+    ] {
+        let output = node.output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                output.lock().push(format!("{tag}{line}"));
+            }
+        });
+    }
+    node.child = Some(child);
+}
+
+/// A TCP proxy between nodes that a test can stall: while partitioned it accepts
+/// connections but moves no bytes in either direction (a network that drops every
+/// packet); healed, everything held back flows.
+pub struct Proxy {
+    /// The address to dial instead of the target.
+    pub addr: SocketAddr,
+    partitioned: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy on a free loopback port forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (partitioned, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (a_read, a_write) = inbound.into_split();
+                    let (b_read, b_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(a_read, b_write, watch.clone()),
+                        pump(b_read, a_write, watch)
+                    );
+                });
+            }
+        });
+        Self {
+            addr,
+            partitioned,
+            task,
+        }
+    }
+
+    /// Stops moving bytes.
+    pub fn partition(&self) {
+        self.partitioned.send_replace(true);
+    }
+
+    /// Moves bytes again, held-back ones first.
+    pub fn heal(&self) {
+        self.partitioned.send_replace(false);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut partitioned: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        // Wait out a partition before reading: the bytes stay in the socket buffers.
+        while *partitioned.borrow_and_update() {
+            if partitioned.changed().await.is_err() {
+                return;
+            }
+        }
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = partitioned.changed() => continue,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        // Bytes read just before a partition are held until it heals.
+        while *partitioned.borrow_and_update() {
+            if partitioned.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
