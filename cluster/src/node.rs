@@ -51,6 +51,7 @@ pub struct ClusterNode {
     links: Option<(watch::Sender<bool>, JoinHandle<Vec<ReplicationLink>>)>,
     link_status: Arc<parking_lot::Mutex<HashMap<String, LinkStatus>>>,
     planners: Option<PlannerHost>,
+    members: watch::Receiver<Arc<Vec<Member>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -113,6 +114,8 @@ impl ClusterNode {
                 .map(|a| a.limits.clone())
                 .unwrap_or_default(),
         );
+        // Peers gossip names are admitted once they answer Hello over the cluster's
+        // transport; the router, links and planners see admitted members only.
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::<Member>::new()));
         let router = ClusterApi::new(
             config.node_id.clone(),
@@ -120,7 +123,7 @@ impl ClusterNode {
             twins.clone(),
             local.clone(),
             fleet,
-            members_rx,
+            members_rx.clone(),
             transport.clone(),
         );
 
@@ -181,18 +184,12 @@ impl ClusterNode {
             &config.membership,
         )
         .await?;
-        let mut watcher = membership.watch();
-        let pipe = tokio::spawn(async move {
-            loop {
-                let members = watcher.borrow_and_update().clone();
-                if members_tx.send(members).is_err() {
-                    return;
-                }
-                if watcher.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let admission = tokio::spawn(admit(
+            membership.watch(),
+            members_tx,
+            transport.clone(),
+            config.node_id.clone(),
+        ));
 
         let mut node = ClusterNode {
             config,
@@ -206,7 +203,8 @@ impl ClusterNode {
             links: None,
             link_status: Arc::default(),
             planners: None,
-            tasks: vec![pipe],
+            members: members_rx,
+            tasks: vec![admission],
         };
         if edge {
             if let Err(error) = node.claim().await {
@@ -220,7 +218,7 @@ impl ClusterNode {
                 &node.config,
                 node.router.clone(),
                 node.mirror.clone(),
-                node.membership.watch(),
+                node.members.clone(),
             )?);
         }
         Ok(node)
@@ -232,7 +230,8 @@ impl ClusterNode {
     async fn claim(&mut self) -> Result<(), ClusterError> {
         tokio::time::sleep(SETTLE).await;
         let me = self.config.node_id.clone();
-        if let Some(conflict) = placement::must_yield(&self.membership.live(), &me) {
+        let admitted = self.members.borrow().clone();
+        if let Some(conflict) = placement::must_yield(&admitted, &me) {
             tracing::error!(conflict = %conflict.message, "refusing to own twins another live edge node owns");
             self.membership
                 .set_conflict(Some(conflict.message.clone()))
@@ -241,7 +240,7 @@ impl ClusterNode {
             tokio::time::sleep(self.config.membership.gossip_interval() * 5).await;
             return Err(ClusterError::Conflict(conflict.message));
         }
-        let mut watcher = self.membership.watch();
+        let mut watcher = self.members.clone();
         let name = me.clone();
         self.tasks.push(tokio::spawn(async move {
             let mut reported: Vec<String> = Vec::new();
@@ -266,7 +265,7 @@ impl ClusterNode {
     /// Keeps one replication link per cloud node that mirrors this edge's twins.
     fn start_links(&mut self, transport: Transport) {
         let (stop, mut stopping) = watch::channel(false);
-        let mut members = self.membership.watch();
+        let mut members = self.members.clone();
         let twins = self.node.runtime().twins().clone();
         let settings = self.config.outbox.clone();
         let me = self.config.node_id.clone();
@@ -324,9 +323,16 @@ impl ClusterNode {
         &self.node
     }
 
-    /// Membership.
+    /// Membership (gossip).
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The live members this node admitted: gossip named them and they answered
+    /// Hello over the cluster's transport (mutual TLS when configured) with the id
+    /// gossip announced. This node is always among them.
+    pub fn members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.members.clone()
     }
 
     /// The public TwinService router.
@@ -388,4 +394,94 @@ impl ClusterNode {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         self.node.stop().await;
     }
+}
+
+/// How long a peer has to answer Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a peer that failed Hello is asked again.
+const HELLO_RETRY: Duration = Duration::from_secs(2);
+
+/// Publishes the gossip members that answer Hello over `transport` with the node id
+/// gossip announced (and this node itself).
+async fn admit(
+    mut gossip: watch::Receiver<Arc<Vec<Member>>>,
+    admitted: watch::Sender<Arc<Vec<Member>>>,
+    transport: Transport,
+    me: String,
+) {
+    // (node id, address, start time) → admitted?
+    let mut verdicts: HashMap<(String, SocketAddr, u64), bool> = HashMap::new();
+    let mut retry = tokio::time::interval(HELLO_RETRY);
+    loop {
+        let live = gossip.borrow_and_update().clone();
+        let unknown: Vec<&Member> = live
+            .iter()
+            .filter(|m| m.node_id != me)
+            .filter(|m| !verdicts.get(&key(m)).copied().unwrap_or(false))
+            .collect();
+        let probes = unknown.iter().map(|m| hello(&transport, &me, m));
+        for (member, result) in unknown
+            .iter()
+            .zip(futures_util::future::join_all(probes).await)
+        {
+            let ok = match result {
+                Ok(()) => true,
+                Err(reason) => {
+                    if verdicts.get(&key(member)).is_none() {
+                        tracing::warn!(peer = %member.node_id, addr = %member.node_addr, %reason, "not admitting a peer gossip announced");
+                    }
+                    false
+                }
+            };
+            verdicts.insert(key(member), ok);
+        }
+        verdicts.retain(|k, _| live.iter().any(|m| key(m) == *k));
+        let members: Vec<Member> = live
+            .iter()
+            .filter(|m| m.node_id == me || verdicts.get(&key(m)).copied().unwrap_or(false))
+            .cloned()
+            .collect();
+        admitted.send_if_modified(|current| {
+            if **current == members {
+                false
+            } else {
+                *current = Arc::new(members);
+                true
+            }
+        });
+        tokio::select! {
+            changed = gossip.changed() => if changed.is_err() { return },
+            _ = retry.tick() => {}
+        }
+    }
+}
+
+fn key(member: &Member) -> (String, SocketAddr, u64) {
+    (
+        member.node_id.clone(),
+        member.node_addr,
+        member.started_at_ms,
+    )
+}
+
+async fn hello(transport: &Transport, me: &str, member: &Member) -> Result<(), String> {
+    let mut client = transport
+        .client(member.node_addr)
+        .map_err(|error| error.to_string())?;
+    let mut request = tonic::Request::new(doppel_proto::v1::HelloRequest {
+        node_id: me.to_string(),
+    });
+    request.set_timeout(HELLO_TIMEOUT);
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(request))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|status| format!("{}: {}", status.code(), status.message()))?
+        .into_inner();
+    if answer.node_id != member.node_id || answer.cluster_id != transport.cluster_id() {
+        return Err(format!(
+            "answered as node `{}` of cluster `{}`",
+            answer.node_id, answer.cluster_id
+        ));
+    }
+    Ok(())
 }

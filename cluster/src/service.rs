@@ -72,6 +72,17 @@ type ReplicateStream = Pin<Box<dyn Stream<Item = Result<pb::ReplicateResponse, S
 
 #[tonic::async_trait]
 impl NodeService for NodeApi {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.transport.check(&request)?;
+        Ok(Response::new(pb::HelloResponse {
+            node_id: self.api.inner.node_id.clone(),
+            cluster_id: self.transport.cluster_id().to_string(),
+        }))
+    }
+
     async fn forward_get_twin(
         &self,
         request: Request<pb::ForwardGetTwinRequest>,

@@ -130,7 +130,7 @@ async fn run_cluster_node(
     let stop_at =
         duration.map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut members = node.membership().watch();
+    let mut members = node.members();
     let mut shown = String::new();
     let mut planners = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));

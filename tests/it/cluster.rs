@@ -606,3 +606,82 @@ async fn an_edge_killed_mid_replication_loses_and_repeats_nothing() {
     );
     pump_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_a_node_without_a_trusted_certificate_is_refused() {
+    let mut sandbox = Sandbox::new("acme-tls").with_tls();
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.wait_live(2, FORMED).await;
+    let mut cloud = sandbox.client("cloud-1").await;
+    let accepted = cloud
+        .send_command(set_speed(2, 1300.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+
+    // Same cluster id, same gossip, a certificate from another CA.
+    sandbox.add_untrusted("rogue");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in ["cloud-1", "edge-a"] {
+        assert_eq!(sandbox.node(id).live(), 2, "{}", sandbox.node(id).output());
+    }
+    assert_eq!(
+        sandbox.node("rogue").live(),
+        1,
+        "{}",
+        sandbox.node("rogue").output()
+    );
+    assert!(
+        sandbox
+            .node("edge-a")
+            .output()
+            .contains("not admitting a peer"),
+        "{}",
+        sandbox.node("edge-a").output()
+    );
+    // The rogue cannot reach the edge's twins.
+    let mut rogue = sandbox.client("rogue").await;
+    let error = rogue.send_command(set_speed(2, 2000.0)).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound, "{error:?}");
+    let press2 = twin_of(&mut cloud, 2).await.unwrap();
+    assert_ne!(desired(&press2, "speed"), Some(Value::Float(2000.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
+    let mut sandbox = Sandbox::new("acme-claims");
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.wait_live(2, FORMED).await;
+    sandbox.add_edge("edge-late", &["acme/plant-a/line-2"], "");
+    let start = Instant::now();
+    while sandbox.node_mut("edge-late").running() {
+        assert!(
+            start.elapsed() < FORMED,
+            "edge-late kept running:\n{}",
+            sandbox.node("edge-late").output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = sandbox.node("edge-late").output();
+    assert!(output.contains("ownership conflict"), "{output}");
+    assert!(output.contains("edge-a"), "{output}");
+    // The first owner keeps serving, and says what happened.
+    let mut cloud = sandbox.client("cloud-1").await;
+    let accepted = cloud
+        .send_command(set_speed(3, 1250.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+    assert!(
+        sandbox
+            .node("edge-a")
+            .output()
+            .contains("claims this node's plants"),
+        "{}",
+        sandbox.node("edge-a").output()
+    );
+}

@@ -99,6 +99,57 @@ pub struct Sandbox {
     cluster_id: String,
     seed: Option<SocketAddr>,
     nodes: BTreeMap<String, SandboxNode>,
+    ca: Option<Authority>,
+}
+
+/// A certificate authority that issues node certificates (rcgen), for mutual TLS.
+pub struct Authority {
+    name: String,
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+impl Authority {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        Self {
+            name: name.to_string(),
+            params,
+            key: rcgen::KeyPair::generate().unwrap(),
+        }
+    }
+
+    /// Writes the CA certificate and a certificate for node `id` (valid for
+    /// 127.0.0.1 and localhost) into `dir`; the `[cluster.tls]` table using them.
+    pub fn issue(&self, dir: &std::path::Path, id: &str) -> String {
+        let ca = self.params.self_signed(&self.key).unwrap();
+        let ca_path = dir.join(format!("{}-ca.pem", self.name));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, id);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let cert_path = dir.join(format!("{id}.pem"));
+        let key_path = dir.join(format!("{id}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        format!(
+            "\n[cluster.tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+            cert_path.display(),
+            key_path.display(),
+            ca_path.display()
+        )
+    }
 }
 
 fn free_udp_port() -> u16 {
@@ -121,7 +172,23 @@ impl Sandbox {
             cluster_id: cluster_id.to_string(),
             seed: None,
             nodes: BTreeMap::new(),
+            ca: None,
         }
+    }
+
+    /// Nodes added from now on talk mutual TLS with certificates of one cluster CA.
+    pub fn with_tls(mut self) -> Self {
+        self.ca = Some(Authority::new("cluster"));
+        self
+    }
+
+    /// Adds a cloud node of this cluster id whose certificate another CA signed (and
+    /// which trusts only that CA).
+    pub fn add_untrusted(&mut self, id: &str) -> &mut SandboxNode {
+        let own = self.ca.replace(Authority::new("rogue"));
+        self.add(id, "cloud", "", false, "");
+        self.ca = own;
+        self.nodes.get_mut(id).unwrap()
     }
 
     /// Adds and starts an edge node owning `owns`; `extra` is appended to its config
@@ -216,6 +283,11 @@ impl Sandbox {
         } else {
             ""
         };
+        let tls = self
+            .ca
+            .as_ref()
+            .map(|ca| ca.issue(self.dir.path(), id))
+            .unwrap_or_default();
         let config = format!(
             r#"[node]
 data_dir = "data-{id}"
@@ -241,6 +313,7 @@ listen = "{node_addr}"
 gossip = "{gossip}"
 seeds = {seeds}
 {cluster_extra}
+{tls}
 "#,
             cluster = self.cluster_id,
         );
@@ -261,6 +334,11 @@ seeds = {seeds}
     /// A node by id.
     pub fn node(&self, id: &str) -> &SandboxNode {
         &self.nodes[id]
+    }
+
+    /// A node by id, to check whether it runs.
+    pub fn node_mut(&mut self, id: &str) -> &mut SandboxNode {
+        self.nodes.get_mut(id).unwrap()
     }
 
     /// Waits until every running node sees `n` live members.

@@ -266,6 +266,13 @@ fn not_here<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl NodeService for TestNode {
+    async fn hello(
+        &self,
+        _request: Request<proto::HelloRequest>,
+    ) -> Result<Response<proto::HelloResponse>, Status> {
+        not_here()
+    }
+
     async fn forward_get_twin(
         &self,
         _request: Request<proto::ForwardGetTwinRequest>,
