@@ -427,7 +427,7 @@ async fn admit(
             let ok = match result {
                 Ok(()) => true,
                 Err(reason) => {
-                    if verdicts.get(&key(member)).is_none() {
+                    if !verdicts.contains_key(&key(member)) {
                         tracing::warn!(peer = %member.node_id, addr = %member.node_addr, %reason, "not admitting a peer gossip announced");
                     }
                     false
