@@ -8,14 +8,14 @@ use doppel_api::convert::{self, timestamp_to_proto};
 use doppel_api::page::{self, Listing};
 use doppel_api::{page_size, parse_path, parse_prefix, time_range};
 use doppel_proto::v1 as pb;
-use doppel_runtime::AssetPath;
 use doppel_runtime::twin::{TwinChange, TwinEvent};
+use doppel_runtime::{AssetPath, Timestamp};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::config::prefix_covers;
-use crate::mirror::{MirrorRow, MirrorStore};
+use crate::mirror::{AuditCursor, MirrorRow, MirrorStore};
 
 /// Messages a watch may queue before the watcher counts as stalled and is ended.
 const WATCH_BUFFER: usize = 1024;
@@ -228,34 +228,33 @@ impl FleetApi {
             &to.0.to_be_bytes(),
             b"mirror",
         ]);
-        let skip = if request.page_token.is_empty() {
-            0
+        let after = if request.page_token.is_empty() {
+            None
         } else {
             let cursor = page::decode(&request.page_token, Listing::Audit, filters)
                 .map_err(|problem| invalid("page_token", problem))?;
-            let bytes: [u8; 8] = cursor
-                .as_slice()
-                .try_into()
-                .map_err(|_| invalid("page_token", "not a page token this service issued"))?;
-            u64::from_be_bytes(bytes) as usize
+            Some(
+                decode_cursor(&cursor)
+                    .ok_or_else(|| invalid("page_token", "not a page token this service issued"))?,
+            )
         };
-        let records = self.mirror.audit(prefix, from, to, skip + size + 1);
-        let more = records.len() > skip + size;
-        let page: Vec<pb::AuditRecord> = records
-            .iter()
-            .skip(skip)
-            .take(size)
-            .map(|(_, record)| convert::audit_record(record))
-            .collect();
-        let next_page_token = if more {
-            page::encode(
+        let mut records = self
+            .mirror
+            .audit_after(prefix, (from, to), after.as_ref(), size + 1);
+        let more = records.len() > size;
+        records.truncate(size);
+        let next_page_token = match records.last() {
+            Some((owner, last)) if more => page::encode(
                 Listing::Audit,
                 filters,
-                &((skip + size) as u64).to_be_bytes(),
-            )
-        } else {
-            String::new()
+                &encode_cursor(&AuditCursor::of(owner, last)),
+            ),
+            _ => String::new(),
         };
+        let page = records
+            .iter()
+            .map(|(_, record)| convert::audit_record(record))
+            .collect();
         Ok(pb::ListAuditResponse {
             records: page,
             next_page_token,
@@ -271,6 +270,26 @@ impl FleetApi {
     pub fn parse_asset(field: &str, raw: &str) -> Result<AssetPath, Status> {
         parse_path(field, raw)
     }
+}
+
+/// A page cursor's bytes: time (8, big endian), sequence (8), owner.
+fn encode_cursor(cursor: &AuditCursor) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + cursor.owner.len());
+    bytes.extend_from_slice(&cursor.at.0.to_be_bytes());
+    bytes.extend_from_slice(&cursor.seq.to_be_bytes());
+    bytes.extend_from_slice(cursor.owner.as_bytes());
+    bytes
+}
+
+fn decode_cursor(bytes: &[u8]) -> Option<AuditCursor> {
+    let at = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let owner = String::from_utf8(bytes.get(16..)?.to_vec()).ok()?;
+    Some(AuditCursor {
+        at: Timestamp(at),
+        owner,
+        seq,
+    })
 }
 
 fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {

@@ -27,7 +27,7 @@ use crate::membership::{Announcement, Member, Membership};
 use crate::mirror::MirrorStore;
 use crate::placement;
 use crate::planner_host::PlannerHost;
-use crate::replication::{LinkStatus, ReplicationLink};
+use crate::replication::{LinkStatus, OutboxKeeper, OutboxStatus, ReplicationLink};
 use crate::router::ClusterApi;
 use crate::service::NodeApi;
 use crate::transport::Transport;
@@ -52,6 +52,7 @@ pub struct ClusterNode {
     link_status: Arc<parking_lot::Mutex<HashMap<String, LinkStatus>>>,
     planners: Option<PlannerHost>,
     members: watch::Receiver<Arc<Vec<Member>>>,
+    keeper: Option<OutboxKeeper>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -158,16 +159,14 @@ impl ClusterNode {
             }
         });
 
-        let api = match api_config {
-            Some(api_config) => Some(ApiServer::serve(api_config, local, router.clone()).await?),
-            None => None,
-        };
-
         let announcement = Announcement {
             node_id: config.node_id.clone(),
             role: config.role,
             node_addr,
-            api_addr: api.as_ref().map(|a| a.addr()),
+            api_addr: api_config
+                .as_ref()
+                .map(|a| a.listen)
+                .filter(|addr| addr.port() != 0),
             owns: config.owns.iter().map(|p| p.as_str().to_string()).collect(),
             mirrors: config
                 .mirrors
@@ -196,7 +195,7 @@ impl ClusterNode {
             node: hosted,
             membership,
             router,
-            api,
+            api: None,
             node_addr,
             node_server: (stop_server, server_task),
             mirror,
@@ -204,14 +203,31 @@ impl ClusterNode {
             link_status: Arc::default(),
             planners: None,
             members: members_rx,
+            keeper: None,
             tasks: vec![admission],
         };
-        if edge {
-            if let Err(error) = node.claim().await {
-                node.stop().await;
-                return Err(error);
+        if edge && let Err(error) = node.claim().await {
+            node.stop().await;
+            return Err(error);
+        }
+        // Owner of its plants (or a cloud node): forwarded calls and the public API
+        // are answered from now on.
+        node.router.set_ready();
+        if let Some(api_config) = api_config {
+            match ApiServer::serve(api_config, local, node.router.clone()).await {
+                Ok(api) => node.api = Some(api),
+                Err(error) => {
+                    node.stop().await;
+                    return Err(error.into());
+                }
             }
+        }
+        if edge {
             twins.resync().durable().await?;
+            node.keeper = Some(OutboxKeeper::start(
+                twins.clone(),
+                node.config.outbox.clone(),
+            ));
             node.start_links(transport);
         } else {
             node.planners = Some(PlannerHost::start(
@@ -360,6 +376,12 @@ impl ClusterNode {
         self.link_status.lock().clone()
     }
 
+    /// An edge node's outbox: entries, depth (entries some cloud node has not
+    /// acknowledged), compactions.
+    pub fn outbox(&self) -> Option<OutboxStatus> {
+        self.keeper.as_ref().map(OutboxKeeper::status)
+    }
+
     /// The planners this (cloud) node runs now.
     pub fn running_planners(&self) -> Vec<String> {
         self.planners
@@ -376,6 +398,9 @@ impl ClusterNode {
         }
         if let Some(planners) = self.planners {
             planners.stop().await;
+        }
+        if let Some(keeper) = self.keeper {
+            keeper.stop().await;
         }
         if let Some((stop, task)) = self.links {
             let _ = stop.send(true);

@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) fleet: Option<FleetApi>,
     members: watch::Receiver<Arc<Vec<Member>>>,
     transport: Transport,
+    /// Set once the node owns its plants (an edge has checked for conflicts).
+    ready: std::sync::atomic::AtomicBool,
     clients: Mutex<HashMap<(String, std::net::SocketAddr), NodeClient>>,
 }
 
@@ -77,9 +79,22 @@ impl ClusterApi {
                 fleet,
                 members,
                 transport,
+                ready: std::sync::atomic::AtomicBool::new(false),
                 clients: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Marks the node ready: it answers forwarded calls from now on.
+    pub fn set_ready(&self) {
+        self.inner
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the node answers forwarded calls yet.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The node's local TwinService (its own twins).

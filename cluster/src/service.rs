@@ -38,6 +38,11 @@ impl NodeApi {
         split: impl FnOnce(F) -> (Option<pb::ForwardedCaller>, Option<T>),
     ) -> Result<Request<T>, Status> {
         let peer = self.transport.check(&request)?;
+        if !self.api.is_ready() {
+            return Err(Status::unavailable(
+                "this node is starting: it answers once it has confirmed what it owns",
+            ));
+        }
         let (metadata, _, message) = request.into_parts();
         let (caller, inner) = split(message);
         let caller = caller.ok_or_else(|| Status::invalid_argument("caller: required"))?;

@@ -30,16 +30,16 @@ use crate::dev::view::{LineRow, MachineRow, MachineState, PlantView, render};
 pub struct DevArgs {
     /// Where the node keeps its redb file [default: the user's data directory]/doppel/dev.
     #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Run this many seconds, then exit 0 (for scripts).
     #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
+    pub(crate) duration: Option<f64>,
     /// Simulated time factor: simulated seconds per real second.
     #[arg(long, value_name = "N", default_value_t = 60.0)]
-    speed: f64,
+    pub(crate) speed: f64,
     /// Seed of the simulator's random signals.
     #[arg(long, default_value_t = 7)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Port of the embedded MQTT broker on localhost [default: 1883]; the simulator
     /// publishes its telemetry through it and the twins read it back. 0: no broker,
     /// the simulator feeds the twins directly.
@@ -49,11 +49,16 @@ pub struct DevArgs {
     /// 127.0.0.1:50051, skipped with a note when that port is taken]; `off`: no API.
     /// The admin token it prints is kept in the data directory's `dev-token`.
     #[arg(long, value_name = "ADDR")]
-    grpc: Option<String>,
+    pub(crate) grpc: Option<String>,
     /// Export traces and metrics over OTLP/gRPC to this collector (for example
     /// http://127.0.0.1:4317); off by default.
     #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
+    pub(crate) otlp_endpoint: Option<String>,
+    /// 3: run the plant as a local cluster on loopback, two edge nodes that split the
+    /// plant's lines and one cloud node that mirrors the fleet and serves the gRPC API
+    /// (its address as with `--grpc`). 1: one node.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    nodes: u32,
 }
 
 /// Where `doppel dev` serves the gRPC API.
@@ -69,14 +74,14 @@ enum GrpcListen {
 /// The embedded broker's port unless `--mqtt-port` says otherwise.
 const DEFAULT_MQTT_PORT: u16 = 1883;
 /// The gRPC API's address unless `--grpc` says otherwise.
-const DEFAULT_GRPC_ADDR: SocketAddr =
+pub(crate) const DEFAULT_GRPC_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
 /// Simulator step.
-const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// View refresh on a terminal.
-const REFRESH_TTY: Duration = Duration::from_millis(500);
+pub(crate) const REFRESH_TTY: Duration = Duration::from_millis(500);
 /// View print when writing to a pipe or file.
-const REFRESH_PLAIN: Duration = Duration::from_secs(2);
+pub(crate) const REFRESH_PLAIN: Duration = Duration::from_secs(2);
 /// Event lines kept under the view on a terminal.
 const EVENT_LINES: usize = 8;
 
@@ -84,6 +89,11 @@ const EVENT_LINES: usize = 8;
 pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         return Err(format!("--speed must be a positive number, not {}", args.speed).into());
+    }
+    match args.nodes {
+        1 => {}
+        3 => return super::dev_cluster::run(args).await,
+        n => return Err(format!("--nodes takes 1 or 3, not {n}").into()),
     }
     let grpc = match args.grpc.as_deref() {
         None => GrpcListen::Default,
@@ -461,7 +471,7 @@ impl MqttFeed {
     }
 }
 
-fn init_telemetry(
+pub(crate) fn init_telemetry(
     tty: bool,
     otlp_endpoint: Option<String>,
 ) -> Result<Telemetry, Box<dyn std::error::Error>> {
@@ -479,7 +489,7 @@ fn init_telemetry(
     })?)
 }
 
-fn push_event(events: &mut Vec<String>, tty: bool, line: String) {
+pub(crate) fn push_event(events: &mut Vec<String>, tty: bool, line: String) {
     if !tty {
         println!("{line}");
     }
@@ -539,7 +549,7 @@ async fn build_view(runtime: &Runtime, paths: &[AssetPath], elapsed_secs: f64) -
     }
 }
 
-fn machine_row(report: &TwinReport, key_channels: &[usize]) -> MachineRow {
+pub(crate) fn machine_row(report: &TwinReport, key_channels: &[usize]) -> MachineRow {
     let key_values = key_channels
         .iter()
         .filter_map(|&channel| report.reported.get(channel))

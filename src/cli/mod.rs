@@ -1,5 +1,6 @@
 //! Subcommands of the `doppel` binary.
 
 pub mod dev;
+pub mod dev_cluster;
 pub mod node;
 pub mod twin;

@@ -93,3 +93,96 @@ async fn doppel_dev_shows_the_plant_a_trip_and_an_rul_warning_and_speaks_mqtt() 
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", brokers::free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--duration",
+            "14",
+            "--grpc",
+            &grpc,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let token_file = dir.path().join(doppel_api::DEV_TOKEN_FILE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    let cli = |args: &[&str]| {
+        let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+        Command::new(env!("CARGO_BIN_EXE_doppel"))
+            .arg("twin")
+            .args(args)
+            .env("DOPPEL_ADDR", format!("http://{grpc}"))
+            .env("DOPPEL_TOKEN", token.trim())
+            .output()
+            .unwrap()
+    };
+    // Through the cloud node, to the edge that owns line-2.
+    let command = loop {
+        let output = cli(&[
+            "command",
+            "acme/plant-a/line-2/press-5",
+            "set_speed",
+            "rpm=1100",
+        ]);
+        if output.status.success() {
+            break output;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster's API never answered: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = String::from_utf8_lossy(&command.stdout);
+    assert!(text.starts_with("accepted"), "{text}");
+    // The cloud answers reads from its mirror of the edge (the owner answers until
+    // the mirror has the twin).
+    loop {
+        let output = cli(&["get", "--json", "acme/plant-a/line-2/press-5"]);
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        if text.contains(r#""owner_node":"edge-2""#)
+            && text.contains(r#"{"name":"speed","value":1100"#)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline + Duration::from_secs(2),
+            "{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("a local cluster of 3 nodes"), "{stdout}");
+    assert!(
+        stdout.contains("edge-1 (edge): owns acme/plant-a/line-1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("COMMAND acme/plant-a/line-2/press-5  set_speed by dev"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("10 twins mirrored in the cloud"),
+        "{stdout}"
+    );
+}

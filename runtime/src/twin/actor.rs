@@ -155,8 +155,8 @@ pub struct TwinActorState {
     /// Outcomes of recent idempotent commands, newest last, with their audit sequence
     /// number once durable.
     recent: VecDeque<(CommandId, CommandOutcome, Arc<OnceLock<u64>>)>,
-    /// Derived values as last written to the replication outbox.
-    mirrored_derived: Vec<Option<f64>>,
+    /// Derived values and confidences as last written to the replication outbox.
+    mirrored_derived: Vec<(Option<f64>, f64)>,
     /// The next outbox update carries the whole state.
     baseline: bool,
 }
@@ -479,20 +479,25 @@ impl TwinActorState {
                 .mirrored_derived
                 .iter()
                 .zip(&state.derived)
-                .any(|(sent, now)| !same(*sent, now.value));
+                .any(|(sent, now)| !same(*sent, (now.value, now.confidence)));
         if std::mem::take(&mut self.baseline) {
-            self.mirrored_derived = state.derived.iter().map(|d| d.value).collect();
+            self.mirrored_derived = state
+                .derived
+                .iter()
+                .map(|d| (d.value, d.confidence))
+                .collect();
             return Some(Box::new(MirrorUpdate::baseline(self.core.report())));
         }
         if self.fx.events == 0 && self.fx.audit.is_empty() && !derived_moved {
             return None;
         }
         let derived = if derived_moved {
-            self.mirrored_derived.resize(state.derived.len(), None);
+            self.mirrored_derived
+                .resize(state.derived.len(), (None, 0.0));
             let mut moved = Vec::new();
             for (sent, now) in self.mirrored_derived.iter_mut().zip(&state.derived) {
-                if !same(*sent, now.value) {
-                    *sent = now.value;
+                if !same(*sent, (now.value, now.confidence)) {
+                    *sent = (now.value, now.confidence);
                     moved.push(now.clone());
                 }
             }
@@ -559,11 +564,7 @@ impl TwinActorState {
     }
 }
 
-/// Equal values, or both absent (NaN never reaches derived values).
-fn same(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
-        (None, None) => true,
-        _ => false,
-    }
+/// The same derived value and confidence, bit for bit (NaN never reaches them).
+fn same(a: (Option<f64>, f64), b: (Option<f64>, f64)) -> bool {
+    a.1.to_bits() == b.1.to_bits() && a.0.map(f64::to_bits) == b.0.map(f64::to_bits)
 }

@@ -450,6 +450,9 @@ pub fn twin_text(twin: &Twin) -> String {
     ] {
         let _ = writeln!(out, "  {name:<8} {value}");
     }
+    if let Some(mirror) = &twin.mirror {
+        let _ = writeln!(out, "  {:<8} {}", "mirror", mirror_text(mirror));
+    }
 
     if !twin.reported.is_empty() {
         let mut table = Table::new(&[
@@ -554,6 +557,24 @@ pub fn twin_text(twin: &Twin) -> String {
     out
 }
 
+/// Where a mirrored twin comes from: owner, lag, link state.
+fn mirror_text(mirror: &doppel_proto::v1::Mirror) -> String {
+    let lag = mirror
+        .lag
+        .as_ref()
+        .map(|lag| {
+            Duration::from_secs(u64::try_from(lag.seconds).unwrap_or(0))
+                + Duration::from_nanos(u64::try_from(lag.nanos).unwrap_or(0))
+        })
+        .unwrap_or_default();
+    format!(
+        "of edge node {}, lag {}, link {}",
+        clean(&mirror.owner_node),
+        duration_text(lag),
+        if mirror.connected { "up" } else { "down" }
+    )
+}
+
 /// A twin for a script.
 pub fn twin_json(twin: &Twin) -> Json {
     Json::object()
@@ -563,6 +584,21 @@ pub fn twin_json(twin: &Twin) -> Json {
         .with("run_state", run_state_word(twin.run_state))
         .with("health", twin.health)
         .with("updated_at", time_json(time_of!(twin.updated_at)))
+        .with(
+            "mirror",
+            match &twin.mirror {
+                Some(mirror) => Json::object()
+                    .with("owner_node", &mirror.owner_node)
+                    .with(
+                        "lag_ms",
+                        mirror.lag.as_ref().map_or(0, |lag| {
+                            lag.seconds.saturating_mul(1000) + i64::from(lag.nanos / 1_000_000)
+                        }),
+                    )
+                    .with("connected", mirror.connected),
+                None => Json::Null,
+            },
+        )
         .with(
             "reported",
             Json::Array(
@@ -1199,7 +1235,7 @@ mod tests {
     fn a_twin_for_scripts() {
         let json = twin_json(&twin()).to_string();
         assert!(
-            json.starts_with(r#"{"asset_path":"acme/plant-a/line-1/press-3","twin_type":"press","version":41,"run_state":"running","health":0.9,"updated_at":null,"reported":[{"channel":"temperature","unit":"degC","value":55.25,"quality":"good","source_time":"2026-11-21T10:00:00.500000Z","receive_time":null,"seq":9},{"channel":"vibration","unit":"mm/s","value":null"#),
+            json.starts_with(r#"{"asset_path":"acme/plant-a/line-1/press-3","twin_type":"press","version":41,"run_state":"running","health":0.9,"updated_at":null,"mirror":null,"reported":[{"channel":"temperature","unit":"degC","value":55.25,"quality":"good","source_time":"2026-11-21T10:00:00.500000Z","receive_time":null,"seq":9},{"channel":"vibration","unit":"mm/s","value":null"#),
             "{json}"
         );
         assert!(
