@@ -382,6 +382,64 @@ impl ClusterNode {
         self.keeper.as_ref().map(OutboxKeeper::status)
     }
 
+    /// Exports the cluster's figures as OpenTelemetry gauges: an edge's outbox depth
+    /// per link (entries its cloud node has not acknowledged) and its entries; a cloud
+    /// node's replication lag and acknowledged sequence per edge node.
+    pub fn register_metrics(&self) {
+        let store = self.node.runtime().twins().store().clone();
+        if self.config.role == NodeRole::Edge {
+            let outbox = store.clone();
+            doppel_telemetry::register_gauge(
+                "doppel.outbox.depth",
+                "outbox entries a cloud node has not acknowledged, per link",
+                move || {
+                    let head = outbox.outbox_head().unwrap_or(0);
+                    outbox
+                        .outbox_links()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(link, acked)| (head.saturating_sub(acked), vec![("link", link)]))
+                        .collect()
+                },
+            );
+            doppel_telemetry::register_gauge(
+                "doppel.outbox.entries",
+                "entries kept in the outbox",
+                move || vec![(store.outbox_len().unwrap_or(0), Vec::new())],
+            );
+        }
+        if let Some(mirror) = self.mirror.clone() {
+            let lag = mirror.clone();
+            doppel_telemetry::register_gauge(
+                "doppel.replication.lag_ms",
+                "how far each edge node's replication is behind, in milliseconds",
+                move || {
+                    lag.links()
+                        .into_iter()
+                        .map(|link| {
+                            let behind = lag.lag(&link.node_id).as_millis();
+                            (
+                                u64::try_from(behind).unwrap_or(u64::MAX),
+                                vec![("edge", link.node_id)],
+                            )
+                        })
+                        .collect()
+                },
+            );
+            doppel_telemetry::register_gauge(
+                "doppel.replication.acked",
+                "the last outbox sequence of each edge node durable in this mirror",
+                move || {
+                    mirror
+                        .links()
+                        .into_iter()
+                        .map(|link| (link.acked, vec![("edge", link.node_id)]))
+                        .collect()
+                },
+            );
+        }
+    }
+
     /// The planners this (cloud) node runs now.
     pub fn running_planners(&self) -> Vec<String> {
         self.planners

@@ -114,6 +114,7 @@ async fn run_cluster_node(
     let twins = node.node().runtime().twins().clone();
     if telemetry.exporting() {
         doppel_telemetry::register_node_metrics(&twins);
+        node.register_metrics();
     }
     println!(
         "doppel node {} ({}) of cluster {}: {} twins, NodeService on {}, gossip on {}",

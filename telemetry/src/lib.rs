@@ -23,7 +23,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use metrics::{record_request, register_node_metrics};
+pub use metrics::{Observation, record_request, register_gauge, register_node_metrics};
 
 /// What to export and log.
 #[derive(Debug, Clone)]

@@ -101,3 +101,28 @@ pub fn record_request(method: &'static str, code: tonic::Code) {
             ],
         );
 }
+
+/// One observation of a gauge: a value and its attributes.
+pub type Observation = (u64, Vec<(&'static str, String)>);
+
+/// Registers a gauge whose observations `observe` returns at each collection (for
+/// figures other crates own: outbox depth, replication lag).
+pub fn register_gauge(
+    name: &'static str,
+    description: &'static str,
+    observe: impl Fn() -> Vec<Observation> + Send + Sync + 'static,
+) {
+    let _gauge = meter()
+        .u64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |observer| {
+            for (value, attributes) in observe() {
+                let attributes: Vec<KeyValue> = attributes
+                    .into_iter()
+                    .map(|(key, value)| KeyValue::new(key, value))
+                    .collect();
+                observer.observe(value, &attributes);
+            }
+        })
+        .build();
+}

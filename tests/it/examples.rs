@@ -30,3 +30,171 @@ fn embed_example_runs_and_shows_verdicts_and_a_safety_action() {
     );
     assert_eq!(stdout.matches("audit #").count(), 3, "{stdout}");
 }
+
+/// The three-machine cluster example, moved onto loopback (addresses and the broker
+/// rewritten, certificates issued by a test CA under the names it expects), forms a
+/// cluster over mutual TLS and forwards a command from the cloud to an edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_example_forms_over_mutual_tls_and_forwards_commands() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use doppel_api::convert::named_value;
+    use doppel_proto::v1 as pb;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+    use crate::brokers::{embedded, free_port};
+    use crate::sandbox::Authority;
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca = Authority::new("cluster");
+    for id in [
+        "edge-a",
+        "edge-b",
+        "cloud-1",
+        "edge-a-api",
+        "edge-b-api",
+        "cloud-api",
+    ] {
+        ca.issue(&certs, id);
+    }
+    for file in ["types.toml", "plant.toml"] {
+        std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
+    }
+    let broker = embedded();
+    let machines = [
+        ("edge-a", "10.0.0.11"),
+        ("edge-b", "10.0.0.12"),
+        ("cloud", "10.0.0.21"),
+    ];
+    let ports: Vec<(u16, u16, u16)> = machines
+        .iter()
+        .map(|_| {
+            let gossip = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            (free_port(), gossip, free_port())
+        })
+        .collect();
+    let mut children = Vec::new();
+    let outputs: Vec<Arc<parking_lot::Mutex<Vec<String>>>> =
+        machines.iter().map(|_| Arc::default()).collect();
+    for (index, (name, _)) in machines.iter().enumerate() {
+        let mut text = std::fs::read_to_string(example.join(format!("{name}.toml"))).unwrap();
+        for (other, (_, ip)) in machines.iter().enumerate() {
+            let (node, gossip, _) = ports[other];
+            text = text
+                .replace(&format!("{ip}:7100"), &format!("127.0.0.1:{node}"))
+                .replace(&format!("{ip}:7101"), &format!("127.0.0.1:{gossip}"));
+        }
+        let (node, gossip, api) = ports[index];
+        text = text
+            .replace("0.0.0.0:7100", &format!("127.0.0.1:{node}"))
+            .replace("0.0.0.0:7101", &format!("127.0.0.1:{gossip}"))
+            .replace("0.0.0.0:50051", &format!("127.0.0.1:{api}"))
+            .replace("mqtt://10.0.0.10:1883", &broker.url());
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_doppel"))
+            .args(["node", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = outputs[index].clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().push(line);
+                }
+            });
+        }
+        children.push(child);
+    }
+    let everything = || {
+        outputs
+            .iter()
+            .map(|o| o.lock().join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let start = Instant::now();
+    while !outputs
+        .iter()
+        .all(|o| o.lock().iter().any(|l| l.starts_with("members: 3 live")))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            everything()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        outputs[2]
+            .lock()
+            .iter()
+            .any(|l| l.contains("planners here: [")),
+        "{}",
+        everything()
+    );
+
+    // The cloud's API over TLS, with the ops token: forwarded to edge-b.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(certs.join("cluster-ca.pem")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", ports[2].2))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token: tonic::metadata::MetadataValue<_> = "Bearer replace-with-a-long-random-secret-3"
+        .parse()
+        .unwrap();
+    let mut client = pb::twin_service_client::TwinServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        },
+    );
+    let response = client
+        .send_command(pb::SendCommandRequest {
+            asset_path: "acme/plant-a/line-2/press-3".into(),
+            command: "set_speed".into(),
+            params: vec![named_value("rpm", doppel::Value::Float(1500.0))],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|status| panic!("{status:?}\n{}", everything()))
+        .into_inner();
+    assert!(
+        matches!(
+            response.verdict.and_then(|v| v.outcome),
+            Some(pb::verdict::Outcome::Accepted(_))
+        ),
+        "{}",
+        everything()
+    );
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

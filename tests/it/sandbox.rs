@@ -103,6 +103,7 @@ pub struct Sandbox {
 }
 
 /// A certificate authority that issues node certificates (rcgen), for mutual TLS.
+/// Its certificate is written as `<name>-ca.pem`.
 pub struct Authority {
     name: String,
     params: rcgen::CertificateParams,
