@@ -121,6 +121,11 @@ impl ClusterNode {
         let router = ClusterApi::new(
             config.node_id.clone(),
             config.owns.iter().map(|p| p.as_str().to_string()).collect(),
+            config
+                .mirrors
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
             twins.clone(),
             local.clone(),
             fleet,

@@ -42,6 +42,8 @@ enum Route {
 pub(crate) struct Inner {
     pub(crate) node_id: String,
     pub(crate) owns: Vec<String>,
+    /// A cloud node's mirrored prefixes (empty: everything).
+    mirrors: Vec<String>,
     pub(crate) twins: Twins,
     pub(crate) local: TwinApi,
     pub(crate) fleet: Option<FleetApi>,
@@ -64,6 +66,7 @@ impl ClusterApi {
     pub fn new(
         node_id: String,
         owns: Vec<String>,
+        mirrors: Vec<String>,
         twins: Twins,
         local: TwinApi,
         fleet: Option<FleetApi>,
@@ -74,6 +77,7 @@ impl ClusterApi {
             inner: Arc::new(Inner {
                 node_id,
                 owns,
+                mirrors,
                 twins,
                 local,
                 fleet,
@@ -147,7 +151,10 @@ impl ClusterApi {
     /// A node that can answer for everything under `prefix`: this node when it owns
     /// the whole prefix (or mirrors the fleet), else a live cloud node.
     fn route_prefix(&self, prefix: &str) -> Result<Route, Status> {
-        if self.inner.fleet.is_some() {
+        let mirrors_all = |mirrors: &[String]| {
+            mirrors.is_empty() || mirrors.iter().any(|p| prefix_covers(p, prefix))
+        };
+        if self.inner.fleet.is_some() && mirrors_all(&self.inner.mirrors) {
             return Ok(Route::Mirror);
         }
         if !prefix.is_empty() && self.inner.owns.iter().any(|own| prefix_covers(own, prefix)) {
@@ -157,12 +164,13 @@ impl ClusterApi {
         let cloud = members
             .iter()
             .filter(|m| m.role == NodeRole::Cloud && m.conflict.is_none())
-            .find(|m| m.mirrors.is_empty() || m.mirrors.iter().any(|p| prefix_covers(p, prefix)));
+            .filter(|m| m.node_id != self.inner.node_id)
+            .find(|m| mirrors_all(&m.mirrors));
         match cloud {
             Some(cloud) => Ok(Route::Remote(cloud.clone())),
             None => Err(Status::unavailable(format!(
-                "no live cloud node mirrors `{prefix}`; this node answers only under {}",
-                self.inner.owns.join(", ")
+                "no live node can answer for all of `{prefix}` (no cloud node mirrors all of \
+                 it); ask under a narrower prefix"
             ))),
         }
     }

@@ -685,3 +685,61 @@ async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
         sandbox.node("edge-a").output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_partitioned_over_two_cloud_nodes_each_answer_for_their_part() {
+    let mut sandbox = Sandbox::new("acme-partitioned-mirrors");
+    sandbox.add_cloud("cloud-1", "mirrors = [\"acme/plant-a/line-1\"]\n");
+    sandbox.add_cloud("cloud-2", "mirrors = [\"acme/plant-a/line-2\"]\n");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.wait_live(3, FORMED).await;
+    let mut cloud1 = sandbox.client("cloud-1").await;
+    for n in [1, 3] {
+        cloud1.send_command(set_speed(n, 1300.0)).await.unwrap();
+    }
+    let list = |prefix: &'static str| {
+        let mut client = cloud1.clone();
+        async move {
+            client
+                .list_twins(pb::ListTwinsRequest {
+                    path_prefix: prefix.into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().twins)
+        }
+    };
+    // Its own part from its mirror; the other part from the other cloud's mirror.
+    let line1 = eventually(
+        "cloud-1 mirrors line-1",
+        Duration::from_secs(20),
+        || async {
+            list("acme/plant-a/line-1")
+                .await
+                .ok()
+                .filter(|t| t.len() == 2)
+        },
+    )
+    .await;
+    assert!(line1.iter().all(|t| t.mirror.is_some()));
+    let line2 = eventually(
+        "cloud-2 mirrors line-2",
+        Duration::from_secs(20),
+        || async {
+            list("acme/plant-a/line-2")
+                .await
+                .ok()
+                .filter(|t| t.len() == 1)
+        },
+    )
+    .await;
+    assert_eq!(line2[0].asset_path, press(3).to_string());
+    assert_eq!(line2[0].mirror.as_ref().unwrap().owner_node, "edge-a");
+    // A twin outside its part is read from the owner, not mirrored here.
+    let press3 = twin_of(&mut cloud1.clone(), 3).await.unwrap();
+    assert!(press3.mirror.is_none());
+    assert_eq!(desired(&press3, "speed"), Some(Value::Float(1300.0)));
+    // No single node mirrors the whole plant.
+    let error = list("acme/plant-a").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+}
