@@ -119,13 +119,7 @@ impl ClusterNode {
         // transport; the router, links and planners see admitted members only.
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::<Member>::new()));
         let router = ClusterApi::new(
-            config.node_id.clone(),
-            config.owns.iter().map(|p| p.as_str().to_string()).collect(),
-            config
-                .mirrors
-                .iter()
-                .map(|p| p.as_str().to_string())
-                .collect(),
+            &config,
             twins.clone(),
             local.clone(),
             fleet,

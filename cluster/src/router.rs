@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::config::{NodeRole, prefix_covers};
+use crate::config::{ClusterConfig, NodeRole, prefix_covers};
 use crate::fleet::FleetApi;
 use crate::membership::Member;
 use crate::placement;
@@ -61,23 +61,23 @@ pub struct ClusterApi {
 }
 
 impl ClusterApi {
-    /// A router for the node `node_id` serving `local` (its twins), and on a cloud
-    /// node `fleet` (its mirrors), forwarding to the live `members` over `transport`.
+    /// A router for the node `config` describes, serving `local` (its twins), and on
+    /// a cloud node `fleet` (its mirrors), forwarding to the live `members` over
+    /// `transport`.
     pub fn new(
-        node_id: String,
-        owns: Vec<String>,
-        mirrors: Vec<String>,
+        config: &ClusterConfig,
         twins: Twins,
         local: TwinApi,
         fleet: Option<FleetApi>,
         members: watch::Receiver<Arc<Vec<Member>>>,
         transport: Transport,
     ) -> Self {
+        let prefixes = |paths: &[AssetPath]| paths.iter().map(|p| p.as_str().to_string()).collect();
         Self {
             inner: Arc::new(Inner {
-                node_id,
-                owns,
-                mirrors,
+                node_id: config.node_id.clone(),
+                owns: prefixes(&config.owns),
+                mirrors: prefixes(&config.mirrors),
                 twins,
                 local,
                 fleet,
