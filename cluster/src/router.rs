@@ -191,6 +191,35 @@ impl ClusterApi {
     }
 }
 
+impl ClusterApi {
+    /// Forwards one unary call to `node` as `caller`, within `timeout`, and unwraps
+    /// the node's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward<M, A, R, F, Fut>(
+        &self,
+        rpc: &'static str,
+        target: &str,
+        node: &Member,
+        message: M,
+        timeout: Duration,
+        call: F,
+        answer: fn(A) -> Option<R>,
+    ) -> Result<Response<R>, Status>
+    where
+        F: FnOnce(NodeClient, Request<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<A>, Status>>,
+    {
+        let span = forward_span(rpc, target, node);
+        let reply = call(self.client(node)?, outgoing(message, timeout))
+            .instrument(span)
+            .await
+            .map_err(unreachable(node))?;
+        answer(reply.into_inner())
+            .map(Response::new)
+            .ok_or_else(missing)
+    }
+}
+
 fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
@@ -268,22 +297,20 @@ impl TwinService for ClusterApi {
                 .map(Response::new)
                 .ok_or_else(|| Status::not_found(format!("no mirror of {asset}"))),
             Route::Remote(owner) => {
-                let span = forward_span("GetTwin", asset.as_str(), &owner);
                 let message = pb::ForwardGetTwinRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&owner)?
-                    .forward_get_twin(outgoing(message, FORWARD_TIMEOUT))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&owner))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "GetTwin",
+                    asset.as_str(),
+                    &owner,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_get_twin(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
@@ -302,22 +329,20 @@ impl TwinService for ClusterApi {
                 None => Err(Status::internal("no fleet mirror on this node")),
             },
             Route::Remote(cloud) => {
-                let span = forward_span("ListTwins", &prefix, &cloud);
                 let message = pb::ForwardListTwinsRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&cloud)?
-                    .forward_list_twins(outgoing(message, FORWARD_TIMEOUT))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&cloud))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "ListTwins",
+                    &prefix,
+                    &cloud,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_list_twins(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
@@ -393,22 +418,20 @@ impl TwinService for ClusterApi {
                     Some(left) => left.min(FORWARD_TIMEOUT),
                     None => FORWARD_TIMEOUT,
                 };
-                let span = forward_span("SendCommand", asset.as_str(), &owner);
                 let message = pb::ForwardSendCommandRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&owner)?
-                    .forward_send_command(outgoing(message, timeout))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&owner))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "SendCommand",
+                    asset.as_str(),
+                    &owner,
+                    message,
+                    timeout,
+                    |mut client, request| async move { client.forward_send_command(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
@@ -423,22 +446,20 @@ impl TwinService for ClusterApi {
             Route::Local => self.inner.local.simulate(request).await,
             Route::Mirror => Err(Status::internal("what-if is never answered by a mirror")),
             Route::Remote(owner) => {
-                let span = forward_span("Simulate", asset.as_str(), &owner);
                 let message = pb::ForwardSimulateRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&owner)?
-                    .forward_simulate(outgoing(message, FORWARD_TIMEOUT))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&owner))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "Simulate",
+                    asset.as_str(),
+                    &owner,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_simulate(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
@@ -453,22 +474,20 @@ impl TwinService for ClusterApi {
             Route::Local => self.inner.local.get_history(request).await,
             Route::Mirror => Err(Status::internal("history is never answered by a mirror")),
             Route::Remote(owner) => {
-                let span = forward_span("GetHistory", asset.as_str(), &owner);
                 let message = pb::ForwardGetHistoryRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&owner)?
-                    .forward_get_history(outgoing(message, FORWARD_TIMEOUT))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&owner))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "GetHistory",
+                    asset.as_str(),
+                    &owner,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_get_history(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
@@ -487,22 +506,20 @@ impl TwinService for ClusterApi {
                 None => Err(Status::internal("no fleet mirror on this node")),
             },
             Route::Remote(cloud) => {
-                let span = forward_span("ListAudit", &prefix, &cloud);
                 let message = pb::ForwardListAuditRequest {
                     caller: Some(forwarded(&caller)),
                     request: Some(request.into_inner()),
                 };
-                let answer = self
-                    .client(&cloud)?
-                    .forward_list_audit(outgoing(message, FORWARD_TIMEOUT))
-                    .instrument(span)
-                    .await
-                    .map_err(unreachable(&cloud))?;
-                answer
-                    .into_inner()
-                    .response
-                    .map(Response::new)
-                    .ok_or_else(missing)
+                self.forward(
+                    "ListAudit",
+                    &prefix,
+                    &cloud,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_list_audit(request).await },
+                    |answer| answer.response,
+                )
+                .await
             }
         }
     }
