@@ -8,6 +8,7 @@ use doppel::{Timestamp, Value};
 use doppel_api::convert::{named_value, timestamp_to_proto, value_from_proto};
 use doppel_proto::v1 as pb;
 use pb::verdict::Outcome;
+use pb::watch_twins_response::Event;
 use rumqttc::QoS;
 
 use crate::brokers;
@@ -177,13 +178,50 @@ async fn commands_sent_to_any_node_are_decided_by_the_owning_edge_and_mirrored()
         ));
     }
 
-    // An edge lists the fleet through a cloud node.
+    // An edge lists and watches the fleet through a cloud node.
     let listed = edge_a
         .list_twins(pb::ListTwinsRequest::default())
         .await
         .unwrap()
         .into_inner();
     assert_eq!(listed.twins.len(), 3);
+    let mut watch = edge_a
+        .watch_twins(pb::WatchTwinsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut snapshot = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match message.event.unwrap() {
+            Event::Snapshot(twin) => snapshot.push(twin.asset_path),
+            Event::SnapshotComplete(done) => {
+                assert_eq!(done.twins, 3);
+                break;
+            }
+            Event::Change(change) => panic!("a change before the snapshot ended: {change:?}"),
+        }
+    }
+    assert_eq!(snapshot.len(), 3);
+    // A change on edge-b reaches the watcher on edge-a, through the cloud's mirror.
+    cloud1.send_command(set_speed(3, 2000.0)).await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let message = watch.message().await.unwrap().unwrap();
+            if let Some(Event::Change(change)) = message.event
+                && change.asset_path == press(3).to_string()
+            {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("the change arrives");
+    assert!(change.version > press3.version);
 
     // A command for an asset nobody owns.
     let error = cloud1
