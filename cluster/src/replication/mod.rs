@@ -542,7 +542,13 @@ fn describe(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
 }
 
-/// Records acknowledgements in the outbox, one write at a time, always the latest.
+/// Least spacing of acknowledgement writes: each is a redb transaction that competes
+/// with the journal's commits, and one lost in a crash only makes the cloud skip a few
+/// replayed entries.
+const ACK_SPACING: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Records acknowledgements in the outbox, one write at a time, always the latest,
+/// at most one every [`ACK_SPACING`].
 async fn write_acks(store: Store, peer: String, mut acks: watch::Receiver<u64>) {
     let mut written = 0;
     let mut failing = false;
@@ -556,6 +562,7 @@ async fn write_acks(store: Store, peer: String, mut acks: watch::Receiver<u64>) 
             Ok(Ok(())) => {
                 written = seq;
                 failing = false;
+                tokio::time::sleep(ACK_SPACING).await;
             }
             Ok(Err(error)) => {
                 // The next acknowledgement retries; the cloud de-duplicates replays.

@@ -281,7 +281,7 @@ impl Committer {
         }
     }
 
-    fn commit(&mut self, batch: Batch) {
+    fn commit(&mut self, mut batch: Batch) {
         let needs_txn = batch.writes.iter().any(|w| {
             !w.records.is_empty()
                 || !w.audit.is_empty()
@@ -290,7 +290,7 @@ impl Committer {
         });
         let mut audit_seqs: Vec<Vec<u64>> = Vec::with_capacity(batch.writes.len());
         let result = if needs_txn {
-            self.write_batch(&batch, &mut audit_seqs)
+            self.write_batch(&mut batch, &mut audit_seqs)
         } else {
             audit_seqs.resize(batch.writes.len(), Vec::new());
             Ok(())
@@ -326,7 +326,7 @@ impl Committer {
 
     fn write_batch(
         &mut self,
-        batch: &Batch,
+        batch: &mut Batch,
         audit_seqs: &mut Vec<Vec<u64>>,
     ) -> Result<(), StoreError> {
         let batch_seq = self.next_batch;
@@ -348,7 +348,7 @@ impl Committer {
                     .insert(batch_seq, blob.as_slice())
                     .map_err(StoreError::from)?;
             }
-            for write in &batch.writes {
+            for write in &mut batch.writes {
                 let mut seqs = Vec::new();
                 for record in &write.audit {
                     let mut record = record.clone();
@@ -370,8 +370,7 @@ impl Committer {
                     seqs.push(next_audit);
                     next_audit += 1;
                 }
-                if let Some(update) = &write.mirror {
-                    let mut update = (**update).clone();
+                if let Some(mut update) = write.mirror.take() {
                     update.audit = write
                         .audit
                         .iter()
@@ -382,7 +381,7 @@ impl Committer {
                             record
                         })
                         .collect();
-                    mirrored.push(update);
+                    mirrored.push(*update);
                 }
                 audit_seqs.push(seqs);
                 if let Some((path, bytes)) = &write.snapshot {
