@@ -10,13 +10,13 @@ mod state;
 pub use actor::{
     CommandOutcome, StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
 };
-pub use mirror::MirrorUpdate;
 pub use directory::{Directory, TwinEntry};
 pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
 pub use logic::{
     Actuation, CommandVerdict, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent,
     TwinReport, WhatIf, resolve_changes,
 };
+pub use mirror::MirrorUpdate;
 pub use state::{
     Alarm, ChannelState, DerivedValue, DesiredValue, ReplayWindow, SampleOutcome, SampleRejection,
     Severity, Trip, TwinState, TwinView, check_sample,
