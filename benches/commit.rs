@@ -296,6 +296,8 @@ fn command_write(twin: u64, n: u64, done: std::sync::mpsc::SyncSender<bool>) -> 
         })),
         urgent: true,
         mirror: None,
+        // As for a command sent without an idempotency key.
+        index_commands: false,
     }
 }
 

@@ -54,6 +54,10 @@ pub struct JournalWrite {
     pub urgent: bool,
     /// The change as replicated to mirrors; its audit records are filled in at commit.
     pub mirror: Option<Box<MirrorUpdate>>,
+    /// Index this write's command audit records by (asset, command id), for retries
+    /// by idempotency key. Commands without a key are never looked up, and their
+    /// random ids would scatter index pages over every commit.
+    pub index_commands: bool,
 }
 
 enum Message {
@@ -357,7 +361,8 @@ impl Committer {
                     audit
                         .insert((record.asset.as_str(), next_audit), bytes.as_slice())
                         .map_err(StoreError::from)?;
-                    if record.kind == AuditKind::Command
+                    if write.index_commands
+                        && record.kind == AuditKind::Command
                         && record.command_id.0.len() <= MAX_INDEXED_ID
                     {
                         commands

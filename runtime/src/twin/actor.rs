@@ -159,6 +159,8 @@ pub struct TwinActorState {
     mirrored_derived: Vec<(Option<f64>, f64)>,
     /// The next outbox update carries the whole state.
     baseline: bool,
+    /// The next journal write holds an idempotent command: index its audit record.
+    index_command: bool,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -205,6 +207,7 @@ impl Actor for TwinActor {
             recent: VecDeque::new(),
             mirrored_derived: Vec::new(),
             baseline: false,
+            index_command: false,
         };
         state.report_status(true);
         Ok(state)
@@ -393,6 +396,7 @@ impl TwinActorState {
             self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
         // Someone waits for the verdict: its batch commits now, not at the interval.
         self.fx.urgent = true;
+        self.index_command = command.idempotent;
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
     }
@@ -462,6 +466,7 @@ impl TwinActorState {
             completion,
             urgent: std::mem::take(&mut self.fx.urgent),
             mirror,
+            index_commands: std::mem::take(&mut self.index_command),
         };
         self.kernel.journal.write(write);
     }

@@ -222,6 +222,7 @@ impl Twins {
                 completion: Completion::None,
                 urgent: false,
                 mirror: None,
+                index_commands: false,
             });
         }
         kernel.journal.flush_blocking()?;
