@@ -21,6 +21,8 @@
 //! - `batch64_noindex`: the same without idempotency index entries (commands sent
 //!   without an idempotency key);
 //! - `batch64_seqkey`: the same with audit records keyed by sequence alone;
+//! - `batch64_none`: `batch64_noindex` committed with `Durability::None`: the page work
+//!   of a group commit without its fsync;
 //! - `journal`: Doppel's committer thread, one urgent [`JournalWrite`] at a time handed
 //!   over and waited for, as a twin does for each command;
 //! - `journal64`: the same from 64 threads at once, each its own twin.
@@ -340,7 +342,7 @@ fn main() {
     for (place, dir) in &places {
         let dir = dir.path();
         let immediate = Durability::Immediate;
-        let runners: [(&str, Runner<'_>); 11] = [
+        let runners: [(&str, Runner<'_>); 12] = [
             ("sync", Box::new(|| sync_phase(dir, 1, false, secs))),
             ("sync4c", Box::new(|| sync_phase(dir, 4, true, secs))),
             ("sync10", Box::new(|| sync_phase(dir, 10, false, secs))),
@@ -369,6 +371,19 @@ fn main() {
             (
                 "batch64_seqkey",
                 Box::new(|| redb_phase(dir, "b64s.redb", immediate, 64, Layout::SeqKeyed, secs)),
+            ),
+            (
+                "batch64_none",
+                Box::new(|| {
+                    redb_phase(
+                        dir,
+                        "b64x.redb",
+                        Durability::None,
+                        64,
+                        Layout::NoIndex,
+                        secs,
+                    )
+                }),
             ),
             (
                 "journal",

@@ -16,6 +16,12 @@ pub struct JournalSettings {
     pub snapshot_every: u64,
     /// Upper bound on samples accepted but not yet durable; ingest waits beyond it.
     pub max_in_flight: usize,
+    /// Longest time, in milliseconds, between durable redb commits (checkpoints); batches
+    /// in between are durable in the write-ahead log and replayed from it after a crash.
+    pub checkpoint_interval_ms: u64,
+    /// Preallocated size of the write-ahead log in bytes; a checkpoint also happens when
+    /// it is half full.
+    pub wal_bytes: u64,
 }
 
 impl Default for JournalSettings {
@@ -25,6 +31,8 @@ impl Default for JournalSettings {
             batch_max_events: 20_000,
             snapshot_every: 4_096,
             max_in_flight: 1_000_000,
+            checkpoint_interval_ms: 1_000,
+            wal_bytes: 8 << 20,
         }
     }
 }
@@ -33,6 +41,11 @@ impl JournalSettings {
     /// The batch interval as a duration.
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.batch_interval_ms.max(1))
+    }
+
+    /// The checkpoint interval as a duration.
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms.max(1))
     }
 }
 

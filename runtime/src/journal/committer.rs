@@ -7,11 +7,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redb::ReadableDatabase;
+use redb::{Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::ack::Ticket;
-use super::store::{AUDIT, COMMANDS, JOURNAL, META, OUTBOX, SNAPSHOTS, Store, StoreError};
+use super::store::{JOURNAL, META, Store, StoreError};
+use super::wal::{self, Frame, Wal};
 use crate::audit::AuditKind;
 use crate::audit::AuditRecord;
 use crate::config::JournalSettings;
@@ -77,6 +78,8 @@ pub struct JournalStats {
     pub failures: AtomicU64,
     /// Journal batches deleted after snapshots made them unnecessary.
     pub truncated: AtomicU64,
+    /// Durable redb commits that let the write-ahead log start over.
+    pub checkpoints: AtomicU64,
 }
 
 type SnapshotRequester = Arc<Mutex<Option<Box<dyn Fn(u32) + Send>>>>;
@@ -109,7 +112,18 @@ impl Journal {
         let snapshot_requester = SnapshotRequester::default();
         let next_outbox = store.outbox_head()? + 1;
         let (outbox_head, outbox) = tokio::sync::watch::channel(next_outbox - 1);
+        let wal = Wal::open(
+            &store.wal_path,
+            settings.wal_bytes.max(1 << 16),
+            wal::applied(&store.db)? + 1,
+        )?;
         let mut committer = Committer {
+            wal,
+            wal_bytes: settings.wal_bytes.max(1 << 16),
+            checkpoint_every: settings.checkpoint_interval(),
+            last_checkpoint: Instant::now(),
+            unsaved: false,
+            poisoned: None,
             next_outbox,
             outbox_head,
             receiver,
@@ -208,6 +222,16 @@ const TRUNCATE_EVERY: u64 = 64;
 
 struct Committer {
     receiver: mpsc::Receiver<Message>,
+    /// The write-ahead log every batch is acknowledged from.
+    wal: Wal,
+    /// The log's preallocated size; a checkpoint starts it over at half.
+    wal_bytes: u64,
+    checkpoint_every: Duration,
+    last_checkpoint: Instant,
+    /// Whether batches were applied to redb since the last checkpoint.
+    unsaved: bool,
+    /// Why the store refuses writes, after a logged batch failed to apply.
+    poisoned: Option<String>,
     store: Store,
     interval: Duration,
     max_events: usize,
@@ -235,7 +259,15 @@ struct Batch {
 impl Committer {
     fn run(&mut self) {
         let mut stopping = false;
-        while !stopping && let Ok(first) = self.receiver.recv() {
+        while !stopping {
+            let first = match self.receiver.recv_timeout(self.checkpoint_every) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.checkpoint_if_due();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut batch = Batch::default();
             let deadline = Instant::now() + self.interval;
             let mut open = Self::add(&mut batch, first);
@@ -262,6 +294,11 @@ impl Committer {
             }
             stopping = batch.stop;
             self.commit(batch);
+        }
+        if self.unsaved
+            && let Err(error) = self.checkpoint()
+        {
+            tracing::warn!(%error, "final journal checkpoint failed");
         }
     }
 
@@ -333,84 +370,73 @@ impl Committer {
         batch: &mut Batch,
         audit_seqs: &mut Vec<Vec<u64>>,
     ) -> Result<(), StoreError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StoreError(reason.clone()));
+        }
         let batch_seq = self.next_batch;
         let mut next_audit = self.next_audit;
         let mut mirrored: Vec<MirrorUpdate> = Vec::new();
-        let txn = self.store.db.begin_write().map_err(StoreError::from)?;
-        {
-            let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;
-            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(StoreError::from)?;
-            let mut audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
-            let mut commands = txn.open_table(COMMANDS).map_err(StoreError::from)?;
-            let size: usize = batch.writes.iter().map(|w| w.records.len()).sum();
-            if size > 0 {
-                let mut blob = Vec::with_capacity(size);
-                for write in &batch.writes {
-                    blob.extend_from_slice(&write.records);
-                }
-                journal
-                    .insert(batch_seq, blob.as_slice())
-                    .map_err(StoreError::from)?;
+        let mut frame = Frame::default();
+        let size: usize = batch.writes.iter().map(|w| w.records.len()).sum();
+        if size > 0 {
+            let mut blob = Vec::with_capacity(size);
+            for write in &batch.writes {
+                blob.extend_from_slice(&write.records);
             }
-            for write in &mut batch.writes {
-                let mut seqs = Vec::new();
-                for record in &write.audit {
-                    let mut record = record.clone();
-                    record.seq = next_audit;
-                    let bytes = postcard::to_stdvec(&record).map_err(StoreError::from)?;
-                    audit
-                        .insert((record.asset.as_str(), next_audit), bytes.as_slice())
-                        .map_err(StoreError::from)?;
-                    if write.index_commands
-                        && record.kind == AuditKind::Command
-                        && record.command_id.0.len() <= MAX_INDEXED_ID
-                    {
-                        commands
-                            .insert(
-                                (record.asset.as_str(), record.command_id.0.as_str()),
-                                next_audit,
-                            )
-                            .map_err(StoreError::from)?;
-                    }
-                    seqs.push(next_audit);
-                    next_audit += 1;
+            frame.journal = Some((batch_seq, blob));
+        }
+        for write in &mut batch.writes {
+            let mut seqs = Vec::with_capacity(write.audit.len());
+            for record in &mut write.audit {
+                record.seq = next_audit;
+                let bytes = postcard::to_stdvec(&*record).map_err(StoreError::from)?;
+                let asset = record.asset.as_str().to_string();
+                if write.index_commands
+                    && record.kind == AuditKind::Command
+                    && record.command_id.0.len() <= MAX_INDEXED_ID
+                {
+                    frame
+                        .commands
+                        .push((asset.clone(), record.command_id.0.clone(), next_audit));
                 }
-                if let Some(mut update) = write.mirror.take() {
-                    update.audit = write
-                        .audit
-                        .iter()
-                        .zip(&seqs)
-                        .map(|(record, seq)| {
-                            let mut record = record.clone();
-                            record.seq = *seq;
-                            record
-                        })
-                        .collect();
-                    mirrored.push(*update);
-                }
-                audit_seqs.push(seqs);
-                if let Some((path, bytes)) = &write.snapshot {
-                    snapshots
-                        .insert(path.as_str(), (batch_seq, bytes.as_slice()))
-                        .map_err(StoreError::from)?;
-                }
+                frame.audit.push((asset, next_audit, bytes));
+                seqs.push(next_audit);
+                next_audit += 1;
             }
-            let mut meta = txn.open_table(META).map_err(StoreError::from)?;
-            if next_audit != self.next_audit {
-                meta.insert("next_audit", next_audit)
-                    .map_err(StoreError::from)?;
+            if let Some(mut update) = write.mirror.take() {
+                update.audit = write.audit.clone();
+                mirrored.push(*update);
             }
-            if !mirrored.is_empty() {
-                let bytes = postcard::to_stdvec(&mirrored).map_err(StoreError::from)?;
-                txn.open_table(OUTBOX)
-                    .map_err(StoreError::from)?
-                    .insert(self.next_outbox, bytes.as_slice())
-                    .map_err(StoreError::from)?;
-                meta.insert("next_outbox", self.next_outbox + 1)
-                    .map_err(StoreError::from)?;
+            audit_seqs.push(seqs);
+            if let Some((path, bytes)) = &mut write.snapshot {
+                frame
+                    .snapshots
+                    .push((path.as_str().to_string(), batch_seq, std::mem::take(bytes)));
             }
         }
-        txn.commit().map_err(StoreError::from)?;
+        if next_audit != self.next_audit {
+            frame.next_audit = Some(next_audit);
+        }
+        if !mirrored.is_empty() {
+            let bytes = postcard::to_stdvec(&mirrored).map_err(StoreError::from)?;
+            frame.outbox = Some((self.next_outbox, bytes));
+        }
+        let size = self.wal.encode(&mut frame)?;
+        if !self.wal.fits(size) && self.wal.used() > 0 {
+            self.checkpoint()?;
+            self.wal.encode(&mut frame)?;
+        }
+        self.wal.append()?;
+        // Durable from here on: whatever happens next, the batch is acknowledged.
+        if let Err(error) = self.apply(&frame) {
+            // redb and the log disagree now: refuse further writes rather than build on
+            // a store that lacks this batch. The log replays it at the next open.
+            tracing::error!(%error, "applying a logged journal batch to the store failed");
+            self.poisoned = Some(format!(
+                "the journal store failed ({error}); the node must restart"
+            ));
+        }
+        self.unsaved = true;
         self.next_batch += 1;
         self.next_audit = next_audit;
         if !mirrored.is_empty() {
@@ -428,9 +454,48 @@ impl Committer {
         Ok(())
     }
 
+    /// Writes a logged frame into redb without flushing: visible to reads at once,
+    /// durable in redb at the next checkpoint.
+    fn apply(&self, frame: &Frame) -> Result<(), StoreError> {
+        let mut txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::from)?;
+        frame.apply(&txn)?;
+        txn.commit().map_err(StoreError::from)
+    }
+
+    /// Makes everything applied so far durable in redb, so the log can start over.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if self.poisoned.is_some() {
+            return Ok(());
+        }
+        let txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        // A durable commit makes every non-durable commit before it durable as well.
+        txn.commit().map_err(StoreError::from)?;
+        self.wal.restart();
+        self.unsaved = false;
+        self.last_checkpoint = Instant::now();
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checkpoints when the interval has passed since the last one, or when the log is
+    /// half full.
+    fn checkpoint_if_due(&mut self) {
+        if !self.unsaved {
+            return;
+        }
+        let due = self.last_checkpoint.elapsed() >= self.checkpoint_every
+            || self.wal.used() >= self.wal_bytes / 2;
+        if due && let Err(error) = self.checkpoint() {
+            tracing::warn!(%error, "journal checkpoint failed");
+        }
+    }
+
     /// Deletes journal batches every twin has snapshotted past, and asks twins that
     /// hold truncation back for a snapshot.
     fn maintain(&mut self) {
+        self.checkpoint_if_due();
         let current = self.next_batch;
         if !current.is_multiple_of(TRUNCATE_EVERY) {
             return;
@@ -459,7 +524,10 @@ impl Committer {
     }
 
     fn truncate_before(&self, low: u64) -> Result<u64, StoreError> {
-        let txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        // Durable at the next checkpoint; until then a crash only keeps old batches.
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::from)?;
         let mut deleted = 0;
         {
             let mut journal = txn.open_table(JOURNAL).map_err(StoreError::from)?;

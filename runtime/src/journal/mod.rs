@@ -1,16 +1,18 @@
 //! Durability: one redb file per node holding every twin's journal and snapshots and
-//! the audit log, written by a single group-committing thread.
+//! the audit log, written by a single group-committing thread through a write-ahead log.
 //!
 //! Twins hand their accepted events to the [`Journal`]; the committer thread batches
-//! writes from all twins into one write transaction every `batch_interval_ms` or
-//! `batch_max_events`, whichever comes first, and only after that transaction commits
-//! (fsync) completes the writes' [`Ticket`]s and replies. Acknowledged means on disk.
+//! writes from all twins every `batch_interval_ms` or `batch_max_events`, whichever comes
+//! first, appends the batch to the write-ahead log and flushes it (`sync_data`), applies
+//! it to redb, and only then completes the writes' [`Ticket`]s and replies. Acknowledged
+//! means on disk. A periodic durable redb commit (a checkpoint) lets the log start over.
 
 mod ack;
 mod committer;
 mod event;
 mod outbox;
 mod store;
+mod wal;
 
 pub use ack::{AckGroup, Receipt, Ticket};
 pub use committer::{Completion, Journal, JournalWrite};

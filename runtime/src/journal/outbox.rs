@@ -130,7 +130,7 @@ impl Store {
 
     /// Records that the peer of `link` acknowledged everything up to `seq`, and trims
     /// entries every link has acknowledged. The acknowledgement is made durable by the
-    /// journal's next commit: losing it in a crash only replays entries the peer
+    /// journal's next checkpoint: losing it in a crash only replays entries the peer
     /// de-duplicates.
     pub fn outbox_ack(&self, link: &str, seq: u64) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(StoreError::from)?;

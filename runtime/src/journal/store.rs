@@ -1,6 +1,6 @@
 //! The node's redb file: tables, id allocation and reads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -45,10 +45,13 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<Database>,
+    /// The journal's write-ahead log next to the redb file.
+    pub(crate) wal_path: PathBuf,
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path`, creating every table.
+    /// Opens (or creates) the database at `path`, creating every table, and applies
+    /// the journal batches its write-ahead log holds that the database lacks.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(StoreError::from)?;
@@ -67,7 +70,12 @@ impl Store {
             txn.open_table(OUTBOX_LINKS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
-        Ok(Self { db: Arc::new(db) })
+        let wal_path = super::wal::path_for(path);
+        super::wal::recover(&wal_path, &db)?;
+        Ok(Self {
+            db: Arc::new(db),
+            wal_path,
+        })
     }
 
     /// Durable ids for `paths`, allocating new ones in one transaction.
