@@ -2,6 +2,10 @@
 
 use std::fmt::Write as _;
 
+/// The allocator the `doppel` binary runs with, so the benchmarks measure what it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A number from the environment, or `default`.
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
