@@ -680,7 +680,13 @@ mod tests {
             })
             .await
         );
-        assert_eq!(conflict_of_b(&sandbox.node("edge-b").live()), Some(message));
+        // A node's own view follows its state through the same watch as its peers'.
+        assert!(
+            wait_until(sandbox.node("edge-b"), FORM_TIMEOUT, |members| {
+                conflict_of_b(members).as_ref() == Some(&message)
+            })
+            .await
+        );
 
         sandbox.node("edge-b").set_conflict(None).await;
         sandbox.node("edge-b").set_conflict(None).await;
