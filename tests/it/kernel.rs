@@ -658,24 +658,42 @@ async fn history_reads_the_ring_and_then_the_journal() {
     runtime.shutdown().await;
 }
 
-/// Audit pages by cursor list every record once, in sequence order, for any prefix.
+/// Audit pages by cursor list every record once, in sequence order, for any prefix:
+/// the records a stop indexed by asset and the ones written since, still only in the
+/// log, alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_pages_follow_the_sequence_across_twins() {
     let dir = tempfile::tempdir().unwrap();
+    let send_rounds = |twins: doppel::Twins, rounds: std::ops::Range<u32>| async move {
+        for round in rounds {
+            for n in [1, 3, 2] {
+                twins
+                    .command(
+                        Command::new(press(n), "set_speed", Origin::operator("ann"))
+                            .param("rpm", Value::Float(1000.0 + f64::from(round))),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let runtime = start(dir.path()).await;
+    send_rounds(runtime.twins().clone(), 0..2).await;
+    // The final checkpoint indexes the first six by asset.
+    runtime.shutdown().await;
     let runtime = start(dir.path()).await;
     let twins = runtime.twins();
-    for round in 0..4 {
-        for n in [1, 3, 2] {
-            twins
-                .command(
-                    Command::new(press(n), "set_speed", Origin::operator("ann"))
-                        .param("rpm", Value::Float(1000.0 + f64::from(round))),
-                )
-                .await
-                .unwrap();
-        }
-    }
+    send_rounds(twins.clone(), 2..4).await;
+    let everything = doppel::AssetPath::parse("acme").unwrap();
     let all = (Timestamp(0), Timestamp::now());
+    assert_eq!(
+        twins
+            .audit(&everything, all.0, all.1, usize::MAX)
+            .unwrap()
+            .len(),
+        12,
+        "both runs' records"
+    );
     for prefix in ["acme", "acme/plant-a/line-1", "acme/plant-a/line-2/press-3"] {
         let prefix = doppel::AssetPath::parse(prefix).unwrap();
         let expected: Vec<u64> = twins

@@ -11,7 +11,7 @@ use redb::{Durability, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::ack::Ticket;
-use super::store::{JOURNAL, META, Store, StoreError};
+use super::store::{JOURNAL, META, Store, StoreError, index_audit};
 use super::wal::{self, Frame, Wal};
 use crate::audit::AuditKind;
 use crate::audit::AuditRecord;
@@ -123,6 +123,7 @@ impl Journal {
             checkpoint_every: settings.checkpoint_interval(),
             last_checkpoint: Instant::now(),
             unsaved: false,
+            unindexed: 0,
             poisoned: None,
             next_outbox,
             outbox_head,
@@ -219,6 +220,8 @@ impl Journal {
 const SNAPSHOT_LAG_BATCHES: u64 = 512;
 /// Truncate the journal every this many batches.
 const TRUNCATE_EVERY: u64 = 64;
+/// Index the audit log by asset once this many records are not indexed yet.
+const INDEX_EVERY: u64 = 1024;
 
 struct Committer {
     receiver: mpsc::Receiver<Message>,
@@ -230,6 +233,8 @@ struct Committer {
     last_checkpoint: Instant,
     /// Whether batches were applied to redb since the last checkpoint.
     unsaved: bool,
+    /// Audit records applied since the by-asset index last caught up.
+    unindexed: u64,
     /// Why the store refuses writes, after a logged batch failed to apply.
     poisoned: Option<String>,
     store: Store,
@@ -330,12 +335,13 @@ impl Committer {
                 || w.mirror.is_some()
         });
         let mut audit_seqs: Vec<Vec<u64>> = Vec::with_capacity(batch.writes.len());
-        let result = if needs_txn {
-            self.write_batch(&mut batch, &mut audit_seqs)
+        let logged = if needs_txn {
+            self.write_batch(&mut batch, &mut audit_seqs).map(Some)
         } else {
             audit_seqs.resize(batch.writes.len(), Vec::new());
-            Ok(())
+            Ok(None)
         };
+        let result = logged.as_ref().map(|_| ()).map_err(Clone::clone);
         match &result {
             Ok(()) => {
                 self.stats
@@ -350,12 +356,17 @@ impl Committer {
                 tracing::error!(%error, writes = batch.writes.len(), "journal commit failed");
             }
         }
+        // The batch is durable in the log: answer first, then bring redb up to date
+        // (reads that need this batch wait for that, see `Applied`).
         for (write, seqs) in batch.writes.into_iter().zip(audit_seqs) {
             let outcome = result.clone().map_err(|e| Error::Journal(e.0));
             write.ticket.complete(outcome.clone());
             if let Completion::Reply(reply) = write.completion {
                 reply(outcome.map(|()| seqs));
             }
+        }
+        if let Ok(Some(frame)) = &logged {
+            self.apply_logged(frame);
         }
         for done in batch.flushes {
             let _ = done.send(());
@@ -365,11 +376,12 @@ impl Committer {
         }
     }
 
+    /// Encodes the batch as a frame and appends it to the log: durable on return.
     fn write_batch(
         &mut self,
         batch: &mut Batch,
         audit_seqs: &mut Vec<Vec<u64>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Frame, StoreError> {
         if let Some(reason) = &self.poisoned {
             return Err(StoreError(reason.clone()));
         }
@@ -428,19 +440,10 @@ impl Committer {
         }
         self.wal.append()?;
         // Durable from here on: whatever happens next, the batch is acknowledged.
-        if let Err(error) = self.apply(&frame) {
-            // redb and the log disagree now: refuse further writes rather than build on
-            // a store that lacks this batch. The log replays it at the next open.
-            tracing::error!(%error, "applying a logged journal batch to the store failed");
-            self.poisoned = Some(format!(
-                "the journal store failed ({error}); the node must restart"
-            ));
-        }
-        self.unsaved = true;
+        self.store.applied.logged(frame.id);
         self.next_batch += 1;
         self.next_audit = next_audit;
         if !mirrored.is_empty() {
-            self.outbox_head.send_replace(self.next_outbox);
             self.next_outbox += 1;
         }
         for write in &batch.writes {
@@ -451,7 +454,25 @@ impl Committer {
                 self.dirty.entry(write.twin).or_insert(batch_seq);
             }
         }
-        Ok(())
+        Ok(frame)
+    }
+
+    /// Applies a logged frame to redb and tells reads and the replication link.
+    fn apply_logged(&mut self, frame: &Frame) {
+        if let Err(error) = self.apply(frame) {
+            // redb and the log disagree now: refuse further writes rather than build on
+            // a store that lacks this batch. The log replays it at the next open.
+            tracing::error!(%error, "applying a logged journal batch to the store failed");
+            self.poisoned = Some(format!(
+                "the journal store failed ({error}); the node must restart"
+            ));
+        }
+        self.unsaved = true;
+        self.unindexed += frame.audit.len() as u64;
+        self.store.applied.applied(frame.id);
+        if let Some((seq, _)) = &frame.outbox {
+            self.outbox_head.send_replace(*seq);
+        }
     }
 
     /// Writes a logged frame into redb without flushing: visible to reads at once,
@@ -470,8 +491,10 @@ impl Committer {
             return Ok(());
         }
         let txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        index_audit(&txn)?;
         // A durable commit makes every non-durable commit before it durable as well.
         txn.commit().map_err(StoreError::from)?;
+        self.unindexed = 0;
         self.wal.restart();
         self.unsaved = false;
         self.last_checkpoint = Instant::now();
@@ -496,6 +519,11 @@ impl Committer {
     /// hold truncation back for a snapshot.
     fn maintain(&mut self) {
         self.checkpoint_if_due();
+        if self.unindexed >= INDEX_EVERY
+            && let Err(error) = self.index_audit()
+        {
+            tracing::warn!(%error, "indexing the audit log failed");
+        }
         let current = self.next_batch;
         if !current.is_multiple_of(TRUNCATE_EVERY) {
             return;
@@ -521,6 +549,22 @@ impl Committer {
                 }
             }
         }
+    }
+
+    /// Adds the audit records applied since the last run to the by-asset index, in one
+    /// sorted run: each asset's index page is rewritten once per run, not once per
+    /// batch. Durable at the next checkpoint.
+    fn index_audit(&mut self) -> Result<(), StoreError> {
+        if self.poisoned.is_some() {
+            return Ok(());
+        }
+        let mut txn = self.store.db.begin_write().map_err(StoreError::from)?;
+        txn.set_durability(Durability::None)
+            .map_err(StoreError::from)?;
+        index_audit(&txn)?;
+        txn.commit().map_err(StoreError::from)?;
+        self.unindexed = 0;
+        Ok(())
     }
 
     fn truncate_before(&self, low: u64) -> Result<u64, StoreError> {

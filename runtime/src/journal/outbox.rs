@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::store::{META, OUTBOX, OUTBOX_LINKS, Store, StoreError};
 use crate::twin::MirrorUpdate;
@@ -50,7 +50,7 @@ pub struct OutboxCompaction {
 impl Store {
     /// The sequence number of the newest outbox entry (0 when none was ever written).
     pub fn outbox_head(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.read()?;
         let meta = txn.open_table(META).map_err(StoreError::from)?;
         Ok(meta
             .get("next_outbox")
@@ -60,7 +60,7 @@ impl Store {
 
     /// Number of entries in the outbox.
     pub fn outbox_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.read()?;
         let table = txn.open_table(OUTBOX).map_err(StoreError::from)?;
         table.len().map_err(StoreError::from)
     }
@@ -73,7 +73,7 @@ impl Store {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.read()?;
         let table = txn.open_table(OUTBOX).map_err(StoreError::from)?;
         let mut entries = Vec::new();
         let mut bytes = 0;
@@ -96,7 +96,7 @@ impl Store {
 
     /// The last sequence the peer of `link` acknowledged (0 for a new link).
     pub fn outbox_acked(&self, link: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.read()?;
         let table = txn.open_table(OUTBOX_LINKS).map_err(StoreError::from)?;
         Ok(table
             .get(link)
@@ -106,7 +106,7 @@ impl Store {
 
     /// Every link and the last sequence its peer acknowledged.
     pub fn outbox_links(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.read()?;
         let table = txn.open_table(OUTBOX_LINKS).map_err(StoreError::from)?;
         let mut links = Vec::new();
         for entry in table.iter().map_err(StoreError::from)? {

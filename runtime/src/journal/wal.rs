@@ -5,7 +5,8 @@
 //! committer instead appends each batch as one frame to this log and flushes it with a
 //! single `sync_data`: the batch is durable, and acknowledged, once that returns. It then
 //! applies the frame to redb in a non-durable transaction, which makes it visible to
-//! reads. Every so often a durable redb commit (a checkpoint) makes everything applied so
+//! reads (a read that starts after an acknowledgement waits for that, see
+//! `store::Applied`). Every so often a durable redb commit (a checkpoint) makes everything applied so
 //! far durable in redb itself, and the log starts over from its beginning.
 //!
 //! The file is preallocated (written with zeros once), so an append overwrites blocks
@@ -71,7 +72,7 @@ impl Frame {
             let mut audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
             for (asset, seq, bytes) in &self.audit {
                 audit
-                    .insert((asset.as_str(), *seq), bytes.as_slice())
+                    .insert(*seq, (asset.as_str(), bytes.as_slice()))
                     .map_err(StoreError::from)?;
             }
         }
