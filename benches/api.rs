@@ -1,6 +1,9 @@
 //! API benchmark (scenario harness): SendCommand round trips over loopback gRPC with 1
 //! and 64 concurrent clients, every verdict durable, and the same for a trivial unary RPC
 //! (`grpc.health.v1.Health/Check`) on a bare tonic server in the same run as the baseline.
+//! A third server, the floor, answers SendCommand with a fixed verdict as soon as the
+//! caller is authenticated: what the same messages, the token check and tonic cost
+//! before any runtime work, so the 64-client rate can be read against both.
 //!
 //! Doppel and the baseline go through the same harness: the servers (and Doppel's
 //! runtime) run on a tokio runtime of 2 workers, the clients on a runtime of their own,
@@ -14,7 +17,8 @@
 //! - `DOPPEL_BENCH_CONNECTIONS`: HTTP/2 connections the 64 clients share (default 4);
 //! - `DOPPEL_BENCH_CLIENT_WORKERS`: worker threads of the clients' runtime (default 2;
 //!   0 runs the clients on the servers' runtime);
-//! - `DOPPEL_BENCH_PHASES`: a comma-separated subset of `base1,cmd1,base64,cmd64,held1`;
+//! - `DOPPEL_BENCH_PHASES`: a comma-separated subset of
+//!   `base1,cmd1,base64,cmd64,floor64,held1`;
 //! - `DOPPEL_BENCH_HOLD_US`: how long the `held1` phase's server holds each call on a
 //!   thread of its own before answering (default 300, about a commit with its fsync);
 //! - `DOPPEL_BENCH_TRACE=<file>`: adds a single-client SendCommand phase that splits
@@ -37,8 +41,10 @@ use doppel_api::health::pb::health_check_response::ServingStatus;
 use doppel_api::health::pb::health_client::HealthClient;
 use doppel_api::health::pb::health_server::{Health, HealthServer};
 use doppel_api::health::pb::{HealthCheckRequest, HealthCheckResponse};
-use doppel_api::{ApiConfig, ApiServer, Role};
+use doppel_api::{ApiConfig, ApiServer, Authenticator, Caller, Role, TokenConfig};
+use doppel_proto::v1 as pb;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
+use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_proto::v1::{NamedValue, SendCommandRequest, Value, value};
 use tonic::transport::Channel;
 
@@ -204,6 +210,76 @@ impl Health for HeldHealth {
         _: tonic::Request<HealthCheckRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
         Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+/// The floor: SendCommand answered with a fixed verdict of the real response's shape
+/// once the interceptor has authenticated the caller; every other call unimplemented.
+struct FloorTwins;
+
+type Answer<T> = Result<tonic::Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl TwinService for FloorTwins {
+    async fn get_twin(&self, _: tonic::Request<pb::GetTwinRequest>) -> Answer<pb::GetTwinResponse> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
+    async fn list_twins(
+        &self,
+        _: tonic::Request<pb::ListTwinsRequest>,
+    ) -> Answer<pb::ListTwinsResponse> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
+    type WatchTwinsStream = tokio_stream::Empty<Result<pb::WatchTwinsResponse, tonic::Status>>;
+
+    async fn watch_twins(
+        &self,
+        _: tonic::Request<pb::WatchTwinsRequest>,
+    ) -> Answer<Self::WatchTwinsStream> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
+    async fn send_command(
+        &self,
+        request: tonic::Request<SendCommandRequest>,
+    ) -> Answer<pb::SendCommandResponse> {
+        if request.extensions().get::<Caller>().is_none() {
+            return Err(tonic::Status::unauthenticated("no caller"));
+        }
+        let request = request.into_inner();
+        Ok(tonic::Response::new(pb::SendCommandResponse {
+            command_id: "00000000-0000-4000-8000-000000000000".into(),
+            verdict: Some(pb::Verdict {
+                outcome: Some(pb::verdict::Outcome::Accepted(pb::Accepted {})),
+            }),
+            applied: request.params,
+            version: 1,
+            audit_seq: 1,
+            ..Default::default()
+        }))
+    }
+
+    async fn simulate(
+        &self,
+        _: tonic::Request<pb::SimulateRequest>,
+    ) -> Answer<pb::SimulateResponse> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
+    async fn get_history(
+        &self,
+        _: tonic::Request<pb::GetHistoryRequest>,
+    ) -> Answer<pb::GetHistoryResponse> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
+    async fn list_audit(
+        &self,
+        _: tonic::Request<pb::ListAuditRequest>,
+    ) -> Answer<pb::ListAuditResponse> {
+        Err(tonic::Status::unimplemented("floor"))
     }
 }
 
@@ -404,7 +480,7 @@ fn main() {
         Arc::new(topology.machines().map(|m| m.path.to_string()).collect());
     let held = HeldHealth::start(Duration::from_micros(hold_us as u64));
     let holds = held.holds.clone();
-    let (bare_url, held_url, runtime, api) = harness.servers.block_on(async {
+    let (bare_url, held_url, floor_url, runtime, api) = harness.servers.block_on(async {
         // The baseline: a bare tonic server answering a trivial unary RPC.
         let (reporter, health) = doppel_api::health::server::health_reporter();
         reporter
@@ -412,6 +488,15 @@ fn main() {
             .await;
         let bare_url = serve_bare(tonic::service::Routes::new(health)).await;
         let held_url = serve_bare(tonic::service::Routes::new(HealthServer::new(held))).await;
+        let floor = tonic::service::interceptor::InterceptedService::new(
+            TwinServiceServer::new(FloorTwins),
+            Authenticator::new(&[TokenConfig {
+                name: "bench".into(),
+                token: TOKEN.into(),
+                role: Role::Operator,
+            }]),
+        );
+        let floor_url = serve_bare(tonic::service::Routes::new(floor)).await;
         let runtime = Runtime::builder()
             .twin_types(types)
             .topology(topology)
@@ -428,7 +513,7 @@ fn main() {
         let api = ApiServer::start(config, runtime.twins().clone())
             .await
             .unwrap();
-        (bare_url, held_url, runtime, api)
+        (bare_url, held_url, floor_url, runtime, api)
     });
     let api_url = format!("http://{}", api.addr());
 
@@ -458,6 +543,22 @@ fn main() {
         );
         figures.push((cmd, base));
     }
+    let floor = if wanted("floor64") {
+        let phase = harness.run_clients(command_calls(
+            floor_url,
+            paths.clone(),
+            64,
+            connections.min(64),
+            secs,
+        ));
+        println!(
+            "64 clients, SendCommand answered right after authentication (the floor): {}",
+            phase.describe()
+        );
+        phase
+    } else {
+        Phase::skipped()
+    };
     let held = if wanted("held1") {
         holds.lock().unwrap().clear();
         let phase = harness.run_clients(bare_calls(held_url, 1, 1, secs));
@@ -488,11 +589,11 @@ fn main() {
     let busiest = figures
         .iter()
         .flat_map(|(cmd, base)| [cmd.foreign_cpu, base.foreign_cpu])
-        .fold(held.0.foreign_cpu, f64::max);
+        .fold(held.0.foreign_cpu.max(floor.foreign_cpu), f64::max);
     let (cmd1, base1) = &figures[0];
     let (cmd64, base64) = &figures[1];
     println!(
-        "{{\"scenario\":\"api\",\"cmd_p50_us_1\":{},\"cmd_p99_us_1\":{},\"cmd_per_s_64\":{},\"baseline_p99_us_1\":{},\"baseline_per_s_64\":{},\"baseline_p50_us_1\":{},\"cmd_p99_us_64\":{},\"connections_64\":{connections},\"client_workers\":{client_workers},\"held_p50_us_1\":{},\"held_hold_p50_us\":{},\"others_cpu_max\":{busiest:.2}}}",
+        "{{\"scenario\":\"api\",\"cmd_p50_us_1\":{},\"cmd_p99_us_1\":{},\"cmd_per_s_64\":{},\"baseline_p99_us_1\":{},\"baseline_per_s_64\":{},\"baseline_p50_us_1\":{},\"cmd_p99_us_64\":{},\"connections_64\":{connections},\"client_workers\":{client_workers},\"floor_per_s_64\":{},\"held_p50_us_1\":{},\"held_hold_p50_us\":{},\"others_cpu_max\":{busiest:.2}}}",
         json_number(percentile(&cmd1.latencies, 0.5)),
         json_number(percentile(&cmd1.latencies, 0.99)),
         json_number(cmd64.per_s),
@@ -500,6 +601,7 @@ fn main() {
         json_number(base64.per_s),
         json_number(percentile(&base1.latencies, 0.5)),
         json_number(percentile(&cmd64.latencies, 0.99)),
+        json_number(floor.per_s),
         json_number(percentile(&held.0.latencies, 0.5)),
         json_number(held.1),
     );
