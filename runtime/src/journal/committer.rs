@@ -101,13 +101,19 @@ impl Journal {
         let (sender, receiver) = mpsc::channel();
         let stats = Arc::new(JournalStats::default());
         let next_batch = store.last_batch()?.map_or(1, |b| b + 1);
-        let next_audit = {
+        let (next_audit, audit_indexed) = {
             let txn = store.db.begin_read().map_err(StoreError::from)?;
             let table = txn.open_table(META).map_err(StoreError::from)?;
-            table
-                .get("next_audit")
-                .map_err(StoreError::from)?
-                .map_or(1, |v| v.value())
+            let counter = |name: &str| -> Result<Option<u64>, StoreError> {
+                Ok(table
+                    .get(name)
+                    .map_err(StoreError::from)?
+                    .map(|v| v.value()))
+            };
+            (
+                counter("next_audit")?.unwrap_or(1),
+                counter("audit_indexed")?.unwrap_or(0),
+            )
         };
         let snapshot_requester = SnapshotRequester::default();
         let next_outbox = store.outbox_head()? + 1;
@@ -123,7 +129,7 @@ impl Journal {
             checkpoint_every: settings.checkpoint_interval(),
             last_checkpoint: Instant::now(),
             unsaved: false,
-            unindexed: 0,
+            audit_indexed,
             poisoned: None,
             next_outbox,
             outbox_head,
@@ -233,8 +239,8 @@ struct Committer {
     last_checkpoint: Instant,
     /// Whether batches were applied to redb since the last checkpoint.
     unsaved: bool,
-    /// Audit records applied since the by-asset index last caught up.
-    unindexed: u64,
+    /// The by-asset index holds every audit record up to this sequence.
+    audit_indexed: u64,
     /// Why the store refuses writes, after a logged batch failed to apply.
     poisoned: Option<String>,
     store: Store,
@@ -468,7 +474,6 @@ impl Committer {
             ));
         }
         self.unsaved = true;
-        self.unindexed += frame.audit.len() as u64;
         self.store.applied.applied(frame.id);
         if let Some((seq, _)) = &frame.outbox {
             self.outbox_head.send_replace(*seq);
@@ -491,10 +496,10 @@ impl Committer {
             return Ok(());
         }
         let txn = self.store.db.begin_write().map_err(StoreError::from)?;
-        index_audit(&txn)?;
+        let indexed = index_audit(&txn)?;
         // A durable commit makes every non-durable commit before it durable as well.
         txn.commit().map_err(StoreError::from)?;
-        self.unindexed = 0;
+        self.audit_indexed = indexed;
         self.wal.restart();
         self.unsaved = false;
         self.last_checkpoint = Instant::now();
@@ -519,7 +524,8 @@ impl Committer {
     /// hold truncation back for a snapshot.
     fn maintain(&mut self) {
         self.checkpoint_if_due();
-        if self.unindexed >= INDEX_EVERY
+        let unindexed = self.next_audit.saturating_sub(self.audit_indexed + 1);
+        if unindexed >= INDEX_EVERY
             && let Err(error) = self.index_audit()
         {
             tracing::warn!(%error, "indexing the audit log failed");
@@ -561,9 +567,9 @@ impl Committer {
         let mut txn = self.store.db.begin_write().map_err(StoreError::from)?;
         txn.set_durability(Durability::None)
             .map_err(StoreError::from)?;
-        index_audit(&txn)?;
+        let indexed = index_audit(&txn)?;
         txn.commit().map_err(StoreError::from)?;
-        self.unindexed = 0;
+        self.audit_indexed = indexed;
         Ok(())
     }
 

@@ -3,9 +3,11 @@
 //!
 //! Twins hand their accepted events to the [`Journal`]; the committer thread batches
 //! writes from all twins every `batch_interval_ms` or `batch_max_events`, whichever comes
-//! first, appends the batch to the write-ahead log and flushes it (`sync_data`), applies
-//! it to redb, and only then completes the writes' [`Ticket`]s and replies. Acknowledged
-//! means on disk. A periodic durable redb commit (a checkpoint) lets the log start over.
+//! first, appends the batch to the write-ahead log and flushes it (`sync_data`), and only
+//! then completes the writes' [`Ticket`]s and replies: acknowledged means on disk. The
+//! batch is applied to redb right after; a store read waits for that when it starts
+//! after an acknowledgement. A periodic durable redb commit (a checkpoint) lets the log
+//! start over.
 
 mod ack;
 mod committer;
