@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env_or, topology_toml};
+use common::{env_or, process_cpu_ticks, topology_toml};
 use doppel::{Runtime, RuntimeSettings, Topology, TwinTypes};
 use doppel_api::health::pb::health_check_response::ServingStatus;
 use doppel_api::health::pb::health_client::HealthClient;
@@ -130,20 +130,10 @@ impl CpuTicks {
         let total: u64 = cpu.iter().take(8).sum();
         // idle and iowait
         let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
-        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<u64> = own_stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(|n| n.parse().unwrap_or(0))
-            .collect();
-        // utime and stime, the 14th and 15th fields of the whole line
-        let own = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
         Self {
             total,
             busy: total - idle,
-            own,
+            own: process_cpu_ticks(),
         }
     }
 

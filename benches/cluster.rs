@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{env_or, topology_toml};
+use common::{env_or, process_cpu_ticks, topology_toml};
 use doppel::cluster::ClusterNode;
 use doppel::cluster::mirror::{MirrorStats, MirrorStore};
 use doppel::connectors::node::{Node, NodeConfig};
@@ -333,21 +333,8 @@ impl Cpu {
     /// Now. The process total comes from `/proc/self/stat` (clock ticks of 1/100 s,
     /// threads that ended included), the threads' from their `schedstat` (ns).
     fn now() -> Self {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |index: usize| {
-            fields
-                .get(index)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime, fields 14 and 15 of the line (11 and 12 after the name).
         let mut cpu = Cpu {
-            total: (ticks(11) + ticks(12)) / 100.0,
+            total: process_cpu_ticks() as f64 / 100.0,
             ..Cpu::default()
         };
         for task in std::fs::read_dir("/proc/self/task")

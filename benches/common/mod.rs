@@ -6,6 +6,23 @@ use std::fmt::Write as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// CPU time this process has used, threads that ended included, in clock ticks
+/// (1/100 s): utime and stime of `/proc/self/stat`, fields 14 and 15 of the line.
+#[allow(
+    dead_code,
+    reason = "every bench includes this module; not all of them measure CPU"
+)]
+pub fn process_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
+}
+
 /// A number from the environment, or `default`.
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
