@@ -793,6 +793,9 @@ async fn replicate_at_full_speed(
         cpu.total - cpu.journal - cpu.mirror_writer,
         baseline_cpu.total - baseline_cpu.journal,
     );
+    // The head moves once a logged batch is also in redb, just after its callers
+    // were answered: wait for the last ones.
+    cluster.edge_twins.flush().await.unwrap();
     let head_at_stop = cluster.head();
     let behind = head_at_stop - cluster.acked();
     let stopped = Instant::now();

@@ -193,7 +193,8 @@ impl Journal {
         &self.store
     }
 
-    /// Follows the sequence number of the newest committed outbox entry.
+    /// Follows the sequence number of the newest outbox entry readable from the store:
+    /// it moves once the entry's batch is applied to redb, just after it is acknowledged.
     pub fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.outbox.clone()
     }

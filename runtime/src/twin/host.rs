@@ -582,7 +582,9 @@ impl Twins {
         receipt
     }
 
-    /// Follows the sequence number of the newest committed replication outbox entry.
+    /// Follows the sequence number of the newest replication outbox entry readable from
+    /// the store. It moves just after the entry's batch is acknowledged, once the batch
+    /// is in redb; [`Twins::flush`] waits for that.
     pub fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.kernel.journal.outbox_head()
     }
