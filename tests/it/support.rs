@@ -135,6 +135,12 @@ pub fn press(n: u32) -> AssetPath {
     path(&format!("acme/plant-a/line-{line}/press-{n}"))
 }
 
+/// The wall-clock time `age` before now: test readings, ranges and deadlines are
+/// placed relative to the clock at run time, never on a fixed date.
+pub fn ago(age: Duration) -> Timestamp {
+    Timestamp::now().minus(age)
+}
+
 /// Settings for tests: short batches.
 pub fn settings() -> RuntimeSettings {
     let mut settings = RuntimeSettings::default();
