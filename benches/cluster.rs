@@ -48,7 +48,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,7 +68,9 @@ use doppel_proto::v1::verdict::Outcome;
 use doppel_proto::v1::{NamedValue, SendCommandRequest, Value, value};
 use doppel_runtime::journal::Receipt;
 use doppel_runtime::twin::ChannelTarget;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use doppel_testkit::net::{free_tcp_port, free_udp_port};
+use doppel_testkit::proxy::PartitionProxy;
+use doppel_testkit::{twin_types, wait_until};
 use tonic::transport::Channel;
 
 /// The press type's channels, one reading of each per ingest message.
@@ -80,96 +82,11 @@ const CHANNELS: [&str; 5] = [
     "throughput",
 ];
 
-/// A hydraulic press with the standard models and governors (as in the tests), named
-/// `machine` for the shared plant generator.
-const TYPES: &str = r#"
-[types.machine]
-description = "hydraulic press"
-key_channels = ["temperature", "vibration"]
-
-[types.machine.channels.temperature]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.machine.channels.temperature_b]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.machine.channels.vibration]
-unit = "mm/s"
-range = [0.0, 50.0]
-
-[types.machine.channels.power_kw]
-unit = "kW"
-range = [0.0, 500.0]
-
-[types.machine.channels.throughput]
-unit = "parts/min"
-range = [0.0, 200.0]
-
-[types.machine.aggregates]
-throughput = "throughput"
-power = "power_kw"
-
-[types.machine.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.machine.desired.running]
-type = "bool"
-initial = true
-
-[types.machine.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-
-[types.machine.commands.stop]
-sets = { running = false }
-
-[[types.machine.models]]
-kind = "ewma_anomaly"
-channel = "vibration"
-
-[[types.machine.models]]
-kind = "thermal"
-channel = "temperature"
-ambient = 25.0
-gain = 0.03
-load_desired = "speed"
-running_desired = "running"
-tau_secs = 60.0
-
-[[types.machine.models]]
-kind = "degradation"
-channel = "vibration"
-threshold = 11.0
-warn_hours = 24.0
-load_desired = "speed"
-
-[[types.machine.governors]]
-kind = "deadline"
-
-[[types.machine.governors]]
-kind = "envelope"
-desired = "speed"
-min = 200
-max = 2400
-
-[[types.machine.governors]]
-kind = "dual_sensor"
-primary = "temperature"
-secondary = "temperature_b"
-tolerance = 3.0
-
-[[types.machine.governors]]
-kind = "trip"
-name = "overtemp"
-channel = "temperature"
-above = 95.0
-hysteresis = 10.0
-blocks = ["running"]
-"#;
+/// The test press with its standard models and governors, named `machine` for the
+/// shared plant generator.
+fn types() -> String {
+    twin_types::renamed(&twin_types::press(), "machine")
+}
 
 const TOKEN: &str = "bench-operator-token-0123456789";
 const CLUSTER_ID: &str = "bench-cluster";
@@ -408,34 +325,6 @@ async fn full_speed(load: &Load, window: Duration, mirror: Option<&MirrorStore>)
     }
 }
 
-/// Polls `condition` every millisecond until it holds, failing after `timeout`.
-async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes a node config file; `cluster` is its `[cluster]` table's body, if any.
 fn write_config(dir: &Path, name: &str, plant: bool, cluster: Option<&str>) -> PathBuf {
     let plant = if plant {
@@ -460,96 +349,6 @@ tokens = [{{ name = "bench", token = "{TOKEN}", role = "operator" }}]
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// A TCP proxy that can stall: partitioned, it keeps its connections but moves no
-/// bytes in either direction (a network that drops every packet); healed, what it held
-/// back flows.
-struct StallProxy {
-    addr: SocketAddr,
-    partitioned: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StallProxy {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (partitioned, watch) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let (a_read, a_write) = inbound.into_split();
-                    let (b_read, b_write) = outbound.into_split();
-                    tokio::join!(
-                        pump(a_read, b_write, watch.clone()),
-                        pump(b_read, a_write, watch)
-                    );
-                });
-            }
-        });
-        Self {
-            addr,
-            partitioned,
-            task,
-        }
-    }
-
-    fn partition(&self) {
-        self.partitioned.send_replace(true);
-    }
-
-    fn heal(&self) {
-        self.partitioned.send_replace(false);
-    }
-}
-
-impl Drop for StallProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut partitioned: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        // Wait out a partition before reading: the bytes stay in the socket buffers.
-        while *partitioned.borrow_and_update() {
-            if partitioned.changed().await.is_err() {
-                return;
-            }
-        }
-        let read = tokio::select! {
-            read = from.read(&mut buffer) => read,
-            _ = partitioned.changed() => continue,
-        };
-        let n = match read {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return;
-            }
-            Ok(n) => n,
-        };
-        // Bytes read just before a partition are held until it heals.
-        while *partitioned.borrow_and_update() {
-            if partitioned.changed().await.is_err() {
-                return;
-            }
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 /// The updates and reported changes of the edge's outbox entries in `(after, head]`.
@@ -691,7 +490,7 @@ fn holds(mirror: &MirrorStore, head: u64) -> bool {
 struct Cluster {
     edge: ClusterNode,
     cloud: ClusterNode,
-    proxy: StallProxy,
+    proxy: PartitionProxy,
     mirror: MirrorStore,
     edge_twins: Twins,
     /// The edge's newest outbox sequence.
@@ -703,7 +502,7 @@ impl Cluster {
     /// waits until the mirror holds every twin.
     async fn start(dir: &Path, twins_count: usize) -> Cluster {
         let cloud_listen: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let proxy = StallProxy::start(cloud_listen).await;
+        let proxy = PartitionProxy::start(cloud_listen).await;
         let cloud_gossip = free_udp_port();
         let cloud_config = write_config(
             dir,
@@ -734,7 +533,7 @@ impl Cluster {
         wait_until(
             "the cloud mirrors every twin",
             Duration::from_secs(60),
-            || mirror.len() == twins_count && holds(&mirror, *head.borrow()),
+            || std::future::ready(mirror.len() == twins_count && holds(&mirror, *head.borrow())),
         )
         .await;
         Cluster {
@@ -800,7 +599,7 @@ async fn replicate_at_full_speed(
     let behind = head_at_stop - cluster.acked();
     let stopped = Instant::now();
     wait_until("the mirror catches up", Duration::from_secs(120), || {
-        holds(&cluster.mirror, head_at_stop)
+        std::future::ready(holds(&cluster.mirror, head_at_stop))
     })
     .await;
     let catch_up = stopped.elapsed().as_secs_f64();
@@ -862,14 +661,14 @@ async fn partition_and_drain(
     cluster.proxy.heal();
     let healed = Instant::now();
     wait_until("the backlog drains", Duration::from_secs(120), || {
-        holds(&cluster.mirror, head_at_heal)
+        std::future::ready(holds(&cluster.mirror, head_at_heal))
     })
     .await;
     let drain_secs = healed.elapsed().as_secs_f64();
     wait_until(
         "the mirror catches up with live",
         Duration::from_secs(120),
-        || holds(&cluster.mirror, cluster.head()),
+        || std::future::ready(holds(&cluster.mirror, cluster.head())),
     )
     .await;
     let caught_up = healed.elapsed().as_secs_f64();
@@ -968,11 +767,12 @@ fn main() {
         .unwrap();
     tokio.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let types = doppel::TwinTypes::from_toml(TYPES, "bench/types.toml").unwrap();
+        let types_toml = types();
+        let types = doppel::TwinTypes::from_toml(&types_toml, "bench/types.toml").unwrap();
         let plant = topology_toml(twins_count);
         let topology = doppel::Topology::from_toml(&plant, "bench/plant.toml", &types).unwrap();
         let paths: Vec<AssetPath> = topology.machines().map(|m| m.path.clone()).collect();
-        std::fs::write(dir.path().join("types.toml"), TYPES).unwrap();
+        std::fs::write(dir.path().join("types.toml"), &types_toml).unwrap();
         std::fs::write(dir.path().join("plant.toml"), &plant).unwrap();
 
         // Baseline: the same node and workload, replication off.

@@ -22,6 +22,7 @@ use common::{env_or, topology_toml};
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
 use doppel::{Runtime, RuntimeSettings, Topology, TwinTypes};
+use doppel_testkit::mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
@@ -68,34 +69,70 @@ fn client(url: &str, id: &str) -> (AsyncClient, EventLoop) {
     AsyncClient::new(options, 10_000)
 }
 
-/// Drives an event loop; every received publish goes to `tx` with its arrival time.
-fn drive(
-    mut eventloop: EventLoop,
-    tx: Option<mpsc::UnboundedSender<(String, Instant)>>,
-) -> tokio::task::JoinHandle<()> {
+/// What a bench client's event loop saw: publishes received (with their arrival time),
+/// and acknowledgements of its own subscriptions and QoS 1 publishes.
+#[derive(Debug)]
+enum Seen {
+    Publish(String, Instant),
+    SubAck,
+    PubAck,
+}
+
+/// Drives an event loop, reporting what it sees to `tx`. A connection error is printed
+/// and retried: the client resumes its session and resends what was in flight.
+fn drive(mut eventloop: EventLoop, tx: mpsc::UnboundedSender<Seen>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match eventloop.poll().await {
+            let seen = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if let Some(tx) = &tx {
-                        let _ = tx.send((publish.topic, Instant::now()));
-                    }
+                    Seen::Publish(publish.topic, Instant::now())
                 }
-                Ok(_) => {}
+                Ok(Event::Incoming(Packet::SubAck(_))) => Seen::SubAck,
+                Ok(Event::Incoming(Packet::PubAck(_))) => Seen::PubAck,
+                Ok(_) => continue,
                 Err(error) => {
                     eprintln!("bench client: {error}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
+            };
+            if tx.send(seen).is_err() {
+                return;
             }
         }
     })
 }
 
+/// Subscribes to `filter` and waits for the broker's SUBACK, so nothing published after
+/// this returns is missed.
+async fn subscribe(client: &AsyncClient, events: &mut mpsc::UnboundedReceiver<Seen>, filter: &str) {
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let acknowledged = tokio::time::timeout(STALL, async {
+        while let Some(seen) = events.recv().await {
+            if matches!(seen, Seen::SubAck) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        acknowledged == Ok(true),
+        "stalled: the broker did not acknowledge the subscription to {filter} within {STALL:?}"
+    );
+}
+
+/// How long any phase may go without finishing before the bench fails saying what
+/// stalled.
+const STALL: Duration = Duration::from_secs(120);
+
 /// Publishes `count` telemetry messages over the twins' stream channels, QoS 1, each
-/// topic prefixed with `prefix`.
+/// topic prefixed with `prefix`, and returns once the broker has acknowledged every one
+/// of them (a client dropped earlier would lose what it still had queued).
 async fn publish_stream(url: &str, prefix: &str, paths: &[String], count: usize, round: usize) {
     let (publisher, eventloop) = client(url, &format!("bench-publisher-{round}"));
-    let task = drive(eventloop, None);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let task = drive(eventloop, tx);
     let topics: Vec<String> = paths
         .iter()
         .flat_map(|p| {
@@ -105,6 +142,7 @@ async fn publish_stream(url: &str, prefix: &str, paths: &[String], count: usize,
         })
         .collect();
     let base = (round as u64) << 40;
+    let mut acknowledged = 0;
     for i in 0..count {
         let payload = format!(r#"{{"v":{}.5,"seq":{}}}"#, i % 900, base + i as u64);
         publisher
@@ -116,9 +154,26 @@ async fn publish_stream(url: &str, prefix: &str, paths: &[String], count: usize,
             )
             .await
             .unwrap();
+        while let Ok(seen) = events.try_recv() {
+            acknowledged += usize::from(matches!(seen, Seen::PubAck));
+        }
     }
-    // Let the publisher's last acknowledgements arrive before the client goes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all_acknowledged = tokio::time::timeout(STALL, async {
+        while acknowledged < count {
+            match events.recv().await {
+                Some(Seen::PubAck) => acknowledged += 1,
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        all_acknowledged.is_ok() && acknowledged == count,
+        "stalled: the broker acknowledged {acknowledged} of {count} publishes from {prefix:?} \
+         within {STALL:?}"
+    );
+    let _ = publisher.disconnect().await;
     task.abort();
 }
 
@@ -126,40 +181,34 @@ async fn publish_stream(url: &str, prefix: &str, paths: &[String], count: usize,
 /// event loop only counts. Its stream goes under `raw/`, where the connector does not
 /// listen.
 async fn raw_per_s(url: &str, paths: &[String], count: usize, round: usize) -> f64 {
-    let (subscriber, mut eventloop) = client(url, &format!("bench-raw-{round}"));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut received = 0;
-        let mut done = Some(done_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(_))) => {
-                    received += 1;
-                    if received == count
-                        && let Some(done) = done.take()
-                    {
-                        let _ = done.send(Instant::now());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    subscriber
-        .subscribe("raw/bench/plant/+/+/telemetry/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (subscriber, eventloop) = client(url, &format!("bench-raw-{round}"));
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let task = drive(eventloop, tx);
+    subscribe(&subscriber, &mut events, "raw/bench/plant/+/+/telemetry/#").await;
     let started = Instant::now();
     let url = url.to_string();
     let paths = paths.to_vec();
     let publisher =
         tokio::spawn(async move { publish_stream(&url, "raw/", &paths, count, round).await });
-    let last = tokio::time::timeout(Duration::from_secs(120), done_rx)
-        .await
-        .expect("raw subscriber stalled")
-        .unwrap();
+    let mut received = 0;
+    let mut last = started;
+    let finished = tokio::time::timeout(STALL, async {
+        while received < count {
+            match events.recv().await {
+                Some(Seen::Publish(_, at)) => {
+                    received += 1;
+                    last = at;
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(
+        finished.is_ok() && received == count,
+        "stalled: the bare subscriber received {received} of {count} messages within {STALL:?}"
+    );
     publisher.await.unwrap();
     let _ = subscriber.disconnect().await;
     task.abort();
@@ -190,8 +239,10 @@ async fn doppel_per_s(
         tokio::spawn(async move { publish_stream(&url, "", &paths, count, round).await });
     while acknowledged() < before + count as u64 {
         assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "doppel stalled"
+            started.elapsed() < STALL,
+            "stalled: Doppel acknowledged {} of {count} messages within {STALL:?}; {:?}",
+            acknowledged() - before,
+            connector.drops().snapshot()
         );
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
@@ -206,58 +257,6 @@ async fn doppel_per_s(
         connector.drops().snapshot()
     );
     count as f64 / elapsed.as_secs_f64()
-}
-
-/// A Mosquitto child process, killed when dropped, and its config directory.
-struct Mosquitto {
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts Mosquitto on a free loopback port if it is installed.
-fn start_mosquitto() -> Option<(Mosquitto, String)> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let binary = std::env::split_paths(&path)
-        .chain([std::path::PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("mosquitto"))
-        .find(|candidate| candidate.is_file())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let dir = tempfile::tempdir().ok()?;
-    let config = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\n"
-        ),
-    )
-    .ok()?;
-    let child = std::process::Command::new(binary)
-        .arg("-c")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let guard = Mosquitto { child, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((guard, format!("mqtt://127.0.0.1:{port}")))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -277,9 +276,10 @@ fn main() {
         let mut _mosquitto = None;
         let (url, broker_name) = match std::env::var("DOPPEL_BENCH_BROKER") {
             Ok(url) => (url.clone(), url),
-            Err(_) => match start_mosquitto() {
-                Some((guard, url)) => {
-                    _mosquitto = Some(guard);
+            Err(_) => match Mosquitto::start_in_memory("the mqtt bench") {
+                Some(broker) => {
+                    let url = broker.url();
+                    _mosquitto = Some(broker);
                     (url, "mosquitto (max_inflight_messages 0)".to_string())
                 }
                 None => {
@@ -324,14 +324,11 @@ fn main() {
         // Telemetry published → trip command received, one twin at a time.
         let (watcher, eventloop) = client(&url, "bench-watcher");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let watch_task = drive(eventloop, Some(tx));
-        watcher
-            .subscribe("bench/plant/+/+/cmd", QoS::AtLeastOnce)
-            .await
-            .unwrap();
+        let watch_task = drive(eventloop, tx);
+        subscribe(&watcher, &mut rx, "bench/plant/+/+/cmd").await;
         let (machine, eventloop) = client(&url, "bench-machine");
-        let machine_task = drive(eventloop, None);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (machine_tx, _machine_events) = mpsc::unbounded_channel();
+        let machine_task = drive(eventloop, machine_tx);
         let mut latencies = Vec::with_capacity(trips);
         for path in paths.iter().take(trips) {
             let topic = format!("{path}/telemetry/temperature");
@@ -342,11 +339,13 @@ fn main() {
                 .await
                 .unwrap();
             loop {
-                let (topic, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                let seen = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                     .await
-                    .expect("no trip command")
+                    .unwrap_or_else(|_| panic!("stalled: no trip command on {expect} within 10 s"))
                     .unwrap();
-                if topic == expect {
+                if let Seen::Publish(topic, at) = seen
+                    && topic == expect
+                {
                     latencies.push(at.duration_since(sent).as_secs_f64() * 1e6);
                     break;
                 }

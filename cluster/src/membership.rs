@@ -485,7 +485,7 @@ mod tests {
     }
 
     /// Waits until `condition` holds for the live members seen by `membership`.
-    async fn wait_until(
+    async fn wait_for_members(
         membership: &Membership,
         timeout: Duration,
         condition: impl Fn(&[Member]) -> bool,
@@ -596,7 +596,9 @@ mod tests {
             );
         }
         // Give the stranger more rounds to get in; it must not.
-        assert!(!wait_until(sandbox.node("edge-a"), Duration::from_secs(2), has_stranger).await);
+        assert!(
+            !wait_for_members(sandbox.node("edge-a"), Duration::from_secs(2), has_stranger).await
+        );
         assert_eq!(node_ids(&stranger.live()), vec!["edge-stranger"]);
         stranger.shutdown().await;
         sandbox.shutdown().await;
@@ -628,10 +630,11 @@ mod tests {
         let left_at = Instant::now();
         sandbox.stop("edge-b").await;
         for node_id in ["edge-a", "cloud-1"] {
-            let gone = wait_until(sandbox.node(node_id), Duration::from_secs(20), |members| {
-                node_ids(members) == ["cloud-1", "edge-a"]
-            })
-            .await;
+            let gone =
+                wait_for_members(sandbox.node(node_id), Duration::from_secs(20), |members| {
+                    node_ids(members) == ["cloud-1", "edge-a"]
+                })
+                .await;
             assert!(
                 gone,
                 "{node_id} still sees {:?}",
@@ -675,14 +678,14 @@ mod tests {
             .set_conflict(Some(message.clone()))
             .await;
         assert!(
-            wait_until(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
+            wait_for_members(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
                 conflict_of_b(members).as_ref() == Some(&message)
             })
             .await
         );
         // A node's own view follows its state through the same watch as its peers'.
         assert!(
-            wait_until(sandbox.node("edge-b"), FORM_TIMEOUT, |members| {
+            wait_for_members(sandbox.node("edge-b"), FORM_TIMEOUT, |members| {
                 conflict_of_b(members).as_ref() == Some(&message)
             })
             .await
@@ -691,7 +694,7 @@ mod tests {
         sandbox.node("edge-b").set_conflict(None).await;
         sandbox.node("edge-b").set_conflict(None).await;
         assert!(
-            wait_until(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
+            wait_for_members(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
                 members.len() == 2 && conflict_of_b(members).is_none()
             })
             .await
@@ -727,7 +730,7 @@ mod tests {
             .with_chitchat(|chitchat| chitchat.self_node_state().set(KEY_ROLE, "robot"))
             .await;
         assert!(
-            wait_until(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
+            wait_for_members(sandbox.node("edge-a"), FORM_TIMEOUT, |members| {
                 node_ids(members) == ["edge-a"]
             })
             .await,

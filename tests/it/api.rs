@@ -16,7 +16,7 @@ use pb::watch_twins_response::Event;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status, Streaming};
 
-use crate::support::{self, TYPES, fragile, press, reading};
+use crate::support::{self, fragile, press, reading};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
@@ -1005,7 +1005,10 @@ async fn api_answers_every_error_with_its_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_watch_reports_a_twin_restart_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let types = format!("{TYPES}\n[[types.press.models]]\nkind = \"fragile\"\n");
+    let types = format!(
+        "{}\n[[types.press.models]]\nkind = \"fragile\"\n",
+        support::types()
+    );
     let runtime = support::start_custom(dir.path(), &types, support::settings(), |b| {
         b.model("fragile", fragile)
     })

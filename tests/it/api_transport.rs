@@ -10,6 +10,7 @@ use doppel_api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
 use doppel_runtime::{Topology, TwinTypes};
+use doppel_testkit::twin_types;
 use prost::bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -18,36 +19,9 @@ use tonic::{Code, Request, Status};
 
 const TOKEN: &str = "transport-test-token-0123";
 
-const TYPES: &str = r#"
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.press.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-"#;
-
-const PLANT: &str = r#"
-[[plant]]
-path = "acme/plant-a"
-
-[[plant.line]]
-name = "line-1"
-
-[[plant.line.machine]]
-name = "press-1"
-type = "press"
-"#;
-
 async fn runtime(dir: &std::path::Path) -> Runtime {
-    let types = TwinTypes::from_toml(TYPES, "types.toml").unwrap();
-    let topology = Topology::from_toml(PLANT, "plant.toml", &types).unwrap();
+    let types = TwinTypes::from_toml(&twin_types::press(), "types.toml").unwrap();
+    let topology = Topology::from_toml(twin_types::PLANT, "plant.toml", &types).unwrap();
     Runtime::builder()
         .twin_types(types)
         .topology(topology)
@@ -85,12 +59,9 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 async fn serves_over_tls_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = runtime(&dir.path().join("data")).await;
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_pem = certified.cert.pem();
-    let cert = dir.path().join("api.pem");
-    let key = dir.path().join("api.key");
-    std::fs::write(&cert, &cert_pem).unwrap();
-    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let certified = doppel_testkit::tls::self_signed(&["localhost"]);
+    let cert_pem = certified.certificate_pem.clone();
+    let (cert, key) = certified.write(dir.path(), "api");
 
     let api = ApiServer::start(config().tls(&cert, &key), runtime.twins().clone())
         .await

@@ -9,10 +9,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use doppel_testkit::process::KillOnDrop;
+use doppel_testkit::tls::CertificateAuthority;
 use serde_json::Value as JsonValue;
 
 use crate::brokers::free_port;
-use crate::support;
+use crate::support::{self, signal};
 
 /// Longest any single `doppel twin` run may take before the test kills it.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -226,15 +228,6 @@ fn run_twin(args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
-}
-
-/// Sends the signal named `signal` (`INT`, `KILL`) to process `pid`, through `kill(1)`
-/// as the crate forbids the unsafe `libc::kill`.
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
 }
 
 /// The value of desired value `name` in a `get --json` twin.
@@ -717,133 +710,15 @@ fn failures_are_one_line_with_an_exit_code() {
     assert_eq!(node.json(&["list"]).len(), 10);
 }
 
-/// A child process killed when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The `openssl` binary, if installed; else `None` after saying loudly that `test`
-/// is skipped (or failing it under `DOPPEL_REQUIRE_PEERS=1`).
-fn openssl(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join("openssl"))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        assert!(
-            !std::env::var("DOPPEL_REQUIRE_PEERS").is_ok_and(|v| v == "1"),
-            "{test}: openssl is not installed and DOPPEL_REQUIRE_PEERS=1"
-        );
-        eprintln!("\n*** SKIPPED {test}: openssl is not on PATH (apt-get install openssl) ***\n");
-    }
-    found
-}
-
-/// Runs `openssl ARGS` in `dir`, which must succeed.
-fn run_openssl(openssl: &PathBuf, dir: &std::path::Path, args: &[&str]) {
-    let output = Command::new(openssl)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Writes a CA (`NAME.pem`, `NAME.key`) with a P-256 key into `dir`.
-fn make_ca(openssl: &PathBuf, dir: &std::path::Path, name: &str) {
-    run_openssl(
-        openssl,
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-}
-
 #[test]
 fn https_addresses_verify_the_node_against_the_given_roots() {
-    let test = "https_addresses_verify_the_node_against_the_given_roots";
-    let Some(openssl) = openssl(test) else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     // A private CA, a certificate it signs for 127.0.0.1, and an unrelated CA.
-    make_ca(&openssl, path, "ca");
-    make_ca(&openssl, path, "other-ca");
-    run_openssl(
-        &openssl,
-        path,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "api.key",
-            "-out",
-            "api.csr",
-        ],
-    );
-    std::fs::write(
-        path.join("api.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run_openssl(
-        &openssl,
-        path,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "api.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "api.ext",
-            "-out",
-            "api.pem",
-        ],
-    );
+    let ca = CertificateAuthority::new("ca");
+    ca.write_certificate(&path.join("ca.pem"));
+    CertificateAuthority::new("other-ca").write_certificate(&path.join("other-ca.pem"));
+    ca.issue("127.0.0.1", &["127.0.0.1"]).write(path, "api");
 
     // A node from a config file, serving the API over TLS on a free loopback port.
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node");

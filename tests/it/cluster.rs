@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use doppel::{Timestamp, Value};
 use doppel_api::convert::{named_value, timestamp_to_proto, value_from_proto};
 use doppel_proto::v1 as pb;
+use doppel_testkit::eventually;
 use pb::verdict::Outcome;
 use pb::watch_twins_response::Event;
 use rumqttc::QoS;
@@ -36,22 +37,6 @@ fn desired(twin: &pb::Twin, name: &str) -> Option<Value> {
         .find(|d| d.name == name)
         .and_then(|d| d.value.as_ref())
         .and_then(value_from_proto)
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, failing after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// An MQTT connector for an edge node's config, reading the test broker's UNS topics.

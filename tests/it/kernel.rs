@@ -512,7 +512,7 @@ async fn a_changed_twin_type_keeps_state_by_name_across_a_restart() {
     runtime.shutdown().await;
 
     // A new channel and a new desired value that sort first shift every index.
-    let changed = crate::support::TYPES
+    let changed = crate::support::types()
         .replace(
             "[types.press.channels.temperature]",
             "[types.press.channels.ambient]\nunit = \"degC\"\nrange = [-40.0, 60.0]\n\n[types.press.channels.temperature]",

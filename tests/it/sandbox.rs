@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -16,8 +16,12 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use doppel_testkit::net::free_udp_port;
+use doppel_testkit::proxy::PartitionProxy;
+use doppel_testkit::tls::CertificateAuthority;
+
 use crate::brokers::free_port;
-use crate::support::{PLANT, TYPES};
+use crate::support::{PLANT, types};
 
 /// The admin token every sandbox node accepts.
 pub const ADMIN_TOKEN: &str = "sandbox-admin-token-0123456789";
@@ -102,48 +106,32 @@ pub struct Sandbox {
     ca: Option<Authority>,
 }
 
-/// A certificate authority that issues node certificates (rcgen), for mutual TLS.
-/// Its certificate is written as `<name>-ca.pem`.
+/// The cluster's certificate authority, for mutual TLS. Its certificate is written as
+/// `<name>-ca.pem`.
 pub struct Authority {
     name: String,
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
+    ca: CertificateAuthority,
 }
 
 impl Authority {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
         Self {
             name: name.to_string(),
-            params,
-            key: rcgen::KeyPair::generate().unwrap(),
+            ca: CertificateAuthority::new(name),
         }
     }
 
     /// Writes the CA certificate and a certificate for node `id` (valid for
     /// 127.0.0.1 and localhost) into `dir`; the `[cluster.tls]` table using them.
     pub fn issue(&self, dir: &std::path::Path, id: &str) -> String {
-        let ca = self.params.self_signed(&self.key).unwrap();
-        let ca_path = dir.join(format!("{}-ca.pem", self.name));
-        std::fs::write(&ca_path, ca.pem()).unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, id);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let cert_path = dir.join(format!("{id}.pem"));
-        let key_path = dir.join(format!("{id}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let ca_path = self
+            .ca
+            .write_certificate(&dir.join(format!("{}-ca.pem", self.name)));
+        let (cert_path, key_path) = self
+            .ca
+            .issue(id, &["127.0.0.1", "localhost"])
+            .write(dir, id);
         format!(
             "\n[cluster.tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
             cert_path.display(),
@@ -153,20 +141,12 @@ impl Authority {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sandbox {
     /// An empty sandbox for cluster `cluster_id`, with the test twin types and plant
     /// (acme/plant-a: line-1 with press-1 and press-2, line-2 with press-3).
     pub fn new(cluster_id: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("types.toml"), TYPES).unwrap();
+        std::fs::write(dir.path().join("types.toml"), types()).unwrap();
         std::fs::write(dir.path().join("plant.toml"), PLANT).unwrap();
         Self {
             dir,
@@ -210,8 +190,13 @@ impl Sandbox {
     }
 
     /// Adds and starts an edge node whose peers reach its NodeService through a
-    /// [`Proxy`] the test controls.
-    pub async fn add_edge_behind_proxy(&mut self, id: &str, owns: &[&str], extra: &str) -> Proxy {
+    /// [`PartitionProxy`] the test controls.
+    pub async fn add_edge_behind_proxy(
+        &mut self,
+        id: &str,
+        owns: &[&str],
+        extra: &str,
+    ) -> PartitionProxy {
         let owns = owns
             .iter()
             .map(|o| format!("\"{o}\""))
@@ -222,8 +207,12 @@ impl Sandbox {
     }
 
     /// Adds and starts a cloud node whose peers reach its NodeService through a
-    /// [`Proxy`] the test controls.
-    pub async fn add_cloud_behind_proxy(&mut self, id: &str, cluster_extra: &str) -> Proxy {
+    /// [`PartitionProxy`] the test controls.
+    pub async fn add_cloud_behind_proxy(
+        &mut self,
+        id: &str,
+        cluster_extra: &str,
+    ) -> PartitionProxy {
         self.add_behind_proxy(id, "cloud", cluster_extra, false, "")
             .await
     }
@@ -235,9 +224,9 @@ impl Sandbox {
         cluster_extra: &str,
         hosts: bool,
         extra: &str,
-    ) -> Proxy {
+    ) -> PartitionProxy {
         let node_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let proxy = Proxy::start(node_addr).await;
+        let proxy = PartitionProxy::start(node_addr).await;
         let cluster_extra = format!("advertise = \"{}\"\n{cluster_extra}", proxy.addr);
         self.add_at(id, role, &cluster_extra, hosts, extra, node_addr);
         proxy
@@ -449,99 +438,4 @@ fn spawn(node: &mut SandboxNode) {
         });
     }
     node.child = Some(child);
-}
-
-/// A TCP proxy between nodes that a test can stall: while partitioned it accepts
-/// connections but moves no bytes in either direction (a network that drops every
-/// packet); healed, everything held back flows.
-pub struct Proxy {
-    /// The address to dial instead of the target.
-    pub addr: SocketAddr,
-    partitioned: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    /// A proxy on a free loopback port forwarding to `target`.
-    pub async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (partitioned, watch) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let _ = inbound.set_nodelay(true);
-                    let _ = outbound.set_nodelay(true);
-                    let (a_read, a_write) = inbound.into_split();
-                    let (b_read, b_write) = outbound.into_split();
-                    tokio::join!(
-                        pump(a_read, b_write, watch.clone()),
-                        pump(b_read, a_write, watch)
-                    );
-                });
-            }
-        });
-        Self {
-            addr,
-            partitioned,
-            task,
-        }
-    }
-
-    /// Stops moving bytes.
-    pub fn partition(&self) {
-        self.partitioned.send_replace(true);
-    }
-
-    /// Moves bytes again, held-back ones first.
-    pub fn heal(&self) {
-        self.partitioned.send_replace(false);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut partitioned: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        // Wait out a partition before reading: the bytes stay in the socket buffers.
-        while *partitioned.borrow_and_update() {
-            if partitioned.changed().await.is_err() {
-                return;
-            }
-        }
-        let read = tokio::select! {
-            read = from.read(&mut buffer) => read,
-            _ = partitioned.changed() => continue,
-        };
-        let n = match read {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return;
-            }
-            Ok(n) => n,
-        };
-        // Bytes read just before a partition are held until it heals.
-        while *partitioned.borrow_and_update() {
-            if partitioned.changed().await.is_err() {
-                return;
-            }
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use doppel::{SupervisorEvent, TwinChange};
 use doppel_runtime::Error as KernelError;
 
-use crate::support::{TYPES, fragile, press, reading, settings, start_custom};
+use crate::support::{fragile, press, reading, settings, start_custom, types};
 
 fn fragile_types() -> String {
-    format!("{TYPES}\n[[types.press.models]]\nkind = \"fragile\"\n")
+    format!("{}\n[[types.press.models]]\nkind = \"fragile\"\n", types())
 }
 
 async fn next_event(

@@ -1,144 +1,34 @@
 //! Shared fixtures: a small plant, runtimes on temp dirs, waiting with deadlines.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use doppel_testkit::{clock, twin_types};
 
 use doppel::{
     AssetPath, Quality, Reading, Runtime, RuntimeSettings, SourceId, Timestamp, Topology, TwinTypes,
 };
 
-/// A press type with the standard models and governors.
-pub const TYPES: &str = r#"
-[types.press]
-description = "Hydraulic press"
-key_channels = ["temperature", "vibration"]
+/// The test press type with its standard models and governors.
+pub fn types() -> String {
+    twin_types::press()
+}
 
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.press.channels.temperature_b]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.press.channels.vibration]
-unit = "mm/s"
-range = [0.0, 50.0]
-
-[types.press.channels.power_kw]
-unit = "kW"
-range = [0.0, 500.0]
-
-[types.press.channels.throughput]
-unit = "parts/min"
-range = [0.0, 200.0]
-
-[types.press.aggregates]
-throughput = "throughput"
-power = "power_kw"
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.press.desired.running]
-type = "bool"
-initial = true
-
-[types.press.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-
-[types.press.commands.stop]
-sets = { running = false }
-
-[types.press.commands.start]
-sets = { running = true }
-
-[types.press.commands.reset]
-clears_trips = true
-
-[[types.press.models]]
-kind = "ewma_anomaly"
-channel = "vibration"
-
-[[types.press.models]]
-kind = "thermal"
-channel = "temperature"
-ambient = 25.0
-gain = 0.03
-load_desired = "speed"
-running_desired = "running"
-tau_secs = 60.0
-
-[[types.press.models]]
-kind = "degradation"
-channel = "vibration"
-threshold = 11.0
-warn_hours = 24.0
-load_desired = "speed"
-
-[[types.press.governors]]
-kind = "deadline"
-
-[[types.press.governors]]
-kind = "envelope"
-desired = "speed"
-min = 200
-max = 2400
-
-[[types.press.governors]]
-kind = "dual_sensor"
-primary = "temperature"
-secondary = "temperature_b"
-tolerance = 3.0
-
-[[types.press.governors]]
-kind = "trip"
-name = "overtemp"
-channel = "temperature"
-above = 95.0
-hysteresis = 10.0
-blocks = ["running"]
-"#;
-
-/// Two lines: line-1 with press-1 and press-2, line-2 with press-3.
-pub const PLANT: &str = r#"
-[[plant]]
-path = "acme/plant-a"
-
-[[plant.line]]
-name = "line-1"
-
-[[plant.line.machine]]
-name = "press-1"
-type = "press"
-
-[[plant.line.machine]]
-name = "press-2"
-type = "press"
-
-[[plant.line]]
-name = "line-2"
-
-[[plant.line.machine]]
-name = "press-3"
-type = "press"
-"#;
+pub use doppel_testkit::process::{signal, wait_for_exit};
+pub use doppel_testkit::twin_types::PLANT;
+pub use doppel_testkit::wait_until;
 
 pub fn path(raw: &str) -> AssetPath {
     AssetPath::parse(raw).unwrap()
 }
 
 pub fn press(n: u32) -> AssetPath {
-    let line = if n <= 2 { 1 } else { 2 };
-    path(&format!("acme/plant-a/line-{line}/press-{n}"))
+    path(&twin_types::press_path(n))
 }
 
 /// The wall-clock time `age` before now: test readings, ranges and deadlines are
 /// placed relative to the clock at run time, never on a fixed date.
 pub fn ago(age: Duration) -> Timestamp {
-    Timestamp::now().minus(age)
+    Timestamp(clock::micros_ago(age))
 }
 
 /// Settings for tests: short batches.
@@ -157,7 +47,7 @@ pub async fn start_with(
     settings: RuntimeSettings,
     customize: impl FnOnce(doppel::RuntimeBuilder) -> doppel::RuntimeBuilder,
 ) -> Runtime {
-    start_custom(dir, TYPES, settings, customize).await
+    start_custom(dir, &types(), settings, customize).await
 }
 
 pub async fn start_custom(
@@ -200,19 +90,6 @@ pub async fn ingest_durable(
         .durable()
         .await
         .unwrap_or_else(|error| panic!("{path}/{channel} not acknowledged: {error}"));
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A model with a bug: it panics on a reading of exactly 13, to restart a twin for real.

@@ -1,6 +1,8 @@
-//! A small press type and helpers shared by the governor tests.
+//! The test kit's press type and helpers shared by the governor tests.
 
 use std::sync::Arc;
+
+use doppel_testkit::twin_types::PRESS_BASE;
 
 use doppel_runtime::command::Clamp;
 use doppel_runtime::{
@@ -8,56 +10,23 @@ use doppel_runtime::{
     Quality, Review, Sample, SourceId, Timestamp, TwinState, TwinType, TwinTypes, TwinView, Value,
 };
 
-/// The press type without governors; tests append their own `[[types.press.governors]]`.
-const PRESS: &str = r#"
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 200.0]
-
-[types.press.channels.temperature_b]
-unit = "degC"
-range = [-20.0, 200.0]
-
-[types.press.channels.vibration]
-unit = "mm/s"
-range = [0.0, 100.0]
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
+/// What the governor tests add to the test kit's press: an integer desired value and
+/// the command that sets it.
+const STROKES: &str = r#"
 [types.press.desired.strokes]
 type = "int"
 unit = "1/min"
 range = [0, 60]
 initial = 20
 
-[types.press.desired.running]
-type = "bool"
-initial = true
-
-[types.press.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-
 [types.press.commands.set_strokes]
 params.per_min = { type = "int", min = 0, max = 60 }
 sets = { strokes = "per_min" }
-
-[types.press.commands.stop]
-sets = { running = false }
-
-[types.press.commands.start]
-sets = { running = true }
-
-[types.press.commands.reset]
-sets = {}
 "#;
 
 /// The press type with `governors` (TOML) appended.
 pub fn press(governors: &str) -> Arc<TwinType> {
-    let source = format!("{PRESS}\n{governors}");
+    let source = format!("{PRESS_BASE}{STROKES}\n{governors}");
     let types = TwinTypes::from_toml(&source, "types.toml").unwrap();
     types.get("press").unwrap().clone()
 }

@@ -772,7 +772,7 @@ load_desired = "speed"
 
         let error = build_error(&MODEL.replace("threshold = 10", "threshold = 500"));
         assert!(
-            error.contains("threshold 500 is outside the range [0, 100]"),
+            error.contains("threshold 500 is outside the range [0, 50]"),
             "{error}"
         );
 

@@ -4,35 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use doppel_testkit::twin_types::PRESS_BASE;
+
 use doppel_runtime::twin::{DerivedValue, DesiredValue};
 use doppel_runtime::{
     Alarm, AssetPath, Components, Model, ModelOutput, Quality, Sample, Scenario, Severity,
     SourceId, Timestamp, Trajectory, TwinState, TwinType, TwinTypes, TwinView, Value,
 };
 
-/// The press type without models; tests append their own `[[types.press.models]]`.
-const PRESS: &str = r#"
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 200.0]
-
-[types.press.channels.vibration]
-unit = "mm/s"
-range = [0.0, 100.0]
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.press.desired.running]
-type = "bool"
-initial = true
-"#;
-
 /// The press type with `models` (TOML) appended.
 fn press(models: &str) -> Result<Arc<TwinType>, doppel_runtime::ConfigError> {
-    let types = TwinTypes::from_toml(&format!("{PRESS}\n{models}"), "types.toml")?;
+    let types = TwinTypes::from_toml(&format!("{PRESS_BASE}\n{models}"), "types.toml")?;
     Ok(types.get("press").expect("press is declared").clone())
 }
 

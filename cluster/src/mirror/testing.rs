@@ -1,7 +1,6 @@
 //! Test fixtures for replication: a cloud node serving a mirror store over gRPC on a
 //! loopback port, and an edge runtime that replicates.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -13,6 +12,7 @@ use doppel_proto::v1::node_service_server::{NodeService, NodeServiceServer};
 use doppel_runtime::{
     AssetPath, Quality, Reading, RuntimeSettings, SourceId, Timestamp, Topology, TwinTypes,
 };
+use doppel_testkit::twin_types;
 use futures_util::stream::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,99 +29,9 @@ pub(crate) const EDGE: &str = "edge-a";
 /// The cloud node's id.
 pub(crate) const CLOUD: &str = "cloud-1";
 
-/// A press with models (derived values, alarms) and governors (clamps, a trip).
-pub(crate) const TYPES: &str = r#"
-[types.press]
-key_channels = ["temperature", "vibration"]
-
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.press.channels.temperature_b]
-unit = "degC"
-range = [-20.0, 250.0]
-
-[types.press.channels.vibration]
-unit = "mm/s"
-range = [0.0, 50.0]
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.press.desired.running]
-type = "bool"
-initial = true
-
-[types.press.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-
-[types.press.commands.stop]
-sets = { running = false }
-
-[types.press.commands.start]
-sets = { running = true }
-
-[types.press.commands.reset]
-clears_trips = true
-
-[[types.press.models]]
-kind = "ewma_anomaly"
-channel = "vibration"
-
-[[types.press.models]]
-kind = "degradation"
-channel = "vibration"
-threshold = 11.0
-warn_hours = 24.0
-load_desired = "speed"
-
-[[types.press.governors]]
-kind = "envelope"
-desired = "speed"
-min = 200
-max = 2400
-
-[[types.press.governors]]
-kind = "trip"
-name = "overtemp"
-channel = "temperature"
-above = 95.0
-hysteresis = 10.0
-blocks = ["running"]
-"#;
-
-/// Two lines: line-1 with press-1 and press-2, line-2 with press-3.
-pub(crate) const PLANT: &str = r#"
-[[plant]]
-path = "acme/plant-a"
-
-[[plant.line]]
-name = "line-1"
-
-[[plant.line.machine]]
-name = "press-1"
-type = "press"
-
-[[plant.line.machine]]
-name = "press-2"
-type = "press"
-
-[[plant.line]]
-name = "line-2"
-
-[[plant.line.machine]]
-name = "press-3"
-type = "press"
-"#;
-
-/// The asset path of press `n`.
+/// The asset path of press `n` of the test plant.
 pub(crate) fn press(n: u32) -> AssetPath {
-    let line = if n <= 2 { 1 } else { 2 };
-    AssetPath::parse(&format!("acme/plant-a/line-{line}/press-{n}")).unwrap()
+    AssetPath::parse(&twin_types::press_path(n)).unwrap()
 }
 
 /// A reading taken now.
@@ -137,8 +47,8 @@ pub(crate) fn reading(value: f64, seq: u64) -> Reading {
 
 /// Starts an edge runtime that replicates, on `dir`.
 pub(crate) async fn start_edge(dir: &Path) -> Runtime {
-    let types = TwinTypes::from_toml(TYPES, "test/types.toml").unwrap();
-    let topology = Topology::from_toml(PLANT, "test/plant.toml", &types).unwrap();
+    let types = TwinTypes::from_toml(&twin_types::press(), "test/types.toml").unwrap();
+    let topology = Topology::from_toml(twin_types::PLANT, "test/plant.toml", &types).unwrap();
     let mut settings = RuntimeSettings {
         replicate: true,
         ..Default::default()
@@ -152,28 +62,6 @@ pub(crate) async fn start_edge(dir: &Path) -> Runtime {
         .start()
         .await
         .unwrap()
-}
-
-/// Polls `condition` every 10 ms until it holds, failing the test after `timeout`.
-pub(crate) async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Like [`wait_until`], with an async condition.
-pub(crate) async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A cloud node: a mirror store behind a NodeService that only replicates, on a

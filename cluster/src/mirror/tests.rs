@@ -421,10 +421,10 @@ async fn mirror_refuses_garbage_and_changes_nothing() {
 
 async fn wait_until_disconnected(cloud: &TestCloud) {
     let store = cloud.store.clone();
-    super::testing::wait_until(
+    doppel_testkit::wait_until(
         "the refused stream is closed",
         Duration::from_secs(5),
-        || store.link(EDGE).is_some_and(|link| !link.connected),
+        || std::future::ready(store.link(EDGE).is_some_and(|link| !link.connected)),
     )
     .await;
 }

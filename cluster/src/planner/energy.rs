@@ -680,8 +680,11 @@ mod tests {
     use super::super::testing::machine;
     use super::*;
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: Timestamp = Timestamp(1_795_255_200_000_000);
+    /// The time the tests plan at: the clock, in whole seconds (windows start on a
+    /// second), when the first test asks.
+    static T0: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(|| {
+        Timestamp(doppel_testkit::clock::now_micros() / 1_000_000 * 1_000_000)
+    });
 
     fn at(secs: u64) -> Timestamp {
         T0.plus(Duration::from_secs(secs))
@@ -734,7 +737,7 @@ mod tests {
 
     /// Predicted draw of plant-a's running machines once `commands` take effect.
     fn predicted(rows: &[TwinReport], commands: &[PlannedCommand]) -> f64 {
-        after(rows, commands, T0)
+        after(rows, commands, *T0)
             .iter()
             .filter(|row| row.run_state == RunState::Running)
             .filter(|row| is_under(&row.asset, "acme/plant-a"))
@@ -757,8 +760,8 @@ mod tests {
     #[test]
     fn over_the_cap_lowers_speeds_until_the_prediction_is_under_it() {
         let mut planner = planner(500.0);
-        let rows = plant(T0);
-        let commands = planner.plan(&FleetView::new(rows.clone()), T0);
+        let rows = plant(*T0);
+        let commands = planner.plan(&FleetView::new(rows.clone()), *T0);
         // 605 kW over a 500 kW cap: 121.25 kW to shed (down to 475 kW).
         let total = predicted(&rows, &commands);
         assert!(total <= 500.0, "{total}");
@@ -805,12 +808,12 @@ mod tests {
         };
         let mut planner = EnergyPlanner::new(config).unwrap();
         let rows = vec![
-            running("acme/plant-a/line-1/press-1", 120.0, 1200.0, T0),
-            running("acme/plant-a/line-1/press-2", 110.0, 1000.0, T0),
-            running("acme/plant-a/line-1/press-3", 40.0, 450.0, T0),
-            running("acme/plant-a/line-1/press-4", 30.0, 300.0, T0),
+            running("acme/plant-a/line-1/press-1", 120.0, 1200.0, *T0),
+            running("acme/plant-a/line-1/press-2", 110.0, 1000.0, *T0),
+            running("acme/plant-a/line-1/press-3", 40.0, 450.0, *T0),
+            running("acme/plant-a/line-1/press-4", 30.0, 300.0, *T0),
         ];
-        let commands = planner.plan(&FleetView::new(rows.clone()), T0);
+        let commands = planner.plan(&FleetView::new(rows.clone()), *T0);
         let speeds: Vec<(&str, f64)> = commands
             .iter()
             .map(|c| (c.asset.name(), setpoint(c)))
@@ -836,31 +839,31 @@ mod tests {
     fn never_commands_stopped_tripped_or_stale_machines() {
         let mut planner = planner(500.0);
         let idle = |path: &str, run_state: RunState| {
-            machine(path, T0)
+            machine(path, *T0)
                 .channel("power_kw", 200.0)
                 .desired("speed", Value::Float(1200.0))
                 .run_state(run_state)
                 .build()
         };
         let mut rows = vec![
-            running("acme/plant-a/line-1/press-1", 200.0, 1200.0, T0),
+            running("acme/plant-a/line-1/press-1", 200.0, 1200.0, *T0),
             idle("acme/plant-a/line-1/press-2", RunState::Stopped),
             idle("acme/plant-a/line-1/press-3", RunState::Tripped),
         ];
         // A stale reading, a minute old: left out of the sum and never commanded.
         rows.push(
-            machine("acme/plant-a/line-2/pump-1", T0)
+            machine("acme/plant-a/line-2/pump-1", *T0)
                 .channel_at("power_kw", 300.0, T0.minus(Duration::from_secs(60)))
                 .desired("speed", Value::Float(1480.0))
                 .build(),
         );
         // Under the cap as far as anyone knows: nothing to do.
-        assert!(planner.plan(&FleetView::new(rows.clone()), T0).is_empty());
+        assert!(planner.plan(&FleetView::new(rows.clone()), *T0).is_empty());
 
         // Over the cap: only running machines with a fresh reading are lowered.
-        rows.push(running("acme/plant-a/line-2/pump-2", 400.0, 1480.0, T0));
-        rows[0] = running("acme/plant-a/line-1/press-1", 350.0, 1200.0, T0);
-        let commands = planner.plan(&FleetView::new(rows.clone()), T0);
+        rows.push(running("acme/plant-a/line-2/pump-2", 400.0, 1480.0, *T0));
+        rows[0] = running("acme/plant-a/line-1/press-1", 350.0, 1200.0, *T0);
+        let commands = planner.plan(&FleetView::new(rows.clone()), *T0);
         let names: Vec<&str> = commands.iter().map(|c| c.asset.name()).collect();
         assert_eq!(names, ["press-1", "pump-2"]);
         assert!(
@@ -877,8 +880,8 @@ mod tests {
     #[test]
     fn raises_back_with_hysteresis_never_above_the_original_speed() {
         let mut planner = planner(500.0);
-        let rows = plant(T0);
-        let lowered = planner.plan(&FleetView::new(rows.clone()), T0);
+        let rows = plant(*T0);
+        let lowered = planner.plan(&FleetView::new(rows.clone()), *T0);
         assert!(!lowered.is_empty());
         let originals: BTreeMap<AssetPath, f64> = rows
             .iter()
@@ -891,8 +894,8 @@ mod tests {
         rows[2].run_state = RunState::Stopped;
         let mut stale = rows.clone();
         stale.push(
-            machine("acme/plant-a/line-3/press-9", T0)
-                .channel_at("power_kw", 10.0, T0)
+            machine("acme/plant-a/line-3/press-9", *T0)
+                .channel_at("power_kw", 10.0, *T0)
                 .build(),
         );
         assert!(planner.plan(&FleetView::new(stale), at(40)).is_empty());
@@ -941,8 +944,8 @@ mod tests {
     #[test]
     fn a_setpoint_raised_past_its_original_by_someone_else_is_forgotten() {
         let mut planner = planner(500.0);
-        let rows = plant(T0);
-        let lowered = planner.plan(&FleetView::new(rows.clone()), T0);
+        let rows = plant(*T0);
+        let lowered = planner.plan(&FleetView::new(rows.clone()), *T0);
         let mut rows = after(&rows, &lowered, at(40));
         let first = lowered[0].asset.clone();
         let row = rows.iter_mut().find(|row| row.asset == first).unwrap();

@@ -616,11 +616,14 @@ mod tests {
     use super::super::testing::machine;
     use super::*;
 
-    /// 2026-11-21T10:00:00Z.
-    const T0: Timestamp = Timestamp(1_795_255_200_000_000);
+    /// The time the tests plan at: the clock, in whole seconds (windows start on a
+    /// second), when the first test asks.
+    static T0: std::sync::LazyLock<Timestamp> = std::sync::LazyLock::new(|| {
+        Timestamp(doppel_testkit::clock::now_micros() / 1_000_000 * 1_000_000)
+    });
 
     fn at(hours: f64) -> Timestamp {
-        plus_hours(T0, hours)
+        plus_hours(*T0, hours)
     }
 
     fn path(text: &str) -> AssetPath {
@@ -673,7 +676,7 @@ mod tests {
     #[test]
     fn staggers_a_line_most_urgent_first() {
         let mut scheduler = scheduler();
-        let commands = scheduler.plan(&fleet(&LINE, T0), T0);
+        let commands = scheduler.plan(&fleet(&LINE, *T0), *T0);
         assert_eq!(
             assets(&commands),
             [
@@ -715,9 +718,9 @@ mod tests {
                     ("acme/plant-b/line-1/press-1", 40.0),
                     ("acme/plant-b/line-1/press-2", 75.0),
                 ],
-                T0,
+                *T0,
             ),
-            T0,
+            *T0,
         );
         assert_eq!(commands.len(), 3);
         // Different lines: all three start at once.
@@ -725,14 +728,14 @@ mod tests {
             scheduler
                 .schedule()
                 .iter()
-                .all(|(_, start, _)| *start == T0)
+                .all(|(_, start, _)| *start == *T0)
         );
     }
 
     #[test]
     fn a_rerun_without_changes_sends_nothing() {
         let mut scheduler = scheduler();
-        let first = scheduler.plan(&fleet(&LINE, T0), T0);
+        let first = scheduler.plan(&fleet(&LINE, *T0), *T0);
         assert_eq!(first.len(), 5);
         let schedule = scheduler.schedule();
         // Later runs, with the estimates moving on as time passes (same run-out times).
@@ -750,7 +753,7 @@ mod tests {
     #[test]
     fn a_recovered_machine_leaves_the_schedule() {
         let mut scheduler = scheduler();
-        scheduler.plan(&fleet(&LINE, T0), T0);
+        scheduler.plan(&fleet(&LINE, *T0), *T0);
         // press-2 is being maintained in the first window; its estimate recovers.
         let now = at(3.0);
         let mut recovered: Vec<(&str, f64)> = LINE.iter().map(|(p, rul)| (*p, rul - 3.0)).collect();
@@ -770,10 +773,10 @@ mod tests {
             ..MaintenanceConfig::default()
         };
         let mut scheduler = MaintenanceScheduler::new(config).unwrap();
-        scheduler.plan(&fleet(&LINE, T0), T0);
+        scheduler.plan(&fleet(&LINE, *T0), *T0);
         let mut recovered = LINE.to_vec();
         recovered[0].1 = 5000.0;
-        let commands = scheduler.plan(&fleet(&recovered, T0), at(0.5));
+        let commands = scheduler.plan(&fleet(&recovered, *T0), at(0.5));
         assert_eq!(assets(&commands), ["acme/plant-a/line-1/press-1"]);
         assert_eq!(commands[0].command, "cancel_maintenance");
         assert_eq!(scheduler.schedule().len(), 4);
@@ -782,13 +785,13 @@ mod tests {
     #[test]
     fn a_passed_window_is_dropped_and_a_machine_still_low_gets_a_new_one() {
         let mut scheduler = scheduler();
-        scheduler.plan(&fleet(&[("acme/plant-a/line-1/press-1", 30.0)], T0), T0);
+        scheduler.plan(&fleet(&[("acme/plant-a/line-1/press-1", 30.0)], *T0), *T0);
         let now = at(4.5);
         assert!(scheduler.plan(&FleetView::default(), now).is_empty());
         assert!(scheduler.schedule().is_empty());
 
         let mut scheduler = MaintenanceScheduler::new(MaintenanceConfig::default()).unwrap();
-        scheduler.plan(&fleet(&[("acme/plant-a/line-1/press-1", 30.0)], T0), T0);
+        scheduler.plan(&fleet(&[("acme/plant-a/line-1/press-1", 30.0)], *T0), *T0);
         let commands = scheduler.plan(&fleet(&[("acme/plant-a/line-1/press-1", 25.5)], now), now);
         assert_eq!(commands.len(), 1);
         assert_eq!(scheduler.schedule()[0].1, now);
@@ -803,9 +806,9 @@ mod tests {
                     ("acme/plant-a/line-1/press-1", 1.0),
                     ("acme/plant-a/line-1/press-2", 2.0),
                 ],
-                T0,
+                *T0,
             ),
-            T0,
+            *T0,
         );
         assert_eq!(commands.len(), 2);
         assert!(
@@ -824,7 +827,7 @@ mod tests {
     #[test]
     fn a_machine_that_got_much_worse_moves_ahead_of_less_urgent_windows() {
         let mut scheduler = scheduler();
-        scheduler.plan(&fleet(&LINE, T0), T0);
+        scheduler.plan(&fleet(&LINE, *T0), *T0);
         // An hour later press-1 (planned last, at +16 h) will fail in 5 hours.
         let now = at(1.0);
         let mut worse: Vec<(&str, f64)> = LINE.iter().map(|(p, rul)| (*p, rul - 1.0)).collect();
@@ -854,7 +857,7 @@ mod tests {
         assert_no_overlap(&schedule);
         assert_eq!(
             schedule[0],
-            (path("acme/plant-a/line-1/press-2"), T0, at(4.0))
+            (path("acme/plant-a/line-1/press-2"), *T0, at(4.0))
         );
         assert_eq!(
             schedule[1],
@@ -870,11 +873,11 @@ mod tests {
     #[test]
     fn uncertain_estimates_are_not_acted_on() {
         let mut scheduler = scheduler();
-        let mut row = machine("acme/plant-a/line-1/press-1", T0)
+        let mut row = machine("acme/plant-a/line-1/press-1", *T0)
             .derived("rul_hours", 10.0)
             .build();
         row.derived[0].confidence = 0.2;
-        assert!(scheduler.plan(&FleetView::new(vec![row]), T0).is_empty());
+        assert!(scheduler.plan(&FleetView::new(vec![row]), *T0).is_empty());
     }
 
     #[test]

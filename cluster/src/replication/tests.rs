@@ -15,13 +15,12 @@ use std::time::{Duration, Instant};
 use doppel_actors::Runtime;
 use doppel_runtime::twin::{ChannelTarget, TwinReport, Twins};
 use doppel_runtime::{AssetPath, AuditKind, Command, Origin, Timestamp, Value, Verdict};
+use doppel_testkit::wait_until;
 
 use super::{OutboxKeeper, ReplicationLink};
 use crate::config::OutboxSettings;
 use crate::mirror::MirrorStore;
-use crate::mirror::testing::{
-    CLOUD, CLUSTER, EDGE, TestCloud, press, reading, start_edge, wait_until, wait_until_async,
-};
+use crate::mirror::testing::{CLOUD, CLUSTER, EDGE, TestCloud, press, reading, start_edge};
 use crate::transport::Transport;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -100,7 +99,7 @@ async fn trip_and_command(twins: &Twins, seq: u64) -> Command {
 /// Waits until the mirror holds every press at the edge's version.
 async fn wait_converged(twins: &Twins, mirror: &MirrorStore) {
     twins.flush().await.unwrap();
-    wait_until_async("the mirror converges", WAIT, || async {
+    wait_until("the mirror converges", WAIT, || async {
         for path in presses() {
             let edge = twins.report(&path).await.unwrap();
             if mirror.get(path.as_str()).map(|row| row.report.version) != Some(edge.version) {
@@ -224,7 +223,7 @@ async fn wait_connected(link: &ReplicationLink, connected: bool) {
             "the link disconnects"
         },
         WAIT,
-        || link.status().connected == connected,
+        || std::future::ready(link.status().connected == connected),
     )
     .await;
 }
@@ -232,7 +231,7 @@ async fn wait_connected(link: &ReplicationLink, connected: bool) {
 async fn wait_caught_up(link: &ReplicationLink) {
     wait_until("the link catches up", WAIT, || {
         let status = link.status();
-        status.connected && status.depth == 0
+        std::future::ready(status.connected && status.depth == 0)
     })
     .await;
 }
@@ -437,7 +436,7 @@ async fn replication_compaction_while_disconnected_keeps_latest_values_and_audit
     twins.flush().await.unwrap();
     wait_until("the keeper compacts the outbox", WAIT, || {
         let status = keeper.status();
-        status.compactions > compactions_before && status.entries <= 10
+        std::future::ready(status.compactions > compactions_before && status.entries <= 10)
     })
     .await;
     assert!(keeper.status().depth > 0);
@@ -466,7 +465,7 @@ async fn replication_compaction_while_disconnected_keeps_latest_values_and_audit
             >= 2
     );
     wait_until("the keeper sees the outbox drained", WAIT, || {
-        keeper.status().depth == 0
+        std::future::ready(keeper.status().depth == 0)
     })
     .await;
     keeper.stop().await;
@@ -497,7 +496,7 @@ async fn replication_sends_only_the_prefixes_of_the_link() {
     }
     let head = twins.store().outbox_head().unwrap();
     wait_until("the link acknowledges the head", WAIT, || {
-        link.status().acked >= head
+        std::future::ready(link.status().acked >= head)
     })
     .await;
     let edge = twins.report(&press(3)).await.unwrap();
@@ -506,7 +505,7 @@ async fn replication_sends_only_the_prefixes_of_the_link() {
     assert_eq!(cloud.store.list("acme/plant-a/line-2").len(), 1);
     assert!(cloud.store.list("acme/plant-a/line-1").is_empty());
     wait_until("the outbox is trimmed", WAIT, || {
-        twins.store().outbox_len().unwrap() == 0
+        std::future::ready(twins.store().outbox_len().unwrap() == 0)
     })
     .await;
     shutdown(link, cloud, runtime).await;

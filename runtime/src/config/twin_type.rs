@@ -543,46 +543,27 @@ fn compile_type(
 mod tests {
     use super::*;
 
-    const PRESS: &str = r#"
-[types.press]
-description = "Hydraulic press"
-key_channels = ["temperature"]
+    /// The test press with one model.
+    fn press() -> String {
+        format!(
+            "{}\n[[types.press.models]]\nkind = \"ewma_anomaly\"\nchannel = \"vibration\"\n",
+            doppel_testkit::twin_types::PRESS_BASE
+        )
+    }
 
-[types.press.channels.temperature]
-unit = "degC"
-range = [-20.0, 200.0]
-
-[types.press.channels.vibration]
-unit = "mm/s"
-range = [0.0, 100.0]
-
-[types.press.desired.speed]
-unit = "rpm"
-range = [0, 3000]
-initial = 1200
-
-[types.press.desired.running]
-type = "bool"
-initial = true
-
-[types.press.commands.set_speed]
-params.rpm = { type = "float", min = 0, max = 3000, unit = "rpm" }
-sets = { speed = "rpm" }
-
-[types.press.commands.stop]
-sets = { running = false }
-
-[[types.press.models]]
-kind = "ewma_anomaly"
-channel = "vibration"
-"#;
+    /// The 1-based line of `text` on which `needle` starts.
+    fn line_of(text: &str, needle: &str) -> usize {
+        let at = text.find(needle).expect("the needle is in the text");
+        text[..at].lines().count() + usize::from(text[..at].ends_with('\n'))
+    }
 
     #[test]
     fn parses_a_type() {
-        let types = TwinTypes::from_toml(PRESS, "types.toml").unwrap();
+        let types = TwinTypes::from_toml(&press(), "types.toml").unwrap();
         let press = types.get("press").unwrap();
-        assert_eq!(press.channels.len(), 2);
-        assert_eq!(press.channel("vibration"), Some(ChannelId(1)));
+        assert_eq!(press.channels.len(), 5);
+        let vibration = press.channel("vibration").unwrap();
+        assert_eq!(press.channels[usize::from(vibration.0)].name, "vibration");
         assert_eq!(
             press.desired("speed").unwrap().1.initial,
             Value::Float(1200.0)
@@ -600,18 +581,33 @@ channel = "vibration"
 
     #[test]
     fn errors_name_file_and_line() {
-        let broken = PRESS.replace("range = [0.0, 100.0]", "range = [100.0, 0.0]");
+        let press = press();
+        let vibration_table = "[types.press.channels.vibration]";
+        let broken = press.replace(
+            &format!("{vibration_table}\nunit = \"mm/s\"\nrange = [0.0, 50.0]"),
+            &format!("{vibration_table}\nunit = \"mm/s\"\nrange = [50.0, 0.0]"),
+        );
         let error = TwinTypes::from_toml(&broken, "types.toml").unwrap_err();
         assert_eq!(error.origin, "types.toml");
-        assert_eq!(error.line, Some(10), "{error}");
+        assert_eq!(
+            error.line,
+            Some(line_of(&broken, vibration_table)),
+            "{error}"
+        );
         assert!(error.to_string().contains("channel `vibration`"), "{error}");
 
-        let typo = PRESS.replace("unit = \"rpm\"\nrange", "unti = \"rpm\"\nrange");
+        let typo = press.replace("unit = \"rpm\"\nrange", "unti = \"rpm\"\nrange");
+        let line = line_of(&typo, "unti");
         let error = TwinTypes::from_toml(&typo, "types.toml").unwrap_err();
-        assert_eq!(error.line, Some(15), "{error}");
-        assert!(error.to_string().starts_with("types.toml:15: "), "{error}");
+        assert_eq!(error.line, Some(line), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("types.toml:{line}: ")),
+            "{error}"
+        );
 
-        let bad_set = PRESS.replace("sets = { speed = \"rpm\" }", "sets = { sped = \"rpm\" }");
+        let bad_set = press.replace("sets = { speed = \"rpm\" }", "sets = { sped = \"rpm\" }");
         let error = TwinTypes::from_toml(&bad_set, "types.toml").unwrap_err();
         assert!(
             error.to_string().contains("unknown desired value `sped`"),
