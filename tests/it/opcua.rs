@@ -484,6 +484,17 @@ async fn signed_and_encrypted_session_carries_values_and_commands() {
             },
         )
         .await;
+        // The server records a write or call before its reply reaches the connector,
+        // which counts it then.
+        wait_until(
+            "the connector counts both writes and calls",
+            WAIT,
+            || async {
+                let counts = connector.actuations();
+                counts.writes >= 2 && counts.calls >= 2
+            },
+        )
+        .await;
         let counts = connector.actuations();
         assert_eq!((counts.writes, counts.write_failures), (2, 0), "{counts:?}");
         assert_eq!((counts.calls, counts.call_failures), (2, 0), "{counts:?}");
