@@ -213,15 +213,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
+    // A stop (Ctrl-C or the end of --duration) still runs one last step, so the final
+    // view holds every command and safety action that happened before it.
+    let mut stopping = false;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = &mut ctrl_c, if !stopping => stopping = true,
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        if stop_at.is_some_and(|at| now >= at) {
-            break;
-        }
+        stopping |= stop_at.is_some_and(|at| now >= at);
         let dt = now.duration_since(last_step).as_secs_f64();
         last_step = now;
         let source_time = Timestamp::now();
@@ -340,6 +341,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(out.as_bytes());
             let _ = stdout.flush();
+        }
+        if stopping {
+            break;
         }
     }
 

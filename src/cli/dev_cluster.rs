@@ -157,8 +157,10 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
             )
         })?;
-        // From the moment the node serves: commands that arrive before the
-        // simulator's first step still reach the simulated machines.
+        // Right after the node starts, before the cluster forms and the banner says
+        // where to send commands: those arriving before the simulator's first step
+        // still reach the simulated machines. (The edge serves a few instants
+        // before this line; an actuation in that window does not reach them.)
         if node.config().role == doppel::cluster::NodeRole::Edge {
             actuations.push(node.node().runtime().twins().actuations());
         }
@@ -251,15 +253,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|secs| started + Duration::from_secs_f64(secs.max(0.0)));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // A stop (Ctrl-C or the end of --duration) still runs one last step, so the final
+    // view holds every command and safety action that happened before it.
+    let mut stopping = false;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = &mut ctrl_c, if !stopping => stopping = true,
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        if stop_at.is_some_and(|at| now >= at) {
-            break;
-        }
+        stopping |= stop_at.is_some_and(|at| now >= at);
         let dt = now.duration_since(last_step).as_secs_f64();
         last_step = now;
         let source_time = Timestamp::now();
@@ -345,6 +348,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(out.as_bytes());
             let _ = stdout.flush();
+        }
+        if stopping {
+            break;
         }
     }
     let view = fleet_view(cloud, edges, started.elapsed().as_secs_f64());

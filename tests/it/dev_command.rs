@@ -103,7 +103,7 @@ const CLUSTER_LIMIT: Duration = Duration::from_secs(90);
 async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_edges() {
     let dir = tempfile::tempdir().unwrap();
     let grpc = format!("127.0.0.1:{}", brokers::free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doppel"))
         .args([
             "dev",
             "--nodes",
@@ -120,8 +120,36 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
         .spawn()
         .unwrap();
     let pid = child.id();
-    let token_file = dir.path().join(doppel_api::DEV_TOKEN_FILE);
     let deadline = std::time::Instant::now() + CLUSTER_LIMIT;
+    // Its output as it comes: commands go out once it says how to reach it, when
+    // the cluster has formed and the simulator follows the edges' actuations.
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().push(line);
+            }
+        })
+    };
+    while !lines
+        .lock()
+        .iter()
+        .any(|line| line.contains("export DOPPEL_ADDR"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "doppel dev --nodes 3 did not say how to reach it:\n{}",
+            lines.lock().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token_file = dir.path().join(doppel_api::DEV_TOKEN_FILE);
     let cli = |args: &[&str]| {
         let token = std::fs::read_to_string(&token_file).unwrap_or_default();
         Command::new(env!("CARGO_BIN_EXE_doppel"))
@@ -190,7 +218,8 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
     let output = tokio::task::spawn_blocking(move || support::wait_for_exit(child, CLUSTER_LIMIT))
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    reader.join().unwrap();
+    let stdout = lines.lock().join("\n");
     assert!(
         output.status.success(),
         "{stdout}\n{}",
