@@ -55,11 +55,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{env_or, process_cpu_ticks, topology_toml};
-use doppel::cluster::ClusterNode;
 use doppel::cluster::mirror::{MirrorStats, MirrorStore};
-use doppel::connectors::node::{Node, NodeConfig};
+use doppel::kernel::internal::TwinsInternals;
 use doppel::{
-    AssetPath, Command, Origin, Quality, Reading, SourceId, Timestamp, TwinChange, Twins, Verdict,
+    AssetPath, Command, Node, NodeConfig, Origin, Quality, Reading, SourceId, Timestamp,
+    TwinChange, Twins, Verdict,
 };
 use doppel_api::health::pb::HealthCheckRequest;
 use doppel_api::health::pb::health_client::HealthClient;
@@ -488,8 +488,8 @@ fn holds(mirror: &MirrorStore, head: u64) -> bool {
 /// The edge and cloud nodes, the proxy in front of the cloud's NodeService, and what
 /// the phases look at.
 struct Cluster {
-    edge: ClusterNode,
-    cloud: ClusterNode,
+    edge: Node,
+    cloud: Node,
     proxy: PartitionProxy,
     mirror: MirrorStore,
     edge_twins: Twins,
@@ -525,10 +525,10 @@ impl Cluster {
                 free_udp_port()
             )),
         );
-        let cloud = ClusterNode::start_file(&cloud_config).await.unwrap();
-        let edge = ClusterNode::start_file(&edge_config).await.unwrap();
-        let mirror = cloud.mirror().unwrap().clone();
-        let edge_twins = edge.node().runtime().twins().clone();
+        let cloud = Node::start_file(&cloud_config).await.unwrap();
+        let edge = Node::start_file(&edge_config).await.unwrap();
+        let mirror = cloud.cluster().unwrap().mirror().unwrap().clone();
+        let edge_twins = edge.twins().clone();
         let head = edge_twins.outbox_head();
         wait_until(
             "the cloud mirrors every twin",
@@ -607,7 +607,11 @@ async fn replicate_at_full_speed(
     let stats = cluster.mirror.stats();
     let messages = measured.progress.messages.load(Ordering::Relaxed);
     let mirrored_updates = stats.applied - stats_before.applied;
-    let compactions = cluster.edge.outbox().map_or(0, |o| o.compactions);
+    let compactions = cluster
+        .edge
+        .cluster()
+        .and_then(|c| c.outbox())
+        .map_or(0, |o| o.compactions);
     println!(
         "  at the stop the mirror was {behind} outbox entries behind, caught up in {catch_up:.2} s; \
          {messages} messages → {mirrored_updates} mirror updates ({} stale, {} duplicates, {} commits), \
@@ -805,7 +809,9 @@ fn main() {
         let drain_vs_live = drain.backlog as f64 / drain.drain_secs / drain.live_per_s;
         let reconnects = cluster
             .edge
-            .links()
+            .cluster()
+            .map(|c| c.links())
+            .unwrap_or_default()
             .get(CLOUD_ID)
             .map_or(0, |link| link.reconnects);
 

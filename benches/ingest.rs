@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use common::{env_or, topology_toml};
+use doppel::kernel::internal::TwinsInternals;
 use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 

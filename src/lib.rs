@@ -2,9 +2,14 @@
 //!
 //! Every asset is an actor holding its twin's state, the models that explain and
 //! project it, and the governors that keep every action inside safe limits. This
-//! crate is the facade: it re-exports the kernel ([`doppel_runtime`]), the actor
-//! tree ([`doppel_actors`]) and the edge connectors ([`connectors`]: MQTT, OPC UA)
-//! and ships the `doppel` binary.
+//! crate is the facade: it re-exports the kernel ([`kernel`]), the actor tree
+//! ([`Runtime`]), the edge connectors ([`connectors`]: MQTT, OPC UA), the public API
+//! ([`api`]), the cluster ([`cluster`]) and the node that composes them from a config
+//! file ([`Node`]), and ships the `doppel` binary, which imports through this crate like
+//! any application would.
+//!
+//! Every [`Twins`] method answers with [`Error`]; starting a [`Runtime`] can fail with
+//! [`StartError`], starting a [`Node`] with [`NodeError`].
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,18 +41,22 @@
 pub use doppel_api as api;
 pub use doppel_cluster as cluster;
 pub use doppel_connectors as connectors;
+pub use doppel_node as node;
+pub use doppel_proto as proto;
+pub use doppel_telemetry as telemetry;
 
 pub use doppel_actors::plant::{LineStatus, PlantStatus, SupervisorEvent};
-pub use doppel_actors::{Error, Runtime, RuntimeBuilder, governor, model};
+pub use doppel_actors::{Runtime, RuntimeBuilder, StartError, governor, model};
+pub use doppel_node::{Node, NodeConfig, NodeError};
 pub use doppel_runtime::config::{self, RuntimeSettings, Topology, TwinType, TwinTypes};
 pub use doppel_runtime::twin::{
-    Actuation, CommandOutcome, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, Twins,
-    WhatIf,
+    Actuation, ChannelTarget, CommandOutcome, ReportedValue, RunState, TwinChange, TwinEvent,
+    TwinReport, Twins, WhatIf,
 };
 pub use doppel_runtime::{
     Alarm, AssetPath, AuditKind, AuditRecord, ChannelId, Clamp, Command, CommandId, ComponentSpec,
-    ConfigError, Governor, Model, ModelInfo, ModelOutput, Origin, OriginKind, Proposal, Quality,
-    Reading, Review, SafetyDemand, Sample, SampleRejection, Scenario, Severity, SourceId,
+    ConfigError, Error, Governor, Model, ModelInfo, ModelOutput, Origin, OriginKind, Proposal,
+    Quality, Reading, Review, SafetyDemand, Sample, SampleRejection, Scenario, Severity, SourceId,
     Timestamp, Trajectory, TwinState, TwinView, Value, Verdict,
 };
 

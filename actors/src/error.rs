@@ -1,18 +1,21 @@
-//! The actors crate's error type.
+//! Why the runtime did not start.
 
-/// Everything that can go wrong building or running the actor tree.
+/// Why [`RuntimeBuilder::start`](crate::RuntimeBuilder::start) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A kernel error (configuration, journal, unknown asset, …).
+pub enum StartError {
+    /// The kernel refused: the data directory, the journal, recovery.
     #[error(transparent)]
-    Runtime(#[from] doppel_runtime::Error),
+    Kernel(#[from] doppel_runtime::Error),
     /// Configuration is invalid.
     #[error(transparent)]
     Config(#[from] doppel_runtime::ConfigError),
-    /// An actor could not be started.
+    /// Recovering the twins did not finish (its task panicked or was cancelled).
+    #[error("recovering the twins did not finish: {0}")]
+    Recovery(#[from] tokio::task::JoinError),
+    /// An actor of the supervision tree could not be started.
     #[error("cannot start actor: {0}")]
-    Spawn(String),
+    Spawn(#[from] ractor::SpawnErr),
     /// The builder lacks something it needs.
-    #[error("runtime builder: {0}")]
-    Builder(String),
+    #[error("runtime builder: {0} is required")]
+    Missing(&'static str),
 }

@@ -10,5 +10,5 @@ pub mod model;
 pub mod plant;
 mod runtime;
 
-pub use error::Error;
+pub use error::StartError;
 pub use runtime::{Runtime, RuntimeBuilder};

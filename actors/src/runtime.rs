@@ -10,10 +10,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use doppel_runtime::config::{
     ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes,
 };
-use doppel_runtime::twin::{TwinCore, Twins};
+use doppel_runtime::internal::{TwinCore, TwinMsg, TwinsInternals};
+use doppel_runtime::twin::Twins;
 use doppel_runtime::{Components, Governor, Model};
 
-use crate::error::Error;
+use crate::error::StartError;
 use crate::plant::{
     LineStatus, PlantActor, PlantArgs, PlantLine, PlantStatus, StatusBoard, SupervisorEvent,
 };
@@ -77,13 +78,11 @@ impl RuntimeBuilder {
     }
 
     /// Opens the data directory, recovers every twin and starts the supervision tree.
-    pub async fn start(self) -> Result<Runtime, Error> {
+    pub async fn start(self) -> Result<Runtime, StartError> {
         let data_dir = self
             .data_dir
-            .ok_or_else(|| Error::Builder("a data directory is required".into()))?;
-        let topology = self
-            .topology
-            .ok_or_else(|| Error::Builder("a topology is required".into()))?;
+            .ok_or(StartError::Missing("a data directory"))?;
+        let topology = self.topology.ok_or(StartError::Missing("a topology"))?;
         let machines: Vec<_> = topology
             .machines()
             .map(|m| (m.path.clone(), m.twin_type.clone()))
@@ -95,8 +94,7 @@ impl RuntimeBuilder {
         let recovered = tokio::task::spawn_blocking(move || {
             Twins::open(&data_dir, &types, &machines, components, settings)
         })
-        .await
-        .map_err(|e| Error::Spawn(e.to_string()))??;
+        .await??;
         let twins = recovered.twins;
         let mut cores: Vec<Option<TwinCore>> = recovered.cores.into_iter().map(Some).collect();
 
@@ -135,9 +133,7 @@ impl RuntimeBuilder {
             plants.push((plant.path.clone(), plant_index, lines));
         }
         let board = Arc::new(StatusBoard::new(plant_statuses, line_statuses));
-        let (root, _) = Actor::spawn(None, NodeRoot, ())
-            .await
-            .map_err(|e| Error::Spawn(e.to_string()))?;
+        let (root, _) = Actor::spawn(None, NodeRoot, ()).await?;
         for (path, board_index, lines) in plants {
             let args = PlantArgs {
                 path,
@@ -147,14 +143,12 @@ impl RuntimeBuilder {
                 board: board.clone(),
                 supervision: supervision.clone(),
             };
-            PlantActor::spawn_linked(None, PlantActor, args, root.get_cell())
-                .await
-                .map_err(|e| Error::Spawn(e.to_string()))?;
+            PlantActor::spawn_linked(None, PlantActor, args, root.get_cell()).await?;
         }
         let requester = twins.clone();
         twins.kernel().journal.on_snapshot_needed(move |id| {
             if let Some(actor) = requester.directory().by_id(id).and_then(|e| e.actor()) {
-                let _ = actor.cast(doppel_runtime::twin::TwinMsg::Snapshot);
+                let _ = actor.cast(TwinMsg::Snapshot);
             }
         });
         Ok(Runtime {

@@ -59,6 +59,7 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
 #[cfg(test)]
 mod tests {
     use doppel_runtime::AssetPath;
+    use doppel_runtime::journal::StoreError;
     use tonic::Code;
 
     use super::*;
@@ -92,7 +93,10 @@ mod tests {
             ),
             (KernelError::Unavailable(asset), Code::Unavailable),
             (KernelError::ShuttingDown, Code::Unavailable),
-            (KernelError::Journal("disk".into()), Code::Internal),
+            (
+                KernelError::Journal(StoreError::FrameMisplaced),
+                Code::Internal,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(kernel_status(error).code(), code);

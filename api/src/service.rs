@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::twin_service_server::TwinService;
-use doppel_runtime::twin::{TwinEntry, Twins};
+use doppel_runtime::internal::{TwinEntry, TwinsInternals};
+use doppel_runtime::twin::Twins;
 use doppel_runtime::{AssetPath, Command, Origin, Timestamp, Value, Verdict};
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio_stream::wrappers::ReceiverStream;

@@ -188,41 +188,28 @@ pub struct PlannerSettings {
 }
 
 impl ClusterConfig {
-    /// Reads the `[cluster]` table of a node config file, if it has one. Relative TLS
-    /// paths are resolved against `base`.
-    pub fn from_toml(text: &str, base: &Path) -> Result<Option<Self>, ClusterError> {
-        #[derive(Deserialize)]
-        struct File {
-            cluster: Option<ClusterConfig>,
-        }
-        let file: File = toml::from_str(text).map_err(|error| {
-            let line = error
-                .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-            ClusterError::Config(match line {
-                Some(line) => format!("line {line}: {}", error.message()),
-                None => error.message().to_string(),
-            })
-        })?;
-        let Some(mut config) = file.cluster else {
-            return Ok(None);
-        };
-        if let Some(tls) = &mut config.tls {
+    /// Resolves relative TLS paths against `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(tls) = &mut self.tls {
             for path in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
             }
         }
-        config.validate()?;
-        Ok(Some(config))
     }
 
     /// Checks what parsing cannot.
     pub fn validate(&self) -> Result<(), ClusterError> {
-        let bad = |message: String| Err(ClusterError::Config(message));
-        if self.id.is_empty() || self.id.len() > 128 {
-            return bad("cluster.id must be 1 to 128 characters".into());
+        let bad = |key: &'static str, problem: String| Err(ClusterError::Config { key, problem });
+        if self.id.is_empty()
+            || self.id.len() > 128
+            || !self.id.chars().all(|c| c.is_ascii_graphic())
+        {
+            return bad(
+                "cluster.id",
+                format!("`{}` must be 1 to 128 printable ASCII characters", self.id),
+            );
         }
         if self.node_id.is_empty()
             || self.node_id.len() > 128
@@ -231,32 +218,43 @@ impl ClusterConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return bad(format!(
-                "cluster.node_id `{}` must be 1 to 128 letters, digits, `-`, `_` or `.`",
-                self.node_id
-            ));
+            return bad(
+                "cluster.node_id",
+                format!(
+                    "`{}` must be 1 to 128 letters, digits, `-`, `_` or `.`",
+                    self.node_id
+                ),
+            );
         }
         match self.role {
             NodeRole::Edge if self.owns.is_empty() => {
                 return bad(
-                    "an edge node must own at least one plant or line (cluster.owns)".into(),
+                    "cluster.owns",
+                    "an edge node must own at least one plant or line".into(),
                 );
             }
             NodeRole::Cloud if !self.owns.is_empty() => {
-                return bad("a cloud node owns no twins; remove cluster.owns".into());
+                return bad(
+                    "cluster.owns",
+                    "a cloud node owns no twins; remove cluster.owns".into(),
+                );
             }
             NodeRole::Edge if !self.mirrors.is_empty() => {
-                return bad("an edge node mirrors nothing; remove cluster.mirrors".into());
+                return bad(
+                    "cluster.mirrors",
+                    "an edge node mirrors nothing; remove cluster.mirrors".into(),
+                );
             }
             _ => {}
         }
         for (i, a) in self.owns.iter().enumerate() {
             for b in &self.owns[i + 1..] {
                 if covers(a, b) || covers(b, a) {
-                    return bad(format!("cluster.owns lists both `{a}` and `{b}`"));
+                    return bad("cluster.owns", format!("lists both `{a}` and `{b}`"));
                 }
             }
         }
+        crate::planner::configured(&self.planners)?;
         Ok(())
     }
 

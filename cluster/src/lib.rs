@@ -12,20 +12,19 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 pub mod config;
 mod error;
 pub mod fleet;
 pub mod membership;
 pub mod mirror;
-pub mod node;
 pub mod placement;
 pub mod planner;
-mod planner_host;
 pub mod replication;
 pub mod router;
 pub mod service;
 pub mod transport;
 
+pub use cluster::Cluster;
 pub use config::{ClusterConfig, NodeRole};
 pub use error::ClusterError;
-pub use node::ClusterNode;

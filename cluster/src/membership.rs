@@ -176,7 +176,7 @@ impl Membership {
         };
         let chitchat = spawn_chitchat(config, announcement_key_values(&myself), &UdpTransport)
             .await
-            .map_err(|error| ClusterError::Membership(format!("{error:#}")))?;
+            .map_err(|error| ClusterError::Membership(error.into()))?;
 
         let chitchat_live = chitchat.chitchat().lock().await.live_nodes_watcher();
         let (live_sender, live) = watch::channel(Arc::new(vec![myself]));

@@ -131,7 +131,7 @@ impl Transport {
             "http"
         };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(|error| ClusterError::Transport(error.to_string()))?
+            .map_err(ClusterError::Transport)?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -140,11 +140,11 @@ impl Transport {
         if let Some(tls) = &self.client_tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
-                .map_err(|error| ClusterError::Transport(format!("tls: {error}")))?;
+                .map_err(ClusterError::Transport)?;
         }
         let stamp = Stamp {
-            cluster: ascii(&self.cluster_id)?,
-            node: ascii(&self.node_id)?,
+            cluster: ascii("cluster.id", &self.cluster_id)?,
+            node: ascii("cluster.node_id", &self.node_id)?,
         };
         Ok(
             NodeServiceClient::with_interceptor(endpoint.connect_lazy(), stamp)
@@ -162,7 +162,7 @@ impl Transport {
         if let Some(tls) = &self.server_tls {
             server = server
                 .tls_config(tls.clone())
-                .map_err(|error| ClusterError::Transport(format!("tls: {error}")))?;
+                .map_err(ClusterError::Transport)?;
         }
         Ok(server)
     }
@@ -190,7 +190,12 @@ impl Transport {
     }
 }
 
-fn ascii(text: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, ClusterError> {
-    text.parse()
-        .map_err(|_| ClusterError::Config(format!("`{text}` is not valid in gRPC metadata")))
+fn ascii(
+    key: &'static str,
+    text: &str,
+) -> Result<MetadataValue<tonic::metadata::Ascii>, ClusterError> {
+    text.parse().map_err(|_| ClusterError::Config {
+        key,
+        problem: format!("`{text}` is not valid in gRPC metadata"),
+    })
 }

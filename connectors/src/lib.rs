@@ -8,7 +8,6 @@
 pub mod broker;
 pub mod drops;
 pub mod mqtt;
-pub mod node;
-pub mod ua;
+pub mod opcua;
 
 pub use drops::{DropKind, Drops};

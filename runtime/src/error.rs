@@ -1,6 +1,7 @@
 //! The kernel's error type.
 
 use crate::config::ConfigError;
+use crate::journal::StoreError;
 use crate::path::AssetPath;
 use crate::twin::SampleRejection;
 
@@ -49,7 +50,7 @@ pub enum Error {
     },
     /// The journal could not be read or written.
     #[error("journal: {0}")]
-    Journal(String),
+    Journal(#[from] StoreError),
     /// The twin is restarting or stopped; nothing was applied.
     #[error("twin `{0}` is unavailable")]
     Unavailable(AssetPath),

@@ -25,6 +25,7 @@ pub mod components;
 pub mod config;
 mod error;
 pub mod governor;
+pub mod internal;
 pub mod journal;
 pub mod metrics;
 pub mod model;

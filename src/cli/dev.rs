@@ -8,18 +8,18 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use clap::Args;
+use doppel::api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
-use doppel_api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
-use doppel_telemetry::{Telemetry, TelemetryConfig};
+use doppel::telemetry::{Telemetry, TelemetryConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::broadcast::error::TryRecvError;
 
+use doppel::kernel::twin::ChannelTarget;
 use doppel::{
     AssetPath, Quality, Reading, RunState, Runtime, Timestamp, Topology, TwinChange, TwinReport,
     TwinTypes,
 };
-use doppel_runtime::twin::ChannelTarget;
 
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
@@ -126,7 +126,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let twins = runtime.twins().clone();
     if telemetry.exporting() {
-        doppel_telemetry::register_node_metrics(&twins);
+        doppel::telemetry::register_node_metrics(&twins);
     }
     let paths: Vec<AssetPath> = runtime
         .topology()
@@ -190,7 +190,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  gRPC API on {} (admin token in {}); for `doppel twin`:",
             api.url(),
-            data_dir.join(doppel_api::DEV_TOKEN_FILE).display()
+            data_dir.join(doppel::api::DEV_TOKEN_FILE).display()
         );
         println!("    export DOPPEL_ADDR={} DOPPEL_TOKEN={token}", api.url());
     }
@@ -375,7 +375,7 @@ async fn start_api(
     data_dir: &std::path::Path,
     twins: &doppel::Twins,
 ) -> Result<(ApiHandle, String), Box<dyn std::error::Error>> {
-    let token = doppel_api::load_or_create_dev_token(data_dir).map_err(|error| {
+    let token = doppel::api::load_or_create_dev_token(data_dir).map_err(|error| {
         format!(
             "cannot keep the dev token in {}: {error}",
             data_dir.display()

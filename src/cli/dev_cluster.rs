@@ -12,9 +12,12 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use doppel::cluster::ClusterNode;
-use doppel::{AssetPath, Quality, Reading, Timestamp, Topology, TwinReport, TwinTypes};
-use doppel_runtime::twin::ChannelTarget;
+use doppel::Node;
+use doppel::cluster::NodeRole;
+use doppel::cluster::mirror::MirrorStore;
+use doppel::{
+    AssetPath, ChannelTarget, Quality, Reading, Timestamp, Topology, TwinReport, TwinTypes,
+};
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::dev::{
@@ -103,7 +106,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("types.toml"), &types_toml)?;
     std::fs::write(dir.join("plant.toml"), dev_plant_toml())?;
-    let token = doppel_api::load_or_create_dev_token(&data_dir).map_err(|error| {
+    let token = doppel::api::load_or_create_dev_token(&data_dir).map_err(|error| {
         format!(
             "cannot keep the dev token in {}: {error}",
             data_dir.display()
@@ -146,7 +149,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut nodes = Vec::new();
     let mut actuations = Vec::new();
     for config in &configs {
-        let node = ClusterNode::start_file(config).await.map_err(|error| {
+        let node = Node::start_file(config).await.map_err(|error| {
             format!(
                 "{}: {error}{}",
                 config.display(),
@@ -161,13 +164,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         // where to send commands: those arriving before the simulator's first step
         // still reach the simulated machines. (The edge serves a few instants
         // before this line; an actuation in that window does not reach them.)
-        if node.config().role == doppel::cluster::NodeRole::Edge {
-            actuations.push(node.node().runtime().twins().actuations());
+        if node.cluster().map(|c| c.config().role) == Some(NodeRole::Edge) {
+            actuations.push(node.twins().actuations());
         }
         nodes.push(node);
     }
     let (cloud, edges) = nodes.split_first().ok_or("no cloud node")?;
-    let mut members = cloud.members();
+    let cloud_part = cloud
+        .cluster()
+        .ok_or("the cloud node's config has no [cluster] table")?;
+    let mut members = cloud_part.members();
     let formed = tokio::time::timeout(Duration::from_secs(20), async {
         while members.borrow_and_update().len() < 3 {
             if members.changed().await.is_err() {
@@ -190,7 +196,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|path| {
             edges
                 .iter()
-                .position(|edge| edge.node().runtime().twins().entry(path).is_ok())
+                .position(|edge| edge.twins().entry(path).is_ok())
                 .unwrap_or(0)
         })
         .collect();
@@ -207,11 +213,13 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         dir.display()
     );
     for edge in edges {
-        let config = edge.config();
-        let owned: Vec<String> = config.owns.iter().map(|p| p.to_string()).collect();
+        let owned: Vec<String> = edge
+            .cluster()
+            .map(|c| c.config().owns.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default();
         println!(
             "  {} (edge): owns {}; API on {}",
-            config.node_id,
+            node_id(edge),
             owned.join(", "),
             edge.api().map(|a| a.url()).unwrap_or_default()
         );
@@ -230,10 +238,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     for fault in simulator.faults() {
         println!("  injected fault: {fault}");
     }
-    let edge_twins: Vec<doppel::Twins> = edges
-        .iter()
-        .map(|edge| edge.node().runtime().twins().clone())
-        .collect();
+    let edge_twins: Vec<doppel::Twins> = edges.iter().map(|edge| edge.twins().clone()).collect();
     let sources = edge_twins
         .iter()
         .map(|twins| twins.source("dev-simulator"))
@@ -336,7 +341,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         if now.duration_since(last_view) >= refresh {
             last_view = now;
-            let view = fleet_view(cloud, edges, started.elapsed().as_secs_f64());
+            let view = fleet_view(cloud_part.mirror(), edges, started.elapsed().as_secs_f64());
             let mut out = render(&view, tty);
             if tty {
                 out.push('\n');
@@ -353,9 +358,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
-    let view = fleet_view(cloud, edges, started.elapsed().as_secs_f64());
+    let view = fleet_view(cloud_part.mirror(), edges, started.elapsed().as_secs_f64());
     print!("{}", render(&view, false));
-    let mirrored = cloud.mirror().map_or(0, |m| m.len());
+    let mirrored = cloud_part.mirror().map_or(0, |m| m.len());
     let applied: u64 = edge_twins
         .iter()
         .map(|t| t.counters().samples_applied)
@@ -374,10 +379,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A node's id in its cluster.
+fn node_id(node: &Node) -> &str {
+    node.cluster()
+        .map(|c| c.config().node_id.as_str())
+        .unwrap_or_default()
+}
+
 /// The plant as the cloud's mirror sees it, with line figures from the edges.
-fn fleet_view(cloud: &ClusterNode, edges: &[ClusterNode], elapsed_secs: f64) -> PlantView {
-    let rows: HashMap<String, TwinReport> = cloud
-        .mirror()
+fn fleet_view(mirror: Option<&MirrorStore>, edges: &[Node], elapsed_secs: f64) -> PlantView {
+    let rows: HashMap<String, TwinReport> = mirror
         .map(|mirror| {
             mirror
                 .list("")
@@ -389,11 +400,11 @@ fn fleet_view(cloud: &ClusterNode, edges: &[ClusterNode], elapsed_secs: f64) -> 
     let mut lines = Vec::new();
     let mut worst_lag = Duration::ZERO;
     for edge in edges {
-        if let Some(mirror) = cloud.mirror() {
-            worst_lag = worst_lag.max(mirror.lag(&edge.config().node_id));
+        if let Some(mirror) = mirror {
+            worst_lag = worst_lag.max(mirror.lag(node_id(edge)));
         }
-        let twins = edge.node().runtime().twins();
-        for line in edge.node().runtime().lines() {
+        let twins = edge.twins();
+        for line in edge.runtime().lines() {
             let machines = line
                 .machines
                 .iter()
@@ -411,7 +422,7 @@ fn fleet_view(cloud: &ClusterNode, edges: &[ClusterNode], elapsed_secs: f64) -> 
                 })
                 .collect();
             lines.push(LineRow {
-                path: format!("{} @{}", line.path, edge.config().node_id),
+                path: format!("{} @{}", line.path, node_id(edge)),
                 throughput: line.throughput,
                 power_kw: line.power_kw,
                 energy_kwh: line.energy_kwh,

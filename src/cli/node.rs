@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use doppel::cluster::{ClusterConfig, ClusterNode};
-use doppel::connectors::node::{Node, NodeConfig};
-use doppel_telemetry::{Telemetry, TelemetryConfig};
+use doppel::cluster::Cluster;
+use doppel::telemetry::{Telemetry, TelemetryConfig};
+use doppel::{Node, NodeConfig};
 
 /// Flags of `doppel node`.
 #[derive(Args, Debug)]
@@ -34,26 +34,21 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         log_filter: "info,rumqttd=off".into(),
         ..TelemetryConfig::default()
     })?;
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|error| format!("{}: {error}", args.config.display()))?;
-    let base = args.config.parent().unwrap_or(std::path::Path::new("."));
-    if let Some(cluster) = ClusterConfig::from_toml(&text, base)? {
-        let config = NodeConfig::from_file(&args.config)?;
-        let node = ClusterNode::start(config, cluster).await?;
-        let result = run_cluster_node(&node, args.duration, &telemetry).await;
+    let config = NodeConfig::from_file(&args.config)?;
+    let node = Node::start(config).await?;
+    if let Some(cluster) = node.cluster() {
+        let result = run_cluster_node(&node, cluster, args.duration, &telemetry).await;
         node.stop().await;
         telemetry.shutdown();
         return result;
     }
-    let config = NodeConfig::from_file(&args.config)?;
-    let node = Node::start(config).await?;
-    let twins = node.runtime().twins().clone();
+    let twins = node.twins().clone();
     if telemetry.exporting() {
-        doppel_telemetry::register_node_metrics(&twins);
+        doppel::telemetry::register_node_metrics(&twins);
     }
     println!(
         "doppel node: {} twins, {} MQTT and {} OPC UA connectors",
-        twins.directory().entries().len(),
+        twins.len(),
         node.mqtt().len(),
         node.opcua().len()
     );
@@ -80,8 +75,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
             _ = until_stop => break,
             _ = report.tick() => {
                 let counters = twins.counters();
-                let dropped: u64 = node.mqtt().iter().map(|m| m.drops().total()).sum::<u64>()
-                    + node.opcua().iter().map(|o| o.drops().total()).sum::<u64>();
+                let dropped = node.dropped();
                 tracing::info!(
                     samples_applied = counters.samples_applied,
                     safety_actions = counters.safety_actions,
@@ -106,24 +100,25 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// Runs a cluster node until Ctrl-C, SIGTERM or `duration`, printing membership as
 /// it changes.
 async fn run_cluster_node(
-    node: &ClusterNode,
+    node: &Node,
+    cluster: &Cluster,
     duration: Option<f64>,
     telemetry: &Telemetry,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let config = node.config();
-    let twins = node.node().runtime().twins().clone();
+    let config = cluster.config();
+    let twins = node.twins().clone();
     if telemetry.exporting() {
-        doppel_telemetry::register_node_metrics(&twins);
-        node.register_metrics();
+        doppel::telemetry::register_node_metrics(&twins);
+        cluster.register_metrics();
     }
     println!(
         "doppel node {} ({}) of cluster {}: {} twins, NodeService on {}, gossip on {}",
         config.node_id,
         config.role,
         config.id,
-        twins.directory().len(),
-        node.node_addr(),
-        node.membership().gossip_addr()
+        twins.len(),
+        cluster.node_addr(),
+        cluster.membership().gossip_addr()
     );
     if let Some(api) = node.api() {
         println!("  gRPC API (doppel.v1.TwinService) on {}", api.url());
@@ -131,7 +126,7 @@ async fn run_cluster_node(
     let stop_at =
         duration.map(|secs| tokio::time::Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut members = node.members();
+    let mut members = cluster.members();
     let mut shown = String::new();
     let mut planners = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -146,7 +141,7 @@ async fn run_cluster_node(
             println!("members: {line}");
             shown = line;
         }
-        let running = node.running_planners();
+        let running = cluster.running_planners();
         if running != planners {
             println!("planners here: [{}]", running.join(", "));
             planners = running;

@@ -66,7 +66,7 @@ pub fn dev_plant_toml() -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use doppel_runtime::{Topology, TwinTypes};
+    use doppel::kernel::{Topology, TwinTypes};
 
     use super::*;
 

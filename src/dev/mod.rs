@@ -14,9 +14,9 @@ pub mod view;
 mod tests {
     use std::sync::Arc;
 
-    use doppel_runtime::config::SetSource;
-    use doppel_runtime::twin::Trip;
-    use doppel_runtime::{
+    use doppel::kernel::config::SetSource;
+    use doppel::kernel::twin::Trip;
+    use doppel::kernel::{
         Alarm, AssetPath, Components, Governor, Model, ModelOutput, Quality, Sample, SourceId,
         Timestamp, Topology, TwinState, TwinType, TwinTypes, TwinView,
     };
@@ -42,8 +42,8 @@ mod tests {
         let types = TwinTypes::from_toml(&dev_types_toml(speed), "dev types.toml").unwrap();
         let topology = Topology::from_toml(dev_plant_toml(), "dev plant.toml", &types).unwrap();
         let mut components = Components::new();
-        doppel_actors::model::register(&mut components);
-        doppel_actors::governor::register(&mut components);
+        doppel::model::register(&mut components);
+        doppel::governor::register(&mut components);
         let mut machines = Vec::new();
         let mut twins = Vec::new();
         for machine in topology.machines() {

@@ -611,7 +611,7 @@ fn noise(rng: &mut SmallRng) -> f64 {
 mod tests {
     use std::collections::BTreeMap;
 
-    use doppel_runtime::{Topology, TwinType, TwinTypes};
+    use doppel::kernel::{Topology, TwinType, TwinTypes};
 
     use super::super::config::{dev_plant_toml, dev_types_toml};
     use super::*;

@@ -2,6 +2,7 @@
 
 use std::sync::OnceLock;
 
+use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::twin::Twins;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};

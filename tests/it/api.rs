@@ -1676,8 +1676,7 @@ tokens = [{{ name = "ann", token = "{OPERATOR}", role = "operator" }}]
         ),
     )
     .unwrap();
-    let shipped =
-        doppel::connectors::node::NodeConfig::from_file(example.join("node.toml")).unwrap();
+    let shipped = doppel::NodeConfig::from_file(example.join("node.toml")).unwrap();
     assert!(
         shipped.api.is_none(),
         "the example's [api] is commented out"
@@ -1709,11 +1708,12 @@ tokens = [{{ name = "ann", token = "{OPERATOR}", role = "operator" }}]
     assert!(status.success(), "{}", seen.join("\n"));
 
     // A bad [api] table is refused when the config is read.
-    let bad = doppel::connectors::node::NodeConfig::from_toml(
+    let bad = doppel::NodeConfig::from_toml(
         "[node]\ndata_dir = \"d\"\ntypes = \"t\"\nplant = \"p\"\n[api]\nlisten = \"127.0.0.1:0\"\ntokens = [{ name = \"x\", token = \"short\", role = \"viewer\" }]\n",
-        dir.path(),
+        &dir.path().join("node.toml"),
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(bad.contains("api.tokens[0].token"), "{bad}");
     assert!(!bad.contains("short"), "{bad}");
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use doppel::{
-    AuditKind, Command, Error, Origin, OriginKind, Quality, Reading, RunState, SampleRejection,
-    Timestamp, Value, Verdict,
+    AuditKind, Command, Origin, OriginKind, Quality, Reading, RunState, SampleRejection,
+    StartError, Timestamp, Value, Verdict,
 };
 use doppel_runtime::Error as KernelError;
 
@@ -461,7 +461,7 @@ async fn line_and_plant_aggregate_their_children() {
 
 #[test]
 fn errors_are_clear() {
-    let error = Error::Builder("a data directory is required".into());
+    let error = StartError::Missing("a data directory");
     assert_eq!(
         error.to_string(),
         "runtime builder: a data directory is required"

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use doppel::connectors::node::NodeConfig;
+use doppel::NodeConfig;
 use rumqttc::QoS;
 
 use crate::brokers;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doppel::connectors::DropKind;
-use doppel::connectors::ua::{OpcUaConfig, OpcUaConnector, OpcUaHandle, UaError};
+use doppel::connectors::opcua::{OpcUaConfig, OpcUaConnector, OpcUaError, OpcUaHandle};
 use doppel::{Command, Origin, Quality, Runtime, Sample, Value, Verdict};
 use opcua::core::config::Config;
 use opcua::crypto::{CertificateStore, SecurityPolicy, X509Data};
@@ -724,14 +724,17 @@ async fn bad_configurations_are_refused_at_start() {
             "",
         );
         let error = start(insecure).await.unwrap_err();
-        assert!(matches!(error, UaError::InsecureEndpoint { .. }), "{error}");
+        assert!(
+            matches!(error, OpcUaError::InsecureEndpoint { .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("allow_insecure"), "{error}");
 
         let mut unknown_channel = config(endpoint, INSECURE, "");
         unknown_channel.assets[0].channels[0].channel = "pressure".to_string();
         let error = start(unknown_channel).await.unwrap_err();
         assert!(
-            matches!(&error, UaError::UnknownChannel { asset, channel, .. }
+            matches!(&error, OpcUaError::UnknownChannel { asset, channel, .. }
                 if *asset == press(1) && channel == "pressure"),
             "{error}"
         );
@@ -739,21 +742,21 @@ async fn bad_configurations_are_refused_at_start() {
         let mut unknown_asset = config(endpoint, INSECURE, "");
         unknown_asset.assets[0].path = support::path("acme/plant-a/line-9/press-9");
         let error = start(unknown_asset).await.unwrap_err();
-        assert!(matches!(error, UaError::UnknownAsset { .. }), "{error}");
+        assert!(matches!(error, OpcUaError::UnknownAsset { .. }), "{error}");
 
         let mut bad_node = config(endpoint, INSECURE, "");
         bad_node.assets[0].writes[0].node = "ns=two;s=Speed".to_string();
         let error = start(bad_node).await.unwrap_err();
         assert!(
-            matches!(&error, UaError::InvalidNodeId { node, .. } if node == "ns=two;s=Speed"),
+            matches!(&error, OpcUaError::InvalidNodeId { node, .. } if node == "ns=two;s=Speed"),
             "{error}"
         );
 
         let mut unknown_param = config(endpoint, INSECURE, "");
         unknown_param.assets[0].methods[1].args[0] =
-            doppel::connectors::ua::MethodArg::Param("torque".to_string());
+            doppel::connectors::opcua::MethodArg::Param("torque".to_string());
         let error = start(unknown_param).await.unwrap_err();
-        assert!(matches!(error, UaError::UnknownParam { .. }), "{error}");
+        assert!(matches!(error, OpcUaError::UnknownParam { .. }), "{error}");
 
         runtime.shutdown().await;
     })

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use doppel::{AuditKind, Command, Origin, Value};
+use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::journal::decode_updates;
 use doppel_runtime::twin::{MirrorUpdate, TwinReport};
 

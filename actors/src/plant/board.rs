@@ -4,7 +4,8 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use doppel_runtime::twin::{RunState, TwinStatus};
+use doppel_runtime::internal::TwinStatus;
+use doppel_runtime::twin::RunState;
 use doppel_runtime::{AssetPath, Timestamp};
 
 /// A line's aggregates.

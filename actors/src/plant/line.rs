@@ -9,10 +9,11 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use doppel_runtime::AssetPath;
 use doppel_runtime::config::SupervisionSettings;
-use doppel_runtime::supervision::RestartIntensity;
-use doppel_runtime::twin::{
-    TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, Twins,
+use doppel_runtime::internal::{
+    TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, TwinsInternals,
 };
+use doppel_runtime::supervision::RestartIntensity;
+use doppel_runtime::twin::Twins;
 
 use super::board::{LineStatus, StatusBoard, SupervisorEvent};
 use super::plant::PlantMsg;

@@ -1,6 +1,6 @@
 //! The supervision tree that mirrors the plant: plant → line → machine.
 //!
-//! Machine twins are [`doppel_runtime::twin::TwinActor`]s. A [`LineActor`] supervises
+//! Machine twins are [`doppel_runtime::internal::TwinActor`]s. A [`LineActor`] supervises
 //! the machines of one line and a [`PlantActor`] the lines of one plant. Each keeps
 //! aggregates (throughput, power, energy, worst health) from its children's status
 //! updates and publishes them on the [`StatusBoard`].

@@ -8,8 +8,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use doppel_runtime::AssetPath;
 use doppel_runtime::config::SupervisionSettings;
+use doppel_runtime::internal::{TwinCore, TwinEntry};
 use doppel_runtime::supervision::RestartIntensity;
-use doppel_runtime::twin::{TwinCore, TwinEntry, Twins};
+use doppel_runtime::twin::Twins;
 
 use super::board::{LineStatus, PlantStatus, StatusBoard, SupervisorEvent};
 use super::line::{LineActor, LineArgs};

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use doppel_runtime::journal::StoreError;
 use doppel_runtime::twin::{MirrorUpdate, Trip, TwinReport};
 use doppel_runtime::{AuditRecord, Timestamp};
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -326,8 +327,8 @@ struct AuditHead {
     at: Timestamp,
 }
 
-fn store_error(error: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Store(error.to_string())
+fn store_error(error: impl Into<StoreError>) -> ClusterError {
+    ClusterError::Store(error.into())
 }
 
 impl MirrorStore {
@@ -358,11 +359,11 @@ impl MirrorStore {
             for entry in table.iter().map_err(store_error)? {
                 let (asset, bytes) = entry.map_err(store_error)?;
                 let (owner, received_at, report): (String, Timestamp, TwinReport) =
-                    postcard::from_bytes(bytes.value()).map_err(|error| {
-                        ClusterError::Store(format!(
-                            "mirror row `{}` does not decode: {error}",
-                            asset.value()
-                        ))
+                    postcard::from_bytes(bytes.value()).map_err(|source| {
+                        ClusterError::CorruptRow {
+                            asset: asset.value().to_string(),
+                            source,
+                        }
                     })?;
                 rows.insert(
                     asset.value().to_string(),
@@ -399,7 +400,10 @@ impl MirrorStore {
                 let shared = shared.clone();
                 move || shared.write_loop(queue)
             })
-            .map_err(|error| ClusterError::Store(format!("cannot start the writer: {error}")))?;
+            .map_err(|source| ClusterError::Thread {
+                name: "doppel-mirror-writer",
+                source,
+            })?;
         Ok(MirrorStore {
             inner: Arc::new(Inner {
                 shared,
@@ -837,9 +841,9 @@ impl Shared {
             .entry(node.to_string())
             .or_insert_with(|| Link::new(0, None));
         if link.stream != Some(stream) {
-            return Err(ClusterError::Store(
-                "replaced by a newer stream of the same node".into(),
-            ));
+            return Err(ClusterError::StreamReplaced {
+                node: node.to_string(),
+            });
         }
         // What the edge gathered while away may date from the disconnection.
         let since = link.disconnected_at.take().unwrap_or(now);

@@ -55,7 +55,7 @@ use doppel_runtime::twin::{RunState, TwinReport};
 use doppel_runtime::{AssetPath, Timestamp, Value};
 use serde::Deserialize;
 
-use super::{FleetView, PlannedCommand, Planner, is_under};
+use super::{FleetView, PlannedCommand, Planner, PlannerConfigError, is_under};
 
 /// The planner's principal in the audit log.
 const NAME: &str = "energy-planner";
@@ -126,41 +126,47 @@ impl Default for EnergyConfig {
 
 impl EnergyConfig {
     /// Reads the config from its TOML table.
-    pub fn from_table(table: &toml::Table) -> Result<Self, String> {
+    pub fn from_table(table: &toml::Table) -> Result<Self, PlannerConfigError> {
         let config: Self = table
             .clone()
             .try_into()
-            .map_err(|error: toml::de::Error| error.message().to_string())?;
+            .map_err(PlannerConfigError::Parse)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PlannerConfigError> {
         for (prefix, cap) in &self.caps {
-            AssetPath::parse(prefix).map_err(|error| format!("caps: `{prefix}`: {error}"))?;
+            AssetPath::parse(prefix).map_err(|error| {
+                PlannerConfigError::invalid(format!("caps.{prefix}"), error.to_string())
+            })?;
             if !(cap.is_finite() && *cap > 0.0) {
-                return Err(format!(
-                    "caps: `{prefix}`: the cap must be positive, not {cap}"
+                return Err(PlannerConfigError::invalid(
+                    format!("caps.{prefix}"),
+                    format!("the cap must be positive, not {cap}"),
                 ));
             }
         }
         if !(self.min_speed.is_finite() && self.min_speed >= 0.0) {
-            return Err(format!(
-                "min_speed must be 0 or more, not {}",
-                self.min_speed
+            return Err(PlannerConfigError::invalid(
+                "min_speed",
+                format!("must be 0 or more, not {}", self.min_speed),
             ));
         }
         if !(0.0..1.0).contains(&self.min_speed_fraction) {
-            return Err(format!(
-                "min_speed_fraction must lie in 0..1, not {}",
-                self.min_speed_fraction
+            return Err(PlannerConfigError::invalid(
+                "min_speed_fraction",
+                format!("must lie in 0..1, not {}", self.min_speed_fraction),
             ));
         }
         if !(self.raise_below > 0.0 && self.raise_below < self.target && self.target <= 1.0) {
-            return Err(format!(
-                "need 0 < raise_below < target <= 1, not raise_below = {} and target = {}",
-                self.raise_below, self.target
+            return Err(PlannerConfigError::invalid(
+                "raise_below",
+                format!(
+                    "need 0 < raise_below < target <= 1, not raise_below = {} and target = {}",
+                    self.raise_below, self.target
+                ),
             ));
         }
         for (field, value) in [
@@ -169,18 +175,24 @@ impl EnergyConfig {
             ("settle_secs", self.settle_secs),
         ] {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(format!("{field} must be 0 or more, not {value}"));
+                return Err(PlannerConfigError::invalid(
+                    field,
+                    format!("must be 0 or more, not {value}"),
+                ));
             }
         }
         if self.max_age_secs == 0.0 {
-            return Err("max_age_secs must be positive".to_string());
+            return Err(PlannerConfigError::invalid(
+                "max_age_secs",
+                "must be positive",
+            ));
         }
         for (field, value) in [
             ("interval_secs", self.interval_secs),
             ("valid_for_secs", self.valid_for_secs),
         ] {
             if value == 0 {
-                return Err(format!("{field} must be positive"));
+                return Err(PlannerConfigError::invalid(field, "must be positive"));
             }
         }
         for (field, value) in [
@@ -190,7 +202,7 @@ impl EnergyConfig {
             ("param", &self.param),
         ] {
             if value.is_empty() {
-                return Err(format!("{field} must not be empty"));
+                return Err(PlannerConfigError::invalid(field, "must not be empty"));
             }
         }
         Ok(())
@@ -268,7 +280,7 @@ pub struct EnergyPlanner {
 
 impl EnergyPlanner {
     /// A planner with nothing lowered yet; fails when the config is invalid.
-    pub fn new(config: EnergyConfig) -> Result<Self, String> {
+    pub fn new(config: EnergyConfig) -> Result<Self, PlannerConfigError> {
         config.validate()?;
         let mut caps: Vec<(String, f64)> = config
             .caps
@@ -287,7 +299,7 @@ impl EnergyPlanner {
     }
 
     /// A planner configured by its `[cluster.planners.energy]` table.
-    pub fn from_table(table: &toml::Table) -> Result<Self, String> {
+    pub fn from_table(table: &toml::Table) -> Result<Self, PlannerConfigError> {
         Self::new(EnergyConfig::from_table(table)?)
     }
 

@@ -46,7 +46,8 @@ use doppel_runtime::{AssetPath, Timestamp, Value};
 use serde::Deserialize;
 
 use super::{
-    FleetView, PlannedCommand, Planner, format_time, hours_between, is_under, line_of, plus_hours,
+    FleetView, PlannedCommand, Planner, PlannerConfigError, format_time, hours_between, is_under,
+    line_of, plus_hours,
 };
 
 /// The scheduler's principal in the audit log.
@@ -116,39 +117,39 @@ impl Default for MaintenanceConfig {
 
 impl MaintenanceConfig {
     /// Reads the config from its TOML table.
-    pub fn from_table(table: &toml::Table) -> Result<Self, String> {
+    pub fn from_table(table: &toml::Table) -> Result<Self, PlannerConfigError> {
         let config: Self = table
             .clone()
             .try_into()
-            .map_err(|error: toml::de::Error| error.message().to_string())?;
+            .map_err(PlannerConfigError::Parse)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Checks that the values make sense together.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PlannerConfigError> {
         if !(self.threshold_hours.is_finite() && self.threshold_hours > 0.0) {
-            return Err(format!(
-                "threshold_hours must be positive, not {}",
-                self.threshold_hours
+            return Err(PlannerConfigError::invalid(
+                "threshold_hours",
+                format!("must be positive, not {}", self.threshold_hours),
             ));
         }
         if !(self.release_margin.is_finite() && self.release_margin >= 0.0) {
-            return Err(format!(
-                "release_margin must be 0 or more, not {}",
-                self.release_margin
+            return Err(PlannerConfigError::invalid(
+                "release_margin",
+                format!("must be 0 or more, not {}", self.release_margin),
             ));
         }
         if !(0.0..=1.0).contains(&self.min_confidence) {
-            return Err(format!(
-                "min_confidence must lie in 0..=1, not {}",
-                self.min_confidence
+            return Err(PlannerConfigError::invalid(
+                "min_confidence",
+                format!("must lie in 0..=1, not {}", self.min_confidence),
             ));
         }
         if !(self.worse_fraction > 0.0 && self.worse_fraction <= 1.0) {
-            return Err(format!(
-                "worse_fraction must lie in (0, 1], not {}",
-                self.worse_fraction
+            return Err(PlannerConfigError::invalid(
+                "worse_fraction",
+                format!("must lie in (0, 1], not {}", self.worse_fraction),
             ));
         }
         for (field, value) in [
@@ -157,7 +158,7 @@ impl MaintenanceConfig {
             ("valid_for_secs", self.valid_for_secs),
         ] {
             if value == 0 {
-                return Err(format!("{field} must be positive"));
+                return Err(PlannerConfigError::invalid(field, "must be positive"));
             }
         }
         let cancel = self.cancel_command.as_deref().unwrap_or("-");
@@ -169,11 +170,14 @@ impl MaintenanceConfig {
             ("cancel_command", cancel),
         ] {
             if value.is_empty() {
-                return Err(format!("{field} must not be empty"));
+                return Err(PlannerConfigError::invalid(field, "must not be empty"));
             }
         }
         if self.at_param == self.duration_param {
-            return Err("at_param and duration_param must differ".to_string());
+            return Err(PlannerConfigError::invalid(
+                "duration_param",
+                "must differ from at_param",
+            ));
         }
         Ok(())
     }
@@ -243,7 +247,7 @@ pub struct MaintenanceScheduler {
 
 impl MaintenanceScheduler {
     /// A scheduler with an empty schedule; fails when the config is invalid.
-    pub fn new(config: MaintenanceConfig) -> Result<Self, String> {
+    pub fn new(config: MaintenanceConfig) -> Result<Self, PlannerConfigError> {
         config.validate()?;
         Ok(Self {
             config,
@@ -252,7 +256,7 @@ impl MaintenanceScheduler {
     }
 
     /// A scheduler configured by its `[cluster.planners.maintenance]` table.
-    pub fn from_table(table: &toml::Table) -> Result<Self, String> {
+    pub fn from_table(table: &toml::Table) -> Result<Self, PlannerConfigError> {
         Self::new(MaintenanceConfig::from_table(table)?)
     }
 

@@ -19,6 +19,7 @@
 //!   under a cap by lowering speed setpoints, and raises them back once there is room.
 
 pub mod energy;
+mod host;
 pub mod maintenance;
 
 use std::collections::BTreeMap;
@@ -28,8 +29,10 @@ use doppel_runtime::twin::TwinReport;
 use doppel_runtime::{AssetPath, Timestamp, Value};
 
 use crate::config::PlannerSettings;
+use crate::error::ClusterError;
 
 pub use energy::{EnergyConfig, EnergyPlanner};
+pub(crate) use host::PlannerHost;
 pub use maintenance::{MaintenanceConfig, MaintenanceScheduler};
 
 /// The fleet as a planner sees it: mirror rows, sorted by asset path.
@@ -135,19 +138,47 @@ pub trait Planner: Send {
 
 /// The planners configured in `[cluster.planners]`, in a fixed order (maintenance, then
 /// energy). An error names the table and what is wrong with it.
-pub fn configured(settings: &PlannerSettings) -> Result<Vec<Box<dyn Planner>>, String> {
+pub fn configured(settings: &PlannerSettings) -> Result<Vec<Box<dyn Planner>>, ClusterError> {
+    let refused = |table: &'static str| {
+        move |source: PlannerConfigError| ClusterError::Planner { table, source }
+    };
     let mut planners: Vec<Box<dyn Planner>> = Vec::new();
     if let Some(table) = &settings.maintenance {
         let scheduler = MaintenanceScheduler::from_table(table)
-            .map_err(|error| format!("[cluster.planners.maintenance]: {error}"))?;
+            .map_err(refused("[cluster.planners.maintenance]"))?;
         planners.push(Box::new(scheduler));
     }
     if let Some(table) = &settings.energy {
-        let planner = EnergyPlanner::from_table(table)
-            .map_err(|error| format!("[cluster.planners.energy]: {error}"))?;
+        let planner =
+            EnergyPlanner::from_table(table).map_err(refused("[cluster.planners.energy]"))?;
         planners.push(Box::new(planner));
     }
     Ok(planners)
+}
+
+/// Why a planner's config table was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlannerConfigError {
+    /// The table does not have the planner's shape (an unknown key, a wrong type).
+    #[error("{0}")]
+    Parse(#[source] toml::de::Error),
+    /// A value is out of its range or does not fit with another.
+    #[error("{field} {problem}")]
+    Invalid {
+        /// The key (for a map entry, `key.entry`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl PlannerConfigError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
 }
 
 /// `at` plus a (finite, possibly negative) number of hours, saturating.
@@ -338,7 +369,11 @@ mod tests {
 
         let settings: PlannerSettings = toml::from_str("[energy]\ncapz = 1").unwrap();
         let error = configured(&settings).err().unwrap();
-        assert!(error.contains("[cluster.planners.energy]"), "{error}");
-        assert!(error.contains("capz"), "{error}");
+        let ClusterError::Planner { table, source } = &error else {
+            panic!("not a planner error: {error}");
+        };
+        assert_eq!(*table, "[cluster.planners.energy]");
+        assert!(matches!(source, PlannerConfigError::Parse(_)), "{source:?}");
+        assert!(error.to_string().contains("capz"), "{error}");
     }
 }

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use doppel_proto::v1::{self as proto, ReplicateRequest, replicate_request::Kind};
+use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::journal::{Store, StoreError};
 use doppel_runtime::twin::{MirrorUpdate, Twins};
 use parking_lot::Mutex;

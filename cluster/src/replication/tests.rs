@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use doppel_actors::Runtime;
+use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::twin::{ChannelTarget, TwinReport, Twins};
 use doppel_runtime::{AssetPath, AuditKind, Command, Origin, Timestamp, Value, Verdict};
 use doppel_testkit::wait_until;

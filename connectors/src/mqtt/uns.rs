@@ -30,6 +30,7 @@
 
 use std::collections::BTreeSet;
 
+use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::twin::{Actuation, CommandVerdict};
 use doppel_runtime::{Quality, Reading, SourceId, Timestamp, Value};
 use serde_json::{Map, Value as Json, json};

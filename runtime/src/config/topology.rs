@@ -46,6 +46,18 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Keeps only the machines `keep` is true for, and the lines and plants that still
+    /// have machines (a cluster edge node keeps the plants or lines it owns).
+    pub fn retain_machines(&mut self, keep: impl Fn(&AssetPath) -> bool) {
+        for plant in &mut self.plants {
+            for line in &mut plant.lines {
+                line.machines.retain(|machine| keep(&machine.path));
+            }
+            plant.lines.retain(|line| !line.machines.is_empty());
+        }
+        self.plants.retain(|plant| !plant.lines.is_empty());
+    }
+
     /// Loads a topology from a TOML file and checks it against `types`.
     pub fn from_file(path: impl AsRef<Path>, types: &TwinTypes) -> Result<Self, ConfigError> {
         let (origin, source) = read_file(path.as_ref())?;

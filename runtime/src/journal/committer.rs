@@ -243,7 +243,7 @@ struct Committer {
     /// The by-asset index holds every audit record up to this sequence.
     audit_indexed: u64,
     /// Why the store refuses writes, after a logged batch failed to apply.
-    poisoned: Option<String>,
+    poisoned: Option<Arc<StoreError>>,
     store: Store,
     interval: Duration,
     max_events: usize,
@@ -366,7 +366,7 @@ impl Committer {
         // The batch is durable in the log: answer first, then bring redb up to date
         // (reads that need this batch wait for that, see `Applied`).
         for (write, seqs) in batch.writes.into_iter().zip(audit_seqs) {
-            let outcome = result.clone().map_err(|e| Error::Journal(e.0));
+            let outcome = result.clone().map_err(Error::Journal);
             write.ticket.complete(outcome.clone());
             if let Completion::Reply(reply) = write.completion {
                 reply(outcome.map(|()| seqs));
@@ -390,7 +390,7 @@ impl Committer {
         audit_seqs: &mut Vec<Vec<u64>>,
     ) -> Result<Frame, StoreError> {
         if let Some(reason) = &self.poisoned {
-            return Err(StoreError(reason.clone()));
+            return Err(StoreError::Poisoned(reason.clone()));
         }
         let batch_seq = self.next_batch;
         let mut next_audit = self.next_audit;
@@ -470,9 +470,7 @@ impl Committer {
             // redb and the log disagree now: refuse further writes rather than build on
             // a store that lacks this batch. The log replays it at the next open.
             tracing::error!(%error, "applying a logged journal batch to the store failed");
-            self.poisoned = Some(format!(
-                "the journal store failed ({error}); the node must restart"
-            ));
+            self.poisoned = Some(Arc::new(error));
         }
         self.unsaved = true;
         self.store.applied.applied(frame.id);

@@ -44,14 +44,68 @@ pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("out
 /// Replication links: link name → last outbox sequence the peer acknowledged.
 pub(crate) const OUTBOX_LINKS: TableDefinition<&str, u64> = TableDefinition::new("outbox_links");
 
-/// A storage failure.
+/// A storage failure, with its cause.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The redb database failed.
+    #[error("database: {0}")]
+    Database(#[source] Arc<redb::Error>),
+    /// The data directory or the write-ahead log could not be read or written.
+    #[error("write-ahead log: {0}")]
+    Io(#[source] Arc<std::io::Error>),
+    /// A record could not be encoded, or one read back does not decode.
+    #[error("encoding: {0}")]
+    Encoding(#[source] postcard::Error),
+    /// A batch is larger than one log frame can hold.
+    #[error("journal batch of {bytes} bytes is larger than a log frame holds (4 GiB)")]
+    BatchTooLarge {
+        /// The batch's encoded size.
+        bytes: usize,
+    },
+    /// A frame was appended at another position than the one it was encoded for.
+    #[error("journal log frame was encoded for another position")]
+    FrameMisplaced,
+    /// A batch already in the log did not reach the database; the store refuses
+    /// writes until the node restarts and replays the log.
+    #[error("the journal store failed ({0}); the node must restart")]
+    Poisoned(Arc<StoreError>),
+}
 
-impl StoreError {
-    pub(crate) fn from(error: impl std::fmt::Display) -> Self {
-        Self(error.to_string())
+impl From<redb::Error> for StoreError {
+    fn from(error: redb::Error) -> Self {
+        Self::Database(Arc::new(error))
+    }
+}
+
+macro_rules! database_errors {
+    ($($kind:ty),*) => {$(
+        impl From<$kind> for StoreError {
+            fn from(error: $kind) -> Self {
+                Self::Database(Arc::new(error.into()))
+            }
+        }
+    )*};
+}
+
+database_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CompactionError,
+    redb::SetDurabilityError
+);
+
+impl From<std::io::Error> for StoreError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(Arc::new(error))
+    }
+}
+
+impl From<postcard::Error> for StoreError {
+    fn from(error: postcard::Error) -> Self {
+        Self::Encoding(error)
     }
 }
 

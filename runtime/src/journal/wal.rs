@@ -290,14 +290,14 @@ impl Wal {
     /// [`Wal::restart`], encode it again.
     pub fn append(&mut self) -> Result<(), StoreError> {
         if self.encoded_at.take() != Some(self.offset) {
-            return Err(StoreError(
-                "journal log frame was encoded for another position".into(),
-            ));
+            return Err(StoreError::FrameMisplaced);
         }
         let start = self.page.len();
         let end = self.buffer.len();
         let len = u32::try_from(end - start - HEADER)
-            .map_err(|_| StoreError("journal batch larger than 4 GiB".into()))?
+            .map_err(|_| StoreError::BatchTooLarge {
+                bytes: end - start - HEADER,
+            })?
             .to_le_bytes();
         let crc = checksum(&len, &self.buffer[start + HEADER..]);
         self.buffer[start..start + 4].copy_from_slice(&len);

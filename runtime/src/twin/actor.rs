@@ -10,13 +10,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::directory::TwinEntry;
-use super::host::Kernel;
 use super::logic::{
     Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
     WhatIf,
 };
 use super::mirror::MirrorUpdate;
 use super::state::Severity;
+use super::twins::Kernel;
 use crate::audit::AuditRecord;
 use crate::command::{Command, CommandId, Verdict};
 use crate::error::Error;
@@ -436,7 +436,7 @@ impl TwinActorState {
                 None
             }
             Err(error) => {
-                let _ = reply.send(Err(Error::Journal(error.to_string())));
+                let _ = reply.send(Err(Error::Journal(error)));
                 None
             }
         }
@@ -455,7 +455,17 @@ impl TwinActorState {
         for change in self.fx.changes.drain(..) {
             let _ = self.kernel.changes.send(change);
         }
-        let snapshot = snapshot.then(|| (self.entry.path.clone(), self.core.snapshot()));
+        let snapshot = if snapshot {
+            match self.core.snapshot() {
+                Ok(bytes) => Some((self.entry.path.clone(), bytes)),
+                Err(error) => {
+                    tracing::error!(%error, "the twin's snapshot does not encode; the journal keeps its events");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let write = JournalWrite {
             twin: self.entry.id,
             records: std::mem::take(&mut self.fx.records),

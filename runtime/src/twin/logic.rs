@@ -886,8 +886,9 @@ impl TwinCore {
             .unwrap_or_default()
     }
 
-    /// Encodes a snapshot of the twin and resets the snapshot counter.
-    pub fn snapshot(&mut self) -> Vec<u8> {
+    /// Encodes a snapshot of the twin and resets the snapshot counter. On an error the
+    /// counter is kept, so the journal keeps every event since the last snapshot.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, postcard::Error> {
         #[derive(Serialize)]
         struct SnapshotRef<'a> {
             state: &'a TwinState,
@@ -917,9 +918,10 @@ impl TwinCore {
                 .map(|g| (g.name(), g.save()))
                 .collect(),
         };
+        let bytes = postcard::to_stdvec(&snapshot)?;
         self.events_since_snapshot = 0;
         self.replay_channels = None;
-        postcard::to_stdvec(&snapshot).unwrap_or_default()
+        Ok(bytes)
     }
 
     /// Restores from a snapshot, remapping channels by name if the type changed since.

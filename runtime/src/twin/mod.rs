@@ -1,23 +1,21 @@
 //! The twin: its state, its logic and the actor that owns it.
+//!
+//! [`Twins`] is the handle an embedder holds; the actor, its messages and the core it
+//! runs are in [`internal`](crate::internal).
 
-mod actor;
-mod directory;
-mod host;
-mod logic;
+pub(crate) mod actor;
+pub(crate) mod directory;
+pub(crate) mod logic;
 mod mirror;
-mod state;
+pub(crate) mod state;
+pub(crate) mod twins;
 
-pub use actor::{
-    CommandOutcome, StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
-};
-pub use directory::{Directory, TwinEntry};
-pub use host::{BatchReceipt, ChannelTarget, Kernel, Recovered, Subscription, Twins};
+pub use actor::CommandOutcome;
 pub use logic::{
-    Actuation, CommandVerdict, Effects, ReportedValue, RunState, TwinChange, TwinCore, TwinEvent,
-    TwinReport, WhatIf, resolve_changes,
+    Actuation, CommandVerdict, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, WhatIf,
 };
 pub use mirror::MirrorUpdate;
 pub use state::{
-    Alarm, ChannelState, DerivedValue, DesiredValue, ReplayWindow, SampleOutcome, SampleRejection,
-    Severity, Trip, TwinState, TwinView, check_sample,
+    Alarm, DerivedValue, DesiredValue, SampleRejection, Severity, Trip, TwinState, TwinView,
 };
+pub use twins::{BatchReceipt, ChannelTarget, Subscription, Twins};

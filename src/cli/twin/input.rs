@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use doppel_proto::v1::{NamedValue, Value, value};
-use doppel_runtime::Timestamp;
+use doppel::kernel::Timestamp;
+use doppel::proto::v1::{NamedValue, Value, value};
 
 use super::failure::Failure;
 
@@ -27,15 +27,15 @@ pub fn parse_param(text: &str) -> Result<NamedValue, Failure> {
             "bad parameter `{text}`: the name before `=` is empty"
         )));
     }
-    let Some(parsed) = doppel_runtime::Value::parse(raw.trim()) else {
+    let Some(parsed) = doppel::kernel::Value::parse(raw.trim()) else {
         return Err(Failure::usage(format!(
             "bad parameter `{text}`: `{raw}` is not true, false, an integer or a number"
         )));
     };
     let kind = match parsed {
-        doppel_runtime::Value::Bool(b) => value::Kind::BoolValue(b),
-        doppel_runtime::Value::Int(i) => value::Kind::IntValue(i),
-        doppel_runtime::Value::Float(f) => value::Kind::FloatValue(f),
+        doppel::kernel::Value::Bool(b) => value::Kind::BoolValue(b),
+        doppel::kernel::Value::Int(i) => value::Kind::IntValue(i),
+        doppel::kernel::Value::Float(f) => value::Kind::FloatValue(f),
     };
     Ok(NamedValue {
         name: name.to_string(),

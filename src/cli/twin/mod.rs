@@ -12,10 +12,10 @@
 //! one line on stderr: `doppel: <what failed>: <why>`.
 
 /// Sets an optional `google.protobuf.Timestamp` field of a request, whose prost type
-/// this crate does not name, to a [`doppel_runtime::Timestamp`].
+/// this crate does not name, to a [`doppel::kernel::Timestamp`].
 macro_rules! set_time {
     ($field:expr, $time:expr) => {{
-        let micros = doppel_runtime::Timestamp::as_micros($time);
+        let micros = doppel::kernel::Timestamp::as_micros($time);
         let slot = $field.insert(Default::default());
         slot.seconds = micros.div_euclid(1_000_000);
         slot.nanos = i32::try_from(micros.rem_euclid(1_000_000) * 1_000).unwrap_or(0);
@@ -45,11 +45,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use doppel_proto::v1::{
+use doppel::kernel::Timestamp;
+use doppel::proto::v1::{
     GetHistoryRequest, GetTwinRequest, ListAuditRequest, ListTwinsRequest, SendCommandRequest,
     SimulateRequest, Twin, WatchTwinsRequest, watch_twins_response,
 };
-use doppel_runtime::Timestamp;
 
 use failure::EXIT_FAILED;
 pub use failure::Failure;

@@ -9,12 +9,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use doppel_proto::v1::{
+use doppel::kernel::Timestamp;
+use doppel::proto::v1::{
     AuditKind, AuditRecord, ModelInfo, NamedValue, Origin, OriginKind, Quality, RunState, Sample,
     SendCommandResponse, Severity, SimulateResponse, Twin, TwinChange, TwinSummary, Value, Verdict,
     twin_change, value, verdict,
 };
-use doppel_runtime::Timestamp;
 
 use super::json::Json;
 use super::table::{Align, Table};
@@ -558,7 +558,7 @@ pub fn twin_text(twin: &Twin) -> String {
 }
 
 /// Where a mirrored twin comes from: owner, lag, link state.
-fn mirror_text(mirror: &doppel_proto::v1::Mirror) -> String {
+fn mirror_text(mirror: &doppel::proto::v1::Mirror) -> String {
     let lag = mirror
         .lag
         .as_ref()
@@ -978,7 +978,7 @@ pub fn audit_json(record: &AuditRecord) -> Json {
 
 #[cfg(test)]
 mod tests {
-    use doppel_proto::v1::{
+    use doppel::proto::v1::{
         Accepted, Alarm, Clamp, Clamped, Denied, DerivedValue, DesiredChange, DesiredValue,
         ReportedChange, ReportedValue, Series, TrajectoryPoint, Trip,
     };

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use doppel_proto::v1::twin_service_client::TwinServiceClient;
+use doppel::proto::v1::twin_service_client::TwinServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -146,7 +146,7 @@ impl Session {
             request.metadata_mut().insert(*key, value.clone());
         }
         // And the context of the current span, when this process traces.
-        doppel_telemetry::inject_current(request.metadata_mut());
+        doppel::telemetry::inject_current(request.metadata_mut());
         if let Some(timeout) = timeout {
             request.set_timeout(timeout);
         }

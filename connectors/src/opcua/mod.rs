@@ -54,7 +54,7 @@
 //! # Security defaults
 //!
 //! - Policy `Basic256Sha256`, mode `SignAndEncrypt`. An endpoint whose policy or mode
-//!   is `None` is refused at start with [`UaError::InsecureEndpoint`] unless
+//!   is `None` is refused at start with [`OpcUaError::InsecureEndpoint`] unless
 //!   `allow_insecure = true`.
 //! - The connector's own certificate and key are created in its PKI directory on first
 //!   start and kept; give its `own/cert.der` to the server's trust list.
@@ -64,7 +64,7 @@
 //!   of the server's certificate are always checked.
 //!
 //! ```
-//! use doppel_connectors::ua::{OpcUaConfig, UaError};
+//! use doppel_connectors::opcua::{OpcUaConfig, OpcUaError};
 //!
 //! let configs = OpcUaConfig::from_toml(r#"
 //!     [[opcua]]
@@ -73,7 +73,7 @@
 //!     security_policy = "None"
 //!     security_mode = "None"
 //! "#).unwrap();
-//! assert!(matches!(configs[0].validate(), Err(UaError::InsecureEndpoint { .. })));
+//! assert!(matches!(configs[0].validate(), Err(OpcUaError::InsecureEndpoint { .. })));
 //! ```
 
 mod config;
@@ -90,4 +90,4 @@ pub use connector::{ActuationCounts, ConnectionState, OpcUaConnector, OpcUaHandl
 pub use convert::{
     Decoded, OutOfRange, Undecodable, decode, number_of, quality_of, seq_of, timestamp_of,
 };
-pub use error::UaError;
+pub use error::OpcUaError;

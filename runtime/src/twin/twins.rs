@@ -18,7 +18,9 @@ use crate::command::Command;
 use crate::components::Components;
 use crate::config::{RuntimeSettings, TwinType, TwinTypes};
 use crate::error::Error;
-use crate::journal::{AckGroup, Completion, Journal, JournalWrite, Receipt, Store, Ticket};
+use crate::journal::{
+    AckGroup, Completion, Journal, JournalWrite, Receipt, Store, StoreError, Ticket,
+};
 use crate::metrics::{CounterSnapshot, Counters};
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
@@ -122,8 +124,8 @@ impl Kernel {
     }
 }
 
-fn journal_error(error: impl std::fmt::Display) -> Error {
-    Error::Journal(error.to_string())
+fn journal_error(error: impl Into<StoreError>) -> Error {
+    Error::Journal(error.into())
 }
 
 /// The twins a node hosts, before their actors start: recovered state to hand to them.
@@ -211,7 +213,7 @@ impl Twins {
         let mut cores = kernel.recover_all(&directory)?;
         // A fresh snapshot of every twin lets the journal before it be truncated.
         for core in &mut cores {
-            let snapshot = core.snapshot();
+            let snapshot = core.snapshot().map_err(journal_error)?;
             kernel.journal.write(JournalWrite {
                 twin: core.id(),
                 records: Vec::new(),
@@ -232,14 +234,19 @@ impl Twins {
         })
     }
 
-    /// The shared kernel.
-    pub fn kernel(&self) -> &Arc<Kernel> {
-        &self.kernel
+    /// How many twins this node hosts.
+    pub fn len(&self) -> usize {
+        self.directory.len()
     }
 
-    /// The directory of hosted twins.
-    pub fn directory(&self) -> &Arc<Directory> {
-        &self.directory
+    /// True when this node hosts no twins (a cloud node).
+    pub fn is_empty(&self) -> bool {
+        self.directory.is_empty()
+    }
+
+    /// The paths of the twins this node hosts, in directory order.
+    pub fn paths(&self) -> impl Iterator<Item = &AssetPath> {
+        self.directory.entries().iter().map(|entry| &entry.path)
     }
 
     /// The entry of a twin.
@@ -566,11 +573,43 @@ impl Twins {
         self.kernel.counters.snapshot()
     }
 
+    /// Waits until everything handed to the journal so far is durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.kernel.journal.flush().await
+    }
+}
+
+/// The parts of a [`Twins`] handle Doppel's own crates reach into: the shared kernel,
+/// the directory of hosted twins, the store, and the replication outbox. Not part of
+/// the embedding API; see [`internal`](crate::internal).
+pub trait TwinsInternals {
+    /// The shared kernel.
+    fn kernel(&self) -> &Arc<Kernel>;
+    /// The directory of hosted twins.
+    fn directory(&self) -> &Arc<Directory>;
     /// Writes every twin's whole state to the replication outbox (mirror baselines,
     /// ordered with each twin's own changes); resolves once all are durable. A node
     /// that replicates does this at start, so mirrors converge even on state written
     /// before replication was enabled.
-    pub fn resync(&self) -> Receipt {
+    fn resync(&self) -> Receipt;
+    /// Follows the sequence number of the newest replication outbox entry readable from
+    /// the store. It moves just after the entry's batch is acknowledged, once the batch
+    /// is in redb; [`Twins::flush`] waits for that.
+    fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The node's redb store (outbox reads and acknowledgements).
+    fn store(&self) -> &Store;
+}
+
+impl TwinsInternals for Twins {
+    fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
+    }
+
+    fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    fn resync(&self) -> Receipt {
         let entries = self.directory.entries();
         let (group, receipt) = AckGroup::new(entries.len());
         for entry in entries {
@@ -582,21 +621,12 @@ impl Twins {
         receipt
     }
 
-    /// Follows the sequence number of the newest replication outbox entry readable from
-    /// the store. It moves just after the entry's batch is acknowledged, once the batch
-    /// is in redb; [`Twins::flush`] waits for that.
-    pub fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn outbox_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.kernel.journal.outbox_head()
     }
 
-    /// The node's redb store (outbox reads and acknowledgements).
-    pub fn store(&self) -> &Store {
+    fn store(&self) -> &Store {
         self.kernel.journal.store()
-    }
-
-    /// Waits until everything handed to the journal so far is durable.
-    pub async fn flush(&self) -> Result<(), Error> {
-        self.kernel.journal.flush().await
     }
 }
 

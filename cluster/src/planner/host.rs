@@ -54,7 +54,7 @@ impl PlannerHost {
         mirror: Option<MirrorStore>,
         mut members: watch::Receiver<Arc<Vec<Member>>>,
     ) -> Result<Self, ClusterError> {
-        let planners = planner::configured(&config.planners).map_err(ClusterError::Config)?;
+        let planners = planner::configured(&config.planners)?;
         let me = config.node_id.clone();
         let running = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopping) = watch::channel(false);

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::config::{OpcUaConfig, ScalarType};
 use super::convert::{decode, seq_of};
-use super::error::UaError;
+use super::error::OpcUaError;
 use super::plan::{AssetActuation, MethodTarget, Plan};
 use crate::drops::{DropKind, Drops};
 
@@ -178,7 +178,7 @@ impl OpcUaConnector {
         config: OpcUaConfig,
         twins: Twins,
         data_dir: &Path,
-    ) -> Result<OpcUaHandle, UaError> {
+    ) -> Result<OpcUaHandle, OpcUaError> {
         config.validate()?;
         let plan = Arc::new(Plan::resolve(&config, &twins)?);
         let pki_dir = pki_dir(&config, data_dir);
@@ -189,14 +189,14 @@ impl OpcUaConnector {
             tokio::task::spawn_blocking(move || build_client(&config, &pki_dir))
         }
         .await
-        .map_err(|error| UaError::Pki {
+        .map_err(|error| OpcUaError::Pki {
             connector: config.name.clone(),
             dir: pki_dir.clone(),
             problem: error.to_string(),
         })??;
         let source = twins
             .source(&format!("opcua:{}", config.name))
-            .map_err(|source| UaError::Runtime {
+            .map_err(|source| OpcUaError::Runtime {
                 connector: config.name.clone(),
                 source,
             })?;
@@ -916,8 +916,8 @@ fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
 
 /// Builds the async-opcua client. With message security, the connector's own
 /// certificate and key are created in the PKI directory if missing.
-fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, UaError> {
-    let pki_error = |problem: String| UaError::Pki {
+fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaError> {
+    let pki_error = |problem: String| OpcUaError::Pki {
         connector: config.name.clone(),
         dir: pki_dir.to_path_buf(),
         problem,
@@ -940,7 +940,7 @@ fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, UaError>
         .max_failed_keep_alive_count(MAX_FAILED_KEEP_ALIVES)
         .request_timeout(Duration::from_millis(config.request_timeout_ms))
         .client()
-        .map_err(|problems| UaError::Client {
+        .map_err(|problems| OpcUaError::Client {
             connector: config.name.clone(),
             problem: problems.join("; "),
         })?;

@@ -1,10 +1,11 @@
-//! [`ClusterNode`]: one node of a cluster from its config file.
+//! [`Cluster`]: a node's part in its cluster.
 //!
 //! An edge node hosts the twins of the plants or lines it owns, writes their changes
 //! to its outbox and streams them to the cloud nodes that mirror them. A cloud node
 //! holds fleet mirrors and hosts the fleet planners rendezvous hashing gives it. Both
 //! join membership, serve NodeService to their peers and, when configured, the public
-//! TwinService through a router that forwards what they cannot answer.
+//! TwinService through a router that forwards what they cannot answer. The node itself
+//! (its runtime, connectors and config file) is composed by doppel-node.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,21 +13,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use doppel_api::{ApiHandle, ApiServer, TwinApi};
-use doppel_connectors::node::{Node, NodeConfig};
+use doppel_api::{ApiConfig, ApiHandle, ApiServer, TwinApi};
 use doppel_proto::v1::node_service_server::NodeServiceServer;
-use doppel_runtime::AssetPath;
+use doppel_runtime::internal::TwinsInternals;
+use doppel_runtime::twin::Twins;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::{ClusterConfig, NodeRole, covers};
+use crate::config::{ClusterConfig, NodeRole};
 use crate::error::ClusterError;
 use crate::fleet::FleetApi;
 use crate::membership::{Announcement, Member, Membership};
 use crate::mirror::MirrorStore;
 use crate::placement;
-use crate::planner_host::PlannerHost;
+use crate::planner::PlannerHost;
 use crate::replication::{LinkStatus, OutboxKeeper, OutboxStatus, ReplicationLink};
 use crate::router::ClusterApi;
 use crate::service::NodeApi;
@@ -38,10 +39,10 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Most watches a cloud node's mirror serves at once.
 const MAX_MIRROR_WATCHES: usize = 10_000;
 
-/// A running cluster node.
-pub struct ClusterNode {
+/// A node's part in its cluster, running.
+pub struct Cluster {
     config: ClusterConfig,
-    node: Node,
+    twins: Twins,
     membership: Membership,
     router: ClusterApi,
     api: Option<ApiHandle>,
@@ -56,42 +57,22 @@ pub struct ClusterNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl ClusterNode {
-    /// Reads a node config file with a `[cluster]` table and starts the node.
-    pub async fn start_file(path: &Path) -> Result<Self, ClusterError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ClusterError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let node = NodeConfig::from_file(path)?;
-        let cluster = ClusterConfig::from_toml(&text, base)?.ok_or_else(|| {
-            ClusterError::Config(format!("{}: no [cluster] table", path.display()))
-        })?;
-        Self::start(node, cluster).await
-    }
-
-    /// Starts a node: its twins (edge) or mirrors (cloud), NodeService, membership,
-    /// replication or planners, and the public API when `node.api` is set.
-    pub async fn start(mut node: NodeConfig, config: ClusterConfig) -> Result<Self, ClusterError> {
+impl Cluster {
+    /// Joins the cluster with the twins this node hosts (an edge node's owned plants or
+    /// lines; none on a cloud node): NodeService, membership, admission, the ownership
+    /// claim, then replication (edge) or mirrors and planners (cloud), and the public
+    /// API when `api` is set. TLS paths in `api` must already be resolved; the mirror
+    /// store lives in `data_dir`.
+    pub async fn start(
+        config: ClusterConfig,
+        twins: Twins,
+        api: Option<ApiConfig>,
+        data_dir: &Path,
+    ) -> Result<Self, ClusterError> {
         config.validate()?;
         let transport = Transport::new(&config)?;
         let edge = config.role == NodeRole::Edge;
-        node.settings.replicate = edge;
-        let api_config = node.api.take().map(|mut api| {
-            if let Some(tls) = &mut api.tls {
-                tls.cert = node.resolve(&tls.cert);
-                tls.key = node.resolve(&tls.key);
-            }
-            api
-        });
-        let data_dir = node.resolve(&node.node.data_dir);
-        let owns = config.owns.clone();
-        let hosted = Node::start_hosting(node, |path: &AssetPath| {
-            edge && owns.iter().any(|own| covers(own, path))
-        })
-        .await?;
-        let twins = hosted.runtime().twins().clone();
+        let api_config = api;
         tracing::info!(
             node = %config.node_id,
             role = %config.role,
@@ -189,9 +170,9 @@ impl ClusterNode {
             config.node_id.clone(),
         ));
 
-        let mut node = ClusterNode {
+        let mut node = Cluster {
             config,
-            node: hosted,
+            twins: twins.clone(),
             membership,
             router,
             api: None,
@@ -253,7 +234,7 @@ impl ClusterNode {
                 .await;
             // Let peers see the conflict before this node leaves.
             tokio::time::sleep(self.config.membership.gossip_interval() * 5).await;
-            return Err(ClusterError::Conflict(conflict.message));
+            return Err(ClusterError::Conflict(conflict));
         }
         let mut watcher = self.members.clone();
         let name = me.clone();
@@ -281,7 +262,7 @@ impl ClusterNode {
     fn start_links(&mut self, transport: Transport) {
         let (stop, mut stopping) = watch::channel(false);
         let mut members = self.members.clone();
-        let twins = self.node.runtime().twins().clone();
+        let twins = self.twins.clone();
         let settings = self.config.outbox.clone();
         let me = self.config.node_id.clone();
         let status = self.link_status.clone();
@@ -333,9 +314,9 @@ impl ClusterNode {
         &self.config
     }
 
-    /// The local node (runtime and connectors).
-    pub fn node(&self) -> &Node {
-        &self.node
+    /// The twins this node hosts.
+    pub fn twins(&self) -> &Twins {
+        &self.twins
     }
 
     /// Membership (gossip).
@@ -385,7 +366,7 @@ impl ClusterNode {
     /// per link (entries its cloud node has not acknowledged) and its entries; a cloud
     /// node's replication lag and acknowledged sequence per edge node.
     pub fn register_metrics(&self) {
-        let store = self.node.runtime().twins().store().clone();
+        let store = self.twins.store().clone();
         if self.config.role == NodeRole::Edge {
             let outbox = store.clone();
             doppel_telemetry::register_gauge(
@@ -447,8 +428,8 @@ impl ClusterNode {
             .unwrap_or_default()
     }
 
-    /// Stops everything: API, planners, links, membership, NodeService, then the
-    /// local node.
+    /// Stops the cluster's part of the node: API, planners, links, membership and
+    /// NodeService. The twins keep running until their runtime stops.
     pub async fn stop(self) {
         if let Some(api) = self.api {
             api.stop().await;
@@ -474,7 +455,6 @@ impl ClusterNode {
         let (stop, task) = self.node_server;
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        self.node.stop().await;
     }
 }
 

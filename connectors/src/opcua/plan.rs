@@ -9,7 +9,7 @@ use doppel_runtime::twin::{ChannelTarget, Twins};
 use opcua::types::NodeId;
 
 use super::config::{MethodArg, OpcUaConfig};
-use super::error::UaError;
+use super::error::OpcUaError;
 
 /// A variable monitored into a channel. Its position in [`Plan::channels`] plus one is
 /// the monitored item's client handle.
@@ -50,30 +50,30 @@ pub(crate) struct Plan {
 impl Plan {
     /// Resolves the mapping of `config` against the twins: every asset, channel,
     /// desired value, command and parameter must exist and every node id must parse.
-    pub fn resolve(config: &OpcUaConfig, twins: &Twins) -> Result<Plan, UaError> {
+    pub fn resolve(config: &OpcUaConfig, twins: &Twins) -> Result<Plan, OpcUaError> {
         let connector = || config.name.clone();
         let mut plan = Plan::default();
         for asset in &config.assets {
             let entry = twins
                 .entry(&asset.path)
-                .map_err(|_| UaError::UnknownAsset {
+                .map_err(|_| OpcUaError::UnknownAsset {
                     connector: connector(),
                     asset: asset.path.clone(),
                 })?;
             let node_id = |raw: &str| {
-                NodeId::from_str(raw.trim()).map_err(|_| UaError::InvalidNodeId {
+                NodeId::from_str(raw.trim()).map_err(|_| OpcUaError::InvalidNodeId {
                     connector: connector(),
                     asset: asset.path.clone(),
                     node: raw.to_string(),
                 })
             };
-            let duplicate = |what: &str, name: &str| UaError::Invalid {
+            let duplicate = |what: &str, name: &str| OpcUaError::Invalid {
                 connector: connector(),
                 problem: format!("asset `{}`: {what} `{name}` is mapped twice", asset.path),
             };
             for mapping in &asset.channels {
                 let target = twins.target(&asset.path, &mapping.channel).map_err(|_| {
-                    UaError::UnknownChannel {
+                    OpcUaError::UnknownChannel {
                         connector: connector(),
                         asset: asset.path.clone(),
                         channel: mapping.channel.clone(),
@@ -91,7 +91,7 @@ impl Plan {
             let actuation = plan.assets.entry(asset.path.clone()).or_default();
             for write in &asset.writes {
                 if entry.twin_type.desired(&write.desired).is_none() {
-                    return Err(UaError::UnknownDesired {
+                    return Err(OpcUaError::UnknownDesired {
                         connector: connector(),
                         asset: asset.path.clone(),
                         desired: write.desired.clone(),
@@ -108,7 +108,7 @@ impl Plan {
             }
             for method in &asset.methods {
                 let Some(command) = entry.twin_type.commands.get(&method.command) else {
-                    return Err(UaError::UnknownCommand {
+                    return Err(OpcUaError::UnknownCommand {
                         connector: connector(),
                         asset: asset.path.clone(),
                         command: method.command.clone(),
@@ -116,7 +116,7 @@ impl Plan {
                 };
                 for arg in &method.args {
                     if !command.params.iter().any(|p| p.name == arg.param()) {
-                        return Err(UaError::UnknownParam {
+                        return Err(OpcUaError::UnknownParam {
                             connector: connector(),
                             asset: asset.path.clone(),
                             command: method.command.clone(),

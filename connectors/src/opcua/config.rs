@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use doppel_runtime::AssetPath;
 use serde::Deserialize;
 
-use super::error::UaError;
+use super::error::OpcUaError;
 
 /// One OPC UA connector: one server endpoint and the assets whose nodes it maps.
 #[derive(Debug, Clone, Deserialize)]
@@ -336,7 +336,7 @@ enum OneOrMany {
 impl OpcUaConfig {
     /// Reads every OPC UA connector of a TOML document: its `[opcua]` table or its
     /// `[[opcua]]` array. A document without either has none.
-    pub fn from_toml(source: &str) -> Result<Vec<OpcUaConfig>, UaError> {
+    pub fn from_toml(source: &str) -> Result<Vec<OpcUaConfig>, OpcUaError> {
         // The untagged wrapper hides the field that failed; a second, direct parse
         // reports it.
         let document: Document = toml::from_str(source).map_err(|error| {
@@ -349,7 +349,7 @@ impl OpcUaConfig {
                         .find_map(|item| item.try_into::<OpcUaConfig>().err()),
                     other => other.try_into::<OpcUaConfig>().err(),
                 });
-            UaError::Config(
+            OpcUaError::Config(
                 detail
                     .map(|e| e.message().trim().to_string())
                     .unwrap_or_else(|| error.message().trim().to_string()),
@@ -364,8 +364,8 @@ impl OpcUaConfig {
 
     /// Checks what can be checked without the twins: the endpoint URL, security
     /// (refusing an insecure endpoint unless allowed), identity and numbers.
-    pub fn validate(&self) -> Result<(), UaError> {
-        let invalid = |problem: String| UaError::Invalid {
+    pub fn validate(&self) -> Result<(), OpcUaError> {
+        let invalid = |problem: String| OpcUaError::Invalid {
             connector: self.name.clone(),
             problem,
         };
@@ -376,7 +376,7 @@ impl OpcUaConfig {
             )));
         }
         if !self.endpoint.starts_with("opc.tcp://") || self.endpoint.len() <= "opc.tcp://".len() {
-            return Err(UaError::InvalidEndpoint {
+            return Err(OpcUaError::InvalidEndpoint {
                 connector: self.name.clone(),
                 endpoint: self.endpoint.clone(),
             });
@@ -384,14 +384,14 @@ impl OpcUaConfig {
         let policy_none = self.security_policy == SecurityPolicy::None;
         let mode_none = self.security_mode == SecurityMode::None;
         if policy_none != mode_none {
-            return Err(UaError::InconsistentSecurity {
+            return Err(OpcUaError::InconsistentSecurity {
                 connector: self.name.clone(),
                 policy: self.security_policy,
                 mode: self.security_mode,
             });
         }
         if policy_none && !self.allow_insecure {
-            return Err(UaError::InsecureEndpoint {
+            return Err(OpcUaError::InsecureEndpoint {
                 connector: self.name.clone(),
                 endpoint: self.endpoint.clone(),
                 policy: self.security_policy,
@@ -570,7 +570,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&error, UaError::Config(message) if message.contains("security")),
+            matches!(&error, OpcUaError::Config(message) if message.contains("security")),
             "{error}"
         );
         let error = OpcUaConfig::from_toml(
@@ -578,7 +578,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&error, UaError::Config(message) if message.contains("dead_band")),
+            matches!(&error, OpcUaError::Config(message) if message.contains("dead_band")),
             "{error}"
         );
         assert!(
@@ -602,7 +602,7 @@ mod tests {
         assert!(insecure.is_insecure());
         assert!(matches!(
             insecure.validate(),
-            Err(UaError::InsecureEndpoint {
+            Err(OpcUaError::InsecureEndpoint {
                 policy: SecurityPolicy::None,
                 mode: SecurityMode::None,
                 ..
@@ -614,12 +614,12 @@ mod tests {
         let mixed = parse("security_policy = \"None\"\nsecurity_mode = \"Sign\"\n");
         assert!(matches!(
             mixed.validate(),
-            Err(UaError::InconsistentSecurity { .. })
+            Err(OpcUaError::InconsistentSecurity { .. })
         ));
         let mixed = parse("security_mode = \"None\"\nallow_insecure = true\n");
         assert!(matches!(
             mixed.validate(),
-            Err(UaError::InconsistentSecurity { .. })
+            Err(OpcUaError::InconsistentSecurity { .. })
         ));
     }
 
@@ -629,22 +629,28 @@ mod tests {
         let http = parse("[opcua]\nname = \"a\"\nendpoint = \"http://h:1\"\n");
         assert!(matches!(
             http.validate(),
-            Err(UaError::InvalidEndpoint { .. })
+            Err(OpcUaError::InvalidEndpoint { .. })
         ));
         let lonely_user =
             parse("[opcua]\nname = \"a\"\nendpoint = \"opc.tcp://h:1\"\nuser = \"u\"\n");
         assert!(matches!(
             lonely_user.validate(),
-            Err(UaError::Invalid { .. })
+            Err(OpcUaError::Invalid { .. })
         ));
         let backwards = parse(
             "[opcua]\nname = \"a\"\nendpoint = \"opc.tcp://h:1\"\nreconnect = { initial_ms = 10, max_ms = 5 }\n",
         );
-        assert!(matches!(backwards.validate(), Err(UaError::Invalid { .. })));
+        assert!(matches!(
+            backwards.validate(),
+            Err(OpcUaError::Invalid { .. })
+        ));
         let negative = parse(
             "[opcua]\nname = \"a\"\nendpoint = \"opc.tcp://h:1\"\n[[opcua.asset]]\npath = \"a/b\"\nchannels = [{ channel = \"t\", node = \"ns=2;i=1\", deadband = -1.0 }]\n",
         );
-        assert!(matches!(negative.validate(), Err(UaError::Invalid { .. })));
+        assert!(matches!(
+            negative.validate(),
+            Err(OpcUaError::Invalid { .. })
+        ));
         assert!(OpcUaConfig::from_toml(
             "[opcua]\nname = \"a\"\nendpoint = \"opc.tcp://h:1\"\nsecurity_policy = \"Basic128Rsa15\"\n"
         )

@@ -9,7 +9,7 @@ use super::config::{SecurityMode, SecurityPolicy};
 /// Everything that stops an OPC UA connector from starting. Once started, a connector
 /// never fails: lost connections are retried, bad values are counted and dropped.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum UaError {
+pub enum OpcUaError {
     /// The configuration text is not valid TOML or not the expected shape.
     #[error("opcua config: {0}")]
     Config(String),

@@ -1,0 +1,15 @@
+//! The kernel's moving parts, for Doppel's own crates (the actor tree, the connectors,
+//! the cluster): the twin actor and its messages, the core it runs, the directory of
+//! hosted twins, the kernel they share, and [`TwinsInternals`], the way into a
+//! [`Twins`](crate::twin::Twins) handle beyond its public methods.
+//!
+//! Not part of the embedding API: an application holds a `Twins` (or the actors
+//! crate's `Runtime`) and never needs these. They change when the kernel does.
+
+pub use crate::twin::actor::{
+    StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
+};
+pub use crate::twin::directory::{Directory, TwinEntry};
+pub use crate::twin::logic::{Effects, TwinCore, resolve_changes};
+pub use crate::twin::state::{ChannelState, ReplayWindow, SampleOutcome, check_sample};
+pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals};
