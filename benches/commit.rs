@@ -283,7 +283,7 @@ fn command_write(twin: u64, n: u64, done: std::sync::mpsc::SyncSender<bool>) -> 
             kind: AuditKind::Command,
             command_id: CommandId::random(),
             command: "set_speed".into(),
-            params: vec![("rpm".into(), speed)],
+            requested: vec![("rpm".into(), speed)],
             origin: Origin::operator("bench"),
             state_version: n,
             models: Vec::new(),

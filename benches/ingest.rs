@@ -143,7 +143,7 @@ async fn trip_latency_us(
     let _receipt = twins.ingest_batch([(target, reading)]).await.unwrap();
     loop {
         let actuation = actuations.recv().await.unwrap();
-        if &actuation.asset == asset {
+        if actuation.asset() == asset {
             break;
         }
     }

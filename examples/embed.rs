@@ -277,7 +277,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let actuation = actuations.recv().await?;
     println!(
         "safety action: {} {} ({})",
-        actuation.asset, actuation.command, actuation.reason
+        actuation.asset(),
+        actuation.command(),
+        actuation.reason()
     );
 
     for record in twins.audit(&pump, Timestamp(0), Timestamp::now(), 10)? {

@@ -53,6 +53,11 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The model and governor kinds registered so far.
+    pub fn components(&self) -> &Components {
+        &self.components
+    }
+
     /// Registers a model kind, usable as `kind = "…"` in twin types.
     pub fn model<F>(mut self, kind: impl Into<String>, factory: F) -> Self
     where

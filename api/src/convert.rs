@@ -292,7 +292,7 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
         } as i32,
         command_id: record.command_id.0.clone(),
         command: record.command.clone(),
-        params: named_values(&record.params),
+        requested: named_values(&record.requested),
         origin: Some(origin(&record.origin)),
         state_version: record.state_version,
         models: record.models.iter().map(model_info).collect(),

@@ -9,5 +9,10 @@ pub mod broker;
 pub mod drops;
 pub mod mqtt;
 pub mod opcua;
+pub mod reach;
+
+#[cfg(test)]
+mod governed;
 
 pub use drops::{DropKind, Drops};
+pub use reach::{AssetReach, Reach};

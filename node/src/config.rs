@@ -23,6 +23,11 @@
 //! tokens = [{ name = "ann", token = "…", role = "operator" }]
 //! tls = { cert = "api.pem", key = "api.key" }   # optional
 //!
+//! [[actuation.elsewhere]]    # optional: a desired value something else actuates
+//! type = "press"
+//! desired = "running"
+//! by = "PLC interlock"
+//!
 //! [cluster]                  # optional: join a cluster (see doppel_cluster::config)
 //! id = "acme-prod"
 //! node_id = "edge-a"
@@ -39,6 +44,7 @@ use doppel_connectors::opcua::OpcUaConfig;
 use doppel_runtime::RuntimeSettings;
 use serde::Deserialize;
 
+use crate::actuation::ActuationConfig;
 use crate::error::NodeError;
 
 /// A node's config file. Relative paths in it (data directory, types, plant, TLS files
@@ -63,6 +69,9 @@ pub struct NodeConfig {
     /// Cluster membership; a node without it runs on its own.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Desired values actuated outside the node (see [`ActuationConfig`]).
+    #[serde(default)]
+    pub actuation: ActuationConfig,
 }
 
 /// The `[node]` table.

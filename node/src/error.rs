@@ -38,6 +38,33 @@ pub enum NodeError {
         /// The name.
         name: String,
     },
+    /// A governor's safety action sets a desired value that no connector carries to a
+    /// twin the node's connectors serve, and the config does not say it is actuated
+    /// elsewhere: the trip would be decided and never reach the machine.
+    #[error(
+        "twin type `{twin_type}`: safety action `{action}` of governor `{governor}` sets desired value `{desired}`, which no connector carries to `{asset}`; map it to the machine (an OPC UA write or method, MQTT `…/cmd`, Sparkplug) or, if something else actuates it, say so under [[actuation.elsewhere]] (type = \"{twin_type}\", desired = \"{desired}\", by = \"…\")"
+    )]
+    UnactuatedSafety {
+        /// The twin type.
+        twin_type: String,
+        /// The governor.
+        governor: String,
+        /// The command its safety action runs.
+        action: String,
+        /// The desired value that does not reach the machine.
+        desired: String,
+        /// The first twin it does not reach.
+        asset: doppel_runtime::AssetPath,
+    },
+    /// An `[[actuation.elsewhere]]` entry names a type or desired value that does not
+    /// exist.
+    #[error("[[actuation.elsewhere]]: twin type `{twin_type}` has no desired value `{desired}`")]
+    UnknownElsewhere {
+        /// The twin type.
+        twin_type: String,
+        /// The desired value.
+        desired: String,
+    },
     /// Twin types or topology are invalid.
     #[error(transparent)]
     Config(#[from] doppel_runtime::ConfigError),

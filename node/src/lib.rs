@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+mod actuation;
 mod config;
 mod error;
 
@@ -27,11 +28,13 @@ use doppel_actors::Runtime;
 use doppel_api::{ApiHandle, ApiServer};
 use doppel_cluster::config::covers;
 use doppel_cluster::{Cluster, NodeRole};
+use doppel_connectors::Reach;
 use doppel_connectors::mqtt::MqttConnector;
 use doppel_connectors::opcua::{OpcUaConnector, OpcUaHandle};
 use doppel_runtime::twin::Twins;
 use doppel_runtime::{AssetPath, Topology, TwinTypes};
 
+pub use actuation::{ActuatedElsewhere, ActuationConfig, Unmapped};
 pub use config::{NodeConfig, NodeSection};
 pub use error::NodeError;
 
@@ -61,6 +64,7 @@ impl Node {
             opcua,
             api,
             cluster,
+            actuation,
         } = config;
         let edge = cluster.as_ref().map(|c| c.role == NodeRole::Edge);
         if let Some(edge) = edge {
@@ -78,7 +82,27 @@ impl Node {
             None => Topology::default(),
         };
         topology.retain_machines(hosts);
-        let runtime = Runtime::builder()
+        let builder = Runtime::builder();
+        let mut reach = Reach::default();
+        for connector in &mqtt {
+            reach.merge(connector.reach());
+        }
+        for connector in &opcua {
+            reach.merge(connector.reach());
+        }
+        let unmapped =
+            actuation::check(&actuation, &types, &topology, builder.components(), &reach)?;
+        for gap in &unmapped {
+            tracing::warn!(
+                twin_type = %gap.twin_type,
+                command = %gap.command,
+                desired = %gap.desired,
+                asset = %gap.asset,
+                twins = gap.twins,
+                "no connector carries this command's desired value to the machine; the command changes the twin only"
+            );
+        }
+        let runtime = builder
             .twin_types(types)
             .topology(topology)
             .data_dir(&section.data_dir)

@@ -43,8 +43,9 @@ pub struct AuditRecord {
     pub command_id: CommandId,
     /// The command's name.
     pub command: String,
-    /// Its parameters as requested.
-    pub params: Vec<(String, Value)>,
+    /// Its parameters as requested, before any governor reviewed them. Only the
+    /// values in `applied` ever leave the twin.
+    pub requested: Vec<(String, Value)>,
     /// Who asked (for safety actions: the governor).
     pub origin: Origin,
     /// The twin's state version the decision was based on.

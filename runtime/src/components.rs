@@ -90,6 +90,49 @@ impl Components {
     }
 }
 
+/// A desired value that one of a twin type's commands, or a governor's safety action,
+/// sets: it must reach the machine through a connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActuationNeed {
+    /// The desired value.
+    pub desired: String,
+    /// The command that sets it.
+    pub command: String,
+    /// The governor whose safety action runs `command`; `None` for an operator's (or a
+    /// planner's) command.
+    pub safety_of: Option<String>,
+}
+
+impl Components {
+    /// Every desired value `twin_type`'s safety actions set (one entry per governor,
+    /// command and desired value, in governor order) followed by those its commands
+    /// set. Builds the type's governors once to ask each for its
+    /// [`safety_commands`](crate::Governor::safety_commands).
+    pub fn actuation_needs(&self, twin_type: &TwinType) -> Result<Vec<ActuationNeed>, ConfigError> {
+        let mut needs = Vec::new();
+        for governor in self.build_governors(twin_type)? {
+            for command in governor.safety_commands() {
+                let Some(spec) = twin_type.commands.get(&command) else {
+                    continue;
+                };
+                needs.extend(spec.sets.iter().map(|(desired, _)| ActuationNeed {
+                    desired: desired.clone(),
+                    command: command.clone(),
+                    safety_of: Some(governor.name().to_string()),
+                }));
+            }
+        }
+        for (command, spec) in &twin_type.commands {
+            needs.extend(spec.sets.iter().map(|(desired, _)| ActuationNeed {
+                desired: desired.clone(),
+                command: command.clone(),
+                safety_of: None,
+            }));
+        }
+        Ok(needs)
+    }
+}
+
 fn join_keys<V>(map: &BTreeMap<String, V>) -> String {
     map.keys().cloned().collect::<Vec<_>>().join(", ")
 }

@@ -38,7 +38,7 @@ pub mod value;
 
 pub use audit::{AuditKind, AuditRecord, ModelInfo};
 pub use command::{Clamp, Command, CommandId, DesiredChange, Origin, OriginKind, Verdict};
-pub use components::{Components, GovernorFactory, ModelFactory};
+pub use components::{ActuationNeed, Components, GovernorFactory, ModelFactory};
 pub use config::{ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes};
 pub use error::Error;
 pub use governor::{Governor, Proposal, Review, SafetyDemand};

@@ -273,13 +273,13 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         loop {
             match actuations.try_recv() {
                 Ok(actuation) => {
-                    let Some(&machine) = index_of.get(&actuation.asset) else {
+                    let Some(&machine) = index_of.get(actuation.asset()) else {
                         continue;
                     };
-                    for (name, value) in &actuation.changes {
+                    for (name, value) in actuation.values() {
                         simulator.apply_desired(machine, name, value.as_f64());
                     }
-                    if actuation.safety {
+                    if actuation.is_safety() {
                         trips += 1;
                         push_event(
                             &mut events,
@@ -287,10 +287,10 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                             format!(
                                 "{:>6.1}s  SAFETY  {}  {} by {}: {}",
                                 started.elapsed().as_secs_f64(),
-                                actuation.asset,
-                                actuation.command,
-                                actuation.origin.principal,
-                                actuation.reason
+                                actuation.asset(),
+                                actuation.command(),
+                                actuation.origin().principal,
+                                actuation.reason()
                             ),
                         );
                     }

@@ -303,18 +303,18 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             loop {
                 match receiver.try_recv() {
                     Ok(actuation) => {
-                        let Some(&machine) = index_of.get(&actuation.asset) else {
+                        let Some(&machine) = index_of.get(actuation.asset()) else {
                             continue;
                         };
-                        for (name, value) in &actuation.changes {
+                        for (name, value) in actuation.values() {
                             simulator.apply_desired(machine, name, value.as_f64());
                         }
-                        let what = if actuation.safety {
+                        let what = if actuation.is_safety() {
                             "SAFETY "
                         } else {
                             "COMMAND"
                         };
-                        if actuation.safety {
+                        if actuation.is_safety() {
                             trips += 1;
                         }
                         push_event(
@@ -323,13 +323,13 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                             format!(
                                 "{:>6.1}s  {what} {}  {} by {}{}",
                                 started.elapsed().as_secs_f64(),
-                                actuation.asset,
-                                actuation.command,
-                                actuation.origin.principal,
-                                if actuation.reason.is_empty() {
+                                actuation.asset(),
+                                actuation.command(),
+                                actuation.origin().principal,
+                                if actuation.reason().is_empty() {
                                     String::new()
                                 } else {
-                                    format!(": {}", actuation.reason)
+                                    format!(": {}", actuation.reason())
                                 }
                             ),
                         );

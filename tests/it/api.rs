@@ -558,7 +558,9 @@ async fn api_send_command_returns_verdicts_and_a_retried_key_actuates_once() {
     assert_eq!(twin(client, 3).await.version, first.version);
     let mut actuated: HashMap<String, usize> = HashMap::new();
     while let Ok(actuation) = actuations.try_recv() {
-        *actuated.entry(actuation.command_id.0).or_default() += 1;
+        *actuated
+            .entry(actuation.command_id().0.clone())
+            .or_default() += 1;
     }
     assert_eq!(actuated.get("retry-1300"), Some(&1), "{actuated:?}");
     let keyed_records = audit_all(client, &press(3).to_string())
@@ -808,7 +810,7 @@ async fn api_history_and_audit_pages() {
     let rpms: Vec<Option<Value>> = records
         .iter()
         .map(|r| {
-            r.params[0]
+            r.requested[0]
                 .value
                 .as_ref()
                 .and_then(doppel_api::convert::value_from_proto)
@@ -973,7 +975,7 @@ async fn api_answers_every_error_with_its_code() {
     client.send_command(timely).await.unwrap();
     let mut actuated = Vec::new();
     while let Ok(actuation) = actuations.try_recv() {
-        actuated.push(actuation.changes);
+        actuated.push(actuation.values().to_vec());
     }
     assert_eq!(
         actuated,

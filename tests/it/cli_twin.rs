@@ -390,7 +390,7 @@ fn list_get_history_and_audit_read_the_node() {
         .find(|r| r["command"] == "set_speed" && r["asset_path"] == press)
         .unwrap_or_else(|| panic!("no set_speed record: {records:?}"));
     assert_eq!(record["kind"], "command");
-    assert_eq!(record["params"]["rpm"], 1300);
+    assert_eq!(record["requested"]["rpm"], 1300);
     assert!(record["verdict"]["outcome"].is_string(), "{record}");
     assert!(
         record["seq"].is_u64() && record["at"].is_string(),

@@ -38,14 +38,18 @@ async fn sample_to_state_to_derived_to_trip_to_audit() {
         .await
         .unwrap()
         .unwrap();
-    assert!(actuation.safety);
-    assert_eq!(actuation.asset, press1);
-    assert_eq!(actuation.command, "stop");
+    assert!(actuation.is_safety());
+    assert_eq!(actuation.asset(), &press1);
+    assert_eq!(actuation.command(), "stop");
     assert_eq!(
-        actuation.changes,
-        vec![("running".to_string(), Value::Bool(false))]
+        actuation.values(),
+        [("running".to_string(), Value::Bool(false))]
     );
-    assert!(actuation.reason.contains("121.5"), "{}", actuation.reason);
+    assert!(
+        actuation.reason().contains("121.5"),
+        "{}",
+        actuation.reason()
+    );
 
     let report = twins.report(&press1).await.unwrap();
     assert_eq!(report.run_state, RunState::Tripped);
@@ -610,7 +614,7 @@ async fn a_retried_idempotent_command_is_applied_once_across_restarts() {
     assert_eq!(keyed.len(), 1, "one audit record for the key");
     let mut sent = 0;
     while let Ok(actuation) = actuations.try_recv() {
-        if actuation.command_id.0 == "order-4711" {
+        if actuation.command_id().0 == "order-4711" {
             sent += 1;
         }
     }

@@ -197,6 +197,10 @@ async fn round_trip(url: &str) {
     let actuation = inbox.json_on("acme/plant-a/line-1/press-1/cmd").await;
     assert_eq!(actuation["command"], "set_speed", "{actuation}");
     assert_eq!(actuation["set"]["speed"], Json::from(2400.0), "{actuation}");
+    assert!(
+        !actuation.to_string().contains("2900"),
+        "only the governed value leaves the twin: {actuation}"
+    );
 
     assert_eq!(
         connector.drops().total(),

@@ -451,21 +451,37 @@ async fn signed_and_encrypted_session_carries_values_and_commands() {
             "seq is the source time in microseconds"
         );
 
-        command(
-            &runtime,
-            Command::new(press(1), "set_speed", Origin::operator("ann"))
-                .param("rpm", Value::Float(1500.0)),
-        )
-        .await;
-        wait_until("the speed setpoint is written", WAIT, || async {
-            plc.value("Press1.Speed") == Some(Variant::Double(1500.0))
+        // Asked 2800 rpm, the envelope clamps to 2400: the write and the method call
+        // carry 2400, never the value as requested.
+        let outcome = runtime
+            .twins()
+            .command(
+                Command::new(press(1), "set_speed", Origin::operator("ann"))
+                    .param("rpm", Value::Float(2800.0)),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(&outcome.verdict, Verdict::Clamped { clamps } if clamps[0].applied == Value::Float(2400.0)),
+            "{:?}",
+            outcome.verdict
+        );
+        wait_until("the clamped speed setpoint is written", WAIT, || async {
+            plc.value("Press1.Speed") == Some(Variant::Double(2400.0))
         })
         .await;
-        wait_until("the ramp method is called", WAIT, || async {
+        wait_until("the ramp method is called with the clamped value", WAIT, || async {
             plc.calls()
-                .contains(&("Press1.Ramp".to_string(), vec![Variant::Float(1500.0)]))
+                .contains(&("Press1.Ramp".to_string(), vec![Variant::Float(2400.0)]))
         })
         .await;
+        assert!(
+            !plc.calls()
+                .iter()
+                .any(|(_, args)| args.contains(&Variant::Float(2800.0))),
+            "the requested value never reaches the machine: {:?}",
+            plc.calls()
+        );
 
         command(
             &runtime,
@@ -706,7 +722,14 @@ async fn bad_status_is_bad_quality_and_strings_are_dropped() {
 async fn bad_configurations_are_refused_at_start() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = support::start(dir.path()).await;
+        // `calibrate` takes a parameter that sets no desired value.
+        let types = format!(
+            "{}\n[types.press.commands.calibrate]\nparams.offset = {{ type = \"float\", min = -1, max = 1 }}\n",
+            support::types()
+        );
+        let runtime =
+            support::start_custom(dir.path(), &types, support::settings(), |builder| builder)
+                .await;
         let start = |config: OpcUaConfig| {
             let twins = runtime.twins().clone();
             let dir = dir.path().to_path_buf();
@@ -757,6 +780,19 @@ async fn bad_configurations_are_refused_at_start() {
             doppel::connectors::opcua::MethodArg::Param("torque".to_string());
         let error = start(unknown_param).await.unwrap_err();
         assert!(matches!(error, OpcUaError::UnknownParam { .. }), "{error}");
+
+        // A parameter that sets no desired value is reviewed by no governor: it cannot
+        // become a method argument.
+        let mut ungoverned = config(endpoint, INSECURE, "");
+        ungoverned.assets[0].methods[1].command = "calibrate".to_string();
+        ungoverned.assets[0].methods[1].args[0] =
+            doppel::connectors::opcua::MethodArg::Param("offset".to_string());
+        let error = start(ungoverned).await.unwrap_err();
+        assert!(
+            matches!(&error, OpcUaError::UngovernedParam { command, param, .. }
+                if command == "calibrate" && param == "offset"),
+            "{error}"
+        );
 
         runtime.shutdown().await;
     })

@@ -194,16 +194,17 @@ async fn edge_node_session(url: &str) {
     )
     .await;
 
-    // An accepted command reaches the device as DCMD.
+    // A clamped command reaches the device as DCMD with the value the envelope
+    // allowed (2400), never the 2900 asked for.
     let outcome = runtime
         .twins()
         .command(
             Command::new(press(1), "set_speed", Origin::operator("ann"))
-                .param("rpm", Value::Float(1800.0)),
+                .param("rpm", Value::Float(2900.0)),
         )
         .await
         .unwrap();
-    assert_eq!(outcome.verdict.as_str(), "accepted");
+    assert_eq!(outcome.verdict.as_str(), "clamped");
     let speed = loop {
         // Safety actions of the twin's governors may come first; look for the command.
         let command = Payload::decode(inbox.next_on(DCMD).await.as_slice()).unwrap();
@@ -216,7 +217,7 @@ async fn edge_node_session(url: &str) {
         }
     };
     assert_eq!(speed.datatype, Some(DataType::Double as u32));
-    assert_eq!(speed.value, Some(metric::Value::DoubleValue(1800.0)));
+    assert_eq!(speed.value, Some(metric::Value::DoubleValue(2400.0)));
 
     let drops = connector.drops();
     assert_eq!(drops.count(DropKind::SequenceGap), 1);

@@ -289,6 +289,10 @@ impl Governor for TripGovernor {
 
     /// Checks every sample of the channel, even one that arrives late: a reading beyond
     /// the limit is evidence of a fault whenever it was taken.
+    fn safety_commands(&self) -> Vec<String> {
+        vec![self.action.clone()]
+    }
+
     fn watch(&mut self, sample: &Sample, twin: &TwinView<'_>) -> Option<SafetyDemand> {
         if sample.channel != self.channel || !self.min_quality.admits(sample.quality) {
             return None;

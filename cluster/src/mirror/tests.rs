@@ -67,7 +67,7 @@ fn audit_record(asset: &str, seq: u64, at: i64) -> AuditRecord {
         kind: AuditKind::Command,
         command_id: CommandId(format!("command-{seq}")),
         command: "set_speed".into(),
-        params: vec![("rpm".into(), Value::Float(1500.0))],
+        requested: vec![("rpm".into(), Value::Float(1500.0))],
         origin: Origin::operator("ada"),
         state_version: 1,
         models: Vec::new(),

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::MqttError;
 use super::sparkplug::SparkplugConfig;
+use crate::reach::{AssetReach, Reach};
 
 /// One broker connection.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +51,35 @@ pub struct MqttConfig {
     /// The Sparkplug B layout (off unless the table is present).
     #[serde(default)]
     pub sparkplug: Option<SparkplugConfig>,
+}
+
+impl MqttConfig {
+    /// What this connection reaches: with the Unified Namespace layout, every hosted
+    /// twin (it subscribes to all their topics), and every desired value when it
+    /// publishes commands; with Sparkplug, the mapped twins and every desired value
+    /// (each goes out as a DCMD or NCMD metric).
+    pub fn reach(&self) -> Reach {
+        let every_desired = AssetReach {
+            every_desired: true,
+            ..AssetReach::default()
+        };
+        let mut reach = Reach::default();
+        if self.uns.enabled {
+            reach.every_twin = Some(if self.uns.publish_commands {
+                every_desired.clone()
+            } else {
+                AssetReach::default()
+            });
+        }
+        if let Some(sparkplug) = &self.sparkplug {
+            for mapping in &sparkplug.map {
+                reach
+                    .assets
+                    .insert(mapping.asset.clone(), every_desired.clone());
+            }
+        }
+        reach
+    }
 }
 
 /// The Unified Namespace JSON layout.

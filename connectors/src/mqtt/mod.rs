@@ -532,7 +532,11 @@ async fn publish(
         tokio::select! {
             actuation = actuations.recv() => match actuation {
                 Ok(actuation) => {
-                    let _span = tracing::info_span!("mqtt_actuation", asset = %actuation.asset, command_id = %actuation.command_id).entered();
+                    let _span = tracing::info_span!("mqtt_actuation", asset = %actuation.asset(), command_id = %actuation.command_id()).entered();
+                    if actuation.deadline().is_some_and(|deadline| deadline < Timestamp::now()) {
+                        tracing::warn!(command = actuation.command(), "actuation not published: its deadline passed before it reached the connector");
+                        continue;
+                    }
                     for codec in codecs.lock().iter_mut() {
                         codec.actuation(&actuation, &mut outgoing);
                     }

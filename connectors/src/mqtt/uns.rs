@@ -352,22 +352,22 @@ impl Codec for UnsCodec {
         if !self.config.publish_commands {
             return;
         }
-        let params = values_json(&actuation.params);
-        let set = values_json(&actuation.changes);
         let mut body = json!({
-            "id": actuation.command_id.0,
-            "command": actuation.command,
-            "params": params,
-            "set": set,
-            "safety": actuation.safety,
-            "origin": actuation.origin,
-            "ts": actuation.at.to_rfc3339(),
+            "id": actuation.command_id().0,
+            "command": actuation.command(),
+            "set": values_json(actuation.values()),
+            "safety": actuation.is_safety(),
+            "origin": actuation.origin(),
+            "ts": actuation.at().to_rfc3339(),
         });
-        if actuation.safety {
-            body["reason"] = Json::String(actuation.reason.clone());
+        if let Some(deadline) = actuation.deadline() {
+            body["deadline"] = Json::String(deadline.to_rfc3339());
+        }
+        if actuation.is_safety() {
+            body["reason"] = Json::String(actuation.reason().to_string());
         }
         out.push(Outgoing {
-            topic: self.json_topic(actuation.asset.as_str(), ""),
+            topic: self.json_topic(actuation.asset().as_str(), ""),
             payload: body.to_string().into_bytes(),
             retain: false,
         });

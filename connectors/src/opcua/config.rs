@@ -28,6 +28,7 @@ use doppel_runtime::AssetPath;
 use serde::Deserialize;
 
 use super::error::OpcUaError;
+use crate::reach::Reach;
 
 /// One OPC UA connector: one server endpoint and the assets whose nodes it maps.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,7 +160,9 @@ pub struct MethodMapping {
     pub object: String,
     /// The method's node id.
     pub method: String,
-    /// The method's input arguments, in order, taken from the command's parameters.
+    /// The method's input arguments, in order. Each names a command parameter and
+    /// carries the governed value of the desired value that parameter sets (after
+    /// every governor's clamp), never the parameter as requested.
     #[serde(default)]
     pub args: Vec<MethodArg>,
 }
@@ -168,9 +171,10 @@ pub struct MethodMapping {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum MethodArg {
-    /// A command parameter, sent as Double (float), Int64 (int) or Boolean (bool).
+    /// A command parameter (its governed value), sent as Double (float), Int64 (int)
+    /// or Boolean (bool).
     Param(String),
-    /// A command parameter converted to an explicit OPC UA type.
+    /// A command parameter (its governed value) converted to an explicit OPC UA type.
     Typed {
         /// The command parameter.
         param: String,
@@ -334,6 +338,22 @@ enum OneOrMany {
 }
 
 impl OpcUaConfig {
+    /// What this connector reaches: the mapped twins, their written desired values and
+    /// the commands that call a method.
+    pub fn reach(&self) -> Reach {
+        let mut reach = Reach::default();
+        for asset in &self.assets {
+            let entry = reach.assets.entry(asset.path.clone()).or_default();
+            entry
+                .desired
+                .extend(asset.writes.iter().map(|w| w.desired.clone()));
+            entry
+                .commands
+                .extend(asset.methods.iter().map(|m| m.command.clone()));
+        }
+        reach
+    }
+
     /// Reads every OPC UA connector of a TOML document: its `[opcua]` table or its
     /// `[[opcua]]` array. A document without either has none.
     pub fn from_toml(source: &str) -> Result<Vec<OpcUaConfig>, OpcUaError> {

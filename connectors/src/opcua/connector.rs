@@ -584,6 +584,27 @@ impl OpcUaConnector {
     }
 }
 
+/// The input arguments of `method` for `actuation`: each argument is the governed value
+/// of the desired value its parameter sets, converted to the argument's type.
+pub(crate) fn method_arguments(
+    actuation: &Actuation,
+    method: &MethodTarget,
+) -> Result<Vec<Variant>, String> {
+    method
+        .args
+        .iter()
+        .map(|arg| {
+            let value = actuation.value(&arg.desired).ok_or_else(|| {
+                format!("desired value `{}` is not set by the verdict", arg.desired)
+            })?;
+            arg.data_type
+                .unwrap_or_else(|| ScalarType::natural(value))
+                .variant(value)
+                .map_err(|error| error.to_string())
+        })
+        .collect()
+}
+
 /// Turns actuations of mapped assets into writes and method calls on the live session.
 struct Actuator {
     name: String,
@@ -611,12 +632,24 @@ impl Actuator {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
             };
-            let Some(mapping) = self.plan.assets.get(&actuation.asset) else {
+            let Some(mapping) = self.plan.assets.get(actuation.asset()) else {
                 continue;
             };
+            if actuation
+                .deadline()
+                .is_some_and(|deadline| deadline < Timestamp::now())
+            {
+                Counters::add(&self.counters.write_failures, 1);
+                self.failed(
+                    &actuation,
+                    "write",
+                    "its deadline passed before it reached the connector; not written",
+                );
+                continue;
+            }
             let live = self.live.borrow().clone();
             self.write(&actuation, mapping, live.as_deref()).await;
-            if let Some(method) = mapping.methods.get(&actuation.command) {
+            if let Some(method) = mapping.methods.get(actuation.command()) {
                 self.call(&actuation, method, live.as_deref()).await;
             }
         }
@@ -625,7 +658,7 @@ impl Actuator {
     /// Writes every changed desired value that has a variable.
     async fn write(&self, actuation: &Actuation, mapping: &AssetActuation, live: Option<&Live>) {
         let targets: Vec<(&str, &NodeId, Value)> = actuation
-            .changes
+            .values()
             .iter()
             .filter_map(|(desired, value)| {
                 mapping
@@ -682,7 +715,7 @@ impl Actuator {
                         .unwrap_or(StatusCode::BadUnexpectedError);
                     if status.is_good() {
                         Counters::add(&self.counters.writes, 1);
-                        debug!(connector = %self.name, asset = %actuation.asset, desired, %node, "written");
+                        debug!(connector = %self.name, asset = %actuation.asset(), desired, %node, "written");
                     } else {
                         Counters::add(&self.counters.write_failures, 1);
                         self.failed(
@@ -700,7 +733,8 @@ impl Actuator {
         }
     }
 
-    /// Calls the command's method with its parameters as arguments.
+    /// Calls the command's method with the governed values of its parameters as
+    /// arguments.
     async fn call(&self, actuation: &Actuation, method: &MethodTarget, live: Option<&Live>) {
         let Some(live) = live else {
             Counters::add(&self.counters.call_failures, 1);
@@ -711,34 +745,14 @@ impl Actuator {
             );
             return;
         };
-        let mut arguments = Vec::with_capacity(method.args.len());
-        for arg in &method.args {
-            let Some(value) = actuation
-                .params
-                .iter()
-                .find(|(name, _)| name == arg.param())
-                .map(|(_, value)| *value)
-            else {
+        let arguments = match method_arguments(actuation, method) {
+            Ok(arguments) => arguments,
+            Err(problem) => {
                 Counters::add(&self.counters.call_failures, 1);
-                self.failed(
-                    actuation,
-                    "call",
-                    &format!("parameter `{}` is missing", arg.param()),
-                );
+                self.failed(actuation, "call", &problem);
                 return;
-            };
-            let scalar = arg
-                .data_type()
-                .unwrap_or_else(|| ScalarType::natural(value));
-            match scalar.variant(value) {
-                Ok(variant) => arguments.push(variant),
-                Err(error) => {
-                    Counters::add(&self.counters.call_failures, 1);
-                    self.failed(actuation, "call", &error.to_string());
-                    return;
-                }
             }
-        }
+        };
         let request = CallMethodRequest {
             object_id: method.object.clone(),
             method_id: method.method.clone(),
@@ -747,7 +761,7 @@ impl Actuator {
         match live.session.call_one(request).await {
             Ok(result) if result.status_code.is_good() => {
                 Counters::add(&self.counters.calls, 1);
-                debug!(connector = %self.name, asset = %actuation.asset, command = %actuation.command, method = %method.method, "called");
+                debug!(connector = %self.name, asset = %actuation.asset(), command = %actuation.command(), method = %method.method, "called");
             }
             Ok(result) => {
                 Counters::add(&self.counters.call_failures, 1);
@@ -769,11 +783,11 @@ impl Actuator {
 
     /// Logs an actuation that did not reach the machine; loudly for a safety action.
     fn failed(&self, actuation: &Actuation, what: &str, reason: &str) {
-        if actuation.safety {
+        if actuation.is_safety() {
             error!(
                 connector = %self.name,
-                asset = %actuation.asset,
-                command = %actuation.command,
+                asset = %actuation.asset(),
+                command = %actuation.command(),
                 what,
                 reason,
                 "safety action not delivered to the machine"
@@ -781,9 +795,9 @@ impl Actuator {
         } else {
             warn!(
                 connector = %self.name,
-                asset = %actuation.asset,
-                command = %actuation.command,
-                command_id = %actuation.command_id,
+                asset = %actuation.asset(),
+                command = %actuation.command(),
+                command_id = %actuation.command_id(),
                 what,
                 reason,
                 "actuation not delivered to the machine"

@@ -118,6 +118,21 @@ pub enum OpcUaError {
         /// The parameter.
         param: String,
     },
+    /// A method argument names a parameter that sets no desired value: no governor
+    /// reviews it, so it may not leave the twin.
+    #[error(
+        "opcua connector `{connector}`: asset `{asset}`: parameter `{param}` of command `{command}` sets no desired value, so no governor reviews it; a method argument can only carry a governed value"
+    )]
+    UngovernedParam {
+        /// The connector.
+        connector: String,
+        /// The asset.
+        asset: AssetPath,
+        /// The command.
+        command: String,
+        /// The parameter.
+        param: String,
+    },
     /// The PKI directory or the connector's own certificate cannot be created.
     #[error("opcua connector `{connector}`: pki directory `{}`: {problem}", dir.display())]
     Pki {

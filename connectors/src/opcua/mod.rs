@@ -35,8 +35,11 @@
 //! becomes one write (all in one request), converted to the variable's DataType as read
 //! when the session opened (Boolean, the integer types, Float, Double; a float is
 //! rounded for an integer variable; a value outside the type's range is refused). A
-//! command with a `methods` entry then becomes a call with the command's parameters as
-//! arguments, in the configured order. An actuation that finds no session is not
+//! command with a `methods` entry then becomes a call whose arguments are, in the
+//! configured order, the governed values of the desired values the named parameters
+//! set: a command clamped from 2800 to 2400 rpm calls `Ramp(2400.0)`. A parameter that
+//! sets no desired value is reviewed by no governor and is refused as an argument at
+//! start ([`OpcUaError::UngovernedParam`]). An actuation that finds no session is not
 //! delivered later — a late setpoint can be worse than none — it is logged and counted
 //! as failed, like a write or call the server refuses. Failures never stop the
 //! connector; a failed safety action is logged as an error.
@@ -77,10 +80,10 @@
 //! ```
 
 mod config;
-mod connector;
+pub(crate) mod connector;
 mod convert;
 mod error;
-mod plan;
+pub(crate) mod plan;
 
 pub use config::{
     AssetMapping, ChannelMapping, MethodArg, MethodMapping, OpcUaConfig, Password, ReconnectConfig,

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use doppel_runtime::AssetPath;
+use doppel_runtime::config::{CommandSpec, SetSource};
 use doppel_runtime::twin::{ChannelTarget, Twins};
 use opcua::types::NodeId;
 
-use super::config::{MethodArg, OpcUaConfig};
+use super::config::{MethodArg, OpcUaConfig, ScalarType};
 use super::error::OpcUaError;
 
 /// A variable monitored into a channel. Its position in [`Plan::channels`] plus one is
@@ -28,7 +29,15 @@ pub(crate) struct MonitoredChannel {
 pub(crate) struct MethodTarget {
     pub object: NodeId,
     pub method: NodeId,
-    pub args: Vec<MethodArg>,
+    pub args: Vec<GovernedArg>,
+}
+
+/// A method argument, resolved to the desired value its parameter sets: the call
+/// carries the governed value, never the parameter as requested.
+#[derive(Debug, Clone)]
+pub(crate) struct GovernedArg {
+    pub desired: String,
+    pub data_type: Option<ScalarType>,
 }
 
 /// What actuations of one asset become.
@@ -45,6 +54,24 @@ pub(crate) struct AssetActuation {
 pub(crate) struct Plan {
     pub channels: Vec<MonitoredChannel>,
     pub assets: HashMap<AssetPath, AssetActuation>,
+}
+
+/// The desired value `arg`'s parameter sets in `command`; `Err(true)` when the command
+/// has no such parameter, `Err(false)` when the parameter sets no desired value.
+fn governed_arg(arg: &MethodArg, command: &CommandSpec) -> Result<GovernedArg, bool> {
+    if !command.params.iter().any(|p| p.name == arg.param()) {
+        return Err(true);
+    }
+    let desired = command
+        .sets
+        .iter()
+        .find(|(_, source)| matches!(source, SetSource::Param(param) if param == arg.param()))
+        .map(|(desired, _)| desired.clone())
+        .ok_or(false)?;
+    Ok(GovernedArg {
+        desired,
+        data_type: arg.data_type(),
+    })
 }
 
 impl Plan {
@@ -114,20 +141,36 @@ impl Plan {
                         command: method.command.clone(),
                     });
                 };
+                let mut args = Vec::with_capacity(method.args.len());
                 for arg in &method.args {
-                    if !command.params.iter().any(|p| p.name == arg.param()) {
-                        return Err(OpcUaError::UnknownParam {
-                            connector: connector(),
-                            asset: asset.path.clone(),
-                            command: method.command.clone(),
-                            param: arg.param().to_string(),
-                        });
-                    }
+                    args.push(governed_arg(arg, command).map_err(|unknown| {
+                        let (connector, asset, command, param) = (
+                            connector(),
+                            asset.path.clone(),
+                            method.command.clone(),
+                            arg.param().to_string(),
+                        );
+                        if unknown {
+                            OpcUaError::UnknownParam {
+                                connector,
+                                asset,
+                                command,
+                                param,
+                            }
+                        } else {
+                            OpcUaError::UngovernedParam {
+                                connector,
+                                asset,
+                                command,
+                                param,
+                            }
+                        }
+                    })?);
                 }
                 let target = MethodTarget {
                     object: node_id(&method.object)?,
                     method: node_id(&method.method)?,
-                    args: method.args.clone(),
+                    args,
                 };
                 if actuation
                     .methods

@@ -20,6 +20,14 @@ pub trait Governor: Send + 'static {
     /// [`Review::Deny`] to refuse. Must not change `self`: what-if simulation calls it too.
     fn review(&self, proposal: &mut Proposal<'_>, twin: &TwinView<'_>) -> Review;
 
+    /// The commands of the twin's type this governor may demand as safety actions from
+    /// [`Governor::watch`]. A node checks at start that every desired value they set
+    /// reaches the machine through a connector; a governor that demands a command it
+    /// did not name here still has it executed, with an error logged.
+    fn safety_commands(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Watches a newly applied sample (the state already includes it).
     fn watch(&mut self, sample: &Sample, twin: &TwinView<'_>) -> Option<SafetyDemand> {
         let _ = (sample, twin);

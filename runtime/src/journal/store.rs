@@ -557,7 +557,7 @@ mod tests {
             kind: AuditKind::Command,
             command_id: CommandId(format!("c{seq}")),
             command: "set_speed".into(),
-            params: Vec::new(),
+            requested: Vec::new(),
             origin: Origin::operator("ann"),
             state_version: 1,
             models: Vec::new(),

@@ -326,16 +326,8 @@ impl TwinActorState {
             Verdict::Denied { .. } => counters.commands_denied.fetch_add(1, Ordering::Relaxed),
         };
         tracing::info!(verdict = %verdict, "command reviewed");
-        let actuation = verdict.is_applied().then(|| Actuation {
-            asset: self.entry.path.clone(),
-            command_id: command.id.clone(),
-            command: command.name.clone(),
-            params: command.params.clone(),
-            changes: applied.clone(),
-            origin: command.origin.clone(),
-            safety: false,
-            reason: String::new(),
-            at: now,
+        let actuation = verdict.is_applied().then(|| {
+            Actuation::command_applied(self.entry.path.clone(), &command, applied.clone(), now)
         });
         let version = self.core.state().version;
         let audit_slot = Arc::new(OnceLock::new());

@@ -80,27 +80,101 @@ pub struct TwinEvent {
     pub change: TwinChange,
 }
 
-/// A command going to the machine: desired values to actuate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What leaves a twin for the machine: the desired values a verdict applied, after
+/// every governor, and nothing else.
+///
+/// Only the twin builds one, from a verdict that applied (or from a safety action), so
+/// a connector cannot be handed a value no governor reviewed: the type has no field
+/// for the parameters as requested (those stay in the verdict and the audit record).
+/// Method arguments, MQTT payloads and Sparkplug metrics are built from
+/// [`values`](Self::values).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Actuation {
+    asset: AssetPath,
+    command_id: CommandId,
+    command: String,
+    values: Vec<(String, Value)>,
+    origin: Origin,
+    safety: bool,
+    reason: String,
+    at: Timestamp,
+    deadline: Option<Timestamp>,
+}
+
+impl Actuation {
     /// The twin (and machine).
-    pub asset: AssetPath,
+    pub fn asset(&self) -> &AssetPath {
+        &self.asset
+    }
+
     /// The command's id.
-    pub command_id: CommandId,
-    /// The command's name.
-    pub command: String,
-    /// Its parameters as requested.
-    pub params: Vec<(String, Value)>,
-    /// Desired values to actuate, after governors.
-    pub changes: Vec<(String, Value)>,
+    pub fn command_id(&self) -> &CommandId {
+        &self.command_id
+    }
+
+    /// The command's name (for a safety action, the command the governor demanded).
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// The governed desired values to actuate, by name, in the command's order.
+    pub fn values(&self) -> &[(String, Value)] {
+        &self.values
+    }
+
+    /// The governed value of one desired value, if the actuation sets it.
+    pub fn value(&self, desired: &str) -> Option<Value> {
+        self.values
+            .iter()
+            .find(|(name, _)| name == desired)
+            .map(|(_, value)| *value)
+    }
+
     /// Who asked.
-    pub origin: Origin,
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     /// True for a governor's safety action.
-    pub safety: bool,
-    /// Why (safety actions).
-    pub reason: String,
+    pub fn is_safety(&self) -> bool {
+        self.safety
+    }
+
+    /// Why (safety actions; empty for commands).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
     /// When it was decided.
-    pub at: Timestamp,
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+
+    /// The command's absolute deadline: past it, nothing of this actuation may reach
+    /// the machine. Safety actions have none.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.deadline
+    }
+
+    /// The actuation of a command the governors applied with `values`.
+    pub(crate) fn command_applied(
+        asset: AssetPath,
+        command: &Command,
+        values: Vec<(String, Value)>,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            asset,
+            command_id: command.id.clone(),
+            command: command.name.clone(),
+            values,
+            origin: command.origin.clone(),
+            safety: false,
+            reason: String::new(),
+            at,
+            deadline: command.deadline,
+        }
+    }
 }
 
 /// A command's verdict as published to subscribers once its audit record is durable.
@@ -498,6 +572,12 @@ impl TwinCore {
         fx: &mut Effects,
     ) {
         let governor_name = self.governors[governor].name().to_string();
+        if !self.governors[governor]
+            .safety_commands()
+            .contains(&demand.command)
+        {
+            tracing::error!(asset = %self.state.path, governor = %governor_name, command = %demand.command, "safety action demands a command its governor does not declare in `safety_commands`; the node's start check did not cover it");
+        }
         let Some(spec) = self.twin_type.commands.get(&demand.command).cloned() else {
             tracing::error!(asset = %self.state.path, governor = %governor_name, command = %demand.command, "safety action names an unknown command");
             return;
@@ -552,7 +632,7 @@ impl TwinCore {
             kind: AuditKind::SafetyAction,
             command_id: command.id.clone(),
             command: command.name.clone(),
-            params: command.params.clone(),
+            requested: command.params.clone(),
             origin: command.origin.clone(),
             state_version,
             models: self.model_infos(),
@@ -564,12 +644,12 @@ impl TwinCore {
             asset: self.state.path.clone(),
             command_id: command.id,
             command: command.name,
-            params: command.params,
-            changes: applied,
+            values: applied,
             origin: command.origin,
             safety: true,
             reason: demand.reason.clone(),
             at,
+            deadline: None,
         });
         fx.urgent = true;
         tracing::warn!(asset = %self.state.path, governor = %governor_name, reason = %demand.reason, "safety action");
@@ -665,7 +745,7 @@ impl TwinCore {
             kind: AuditKind::Command,
             command_id: command.id.clone(),
             command: command.name.clone(),
-            params: command.params.clone(),
+            requested: command.params.clone(),
             origin: command.origin.clone(),
             state_version,
             models: self.model_infos(),

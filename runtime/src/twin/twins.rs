@@ -15,7 +15,7 @@ use super::logic::{Actuation, CommandVerdict, TwinCore, TwinEvent, TwinReport, W
 use super::state::{SampleRejection, check_sample};
 use crate::audit::AuditRecord;
 use crate::command::Command;
-use crate::components::Components;
+use crate::components::{ActuationNeed, Components};
 use crate::config::{RuntimeSettings, TwinType, TwinTypes};
 use crate::error::Error;
 use crate::journal::{
@@ -254,6 +254,12 @@ impl Twins {
         self.directory
             .get(path)
             .ok_or_else(|| Error::UnknownAsset(path.clone()))
+    }
+
+    /// What of `twin_type` must reach the machine: every desired value its governors'
+    /// safety actions and its commands set (see [`Components::actuation_needs`]).
+    pub fn actuation_needs(&self, twin_type: &TwinType) -> Result<Vec<ActuationNeed>, Error> {
+        Ok(self.kernel.components.actuation_needs(twin_type)?)
     }
 
     /// Resolves a twin and channel by name, for repeated ingest.

@@ -950,7 +950,7 @@ pub fn audit_table(records: &[AuditRecord]) -> String {
             clean(&record.asset_path),
             kind,
             clean(&record.command),
-            named_text(&record.params),
+            named_text(&record.requested),
             origin_text(record.origin.as_ref()),
             verdict,
         ]);
@@ -967,7 +967,7 @@ pub fn audit_json(record: &AuditRecord) -> Json {
         .with("kind", audit_kind_word(record.kind))
         .with("command_id", &record.command_id)
         .with("command", &record.command)
-        .with("params", named_json(&record.params))
+        .with("requested", named_json(&record.requested))
         .with("origin", origin_json(record.origin.as_ref()))
         .with("state_version", record.state_version)
         .with("models", models_json(&record.models))

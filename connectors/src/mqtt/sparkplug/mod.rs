@@ -415,15 +415,15 @@ impl Codec for SparkplugCodec {
     }
 
     fn actuation(&mut self, actuation: &Actuation, out: &mut Vec<Outgoing>) {
-        let Some(route) = self.routes.get(&actuation.asset) else {
+        let Some(route) = self.routes.get(actuation.asset()) else {
             return;
         };
-        if actuation.changes.is_empty() {
+        if actuation.values().is_empty() {
             return;
         }
         let at = millis(Timestamp::now());
         let metrics = actuation
-            .changes
+            .values()
             .iter()
             .map(|(desired, value)| {
                 let name = route.metrics.get(desired).unwrap_or(desired);

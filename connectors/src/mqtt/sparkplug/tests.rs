@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use doppel_runtime::command::{CommandId, Origin};
+use doppel_runtime::command::{Command, Origin};
 use doppel_runtime::twin::Twins;
 use doppel_runtime::{Components, RuntimeSettings, TwinTypes, Value};
 use proptest::prelude::*;
@@ -37,6 +37,18 @@ initial = 0
 [types.press.desired.running]
 type = "bool"
 initial = true
+
+[types.press.commands.apply]
+params.speed = { type = "float", min = 0, max = 3000 }
+params.count = { type = "int", min = -10, max = 10 }
+params.running = { type = "bool" }
+sets = { speed_setpoint = "speed", count = "count", running = "running" }
+
+[types.press.commands.start]
+sets = { running = true }
+
+[types.press.commands.reset]
+clears_trips = true
 "#;
 
 const PRESS_1: &str = "acme/plant-a/line-1/press-1";
@@ -576,36 +588,62 @@ fn integers_read_by_datatype() {
     assert_eq!(reading_value(None, 0), Err(DropKind::WrongType));
 }
 
-#[test]
-fn actuation_becomes_dcmd_or_ncmd() {
-    let mut h = Harness::new();
-    let actuation = |asset: &str, changes: Vec<(&str, Value)>| Actuation {
-        asset: AssetPath::parse(asset).unwrap(),
-        command_id: CommandId("c-1".into()),
-        command: "set_speed".into(),
-        params: Vec::new(),
-        changes: changes
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
-            .collect(),
-        origin: Origin::operator("test"),
-        safety: false,
-        reason: String::new(),
-        at: Timestamp::now(),
+/// The actuation a real twin publishes for `command`.
+async fn actuation_of(h: &Harness, command: Command) -> Actuation {
+    let mut actuations = h.twins.actuations();
+    let id = command.id.clone();
+    h.twins.command(command).await.unwrap();
+    loop {
+        let actuation = actuations.recv().await.unwrap();
+        if actuation.command_id() == &id {
+            return actuation;
+        }
+    }
+}
+
+/// The three presses of [`TYPES`] with their actors running.
+async fn running_presses(dir: &std::path::Path) -> doppel_actors::Runtime {
+    let types = TwinTypes::from_toml(TYPES, "sparkplug-tests").unwrap();
+    let plant = "[[plant]]\npath = \"acme/plant-a\"\n[[plant.line]]\nname = \"line-1\"\n\
+        [[plant.line.machine]]\nname = \"press-1\"\ntype = \"press\"\n\
+        [[plant.line.machine]]\nname = \"press-2\"\ntype = \"press\"\n\
+        [[plant.line.machine]]\nname = \"press-3\"\ntype = \"press\"\n";
+    let topology = doppel_runtime::Topology::from_toml(plant, "sparkplug-tests", &types).unwrap();
+    doppel_actors::Runtime::builder()
+        .twin_types(types)
+        .topology(topology)
+        .data_dir(dir)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actuation_becomes_dcmd_or_ncmd() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = running_presses(dir.path()).await;
+    let mut h = Harness::on(runtime.twins(), CONFIG);
+    let command = |asset: &str, name: &str| {
+        Command::new(
+            AssetPath::parse(asset).unwrap(),
+            name,
+            Origin::operator("test"),
+        )
     };
+    let applied = actuation_of(
+        &h,
+        command(PRESS_1, "apply")
+            .param("speed", Value::Float(1500.5))
+            .param("count", Value::Int(-3))
+            .param("running", Value::Bool(false)),
+    )
+    .await;
+    let start = actuation_of(&h, command(PRESS_2, "start")).await;
+    let unmapped = actuation_of(&h, command(PRESS_3, "start")).await;
+    let empty = actuation_of(&h, command(PRESS_1, "reset")).await;
     let before = millis(Timestamp::now());
     let mut out = Vec::new();
-    h.codec.actuation(
-        &actuation(
-            PRESS_1,
-            vec![
-                ("speed_setpoint", Value::Float(1500.5)),
-                ("count", Value::Int(-3)),
-                ("running", Value::Bool(false)),
-            ],
-        ),
-        &mut out,
-    );
+    h.codec.actuation(&applied, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "spBv1.0/G/DCMD/N/D");
     assert!(!out[0].retain);
@@ -621,11 +659,6 @@ fn actuation_becomes_dcmd_or_ncmd() {
         metrics,
         vec![
             (
-                Some("Outputs/Speed"),
-                Some(DataType::Double as u32),
-                Some(&double(1500.5))
-            ),
-            (
                 Some("count"),
                 Some(DataType::Int64 as u32),
                 Some(&metric::Value::LongValue((-3i64) as u64))
@@ -635,32 +668,32 @@ fn actuation_becomes_dcmd_or_ncmd() {
                 Some(DataType::Boolean as u32),
                 Some(&metric::Value::BooleanValue(false))
             ),
+            (
+                Some("Outputs/Speed"),
+                Some(DataType::Double as u32),
+                Some(&double(1500.5))
+            ),
         ]
     );
     // Read back as the edge node would, the integer is -3.
     assert_eq!(
-        reading_value(sent.metrics[1].value.as_ref(), DataType::Int64 as u32),
+        reading_value(sent.metrics[0].value.as_ref(), DataType::Int64 as u32),
         Ok(-3.0)
     );
 
     out.clear();
-    h.codec.actuation(
-        &actuation(PRESS_2, vec![("running", Value::Bool(true))]),
-        &mut out,
-    );
+    h.codec.actuation(&start, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "spBv1.0/G/NCMD/N");
 
     out.clear();
-    h.codec.actuation(
-        &actuation(PRESS_3, vec![("running", Value::Bool(true))]),
-        &mut out,
-    );
-    h.codec.actuation(&actuation(PRESS_1, vec![]), &mut out);
+    h.codec.actuation(&unmapped, &mut out);
+    h.codec.actuation(&empty, &mut out);
     assert!(
         out.is_empty(),
         "unmapped twins and empty actuations send nothing"
     );
+    runtime.shutdown().await;
 }
 
 #[test]
