@@ -45,8 +45,8 @@ pub use config::{
 pub use error::ApiError;
 pub use server::{ApiHandle, ApiServer, SERVICE_NAME};
 pub use service::{
-    MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, page_size, parse_path,
-    parse_prefix, time_range,
+    MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
+    parse_path, parse_prefix, time_range,
 };
 
 /// The standard health checking service (`grpc.health.v1`), for clients.

@@ -334,7 +334,7 @@ fn idempotency_key(raw: &str) -> Result<Option<&str>, Status> {
 
 /// The `grpc-timeout` of a request, as the gRPC over HTTP/2 protocol writes it
 /// (at most 8 digits and a unit: H, M, S, m, u, n).
-pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
     if raw.len() < 2 || raw.len() > 9 {
         return None;

@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use doppel_api::{ApiConfig, ApiHandle, ApiServer, TwinApi};
 use doppel_proto::v1::node_service_server::NodeServiceServer;
+use doppel_runtime::Timestamp;
 use doppel_runtime::internal::TwinsInternals;
 use doppel_runtime::twin::Twins;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
+use crate::clock::{ClockReading, Clocks};
 use crate::config::{ClusterConfig, NodeRole};
 use crate::error::ClusterError;
 use crate::fleet::FleetApi;
@@ -99,6 +101,7 @@ impl Cluster {
         // Peers gossip names are admitted once they answer Hello over the cluster's
         // transport; the router, links and planners see admitted members only.
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::<Member>::new()));
+        let clocks = Clocks::default();
         let router = ClusterApi::new(
             &config,
             twins.clone(),
@@ -106,6 +109,7 @@ impl Cluster {
             fleet,
             members_rx.clone(),
             transport.clone(),
+            clocks.clone(),
         );
 
         // NodeService first: peers can reach this node as soon as gossip names it.
@@ -168,6 +172,7 @@ impl Cluster {
             members_tx,
             transport.clone(),
             config.node_id.clone(),
+            (clocks, Duration::from_millis(config.max_clock_skew_ms)),
         ));
 
         let mut node = Cluster {
@@ -462,34 +467,50 @@ impl Cluster {
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a peer that failed Hello is asked again.
 const HELLO_RETRY: Duration = Duration::from_secs(2);
+/// How often admitted peers are asked Hello again, to measure their clocks.
+const CLOCK_EVERY: Duration = Duration::from_secs(10);
 
 /// Publishes the gossip members that answer Hello over `transport` with the node id
-/// gossip announced (and this node itself).
+/// gossip announced (and this node itself). Every Hello also measures the peer's clock
+/// offset into `clocks`; admitted peers are asked again every [`CLOCK_EVERY`].
 async fn admit(
     mut gossip: watch::Receiver<Arc<Vec<Member>>>,
     admitted: watch::Sender<Arc<Vec<Member>>>,
     transport: Transport,
     me: String,
+    (clocks, skew_bound): (Clocks, Duration),
 ) {
     // (node id, address, start time) → admitted?
     let mut verdicts: HashMap<(String, SocketAddr, u64), bool> = HashMap::new();
     let mut retry = tokio::time::interval(HELLO_RETRY);
+    let mut clocks_due = tokio::time::Instant::now() + CLOCK_EVERY;
     loop {
         let live = gossip.borrow_and_update().clone();
-        let unknown: Vec<&Member> = live
+        let measure_all = tokio::time::Instant::now() >= clocks_due;
+        if measure_all {
+            clocks_due = tokio::time::Instant::now() + CLOCK_EVERY;
+        }
+        let asked: Vec<&Member> = live
             .iter()
             .filter(|m| m.node_id != me)
-            .filter(|m| !verdicts.get(&key(m)).copied().unwrap_or(false))
+            .filter(|m| measure_all || !verdicts.get(&key(m)).copied().unwrap_or(false))
             .collect();
-        let probes = unknown.iter().map(|m| hello(&transport, &me, m));
-        for (member, result) in unknown
+        let probes = asked.iter().map(|m| hello(&transport, &me, m));
+        for (member, result) in asked
             .iter()
             .zip(futures_util::future::join_all(probes).await)
         {
+            let known = verdicts.get(&key(member)).copied();
             let ok = match result {
-                Ok(()) => true,
+                Ok(reading) => {
+                    clocks.record(&member.node_id, reading, skew_bound);
+                    true
+                }
+                // An admitted peer that misses one clock measurement stays admitted:
+                // failure detection is gossip's.
+                Err(_) if known == Some(true) => true,
                 Err(reason) => {
-                    if !verdicts.contains_key(&key(member)) {
+                    if known.is_none() {
                         tracing::warn!(peer = %member.node_id, addr = %member.node_addr, %reason, "not admitting a peer gossip announced");
                     }
                     false
@@ -498,6 +519,7 @@ async fn admit(
             verdicts.insert(key(member), ok);
         }
         verdicts.retain(|k, _| live.iter().any(|m| key(m) == *k));
+        clocks.retain(|node| live.iter().any(|m| m.node_id == node));
         let members: Vec<Member> = live
             .iter()
             .filter(|m| m.node_id == me || verdicts.get(&key(m)).copied().unwrap_or(false))
@@ -526,7 +548,7 @@ fn key(member: &Member) -> (String, SocketAddr, u64) {
     )
 }
 
-async fn hello(transport: &Transport, me: &str, member: &Member) -> Result<(), String> {
+async fn hello(transport: &Transport, me: &str, member: &Member) -> Result<ClockReading, String> {
     let mut client = transport
         .client(member.node_addr)
         .map_err(|error| error.to_string())?;
@@ -534,6 +556,7 @@ async fn hello(transport: &Transport, me: &str, member: &Member) -> Result<(), S
         node_id: me.to_string(),
     });
     request.set_timeout(HELLO_TIMEOUT);
+    let sent = Timestamp::now();
     let answer = tokio::time::timeout(HELLO_TIMEOUT, client.hello(request))
         .await
         .map_err(|_| "no answer".to_string())?
@@ -545,5 +568,11 @@ async fn hello(transport: &Transport, me: &str, member: &Member) -> Result<(), S
             answer.node_id, answer.cluster_id
         ));
     }
-    Ok(())
+    let received = Timestamp::now();
+    let peer = answer
+        .now
+        .as_ref()
+        .and_then(doppel_api::convert::timestamp_from_proto)
+        .ok_or_else(|| "answered without its clock".to_string())?;
+    Ok(ClockReading::measure(sent, peer, received))
 }

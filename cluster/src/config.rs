@@ -12,6 +12,7 @@
 //! seeds = ["10.0.0.21:7101"]
 //! owns = ["acme/plant-a"]          # edge: the plants or lines this node hosts
 //! mirrors = ["acme"]               # cloud: prefixes it mirrors (default: everything)
+//! max_clock_skew_ms = 500          # forward deadlines only to peers whose clock is this close
 //!
 //! [cluster.outbox]                 # edge
 //! max_entries = 100000             # compact above this many unacknowledged entries
@@ -107,6 +108,17 @@ pub struct ClusterConfig {
     /// Cloud: fleet planners this node may host.
     #[serde(default)]
     pub planners: PlannerSettings,
+    /// The largest clock offset between two nodes under which this node forwards a
+    /// command's deadline, in milliseconds. Offsets are estimated from Hello round
+    /// trips (every 10 s); a peer whose clock may be off by more is refused commands
+    /// with a deadline (FAILED_PRECONDITION), since it could act on one after it
+    /// passed. Default 500.
+    #[serde(default = "default_max_clock_skew_ms")]
+    pub max_clock_skew_ms: u64,
+}
+
+fn default_max_clock_skew_ms() -> u64 {
+    500
 }
 
 /// Membership timing (chitchat gossip and phi-accrual failure detection).

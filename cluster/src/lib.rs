@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 mod cluster;
 pub mod config;
 mod error;

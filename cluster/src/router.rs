@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::clock::Clocks;
 use crate::config::{ClusterConfig, NodeRole, prefix_covers};
 use crate::fleet::FleetApi;
 use crate::membership::Member;
@@ -27,6 +28,8 @@ use crate::transport::{NodeClient, Transport};
 
 /// How long a forwarded call without its own deadline may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much earlier than the caller's gRPC deadline a forwarded command's wait ends.
+const GRPC_MARGIN: Duration = Duration::from_millis(50);
 
 /// Where a call about one twin is answered.
 enum Route {
@@ -52,6 +55,10 @@ pub(crate) struct Inner {
     /// Set once the node owns its plants (an edge has checked for conflicts).
     ready: std::sync::atomic::AtomicBool,
     clients: Mutex<HashMap<(String, std::net::SocketAddr), NodeClient>>,
+    /// Peers' clock offsets, measured by admission.
+    clocks: Clocks,
+    /// The largest peer clock offset under which a deadline is forwarded.
+    max_clock_skew: Duration,
 }
 
 /// The public TwinService of a cluster node: local answers or forwarding.
@@ -63,7 +70,8 @@ pub struct ClusterApi {
 impl ClusterApi {
     /// A router for the node `config` describes, serving `local` (its twins), and on
     /// a cloud node `fleet` (its mirrors), forwarding to the live `members` over
-    /// `transport`.
+    /// `transport`; commands with a deadline only to members whose clock offset in
+    /// `clocks` is within the config's `max_clock_skew_ms`.
     pub fn new(
         config: &ClusterConfig,
         twins: Twins,
@@ -71,6 +79,7 @@ impl ClusterApi {
         fleet: Option<FleetApi>,
         members: watch::Receiver<Arc<Vec<Member>>>,
         transport: Transport,
+        clocks: Clocks,
     ) -> Self {
         let prefixes = |paths: &[AssetPath]| paths.iter().map(|p| p.as_str().to_string()).collect();
         Self {
@@ -85,6 +94,8 @@ impl ClusterApi {
                 transport,
                 ready: std::sync::atomic::AtomicBool::new(false),
                 clients: Mutex::new(HashMap::new()),
+                clocks,
+                max_clock_skew: Duration::from_millis(config.max_clock_skew_ms),
             }),
         }
     }
@@ -192,6 +203,58 @@ impl ClusterApi {
 }
 
 impl ClusterApi {
+    /// The absolute deadline a command forwarded to `owner` carries: the earlier of the
+    /// caller's `deadline` field and its gRPC deadline counted from `received` (less
+    /// [`GRPC_MARGIN`]), else
+    /// [`FORWARD_TIMEOUT`] after `received` (so a forwarded command is never acted on
+    /// after its caller stopped waiting). DEADLINE_EXCEEDED when it has passed;
+    /// FAILED_PRECONDITION when `owner`'s clock may be off by more than the cluster's
+    /// bound, so the instant would mean something else there.
+    fn forward_deadline(
+        &self,
+        request: &Request<pb::SendCommandRequest>,
+        received: Timestamp,
+        owner: &Member,
+    ) -> Result<Timestamp, Status> {
+        let given = match request.get_ref().deadline.as_ref() {
+            Some(deadline) => Some(
+                doppel_api::convert::timestamp_from_proto(deadline)
+                    .ok_or_else(|| Status::invalid_argument("deadline: not a valid timestamp"))?,
+            ),
+            None => None,
+        };
+        // The server ends a call at its gRPC deadline with CANCELLED; ending the wait a
+        // little earlier lets this node answer DEADLINE_EXCEEDED itself, and the
+        // command carries that earlier instant, so the owner never acts on it after
+        // the wait ended.
+        let grpc = doppel_api::grpc_timeout(request.metadata())
+            .map(|t| received.plus(t.saturating_sub(GRPC_MARGIN)));
+        let deadline = match (given, grpc) {
+            (Some(given), Some(grpc)) => given.min(grpc),
+            (given, grpc) => given
+                .or(grpc)
+                .unwrap_or_else(|| received.plus(FORWARD_TIMEOUT)),
+        };
+        if deadline <= Timestamp::now() {
+            return Err(Status::deadline_exceeded(format!(
+                "the command's deadline passed before it was sent to `{}`; nothing was actuated",
+                owner.node_id
+            )));
+        }
+        if let Some(clock) = self.inner.clocks.get(&owner.node_id)
+            && clock.worst_case() > self.inner.max_clock_skew
+        {
+            return Err(Status::failed_precondition(format!(
+                "node `{}`'s clock is {:+.3} s off this node's (±{:.3} s), more than the cluster's max_clock_skew_ms ({}); a deadline forwarded to it could not be honoured, so the command is not sent",
+                owner.node_id,
+                clock.offset_us as f64 / 1e6,
+                clock.uncertainty_us as f64 / 1e6,
+                self.inner.max_clock_skew.as_millis()
+            )));
+        }
+        Ok(deadline)
+    }
+
     /// Forwards one unary call to `node` as `caller`, within `timeout`, and unwraps
     /// the node's answer.
     #[allow(clippy::too_many_arguments)]
@@ -270,13 +333,6 @@ fn unreachable(owner: &Member) -> impl Fn(Status) -> Status + '_ {
 
 fn missing() -> Status {
     Status::internal("the owning node sent an empty answer")
-}
-
-/// The time left until a command's deadline, if it has one.
-fn time_left(deadline: Option<&prost_types::Timestamp>) -> Option<Duration> {
-    let deadline = doppel_api::convert::timestamp_from_proto(deadline?)?;
-    let left = deadline.0.saturating_sub(Timestamp::now().0);
-    Some(Duration::from_micros(u64::try_from(left).unwrap_or(0)))
 }
 
 #[tonic::async_trait]
@@ -408,30 +464,35 @@ impl TwinService for ClusterApi {
                         caller.name, caller.role
                     )));
                 }
-                let timeout = match time_left(request.get_ref().deadline.as_ref()) {
-                    Some(left) if left.is_zero() => {
-                        return Err(Status::deadline_exceeded(format!(
-                            "the command's deadline passed before it was sent to `{}`",
-                            owner.node_id
-                        )));
-                    }
-                    Some(left) => left.min(FORWARD_TIMEOUT),
-                    None => FORWARD_TIMEOUT,
-                };
+                let received = Timestamp::now();
+                let deadline = self.forward_deadline(&request, received, &owner)?;
+                let mut message = request.into_inner();
+                message.deadline = Some(doppel_api::convert::timestamp_to_proto(deadline));
                 let message = pb::ForwardSendCommandRequest {
                     caller: Some(forwarded(&caller)),
-                    request: Some(request.into_inner()),
+                    request: Some(message),
                 };
-                self.forward(
+                // Every wait on the way, connecting to the owner included, ends at the
+                // deadline; the owner refuses the command if it arrives later.
+                let left = Duration::from_micros(
+                    u64::try_from(deadline.0.saturating_sub(Timestamp::now().0)).unwrap_or(0),
+                );
+                let forwarding = self.forward(
                     "SendCommand",
                     asset.as_str(),
                     &owner,
                     message,
-                    timeout,
+                    left,
                     |mut client, request| async move { client.forward_send_command(request).await },
                     |answer| answer.response,
-                )
-                .await
+                );
+                match tokio::time::timeout(left, forwarding).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Status::deadline_exceeded(format!(
+                        "node `{}` at {} did not answer before the command's deadline; it refuses the command if it arrives later",
+                        owner.node_id, owner.node_addr
+                    ))),
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use doppel_api::{Caller, Role};
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::node_service_server::NodeService;
 use doppel_proto::v1::twin_service_server::TwinService;
+use doppel_runtime::Timestamp;
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -85,6 +86,7 @@ impl NodeService for NodeApi {
         Ok(Response::new(pb::HelloResponse {
             node_id: self.api.inner.node_id.clone(),
             cluster_id: self.transport.cluster_id().to_string(),
+            now: Some(doppel_api::convert::timestamp_to_proto(Timestamp::now())),
         }))
     }
 

@@ -766,3 +766,86 @@ async fn mirrors_partitioned_over_two_cloud_nodes_each_answer_for_their_part() {
     let error = list("acme/plant-a").await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
 }
+
+/// A command with only a gRPC deadline, forwarded by a cloud node to an edge that is
+/// stalled (SIGSTOP): the caller's answer comes at the deadline, whether the cloud node
+/// had a connection to the edge open or had to open one, and when the edge runs again
+/// it never actuates the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_forwarded_to_a_stalled_edge_is_never_actuated_after_its_deadline() {
+    const DEADLINE: Duration = Duration::from_secs(2);
+    // The stall must not make the edge look dead to the clouds within the test.
+    let patient = "membership = { phi_threshold = 40.0 }";
+    let mut sandbox = Sandbox::new("acme-deadline");
+    sandbox.add_cloud("cloud-1", patient);
+    sandbox.add_cloud("cloud-2", patient);
+    sandbox.add_edge("edge-a", &["acme/plant-a/line-1"], "");
+    sandbox.wait_live(3, FORMED).await;
+
+    // cloud-1 has forwarded to edge-a before: its connection is open. cloud-2 never
+    // has (admission's Hello uses a connection of its own).
+    let mut open = sandbox.client("cloud-1").await;
+    let mut fresh = sandbox.client("cloud-2").await;
+    let warm = open.send_command(set_speed(1, 1500.0)).await.unwrap();
+    assert!(matches!(
+        outcome(warm.into_inner().verdict),
+        Outcome::Accepted(_)
+    ));
+
+    sandbox.pause("edge-a");
+    let late = |mut client: crate::sandbox::Client, rpm: f64| async move {
+        let mut request = tonic::Request::new(set_speed(1, rpm));
+        request.set_timeout(DEADLINE);
+        let sent = Instant::now();
+        let answer = client.send_command(request).await;
+        (answer, sent.elapsed())
+    };
+    let ((over_open, open_took), (over_fresh, fresh_took)) =
+        tokio::join!(late(open.clone(), 1700.0), late(fresh.clone(), 1900.0));
+    sandbox.resume("edge-a");
+    for (answer, took, how) in [
+        (over_open, open_took, "an open connection"),
+        (over_fresh, fresh_took, "a new connection"),
+    ] {
+        let status = answer.expect_err("a stalled edge cannot have answered");
+        assert_eq!(
+            status.code(),
+            tonic::Code::DeadlineExceeded,
+            "over {how}: {status:?}"
+        );
+        assert!(
+            took < DEADLINE + Duration::from_millis(1500),
+            "over {how} the answer came {took:?} after sending, past the {DEADLINE:?} deadline"
+        );
+    }
+
+    // Running again, the edge takes later commands over both connections; the late
+    // ones, if they reach it at all, are refused.
+    for (client, rpm) in [(&mut open, 1000.0), (&mut fresh, 1100.0)] {
+        let answer = eventually("the resumed edge answers", FORMED, || {
+            let mut client = client.clone();
+            async move { client.send_command(set_speed(1, rpm)).await.ok() }
+        })
+        .await;
+        assert!(matches!(
+            outcome(answer.into_inner().verdict),
+            Outcome::Accepted(_)
+        ));
+    }
+    let mut edge = sandbox.client("edge-a").await;
+    let twin = twin_of(&mut edge, 1).await.unwrap();
+    assert_eq!(desired(&twin, "speed"), Some(Value::Float(1100.0)));
+    let applied: Vec<f64> = audit_of(&mut edge, "acme/plant-a/line-1/press-1")
+        .await
+        .iter()
+        .filter(|record| record.command == "set_speed")
+        .flat_map(|record| record.applied.iter())
+        .filter_map(|value| value.value.as_ref().and_then(value_from_proto))
+        .map(|value| value.as_f64())
+        .collect();
+    assert_eq!(
+        applied,
+        vec![1500.0, 1000.0, 1100.0],
+        "the commands past their deadline were never applied"
+    );
+}

@@ -365,6 +365,18 @@ seeds = {seeds}
         }
     }
 
+    /// Stalls a node's process (SIGSTOP): it holds its sockets and answers nothing.
+    pub fn pause(&self, id: &str) {
+        let child = self.nodes[id].child.as_ref().expect("a running node");
+        doppel_testkit::process::signal(child.id(), "STOP");
+    }
+
+    /// Lets a stalled node run on (SIGCONT).
+    pub fn resume(&self, id: &str) {
+        let child = self.nodes[id].child.as_ref().expect("a running node");
+        doppel_testkit::process::signal(child.id(), "CONT");
+    }
+
     /// Starts a killed or stopped node again with the same config and ports.
     pub fn restart(&mut self, id: &str) {
         let node = self.nodes.get_mut(id).unwrap();
