@@ -3,9 +3,11 @@
 //! table, the node's part in its cluster.
 //!
 //! [`NodeConfig`] reads the whole file once into one typed value; [`Node::start`]
-//! composes the crates below it in order: runtime, connectors, then the API (served
-//! through the cluster's router on a cluster node, so calls for twins hosted elsewhere
-//! are forwarded).
+//! checks that every safety action reaches the machine, then composes the crates below
+//! it in order: the runtime; on a cluster node its cluster part (an edge claims its
+//! plants; the API is served through the cluster's router, so calls for twins hosted
+//! elsewhere are forwarded); then the connectors, so an edge whose claim fails never
+//! reads from or actuates a machine; on a node of its own, the API last.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), doppel_node::NodeError> {
@@ -62,7 +64,7 @@ impl Node {
             mut settings,
             mqtt,
             opcua,
-            api,
+            mut api,
             cluster,
             actuation,
         } = config;
@@ -118,6 +120,14 @@ impl Node {
         };
         let started = async {
             let twins = node.runtime.twins().clone();
+            // A cluster edge claims its plants first: its connectors, which feed the
+            // twins and carry their actuations to the machines, start only once no
+            // other edge owns them.
+            if let Some(cluster) = cluster {
+                node.cluster = Some(
+                    Cluster::start(cluster, twins.clone(), api.take(), &section.data_dir).await?,
+                );
+            }
             for config in mqtt {
                 node.mqtt
                     .push(MqttConnector::start(config, twins.clone()).await?);
@@ -126,16 +136,8 @@ impl Node {
                 node.opcua
                     .push(OpcUaConnector::start(config, twins.clone(), &section.data_dir).await?);
             }
-            match cluster {
-                Some(cluster) => {
-                    node.cluster =
-                        Some(Cluster::start(cluster, twins, api, &section.data_dir).await?);
-                }
-                None => {
-                    if let Some(api) = api {
-                        node.api = Some(ApiServer::start(api, twins).await?);
-                    }
-                }
+            if let Some(api) = api {
+                node.api = Some(ApiServer::start(api, twins).await?);
             }
             Ok::<(), NodeError>(())
         }

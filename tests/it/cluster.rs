@@ -678,7 +678,22 @@ async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
     sandbox.add_cloud("cloud-1", "");
     sandbox.add_edge("edge-a", &["acme/plant-a"], "");
     sandbox.wait_live(2, FORMED).await;
-    sandbox.add_edge("edge-late", &["acme/plant-a/line-2"], "");
+    // edge-late's broker connection would announce it as a Sparkplug host the moment it
+    // connected: it must never connect, since its claim fails.
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let (watcher, eventloop) = brokers::client(&url, "claims-watcher", true);
+    let (mut received, pump_task) = crate::mqtt::pump(eventloop);
+    watcher
+        .subscribe("spBv1.0/STATE/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    watcher.subscribe("marker", QoS::AtLeastOnce).await.unwrap();
+    let connector = format!(
+        "{}\n[mqtt.sparkplug]\nhost_id = \"edge-late\"\n",
+        mqtt(&url, "edge-late")
+    );
+    sandbox.add_edge("edge-late", &["acme/plant-a/line-2"], &connector);
     let start = Instant::now();
     while sandbox.node_mut("edge-late").running() {
         assert!(
@@ -691,6 +706,27 @@ async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
     let output = sandbox.node("edge-late").output();
     assert!(output.contains("ownership conflict"), "{output}");
     assert!(output.contains("edge-a"), "{output}");
+    // Everything the broker had for the watcher before the marker has arrived.
+    watcher
+        .publish("marker", QoS::AtLeastOnce, false, "after edge-late")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let (topic, _) = tokio::time::timeout(Duration::from_secs(20), received.recv())
+            .await
+            .expect("the marker comes back")
+            .unwrap();
+        if topic == "marker" {
+            break;
+        }
+        seen.push(topic);
+    }
+    assert!(
+        seen.is_empty(),
+        "edge-late connected to the broker before its claim failed: {seen:?}"
+    );
+    pump_task.abort();
     // The first owner keeps serving, and says what happened.
     let mut cloud = sandbox.client("cloud-1").await;
     let accepted = cloud
