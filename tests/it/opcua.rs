@@ -415,6 +415,12 @@ async fn signed_and_encrypted_session_carries_values_and_commands() {
         .unwrap();
         assert!(client_pki.join("own/cert.der").is_file());
         assert!(client_pki.join("private/private.pem").is_file());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&client_pki.join("private")), 0o700);
+            assert_eq!(mode(&client_pki.join("private/private.pem")), 0o600);
+        }
 
         // The server does not know the connector yet: it files the certificate under
         // rejected/, and an administrator moves it to trusted/.

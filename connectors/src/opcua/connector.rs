@@ -153,6 +153,7 @@ pub struct OpcUaConnector {
     drops: Arc<Drops>,
     state: watch::Sender<ConnectionState>,
     live: watch::Sender<Option<Arc<Live>>>,
+    pki_dir: PathBuf,
 }
 
 /// Controls a running connector: its state, its counters, and stopping it. Dropping the
@@ -213,6 +214,7 @@ impl OpcUaConnector {
             policy = %config.security_policy,
             mode = %config.security_mode,
             pki = %pki_dir.display(),
+            trust = %format!("server certificates in {}", pki_dir.join("trusted").display()),
             channels = plan.channels.len(),
             "opcua connector starting"
         );
@@ -238,6 +240,7 @@ impl OpcUaConnector {
             drops: drops.clone(),
             state,
             live,
+            pki_dir,
         };
         let tasks = vec![
             tokio::spawn(connector.run(stop_rx.clone())),
@@ -261,7 +264,20 @@ impl OpcUaConnector {
         let mut delay = initial;
         let mut failures: u32 = 0;
         loop {
-            match self.session(&mut stop).await {
+            let rejected_before = files_in(&self.pki_dir.join("rejected"));
+            let end = self.session(&mut stop).await;
+            for file in files_in(&self.pki_dir.join("rejected")) {
+                if !rejected_before.contains(&file) {
+                    warn!(
+                        connector = %self.config.name,
+                        endpoint = %self.config.endpoint,
+                        rejected = %file.display(),
+                        trusted = %self.pki_dir.join("trusted").display(),
+                        "the server's certificate is not trusted; it was stored under rejected/. Check its thumbprint (in the file name) with the server's administrator, then move the file to trusted/ keeping its name, which must be `<common name> [<thumbprint>].der` (or `<thumbprint>.der`)"
+                    );
+                }
+            }
+            match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost(reason) => {
                     warn!(connector = %self.config.name, %reason, "opcua session lost; reconnecting");
@@ -939,6 +955,9 @@ fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaErr
     for sub in ["own", "private", "trusted", "rejected"] {
         std::fs::create_dir_all(pki_dir.join(sub)).map_err(|e| pki_error(e.to_string()))?;
     }
+    // The private key's directory is closed to everyone else before the key is
+    // written into it.
+    restrict(&pki_dir.join("private"), 0o700).map_err(|e| pki_error(e.to_string()))?;
     let secure = !config.is_insecure();
     let client = ClientBuilder::new()
         .application_name(format!("Doppel OPC UA connector {}", config.name))
@@ -966,8 +985,31 @@ fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaErr
                 )));
             }
         }
+        restrict(&pki_dir.join("private/private.pem"), 0o600)
+            .map_err(|e| pki_error(e.to_string()))?;
     }
     Ok(client)
+}
+
+/// The files in `dir` (none when it cannot be read).
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Gives `path` the Unix permission bits `mode` (owner only); nothing elsewhere.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -62,9 +62,13 @@
 //! - The connector's own certificate and key are created in its PKI directory on first
 //!   start and kept; give its `own/cert.der` to the server's trust list.
 //! - The server's certificate must be in the PKI directory's `trusted/` folder; an
-//!   unknown one is put in `rejected/` and the connection refused, unless
-//!   `trust_server_certificate = true`. Host name, application URI and validity dates
-//!   of the server's certificate are always checked.
+//!   unknown one is put in `rejected/` and the connection refused (logged with the
+//!   file's path), unless `trust_server_certificate = true`. To trust it, move the file
+//!   from `rejected/` to `trusted/` keeping its name: the certificate is looked up as
+//!   `<common name> [<SHA-1 thumbprint>].der`, or `<thumbprint>.der` without a common
+//!   name, and a copy left in `rejected/` still refuses it. Host name, application URI
+//!   and validity dates of the server's certificate are always checked.
+//! - The connector's private key is written 0600 in a 0700 `private/` directory.
 //!
 //! ```
 //! use doppel_connectors::opcua::{OpcUaConfig, OpcUaError};
