@@ -362,13 +362,44 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RpcSpans {
     }
 }
 
+/// The spans of every call, observed in a process of its own (this test binary, running
+/// only [`spans_in_a_process_of_its_own`]): tracing caches per call site whether
+/// anyone listens, and other tests starting and dropping their own subscribers on
+/// other threads can make a scoped subscriber miss spans.
+#[test]
+fn every_call_runs_in_a_span_with_method_asset_and_command_id() {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "api_transport::spans_in_a_process_of_its_own",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = doppel_testkit::process::wait_for_exit(child, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the span test failed or did not run in its own process ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
+/// The span test itself, started by
+/// [`every_call_runs_in_a_span_with_method_asset_and_command_id`].
 #[tokio::test(flavor = "current_thread")]
-async fn every_call_runs_in_a_span_with_method_asset_and_command_id() {
+#[ignore = "run in a process of its own by every_call_runs_in_a_span_with_method_asset_and_command_id"]
+async fn spans_in_a_process_of_its_own() {
     use tracing_subscriber::layer::SubscriberExt;
 
     let spans = RpcSpans::default();
     // Server and client tasks all run on this test's one thread, so a thread-local
-    // subscriber sees every span without touching the other tests.
+    // subscriber sees every span.
     let _subscriber =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     let dir = tempfile::tempdir().unwrap();
