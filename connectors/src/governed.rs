@@ -196,7 +196,7 @@ impl Actuators {
     }
 }
 
-/// Runs one case; returns the actuated speeds in order.
+/// Runs one case: every command of `commands` against a fresh twin governed by `limits`.
 fn run(limits: &Limits, commands: &[(f64, bool)]) -> Result<(), TestCaseError> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = tempfile::Builder::new()
