@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use doppel_proto::v1 as pb;
-use doppel_runtime::twin::{RunState, TwinChange, TwinEvent, TwinReport};
+use doppel_runtime::twin::{Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport};
 use doppel_runtime::{
     Alarm, AuditKind, AuditRecord, ModelInfo, Origin, OriginKind, Quality, Sample, Severity,
     Timestamp, Value, Verdict,
@@ -212,6 +212,8 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
                 value: Some(value_to_proto(desired.value)),
                 // The type's initial value was never set by anyone: no time.
                 set_at: (desired.set_at > Timestamp(0)).then(|| timestamp_to_proto(desired.set_at)),
+                delivery: Some(delivery(&desired.delivery)),
+                agrees: desired.agrees,
             })
             .collect(),
         derived: report
@@ -231,6 +233,30 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
         models: report.models.iter().map(model_info).collect(),
         updated_at: Some(timestamp_to_proto(report.updated_at)),
         mirror: None,
+    }
+}
+
+/// A desired value's delivery as the API returns it.
+pub fn delivery(delivery: &Delivery) -> pb::Delivery {
+    pb::Delivery {
+        state: match delivery.state {
+            DeliveryState::Initial => pb::DeliveryState::Initial,
+            DeliveryState::Pending => pb::DeliveryState::Pending,
+            DeliveryState::Delivered => pb::DeliveryState::Delivered,
+            DeliveryState::Failed => pb::DeliveryState::Failed,
+        } as i32,
+        version: delivery.version,
+        command_id: delivery
+            .command_id
+            .as_ref()
+            .map(|id| id.0.clone())
+            .unwrap_or_default(),
+        command: delivery.command.clone(),
+        safety: delivery.safety,
+        deadline: delivery.deadline.map(timestamp_to_proto),
+        at: (delivery.at > Timestamp(0)).then(|| timestamp_to_proto(delivery.at)),
+        by: delivery.by.clone(),
+        reason: delivery.reason.clone(),
     }
 }
 
@@ -272,6 +298,15 @@ pub fn twin_change(event: &TwinEvent) -> pb::TwinChange {
         TwinChange::Tripped(tripped) => Change::Tripped(trip(tripped)),
         TwinChange::TripsCleared => Change::TripsCleared(pb::TripsCleared {}),
         TwinChange::Restarted => Change::Restarted(pb::Restarted {}),
+        TwinChange::Delivery { values } => Change::Delivery(pb::DeliveryChange {
+            values: values
+                .iter()
+                .map(|(name, d)| pb::NamedDelivery {
+                    name: name.clone(),
+                    delivery: Some(delivery(d)),
+                })
+                .collect(),
+        }),
     };
     pb::TwinChange {
         asset_path: event.asset.to_string(),
@@ -289,6 +324,8 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
         kind: match record.kind {
             AuditKind::Command => pb::AuditKind::Command,
             AuditKind::SafetyAction => pb::AuditKind::SafetyAction,
+            AuditKind::Delivered => pb::AuditKind::Delivered,
+            AuditKind::DeliveryFailed => pb::AuditKind::DeliveryFailed,
         } as i32,
         command_id: record.command_id.0.clone(),
         command: record.command.clone(),

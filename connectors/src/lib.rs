@@ -6,6 +6,7 @@
 
 #[cfg(feature = "broker")]
 pub mod broker;
+pub mod delivery;
 pub mod drops;
 pub mod mqtt;
 pub mod opcua;
@@ -14,5 +15,6 @@ pub mod reach;
 #[cfg(test)]
 mod governed;
 
+pub use delivery::Resend;
 pub use drops::{DropKind, Drops};
 pub use reach::{AssetReach, Reach};

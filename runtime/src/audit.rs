@@ -26,6 +26,11 @@ pub enum AuditKind {
     Command,
     /// A safety action a governor took on its own.
     SafetyAction,
+    /// An actuator confirmed that desired values reached the machine.
+    Delivered,
+    /// Desired values did not reach the machine (refused, past their deadline, or not
+    /// confirmed in time).
+    DeliveryFailed,
 }
 
 /// One audit record.

@@ -17,8 +17,8 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use doppel::kernel::twin::ChannelTarget;
 use doppel::{
-    AssetPath, Quality, Reading, RunState, Runtime, Timestamp, Topology, TwinChange, TwinReport,
-    TwinTypes,
+    Actuation, AssetPath, DeliveryOutcome, DeliveryReport, DeliveryState, Quality, Reading,
+    RunState, Runtime, Timestamp, Topology, TwinChange, TwinReport, TwinTypes, Twins,
 };
 
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
@@ -279,6 +279,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                     for (name, value) in actuation.values() {
                         simulator.apply_desired(machine, name, value.as_f64());
                     }
+                    simulated_delivery(&twins, &actuation);
                     if actuation.is_safety() {
                         trips += 1;
                         push_event(
@@ -574,5 +575,32 @@ pub(crate) fn machine_row(report: &TwinReport, key_channels: &[usize]) -> Machin
         key_values,
         health: report.health,
         alarms: report.alarms.iter().map(|a| a.code.clone()).collect(),
+        undelivered: report
+            .desired
+            .iter()
+            .filter(|(_, d)| {
+                matches!(
+                    d.delivery.state,
+                    DeliveryState::Pending | DeliveryState::Failed
+                )
+            })
+            .map(|(name, d)| format!("{name} {}", d.delivery.state))
+            .collect(),
+    }
+}
+
+/// Tells the twin that the simulated machine took `actuation`: in `doppel dev` the
+/// simulator is the machine, and it applies every value it is sent.
+pub(crate) fn simulated_delivery(twins: &Twins, actuation: &Actuation) {
+    let report = DeliveryReport {
+        asset: actuation.asset().clone(),
+        version: actuation.version(),
+        desired: actuation.desired_names(),
+        by: "simulator".to_string(),
+        outcome: DeliveryOutcome::Delivered,
+        at: Timestamp::now(),
+    };
+    if let Err(error) = twins.report_delivery(report) {
+        tracing::debug!(%error, "simulated delivery not recorded");
     }
 }

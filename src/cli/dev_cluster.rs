@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use super::dev::{
     DEFAULT_GRPC_ADDR, DevArgs, REFRESH_PLAIN, REFRESH_TTY, TICK, init_telemetry, machine_row,
-    push_event,
+    push_event, simulated_delivery,
 };
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
@@ -165,7 +165,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         // still reach the simulated machines. (The edge serves a few instants
         // before this line; an actuation in that window does not reach them.)
         if node.cluster().map(|c| c.config().role) == Some(NodeRole::Edge) {
-            actuations.push(node.twins().actuations());
+            actuations.push((node.twins().clone(), node.twins().actuations()));
         }
         nodes.push(node);
     }
@@ -299,7 +299,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
             });
         }
-        for receiver in &mut actuations {
+        for (twins, receiver) in &mut actuations {
             loop {
                 match receiver.try_recv() {
                     Ok(actuation) => {
@@ -309,6 +309,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                         for (name, value) in actuation.values() {
                             simulator.apply_desired(machine, name, value.as_f64());
                         }
+                        simulated_delivery(twins, &actuation);
                         let what = if actuation.is_safety() {
                             "SAFETY "
                         } else {

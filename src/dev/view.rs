@@ -71,6 +71,9 @@ pub struct MachineRow {
     pub health: f64,
     /// Codes of the active alarms.
     pub alarms: Vec<String>,
+    /// Desired values not confirmed at the machine, as `<name> pending` or
+    /// `<name> failed`.
+    pub undelivered: Vec<String>,
 }
 
 /// What a machine is doing.
@@ -193,6 +196,17 @@ fn render_machine(machine: &MachineRow, paint: &Painter, out: &mut String) {
     );
     cells.push((health, health_color(machine.health)));
 
+    if !machine.undelivered.is_empty() {
+        let used: usize = cells.iter().map(|(text, _)| text.chars().count()).sum();
+        let text = fit_list(&machine.undelivered, WIDTH.saturating_sub(used + 2));
+        let color = if machine.undelivered.iter().any(|d| d.ends_with("failed")) {
+            RED
+        } else {
+            YELLOW
+        };
+        cells.push(("  ".to_string(), ""));
+        cells.push((text, color));
+    }
     if !machine.alarms.is_empty() {
         let used: usize = cells.iter().map(|(text, _)| text.chars().count()).sum();
         let alarms = fit_list(&machine.alarms, WIDTH.saturating_sub(used + 2));
@@ -418,6 +432,7 @@ mod tests {
             key_values,
             health,
             alarms: alarms.iter().map(|a| a.to_string()).collect(),
+            undelivered: Vec::new(),
         }
     }
 

@@ -369,13 +369,15 @@ async fn api_watch_sends_the_snapshot_then_every_change_in_order() {
             .unwrap();
     }
     let mut changes: Vec<pb::TwinChange> = Vec::new();
-    let mut desired_seen = 0;
-    while desired_seen < 2 {
+    let (mut desired_seen, mut deliveries_seen) = (0, 0);
+    while desired_seen < 2 || deliveries_seen < 2 {
         let Event::Change(change) = next(&mut stream).await else {
             panic!("only changes follow the snapshot")
         };
-        if matches!(change.change, Some(pb::twin_change::Change::Desired(_))) {
-            desired_seen += 1;
+        match change.change {
+            Some(pb::twin_change::Change::Desired(_)) => desired_seen += 1,
+            Some(pb::twin_change::Change::Delivery(_)) => deliveries_seen += 1,
+            _ => {}
         }
         changes.push(change);
     }
@@ -383,9 +385,25 @@ async fn api_watch_sends_the_snapshot_then_every_change_in_order() {
         changes.iter().all(|c| c.asset_path != press(3).to_string()),
         "a change outside the prefix was sent"
     );
+    // A command's desired change and its delivery, pending, share one version; every
+    // other change has a version of its own.
     let mut last_version: HashMap<String, u64> = snapshot_versions.clone();
-    for change in &changes {
+    for (index, change) in changes.iter().enumerate() {
         let last = last_version.get_mut(&change.asset_path).unwrap();
+        if let Some(pb::twin_change::Change::Delivery(delivery)) = &change.change {
+            let desired = changes[..index]
+                .iter()
+                .rev()
+                .find(|c| c.asset_path == change.asset_path);
+            assert!(
+                desired.is_some_and(|d| d.version == change.version
+                    && matches!(d.change, Some(pb::twin_change::Change::Desired(_)))),
+                "a delivery change follows its twin's desired change: {change:?}"
+            );
+            let state = delivery.values[0].delivery.as_ref().unwrap().state;
+            assert_eq!(state, pb::DeliveryState::Pending as i32);
+            continue;
+        }
         assert!(
             change.version > *last,
             "versions go up per twin: {change:?} after {last}"
@@ -394,6 +412,7 @@ async fn api_watch_sends_the_snapshot_then_every_change_in_order() {
     }
     let kinds: Vec<(String, &'static str)> = changes
         .iter()
+        .filter(|c| !matches!(c.change, Some(pb::twin_change::Change::Delivery(_))))
         .map(|c| {
             let kind = match &c.change {
                 Some(pb::twin_change::Change::Reported(r)) => {

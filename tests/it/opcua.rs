@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use doppel::connectors::DropKind;
 use doppel::connectors::opcua::{OpcUaConfig, OpcUaConnector, OpcUaError, OpcUaHandle};
-use doppel::{Command, Origin, Quality, Runtime, Sample, Value, Verdict};
+use doppel::{
+    AuditKind, Command, Delivery, DeliveryState, Origin, Quality, Runtime, Sample, Severity,
+    Timestamp, Value, Verdict,
+};
 use opcua::core::config::Config;
 use opcua::crypto::{CertificateStore, SecurityPolicy, X509Data};
 use opcua::server::address_space::{MethodBuilder, ObjectBuilder, VariableBuilder};
@@ -155,6 +158,19 @@ impl Plc {
 
     fn calls(&self) -> Vec<(String, Vec<Variant>)> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Records every value written to a variable (which then keeps its value).
+    fn record_writes(&self, name: &str) -> Arc<Mutex<Vec<Variant>>> {
+        let writes: Arc<Mutex<Vec<Variant>>> = Arc::default();
+        let sink = writes.clone();
+        self.manager
+            .inner()
+            .add_write_callback(self.node(name), move |value, _| {
+                sink.lock().unwrap().extend(value.value);
+                StatusCode::Good
+            });
+        writes
     }
 
     /// Stops the server and waits until its port is free.
@@ -576,16 +592,63 @@ async fn signed_session_trusts_the_server_on_first_use_when_told_to() {
 /// The server goes away and a new one starts on the same port: the connector
 /// reconnects with backoff and re-creates its subscription, and values set on the new
 /// server reach the twin. An actuation while disconnected is counted, not queued.
+/// A desired value's delivery as the twin holds it.
+async fn delivery(runtime: &Runtime, desired: &str) -> Delivery {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report
+        .desired
+        .into_iter()
+        .find(|(name, _)| name == desired)
+        .map(|(_, value)| value.delivery)
+        .unwrap()
+}
+
+/// Waits until `desired`'s delivery is in `state`; returns it.
+async fn delivery_reaches(runtime: &Runtime, desired: &str, state: DeliveryState) -> Delivery {
+    let mut last = None;
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            let now = delivery(runtime, desired).await;
+            if now.state == state {
+                return now;
+            }
+            last = Some(now);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    reached.unwrap_or_else(|_| panic!("{desired} never became {state}; last {last:?}"))
+}
+
+/// Stops press-1's controller the way it goes down: the port stays reserved so a new
+/// controller can take it.
+async fn reserved_port(pki: &Path) -> u16 {
+    let plc = Plc::start(pki, 0, true, true).await;
+    let port = plc.port;
+    plc.stop().await;
+    port
+}
+
+/// A command sent while the controller is down is `pending`, not failed; once a new
+/// controller takes the port, the connector writes it exactly once (the server sees
+/// one write and one Ramp call) and the twin shows it `delivered`. A command whose
+/// deadline passed during the outage is never written, and fails. A safety action
+/// that cannot be delivered raises a critical alarm, and is sent first, before any
+/// command, when the controller is back; its delivery clears the alarm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reconnects_to_a_new_server_on_the_same_port() {
-    tokio::time::timeout(Duration::from_secs(60), async {
+async fn a_command_during_a_plc_outage_is_pending_then_written_once() {
+    tokio::time::timeout(Duration::from_secs(90), async {
         let dir = tempfile::tempdir().unwrap();
-        let plc = Plc::start(&dir.path().join("server-pki"), 0, true, true).await;
+        let server_pki = dir.path().join("server-pki");
+        let plc = Plc::start(&server_pki, 0, true, true).await;
         let port = plc.port;
-        let runtime = support::start(&dir.path().join("node")).await;
+        let mut settings = support::settings();
+        settings.delivery.safety_bound_ms = 300;
+        let runtime = support::start_with(&dir.path().join("node"), settings, |b| b).await;
+        let twins = runtime.twins().clone();
         let connector = OpcUaConnector::start(
             config(&plc.endpoint(), INSECURE, ""),
-            runtime.twins().clone(),
+            twins.clone(),
             dir.path(),
         )
         .await
@@ -594,11 +657,19 @@ async fn reconnects_to_a_new_server_on_the_same_port() {
             connector.wait_connected(WAIT).await,
             "connector did not connect"
         );
-        plc.set("Press1.Temperature", DataValue::new_now(30.0));
-        wait_until("the first server's value arrives", WAIT, || async {
-            value_of(&runtime, "temperature").await == Some(30.0)
-        })
+        assert_eq!(
+            delivery(&runtime, "speed").await.state,
+            DeliveryState::Initial
+        );
+
+        command(
+            &runtime,
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1000.0)),
+        )
         .await;
+        let delivered = delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
+        assert_eq!(delivered.by, "opcua:press-line");
 
         plc.stop().await;
         let mut state = connector.watch_connection();
@@ -606,19 +677,49 @@ async fn reconnects_to_a_new_server_on_the_same_port() {
             .await
             .expect("the connector notices the server is gone")
             .unwrap();
+
         command(
             &runtime,
             Command::new(press(1), "set_speed", Origin::operator("ann"))
                 .param("rpm", Value::Float(900.0)),
         )
         .await;
-        wait_until("the undeliverable actuation is counted", WAIT, || async {
-            let counts = connector.actuations();
-            counts.write_failures == 1 && counts.call_failures == 1
-        })
+        command(
+            &runtime,
+            Command::new(press(1), "stop", Origin::operator("ann"))
+                .deadline(Timestamp::now().plus(Duration::from_millis(200))),
+        )
         .await;
+        let expired = delivery_reaches(&runtime, "running", DeliveryState::Failed).await;
+        assert!(expired.reason.contains("deadline"), "{expired:?}");
+        let pending = delivery(&runtime, "speed").await;
+        assert_eq!(pending.state, DeliveryState::Pending, "{pending:?}");
 
-        let plc = Plc::start(&dir.path().join("server-pki"), port, true, true).await;
+        // Over-temperature on both sensors: the trip stops the press, and nothing can
+        // carry the stop to the machine.
+        let source = twins.source("test-bench").unwrap();
+        for (seq, channel) in [(1, "temperature"), (2, "temperature_b")] {
+            twins
+                .ingest(&press(1), channel, support::reading(120.0, source, seq))
+                .await
+                .unwrap()
+                .durable()
+                .await
+                .unwrap();
+        }
+        let safety = delivery_reaches(&runtime, "running", DeliveryState::Failed).await;
+        assert!(safety.safety, "{safety:?}");
+        let report = twins.report(&press(1)).await.unwrap();
+        let alarm = report
+            .alarms
+            .iter()
+            .find(|a| a.code == "undelivered:running")
+            .expect("the undelivered safety action raises an alarm");
+        assert_eq!(alarm.severity, Severity::Critical);
+
+        let plc = Plc::start(&server_pki, port, true, true).await;
+        let speed_writes = plc.record_writes("Press1.Speed");
+        let running_writes = plc.record_writes("Press1.Running");
         tokio::time::timeout(
             WAIT,
             state.wait_for(|state| state.connected && state.sessions == 2),
@@ -626,16 +727,116 @@ async fn reconnects_to_a_new_server_on_the_same_port() {
         .await
         .expect("the connector reconnects to the new server")
         .unwrap();
+        let speed = delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
+        let running = delivery_reaches(&runtime, "running", DeliveryState::Delivered).await;
+        assert!(running.safety);
+        assert_eq!(speed.by, "opcua:press-line");
+        // Let any duplicate arrive before counting.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
-            plc.value("Press1.Speed"),
-            Some(Variant::Double(1200.0)),
-            "a setpoint missed while disconnected is not written late"
+            speed_writes.lock().unwrap().clone(),
+            vec![Variant::Double(900.0)]
         );
-        plc.set("Press1.Temperature", DataValue::new_now(42.0));
-        wait_until("the new server's value arrives", WAIT, || async {
-            value_of(&runtime, "temperature").await == Some(42.0)
-        })
+        assert_eq!(
+            running_writes.lock().unwrap().clone(),
+            vec![Variant::Boolean(false)]
+        );
+        let calls = plc.calls();
+        assert_eq!(
+            calls,
+            vec![
+                ("Press1.Stop".to_string(), Vec::new()),
+                ("Press1.Ramp".to_string(), vec![Variant::Float(900.0)]),
+            ],
+            "the safety action first, the expired stop never"
+        );
+        let report = twins.report(&press(1)).await.unwrap();
+        assert!(
+            !report.has_alarm("undelivered:running"),
+            "{:?}",
+            report.alarms
+        );
+        let audit = twins
+            .audit(
+                &press(1),
+                Timestamp::now().minus(Duration::from_secs(600)),
+                Timestamp::now().plus(Duration::from_secs(60)),
+                1000,
+            )
+            .unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|r| r.kind == AuditKind::Delivered
+                    && r.reason == "delivered by opcua:press-line"),
+            "every delivery outcome is audited"
+        );
+        assert!(audit.iter().any(|r| r.kind == AuditKind::DeliveryFailed));
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// A delivery pending when the node stops is pending after it starts again, and is
+/// written exactly once when the controller comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivery_pending_across_a_restart_is_written_once() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server_pki = dir.path().join("server-pki");
+        let port = reserved_port(&server_pki).await;
+        let endpoint = format!("opc.tcp://127.0.0.1:{port}/");
+        let node = dir.path().join("node");
+
+        let runtime = support::start(&node).await;
+        let connector = OpcUaConnector::start(
+            config(&endpoint, INSECURE, ""),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        command(
+            &runtime,
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(900.0))
+                .deadline(Timestamp::now().plus(Duration::from_secs(600))),
+        )
         .await;
+        let pending = delivery(&runtime, "speed").await;
+        assert_eq!(pending.state, DeliveryState::Pending);
+        connector.stop().await;
+        runtime.shutdown().await;
+
+        let runtime = support::start(&node).await;
+        let recovered = delivery(&runtime, "speed").await;
+        assert_eq!(
+            recovered, pending,
+            "the pending delivery, its deadline included, survives"
+        );
+        let plc = Plc::start(&server_pki, port, true, true).await;
+        let speed_writes = plc.record_writes("Press1.Speed");
+        let connector = OpcUaConnector::start(
+            config(&endpoint, INSECURE, ""),
+            runtime.twins().clone(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            speed_writes.lock().unwrap().clone(),
+            vec![Variant::Double(900.0)]
+        );
+        assert_eq!(
+            plc.calls(),
+            vec![("Press1.Ramp".to_string(), vec![Variant::Float(900.0)])]
+        );
 
         connector.stop().await;
         plc.stop().await;

@@ -152,8 +152,8 @@ max_per_sec = 100
         let now = Timestamp::now();
         let (speed, _) = twin_type.desired("speed").unwrap();
         state.desired[speed] = DesiredValue {
-            value: Value::Float(1200.0),
             set_at: now.minus(Duration::from_millis(500)),
+            ..DesiredValue::initial(Value::Float(1200.0))
         };
 
         let command = set_speed(2000.0);

@@ -163,8 +163,8 @@ impl Twin {
             .desired(name)
             .expect("desired value is declared");
         self.state.desired[index] = DesiredValue {
-            value,
             set_at: Timestamp((at_secs * 1e6).round() as i64),
+            ..DesiredValue::initial(value)
         };
     }
 

@@ -30,13 +30,7 @@ fn report(asset: &str, version: u64) -> TwinReport {
             unit: "degC".into(),
             sample: None,
         }],
-        desired: vec![(
-            "speed".into(),
-            DesiredValue {
-                value: Value::Float(1200.0),
-                set_at: Timestamp(0),
-            },
-        )],
+        desired: vec![("speed".into(), DesiredValue::initial(Value::Float(1200.0)))],
         derived: Vec::new(),
         alarms: Vec::new(),
         trips: Vec::new(),

@@ -261,9 +261,13 @@ pub(crate) mod testing {
             self.0
                 .desired
                 .retain(|(existing, _)| existing.as_str() != name);
-            self.0
-                .desired
-                .push((name.to_string(), DesiredValue { value, set_at }));
+            self.0.desired.push((
+                name.to_string(),
+                DesiredValue {
+                    set_at,
+                    ..DesiredValue::initial(value)
+                },
+            ));
             self
         }
 

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::MqttError;
 use super::sparkplug::SparkplugConfig;
+use crate::delivery::Resend;
 use crate::reach::{AssetReach, Reach};
 
 /// One broker connection.
@@ -51,6 +52,12 @@ pub struct MqttConfig {
     /// The Sparkplug B layout (off unless the table is present).
     #[serde(default)]
     pub sparkplug: Option<SparkplugConfig>,
+    /// What to do, when the actuation connection is back, with desired values that did
+    /// not reach the broker: `"latest"` (default) publishes each value's latest desired
+    /// value again unless its command's deadline passed, safety actions first;
+    /// `"never"` fails them at once.
+    #[serde(default)]
+    pub resend: Resend,
 }
 
 impl MqttConfig {
@@ -182,6 +189,7 @@ impl MqttConfig {
             reconnect_max_ms: default_reconnect_max(),
             uns: UnsConfig::default(),
             sparkplug: None,
+            resend: Resend::Latest,
         }
     }
 

@@ -6,9 +6,12 @@
 //! crash never loses a message the broker considers delivered; the broker redelivers
 //! the rest, and the twins recognise redelivered readings by their sequence numbers.
 //! Messages that cannot be used are counted, logged once per kind per minute and
-//! acknowledged, so they are not redelivered forever. Accepted commands, safety
-//! actions and verdicts are published with QoS 1.
+//! acknowledged, so they are not redelivered forever. Verdicts are published with
+//! QoS 1 on the same connection; accepted commands and safety actions go out with QoS 1
+//! on a second connection of their own (client id `<client id>-act`), where each
+//! PUBACK marks the values it carried delivered in their twin.
 
+mod actuate;
 mod codec;
 mod config;
 pub mod sparkplug;
@@ -64,6 +67,8 @@ pub struct MqttStats {
     pub acknowledged: AtomicU64,
     /// Messages published (actuations, verdicts, replies).
     pub published: AtomicU64,
+    /// Actuation publishes the broker acknowledged.
+    pub delivered: AtomicU64,
     /// Actuations or verdicts missed because the connector fell behind.
     pub lagged: AtomicU64,
     /// Connections established.
@@ -226,11 +231,7 @@ impl Actor for Connection {
             shared,
         } = args;
         let (host, port) = config.broker()?;
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("doppel-{}", config.name));
-        let mut options = MqttOptions::new(client_id, host, port);
+        let mut options = MqttOptions::new(client_id_of(&config), host.clone(), port);
         options
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
             .set_clean_session(false)
@@ -249,6 +250,7 @@ impl Actor for Connection {
                 will.retain,
             ));
         }
+        let actuation_options = actuate::options(&config, host, port, &client_id_of(&config));
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
         let codecs = Arc::new(Mutex::new(codecs));
         let (inbound_tx, inbound_rx) = mpsc::channel::<Publish>(DRAIN * 4);
@@ -298,7 +300,23 @@ impl Actor for Connection {
             ),
             stage(
                 "publish",
-                Box::pin(publish(client.clone(), codecs, twins, shared)),
+                Box::pin(publish(
+                    client.clone(),
+                    codecs.clone(),
+                    twins.clone(),
+                    shared.clone(),
+                )),
+            ),
+            stage(
+                "actuate",
+                Box::pin(actuate::run(
+                    actuation_options,
+                    codecs,
+                    twins,
+                    shared,
+                    config.resend,
+                    config.backoff(),
+                )),
             ),
         ];
         Ok(ConnectionState {
@@ -518,47 +536,27 @@ async fn acknowledge(
     }
 }
 
-/// Publishes actuations and verdicts through every layout.
+/// Publishes verdicts through every layout.
 async fn publish(
     client: AsyncClient,
     codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
     twins: Twins,
     shared: Arc<Shared>,
 ) {
-    let mut actuations = twins.actuations();
     let mut verdicts = twins.verdicts();
     let mut outgoing = Vec::new();
     loop {
-        tokio::select! {
-            actuation = actuations.recv() => match actuation {
-                Ok(actuation) => {
-                    let _span = tracing::info_span!("mqtt_actuation", asset = %actuation.asset(), command_id = %actuation.command_id()).entered();
-                    if actuation.deadline().is_some_and(|deadline| deadline < Timestamp::now()) {
-                        tracing::warn!(command = actuation.command(), "actuation not published: its deadline passed before it reached the connector");
-                        continue;
-                    }
-                    for codec in codecs.lock().iter_mut() {
-                        codec.actuation(&actuation, &mut outgoing);
-                    }
+        match verdicts.recv().await {
+            Ok(verdict) => {
+                for codec in codecs.lock().iter_mut() {
+                    codec.verdict(&verdict, &mut outgoing);
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    shared.stats.lagged.fetch_add(missed, Ordering::Relaxed);
-                    tracing::error!(missed, "actuations missed: the connector fell behind");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            verdict = verdicts.recv() => match verdict {
-                Ok(verdict) => {
-                    for codec in codecs.lock().iter_mut() {
-                        codec.verdict(&verdict, &mut outgoing);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    shared.stats.lagged.fetch_add(missed, Ordering::Relaxed);
-                    tracing::warn!(missed, "verdicts missed: the connector fell behind");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                shared.stats.lagged.fetch_add(missed, Ordering::Relaxed);
+                tracing::warn!(missed, "verdicts missed: the connector fell behind");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
         for message in outgoing.drain(..) {
             if client
@@ -576,4 +574,12 @@ async fn publish(
             shared.stats.published.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The connection's client id: configured, or `doppel-<name>`.
+fn client_id_of(config: &MqttConfig) -> String {
+    config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("doppel-{}", config.name))
 }

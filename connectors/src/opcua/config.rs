@@ -28,6 +28,7 @@ use doppel_runtime::AssetPath;
 use serde::Deserialize;
 
 use super::error::OpcUaError;
+use crate::delivery::Resend;
 use crate::reach::Reach;
 
 /// One OPC UA connector: one server endpoint and the assets whose nodes it maps.
@@ -79,6 +80,12 @@ pub struct OpcUaConfig {
     /// session and start a reconnect. Default 5000.
     #[serde(default = "default_keep_alive_ms")]
     pub keep_alive_ms: u64,
+    /// What to do, when a session is established again, with desired values that did
+    /// not reach the server: `"latest"` (default) writes each value's latest desired
+    /// value again unless its command's deadline passed, safety actions first;
+    /// `"never"` fails them at once.
+    #[serde(default)]
+    pub resend: Resend,
     /// Node mapping, per asset.
     #[serde(default, rename = "asset")]
     pub assets: Vec<AssetMapping>,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use doppel_runtime::twin::{Actuation, Twins};
-use doppel_runtime::{Reading, SourceId, Timestamp, Value};
+use doppel_runtime::twin::{Actuation, DeliveryOutcome, Twins};
+use doppel_runtime::{AssetPath, Reading, SourceId, Timestamp};
 use opcua::client::{Client, ClientBuilder, IdentityToken, OnSubscriptionNotificationCore};
 use opcua::client::{MonitoredItemMap, Session};
 use opcua::types::{
@@ -25,6 +25,7 @@ use super::config::{OpcUaConfig, ScalarType};
 use super::convert::{decode, seq_of};
 use super::error::OpcUaError;
 use super::plan::{AssetActuation, MethodTarget, Plan};
+use crate::delivery::{Resend, SentGuard, past_deadline, report};
 use crate::drops::{DropKind, Drops};
 
 /// Values the server may queue per monitored item between two publish responses.
@@ -226,10 +227,15 @@ impl OpcUaConnector {
             );
         }
         let actuator = Actuator {
+            by: format!("opcua:{name}"),
             name: name.clone(),
+            assets: plan.assets.keys().cloned().collect(),
             plan: plan.clone(),
             counters: counters.clone(),
             live: live_rx,
+            twins: twins.clone(),
+            resend: config.resend,
+            guard: SentGuard::default(),
         };
         let connector = OpcUaConnector {
             config,
@@ -621,89 +627,240 @@ pub(crate) fn method_arguments(
         .collect()
 }
 
-/// Turns actuations of mapped assets into writes and method calls on the live session.
+/// Turns actuations of mapped assets into writes and method calls on the live session,
+/// reports each outcome to the twin, and sends again what did not reach the server
+/// when a session is established.
 struct Actuator {
     name: String,
+    /// The actuator's name in delivery reports: `opcua:<name>`.
+    by: String,
     plan: Arc<Plan>,
     counters: Arc<Counters>,
     live: watch::Receiver<Option<Arc<Live>>>,
+    twins: Twins,
+    resend: Resend,
+    guard: SentGuard,
+    /// The assets the plan actuates.
+    assets: Vec<AssetPath>,
+}
+
+/// How one write or call fared.
+enum Fate {
+    /// The server accepted it.
+    Done,
+    /// The server refused it (or the value could not be converted), and why.
+    Refused(String),
+    /// It is not known whether it reached the server (the request failed); the value
+    /// stays pending and is sent again with the next session.
+    Unknown,
 }
 
 impl Actuator {
     async fn run(
-        self,
+        mut self,
         mut actuations: broadcast::Receiver<Actuation>,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
-            let actuation = tokio::select! {
+            tokio::select! {
                 _ = stopped(&mut stop) => break,
+                changed = self.live.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let live = self.live.borrow_and_update().clone();
+                    if let Some(live) = live {
+                        self.guard.reconnected();
+                        self.catch_up(&live).await;
+                    }
+                }
                 received = actuations.recv() => match received {
-                    Ok(actuation) => actuation,
+                    Ok(actuation) => self.actuate(&actuation).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         Counters::add(&self.counters.missed, missed);
-                        error!(connector = %self.name, missed, "opcua connector fell behind the actuation bus; actuations missed");
-                        continue;
+                        error!(connector = %self.name, missed, "opcua connector fell behind the actuation bus; the missed values stay pending and are sent with the next session");
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
-            };
-            let Some(mapping) = self.plan.assets.get(actuation.asset()) else {
-                continue;
-            };
-            if actuation
-                .deadline()
-                .is_some_and(|deadline| deadline < Timestamp::now())
-            {
-                Counters::add(&self.counters.write_failures, 1);
-                self.failed(
-                    &actuation,
-                    "write",
-                    "its deadline passed before it reached the connector; not written",
-                );
-                continue;
-            }
-            let live = self.live.borrow().clone();
-            self.write(&actuation, mapping, live.as_deref()).await;
-            if let Some(method) = mapping.methods.get(actuation.command()) {
-                self.call(&actuation, method, live.as_deref()).await;
             }
         }
     }
 
-    /// Writes every changed desired value that has a variable.
-    async fn write(&self, actuation: &Actuation, mapping: &AssetActuation, live: Option<&Live>) {
-        let targets: Vec<(&str, &NodeId, Value)> = actuation
+    /// The desired values of `actuation` this connector carries: those it writes, and
+    /// all of them when the command calls a method.
+    fn covered(&self, actuation: &Actuation) -> Vec<String> {
+        let Some(mapping) = self.plan.assets.get(actuation.asset()) else {
+            return Vec::new();
+        };
+        let calls = mapping.methods.contains_key(actuation.command());
+        actuation
             .values()
             .iter()
-            .filter_map(|(desired, value)| {
-                mapping
-                    .writes
-                    .get(desired)
-                    .map(|node| (desired.as_str(), node, *value))
-            })
-            .collect();
-        if targets.is_empty() {
+            .filter(|(desired, _)| calls || mapping.writes.contains_key(desired))
+            .map(|(desired, _)| desired.clone())
+            .collect()
+    }
+
+    /// A new session: sends again what did not reach the server, by the resend policy.
+    async fn catch_up(&mut self, live: &Live) {
+        let undelivered = self.twins.undelivered(Some(&self.assets)).await;
+        let mut sent = 0;
+        for actuation in &undelivered {
+            let covered = self.covered(actuation);
+            if covered.is_empty() {
+                continue;
+            }
+            if past_deadline(actuation) {
+                continue;
+            }
+            match self.resend {
+                Resend::Never => report(
+                    &self.twins,
+                    actuation.asset(),
+                    actuation.version(),
+                    covered,
+                    &self.by,
+                    DeliveryOutcome::Failed(
+                        "not sent again when the session came back (resend = \"never\")"
+                            .to_string(),
+                    ),
+                ),
+                Resend::Latest => {
+                    sent += 1;
+                    self.deliver(actuation, live).await;
+                }
+            }
+        }
+        if sent > 0 {
+            info!(connector = %self.name, actuations = sent, "sent again what had not reached the server");
+        }
+    }
+
+    async fn actuate(&mut self, actuation: &Actuation) {
+        let covered = self.covered(actuation);
+        if covered.is_empty() {
             return;
         }
-        let Some(live) = live else {
-            Counters::add(&self.counters.write_failures, targets.len() as u64);
-            self.failed(
-                actuation,
-                "write",
-                "not connected; the value is not written later",
+        if past_deadline(actuation) {
+            Counters::add(&self.counters.write_failures, 1);
+            let reason = "its deadline passed before it reached the connector; not sent";
+            self.failed(actuation, "write", reason);
+            report(
+                &self.twins,
+                actuation.asset(),
+                actuation.version(),
+                covered,
+                &self.by,
+                DeliveryOutcome::Failed(reason.to_string()),
             );
             return;
+        }
+        let live = self.live.borrow().clone();
+        match live {
+            Some(live) => self.deliver(actuation, &live).await,
+            None if self.resend == Resend::Never => {
+                let reason = "not connected, and resend = \"never\"";
+                self.failed(actuation, "write", reason);
+                report(
+                    &self.twins,
+                    actuation.asset(),
+                    actuation.version(),
+                    covered,
+                    &self.by,
+                    DeliveryOutcome::Failed(reason.to_string()),
+                );
+            }
+            None => {
+                if actuation.is_safety() {
+                    error!(connector = %self.name, asset = %actuation.asset(), command = %actuation.command(), "safety action pending: not connected; it is sent first when the session is back");
+                } else {
+                    warn!(connector = %self.name, asset = %actuation.asset(), command = %actuation.command(), command_id = %actuation.command_id(), "actuation pending: not connected; it is sent when the session is back");
+                }
+            }
+        }
+    }
+
+    /// Writes and calls what `actuation` sets (the values this connection has not sent
+    /// and no newer actuation has), then reports each value's outcome.
+    async fn deliver(&mut self, actuation: &Actuation, live: &Live) {
+        let Some(mapping) = self.plan.assets.get(actuation.asset()) else {
+            return;
         };
-        let mut writes = Vec::with_capacity(targets.len());
-        let mut written = Vec::with_capacity(targets.len());
-        for (desired, node, value) in targets {
+        let admitted = self.guard.admit(actuation);
+        if admitted.is_empty() {
+            return;
+        }
+        let actuation = &actuation.only(&admitted);
+        let mut fates: Vec<(String, Fate)> = self.write(actuation, mapping, live).await;
+        if let Some(method) = mapping.methods.get(actuation.command()) {
+            let fate = self.call(actuation, method, live).await;
+            for desired in &admitted {
+                let mine = match &fate {
+                    Fate::Done => Fate::Done,
+                    Fate::Refused(reason) => Fate::Refused(reason.clone()),
+                    Fate::Unknown => Fate::Unknown,
+                };
+                match fates.iter_mut().find(|(name, _)| name == desired) {
+                    // A value written and carried by the call reached the machine if
+                    // either did.
+                    Some((_, earlier)) => {
+                        if !matches!(earlier, Fate::Done) && !matches!(mine, Fate::Unknown) {
+                            *earlier = mine;
+                        }
+                    }
+                    None => fates.push((desired.clone(), mine)),
+                }
+            }
+        }
+        let mut delivered = Vec::new();
+        let mut refused: Vec<(String, String)> = Vec::new();
+        for (desired, fate) in fates {
+            match fate {
+                Fate::Done => delivered.push(desired),
+                Fate::Refused(reason) => refused.push((desired, reason)),
+                Fate::Unknown => {}
+            }
+        }
+        report(
+            &self.twins,
+            actuation.asset(),
+            actuation.version(),
+            delivered,
+            &self.by,
+            DeliveryOutcome::Delivered,
+        );
+        for (desired, reason) in refused {
+            report(
+                &self.twins,
+                actuation.asset(),
+                actuation.version(),
+                vec![desired],
+                &self.by,
+                DeliveryOutcome::Failed(reason),
+            );
+        }
+    }
+
+    /// Writes every desired value of `actuation` that has a variable.
+    async fn write(
+        &self,
+        actuation: &Actuation,
+        mapping: &AssetActuation,
+        live: &Live,
+    ) -> Vec<(String, Fate)> {
+        let mut fates = Vec::new();
+        let mut writes = Vec::new();
+        let mut written = Vec::new();
+        for (desired, value) in actuation.values() {
+            let Some(node) = mapping.writes.get(desired) else {
+                continue;
+            };
             let scalar = live
                 .types
                 .get(node)
                 .copied()
-                .unwrap_or_else(|| ScalarType::natural(value));
-            match scalar.variant(value) {
+                .unwrap_or_else(|| ScalarType::natural(*value));
+            match scalar.variant(*value) {
                 Ok(variant) => {
                     writes.push(WriteValue {
                         node_id: node.clone(),
@@ -711,16 +868,17 @@ impl Actuator {
                         index_range: Default::default(),
                         value: DataValue::value_only(variant),
                     });
-                    written.push((desired, node));
+                    written.push((desired.clone(), node));
                 }
                 Err(error) => {
                     Counters::add(&self.counters.write_failures, 1);
                     self.failed(actuation, desired, &error.to_string());
+                    fates.push((desired.clone(), Fate::Refused(error.to_string())));
                 }
             }
         }
         if writes.is_empty() {
-            return;
+            return fates;
         }
         match live.session.write(&writes).await {
             Ok(statuses) => {
@@ -732,41 +890,41 @@ impl Actuator {
                     if status.is_good() {
                         Counters::add(&self.counters.writes, 1);
                         debug!(connector = %self.name, asset = %actuation.asset(), desired, %node, "written");
+                        fates.push((desired, Fate::Done));
                     } else {
                         Counters::add(&self.counters.write_failures, 1);
-                        self.failed(
-                            actuation,
-                            desired,
-                            &format!("server refused the write to {node}: {status}"),
-                        );
+                        let reason = format!("server refused the write to {node}: {status}");
+                        self.failed(actuation, &desired, &reason);
+                        fates.push((desired, Fate::Refused(reason)));
                     }
                 }
             }
             Err(error) => {
                 Counters::add(&self.counters.write_failures, written.len() as u64);
-                self.failed(actuation, "write", &error.to_string());
+                self.failed(
+                    actuation,
+                    "write",
+                    &format!("{error}; pending until the next session"),
+                );
+                fates.extend(
+                    written
+                        .into_iter()
+                        .map(|(desired, _)| (desired, Fate::Unknown)),
+                );
             }
         }
+        fates
     }
 
     /// Calls the command's method with the governed values of its parameters as
     /// arguments.
-    async fn call(&self, actuation: &Actuation, method: &MethodTarget, live: Option<&Live>) {
-        let Some(live) = live else {
-            Counters::add(&self.counters.call_failures, 1);
-            self.failed(
-                actuation,
-                "call",
-                "not connected; the method is not called later",
-            );
-            return;
-        };
+    async fn call(&self, actuation: &Actuation, method: &MethodTarget, live: &Live) -> Fate {
         let arguments = match method_arguments(actuation, method) {
             Ok(arguments) => arguments,
             Err(problem) => {
                 Counters::add(&self.counters.call_failures, 1);
                 self.failed(actuation, "call", &problem);
-                return;
+                return Fate::Refused(problem);
             }
         };
         let request = CallMethodRequest {
@@ -778,21 +936,25 @@ impl Actuator {
             Ok(result) if result.status_code.is_good() => {
                 Counters::add(&self.counters.calls, 1);
                 debug!(connector = %self.name, asset = %actuation.asset(), command = %actuation.command(), method = %method.method, "called");
+                Fate::Done
             }
             Ok(result) => {
+                Counters::add(&self.counters.call_failures, 1);
+                let reason = format!(
+                    "server refused the call of {}: {}",
+                    method.method, result.status_code
+                );
+                self.failed(actuation, "call", &reason);
+                Fate::Refused(reason)
+            }
+            Err(error) => {
                 Counters::add(&self.counters.call_failures, 1);
                 self.failed(
                     actuation,
                     "call",
-                    &format!(
-                        "server refused the call of {}: {}",
-                        method.method, result.status_code
-                    ),
+                    &format!("{error}; pending until the next session"),
                 );
-            }
-            Err(error) => {
-                Counters::add(&self.counters.call_failures, 1);
-                self.failed(actuation, "call", &error.to_string());
+                Fate::Unknown
             }
         }
     }

@@ -7,7 +7,7 @@ mod settings;
 mod topology;
 mod twin_type;
 
-pub use settings::{JournalSettings, RuntimeSettings, SupervisionSettings};
+pub use settings::{DeliverySettings, JournalSettings, RuntimeSettings, SupervisionSettings};
 pub use topology::{LineSpec, MachineSpec, PlantSpec, Topology};
 pub use twin_type::{
     Aggregates, ChannelSpec, CommandSpec, ComponentSpec, DesiredSpec, ParamSpec, SetSource,

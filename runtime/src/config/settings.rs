@@ -75,6 +75,30 @@ impl SupervisionSettings {
     }
 }
 
+/// How the twin follows its desired values to the machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// A safety action no actuator confirmed within this many milliseconds is failed,
+    /// and raises a critical alarm on its twin.
+    pub safety_bound_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            safety_bound_ms: 2_000,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// The safety bound as a duration.
+    pub fn safety_bound(&self) -> Duration {
+        Duration::from_millis(self.safety_bound_ms.max(1))
+    }
+}
+
 /// All runtime settings of one node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +107,8 @@ pub struct RuntimeSettings {
     pub journal: JournalSettings,
     /// Restart intensity of line and plant supervisors.
     pub supervision: SupervisionSettings,
+    /// Delivery of desired values to machines.
+    pub delivery: DeliverySettings,
     /// Samples kept per channel in a twin's history ring.
     pub history_capacity: usize,
     /// Largest accepted distance of a source timestamp into the future, in seconds.
@@ -99,6 +125,7 @@ impl Default for RuntimeSettings {
         Self {
             journal: JournalSettings::default(),
             supervision: SupervisionSettings::default(),
+            delivery: DeliverySettings::default(),
             history_capacity: 32,
             max_future_skew_secs: 300,
             max_sample_age_secs: 7 * 24 * 3600,

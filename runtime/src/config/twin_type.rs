@@ -35,6 +35,18 @@ pub struct DesiredSpec {
     pub range: Option<(f64, f64)>,
     /// Value before any command sets it.
     pub initial: Value,
+    /// The channel on which the machine reports this value back, if any.
+    pub reported: Option<ChannelId>,
+    /// Largest difference between the reported and the desired value that still counts
+    /// as agreement (0 for exact).
+    pub tolerance: f64,
+}
+
+impl DesiredSpec {
+    /// Whether a reported reading agrees with desired value `value` within the tolerance.
+    pub fn agrees(&self, value: Value, reported: f64) -> bool {
+        (reported - value.as_f64()).abs() <= self.tolerance
+    }
 }
 
 /// A typed, bounded command parameter.
@@ -271,6 +283,8 @@ struct RawDesired {
     unit: String,
     range: Option<[f64; 2]>,
     initial: Option<Value>,
+    reported: Option<String>,
+    tolerance: Option<f64>,
 }
 
 fn float_kind() -> ValueKind {
@@ -383,12 +397,38 @@ fn compile_type(
             })?,
             None => Value::from_f64(raw_desired.kind, range.map(|r| r.0).unwrap_or(0.0)),
         };
+        let reported = match &raw_desired.reported {
+            Some(channel) => Some(*channel_index.get(channel).ok_or_else(|| {
+                at(
+                    span.clone(),
+                    format!("desired `{desired_name}`: reported on unknown channel `{channel}`"),
+                )
+            })?),
+            None => None,
+        };
+        let tolerance = raw_desired.tolerance.unwrap_or(0.0);
+        if !(tolerance.is_finite() && tolerance >= 0.0) {
+            return Err(at(
+                span,
+                format!("desired `{desired_name}`: tolerance must be a finite number >= 0"),
+            ));
+        }
+        if raw_desired.tolerance.is_some() && reported.is_none() {
+            return Err(at(
+                span,
+                format!(
+                    "desired `{desired_name}`: a tolerance needs `reported`, the channel it is compared with"
+                ),
+            ));
+        }
         desired.push(DesiredSpec {
             name: desired_name,
             kind: raw_desired.kind,
             unit: raw_desired.unit,
             range,
             initial,
+            reported,
+            tolerance,
         });
     }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CommandId, Origin, Verdict};
 use crate::sample::Sample;
 use crate::time::Timestamp;
-use crate::twin::TwinState;
+use crate::twin::{Delivery, TwinState};
 use crate::value::Value;
 
 /// One accepted change of a twin.
@@ -45,6 +45,15 @@ pub enum JournalEvent {
         /// When.
         at: Timestamp,
     },
+    /// How far desired values got on their way to the machine: an actuator's report,
+    /// a deadline or safety bound that passed, or (as an annex of the command event of
+    /// the same version) a command's deadline.
+    Delivery {
+        /// The desired values, by name.
+        desired: Vec<String>,
+        /// Their delivery now.
+        delivery: Delivery,
+    },
 }
 
 /// A journal entry: the twin it belongs to, the version it produced and the event.
@@ -73,4 +82,103 @@ pub struct Snapshot {
     pub models: Vec<(String, Vec<u8>)>,
     /// Saved governor state by governor name.
     pub governors: Vec<(String, Vec<u8>)>,
+}
+
+impl Snapshot {
+    /// Decodes a snapshot, including one written before desired values carried their
+    /// delivery (those values read as delivered: the twin sent them before this
+    /// version tracked delivery).
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        match postcard::from_bytes::<Snapshot>(bytes) {
+            Ok(snapshot) => Ok(snapshot),
+            Err(error) => match postcard::from_bytes::<legacy::Snapshot>(bytes) {
+                Ok(old) => Ok(old.into()),
+                Err(_) => Err(error),
+            },
+        }
+    }
+}
+
+/// The snapshot layout before desired values carried their delivery.
+mod legacy {
+    use serde::Deserialize;
+
+    use crate::path::AssetPath;
+    use crate::time::Timestamp;
+    use crate::twin::state::{ChannelState, ReplayWindow};
+    use crate::twin::{
+        Alarm, Delivery, DeliveryState, DerivedValue, DesiredValue, Trip, TwinState,
+    };
+    use crate::value::Value;
+
+    #[derive(Deserialize)]
+    pub(super) struct Desired {
+        value: Value,
+        set_at: Timestamp,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct State {
+        path: AssetPath,
+        version: u64,
+        channels: Vec<ChannelState>,
+        desired: Vec<Desired>,
+        derived: Vec<DerivedValue>,
+        alarms: Vec<Alarm>,
+        trips: Vec<Trip>,
+        health: f64,
+        updated_at: Timestamp,
+        windows: Vec<ReplayWindow>,
+        history_capacity: u32,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Snapshot {
+        state: State,
+        channel_names: Vec<String>,
+        desired_names: Vec<String>,
+        models: Vec<(String, Vec<u8>)>,
+        governors: Vec<(String, Vec<u8>)>,
+    }
+
+    impl From<Snapshot> for super::Snapshot {
+        fn from(old: Snapshot) -> Self {
+            let state = old.state;
+            let desired = state
+                .desired
+                .into_iter()
+                .map(|d| {
+                    let mut value = DesiredValue::initial(d.value);
+                    value.set_at = d.set_at;
+                    if d.set_at.0 != 0 {
+                        value.delivery = Delivery {
+                            state: DeliveryState::Delivered,
+                            at: d.set_at,
+                            ..Delivery::default()
+                        };
+                    }
+                    value
+                })
+                .collect();
+            super::Snapshot {
+                state: TwinState {
+                    path: state.path,
+                    version: state.version,
+                    channels: state.channels,
+                    desired,
+                    derived: state.derived,
+                    alarms: state.alarms,
+                    trips: state.trips,
+                    health: state.health,
+                    updated_at: state.updated_at,
+                    windows: state.windows,
+                    history_capacity: state.history_capacity,
+                },
+                channel_names: old.channel_names,
+                desired_names: old.desired_names,
+                models: old.models,
+                governors: old.governors,
+            }
+        }
+    }
 }

@@ -315,7 +315,7 @@ impl Store {
             return Ok(None);
         };
         let (batch, bytes) = entry.value();
-        let snapshot = postcard::from_bytes(bytes).map_err(StoreError::from)?;
+        let snapshot = Snapshot::decode(bytes).map_err(StoreError::from)?;
         Ok(Some((batch, snapshot)))
     }
 

@@ -15,7 +15,7 @@ use super::logic::{
     WhatIf,
 };
 use super::mirror::MirrorUpdate;
-use super::state::Severity;
+use super::state::{DeliveryReport, Severity};
 use super::twins::Kernel;
 use crate::audit::AuditRecord;
 use crate::command::{Command, CommandId, Verdict};
@@ -117,6 +117,12 @@ pub enum TwinMsg {
     Resync(Ticket),
     /// Send a status update held back by throttling.
     StatusTick,
+    /// An actuator's report on an actuation.
+    Delivery(DeliveryReport),
+    /// A pending value may have reached its deadline or safety bound.
+    DeliveryCheck,
+    /// What an actuator should send again now.
+    Undelivered(oneshot::Sender<Vec<Actuation>>),
 }
 
 /// How a twin actor gets its initial state.
@@ -161,6 +167,8 @@ pub struct TwinActorState {
     baseline: bool,
     /// The next journal write holds an idempotent command: index its audit record.
     index_command: bool,
+    /// When the scheduled delivery check runs, if one is scheduled.
+    delivery_check: Option<Timestamp>,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -208,8 +216,10 @@ impl Actor for TwinActor {
             mirrored_derived: Vec::new(),
             baseline: false,
             index_command: false,
+            delivery_check: None,
         };
         state.report_status(true);
+        state.schedule_delivery_check();
         Ok(state)
     }
 
@@ -253,15 +263,65 @@ impl Actor for TwinActor {
                 state.tick_pending = false;
                 state.report_status(true);
             }
+            TwinMsg::Delivery(report) => state.on_delivery(&report),
+            TwinMsg::DeliveryCheck => {
+                state.delivery_check = None;
+                state.fx.collect_changes = state.collects_changes();
+                let bound = state.kernel.settings.delivery.safety_bound();
+                state
+                    .core
+                    .expire_deliveries(Timestamp::now(), bound, &mut state.fx);
+                state.flush_effects(Ticket::none(), Completion::None, false);
+                state.report_status(false);
+                state.schedule_delivery_check();
+            }
+            TwinMsg::Undelivered(reply) => {
+                let _ = reply.send(state.core.undelivered(Timestamp::now()));
+            }
         }
         Ok(())
     }
 }
 
 impl TwinActorState {
+    fn collects_changes(&self) -> bool {
+        self.kernel.settings.replicate || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    fn on_delivery(&mut self, report: &DeliveryReport) {
+        let _span = tracing::info_span!("delivery", asset = %self.entry.path, version = report.version, by = %report.by).entered();
+        self.fx.collect_changes = self.collects_changes();
+        if self.core.apply_delivery(report, &mut self.fx) {
+            tracing::debug!(outcome = ?report.outcome, desired = ?report.desired, "delivery recorded");
+            self.flush_effects(Ticket::none(), Completion::None, false);
+            self.report_status(false);
+        }
+    }
+
+    /// Schedules a delivery check for the earliest pending deadline or safety bound,
+    /// unless one is due sooner already.
+    fn schedule_delivery_check(&mut self) {
+        let Some(at) = self
+            .core
+            .next_delivery_check(self.kernel.settings.delivery.safety_bound())
+        else {
+            return;
+        };
+        if self.delivery_check.is_some_and(|scheduled| scheduled <= at) {
+            return;
+        }
+        self.delivery_check = Some(at);
+        let myself = self.myself.clone();
+        let wait = Duration::from_micros(at.0.saturating_sub(Timestamp::now().0).max(0) as u64);
+        tokio::spawn(async move {
+            // A millisecond past the instant, so the check finds it passed.
+            tokio::time::sleep(wait + Duration::from_millis(1)).await;
+            let _ = myself.cast(TwinMsg::DeliveryCheck);
+        });
+    }
+
     fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
-        self.fx.collect_changes = self.kernel.settings.replicate
-            || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
+        self.fx.collect_changes = self.collects_changes();
         for sample in samples {
             self.core.apply_sample(sample, &mut self.fx);
         }
@@ -309,8 +369,7 @@ impl TwinActorState {
         } else {
             reply
         };
-        self.fx.collect_changes = self.kernel.settings.replicate
-            || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0;
+        self.fx.collect_changes = self.collects_changes();
         let now = Timestamp::now();
         let (verdict, applied) = match self.core.command(&command, now, &mut self.fx) {
             Ok(outcome) => outcome,
@@ -326,10 +385,16 @@ impl TwinActorState {
             Verdict::Denied { .. } => counters.commands_denied.fetch_add(1, Ordering::Relaxed),
         };
         tracing::info!(verdict = %verdict, "command reviewed");
-        let actuation = verdict.is_applied().then(|| {
-            Actuation::command_applied(self.entry.path.clone(), &command, applied.clone(), now)
-        });
         let version = self.core.state().version;
+        let actuation = verdict.is_applied().then(|| {
+            Actuation::command_applied(
+                self.entry.path.clone(),
+                version,
+                &command,
+                applied.clone(),
+                now,
+            )
+        });
         let audit_slot = Arc::new(OnceLock::new());
         if command.idempotent {
             if self.recent.len() == RECENT_COMMANDS {
@@ -347,6 +412,7 @@ impl TwinActorState {
                 audit_slot.clone(),
             ));
         }
+        let actuated = actuation.is_some();
         let actuations = self.kernel.actuations.clone();
         let verdicts = self.kernel.verdicts.clone();
         let published = CommandVerdict {
@@ -391,6 +457,9 @@ impl TwinActorState {
         self.index_command = command.idempotent;
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
+        if actuated {
+            self.schedule_delivery_check();
+        }
     }
 
     /// Answers a command whose idempotency key the twin has seen with the first
@@ -436,12 +505,16 @@ impl TwinActorState {
 
     /// Publishes what the last message produced and hands its journal write over.
     fn flush_effects(&mut self, ticket: Ticket, completion: Completion, snapshot: bool) {
+        let safety = !self.fx.safety_actuations.is_empty();
         for actuation in self.fx.safety_actuations.drain(..) {
             self.kernel
                 .counters
                 .safety_actions
                 .fetch_add(1, Ordering::Relaxed);
             let _ = self.kernel.actuations.send(actuation);
+        }
+        if safety {
+            self.schedule_delivery_check();
         }
         let mirror = self.mirror_update();
         for change in self.fx.changes.drain(..) {

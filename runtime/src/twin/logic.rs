@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::state::{
-    Alarm, DerivedValue, DesiredValue, SampleOutcome, Severity, Trip, TwinState, TwinView,
+    Alarm, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, DerivedValue, DesiredValue,
+    SampleOutcome, Severity, Trip, TwinState, TwinView,
 };
 use crate::audit::{AuditKind, AuditRecord, ModelInfo};
 use crate::command::{Command, CommandId, DesiredChange, Origin, OriginKind, Verdict};
@@ -67,6 +68,11 @@ pub enum TwinChange {
     TripsCleared,
     /// The twin restarted from durable state after a crash.
     Restarted,
+    /// How far desired values got on their way to the machine.
+    Delivery {
+        /// Each value's delivery, by name.
+        values: Vec<(String, Delivery)>,
+    },
 }
 
 /// A published change with the twin and version it produced.
@@ -91,6 +97,7 @@ pub struct TwinEvent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Actuation {
     asset: AssetPath,
+    version: u64,
     command_id: CommandId,
     command: String,
     values: Vec<(String, Value)>,
@@ -107,7 +114,13 @@ impl Actuation {
         &self.asset
     }
 
-    /// The command's id.
+    /// The twin's version whose command or safety action decided it: what an actuator
+    /// reports its delivery against ([`Twins::report_delivery`](super::Twins::report_delivery)).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The command's id (a fresh one for a safety action).
     pub fn command_id(&self) -> &CommandId {
         &self.command_id
     }
@@ -156,15 +169,31 @@ impl Actuation {
         self.deadline
     }
 
-    /// The actuation of a command the governors applied with `values`.
+    /// The same actuation restricted to the desired values `keep` names: what is left
+    /// is still exactly what the verdict applied.
+    pub fn only(&self, keep: &[String]) -> Actuation {
+        let mut part = self.clone();
+        part.values.retain(|(name, _)| keep.contains(name));
+        part
+    }
+
+    /// The names of the desired values it sets.
+    pub fn desired_names(&self) -> Vec<String> {
+        self.values.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The actuation of a command the governors applied with `values`, as version
+    /// `version` of the twin.
     pub(crate) fn command_applied(
         asset: AssetPath,
+        version: u64,
         command: &Command,
         values: Vec<(String, Value)>,
         at: Timestamp,
     ) -> Self {
         Self {
             asset,
+            version,
             command_id: command.id.clone(),
             command: command.name.clone(),
             values,
@@ -608,6 +637,7 @@ impl TwinCore {
         self.apply_safety(
             &governor_name,
             &demand.reason,
+            &demand.command,
             &applied,
             demand.latch,
             at,
@@ -642,6 +672,7 @@ impl TwinCore {
         });
         fx.safety_actuations.push(Actuation {
             asset: self.state.path.clone(),
+            version: self.state.version,
             command_id: command.id,
             command: command.name,
             values: applied,
@@ -655,16 +686,33 @@ impl TwinCore {
         tracing::warn!(asset = %self.state.path, governor = %governor_name, reason = %demand.reason, "safety action");
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_safety(
         &mut self,
         governor: &str,
         reason: &str,
+        command: &str,
         changes: &[(String, Value)],
         latch: bool,
         at: Timestamp,
         fx: Option<&mut Effects>,
     ) {
-        self.set_desired(changes, at);
+        let delivery = Delivery {
+            state: DeliveryState::Pending,
+            version: self.state.version + 1,
+            command_id: None,
+            command: command.to_string(),
+            origin: Some(Origin {
+                kind: OriginKind::Safety,
+                principal: governor.to_string(),
+            }),
+            safety: true,
+            deadline: None,
+            at,
+            by: String::new(),
+            reason: String::new(),
+        };
+        let deliveries = self.set_desired(changes, at, &delivery);
         let mut published = Vec::new();
         if latch {
             let trip = Trip {
@@ -695,6 +743,7 @@ impl TwinCore {
                     values: changes.to_vec(),
                 },
             );
+            published.insert(1, TwinChange::Delivery { values: deliveries });
             for change in published {
                 fx.changes.push(TwinEvent {
                     asset: self.state.path.clone(),
@@ -705,15 +754,29 @@ impl TwinCore {
         }
     }
 
-    fn set_desired(&mut self, changes: &[(String, Value)], at: Timestamp) {
+    /// Sets desired values, each pending delivery as `delivery`; returns the deliveries
+    /// by name.
+    fn set_desired(
+        &mut self,
+        changes: &[(String, Value)],
+        at: Timestamp,
+        delivery: &Delivery,
+    ) -> Vec<(String, Delivery)> {
+        let mut deliveries = Vec::with_capacity(changes.len());
         for (name, value) in changes {
             if let Some((index, _)) = self.twin_type.desired(name) {
                 self.state.desired[index] = DesiredValue {
                     value: *value,
                     set_at: at,
+                    delivery: delivery.clone(),
+                    agrees: None,
                 };
+                // A new value supersedes the one that could not be delivered.
+                self.state.clear_alarm(&undelivered_code(name));
+                deliveries.push((name.clone(), delivery.clone()));
             }
         }
+        deliveries
     }
 
     /// Reviews a command with every governor and applies it unless denied. The audit
@@ -762,7 +825,19 @@ impl TwinCore {
             },
         });
         if verdict.is_applied() {
-            self.apply_command(&applied, spec.clears_trips, now, Some(fx));
+            let delivery = Delivery {
+                state: DeliveryState::Pending,
+                version: self.state.version + 1,
+                command_id: Some(command.id.clone()),
+                command: command.name.clone(),
+                origin: Some(command.origin.clone()),
+                safety: false,
+                deadline: command.deadline,
+                at: now,
+                by: String::new(),
+                reason: String::new(),
+            };
+            self.apply_command(&applied, spec.clears_trips, now, &delivery, Some(fx));
             fx.record(
                 self.id,
                 self.state.version,
@@ -776,6 +851,19 @@ impl TwinCore {
                     at: now,
                 },
             );
+            if command.deadline.is_some() {
+                // The command event has no deadline of its own: an annex of the same
+                // version carries it, so a value pending across a restart is never sent
+                // past it.
+                fx.record(
+                    self.id,
+                    self.state.version,
+                    JournalEvent::Delivery {
+                        desired: applied.iter().map(|(name, _)| name.clone()).collect(),
+                        delivery,
+                    },
+                );
+            }
         }
         Ok((verdict, applied))
     }
@@ -831,12 +919,16 @@ impl TwinCore {
         changes: &[(String, Value)],
         clears_trips: bool,
         at: Timestamp,
+        delivery: &Delivery,
         fx: Option<&mut Effects>,
     ) {
-        self.set_desired(changes, at);
-        let mut published = vec![TwinChange::Desired {
-            values: changes.to_vec(),
-        }];
+        let deliveries = self.set_desired(changes, at, delivery);
+        let mut published = vec![
+            TwinChange::Desired {
+                values: changes.to_vec(),
+            },
+            TwinChange::Delivery { values: deliveries },
+        ];
         if clears_trips && !self.state.trips.is_empty() {
             for trip in std::mem::take(&mut self.state.trips) {
                 let code = format!("trip:{}", trip.governor);
@@ -858,6 +950,276 @@ impl TwinCore {
                 });
             }
         }
+    }
+
+    /// Sets the delivery of the named desired values that `delivery`'s version set, and
+    /// raises or clears their safety alarm; returns what changed.
+    fn set_delivery(&mut self, desired: &[String], delivery: &Delivery) -> Vec<(String, Delivery)> {
+        let mut changed = Vec::new();
+        for name in desired {
+            let Some((index, _)) = self.twin_type.desired(name) else {
+                continue;
+            };
+            let slot = &mut self.state.desired[index];
+            if slot.delivery.version != delivery.version || slot.delivery == *delivery {
+                continue;
+            }
+            slot.delivery = delivery.clone();
+            let code = undelivered_code(name);
+            if delivery.safety && delivery.state == DeliveryState::Failed {
+                self.state.raise_alarm(Alarm {
+                    code,
+                    severity: Severity::Critical,
+                    message: format!(
+                        "safety action `{}` did not reach the machine: {} ({})",
+                        delivery.command, delivery.reason, name
+                    ),
+                    raised_by: delivery
+                        .origin
+                        .as_ref()
+                        .map(|o| o.principal.clone())
+                        .unwrap_or_default(),
+                    since: delivery.at,
+                });
+            } else {
+                self.state.clear_alarm(&code);
+            }
+            changed.push((name.clone(), delivery.clone()));
+        }
+        changed
+    }
+
+    /// Records an actuator's report: a pending or failed value becomes delivered; a
+    /// pending one becomes failed. A report about a value set since by a newer
+    /// actuation changes nothing. Journaled, audited and published; true when it
+    /// changed the state.
+    pub fn apply_delivery(&mut self, report: &DeliveryReport, fx: &mut Effects) -> bool {
+        let mut by_version: Option<Delivery> = None;
+        let mut desired = Vec::new();
+        let mut values = Vec::new();
+        for name in &report.desired {
+            let Some((index, _)) = self.twin_type.desired(name) else {
+                continue;
+            };
+            let slot = &self.state.desired[index];
+            let current = &slot.delivery;
+            let applies = current.version == report.version
+                && match report.outcome {
+                    DeliveryOutcome::Delivered => matches!(
+                        current.state,
+                        DeliveryState::Pending | DeliveryState::Failed
+                    ),
+                    DeliveryOutcome::Failed(_) => current.state == DeliveryState::Pending,
+                };
+            if !applies {
+                continue;
+            }
+            if by_version.is_none() {
+                let mut next = current.clone();
+                match &report.outcome {
+                    DeliveryOutcome::Delivered => {
+                        next.state = DeliveryState::Delivered;
+                        next.reason.clear();
+                    }
+                    DeliveryOutcome::Failed(reason) => {
+                        next.state = DeliveryState::Failed;
+                        next.reason.clone_from(reason);
+                    }
+                }
+                next.at = report.at;
+                next.by.clone_from(&report.by);
+                by_version = Some(next);
+            }
+            desired.push(name.clone());
+            values.push((name.clone(), slot.value));
+        }
+        let Some(delivery) = by_version else {
+            return false;
+        };
+        self.record_delivery(desired, values, delivery, fx);
+        true
+    }
+
+    /// Gives up on pending values whose deadline passed, and on safety values no
+    /// actuator confirmed within `safety_bound` (raising their critical alarm).
+    pub fn expire_deliveries(&mut self, now: Timestamp, safety_bound: Duration, fx: &mut Effects) {
+        let bound_us = safety_bound.as_micros() as i64;
+        let mut expired = Vec::new();
+        for (spec, slot) in self.twin_type.desired.iter().zip(&self.state.desired) {
+            let delivery = &slot.delivery;
+            if delivery.state != DeliveryState::Pending {
+                continue;
+            }
+            let reason = if delivery.deadline.is_some_and(|deadline| deadline < now) {
+                "its deadline passed before an actuator confirmed it; it is not sent".to_string()
+            } else if delivery.safety && now.0 - delivery.at.0 >= bound_us {
+                format!(
+                    "no actuator confirmed it within {} ms",
+                    safety_bound.as_millis()
+                )
+            } else {
+                continue;
+            };
+            let mut next = delivery.clone();
+            next.state = DeliveryState::Failed;
+            next.at = now;
+            next.by = "twin".to_string();
+            next.reason = reason;
+            expired.push((spec.name.clone(), slot.value, next));
+        }
+        for (name, value, delivery) in expired {
+            self.record_delivery(vec![name.clone()], vec![(name, value)], delivery, fx);
+        }
+    }
+
+    fn record_delivery(
+        &mut self,
+        desired: Vec<String>,
+        values: Vec<(String, Value)>,
+        delivery: Delivery,
+        fx: &mut Effects,
+    ) {
+        let was_alarmed = self.state.alarms.len();
+        let changed = self.set_delivery(&desired, &delivery);
+        self.bump(delivery.at);
+        fx.record(
+            self.id,
+            self.state.version,
+            JournalEvent::Delivery {
+                desired,
+                delivery: delivery.clone(),
+            },
+        );
+        let failed = delivery.state == DeliveryState::Failed;
+        fx.audit.push(AuditRecord {
+            seq: 0,
+            at: delivery.at,
+            asset: self.state.path.clone(),
+            kind: if failed {
+                AuditKind::DeliveryFailed
+            } else {
+                AuditKind::Delivered
+            },
+            command_id: delivery
+                .command_id
+                .clone()
+                .unwrap_or_else(|| CommandId(String::new())),
+            command: delivery.command.clone(),
+            requested: Vec::new(),
+            origin: Origin {
+                kind: OriginKind::System,
+                principal: delivery.by.clone(),
+            },
+            state_version: delivery.version,
+            models: Vec::new(),
+            verdict: Verdict::Accepted,
+            applied: values,
+            reason: if failed {
+                delivery.reason.clone()
+            } else {
+                format!("delivered by {}", delivery.by)
+            },
+        });
+        if failed && delivery.safety {
+            fx.urgent = true;
+            tracing::error!(asset = %self.state.path, command = %delivery.command, by = %delivery.by, reason = %delivery.reason, "safety action not delivered to the machine");
+        }
+        if fx.collect_changes {
+            let version = self.state.version;
+            let asset = self.state.path.clone();
+            fx.changes.push(TwinEvent {
+                asset: asset.clone(),
+                version,
+                change: TwinChange::Delivery {
+                    values: changed.clone(),
+                },
+            });
+            if self.state.alarms.len() != was_alarmed {
+                for (name, _) in &changed {
+                    let code = undelivered_code(name);
+                    match self.state.alarms.iter().find(|a| a.code == code) {
+                        Some(alarm) if failed => fx.changes.push(TwinEvent {
+                            asset: asset.clone(),
+                            version,
+                            change: TwinChange::AlarmRaised(alarm.clone()),
+                        }),
+                        None if !failed => fx.changes.push(TwinEvent {
+                            asset: asset.clone(),
+                            version,
+                            change: TwinChange::AlarmCleared { code },
+                        }),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// When the next pending value reaches its deadline or its safety bound, if any is
+    /// pending.
+    pub fn next_delivery_check(&self, safety_bound: Duration) -> Option<Timestamp> {
+        let bound_us = safety_bound.as_micros() as i64;
+        self.state
+            .desired
+            .iter()
+            .map(|slot| &slot.delivery)
+            .filter(|delivery| delivery.state == DeliveryState::Pending)
+            .filter_map(|delivery| {
+                let safety = delivery
+                    .safety
+                    .then(|| Timestamp(delivery.at.0.saturating_add(bound_us)));
+                match (delivery.deadline, safety) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+
+    /// What an actuator should send again now: the values still pending or failed and
+    /// not past their deadline, and delivered values the machine reports back
+    /// differently (since their delivery, beyond the tolerance), grouped by the
+    /// actuation that set them, safety actions first.
+    pub fn undelivered(&self, now: Timestamp) -> Vec<Actuation> {
+        let mut actuations: Vec<Actuation> = Vec::new();
+        for (spec, slot) in self.twin_type.desired.iter().zip(&self.state.desired) {
+            let delivery = &slot.delivery;
+            let disagrees = delivery.state == DeliveryState::Delivered
+                && spec.reported.is_some_and(|channel| {
+                    self.state.current(channel).is_some_and(|sample| {
+                        sample.source_time > delivery.at && !spec.agrees(slot.value, sample.value)
+                    })
+                });
+            if !(delivery.resendable(now) || disagrees) {
+                continue;
+            }
+            match actuations
+                .iter_mut()
+                .find(|a| a.version == delivery.version)
+            {
+                Some(actuation) => actuation.values.push((spec.name.clone(), slot.value)),
+                None => actuations.push(Actuation {
+                    asset: self.state.path.clone(),
+                    version: delivery.version,
+                    command_id: delivery
+                        .command_id
+                        .clone()
+                        .unwrap_or_else(|| CommandId(format!("v{}", delivery.version))),
+                    command: delivery.command.clone(),
+                    values: vec![(spec.name.clone(), slot.value)],
+                    origin: delivery.origin.clone().unwrap_or(Origin {
+                        kind: OriginKind::System,
+                        principal: "twin".to_string(),
+                    }),
+                    safety: delivery.safety,
+                    reason: String::new(),
+                    at: slot.set_at,
+                    deadline: delivery.deadline,
+                }),
+            }
+        }
+        actuations.sort_by_key(|a| (!a.safety, a.version));
+        actuations
     }
 
     /// Answers a what-if question: the verdict the governors would give now, and the
@@ -940,7 +1302,14 @@ impl TwinCore {
                 .desired
                 .iter()
                 .zip(&self.state.desired)
-                .map(|(spec, value)| (spec.name.clone(), value.clone()))
+                .map(|(spec, value)| {
+                    let mut value = value.clone();
+                    value.agrees = spec.reported.and_then(|channel| {
+                        let sample = self.state.current(channel)?;
+                        Some(spec.agrees(value.value, sample.value))
+                    });
+                    (spec.name.clone(), value)
+                })
                 .collect(),
             derived: self.state.derived.clone(),
             alarms: self.state.alarms.clone(),
@@ -1058,10 +1427,7 @@ impl TwinCore {
                     .position(|name| *name == spec.name)
                     .and_then(|i| state.desired.get(i).cloned())
                     .filter(|d| d.value.kind() == spec.kind)
-                    .unwrap_or(DesiredValue {
-                        value: spec.initial,
-                        set_at: Timestamp(0),
-                    })
+                    .unwrap_or(DesiredValue::initial(spec.initial))
             })
             .collect();
         state.desired = desired;
@@ -1091,7 +1457,9 @@ impl TwinCore {
     /// Re-applies a journaled event during recovery. Models re-run over samples;
     /// governors do not watch (their safety actions are journaled events themselves).
     pub fn replay(&mut self, record: &JournalRecord) {
-        if record.version <= self.state.version {
+        // A delivery annex shares the version of the event it completes.
+        let annex = matches!(record.event, JournalEvent::Delivery { .. });
+        if record.version < self.state.version || (record.version == self.state.version && !annex) {
             return;
         }
         match &record.event {
@@ -1118,26 +1486,50 @@ impl TwinCore {
                 }
             }
             JournalEvent::Command {
+                id,
+                name,
+                origin,
                 changes,
                 clears_trips,
                 at,
                 ..
             } => {
-                self.apply_command(changes, *clears_trips, *at, None);
+                let delivery = Delivery {
+                    state: DeliveryState::Pending,
+                    version: record.version,
+                    command_id: Some(id.clone()),
+                    command: name.clone(),
+                    origin: Some(origin.clone()),
+                    safety: false,
+                    deadline: None,
+                    at: *at,
+                    by: String::new(),
+                    reason: String::new(),
+                };
+                self.apply_command(changes, *clears_trips, *at, &delivery, None);
             }
             JournalEvent::Safety {
                 governor,
                 reason,
+                command,
                 changes,
                 latch,
                 at,
-                ..
             } => {
-                self.apply_safety(governor, reason, changes, *latch, *at, None);
+                self.apply_safety(governor, reason, command, changes, *latch, *at, None);
+            }
+            JournalEvent::Delivery { desired, delivery } => {
+                self.set_delivery(desired, delivery);
+                self.state.updated_at = self.state.updated_at.max(delivery.at);
             }
         }
         self.state.version = record.version;
     }
+}
+
+/// The code of the critical alarm a safety value that did not reach the machine raises.
+pub fn undelivered_code(desired: &str) -> String {
+    format!("undelivered:{desired}")
 }
 
 /// Resolves a command's parameters against its spec into the desired values it writes.

@@ -157,6 +157,21 @@ fn fold_change(changes: &mut Vec<TwinChange>, change: TwinChange) {
             _ => true,
         }),
         TwinChange::Restarted => return,
+        TwinChange::Delivery { values } => {
+            if let Some(TwinChange::Delivery { values: earlier }) = changes
+                .iter_mut()
+                .rev()
+                .find(|c| matches!(c, TwinChange::Delivery { .. }))
+            {
+                for (name, delivery) in values {
+                    match earlier.iter_mut().find(|(n, _)| n == name) {
+                        Some(slot) => slot.1 = delivery.clone(),
+                        None => earlier.push((name.clone(), delivery.clone())),
+                    }
+                }
+                return;
+            }
+        }
         TwinChange::Tripped(_) | TwinChange::TripsCleared => {}
     }
     changes.push(change);
@@ -207,6 +222,13 @@ fn apply_change(report: &mut TwinReport, change: &TwinChange, at: Timestamp) {
         TwinChange::Tripped(trip) => report.trips.push(trip.clone()),
         TwinChange::TripsCleared => report.trips.clear(),
         TwinChange::Restarted => {}
+        TwinChange::Delivery { values } => {
+            for (name, delivery) in values {
+                if let Some((_, slot)) = report.desired.iter_mut().find(|(n, _)| n == name) {
+                    slot.delivery = delivery.clone();
+                }
+            }
+        }
     }
 }
 

@@ -11,11 +11,13 @@ pub(crate) mod state;
 pub(crate) mod twins;
 
 pub use actor::CommandOutcome;
+pub use logic::undelivered_code;
 pub use logic::{
     Actuation, CommandVerdict, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, WhatIf,
 };
 pub use mirror::MirrorUpdate;
 pub use state::{
-    Alarm, DerivedValue, DesiredValue, SampleRejection, Severity, Trip, TwinState, TwinView,
+    Alarm, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, DerivedValue, DesiredValue,
+    SampleRejection, Severity, Trip, TwinState, TwinView,
 };
 pub use twins::{BatchReceipt, ChannelTarget, Subscription, Twins};

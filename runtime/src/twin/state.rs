@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::{CommandId, Origin};
 use crate::config::TwinType;
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Quality, Sample, SourceId};
@@ -20,13 +21,126 @@ pub struct ChannelState {
     pub history: VecDeque<Sample>,
 }
 
-/// A desired value and when it was last set.
+/// A desired value, when it was last set, and whether it reached the machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredValue {
     /// The value the twin asks the machine to hold.
     pub value: Value,
     /// When it was last set.
     pub set_at: Timestamp,
+    /// How far the value got on its way to the machine.
+    pub delivery: Delivery,
+    /// In a report, for a value the machine reports back on a channel: whether the
+    /// channel's current reading agrees with it within the type's tolerance. Not kept
+    /// in the state.
+    #[serde(skip)]
+    pub agrees: Option<bool>,
+}
+
+impl DesiredValue {
+    /// A desired value holding the type's initial value: nothing was sent.
+    pub fn initial(value: Value) -> Self {
+        Self {
+            value,
+            set_at: Timestamp(0),
+            delivery: Delivery::default(),
+            agrees: None,
+        }
+    }
+}
+
+/// Where a desired value stands on its way to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// It holds the type's initial value; nothing was sent.
+    #[default]
+    Initial,
+    /// Decided, and not yet confirmed by an actuator.
+    Pending,
+    /// An actuator confirmed it: the server accepted the write or call, or the broker
+    /// acknowledged the publish.
+    Delivered,
+    /// It did not reach the machine: refused, undeliverable in time, or past its deadline.
+    Failed,
+}
+
+impl DeliveryState {
+    /// A short lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Initial => "initial",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The delivery of a desired value: which actuation set it, and how far it got.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The twin's version whose command or safety action set the value: the identity an
+    /// actuator reports an outcome against.
+    pub version: u64,
+    /// The command that set it (absent for safety actions and the initial value).
+    pub command_id: Option<CommandId>,
+    /// The command's name (for a safety action, the command its governor demanded).
+    pub command: String,
+    /// Who asked.
+    pub origin: Option<Origin>,
+    /// True when a governor's safety action set it.
+    pub safety: bool,
+    /// The command's absolute deadline: past it the value is never sent.
+    pub deadline: Option<Timestamp>,
+    /// When the state was last set: decided, confirmed or given up.
+    pub at: Timestamp,
+    /// The actuator that confirmed it or reported the failure (`opcua:plc-1`).
+    pub by: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl Delivery {
+    /// True while it may still be sent: pending or failed, and not past its deadline.
+    pub fn resendable(&self, now: Timestamp) -> bool {
+        matches!(self.state, DeliveryState::Pending | DeliveryState::Failed)
+            && self.deadline.is_none_or(|deadline| now <= deadline)
+    }
+}
+
+/// What an actuator reports about one actuation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DeliveryOutcome {
+    /// The machine's server accepted it, or the broker acknowledged it.
+    Delivered,
+    /// It did not reach the machine, and why.
+    Failed(String),
+}
+
+/// An actuator's report of how one actuation fared, for the desired values it carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// The twin.
+    pub asset: AssetPath,
+    /// The actuation's version ([`Delivery::version`]).
+    pub version: u64,
+    /// The desired values the report covers.
+    pub desired: Vec<String>,
+    /// The actuator (`opcua:plc-1`, `mqtt:plant`).
+    pub by: String,
+    /// What happened.
+    pub outcome: DeliveryOutcome,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// A value a model derived, with its confidence.
@@ -175,10 +289,7 @@ impl TwinState {
             desired: twin_type
                 .desired
                 .iter()
-                .map(|d| DesiredValue {
-                    value: d.initial,
-                    set_at: Timestamp(0),
-                })
+                .map(|d| DesiredValue::initial(d.initial))
                 .collect(),
             derived: Vec::new(),
             alarms: Vec::new(),

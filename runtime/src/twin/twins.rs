@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 use super::actor::{CommandOutcome, TwinMsg};
 use super::directory::{Directory, TwinEntry};
 use super::logic::{Actuation, CommandVerdict, TwinCore, TwinEvent, TwinReport, WhatIf};
-use super::state::{SampleRejection, check_sample};
+use super::state::{DeliveryReport, SampleRejection, check_sample};
 use crate::audit::AuditRecord;
 use crate::command::Command;
 use crate::components::{ActuationNeed, Components};
@@ -567,6 +567,53 @@ impl Twins {
     /// (at once), as they go to machines.
     pub fn actuations(&self) -> broadcast::Receiver<Actuation> {
         self.kernel.actuations.subscribe()
+    }
+
+    /// Reports how an actuation fared at an actuator (a connector, or an embedder's own
+    /// machine interface): the twin records it against the desired values that
+    /// actuation set, unless a newer actuation has set them since. Journaled, audited
+    /// and published; does not wait.
+    pub fn report_delivery(&self, report: DeliveryReport) -> Result<(), Error> {
+        let entry = self.entry(&report.asset)?;
+        let path = report.asset.clone();
+        let actor = entry
+            .actor()
+            .ok_or_else(|| Error::Unavailable(path.clone()))?;
+        actor
+            .cast(TwinMsg::Delivery(report))
+            .map_err(|_| Error::Unavailable(path))
+    }
+
+    /// What an actuator should send again now, for the twins `assets` names (every
+    /// hosted twin when `None`): values still pending or failed and not past their
+    /// deadline, and delivered values the machine reports back differently. Safety
+    /// actions come first. Twins that do not answer are left out.
+    pub async fn undelivered(&self, assets: Option<&[AssetPath]>) -> Vec<Actuation> {
+        let paths: Vec<AssetPath> = match assets {
+            Some(assets) => assets.to_vec(),
+            None => self.paths().cloned().collect(),
+        };
+        let mut waits = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let Ok(entry) = self.entry(path) else {
+                continue;
+            };
+            let Some(actor) = entry.actor() else {
+                continue;
+            };
+            let (reply, wait) = oneshot::channel();
+            if actor.cast(TwinMsg::Undelivered(reply)).is_ok() {
+                waits.push(wait);
+            }
+        }
+        let mut actuations = Vec::new();
+        for wait in waits {
+            if let Ok(mut found) = wait.await {
+                actuations.append(&mut found);
+            }
+        }
+        actuations.sort_by_key(|a| !a.is_safety());
+        actuations
     }
 
     /// Subscribes to command verdicts (accepted, clamped, denied), each once durable.

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use doppel::kernel::Timestamp;
 use doppel::proto::v1::{
-    AuditKind, AuditRecord, ModelInfo, NamedValue, Origin, OriginKind, Quality, RunState, Sample,
-    SendCommandResponse, Severity, SimulateResponse, Twin, TwinChange, TwinSummary, Value, Verdict,
-    twin_change, value, verdict,
+    AuditKind, AuditRecord, Delivery, DeliveryState, ModelInfo, NamedValue, Origin, OriginKind,
+    Quality, RunState, Sample, SendCommandResponse, Severity, SimulateResponse, Twin, TwinChange,
+    TwinSummary, Value, Verdict, twin_change, value, verdict,
 };
 
 use super::json::Json;
@@ -113,8 +113,62 @@ pub fn audit_kind_word(raw: i32) -> String {
         AuditKind::Unspecified => "unspecified",
         AuditKind::Command => "command",
         AuditKind::SafetyAction => "safety_action",
+        AuditKind::Delivered => "delivered",
+        AuditKind::DeliveryFailed => "delivery_failed",
     });
     word(known, raw)
+}
+
+/// A delivery state in words.
+pub fn delivery_word(raw: i32) -> String {
+    let known = DeliveryState::try_from(raw).ok().map(|state| match state {
+        DeliveryState::Unspecified => "unspecified",
+        DeliveryState::Initial => "initial",
+        DeliveryState::Pending => "pending",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Failed => "failed",
+    });
+    word(known, raw)
+}
+
+/// A desired value's delivery for a person: `delivered 10:00:01.250 by opcua:plc-1`,
+/// `pending (safety)`, `failed: <reason>`.
+fn delivery_text(delivery: Option<&Delivery>) -> String {
+    let Some(delivery) = delivery else {
+        return "-".to_string();
+    };
+    let mut text = delivery_word(delivery.state);
+    if delivery.state == DeliveryState::Delivered as i32 {
+        let _ = write!(
+            text,
+            " {} by {}",
+            time_text(time_of!(delivery.at)),
+            clean(&delivery.by)
+        );
+    }
+    if delivery.safety {
+        text.push_str(" (safety)");
+    }
+    if delivery.state == DeliveryState::Failed as i32 {
+        let _ = write!(text, ": {}", clean(&delivery.reason));
+    }
+    text
+}
+
+fn delivery_json(delivery: Option<&Delivery>) -> Json {
+    let Some(delivery) = delivery else {
+        return Json::Null;
+    };
+    Json::object()
+        .with("state", delivery_word(delivery.state))
+        .with("version", delivery.version)
+        .with("command_id", &delivery.command_id)
+        .with("command", &delivery.command)
+        .with("safety", delivery.safety)
+        .with("deadline", time_json(time_of!(delivery.deadline)))
+        .with("at", time_json(time_of!(delivery.at)))
+        .with("by", &delivery.by)
+        .with("reason", &delivery.reason)
 }
 
 /// A number for a person: whole numbers without decimals, others to three decimals
@@ -487,12 +541,20 @@ pub fn twin_text(twin: &Twin) -> String {
             ("DESIRED", Align::Left),
             ("VALUE", Align::Right),
             ("SET AT", Align::Left),
+            ("DELIVERY", Align::Left),
+            ("MACHINE", Align::Left),
         ]);
         for desired in &twin.desired {
             table.row(vec![
                 clean(&desired.name),
                 value_text(desired.value.as_ref()),
                 time_text(time_of!(desired.set_at)),
+                delivery_text(desired.delivery.as_ref()),
+                match desired.agrees {
+                    Some(true) => "agrees".to_string(),
+                    Some(false) => "DISAGREES".to_string(),
+                    None => "-".to_string(),
+                },
             ]);
         }
         out.push('\n');
@@ -636,6 +698,8 @@ pub fn twin_json(twin: &Twin) -> Json {
                             .with("name", &desired.name)
                             .with("value", value_json(desired.value.as_ref()))
                             .with("set_at", time_json(time_of!(desired.set_at)))
+                            .with("delivery", delivery_json(desired.delivery.as_ref()))
+                            .with("agrees", desired.agrees.map_or(Json::Null, Json::from))
                     })
                     .collect(),
             ),
@@ -724,6 +788,20 @@ fn change_description(change: &TwinChange) -> String {
         ),
         Some(twin_change::Change::TripsCleared(_)) => "trips cleared".to_string(),
         Some(twin_change::Change::Restarted(_)) => "restarted from durable state".to_string(),
+        Some(twin_change::Change::Delivery(change)) => {
+            let parts: Vec<String> = change
+                .values
+                .iter()
+                .map(|named| {
+                    format!(
+                        "{} {}",
+                        clean(&named.name),
+                        delivery_text(named.delivery.as_ref())
+                    )
+                })
+                .collect();
+            format!("delivery {}", parts.join(", "))
+        }
         None => "changed".to_string(),
     }
 }
@@ -774,6 +852,20 @@ pub fn change_json(change: &TwinChange) -> Json {
             .with("at", time_json(time_of!(trip.at))),
         Some(twin_change::Change::TripsCleared(_)) => object.with("kind", "trips_cleared"),
         Some(twin_change::Change::Restarted(_)) => object.with("kind", "restarted"),
+        Some(twin_change::Change::Delivery(change)) => object.with("kind", "delivery").with(
+            "values",
+            Json::Array(
+                change
+                    .values
+                    .iter()
+                    .map(|named| {
+                        Json::object()
+                            .with("name", &named.name)
+                            .with("delivery", delivery_json(named.delivery.as_ref()))
+                    })
+                    .collect(),
+            ),
+        ),
         None => object.with("kind", "unknown"),
     }
 }
@@ -1176,6 +1268,8 @@ mod tests {
                 name: "speed".into(),
                 value: float(1200.0),
                 set_at: None,
+                delivery: None,
+                agrees: None,
             }],
             derived: vec![DerivedValue {
                 name: "rul_hours".into(),
@@ -1223,12 +1317,45 @@ mod tests {
             text.contains("vibration        -  mm/s  -        -\n"),
             "{text}"
         );
-        assert!(text.contains("speed     1200  -\n"), "{text}");
+        assert!(
+            text.contains("speed     1200  -       -         -\n"),
+            "{text}"
+        );
         assert!(
             text.contains("rul_low  warning   remaining life 1.5 h"),
             "{text}"
         );
         assert!(!text.contains("TRIP "), "{text}");
+    }
+
+    #[test]
+    fn deliveries_in_words() {
+        let mut delivered = Delivery {
+            state: DeliveryState::Delivered as i32,
+            at: Some(Default::default()),
+            by: "opcua:plc-1".into(),
+            ..Delivery::default()
+        };
+        if let Some(slot) = delivered.at.as_mut() {
+            slot.seconds = 1_700_000_000;
+            slot.nanos = 250_000_000;
+        }
+        assert_eq!(
+            delivery_text(Some(&delivered)),
+            "delivered 2023-11-14T22:13:20.250Z by opcua:plc-1"
+        );
+        let failed = Delivery {
+            state: DeliveryState::Failed as i32,
+            safety: true,
+            reason: "no actuator confirmed it within 2000 ms".into(),
+            ..Delivery::default()
+        };
+        assert_eq!(
+            delivery_text(Some(&failed)),
+            "failed (safety): no actuator confirmed it within 2000 ms"
+        );
+        assert_eq!(delivery_word(99), "unknown(99)");
+        assert_eq!(delivery_text(None), "-");
     }
 
     #[test]
@@ -1239,7 +1366,9 @@ mod tests {
             "{json}"
         );
         assert!(
-            json.contains(r#""desired":[{"name":"speed","value":1200.0,"set_at":null}]"#),
+            json.contains(
+                r#""desired":[{"name":"speed","value":1200.0,"set_at":null,"delivery":null,"agrees":null}]"#
+            ),
             "{json}"
         );
         assert!(
