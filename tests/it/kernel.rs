@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use doppel::{
-    AuditKind, Command, Origin, OriginKind, Quality, Reading, RunState, SampleRejection,
-    StartError, Timestamp, Value, Verdict,
+    AuditKind, Command, DeliveryOutcome, DeliveryReport, DeliveryState, Origin, OriginKind,
+    Quality, Reading, RunState, SampleRejection, StartError, Timestamp, Value, Verdict,
 };
 use doppel_runtime::Error as KernelError;
 
@@ -720,5 +720,71 @@ async fn audit_pages_follow_the_sequence_across_twins() {
         assert_eq!(paged, expected, "{prefix}");
         assert!(!expected.is_empty());
     }
+    runtime.shutdown().await;
+}
+
+/// An actuator's report counts only for the actuation it is about: a late report on a
+/// value a newer command has set since changes nothing, a failure never undoes a
+/// delivery, and what is not delivered is what an actuator is asked to send again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_report_counts_only_for_its_own_actuation() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let mut actuations = twins.actuations();
+    let set_speed = |rpm: f64| {
+        Command::new(press(1), "set_speed", Origin::operator("ann")).param("rpm", Value::Float(rpm))
+    };
+    let speed = |report: &doppel::TwinReport| {
+        report
+            .desired
+            .iter()
+            .find(|(name, _)| name == "speed")
+            .map(|(_, value)| value.delivery.clone())
+            .unwrap()
+    };
+    let report_on = |version: u64, outcome: DeliveryOutcome| DeliveryReport {
+        asset: press(1),
+        version,
+        desired: vec!["speed".to_string()],
+        by: "test-actuator".to_string(),
+        outcome,
+        at: Timestamp::now(),
+    };
+
+    twins.command(set_speed(1000.0)).await.unwrap();
+    let first = actuations.recv().await.unwrap();
+    twins.command(set_speed(1100.0)).await.unwrap();
+    let second = actuations.recv().await.unwrap();
+    assert!(second.version() > first.version());
+
+    twins
+        .report_delivery(report_on(first.version(), DeliveryOutcome::Delivered))
+        .unwrap();
+    let report = twins.report(&press(1)).await.unwrap();
+    assert_eq!(
+        speed(&report).state,
+        DeliveryState::Pending,
+        "a late report changes nothing"
+    );
+    let undelivered = twins.undelivered(None).await;
+    assert_eq!(undelivered.len(), 1);
+    assert_eq!(undelivered[0].version(), second.version());
+    assert_eq!(undelivered[0].value("speed"), Some(Value::Float(1100.0)));
+
+    twins
+        .report_delivery(report_on(second.version(), DeliveryOutcome::Delivered))
+        .unwrap();
+    twins
+        .report_delivery(report_on(
+            second.version(),
+            DeliveryOutcome::Failed("late failure".to_string()),
+        ))
+        .unwrap();
+    let report = twins.report(&press(1)).await.unwrap();
+    let delivered = speed(&report);
+    assert_eq!(delivered.state, DeliveryState::Delivered);
+    assert_eq!(delivered.by, "test-actuator");
+    assert!(twins.undelivered(None).await.is_empty());
     runtime.shutdown().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use doppel::connectors::DropKind;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
-use doppel::{Command, Origin, Quality, Runtime, Value};
+use doppel::{Command, Delivery, DeliveryState, Origin, Quality, Runtime, Value};
 use rumqttc::{Event, EventLoop, Packet, QoS};
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
@@ -426,6 +426,130 @@ async fn broker_restart_mid_stream_loses_and_duplicates_nothing() {
         "broker restart: {} applied, {} redelivered duplicates ignored",
         counters.samples_applied, counters.samples_duplicate
     );
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+    drop(broker);
+}
+
+/// press-1's speed delivery as the twin holds it.
+async fn speed_delivery(runtime: &Runtime) -> Delivery {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report
+        .desired
+        .into_iter()
+        .find(|(name, _)| name == "speed")
+        .map(|(_, value)| value.delivery)
+        .unwrap()
+}
+
+/// The `set.speed` of every command message received so far on press-1's command
+/// topic, in order.
+fn speeds_published(inbox: &mut Inbox) -> Vec<f64> {
+    while let Ok(message) = inbox.rx.try_recv() {
+        inbox.unread.push(message);
+    }
+    inbox
+        .unread
+        .iter()
+        .filter(|(topic, _)| topic == "acme/plant-a/line-1/press-1/cmd")
+        .filter_map(|(_, payload)| {
+            let body: Json = serde_json::from_slice(payload).ok()?;
+            body["set"]["speed"].as_f64()
+        })
+        .collect()
+}
+
+/// The broker acknowledges a command's publish: the twin shows it delivered by the
+/// connector. While the broker is down a command stays pending; when the broker is
+/// back it goes out exactly once and is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_while_the_broker_is_down_is_published_once_when_it_is_back() {
+    let Some(mut broker) =
+        Mosquitto::start("a_command_while_the_broker_is_down_is_published_once_when_it_is_back")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let mut config = MqttConfig::new(broker.url());
+    config.reconnect_max_ms = 300;
+    let connector = MqttConnector::start(config, runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    // A machine with a persistent session: what is published while it is away waits
+    // for it at the broker.
+    let (client, eventloop) = brokers::client(&broker.url(), "press-1-machine", false);
+    let (rx, pump_task) = pump(eventloop);
+    let mut inbox = Inbox::new(rx);
+    client
+        .subscribe("acme/plant-a/line-1/press-1/cmd", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let send = |rpm: f64| {
+        let twins = runtime.twins().clone();
+        async move {
+            twins
+                .command(
+                    Command::new(press(1), "set_speed", Origin::operator("ann"))
+                        .param("rpm", Value::Float(rpm)),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // The machine's subscription is in place before the first command goes out.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            send(1100.0).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if speeds_published(&mut inbox).contains(&1100.0) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the command connection publishes to the machine");
+    wait_until("the PUBACK marks it delivered", WAIT, || async {
+        speed_delivery(&runtime).await.state == DeliveryState::Delivered
+    })
+    .await;
+    assert_eq!(speed_delivery(&runtime).await.by, "mqtt:mqtt");
+    let before = speeds_published(&mut inbox).len();
+
+    tokio::task::block_in_place(|| broker.stop());
+    wait_until("the connector notices", WAIT, || async {
+        !connector.is_connected()
+    })
+    .await;
+    send(1150.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        speed_delivery(&runtime).await.state,
+        DeliveryState::Pending,
+        "not delivered while the broker is down"
+    );
+
+    tokio::task::block_in_place(|| broker.restart());
+    wait_until(
+        "delivered once the broker is back",
+        Duration::from_secs(30),
+        || async { speed_delivery(&runtime).await.state == DeliveryState::Delivered },
+    )
+    .await;
+    tokio::time::timeout(WAIT, async {
+        while !speeds_published(&mut inbox).contains(&1150.0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the machine receives it");
+    // Let a duplicate, if any, arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Vec<f64> = speeds_published(&mut inbox)[before..].to_vec();
+    assert_eq!(after, vec![1150.0], "published exactly once");
+
     pump_task.abort();
     connector.stop().await;
     runtime.shutdown().await;

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::testing::{CLUSTER, EDGE, TestCloud};
 use super::{AuditCursor, AuditHead, MirrorStore};
+use crate::replication::REPLICATION_FORMAT;
 use crate::transport::Transport;
 
 const ASSET: &str = "acme/plant-a/line-1/press-1";
@@ -325,7 +326,7 @@ async fn mirror_refuses_garbage_and_changes_nothing() {
         &cloud,
         EDGE,
         vec![
-            hello(EDGE, 1, 2),
+            hello(EDGE, REPLICATION_FORMAT, 2),
             batch(vec![(1, good.clone()), (2, vec![0xff; 32])], 2),
             batch(vec![(3, good.clone())], 3),
         ],
@@ -346,18 +347,19 @@ async fn mirror_refuses_garbage_and_changes_nothing() {
     wait_until_disconnected(&cloud).await;
 
     // An unknown payload format.
-    let (acks, status) = converse(&cloud, EDGE, vec![hello(EDGE, 2, 1)]).await;
+    let unknown = REPLICATION_FORMAT + 1;
+    let (acks, status) = converse(&cloud, EDGE, vec![hello(EDGE, unknown, 1)]).await;
     let status = status.expect("the stream fails");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
-        status.message().contains("format 2"),
+        status.message().contains(&format!("format {unknown}")),
         "{}",
         status.message()
     );
     assert!(acks.is_empty());
 
     // No caller node id.
-    let (_, status) = converse(&cloud, "", vec![hello("", 1, 1)]).await;
+    let (_, status) = converse(&cloud, "", vec![hello("", REPLICATION_FORMAT, 1)]).await;
     assert_eq!(
         status.expect("the stream fails").code(),
         tonic::Code::InvalidArgument
@@ -375,7 +377,7 @@ async fn mirror_refuses_garbage_and_changes_nothing() {
         &cloud,
         EDGE,
         vec![
-            hello(EDGE, 1, 3),
+            hello(EDGE, REPLICATION_FORMAT, 3),
             batch(vec![(3, good.clone()), (2, good.clone())], 3),
         ],
     )
@@ -388,7 +390,10 @@ async fn mirror_refuses_garbage_and_changes_nothing() {
 
     // A well-formed stream still works afterwards.
     let (requests, outgoing) = tokio::sync::mpsc::channel(4);
-    requests.send(hello(EDGE, 1, 1)).await.unwrap();
+    requests
+        .send(hello(EDGE, REPLICATION_FORMAT, 1))
+        .await
+        .unwrap();
     requests.send(batch(vec![(1, good)], 1)).await.unwrap();
     let mut client = Transport::plaintext(CLUSTER, EDGE)
         .client(cloud.addr)

@@ -24,8 +24,9 @@ use super::codec::{Codec, Outgoing};
 use super::{MqttConfig, Shared};
 use crate::delivery::{Resend, SentGuard, past_deadline, report};
 
-/// Publishes the actuation connection keeps unacknowledged at once.
-const INFLIGHT: u16 = 100;
+/// Publishes the actuation connection may keep unacknowledged: the whole packet id
+/// space, so a publish never waits on an id still in flight.
+const INFLIGHT: u16 = u16::MAX;
 
 /// What one queued publish carries.
 #[derive(Debug, Clone)]

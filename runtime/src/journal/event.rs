@@ -112,33 +112,36 @@ mod legacy {
     use crate::value::Value;
 
     #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
     pub(super) struct Desired {
-        value: Value,
-        set_at: Timestamp,
+        pub(super) value: Value,
+        pub(super) set_at: Timestamp,
     }
 
     #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
     pub(super) struct State {
-        path: AssetPath,
-        version: u64,
-        channels: Vec<ChannelState>,
-        desired: Vec<Desired>,
-        derived: Vec<DerivedValue>,
-        alarms: Vec<Alarm>,
-        trips: Vec<Trip>,
-        health: f64,
-        updated_at: Timestamp,
-        windows: Vec<ReplayWindow>,
-        history_capacity: u32,
+        pub(super) path: AssetPath,
+        pub(super) version: u64,
+        pub(super) channels: Vec<ChannelState>,
+        pub(super) desired: Vec<Desired>,
+        pub(super) derived: Vec<DerivedValue>,
+        pub(super) alarms: Vec<Alarm>,
+        pub(super) trips: Vec<Trip>,
+        pub(super) health: f64,
+        pub(super) updated_at: Timestamp,
+        pub(super) windows: Vec<ReplayWindow>,
+        pub(super) history_capacity: u32,
     }
 
     #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
     pub(super) struct Snapshot {
-        state: State,
-        channel_names: Vec<String>,
-        desired_names: Vec<String>,
-        models: Vec<(String, Vec<u8>)>,
-        governors: Vec<(String, Vec<u8>)>,
+        pub(super) state: State,
+        pub(super) channel_names: Vec<String>,
+        pub(super) desired_names: Vec<String>,
+        pub(super) models: Vec<(String, Vec<u8>)>,
+        pub(super) governors: Vec<(String, Vec<u8>)>,
     }
 
     impl From<Snapshot> for super::Snapshot {
@@ -180,5 +183,60 @@ mod legacy {
                 governors: old.governors,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::AssetPath;
+    use crate::twin::DeliveryState;
+    use crate::value::Value;
+
+    /// A snapshot written before desired values carried their delivery loads: a value
+    /// a command set reads as delivered, the initial value as initial.
+    #[test]
+    fn a_snapshot_from_before_delivery_tracking_loads() {
+        let set_at = Timestamp::now();
+        let old = legacy::Snapshot {
+            state: legacy::State {
+                path: AssetPath::parse("acme/plant-a/line-1/press-1").unwrap(),
+                version: 7,
+                channels: Vec::new(),
+                desired: vec![
+                    legacy::Desired {
+                        value: Value::Float(1300.0),
+                        set_at,
+                    },
+                    legacy::Desired {
+                        value: Value::Bool(true),
+                        set_at: Timestamp(0),
+                    },
+                ],
+                derived: Vec::new(),
+                alarms: Vec::new(),
+                trips: Vec::new(),
+                health: 1.0,
+                updated_at: set_at,
+                windows: Vec::new(),
+                history_capacity: 32,
+            },
+            channel_names: Vec::new(),
+            desired_names: vec!["speed".into(), "running".into()],
+            models: Vec::new(),
+            governors: Vec::new(),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let snapshot = Snapshot::decode(&bytes).unwrap();
+        let desired = &snapshot.state.desired;
+        assert_eq!(desired[0].value, Value::Float(1300.0));
+        assert_eq!(desired[0].delivery.state, DeliveryState::Delivered);
+        assert_eq!(desired[0].delivery.at, set_at);
+        assert_eq!(desired[1].delivery.state, DeliveryState::Initial);
+        assert_eq!(snapshot.state.version, 7);
+
+        let again = postcard::to_stdvec(&snapshot).unwrap();
+        let current = Snapshot::decode(&again).unwrap();
+        assert_eq!(current.state.desired, snapshot.state.desired);
     }
 }
