@@ -1,6 +1,7 @@
 //! The `doppel` command: `doppel dev` runs a simulated plant on this machine;
 //! `doppel node --config FILE` runs one node with its connectors; `doppel twin …` reads
-//! and commands the twins of any node through its gRPC API.
+//! and commands the twins of any node through its gRPC API; `doppel opcua trust` trusts
+//! an OPC UA server's certificate.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Read, watch, command and question the twins of any node through its gRPC API.
     Twin(cli::twin::TwinArgs),
+    /// Set up a node's OPC UA connections: trust a server's certificate.
+    Opcua(cli::opcua::OpcUaArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Node(args) => cli::node::run(args).await,
             Command::Twin(args) => cli::twin::run(args).await,
+            Command::Opcua(args) => cli::opcua::run(args).await,
         }
     });
     match result {

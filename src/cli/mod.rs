@@ -3,4 +3,5 @@
 pub mod dev;
 pub mod dev_cluster;
 pub mod node;
+pub mod opcua;
 pub mod twin;

@@ -328,7 +328,14 @@ fn populate(manager: &SimpleNodeManager, ns: u16, calls: &Calls) {
 /// The connector's config: press-1's temperature, vibration and (wrongly typed) mode
 /// monitored, speed and running written, stop and set_speed calling methods.
 fn config(endpoint: &str, security: &str, extra: &str) -> OpcUaConfig {
-    let text = format!(
+    OpcUaConfig::from_toml(&config_text(endpoint, security, extra))
+        .unwrap()
+        .remove(0)
+}
+
+/// The text of [`config`].
+fn config_text(endpoint: &str, security: &str, extra: &str) -> String {
+    format!(
         r#"
         [[opcua]]
         name = "press-line"
@@ -355,8 +362,7 @@ fn config(endpoint: &str, security: &str, extra: &str) -> OpcUaConfig {
             {{ command = "set_speed", object = "ns=2;s=Press1", method = "ns=2;s=Press1.Ramp", args = [{{ param = "rpm", type = "Float" }}] }},
         ]
         "#
-    );
-    OpcUaConfig::from_toml(&text).unwrap().remove(0)
+    )
 }
 
 const INSECURE: &str =
@@ -781,6 +787,79 @@ async fn a_command_during_a_plc_outage_is_pending_then_written_once() {
     .expect("test finished in time");
 }
 
+/// A speed setpoint the machine reports back: after a controller restart that comes up
+/// at its power-on speed, the twin sees that the machine disagrees with the delivered
+/// value and the connector writes it again, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_machine_that_disagrees_after_a_restart_gets_its_setpoint_again() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server_pki = dir.path().join("server-pki");
+        let plc = Plc::start(&server_pki, 0, true, true).await;
+        let port = plc.port;
+        let types = support::types().replacen(
+            "[types.press.desired.speed]\n",
+            "[types.press.channels.speed]\nunit = \"rpm\"\nrange = [0.0, 3000.0]\n\n\
+             [types.press.desired.speed]\nreported = \"speed\"\ntolerance = 5.0\n",
+            1,
+        );
+        let runtime =
+            support::start_custom(&dir.path().join("node"), &types, support::settings(), |b| b)
+                .await;
+        let text = config_text(&plc.endpoint(), INSECURE, "").replacen(
+            "channels = [",
+            "channels = [\n{ channel = \"speed\", node = \"ns=2;s=Press1.Speed\", sampling_ms = 50 },",
+            1,
+        );
+        let config = OpcUaConfig::from_toml(&text).unwrap().remove(0);
+        let connector = OpcUaConnector::start(config.clone(), runtime.twins().clone(), dir.path())
+            .await
+            .unwrap();
+        assert!(connector.wait_connected(WAIT).await);
+        command(
+            &runtime,
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1300.0)),
+        )
+        .await;
+        delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
+        wait_until("the machine reports the setpoint back", WAIT, || async {
+            agrees(&runtime).await == Some(true)
+        })
+        .await;
+
+        plc.stop().await;
+        // The new controller comes up at its power-on speed, 1200.
+        let plc = Plc::start(&server_pki, port, true, true).await;
+        let speed_writes = plc.record_writes("Press1.Speed");
+        wait_until("the setpoint is written again", WAIT, || async {
+            !speed_writes.lock().unwrap().is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(speed_writes.lock().unwrap().clone(), vec![Variant::Double(1300.0)]);
+        let report = runtime.twins().report(&press(1)).await.unwrap();
+        let (_, speed) = report.desired.iter().find(|(n, _)| n == "speed").unwrap();
+        assert_eq!(speed.delivery.state, DeliveryState::Delivered);
+
+        connector.stop().await;
+        plc.stop().await;
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// Whether press-1's reported speed agrees with its desired speed.
+async fn agrees(runtime: &Runtime) -> Option<bool> {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report
+        .desired
+        .iter()
+        .find(|(name, _)| name == "speed")
+        .and_then(|(_, value)| value.agrees)
+}
+
 /// A delivery pending when the node stops is pending after it starts again, and is
 /// written exactly once when the controller comes up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1001,6 +1080,130 @@ async fn bad_configurations_are_refused_at_start() {
             "{error}"
         );
 
+        runtime.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
+
+/// A node config (types, plant, one OPC UA connector with `security`) in `dir`.
+fn node_config(dir: &Path, endpoint: &str, security: &str) -> PathBuf {
+    std::fs::write(dir.join("types.toml"), support::types()).unwrap();
+    std::fs::write(dir.join("plant.toml"), support::PLANT).unwrap();
+    let text = format!(
+        "[node]\ndata_dir = \"data\"\ntypes = \"types.toml\"\nplant = \"plant.toml\"\n{}",
+        config_text(endpoint, security, "")
+    );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the `doppel` binary with `args`; returns its exit status and its output.
+async fn doppel(args: Vec<std::ffi::OsString>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_doppel"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A security mismatch says what the server offers. Then, in one step, `doppel opcua
+/// trust` shows the certificate a server presents and trusts it: the copy a refused
+/// connection left in `rejected/` is gone, and the waiting connector connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doppel_opcua_trust_shows_the_thumbprint_and_the_connector_connects() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server_pki = dir.path().join("server-pki");
+        let plc = Plc::start(&server_pki, 0, false, true).await;
+        let thumbprint = CertificateStore::read_cert(&server_pki.join("own/cert.der"))
+            .unwrap()
+            .thumbprint()
+            .as_hex_string();
+
+        let mismatched = node_config(
+            dir.path(),
+            &plc.endpoint(),
+            "security_policy = \"Aes256Sha256RsaPss\"\nsecurity_mode = \"SignAndEncrypt\"",
+        );
+        let output = doppel(vec![
+            "node".into(),
+            "--duration".into(),
+            "3".into(),
+            "--config".into(),
+            mismatched.into(),
+        ])
+        .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("it offers: Aes256Sha256RsaPss Sign, Basic256Sha256 SignAndEncrypt"),
+            "{stderr}"
+        );
+
+        let config_file = node_config(dir.path(), &plc.endpoint(), "");
+        let data = dir.path().join("data");
+        let runtime = support::start(&dir.path().join("node")).await;
+        let connector = OpcUaConnector::start(
+            config(&plc.endpoint(), "", ""),
+            runtime.twins().clone(),
+            &data,
+        )
+        .await
+        .unwrap();
+        let pki = data.join("opcua/press-line/pki");
+        wait_until("the unknown certificate is rejected", WAIT, || async {
+            !files_in(&pki.join("rejected")).is_empty()
+        })
+        .await;
+        assert!(!connector.connected());
+
+        let output = doppel(vec![
+            "opcua".into(),
+            "trust".into(),
+            "--config".into(),
+            config_file.clone().into(),
+        ])
+        .await;
+        assert!(
+            !output.status.success(),
+            "not trusted without --yes off a terminal"
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(&thumbprint), "{stdout}");
+        assert!(files_in(&pki.join("trusted")).is_empty());
+
+        let output = doppel(vec![
+            "opcua".into(),
+            "trust".into(),
+            "--yes".into(),
+            "--config".into(),
+            config_file.into(),
+        ])
+        .await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("thumbprint   {thumbprint}")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Basic256Sha256 SignAndEncrypt"), "{stdout}");
+        assert!(files_in(&pki.join("rejected")).is_empty());
+        assert_eq!(files_in(&pki.join("trusted")).len(), 1);
+        assert!(
+            connector.wait_connected(WAIT).await,
+            "the connector connects once the server is trusted"
+        );
+
+        connector.stop().await;
+        plc.stop().await;
         runtime.shutdown().await;
     })
     .await

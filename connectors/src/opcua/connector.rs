@@ -154,6 +154,8 @@ pub struct OpcUaConnector {
     drops: Arc<Drops>,
     state: watch::Sender<ConnectionState>,
     live: watch::Sender<Option<Arc<Live>>>,
+    /// Counts sessions whose first values have reached the twins.
+    settled: watch::Sender<u64>,
     pki_dir: PathBuf,
 }
 
@@ -207,6 +209,7 @@ impl OpcUaConnector {
         let counters = Arc::new(Counters::default());
         let (state, state_rx) = watch::channel(ConnectionState::default());
         let (live, live_rx) = watch::channel(None);
+        let (settled, settled_rx) = watch::channel(0u64);
         let (stop, stop_rx) = watch::channel(false);
         let actuations = twins.actuations();
         info!(
@@ -233,6 +236,7 @@ impl OpcUaConnector {
             plan: plan.clone(),
             counters: counters.clone(),
             live: live_rx,
+            settled: settled_rx,
             twins: twins.clone(),
             resend: config.resend,
             guard: SentGuard::default(),
@@ -246,6 +250,7 @@ impl OpcUaConnector {
             drops: drops.clone(),
             state,
             live,
+            settled,
             pki_dir,
         };
         let tasks = vec![
@@ -335,11 +340,12 @@ impl OpcUaConnector {
             }
             _ => IdentityToken::Anonymous,
         };
+        let wanted = (endpoint.security_policy_uri.clone(), endpoint.security_mode);
         let connect = self.client.connect_to_matching_endpoint(endpoint, identity);
         let (session, event_loop) = tokio::select! {
             connected = tokio::time::timeout(timeout, connect) => match connected {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(error)) => return SessionEnd::Failed(error.to_string()),
+                Ok(Err(error)) => return SessionEnd::Failed(self.mismatch(&wanted, timeout).await.unwrap_or_else(|| error.to_string())),
                 Err(_) => return SessionEnd::Failed("timed out asking for endpoints".to_string()),
             },
             _ = stopped(stop) => return SessionEnd::Stopped,
@@ -381,6 +387,7 @@ impl OpcUaConnector {
             "opcua session established"
         );
 
+        let mut first_values = true;
         let end = loop {
             tokio::select! {
                 _ = stopped(stop) => break SessionEnd::Stopped,
@@ -389,6 +396,11 @@ impl OpcUaConnector {
                     Some(Notice::Data(batch)) => {
                         if let Some(status) = self.ingest(batch, &mut received).await {
                             break SessionEnd::Lost(format!("subscription ended: {status}"));
+                        }
+                        if std::mem::take(&mut first_values) {
+                            // The machine's values as it runs now are in the twins: the
+                            // actuator can tell which delivered values it disagrees with.
+                            self.settled.send_modify(|count| *count += 1);
                         }
                     }
                     Some(Notice::Status(status)) if status.is_bad() => {
@@ -415,6 +427,36 @@ impl OpcUaConnector {
             close(&session).await;
         }
         end
+    }
+
+    /// Why a connect failed when the server offers no endpoint with the configured
+    /// security policy and mode: what it offers instead. `None` when it offers a match
+    /// (the failure was something else) or cannot be asked.
+    async fn mismatch(
+        &self,
+        (policy, mode): &(opcua::types::UAString, opcua::types::MessageSecurityMode),
+        timeout: Duration,
+    ) -> Option<String> {
+        let endpoints = tokio::time::timeout(
+            timeout,
+            self.client
+                .get_server_endpoints_from_url(self.config.endpoint.as_str()),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        if endpoints
+            .iter()
+            .any(|e| e.security_policy_uri == *policy && e.security_mode == *mode)
+        {
+            return None;
+        }
+        Some(format!(
+            "the server offers no endpoint with security policy {} and mode {}; it offers: {} (set security_policy and security_mode to one of these)",
+            self.config.security_policy,
+            self.config.security_mode,
+            super::trust::offered(&endpoints).join(", ")
+        ))
     }
 
     /// Reads the written variables' types, creates the subscription and its monitored
@@ -637,6 +679,8 @@ struct Actuator {
     plan: Arc<Plan>,
     counters: Arc<Counters>,
     live: watch::Receiver<Option<Arc<Live>>>,
+    /// Changes once a session's first values have reached the twins.
+    settled: watch::Receiver<u64>,
     twins: Twins,
     resend: Resend,
     guard: SentGuard,
@@ -671,6 +715,18 @@ impl Actuator {
                     let live = self.live.borrow_and_update().clone();
                     if let Some(live) = live {
                         self.guard.reconnected();
+                        self.catch_up(&live).await;
+                    }
+                }
+                changed = self.settled.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.settled.borrow_and_update();
+                    // Again, now that the machine reported back: values it disagrees
+                    // with since their delivery go out too (each once per session).
+                    let live = self.live.borrow().clone();
+                    if let Some(live) = live {
                         self.catch_up(&live).await;
                     }
                 }
@@ -1098,7 +1154,8 @@ fn monitored_item(
     }
 }
 
-fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
+/// The connector's PKI directory under the node's data directory.
+pub(crate) fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
     match &config.pki_dir {
         Some(dir) if dir.is_absolute() => dir.clone(),
         Some(dir) => data_dir.join(dir),
@@ -1108,7 +1165,7 @@ fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
 
 /// Builds the async-opcua client. With message security, the connector's own
 /// certificate and key are created in the PKI directory if missing.
-fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaError> {
+pub(crate) fn build_client(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaError> {
     let pki_error = |problem: String| OpcUaError::Pki {
         connector: config.name.clone(),
         dir: pki_dir.to_path_buf(),

@@ -143,6 +143,16 @@ pub enum OpcUaError {
         /// What went wrong.
         problem: String,
     },
+    /// The server's endpoints could not be read (discovery).
+    #[error("opcua connector `{connector}`: asking `{endpoint}` for its endpoints: {problem}")]
+    Discovery {
+        /// The connector.
+        connector: String,
+        /// The endpoint asked.
+        endpoint: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// The async-opcua client refused its configuration.
     #[error("opcua connector `{connector}`: client configuration: {problem}")]
     Client {

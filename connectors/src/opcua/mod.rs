@@ -66,8 +66,13 @@
 //!   file's path), unless `trust_server_certificate = true`. To trust it, move the file
 //!   from `rejected/` to `trusted/` keeping its name: the certificate is looked up as
 //!   `<common name> [<SHA-1 thumbprint>].der`, or `<thumbprint>.der` without a common
-//!   name, and a copy left in `rejected/` still refuses it. Host name, application URI
-//!   and validity dates of the server's certificate are always checked.
+//!   name, and a copy left in `rejected/` still refuses it. `doppel opcua trust --config
+//!   FILE` does this in one step ([`server_certificate`], then [`trust`]): it shows the
+//!   certificate the server presents (common name, thumbprint, validity, the security it
+//!   offers) and files it. Host name, application URI and validity dates of the
+//!   server's certificate are always checked.
+//! - A server that offers no endpoint with the configured policy and mode is reported
+//!   with the policies and modes it does offer.
 //! - The connector's private key is written 0600 in a 0700 `private/` directory.
 //!
 //! ```
@@ -88,6 +93,7 @@ pub(crate) mod connector;
 mod convert;
 mod error;
 pub(crate) mod plan;
+mod trust;
 
 pub use config::{
     AssetMapping, ChannelMapping, MethodArg, MethodMapping, OpcUaConfig, Password, ReconnectConfig,
@@ -98,3 +104,4 @@ pub use convert::{
     Decoded, OutOfRange, Undecodable, decode, number_of, quality_of, seq_of, timestamp_of,
 };
 pub use error::OpcUaError;
+pub use trust::{ServerCertificate, Trusted, server_certificate, trust};
