@@ -49,6 +49,7 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
         KernelError::Unavailable(_) | KernelError::ShuttingDown => {
             Status::unavailable(error.to_string())
         }
+        KernelError::Fenced { .. } => Status::failed_precondition(error.to_string()),
         KernelError::Journal(_) | KernelError::Config(_) => {
             tracing::error!(%error, "request failed in the kernel");
             Status::internal(error.to_string())

@@ -243,10 +243,21 @@ impl Cluster {
         }
         let mut watcher = self.members.clone();
         let name = me.clone();
+        let flag = self.membership.conflict_flag();
+        let twins = self.twins.clone();
         self.tasks.push(tokio::spawn(async move {
             let mut reported: Vec<String> = Vec::new();
             while watcher.changed().await.is_ok() {
                 let members = watcher.borrow_and_update().clone();
+                // A node that started earlier claims this node's plants (they could not
+                // see each other when this node started: a partition that has healed).
+                // It keeps them; this node stops actuating, for as long as it runs.
+                if twins.fenced().is_none()
+                    && let Some(conflict) = placement::must_yield(&members, &name)
+                {
+                    flag.set(Some(conflict.message.clone())).await;
+                    twins.fence(&format!("ownership conflict: {}", conflict.message));
+                }
                 let found: Vec<String> = placement::conflicts(&members)
                     .into_iter()
                     .filter(|c| c.nodes.contains(&name))
@@ -254,7 +265,7 @@ impl Cluster {
                     .collect();
                 for message in &found {
                     if !reported.contains(message) {
-                        tracing::error!(conflict = %message, "another edge node claims this node's plants; it must not start");
+                        tracing::error!(conflict = %message, "another edge node claims this node's plants");
                     }
                 }
                 reported = found;

@@ -105,6 +105,25 @@ pub struct Announcement {
     pub mirrors: Vec<String>,
 }
 
+/// Publishes or clears this node's ownership conflict in its gossip state, for every
+/// peer (and `doppel twin members`-style listings) to see.
+#[derive(Clone)]
+pub struct ConflictFlag(Arc<tokio::sync::Mutex<chitchat::Chitchat>>);
+
+impl ConflictFlag {
+    /// Publishes (`Some`) or clears (`None`) the conflict.
+    pub async fn set(&self, conflict: Option<String>) {
+        let mut chitchat = self.0.lock().await;
+        let state = chitchat.self_node_state();
+        match conflict {
+            Some(conflict) => state.set(KEY_CONFLICT, conflict),
+            // Deleting an absent key would only log a warning.
+            None if state.get(KEY_CONFLICT).is_some() => state.delete(KEY_CONFLICT),
+            None => {}
+        }
+    }
+}
+
 /// This node's membership in the cluster: gossips its announcement and follows the live
 /// members. Dropping it stops gossiping too; [`Membership::shutdown`] waits for it.
 pub struct Membership {
@@ -225,15 +244,12 @@ impl Membership {
 
     /// Publishes (`Some`) or clears (`None`) this node's conflict key.
     pub async fn set_conflict(&self, conflict: Option<String>) {
-        let chitchat = self.chitchat.chitchat();
-        let mut chitchat = chitchat.lock().await;
-        let state = chitchat.self_node_state();
-        match conflict {
-            Some(conflict) => state.set(KEY_CONFLICT, conflict),
-            // Deleting an absent key would only log a warning.
-            None if state.get(KEY_CONFLICT).is_some() => state.delete(KEY_CONFLICT),
-            None => {}
-        }
+        self.conflict_flag().set(conflict).await;
+    }
+
+    /// A handle that publishes or clears this node's conflict key from another task.
+    pub fn conflict_flag(&self) -> ConflictFlag {
+        ConflictFlag(self.chitchat.chitchat())
     }
 
     /// Leaves: stops gossiping (peers then see this node die).

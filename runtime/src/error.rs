@@ -57,4 +57,12 @@ pub enum Error {
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,
+    /// This node has stopped actuating its twins: another node owns them.
+    #[error("twin `{asset}` is not actuated by this node: {reason}")]
+    Fenced {
+        /// The twin.
+        asset: AssetPath,
+        /// Why (the ownership conflict).
+        reason: String,
+    },
 }

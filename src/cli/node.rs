@@ -129,17 +129,28 @@ async fn run_cluster_node(
     let mut members = cluster.members();
     let mut shown = String::new();
     let mut planners = Vec::new();
+    let mut fenced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let live = members.borrow_and_update().clone();
         let names: Vec<String> = live
             .iter()
-            .map(|m| format!("{}({})", m.node_id, m.role))
+            .map(|m| match &m.conflict {
+                // It yielded its plants to a node that started earlier.
+                Some(_) => format!("{}({}, yielded)", m.node_id, m.role),
+                None => format!("{}({})", m.node_id, m.role),
+            })
             .collect();
         let line = format!("{} live: {}", live.len(), names.join(" "));
         if line != shown {
             println!("members: {line}");
             shown = line;
+        }
+        if let Some(reason) = twins.fenced()
+            && !fenced
+        {
+            println!("FENCED: this node no longer actuates its twins: {reason}");
+            fenced = true;
         }
         let running = cluster.running_planners();
         if running != planners {

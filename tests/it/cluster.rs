@@ -749,6 +749,149 @@ async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
     );
 }
 
+/// Waits until `node`'s output has a line containing `text`.
+async fn output_shows(sandbox: &Sandbox, node: &str, text: &str, timeout: Duration) {
+    let start = Instant::now();
+    while !sandbox.node(node).output().contains(text) {
+        assert!(
+            start.elapsed() < timeout,
+            "{node} never said `{text}`:\n{}",
+            sandbox.node(node).output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `set.speed` of the command messages received on `topic` so far.
+fn speeds_on(
+    received: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    seen: &mut Vec<(String, f64)>,
+) {
+    while let Ok((topic, payload)) = received.try_recv() {
+        if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&payload)
+            && let Some(speed) = body["set"]["speed"].as_f64()
+        {
+            seen.push((topic, speed));
+        }
+    }
+}
+
+/// Two edge nodes claim line-2 without seeing each other: the first is stalled
+/// (SIGSTOP) while the second starts, a partition as far as gossip can tell. Once the
+/// partition heals, the node that started later yields: it stops actuating (neither a
+/// command nor its own trip leaves it), says so, raises the critical `fenced` alarm on
+/// its twins, and shows as yielded in membership; commands go to the first owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_healed_partition_the_later_owner_stops_actuating() {
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let under = |id: &str, prefix: &str| {
+        mqtt(&url, id).replace("prefix = \"\"", &format!("prefix = \"{prefix}/\""))
+    };
+    let (watcher, eventloop) = brokers::client(&url, "fence-watcher", true);
+    let (mut received, pump_task) = crate::mqtt::pump(eventloop);
+    for topic in [
+        "a/acme/plant-a/line-2/press-3/cmd",
+        "b/acme/plant-a/line-2/press-3/cmd",
+    ] {
+        watcher.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    }
+    let mut sandbox = Sandbox::new("acme-healed");
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a/line-2"], &under("edge-a", "a"));
+    sandbox.wait_live(2, FORMED).await;
+
+    sandbox.pause("edge-a");
+    let start = Instant::now();
+    while sandbox.node("cloud-1").live() != 1 {
+        assert!(start.elapsed() < FORMED, "cloud-1 never lost edge-a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sandbox.add_edge("edge-b", &["acme/plant-a/line-2"], &under("edge-b", "b"));
+    output_shows(&sandbox, "edge-b", "members: 2 live", FORMED).await;
+    let mut edge_b = sandbox.client("edge-b").await;
+    let accepted = edge_b
+        .send_command(set_speed(3, 1400.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while !seen.contains(&("b/acme/plant-a/line-2/press-3/cmd".to_string(), 1400.0)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "edge-b never actuated: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        speeds_on(&mut received, &mut seen);
+    }
+
+    sandbox.resume("edge-a");
+    output_shows(&sandbox, "edge-b", "FENCED", FORMED).await;
+    output_shows(&sandbox, "cloud-1", "edge-b(edge, yielded)", FORMED).await;
+    // The trip of edge-b's press-3 changes its twin but sends nothing.
+    for channel in ["temperature", "temperature_b"] {
+        watcher
+            .publish(
+                format!("b/acme/plant-a/line-2/press-3/telemetry/{channel}"),
+                QoS::AtLeastOnce,
+                false,
+                r#"{"v": 120.0}"#,
+            )
+            .await
+            .unwrap();
+    }
+    output_shows(
+        &sandbox,
+        "edge-b",
+        "safety action held back",
+        Duration::from_secs(20),
+    )
+    .await;
+    // Commands now go to the first owner, whichever node receives them.
+    let mut cloud = sandbox.client("cloud-1").await;
+    let start = Instant::now();
+    loop {
+        let sent = cloud.send_command(set_speed(3, 1500.0)).await;
+        if sent.is_ok() {
+            break;
+        }
+        assert!(
+            start.elapsed() < FORMED,
+            "edge-a never served again: {sent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let start = Instant::now();
+    while !seen.contains(&("a/acme/plant-a/line-2/press-3/cmd".to_string(), 1500.0)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "edge-a never actuated: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        speeds_on(&mut received, &mut seen);
+    }
+    let output = sandbox.node("edge-b").output();
+    assert!(
+        output.contains("each raises the critical alarm `fenced`"),
+        "{output}"
+    );
+    // Give anything edge-b might still send time to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    speeds_on(&mut received, &mut seen);
+    let from_b: Vec<_> = seen
+        .iter()
+        .filter(|(topic, _)| topic.starts_with("b/"))
+        .collect();
+    assert_eq!(
+        from_b.len(),
+        1,
+        "edge-b actuated after it yielded: {seen:?}"
+    );
+    pump_task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrors_partitioned_over_two_cloud_nodes_each_answer_for_their_part() {
     let mut sandbox = Sandbox::new("acme-partitioned-mirrors");

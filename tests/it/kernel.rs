@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use doppel::{
     AuditKind, Command, DeliveryOutcome, DeliveryReport, DeliveryState, Origin, OriginKind,
-    Quality, Reading, RunState, SampleRejection, StartError, Timestamp, Value, Verdict,
+    Quality, Reading, RunState, SampleRejection, Severity, StartError, Timestamp, Value, Verdict,
 };
 use doppel_runtime::Error as KernelError;
 
@@ -786,5 +786,65 @@ async fn a_delivery_report_counts_only_for_its_own_actuation() {
     assert_eq!(delivered.state, DeliveryState::Delivered);
     assert_eq!(delivered.by, "test-actuator");
     assert!(twins.undelivered(None).await.is_empty());
+    runtime.shutdown().await;
+}
+
+/// A fenced node (another node owns its twins) refuses commands, sends no actuation
+/// (a safety action changes the twin only), offers nothing for re-sending, and every
+/// twin raises the critical alarm `fenced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_node_refuses_commands_and_actuates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("test").unwrap();
+    let mut actuations = twins.actuations();
+    twins
+        .command(
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1000.0)),
+        )
+        .await
+        .unwrap();
+    actuations.recv().await.unwrap();
+    assert_eq!(twins.undelivered(None).await.len(), 1);
+
+    assert!(twins.fence("edge-a started first and keeps acme/plant-a"));
+    assert!(!twins.fence("again"), "a fence is set once");
+    wait_until(
+        "every twin raises the alarm",
+        Duration::from_secs(10),
+        || async {
+            let mut all = true;
+            for n in [1, 2, 3] {
+                let report = twins.report(&press(n)).await.unwrap();
+                all &= report.alarms.iter().any(|a| {
+                    a.code == "fenced"
+                        && a.severity == Severity::Critical
+                        && a.message.contains("edge-a started first")
+                });
+            }
+            all
+        },
+    )
+    .await;
+    let refused = twins
+        .command(
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1100.0)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, KernelError::Fenced { .. }), "{refused:?}");
+    assert!(twins.undelivered(None).await.is_empty());
+    for (seq, channel) in [(1, "temperature"), (2, "temperature_b")] {
+        ingest_durable(&twins, &press(1), channel, reading(120.0, source, seq)).await;
+    }
+    let report = twins.report(&press(1)).await.unwrap();
+    assert_eq!(report.run_state, RunState::Tripped, "the twin still trips");
+    assert!(
+        actuations.try_recv().is_err(),
+        "nothing leaves a fenced node"
+    );
     runtime.shutdown().await;
 }

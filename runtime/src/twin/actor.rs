@@ -123,6 +123,8 @@ pub enum TwinMsg {
     DeliveryCheck,
     /// What an actuator should send again now.
     Undelivered(oneshot::Sender<Vec<Actuation>>),
+    /// The node stopped actuating its twins ([`Twins::fence`](super::Twins::fence)).
+    Fenced,
 }
 
 /// How a twin actor gets its initial state.
@@ -278,6 +280,7 @@ impl Actor for TwinActor {
             TwinMsg::Undelivered(reply) => {
                 let _ = reply.send(state.core.undelivered(Timestamp::now()));
             }
+            TwinMsg::Fenced => state.on_fenced(),
         }
         Ok(())
     }
@@ -286,6 +289,22 @@ impl Actor for TwinActor {
 impl TwinActorState {
     fn collects_changes(&self) -> bool {
         self.kernel.settings.replicate || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0
+    }
+
+    fn on_fenced(&mut self) {
+        let Some(reason) = self.kernel.fenced.get() else {
+            return;
+        };
+        self.fx.collect_changes = self.collects_changes();
+        if self.core.raise_system_alarm(
+            "fenced",
+            &format!("this node no longer actuates the machine: {reason}"),
+            Timestamp::now(),
+            &mut self.fx,
+        ) {
+            self.flush_effects(Ticket::none(), Completion::None, false);
+            self.report_status(true);
+        }
     }
 
     fn on_delivery(&mut self, report: &DeliveryReport) {
@@ -361,6 +380,14 @@ impl TwinActorState {
         // command across the mailbox.
         let span = tracing::info_span!(parent: caller, "command", asset = %self.entry.path, command_id = %command.id, command = %command.name, origin = %command.origin.principal);
         let _entered = span.enter();
+        if let Some(reason) = self.kernel.fenced.get() {
+            tracing::warn!(%reason, "command refused: this node no longer actuates the twin");
+            let _ = reply.send(Err(Error::Fenced {
+                asset: self.entry.path.clone(),
+                reason: reason.clone(),
+            }));
+            return;
+        }
         let reply = if command.idempotent {
             match self.replay(&command, reply) {
                 Some(reply) => reply,
@@ -413,7 +440,7 @@ impl TwinActorState {
             ));
         }
         let actuated = actuation.is_some();
-        let actuations = self.kernel.actuations.clone();
+        let kernel = self.kernel.clone();
         let verdicts = self.kernel.verdicts.clone();
         let published = CommandVerdict {
             asset: self.entry.path.clone(),
@@ -435,7 +462,13 @@ impl TwinActorState {
                 }
                 drop(audit_span);
                 if let Some(actuation) = actuation {
-                    let _ = actuations.send(actuation);
+                    if kernel.fenced.get().is_none() {
+                        let _ = kernel.actuations.send(actuation);
+                    } else {
+                        tracing::error!(
+                            "actuation held back: this node no longer actuates the twin"
+                        );
+                    }
                 }
                 let _ = verdicts.send(published);
                 let _ = reply.send(Ok(CommandOutcome {
@@ -511,7 +544,14 @@ impl TwinActorState {
                 .counters
                 .safety_actions
                 .fetch_add(1, Ordering::Relaxed);
-            let _ = self.kernel.actuations.send(actuation);
+            match self.kernel.fenced.get() {
+                None => {
+                    let _ = self.kernel.actuations.send(actuation);
+                }
+                Some(reason) => {
+                    tracing::error!(asset = %actuation.asset(), command = actuation.command(), %reason, "safety action held back: this node no longer actuates the twin; the owner's twin governs the machine");
+                }
+            }
         }
         if safety {
             self.schedule_delivery_check();

@@ -952,6 +952,36 @@ impl TwinCore {
         }
     }
 
+    /// Raises a critical alarm the runtime itself owns (code `code`), published to
+    /// watchers; true when it was not raised already. Not journaled: the condition is
+    /// the node's, and raised again by the node after a restart if it persists.
+    pub fn raise_system_alarm(
+        &mut self,
+        code: &str,
+        message: &str,
+        at: Timestamp,
+        fx: &mut Effects,
+    ) -> bool {
+        let alarm = Alarm {
+            code: code.to_string(),
+            severity: Severity::Critical,
+            message: message.to_string(),
+            raised_by: "node".to_string(),
+            since: at,
+        };
+        if !self.state.raise_alarm(alarm.clone()) {
+            return false;
+        }
+        if fx.collect_changes {
+            fx.changes.push(TwinEvent {
+                asset: self.state.path.clone(),
+                version: self.state.version,
+                change: TwinChange::AlarmRaised(alarm),
+            });
+        }
+        true
+    }
+
     /// Sets the delivery of the named desired values that `delivery`'s version set, and
     /// raises or clears their safety alarm; returns what changed.
     fn set_delivery(&mut self, desired: &[String], delivery: &Delivery) -> Vec<(String, Delivery)> {

@@ -53,6 +53,9 @@ pub struct Kernel {
     pub counters: Counters,
     /// Bounds samples accepted but not yet durable.
     pub limiter: Arc<Semaphore>,
+    /// Set once this node must stop actuating its twins (another node owns them), with
+    /// the reason; never cleared while the node runs.
+    pub fenced: std::sync::OnceLock<String>,
 }
 
 impl Kernel {
@@ -209,6 +212,7 @@ impl Twins {
             verdicts,
             counters: Counters::default(),
             limiter,
+            fenced: std::sync::OnceLock::new(),
         });
         let mut cores = kernel.recover_all(&directory)?;
         // A fresh snapshot of every twin lets the journal before it be truncated.
@@ -589,6 +593,9 @@ impl Twins {
     /// deadline, and delivered values the machine reports back differently. Safety
     /// actions come first. Twins that do not answer are left out.
     pub async fn undelivered(&self, assets: Option<&[AssetPath]>) -> Vec<Actuation> {
+        if self.fenced().is_some() {
+            return Vec::new();
+        }
         let paths: Vec<AssetPath> = match assets {
             Some(assets) => assets.to_vec(),
             None => self.paths().cloned().collect(),
@@ -614,6 +621,31 @@ impl Twins {
         }
         actuations.sort_by_key(|a| !a.is_safety());
         actuations
+    }
+
+    /// Stops this node from actuating its twins, for good while it runs: another node
+    /// owns them (an ownership conflict found after a partition healed). Commands are
+    /// refused with [`Error::Fenced`], no actuation leaves (safety actions still change
+    /// the twins' state), nothing is offered for re-sending, and every twin raises the
+    /// critical alarm `fenced` saying why. Returns false when it was fenced already.
+    pub fn fence(&self, reason: &str) -> bool {
+        if self.kernel.fenced.set(reason.to_string()).is_err() {
+            return false;
+        }
+        tracing::error!(%reason, twins = self.len(), "this node stops actuating its twins; each raises the critical alarm `fenced`");
+        for path in self.paths() {
+            if let Ok(entry) = self.entry(path)
+                && let Some(actor) = entry.actor()
+            {
+                let _ = actor.cast(TwinMsg::Fenced);
+            }
+        }
+        true
+    }
+
+    /// Why this node stopped actuating its twins, if it did.
+    pub fn fenced(&self) -> Option<&str> {
+        self.kernel.fenced.get().map(String::as_str)
     }
 
     /// Subscribes to command verdicts (accepted, clamped, denied), each once durable.
