@@ -54,6 +54,9 @@ pub(crate) async fn start_edge(dir: &Path) -> Runtime {
         ..Default::default()
     };
     settings.journal.batch_interval_ms = 2;
+    // No actuator serves this edge: a safety action's delivery must not fail (a change
+    // of its own, replicated) in the middle of a test that counts updates.
+    settings.delivery.safety_bound_ms = 3_600_000;
     Runtime::builder()
         .twin_types(types)
         .topology(topology)
