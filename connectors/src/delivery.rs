@@ -59,29 +59,56 @@ impl SentGuard {
     }
 }
 
-/// Tells the twin how the actuation `version` of `asset` fared for `desired` at
-/// actuator `by`; a twin that cannot be told (it is restarting) is logged.
-pub(crate) fn report(
-    twins: &Twins,
-    asset: &AssetPath,
-    version: u64,
-    desired: Vec<String>,
-    by: &str,
-    outcome: DeliveryOutcome,
-) {
-    if desired.is_empty() {
-        return;
+/// Tells the twins how actuations fared at one actuator; a twin that cannot be told
+/// (it is restarting) is logged.
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    twins: Twins,
+    by: String,
+}
+
+impl Reporter {
+    /// Reports for actuator `by` (`opcua:plc-1`, `mqtt:plant`).
+    pub(crate) fn new(twins: Twins, by: String) -> Self {
+        Self { twins, by }
     }
-    let report = DeliveryReport {
-        asset: asset.clone(),
-        version,
-        desired,
-        by: by.to_string(),
-        outcome,
-        at: Timestamp::now(),
-    };
-    if let Err(error) = twins.report_delivery(report) {
-        tracing::warn!(%asset, version, %error, "delivery outcome not recorded");
+
+    /// The values `desired` of actuation `version` of `asset` reached the machine.
+    pub(crate) fn delivered(&self, asset: &AssetPath, version: u64, desired: Vec<String>) {
+        self.report(asset, version, desired, DeliveryOutcome::Delivered);
+    }
+
+    /// The values `desired` of `actuation` did not reach the machine, for `reason`.
+    pub(crate) fn failed(&self, actuation: &Actuation, desired: Vec<String>, reason: &str) {
+        self.report(
+            actuation.asset(),
+            actuation.version(),
+            desired,
+            DeliveryOutcome::Failed(reason.to_string()),
+        );
+    }
+
+    fn report(
+        &self,
+        asset: &AssetPath,
+        version: u64,
+        desired: Vec<String>,
+        outcome: DeliveryOutcome,
+    ) {
+        if desired.is_empty() {
+            return;
+        }
+        let report = DeliveryReport {
+            asset: asset.clone(),
+            version,
+            desired,
+            by: self.by.clone(),
+            outcome,
+            at: Timestamp::now(),
+        };
+        if let Err(error) = self.twins.report_delivery(report) {
+            tracing::warn!(%asset, version, %error, "delivery outcome not recorded");
+        }
     }
 }
 

@@ -15,14 +15,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use doppel_runtime::AssetPath;
-use doppel_runtime::twin::{Actuation, DeliveryOutcome, Twins};
+use doppel_runtime::twin::{Actuation, Twins};
 use parking_lot::Mutex;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing as Sent, Packet, QoS};
 use tokio::sync::{broadcast, watch};
 
 use super::codec::{Codec, Outgoing};
 use super::{MqttConfig, Shared};
-use crate::delivery::{Resend, SentGuard, past_deadline, report};
+use crate::delivery::{Reporter, Resend, SentGuard, past_deadline};
 
 /// Publishes the actuation connection may keep unacknowledged: the whole packet id
 /// space, so a publish never waits on an id still in flight.
@@ -78,13 +78,12 @@ pub(super) async fn run(
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let tracking = Arc::new(Mutex::new(Tracking::default()));
     let (connections, connected) = watch::channel(0u64);
-    let by = format!("mqtt:{}", shared.name);
+    let reporter = Reporter::new(twins.clone(), format!("mqtt:{}", shared.name));
     let network = network(
         eventloop,
         tracking.clone(),
-        twins.clone(),
+        reporter.clone(),
         shared.clone(),
-        by.clone(),
         connections,
         backoff,
     );
@@ -94,7 +93,7 @@ pub(super) async fn run(
         twins,
         shared,
         tracking,
-        by,
+        reporter,
         resend,
         guard: SentGuard::default(),
         outgoing: Vec::new(),
@@ -112,9 +111,8 @@ pub(super) async fn run(
 async fn network(
     mut eventloop: EventLoop,
     tracking: Arc<Mutex<Tracking>>,
-    twins: Twins,
+    reporter: Reporter,
     shared: Arc<Shared>,
-    by: String,
     connections: watch::Sender<u64>,
     (min_backoff, max_backoff): (Duration, Duration),
 ) {
@@ -137,14 +135,7 @@ async fn network(
                 let token = tracking.lock().inflight.remove(&ack.pkid);
                 if let Some(token) = token {
                     shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    report(
-                        &twins,
-                        &token.asset,
-                        token.version,
-                        token.desired,
-                        &by,
-                        DeliveryOutcome::Delivered,
-                    );
+                    reporter.delivered(&token.asset, token.version, token.desired);
                 }
             }
             Ok(_) => {}
@@ -182,7 +173,7 @@ struct Publisher {
     twins: Twins,
     shared: Arc<Shared>,
     tracking: Arc<Mutex<Tracking>>,
-    by: String,
+    reporter: Reporter,
     resend: Resend,
     guard: SentGuard,
     outgoing: Vec<Outgoing>,
@@ -222,16 +213,10 @@ impl Publisher {
                 continue;
             }
             match self.resend {
-                Resend::Never => report(
-                    &self.twins,
-                    actuation.asset(),
-                    actuation.version(),
+                Resend::Never => self.reporter.failed(
+                    actuation,
                     actuation.desired_names(),
-                    &self.by,
-                    DeliveryOutcome::Failed(
-                        "not sent again when the connection came back (resend = \"never\")"
-                            .to_string(),
-                    ),
+                    "not sent again when the connection came back (resend = \"never\")",
                 ),
                 Resend::Latest => {
                     sent += 1;
@@ -262,14 +247,8 @@ impl Publisher {
             let reason = "its deadline passed before it reached the connector; not published";
             tracing::warn!(command = actuation.command(), "{reason}");
             if self.carried(actuation) {
-                report(
-                    &self.twins,
-                    actuation.asset(),
-                    actuation.version(),
-                    actuation.desired_names(),
-                    &self.by,
-                    DeliveryOutcome::Failed(reason.to_string()),
-                );
+                self.reporter
+                    .failed(actuation, actuation.desired_names(), reason);
             }
             return;
         }
@@ -278,13 +257,10 @@ impl Publisher {
             self.send(actuation);
         } else if self.carried(actuation) {
             if self.resend == Resend::Never {
-                report(
-                    &self.twins,
-                    actuation.asset(),
-                    actuation.version(),
+                self.reporter.failed(
+                    actuation,
                     actuation.desired_names(),
-                    &self.by,
-                    DeliveryOutcome::Failed("not connected, and resend = \"never\"".to_string()),
+                    "not connected, and resend = \"never\"",
                 );
             } else if actuation.is_safety() {
                 tracing::error!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use doppel_runtime::twin::{Actuation, DeliveryOutcome, Twins};
+use doppel_runtime::twin::{Actuation, Twins};
 use doppel_runtime::{AssetPath, Reading, SourceId, Timestamp};
 use opcua::client::{Client, ClientBuilder, IdentityToken, OnSubscriptionNotificationCore};
 use opcua::client::{MonitoredItemMap, Session};
@@ -25,7 +25,7 @@ use super::config::{OpcUaConfig, ScalarType};
 use super::convert::{decode, seq_of};
 use super::error::OpcUaError;
 use super::plan::{AssetActuation, MethodTarget, Plan};
-use crate::delivery::{Resend, SentGuard, past_deadline, report};
+use crate::delivery::{Reporter, Resend, SentGuard, past_deadline};
 use crate::drops::{DropKind, Drops};
 
 /// Values the server may queue per monitored item between two publish responses.
@@ -230,7 +230,7 @@ impl OpcUaConnector {
             );
         }
         let actuator = Actuator {
-            by: format!("opcua:{name}"),
+            reporter: Reporter::new(twins.clone(), format!("opcua:{name}")),
             name: name.clone(),
             assets: plan.assets.keys().cloned().collect(),
             plan: plan.clone(),
@@ -674,14 +674,13 @@ pub(crate) fn method_arguments(
 /// when a session is established.
 struct Actuator {
     name: String,
-    /// The actuator's name in delivery reports: `opcua:<name>`.
-    by: String,
     plan: Arc<Plan>,
     counters: Arc<Counters>,
     live: watch::Receiver<Option<Arc<Live>>>,
     /// Changes once a session's first values have reached the twins.
     settled: watch::Receiver<u64>,
     twins: Twins,
+    reporter: Reporter,
     resend: Resend,
     guard: SentGuard,
     /// The assets the plan actuates.
@@ -770,16 +769,10 @@ impl Actuator {
                 continue;
             }
             match self.resend {
-                Resend::Never => report(
-                    &self.twins,
-                    actuation.asset(),
-                    actuation.version(),
+                Resend::Never => self.reporter.failed(
+                    actuation,
                     covered,
-                    &self.by,
-                    DeliveryOutcome::Failed(
-                        "not sent again when the session came back (resend = \"never\")"
-                            .to_string(),
-                    ),
+                    "not sent again when the session came back (resend = \"never\")",
                 ),
                 Resend::Latest => {
                     sent += 1;
@@ -801,14 +794,7 @@ impl Actuator {
             Counters::add(&self.counters.write_failures, 1);
             let reason = "its deadline passed before it reached the connector; not sent";
             self.failed(actuation, "write", reason);
-            report(
-                &self.twins,
-                actuation.asset(),
-                actuation.version(),
-                covered,
-                &self.by,
-                DeliveryOutcome::Failed(reason.to_string()),
-            );
+            self.reporter.failed(actuation, covered, reason);
             return;
         }
         let live = self.live.borrow().clone();
@@ -817,14 +803,7 @@ impl Actuator {
             None if self.resend == Resend::Never => {
                 let reason = "not connected, and resend = \"never\"";
                 self.failed(actuation, "write", reason);
-                report(
-                    &self.twins,
-                    actuation.asset(),
-                    actuation.version(),
-                    covered,
-                    &self.by,
-                    DeliveryOutcome::Failed(reason.to_string()),
-                );
+                self.reporter.failed(actuation, covered, reason);
             }
             None => {
                 if actuation.is_safety() {
@@ -877,23 +856,10 @@ impl Actuator {
                 Fate::Unknown => {}
             }
         }
-        report(
-            &self.twins,
-            actuation.asset(),
-            actuation.version(),
-            delivered,
-            &self.by,
-            DeliveryOutcome::Delivered,
-        );
+        self.reporter
+            .delivered(actuation.asset(), actuation.version(), delivered);
         for (desired, reason) in refused {
-            report(
-                &self.twins,
-                actuation.asset(),
-                actuation.version(),
-                vec![desired],
-                &self.by,
-                DeliveryOutcome::Failed(reason),
-            );
+            self.reporter.failed(actuation, vec![desired], &reason);
         }
     }
 
