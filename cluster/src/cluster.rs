@@ -287,7 +287,14 @@ impl Cluster {
             let mut refresh = tokio::time::interval(Duration::from_millis(500));
             loop {
                 let live = members.borrow_and_update().clone();
-                if let Some(this) = live.iter().find(|m| m.node_id == me) {
+                if twins.fenced().is_some() {
+                    // Another edge owns these twins: its changes are what mirrors
+                    // hold, so this node's stop going out.
+                    for (cloud, (_, link)) in links.drain() {
+                        tracing::warn!(%cloud, "replication stopped: this node no longer owns its twins");
+                        link.stop().await;
+                    }
+                } else if let Some(this) = live.iter().find(|m| m.node_id == me) {
                     for cloud in placement::replication_targets(&live, this) {
                         let current = links.get(&cloud.node_id).map(|(addr, _)| *addr);
                         if current == Some(cloud.node_addr) {
@@ -310,6 +317,7 @@ impl Cluster {
                 }
                 {
                     let mut status = status.lock();
+                    status.retain(|peer, _| links.contains_key(peer));
                     for (peer, (_, link)) in &links {
                         status.insert(peer.clone(), link.status());
                     }

@@ -168,6 +168,16 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);
+    // The simulated machines start where their twins left them on this data
+    // directory: a press a trip stopped in an earlier run stays stopped.
+    for (machine, path) in paths.iter().enumerate() {
+        let report = twins.report(path).await?;
+        for (name, desired) in &report.desired {
+            if desired.set_at.0 != 0 {
+                simulator.apply_desired(machine, name, desired.value.as_f64());
+            }
+        }
+    }
     let source = twins.source("dev-simulator")?;
     // Sequence numbers continue across runs on the same data directory.
     let mut seq = (Timestamp::now().as_micros().max(0) as u64) << 8;

@@ -830,6 +830,13 @@ async fn after_a_healed_partition_the_later_owner_stops_actuating() {
     sandbox.resume("edge-a");
     output_shows(&sandbox, "edge-b", "FENCED", FORMED).await;
     output_shows(&sandbox, "cloud-1", "edge-b(edge, yielded)", FORMED).await;
+    output_shows(
+        &sandbox,
+        "edge-b",
+        "replication stopped: this node no longer owns its twins",
+        Duration::from_secs(20),
+    )
+    .await;
     // The trip of edge-b's press-3 changes its twin but sends nothing.
     for channel in ["temperature", "temperature_b"] {
         watcher
