@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use doppel_runtime::AssetPath;
+use doppel_runtime::twin::Actuation;
 
 /// What a connector actuates for one twin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,6 +50,17 @@ impl Reach {
             .iter()
             .chain(self.assets.get(asset))
             .any(|reach| reach.carries(desired, command))
+    }
+
+    /// The names of the desired values of `actuation` that reach the machine through
+    /// this connector.
+    pub fn carried(&self, actuation: &Actuation) -> Vec<String> {
+        actuation
+            .values()
+            .iter()
+            .filter(|(desired, _)| self.carries(actuation.asset(), desired, actuation.command()))
+            .map(|(desired, _)| desired.clone())
+            .collect()
     }
 
     /// Adds what `other` reaches.

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, watch};
 use super::codec::{Codec, Outgoing};
 use super::{MqttConfig, Shared};
 use crate::delivery::{Reporter, Resend, SentGuard, past_deadline};
+use crate::reach::Reach;
 
 /// Publishes the actuation connection may keep unacknowledged: the whole packet id
 /// space, so a publish never waits on an id still in flight.
@@ -73,6 +74,7 @@ pub(super) async fn run(
     twins: Twins,
     shared: Arc<Shared>,
     resend: Resend,
+    reach: Reach,
     backoff: (Duration, Duration),
 ) {
     let (client, eventloop) = AsyncClient::new(options, 1024);
@@ -96,6 +98,7 @@ pub(super) async fn run(
         reporter,
         resend,
         guard: SentGuard::default(),
+        reach,
         outgoing: Vec::new(),
     };
     tokio::select! {
@@ -176,6 +179,8 @@ struct Publisher {
     reporter: Reporter,
     resend: Resend,
     guard: SentGuard,
+    /// Which twins' desired values its layouts publish.
+    reach: Reach,
     outgoing: Vec<Outgoing>,
 }
 
@@ -209,13 +214,14 @@ impl Publisher {
         let undelivered = self.twins.undelivered(None).await;
         let mut sent = 0;
         for actuation in &undelivered {
-            if past_deadline(actuation) || !self.carried(actuation) {
+            let carried = self.reach.carried(actuation);
+            if past_deadline(actuation) || carried.is_empty() {
                 continue;
             }
             match self.resend {
                 Resend::Never => self.reporter.failed(
                     actuation,
-                    actuation.desired_names(),
+                    carried,
                     "not sent again when the connection came back (resend = \"never\")",
                 ),
                 Resend::Latest => {
@@ -232,34 +238,23 @@ impl Publisher {
         }
     }
 
-    /// Whether any layout publishes something for `actuation`.
-    fn carried(&mut self, actuation: &Actuation) -> bool {
-        let mut probe = Vec::new();
-        for codec in self.codecs.lock().iter_mut() {
-            codec.actuation(actuation, &mut probe);
-        }
-        !probe.is_empty()
-    }
-
     fn actuate(&mut self, actuation: &Actuation) {
         let _span = tracing::info_span!("mqtt_actuation", asset = %actuation.asset(), command_id = %actuation.command_id()).entered();
         if past_deadline(actuation) {
             let reason = "its deadline passed before it reached the connector; not published";
             tracing::warn!(command = actuation.command(), "{reason}");
-            if self.carried(actuation) {
-                self.reporter
-                    .failed(actuation, actuation.desired_names(), reason);
-            }
+            self.reporter
+                .failed(actuation, self.reach.carried(actuation), reason);
             return;
         }
         let connected = self.tracking.lock().connected;
         if connected {
             self.send(actuation);
-        } else if self.carried(actuation) {
+        } else if !self.reach.carried(actuation).is_empty() {
             if self.resend == Resend::Never {
                 self.reporter.failed(
                     actuation,
-                    actuation.desired_names(),
+                    self.reach.carried(actuation),
                     "not connected, and resend = \"never\"",
                 );
             } else if actuation.is_safety() {

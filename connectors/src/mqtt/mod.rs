@@ -315,6 +315,7 @@ impl Actor for Connection {
                     twins,
                     shared,
                     config.resend,
+                    config.reach(),
                     config.backoff(),
                 )),
             ),

@@ -27,6 +27,7 @@ use super::error::OpcUaError;
 use super::plan::{AssetActuation, MethodTarget, Plan};
 use crate::delivery::{Reporter, Resend, SentGuard, past_deadline};
 use crate::drops::{DropKind, Drops};
+use crate::reach::Reach;
 
 /// Values the server may queue per monitored item between two publish responses.
 const QUEUE_SIZE: u32 = 10;
@@ -240,6 +241,7 @@ impl OpcUaConnector {
             twins: twins.clone(),
             resend: config.resend,
             guard: SentGuard::default(),
+            reach: config.reach(),
         };
         let connector = OpcUaConnector {
             config,
@@ -683,6 +685,8 @@ struct Actuator {
     reporter: Reporter,
     resend: Resend,
     guard: SentGuard,
+    /// What it writes and calls, per asset.
+    reach: Reach,
     /// The assets the plan actuates.
     assets: Vec<AssetPath>,
 }
@@ -741,27 +745,12 @@ impl Actuator {
         }
     }
 
-    /// The desired values of `actuation` this connector carries: those it writes, and
-    /// all of them when the command calls a method.
-    fn covered(&self, actuation: &Actuation) -> Vec<String> {
-        let Some(mapping) = self.plan.assets.get(actuation.asset()) else {
-            return Vec::new();
-        };
-        let calls = mapping.methods.contains_key(actuation.command());
-        actuation
-            .values()
-            .iter()
-            .filter(|(desired, _)| calls || mapping.writes.contains_key(desired))
-            .map(|(desired, _)| desired.clone())
-            .collect()
-    }
-
     /// A new session: sends again what did not reach the server, by the resend policy.
     async fn catch_up(&mut self, live: &Live) {
         let undelivered = self.twins.undelivered(Some(&self.assets)).await;
         let mut sent = 0;
         for actuation in &undelivered {
-            let covered = self.covered(actuation);
+            let covered = self.reach.carried(actuation);
             if covered.is_empty() {
                 continue;
             }
@@ -786,7 +775,7 @@ impl Actuator {
     }
 
     async fn actuate(&mut self, actuation: &Actuation) {
-        let covered = self.covered(actuation);
+        let covered = self.reach.carried(actuation);
         if covered.is_empty() {
             return;
         }

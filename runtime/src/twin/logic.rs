@@ -1109,7 +1109,14 @@ impl TwinCore {
         delivery: Delivery,
         fx: &mut Effects,
     ) {
-        let was_alarmed = self.state.alarms.len();
+        let alarm_of = |state: &TwinState, name: &str| {
+            let code = undelivered_code(name);
+            state.alarms.iter().find(|a| a.code == code).cloned()
+        };
+        let before: Vec<(String, Option<Alarm>)> = desired
+            .iter()
+            .map(|name| (name.clone(), alarm_of(&self.state, name)))
+            .collect();
         let changed = self.set_delivery(&desired, &delivery);
         self.bump(delivery.at);
         fx.record(
@@ -1164,23 +1171,21 @@ impl TwinCore {
                     values: changed.clone(),
                 },
             });
-            if self.state.alarms.len() != was_alarmed {
-                for (name, _) in &changed {
-                    let code = undelivered_code(name);
-                    match self.state.alarms.iter().find(|a| a.code == code) {
-                        Some(alarm) if failed => fx.changes.push(TwinEvent {
-                            asset: asset.clone(),
-                            version,
-                            change: TwinChange::AlarmRaised(alarm.clone()),
-                        }),
-                        None if !failed => fx.changes.push(TwinEvent {
-                            asset: asset.clone(),
-                            version,
-                            change: TwinChange::AlarmCleared { code },
-                        }),
-                        _ => {}
+            for (name, before) in before {
+                let change = match (before, alarm_of(&self.state, &name)) {
+                    (before, Some(now)) if before.as_ref() != Some(&now) => {
+                        TwinChange::AlarmRaised(now)
                     }
-                }
+                    (Some(_), None) => TwinChange::AlarmCleared {
+                        code: undelivered_code(&name),
+                    },
+                    _ => continue,
+                };
+                fx.changes.push(TwinEvent {
+                    asset: asset.clone(),
+                    version,
+                    change,
+                });
             }
         }
     }
