@@ -9,7 +9,7 @@
 pub use crate::twin::actor::{
     StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
 };
+pub use crate::twin::core::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::directory::{Directory, TwinEntry};
-pub use crate::twin::logic::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::state::{ChannelState, ReplayWindow, SampleOutcome, check_sample};
 pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals};

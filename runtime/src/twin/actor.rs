@@ -9,14 +9,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::core::{Effects, TwinCore};
 use super::directory::TwinEntry;
-use super::logic::{
-    Actuation, CommandVerdict, Effects, RunState, TwinChange, TwinCore, TwinEvent, TwinReport,
-    WhatIf,
-};
 use super::mirror::MirrorUpdate;
 use super::state::{DeliveryReport, Severity};
 use super::twins::Kernel;
+use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
 use crate::command::{Command, CommandId, Verdict};
 use crate::error::Error;

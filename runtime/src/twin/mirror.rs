@@ -15,8 +15,8 @@ use crate::path::AssetPath;
 use crate::sample::{ChannelId, Quality, Sample, SourceId};
 use crate::time::Timestamp;
 
-use super::logic::{ReportedValue, RunState, TwinChange, TwinReport};
 use super::state::DerivedValue;
+use super::{ReportedValue, RunState, TwinChange, TwinReport};
 
 /// One twin's change as replicated: a patch of its mirror row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,18 +4,21 @@
 //! runs are in [`internal`](crate::internal).
 
 pub(crate) mod actor;
+mod actuation;
+mod change;
+pub(crate) mod core;
 pub(crate) mod directory;
-pub(crate) mod logic;
 mod mirror;
+mod report;
 pub(crate) mod state;
 pub(crate) mod twins;
 
 pub use actor::CommandOutcome;
-pub use logic::undelivered_code;
-pub use logic::{
-    Actuation, CommandVerdict, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, WhatIf,
-};
+pub use actuation::{Actuation, CommandVerdict};
+pub use change::{TwinChange, TwinEvent};
+pub use core::undelivered_code;
 pub use mirror::MirrorUpdate;
+pub use report::{ReportedValue, RunState, TwinReport, WhatIf};
 pub use state::{
     Alarm, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, DerivedValue, DesiredValue,
     SampleRejection, Severity, Trip, TwinState, TwinView,

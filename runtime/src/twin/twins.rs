@@ -10,9 +10,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use super::actor::{CommandOutcome, TwinMsg};
+use super::core::TwinCore;
 use super::directory::{Directory, TwinEntry};
-use super::logic::{Actuation, CommandVerdict, TwinCore, TwinEvent, TwinReport, WhatIf};
 use super::state::{DeliveryReport, SampleRejection, check_sample};
+use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
 use crate::command::Command;
 use crate::components::{ActuationNeed, Components};

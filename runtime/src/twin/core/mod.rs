@@ -1,0 +1,267 @@
+//! The logic of one twin, independent of the actor that hosts it: applying samples,
+//! running models and governors, executing commands and safety actions, snapshots and
+//! recovery. Everything here is synchronous and deterministic given its inputs.
+//!
+//! The seams: [`samples`] (readings and what models and governors make of them),
+//! [`commands`] (review and apply), [`safety`] (governors' safety actions),
+//! [`delivery`] (how desired values reach the machine) and [`recovery`] (snapshots and
+//! journal replay).
+
+mod commands;
+mod delivery;
+mod recovery;
+mod safety;
+mod samples;
+
+pub use commands::resolve_changes;
+pub use delivery::undelivered_code;
+
+use std::sync::Arc;
+
+use crate::audit::{AuditRecord, ModelInfo};
+use crate::config::TwinType;
+use crate::governor::{Governor, SafetyDemand};
+use crate::journal::{JournalEvent, JournalRecord};
+use crate::model::{Model, ModelOutput};
+use crate::path::AssetPath;
+use crate::sample::{ChannelId, Sample};
+use crate::time::Timestamp;
+use crate::twin::actuation::Actuation;
+use crate::twin::change::TwinEvent;
+use crate::twin::report::{ReportedValue, RunState, TwinReport};
+use crate::twin::state::{DerivedValue, TwinState};
+
+/// What handling one message produced besides the state change: journal records,
+/// audit records, actuations and published changes.
+#[derive(Default)]
+pub struct Effects {
+    /// Encoded journal records.
+    pub records: Vec<u8>,
+    /// Number of records.
+    pub events: u32,
+    /// Audit records.
+    pub audit: Vec<AuditRecord>,
+    /// Safety actuations to publish at once.
+    pub safety_actuations: Vec<Actuation>,
+    /// Changes for subscribers (only collected when `collect_changes`).
+    pub changes: Vec<TwinEvent>,
+    /// Whether anyone listens for changes.
+    pub collect_changes: bool,
+    /// A safety action happened: commit without waiting for the batch interval.
+    pub urgent: bool,
+    /// Samples applied as current values.
+    pub applied: u32,
+    /// Samples kept in history only.
+    pub stale: u32,
+    /// Duplicates ignored.
+    pub duplicates: u32,
+}
+
+impl Effects {
+    fn record(&mut self, twin: u32, version: u64, event: JournalEvent) {
+        let record = JournalRecord {
+            twin,
+            version,
+            event,
+        };
+        match postcard::to_extend(&record, std::mem::take(&mut self.records)) {
+            Ok(records) => self.records = records,
+            Err(error) => tracing::error!(%error, "journal record encoding failed"),
+        }
+        self.events += 1;
+    }
+}
+
+/// One twin's state, models and governors.
+pub struct TwinCore {
+    id: u32,
+    twin_type: Arc<TwinType>,
+    state: TwinState,
+    models: Vec<Box<dyn Model>>,
+    governors: Vec<Box<dyn Governor>>,
+    /// Index of each model's first derived slot in `state.derived`.
+    slots: Vec<usize>,
+    model_health: Vec<f64>,
+    output: ModelOutput,
+    demands: Vec<(usize, SafetyDemand)>,
+    events_since_snapshot: u64,
+    /// Channel ids of the restored snapshot's schema → current ids, while replaying a
+    /// journal tail written under a type that has changed since.
+    replay_channels: Option<Vec<Option<u16>>>,
+}
+
+impl TwinCore {
+    /// A twin in its initial state.
+    pub fn new(
+        id: u32,
+        path: AssetPath,
+        twin_type: Arc<TwinType>,
+        models: Vec<Box<dyn Model>>,
+        governors: Vec<Box<dyn Governor>>,
+        history_capacity: usize,
+    ) -> Self {
+        let state = TwinState::new(path, &twin_type, history_capacity);
+        let mut core = Self {
+            id,
+            twin_type,
+            state,
+            model_health: vec![1.0; models.len()],
+            models,
+            governors,
+            slots: Vec::new(),
+            output: ModelOutput::default(),
+            demands: Vec::new(),
+            events_since_snapshot: 0,
+            replay_channels: None,
+        };
+        core.layout_derived(&[]);
+        core
+    }
+
+    pub(super) fn layout_derived(&mut self, previous: &[DerivedValue]) {
+        let mut derived = Vec::new();
+        self.slots.clear();
+        for model in &self.models {
+            self.slots.push(derived.len());
+            for name in model.outputs() {
+                let kept = previous
+                    .iter()
+                    .find(|d| d.name == name && d.model == model.name());
+                derived.push(kept.cloned().unwrap_or(DerivedValue {
+                    name,
+                    model: model.name().to_string(),
+                    value: None,
+                    confidence: 0.0,
+                    at: Timestamp(0),
+                }));
+            }
+        }
+        self.state.derived = derived;
+    }
+
+    /// The twin's durable id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The twin's path.
+    pub fn path(&self) -> &AssetPath {
+        &self.state.path
+    }
+
+    /// The twin's type.
+    pub fn twin_type(&self) -> &Arc<TwinType> {
+        &self.twin_type
+    }
+
+    /// The twin's state.
+    pub fn state(&self) -> &TwinState {
+        &self.state
+    }
+
+    /// Journaled events since the last snapshot.
+    pub fn events_since_snapshot(&self) -> u64 {
+        self.events_since_snapshot
+    }
+
+    /// Run state.
+    pub fn run_state(&self) -> RunState {
+        if self.state.is_tripped() {
+            return RunState::Tripped;
+        }
+        let running = self
+            .twin_type
+            .desired("running")
+            .and_then(|(index, _)| self.state.desired[index].value.as_bool());
+        match running {
+            Some(false) => RunState::Stopped,
+            _ => RunState::Running,
+        }
+    }
+
+    /// Models with their current version and confidence.
+    pub fn model_infos(&self) -> Vec<ModelInfo> {
+        self.models
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.name().to_string(),
+                version: m.version().to_string(),
+                confidence: m.confidence(),
+            })
+            .collect()
+    }
+
+    pub(super) fn channel_name(&self, channel: ChannelId) -> String {
+        self.twin_type
+            .channel_spec(channel)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn bump(&mut self, at: Timestamp) {
+        self.state.version += 1;
+        self.state.updated_at = at;
+        self.events_since_snapshot += 1;
+    }
+
+    pub(super) fn update_health(&mut self) {
+        let models = self.model_health.iter().copied().fold(1.0_f64, f64::min);
+        self.state.health = if self.state.is_tripped() { 0.0 } else { models };
+    }
+
+    /// A readable copy of the state.
+    pub fn report(&self) -> TwinReport {
+        TwinReport {
+            asset: self.state.path.clone(),
+            twin_type: self.twin_type.name.clone(),
+            version: self.state.version,
+            run_state: self.run_state(),
+            reported: self
+                .twin_type
+                .channels
+                .iter()
+                .zip(&self.state.channels)
+                .map(|(spec, channel)| ReportedValue {
+                    channel: spec.name.clone(),
+                    unit: spec.unit.clone(),
+                    sample: channel.current,
+                })
+                .collect(),
+            desired: self
+                .twin_type
+                .desired
+                .iter()
+                .zip(&self.state.desired)
+                .map(|(spec, value)| {
+                    let mut value = value.clone();
+                    value.agrees = spec.reported.and_then(|channel| {
+                        let sample = self.state.current(channel)?;
+                        Some(spec.agrees(value.value, sample.value))
+                    });
+                    (spec.name.clone(), value)
+                })
+                .collect(),
+            derived: self.state.derived.clone(),
+            alarms: self.state.alarms.clone(),
+            trips: self.state.trips.clone(),
+            health: self.state.health,
+            models: self.model_infos(),
+            updated_at: self.state.updated_at,
+        }
+    }
+
+    /// Samples of a channel in `[from, to]` from the history ring, oldest first.
+    pub fn history(&self, channel: ChannelId, from: Timestamp, to: Timestamp) -> Vec<Sample> {
+        self.state
+            .channels
+            .get(channel.0 as usize)
+            .map(|c| {
+                c.history
+                    .iter()
+                    .filter(|s| s.source_time >= from && s.source_time <= to)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

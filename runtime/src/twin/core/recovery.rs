@@ -1,0 +1,202 @@
+//! Snapshots and recovery: restoring a snapshot, replaying the journal tail.
+
+use serde::Serialize;
+
+use super::TwinCore;
+use crate::error::Error;
+use crate::journal::{JournalEvent, JournalRecord, Snapshot};
+use crate::sample::{ChannelId, Sample};
+use crate::twin::state::{Delivery, DeliveryState, DesiredValue, SampleOutcome, TwinState};
+
+impl TwinCore {
+    /// Encodes a snapshot of the twin and resets the snapshot counter. On an error the
+    /// counter is kept, so the journal keeps every event since the last snapshot.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>, postcard::Error> {
+        #[derive(Serialize)]
+        struct SnapshotRef<'a> {
+            state: &'a TwinState,
+            channel_names: Vec<&'a str>,
+            desired_names: Vec<&'a str>,
+            models: Vec<(&'a str, Vec<u8>)>,
+            governors: Vec<(&'a str, Vec<u8>)>,
+        }
+        let snapshot = SnapshotRef {
+            state: &self.state,
+            channel_names: self
+                .twin_type
+                .channels
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect(),
+            desired_names: self
+                .twin_type
+                .desired
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect(),
+            models: self.models.iter().map(|m| (m.name(), m.save())).collect(),
+            governors: self
+                .governors
+                .iter()
+                .map(|g| (g.name(), g.save()))
+                .collect(),
+        };
+        let bytes = postcard::to_stdvec(&snapshot)?;
+        self.events_since_snapshot = 0;
+        self.replay_channels = None;
+        Ok(bytes)
+    }
+
+    /// Restores from a snapshot, remapping channels by name if the type changed since.
+    pub fn restore(&mut self, snapshot: Snapshot) -> Result<(), Error> {
+        let Snapshot {
+            mut state,
+            channel_names,
+            desired_names,
+            models,
+            governors,
+        } = snapshot;
+        self.replay_channels = None;
+        let same_channels = channel_names.len() == self.twin_type.channels.len()
+            && channel_names
+                .iter()
+                .zip(&self.twin_type.channels)
+                .all(|(a, b)| *a == b.name);
+        if !same_channels {
+            let map: Vec<Option<u16>> = channel_names
+                .iter()
+                .map(|name| self.twin_type.channel(name).map(|c| c.0))
+                .collect();
+            let mut channels = vec![Default::default(); self.twin_type.channels.len()];
+            for (old, channel) in state.channels.into_iter().enumerate() {
+                if let Some(Some(new)) = map.get(old) {
+                    let mut channel: crate::twin::state::ChannelState = channel;
+                    let remap = |s: &mut Sample| s.channel = ChannelId(*new);
+                    channel.current.iter_mut().for_each(remap);
+                    channel.history.iter_mut().for_each(remap);
+                    channels[*new as usize] = channel;
+                }
+            }
+            state.channels = channels;
+            // Journal records after this snapshot were written under its schema (every
+            // node start snapshots each twin before writing anything else for it).
+            self.replay_channels = Some(map.clone());
+            state
+                .windows
+                .retain_mut(|w| match map.get(w.channel.0 as usize) {
+                    Some(Some(new)) => {
+                        w.channel = ChannelId(*new);
+                        true
+                    }
+                    _ => false,
+                });
+        }
+        let desired = self
+            .twin_type
+            .desired
+            .iter()
+            .map(|spec| {
+                desired_names
+                    .iter()
+                    .position(|name| *name == spec.name)
+                    .and_then(|i| state.desired.get(i).cloned())
+                    .filter(|d| d.value.kind() == spec.kind)
+                    .unwrap_or(DesiredValue::initial(spec.initial))
+            })
+            .collect();
+        state.desired = desired;
+        let previous_derived = std::mem::take(&mut state.derived);
+        state.history_capacity = self.state.history_capacity;
+        self.state = state;
+        self.layout_derived(&previous_derived);
+        for (name, saved) in models {
+            if let Some(model) = self.models.iter_mut().find(|m| m.name() == name)
+                && let Err(error) = model.restore(&saved)
+            {
+                tracing::warn!(asset = %self.state.path, model = %name, %error, "model state not restored");
+            }
+        }
+        for (name, saved) in governors {
+            if let Some(governor) = self.governors.iter_mut().find(|g| g.name() == name)
+                && let Err(error) = governor.restore(&saved)
+            {
+                tracing::warn!(asset = %self.state.path, governor = %name, %error, "governor state not restored");
+            }
+        }
+        let health = self.state.health;
+        self.model_health.iter_mut().for_each(|h| *h = health);
+        Ok(())
+    }
+
+    /// Re-applies a journaled event during recovery. Models re-run over samples;
+    /// governors do not watch (their safety actions are journaled events themselves).
+    pub fn replay(&mut self, record: &JournalRecord) {
+        // A delivery annex shares the version of the event it completes.
+        let annex = matches!(record.event, JournalEvent::Delivery { .. });
+        if record.version < self.state.version || (record.version == self.state.version && !annex) {
+            return;
+        }
+        match &record.event {
+            JournalEvent::Sample(sample) => {
+                let mut sample = *sample;
+                if let Some(map) = &self.replay_channels {
+                    match map.get(sample.channel.0 as usize) {
+                        Some(Some(current)) => sample.channel = ChannelId(*current),
+                        _ => {
+                            self.state.version = record.version;
+                            return;
+                        }
+                    }
+                }
+                if self.twin_type.channel_spec(sample.channel).is_none() {
+                    self.state.version = record.version;
+                    return;
+                }
+                let sample = &sample;
+                let outcome = self.state.apply_sample(sample);
+                self.state.updated_at = sample.receive_time;
+                if outcome == SampleOutcome::Applied {
+                    self.run_models(sample, None);
+                }
+            }
+            JournalEvent::Command {
+                id,
+                name,
+                origin,
+                changes,
+                clears_trips,
+                at,
+                ..
+            } => {
+                let delivery = Delivery {
+                    state: DeliveryState::Pending,
+                    version: record.version,
+                    command_id: Some(id.clone()),
+                    command: name.clone(),
+                    origin: Some(origin.clone()),
+                    safety: false,
+                    deadline: None,
+                    at: *at,
+                    by: String::new(),
+                    reason: String::new(),
+                };
+                self.apply_command(changes, *clears_trips, *at, &delivery, None);
+            }
+            JournalEvent::Safety {
+                governor,
+                reason,
+                command,
+                changes,
+                latch,
+                at,
+            } => {
+                self.apply_safety(governor, reason, command, changes, *latch, *at, None);
+            }
+            JournalEvent::Delivery { desired, delivery } => {
+                self.set_delivery(desired, delivery);
+                self.state.updated_at = self.state.updated_at.max(delivery.at);
+            }
+        }
+        self.state.version = record.version;
+    }
+}

@@ -1,0 +1,115 @@
+//! Readings: applying a sample, then what models and governors make of it.
+
+use super::{Effects, TwinCore};
+use crate::journal::JournalEvent;
+use crate::sample::Sample;
+use crate::twin::change::{TwinChange, TwinEvent};
+use crate::twin::state::{Alarm, SampleOutcome, TwinView};
+
+impl TwinCore {
+    /// Applies a validated sample: state, journal record, models, then governors'
+    /// watch and any safety action they demand, all before returning.
+    pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
+        let outcome = self.state.apply_sample(sample);
+        match outcome {
+            SampleOutcome::Duplicate => {
+                fx.duplicates += 1;
+                return outcome;
+            }
+            SampleOutcome::Stale => fx.stale += 1,
+            SampleOutcome::Applied => fx.applied += 1,
+        }
+        self.bump(sample.receive_time);
+        fx.record(self.id, self.state.version, JournalEvent::Sample(*sample));
+        if outcome == SampleOutcome::Applied {
+            if fx.collect_changes {
+                fx.changes.push(TwinEvent {
+                    asset: self.state.path.clone(),
+                    version: self.state.version,
+                    change: TwinChange::Reported {
+                        channel: self.channel_name(sample.channel),
+                        value: sample.value,
+                        quality: sample.quality,
+                        source_time: sample.source_time,
+                    },
+                });
+            }
+            self.run_models(sample, Some(fx));
+            self.watch(sample, fx);
+        }
+        outcome
+    }
+
+    pub(super) fn run_models(&mut self, sample: &Sample, mut fx: Option<&mut Effects>) {
+        for index in 0..self.models.len() {
+            self.output.reset();
+            let view = TwinView {
+                twin_type: &self.twin_type,
+                state: &self.state,
+            };
+            self.models[index].observe(sample, &view, &mut self.output);
+            let model_name = self.models[index].name();
+            let base = self.slots[index];
+            for &(slot, value, confidence) in &self.output.values {
+                if let Some(derived) = self.state.derived.get_mut(base + slot as usize) {
+                    derived.value = Some(value);
+                    derived.confidence = confidence;
+                    derived.at = sample.source_time;
+                }
+            }
+            for (code, severity, message) in self.output.raised.drain(..) {
+                let alarm = Alarm {
+                    code,
+                    severity,
+                    message,
+                    raised_by: model_name.to_string(),
+                    since: sample.source_time,
+                };
+                if self.state.raise_alarm(alarm.clone())
+                    && let Some(fx) = fx.as_deref_mut()
+                    && fx.collect_changes
+                {
+                    fx.changes.push(TwinEvent {
+                        asset: self.state.path.clone(),
+                        version: self.state.version,
+                        change: TwinChange::AlarmRaised(alarm),
+                    });
+                }
+            }
+            for code in self.output.cleared.drain(..) {
+                if self.state.clear_alarm(&code)
+                    && let Some(fx) = fx.as_deref_mut()
+                    && fx.collect_changes
+                {
+                    fx.changes.push(TwinEvent {
+                        asset: self.state.path.clone(),
+                        version: self.state.version,
+                        change: TwinChange::AlarmCleared { code },
+                    });
+                }
+            }
+            if let Some(health) = self.output.health {
+                self.model_health[index] = health;
+            }
+        }
+        self.update_health();
+    }
+
+    pub(super) fn watch(&mut self, sample: &Sample, fx: &mut Effects) {
+        self.demands.clear();
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        for (index, governor) in self.governors.iter_mut().enumerate() {
+            if let Some(demand) = governor.watch(sample, &view) {
+                self.demands.push((index, demand));
+            }
+        }
+        let demands = std::mem::take(&mut self.demands);
+        for (index, demand) in &demands {
+            self.execute_safety(*index, demand, sample.receive_time, fx);
+        }
+        self.demands = demands;
+    }
+}
