@@ -162,7 +162,9 @@ impl Load {
                         source_time: now,
                         quality: Quality::Good,
                         source: self.source,
+                        epoch: 0,
                         seq,
+                        stamped: true,
                     },
                 ));
             }

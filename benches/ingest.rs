@@ -137,7 +137,9 @@ async fn trip_latency_us(
         source_time: Timestamp::now(),
         quality: Quality::Good,
         source,
+        epoch: 0,
         seq,
+        stamped: true,
     };
     let sent = Instant::now();
     let _receipt = twins.ingest_batch([(target, reading)]).await.unwrap();
@@ -210,7 +212,7 @@ fn main() {
             let batch = targets[twin].iter().enumerate().map(|(c, target)| {
                 seq += 1;
                 let value = ((seq % 97) as f64) - 48.0 + c as f64;
-                (*target, Reading { value, source_time: now, quality: Quality::Good, source, seq })
+                (*target, Reading { value, source_time: now, quality: Quality::Good, source, epoch: 0, seq, stamped: true })
             });
             let receipt = twins.ingest_batch(batch.collect::<Vec<_>>()).await.unwrap();
             outstanding.push_back(receipt.receipt);
@@ -254,7 +256,7 @@ fn main() {
                 loop {
                     for target in &targets {
                         seq += 1;
-                        let reading = Reading { value: 1.0, source_time: Timestamp::now(), quality: Quality::Good, source, seq };
+                        let reading = Reading { value: 1.0, source_time: Timestamp::now(), quality: Quality::Good, source, epoch: 0, seq, stamped: true };
                         let receipt = twins.ingest_batch([(*target, reading)]).await.unwrap();
                         outstanding.push_back(receipt.receipt);
                         if outstanding.len() > 256 {

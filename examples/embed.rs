@@ -219,7 +219,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             source_time: Timestamp::now(),
             quality: Quality::Good,
             source,
+            epoch: 0,
             seq: seq as u64 + 1,
+            stamped: true,
         };
         twins
             .ingest(&pump, channel, reading)
@@ -267,7 +269,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         source_time: Timestamp::now(),
         quality: Quality::Good,
         source,
+        epoch: 0,
         seq: 10,
+        stamped: true,
     };
     twins
         .ingest(&pump, "temperature", hot)

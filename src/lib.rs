@@ -26,7 +26,7 @@
 //! let twins = runtime.twins();
 //! let press = AssetPath::parse("acme/plant-a/line-1/press-1")?;
 //! let source = twins.source("my-gateway")?;
-//! let reading = Reading { value: 71.3, source_time: Timestamp::now(), quality: Quality::Good, source, seq: 1 };
+//! let reading = Reading { value: 71.3, source_time: Timestamp::now(), quality: Quality::Good, source, epoch: 0, seq: 1, stamped: true };
 //! twins.ingest(&press, "temperature", reading).await?.durable().await?;
 //! let outcome = twins
 //!     .command(Command::new(press, "set_speed", Origin::operator("ann")).param("rpm", Value::Float(1200.0)))

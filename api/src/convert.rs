@@ -159,6 +159,7 @@ pub(crate) fn sample(sample: &Sample) -> pb::Sample {
         source_time: Some(timestamp_to_proto(sample.source_time)),
         receive_time: Some(timestamp_to_proto(sample.receive_time)),
         seq: sample.seq,
+        epoch: sample.epoch,
     }
 }
 

@@ -55,14 +55,6 @@ pub enum ClusterError {
     /// The mirror store's database failed.
     #[error("mirror store: {0}")]
     Store(#[from] StoreError),
-    /// A mirror row on disk does not decode.
-    #[error("mirror row `{asset}` does not decode: {source}")]
-    CorruptRow {
-        /// The row's asset path.
-        asset: String,
-        /// Why.
-        source: postcard::Error,
-    },
     /// A newer replication stream of the same edge node took over this one.
     #[error("replaced by a newer stream of edge node `{node}`")]
     StreamReplaced {

@@ -37,11 +37,14 @@ pub enum DropKind {
     BadProtobuf,
     /// A Sparkplug sequence number out of order (a rebirth is requested).
     SequenceGap,
+    /// A reading's sequence number is implausible, or the reading cannot be told apart
+    /// from one applied before (refused by its twin).
+    BadSequence,
 }
 
 impl DropKind {
     /// Every kind, in counter order.
-    pub const ALL: [DropKind; 13] = [
+    pub const ALL: [DropKind; 14] = [
         DropKind::Oversized,
         DropKind::MalformedJson,
         DropKind::WrongType,
@@ -55,6 +58,7 @@ impl DropKind {
         DropKind::BeforeBirth,
         DropKind::BadProtobuf,
         DropKind::SequenceGap,
+        DropKind::BadSequence,
     ];
 
     /// A short snake_case name.
@@ -73,6 +77,7 @@ impl DropKind {
             DropKind::BeforeBirth => "before_birth",
             DropKind::BadProtobuf => "bad_protobuf",
             DropKind::SequenceGap => "sequence_gap",
+            DropKind::BadSequence => "bad_sequence",
         }
     }
 
@@ -95,6 +100,7 @@ impl From<SampleRejection> for DropKind {
             SampleRejection::NotFinite => DropKind::NotFinite,
             SampleRejection::OutOfRange => DropKind::OutOfRange,
             SampleRejection::InFuture | SampleRejection::TooOld => DropKind::BadTimestamp,
+            SampleRejection::SeqJump | SampleRejection::Unverifiable => DropKind::BadSequence,
         }
     }
 }

@@ -11,5 +11,5 @@ pub use crate::twin::actor::{
 };
 pub use crate::twin::core::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::directory::{Directory, TwinEntry};
-pub use crate::twin::state::{ChannelState, ReplayWindow, SampleOutcome, check_sample};
+pub use crate::twin::state::{ChannelState, check_sample};
 pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals};

@@ -15,11 +15,11 @@ pub struct Counters {
     pub samples_in: AtomicU64,
     /// Samples that became a channel's current value.
     pub samples_applied: AtomicU64,
-    /// Samples kept in history only (older than the current value).
-    pub samples_stale: AtomicU64,
+    /// Late samples kept in history only (older than the current value).
+    pub samples_late: AtomicU64,
     /// Duplicates ignored.
     pub samples_duplicate: AtomicU64,
-    rejected: [AtomicU64; 6],
+    rejected: [AtomicU64; SampleRejection::ALL.len()],
     /// Commands accepted as asked.
     pub commands_accepted: AtomicU64,
     /// Commands clamped.
@@ -31,7 +31,9 @@ pub struct Counters {
     /// Twin actor restarts.
     pub restarts: AtomicU64,
     /// Per reason: when it was last logged.
-    last_logged: [LogGate; 6],
+    last_logged: [LogGate; SampleRejection::ALL.len()],
+    /// When a duplicate was last logged.
+    duplicate_logged: LogGate,
 }
 
 /// A fixed instant the rate limiter measures from.
@@ -47,8 +49,8 @@ pub struct CounterSnapshot {
     pub samples_in: u64,
     /// Samples that became a channel's current value.
     pub samples_applied: u64,
-    /// Samples kept in history only.
-    pub samples_stale: u64,
+    /// Late samples kept in history only.
+    pub samples_late: u64,
     /// Duplicates ignored.
     pub samples_duplicate: u64,
     /// Rejected samples by reason.
@@ -118,13 +120,22 @@ impl Counters {
         }
     }
 
+    /// Counts duplicates of readings applied before, and logs one of them at most once
+    /// a minute (at debug level: a broker redelivering after a reconnect makes them).
+    pub fn duplicates(&self, count: u64, example: &dyn std::fmt::Display) {
+        let total = self.samples_duplicate.fetch_add(count, Ordering::Relaxed) + count;
+        if self.duplicate_logged.due() {
+            tracing::debug!(total, %example, "duplicate readings ignored (logged once per minute)");
+        }
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> CounterSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
             samples_in: get(&self.samples_in),
             samples_applied: get(&self.samples_applied),
-            samples_stale: get(&self.samples_stale),
+            samples_late: get(&self.samples_late),
             samples_duplicate: get(&self.samples_duplicate),
             rejected: SampleRejection::ALL
                 .iter()

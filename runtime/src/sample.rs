@@ -48,8 +48,13 @@ pub struct Reading {
     pub quality: Quality,
     /// The source that delivered it.
     pub source: SourceId,
-    /// The source's sequence number; `(source, seq)` identifies the reading.
+    /// The source's epoch: a source that restarts its numbering starts a new one.
+    pub epoch: u32,
+    /// The source's sequence number; `(source, epoch, seq)` identifies the reading.
     pub seq: u64,
+    /// True when the source stamped `source_time`; false when the connector stood in
+    /// with the time it received the reading.
+    pub stamped: bool,
 }
 
 /// A reading bound to a channel of a twin, stamped with the time it was received.
@@ -67,8 +72,12 @@ pub struct Sample {
     pub quality: Quality,
     /// The source that delivered it.
     pub source: SourceId,
+    /// The source's epoch.
+    pub epoch: u32,
     /// The source's sequence number.
     pub seq: u64,
+    /// True when the source stamped `source_time`.
+    pub stamped: bool,
 }
 
 impl Sample {
@@ -81,7 +90,9 @@ impl Sample {
             receive_time,
             quality: reading.quality,
             source: reading.source,
+            epoch: reading.epoch,
             seq: reading.seq,
+            stamped: reading.stamped,
         }
     }
 }

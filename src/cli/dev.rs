@@ -265,7 +265,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                             source_time,
                             quality: Quality::Good,
                             source,
+                            epoch: 0,
                             seq,
+                            stamped: true,
                         },
                     ));
                 }

@@ -286,7 +286,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
                         source_time,
                         quality: Quality::Good,
                         source: sources[host],
+                        epoch: 0,
                         seq,
+                        stamped: true,
                     },
                 ));
             }

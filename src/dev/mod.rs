@@ -83,7 +83,9 @@ mod tests {
                 receive_time: at,
                 quality: Quality::Good,
                 source: SourceId(1),
+                epoch: 0,
                 seq,
+                stamped: true,
             };
             self.state.apply_sample(&sample);
             let mut output = ModelOutput::default();

@@ -25,7 +25,7 @@ pub fn register_node_metrics(twins: &Twins) {
             for (outcome, value) in [
                 ("in", c.samples_in),
                 ("applied", c.samples_applied),
-                ("stale", c.samples_stale),
+                ("late", c.samples_late),
                 ("duplicate", c.samples_duplicate),
             ] {
                 observer.observe(value, &[KeyValue::new("outcome", outcome)]);

@@ -289,7 +289,9 @@ async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
         source_time: now.minus(Duration::from_secs(secs_ago)),
         quality: Quality::Good,
         source,
+        epoch: 0,
         seq,
+        stamped: true,
     };
     ingest_durable(&twins, &press1, "vibration", at(2.0, 10, 1)).await;
     ingest_durable(&twins, &press1, "vibration", at(3.0, 9, 5)).await;
@@ -321,7 +323,7 @@ async fn out_of_order_samples_keep_history_and_duplicates_apply_once() {
         2
     );
     assert_eq!(twins.counters().samples_duplicate, 2);
-    assert_eq!(twins.counters().samples_stale, 1);
+    assert_eq!(twins.counters().samples_late, 1);
 
     // Duplicates are still recognised after a restart.
     drop(twins);

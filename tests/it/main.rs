@@ -9,6 +9,7 @@ mod cluster;
 mod crash_safety;
 mod dev_command;
 mod examples;
+mod input;
 mod kernel;
 mod mqtt;
 mod node_command;

@@ -194,6 +194,36 @@ async fn edge_node_session(url: &str) {
     )
     .await;
 
+    // Store-and-forward data an edge node sends after a reconnect: historical, ten
+    // minutes old. It goes into history at its own time; the current value stays.
+    let ten_minutes_ago = now_ms() - 600_000;
+    edge.publish(
+        "DDATA",
+        8,
+        vec![Metric {
+            timestamp: Some(ten_minutes_ago),
+            is_historical: Some(true),
+            ..measurement(1, 42.0)
+        }],
+    )
+    .await;
+    wait_until("the historical value is in history", WAIT, || async {
+        let window = (
+            support::ago(Duration::from_secs(660)),
+            support::ago(Duration::from_secs(540)),
+        );
+        runtime
+            .twins()
+            .samples(&press(1), "temperature", window, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|sample| sample.value == 42.0)
+    })
+    .await;
+    assert_eq!(temperature(&runtime).await, Some((61.0, Quality::Good)));
+    assert_eq!(runtime.twins().counters().samples_late, 1);
+
     // A clamped command reaches the device as DCMD with the value the envelope
     // allowed (2400), never the 2900 asked for.
     let outcome = runtime

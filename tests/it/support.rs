@@ -72,7 +72,9 @@ pub fn reading(value: f64, source: SourceId, seq: u64) -> Reading {
         source_time: Timestamp::now(),
         quality: Quality::Good,
         source,
+        epoch: 0,
         seq,
+        stamped: true,
     }
 }
 

@@ -87,7 +87,9 @@ pub fn sample(
         receive_time: source_time,
         quality,
         source: SourceId(1),
+        epoch: 0,
         seq,
+        stamped: true,
     }
 }
 

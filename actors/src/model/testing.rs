@@ -103,7 +103,9 @@ impl Twin {
             receive_time: time,
             quality: Quality::Good,
             source: SourceId(1),
+            epoch: 0,
             seq: self.seq,
+            stamped: true,
         };
         self.state.apply_sample(&sample);
         for index in 0..self.models.len() {

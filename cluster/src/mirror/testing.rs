@@ -41,7 +41,9 @@ pub(crate) fn reading(value: f64, seq: u64) -> Reading {
         source_time: Timestamp::now(),
         quality: Quality::Good,
         source: SourceId(1),
+        epoch: 0,
         seq,
+        stamped: true,
     }
 }
 

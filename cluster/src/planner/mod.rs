@@ -249,7 +249,9 @@ pub(crate) mod testing {
                     receive_time: at,
                     quality: Quality::Good,
                     source: SourceId(0),
+                    epoch: 0,
                     seq: 0,
+                    stamped: true,
                 }),
             });
             self

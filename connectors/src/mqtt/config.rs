@@ -120,6 +120,9 @@ pub struct FieldNames {
     pub quality: String,
     /// The source's sequence number (`seq`).
     pub seq: String,
+    /// The source's epoch (`epoch`): a number or text the publisher changes when it
+    /// restarts its numbering.
+    pub epoch: String,
     /// In the batch form, the object of channel values (`values`).
     pub values: String,
 }
@@ -144,6 +147,7 @@ impl Default for FieldNames {
             timestamp: "ts".into(),
             quality: "q".into(),
             seq: "seq".into(),
+            epoch: "epoch".into(),
             values: "values".into(),
         }
     }

@@ -18,12 +18,19 @@
 //! Defaults: `ts` is the time the connector received the message; `q` is `good`;
 //! `seq`, which the twin uses to recognise a redelivered reading, is the timestamp in
 //! microseconds when `ts` is given, and otherwise a number the connector increases
-//! with every reading. A reading redelivered by the broker is therefore recognised
-//! only when it carries `seq` or `ts`. The three kinds of sequence number are kept
-//! apart (each is its own data source, see [`UnsSources`]), so a publisher without
-//! `seq` is never mistaken for a replay of one that numbers its readings. Booleans
-//! read as 1 and 0. Timestamps are RFC 3339 text or integer milliseconds since the
-//! epoch.
+//! with every reading; `epoch` is 0. A reading redelivered by the broker is therefore
+//! recognised only when it carries `seq` or `ts`. The three kinds of sequence number
+//! are kept apart (each is its own data source, see [`UnsSources`]), so a publisher
+//! without `seq` is never mistaken for a replay of one that numbers its readings.
+//!
+//! A publisher that numbers its readings and restarts its numbering (from 1 after a
+//! reboot) declares a new `epoch` with it — a boot counter, a boot time, any number or
+//! text that differs from the last one: the twin takes a reading for a duplicate only
+//! when the same (epoch, `seq`) was applied. Without a new epoch, readings whose
+//! numbers were applied before the restart are counted as duplicates and ignored.
+//!
+//! Booleans read as 1 and 0. Timestamps are RFC 3339 text or integer milliseconds
+//! since the epoch.
 //!
 //! Accepted commands and safety actions go to `<prefix><asset path>/cmd` and every
 //! command's verdict to `<prefix><asset path>/cmd/result`, both as JSON.
@@ -69,6 +76,7 @@ struct Fields {
     time: Option<Timestamp>,
     quality: Option<Quality>,
     seq: Option<u64>,
+    epoch: Option<u32>,
 }
 
 impl UnsCodec {
@@ -113,6 +121,7 @@ impl UnsCodec {
                 time: None,
                 quality: None,
                 seq: None,
+                epoch: None,
             }),
             Json::Object(object) => self.object_fields(object, drops),
             other => {
@@ -144,11 +153,16 @@ impl UnsCodec {
             }
             None => None,
         };
+        let epoch = match object.get(&names.epoch) {
+            Some(json) => Some(epoch(json, drops)?),
+            None => None,
+        };
         Some(Fields {
             value,
             time,
             quality,
             seq,
+            epoch,
         })
     }
 
@@ -170,7 +184,9 @@ impl UnsCodec {
             source_time: given_time.unwrap_or(now),
             quality: fields.quality.or(defaults.quality).unwrap_or_default(),
             source,
+            epoch: fields.epoch.or(defaults.epoch).unwrap_or(0),
             seq,
+            stamped: given_time.is_some(),
         })
     }
 
@@ -212,6 +228,24 @@ fn timestamp(json: &Json, drops: &Drops) -> Option<Timestamp> {
         drops.record(DropKind::BadTimestamp, &format_args!("timestamp {json}"));
     }
     parsed
+}
+
+/// A publisher's epoch: a number (folded to 32 bits) or text (hashed with FNV-1a).
+/// Epochs are only compared for equality.
+fn epoch(json: &Json, drops: &Drops) -> Option<u32> {
+    match json {
+        Json::Number(n) if n.as_u64().is_some() => {
+            let n = n.as_u64().unwrap_or(0);
+            Some((n ^ (n >> 32)) as u32)
+        }
+        Json::String(text) => Some(text.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        })),
+        other => {
+            drops.record(DropKind::WrongType, &format_args!("epoch {other}"));
+            None
+        }
+    }
 }
 
 fn quality(json: &Json, drops: &Drops) -> Option<Quality> {
@@ -303,6 +337,7 @@ impl Codec for UnsCodec {
                     time: None,
                     quality: None,
                     seq: None,
+                    epoch: None,
                 };
                 if let Some(reading) = self.reading(fields, &none, now) {
                     out.readings.push((target, reading));

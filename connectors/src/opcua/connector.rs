@@ -612,7 +612,9 @@ impl OpcUaConnector {
                             source_time: decoded.source_time,
                             quality: decoded.quality,
                             source: self.source,
+                            epoch: 0,
                             seq: seq_of(decoded.source_time),
+                            stamped: decoded.stamped,
                         },
                     ));
                     origins.push(index);

@@ -58,6 +58,8 @@ pub struct Decoded {
     pub value: f64,
     /// The source timestamp, else the server timestamp, else the receive time.
     pub source_time: Timestamp,
+    /// True when the server stamped `source_time` (source or server timestamp).
+    pub stamped: bool,
     /// The quality of the status code.
     pub quality: Quality,
 }
@@ -89,15 +91,15 @@ pub fn decode(data: &DataValue, received: Timestamp) -> Result<Decoded, Undecoda
             number_of(variant).ok_or(Undecodable::NotNumeric(variant_name(variant)))?
         }
     };
-    let source_time = data
+    let stamped = data
         .source_timestamp
         .as_ref()
         .and_then(timestamp_of)
-        .or_else(|| data.server_timestamp.as_ref().and_then(timestamp_of))
-        .unwrap_or(received);
+        .or_else(|| data.server_timestamp.as_ref().and_then(timestamp_of));
     Ok(Decoded {
         value,
-        source_time,
+        source_time: stamped.unwrap_or(received),
+        stamped: stamped.is_some(),
         quality,
     })
 }

@@ -3,16 +3,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommandId, Origin, Verdict};
-use crate::sample::Sample;
+use crate::sample::{ChannelId, Quality, Sample, SourceId};
 use crate::time::Timestamp;
 use crate::twin::{Delivery, TwinState};
 use crate::value::Value;
 
 /// One accepted change of a twin.
+///
+/// The variants' order is their encoding: new ones go last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JournalEvent {
-    /// A sample was applied (or kept in history as stale).
-    Sample(Sample),
+    /// A sample as journaled before readings carried their epoch; only read, never
+    /// written (see [`JournalEvent::sample`]).
+    LegacySample(LegacySample),
     /// A command was applied; `changes` are the desired values written (by name).
     Command {
         /// The command's id.
@@ -54,6 +57,49 @@ pub enum JournalEvent {
         /// Their delivery now.
         delivery: Delivery,
     },
+    /// A sample was applied, as the channel's current value or, when late, into history.
+    Sample(Sample),
+}
+
+impl JournalEvent {
+    /// The sample the event applied, in either layout.
+    pub fn sample(&self) -> Option<Sample> {
+        match self {
+            JournalEvent::Sample(sample) => Some(*sample),
+            JournalEvent::LegacySample(old) => Some((*old).into()),
+            _ => None,
+        }
+    }
+}
+
+/// A sample in the layout journaled before readings carried their epoch and whether
+/// their source stamped them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LegacySample {
+    channel: ChannelId,
+    value: f64,
+    source_time: Timestamp,
+    receive_time: Timestamp,
+    quality: Quality,
+    source: SourceId,
+    seq: u64,
+}
+
+impl From<LegacySample> for Sample {
+    /// Epoch 0, and stamped: history is searched for it by its source time.
+    fn from(old: LegacySample) -> Self {
+        Sample {
+            channel: old.channel,
+            value: old.value,
+            source_time: old.source_time,
+            receive_time: old.receive_time,
+            quality: old.quality,
+            source: old.source,
+            epoch: 0,
+            seq: old.seq,
+            stamped: true,
+        }
+    }
 }
 
 /// A journal entry: the twin it belongs to, the version it produced and the event.
@@ -84,33 +130,139 @@ pub struct Snapshot {
     pub governors: Vec<(String, Vec<u8>)>,
 }
 
+/// The bytes a snapshot's encoding starts with: a zero (no unversioned snapshot
+/// starts with one: its first field is a non-empty asset path) and the layout's
+/// version.
+pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 3];
+
 impl Snapshot {
-    /// Decodes a snapshot, including one written before desired values carried their
-    /// delivery (those values read as delivered: the twin sent them before this
-    /// version tracked delivery).
+    /// Decodes a snapshot, including ones written in earlier layouts: before readings
+    /// carried their epoch (version 2, unversioned), and before desired values carried
+    /// their delivery (version 1; those values read as delivered: the twin sent them
+    /// before delivery was tracked).
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        match postcard::from_bytes::<Snapshot>(bytes) {
-            Ok(snapshot) => Ok(snapshot),
-            Err(error) => match postcard::from_bytes::<legacy::Snapshot>(bytes) {
+        if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
+            return postcard::from_bytes::<Snapshot>(body);
+        }
+        match postcard::from_bytes::<legacy::SnapshotV2>(bytes) {
+            Ok(old) => Ok(old.into()),
+            Err(error) => match postcard::from_bytes::<legacy::SnapshotV1>(bytes) {
                 Ok(old) => Ok(old.into()),
                 Err(_) => Err(error),
             },
         }
     }
+
+    /// Encodes a snapshot in the current layout.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, SNAPSHOT_FORMAT.to_vec())
+    }
 }
 
-/// The snapshot layout before desired values carried their delivery.
+/// Snapshot layouts of earlier versions.
 mod legacy {
+    use std::collections::VecDeque;
+
     use serde::Deserialize;
 
+    use super::LegacySample;
     use crate::path::AssetPath;
+    use crate::sample::{ChannelId, SourceId};
     use crate::time::Timestamp;
-    use crate::twin::state::{ChannelState, ReplayWindow};
+    use crate::twin::SeqWindow;
+    use crate::twin::state::ChannelState;
     use crate::twin::{
         Alarm, Delivery, DeliveryState, DerivedValue, DesiredValue, Trip, TwinState,
     };
     use crate::value::Value;
 
+    /// A channel before readings carried their epoch.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct Channel {
+        pub(super) current: Option<LegacySample>,
+        pub(super) history: VecDeque<LegacySample>,
+    }
+
+    impl From<Channel> for ChannelState {
+        fn from(old: Channel) -> Self {
+            ChannelState {
+                current: old.current.map(Into::into),
+                history: old.history.into_iter().map(Into::into).collect(),
+            }
+        }
+    }
+
+    /// The 64-wide anti-replay window that came before [`SeqWindow`].
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct ReplayWindow {
+        pub(super) source: SourceId,
+        pub(super) channel: ChannelId,
+        pub(super) high: u64,
+        /// Read to keep the layout; below `high` the new window asks history.
+        pub(super) _below: u64,
+    }
+
+    impl From<ReplayWindow> for SeqWindow {
+        fn from(old: ReplayWindow) -> Self {
+            SeqWindow::from_high(old.source, old.channel, old.high)
+        }
+    }
+
+    /// Version 2: desired values with their delivery, samples without epochs.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct StateV2 {
+        pub(super) path: AssetPath,
+        pub(super) version: u64,
+        pub(super) channels: Vec<Channel>,
+        pub(super) desired: Vec<DesiredValue>,
+        pub(super) derived: Vec<DerivedValue>,
+        pub(super) alarms: Vec<Alarm>,
+        pub(super) trips: Vec<Trip>,
+        pub(super) health: f64,
+        pub(super) updated_at: Timestamp,
+        pub(super) windows: Vec<ReplayWindow>,
+        pub(super) history_capacity: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SnapshotV2 {
+        pub(super) state: StateV2,
+        pub(super) channel_names: Vec<String>,
+        pub(super) desired_names: Vec<String>,
+        pub(super) models: Vec<(String, Vec<u8>)>,
+        pub(super) governors: Vec<(String, Vec<u8>)>,
+    }
+
+    impl From<SnapshotV2> for super::Snapshot {
+        fn from(old: SnapshotV2) -> Self {
+            let state = old.state;
+            super::Snapshot {
+                state: TwinState {
+                    path: state.path,
+                    version: state.version,
+                    channels: state.channels.into_iter().map(Into::into).collect(),
+                    desired: state.desired,
+                    derived: state.derived,
+                    alarms: state.alarms,
+                    trips: state.trips,
+                    health: state.health,
+                    updated_at: state.updated_at,
+                    windows: state.windows.into_iter().map(Into::into).collect(),
+                    history_capacity: state.history_capacity,
+                },
+                channel_names: old.channel_names,
+                desired_names: old.desired_names,
+                models: old.models,
+                governors: old.governors,
+            }
+        }
+    }
+
+    /// Version 1: desired values without their delivery.
     #[derive(Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
     pub(super) struct Desired {
@@ -120,10 +272,10 @@ mod legacy {
 
     #[derive(Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
-    pub(super) struct State {
+    pub(super) struct StateV1 {
         pub(super) path: AssetPath,
         pub(super) version: u64,
-        pub(super) channels: Vec<ChannelState>,
+        pub(super) channels: Vec<Channel>,
         pub(super) desired: Vec<Desired>,
         pub(super) derived: Vec<DerivedValue>,
         pub(super) alarms: Vec<Alarm>,
@@ -136,16 +288,16 @@ mod legacy {
 
     #[derive(Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
-    pub(super) struct Snapshot {
-        pub(super) state: State,
+    pub(super) struct SnapshotV1 {
+        pub(super) state: StateV1,
         pub(super) channel_names: Vec<String>,
         pub(super) desired_names: Vec<String>,
         pub(super) models: Vec<(String, Vec<u8>)>,
         pub(super) governors: Vec<(String, Vec<u8>)>,
     }
 
-    impl From<Snapshot> for super::Snapshot {
-        fn from(old: Snapshot) -> Self {
+    impl From<SnapshotV1> for super::Snapshot {
+        fn from(old: SnapshotV1) -> Self {
             let state = old.state;
             let desired = state
                 .desired
@@ -163,8 +315,8 @@ mod legacy {
                     value
                 })
                 .collect();
-            super::Snapshot {
-                state: TwinState {
+            SnapshotV2 {
+                state: StateV2 {
                     path: state.path,
                     version: state.version,
                     channels: state.channels,
@@ -182,6 +334,7 @@ mod legacy {
                 models: old.models,
                 governors: old.governors,
             }
+            .into()
         }
     }
 }
@@ -198,8 +351,8 @@ mod tests {
     #[test]
     fn a_snapshot_from_before_delivery_tracking_loads() {
         let set_at = Timestamp::now();
-        let old = legacy::Snapshot {
-            state: legacy::State {
+        let old = legacy::SnapshotV1 {
+            state: legacy::StateV1 {
                 path: AssetPath::parse("acme/plant-a/line-1/press-1").unwrap(),
                 version: 7,
                 channels: Vec::new(),
@@ -235,8 +388,70 @@ mod tests {
         assert_eq!(desired[1].delivery.state, DeliveryState::Initial);
         assert_eq!(snapshot.state.version, 7);
 
-        let again = postcard::to_stdvec(&snapshot).unwrap();
+        let again = snapshot.encode().unwrap();
         let current = Snapshot::decode(&again).unwrap();
         assert_eq!(current.state.desired, snapshot.state.desired);
+    }
+
+    /// A snapshot and a journal record written before readings carried their epoch
+    /// load: samples read as epoch 0, stamped, and the old window answers from its
+    /// highest number up.
+    #[test]
+    fn a_snapshot_and_journal_from_before_epochs_load() {
+        use crate::sample::{ChannelId, Quality, SourceId};
+        let at = Timestamp::now();
+        let old_sample = LegacySample {
+            channel: ChannelId(0),
+            value: 71.5,
+            source_time: at,
+            receive_time: at,
+            quality: Quality::Good,
+            source: SourceId(3),
+            seq: 42,
+        };
+        let old = legacy::SnapshotV2 {
+            state: legacy::StateV2 {
+                path: AssetPath::parse("acme/plant-a/line-1/press-1").unwrap(),
+                version: 9,
+                channels: vec![legacy::Channel {
+                    current: Some(old_sample),
+                    history: [old_sample].into(),
+                }],
+                desired: Vec::new(),
+                derived: Vec::new(),
+                alarms: Vec::new(),
+                trips: Vec::new(),
+                health: 1.0,
+                updated_at: at,
+                windows: vec![legacy::ReplayWindow {
+                    source: SourceId(3),
+                    channel: ChannelId(0),
+                    high: 42,
+                    _below: 0,
+                }],
+                history_capacity: 32,
+            },
+            channel_names: vec!["temperature".into()],
+            desired_names: Vec::new(),
+            models: Vec::new(),
+            governors: Vec::new(),
+        };
+        let snapshot = Snapshot::decode(&postcard::to_stdvec(&old).unwrap()).unwrap();
+        let current = snapshot.state.channels[0].current.unwrap();
+        assert_eq!((current.seq, current.epoch, current.stamped), (42, 0, true));
+        assert_eq!(current.value, 71.5);
+        assert_eq!(snapshot.state.windows.len(), 1);
+        let again = Snapshot::decode(&snapshot.encode().unwrap()).unwrap();
+        assert_eq!(again.state.channels[0].current, Some(current));
+
+        // A journal record of the old layout is variant 0 with the old sample's fields.
+        let record = JournalRecord {
+            twin: 0,
+            version: 10,
+            event: JournalEvent::LegacySample(old_sample),
+        };
+        let bytes = postcard::to_stdvec(&record).unwrap();
+        let decoded: JournalRecord = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded.event.sample(), Some(current));
     }
 }

@@ -18,6 +18,7 @@ mod wal;
 
 pub use ack::{AckGroup, Receipt, Ticket};
 pub use committer::{Completion, Journal, JournalWrite};
-pub use event::{JournalEvent, JournalRecord, Snapshot};
+pub(crate) use event::SNAPSHOT_FORMAT;
+pub use event::{JournalEvent, JournalRecord, LegacySample, Snapshot};
 pub use outbox::{OutboxCompaction, OutboxEntry, decode_updates};
 pub use store::{Store, StoreError};

@@ -10,7 +10,7 @@ use redb::{
     WriteTransaction,
 };
 
-use super::event::{JournalEvent, JournalRecord, Snapshot};
+use super::event::{JournalRecord, Snapshot};
 use crate::audit::AuditRecord;
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Sample};
@@ -368,7 +368,7 @@ impl Store {
                 let (record, tail) =
                     postcard::take_from_bytes::<JournalRecord>(rest).map_err(StoreError::from)?;
                 rest = tail;
-                if let JournalEvent::Sample(sample) = record.event
+                if let Some(sample) = record.event.sample()
                     && record.twin == twin
                     && sample.channel == channel
                     && sample.source_time >= from

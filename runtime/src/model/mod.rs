@@ -12,10 +12,11 @@ use crate::value::Value;
 
 /// A model a twin runs. One instance per twin; it lives inside the twin actor.
 ///
-/// `observe` runs for every sample the twin applies (including stale ones kept in
-/// history), in the actor's message handling, so it must be quick and must not block.
-/// It is also re-run over the journal tail during recovery, so it must be
-/// deterministic given its saved state and the samples.
+/// `observe` runs for every sample that becomes its channel's current value, and
+/// `observe_late` for every late one (older than the current value, kept in history),
+/// in the actor's message handling, so both must be quick and must not block. They are
+/// also re-run over the journal tail during recovery, so they must be deterministic
+/// given the model's saved state and the samples.
 pub trait Model: Send + 'static {
     /// The model's name, unique within the twin.
     fn name(&self) -> &str;
@@ -28,6 +29,15 @@ pub trait Model: Send + 'static {
 
     /// Updates derived values, alarms and health from a newly applied sample.
     fn observe(&mut self, sample: &Sample, twin: &TwinView<'_>, out: &mut ModelOutput);
+
+    /// Takes in a late sample: older than its channel's current value (out of order,
+    /// or store-and-forward data sent after a connection came back). It is in history
+    /// already. By default a model ignores it: a model of the present must not be taken
+    /// back in time by old data. A model that can use it (a counter, an integral)
+    /// overrides this.
+    fn observe_late(&mut self, sample: &Sample, twin: &TwinView<'_>, out: &mut ModelOutput) {
+        let _ = (sample, twin, out);
+    }
 
     /// Projects the twin forward over `scenario.horizon` under the scenario's
     /// desired values, writing series into `trajectory`. Must not change `self`.

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::core::{Effects, TwinCore};
 use super::directory::TwinEntry;
 use super::mirror::MirrorUpdate;
-use super::state::{DeliveryReport, Severity};
+use super::state::{DeliveryReport, SampleOutcome, Severity};
 use super::twins::Kernel;
 use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
@@ -339,8 +339,12 @@ impl TwinActorState {
 
     fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
         self.fx.collect_changes = self.collects_changes();
+        let mut first_duplicate = None;
         for sample in samples {
-            self.core.apply_sample(sample, &mut self.fx);
+            let outcome = self.core.apply_sample(sample, &mut self.fx);
+            if outcome == SampleOutcome::Duplicate && first_duplicate.is_none() {
+                first_duplicate = Some(*sample);
+            }
         }
         let counters = &self.kernel.counters;
         counters
@@ -349,18 +353,22 @@ impl TwinActorState {
         counters
             .samples_applied
             .fetch_add(u64::from(self.fx.applied), Ordering::Relaxed);
-        if self.fx.stale > 0 {
+        if self.fx.late > 0 {
             counters
-                .samples_stale
-                .fetch_add(u64::from(self.fx.stale), Ordering::Relaxed);
+                .samples_late
+                .fetch_add(u64::from(self.fx.late), Ordering::Relaxed);
         }
-        if self.fx.duplicates > 0 {
-            counters
-                .samples_duplicate
-                .fetch_add(u64::from(self.fx.duplicates), Ordering::Relaxed);
+        if let Some(sample) = first_duplicate {
+            counters.duplicates(
+                u64::from(self.fx.duplicates),
+                &SampleLabel(&self.entry, &sample),
+            );
+        }
+        for (sample, reason) in self.fx.refused.drain(..) {
+            counters.reject(reason, &SampleLabel(&self.entry, &sample));
         }
         self.fx.applied = 0;
-        self.fx.stale = 0;
+        self.fx.late = 0;
         self.fx.duplicates = 0;
         let snapshot_due =
             self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
@@ -679,6 +687,24 @@ impl TwinActorState {
                 let _ = myself.cast(TwinMsg::StatusTick);
             });
         }
+    }
+}
+
+/// A sample as a log line names it: twin, channel, source, epoch, sequence number.
+struct SampleLabel<'a>(&'a TwinEntry, &'a Sample);
+
+impl std::fmt::Display for SampleLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SampleLabel(entry, sample) = self;
+        let channel = entry
+            .twin_type
+            .channel_spec(sample.channel)
+            .map_or("?", |spec| spec.name.as_str());
+        write!(
+            f,
+            "{} channel {channel} value {} source {} epoch {} seq {}",
+            entry.path, sample.value, sample.source.0, sample.epoch, sample.seq
+        )
     }
 }
 

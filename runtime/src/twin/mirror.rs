@@ -246,6 +246,8 @@ fn mirrored_sample(
         receive_time: source_time,
         quality,
         source: previous.map_or(SourceId(0), |p| p.source),
+        epoch: previous.map_or(0, |p| p.epoch),
         seq: previous.map_or(0, |p| p.seq),
+        stamped: true,
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod core;
 pub(crate) mod directory;
 mod mirror;
 mod report;
+pub(crate) mod sequence;
 pub(crate) mod state;
 pub(crate) mod twins;
 
@@ -19,6 +20,8 @@ pub use change::{TwinChange, TwinEvent};
 pub use core::undelivered_code;
 pub use mirror::MirrorUpdate;
 pub use report::{ReportedValue, RunState, TwinReport, WhatIf};
+pub use sequence::{MAX_GAPS, MAX_SEQ_JUMP, SeqWindow};
+pub use state::SampleOutcome;
 pub use state::{
     Alarm, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, DerivedValue, DesiredValue,
     SampleRejection, Severity, Trip, TwinState, TwinView,

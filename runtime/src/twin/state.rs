@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::sequence::{Admission, SeqKey, SeqWindow};
 use crate::command::{CommandId, Origin};
 use crate::config::TwinType;
 use crate::path::AssetPath;
-use crate::sample::{ChannelId, Quality, Sample, SourceId};
+use crate::sample::{ChannelId, Quality, Sample};
 use crate::time::Timestamp;
 use crate::value::Value;
 
@@ -19,6 +20,30 @@ pub struct ChannelState {
     pub current: Option<Sample>,
     /// Recent samples in source-time order, oldest first, bounded.
     pub history: VecDeque<Sample>,
+}
+
+impl ChannelState {
+    /// True when history holds the same reading: the same (source, epoch, seq), and
+    /// for a stamped reading the same source time.
+    fn holds(&self, sample: &Sample) -> bool {
+        let same = |s: &Sample| {
+            s.source == sample.source
+                && s.epoch == sample.epoch
+                && s.seq == sample.seq
+                && s.stamped == sample.stamped
+        };
+        if sample.stamped {
+            let start = self
+                .history
+                .partition_point(|s| s.source_time < sample.source_time);
+            self.history
+                .range(start..)
+                .take_while(|s| s.source_time == sample.source_time)
+                .any(same)
+        } else {
+            self.history.iter().any(same)
+        }
+    }
 }
 
 /// A desired value, when it was last set, and whether it reached the machine.
@@ -197,58 +222,19 @@ pub struct Trip {
     pub at: Timestamp,
 }
 
-/// Anti-replay window for one (source, channel): the highest sequence number seen and
-/// a bitmap of the 64 below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplayWindow {
-    /// The source.
-    pub source: SourceId,
-    /// The channel.
-    pub channel: ChannelId,
-    /// Highest sequence number accepted.
-    pub high: u64,
-    /// Bit `i` set: `high - 1 - i` was accepted.
-    pub below: u64,
-}
-
-impl ReplayWindow {
-    /// Records `seq`; false when it was already seen or is too old to tell.
-    fn admit(&mut self, seq: u64) -> bool {
-        if seq > self.high {
-            let shift = seq - self.high;
-            self.below = if shift >= 64 {
-                0
-            } else {
-                (self.below << shift) | (1 << (shift - 1))
-            };
-            self.high = seq;
-            return true;
-        }
-        if seq == self.high {
-            return false;
-        }
-        let distance = self.high - seq - 1;
-        if distance >= 64 {
-            return false;
-        }
-        let bit = 1u64 << distance;
-        if self.below & bit != 0 {
-            return false;
-        }
-        self.below |= bit;
-        true
-    }
-}
-
 /// What applying a sample did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SampleOutcome {
     /// It became the channel's current value.
     Applied,
-    /// It is older than the current value: kept in history only.
-    Stale,
-    /// Its (source, sequence) was seen before: ignored.
+    /// It is older than the current value: kept in history and the journal at its
+    /// source time, not current.
+    Late,
+    /// The same (source, epoch, seq) was applied before: ignored.
     Duplicate,
+    /// Refused as bad input (see [`SampleRejection::SeqJump`] and
+    /// [`SampleRejection::Unverifiable`]).
+    Refused(SampleRejection),
 }
 
 /// The full state of one twin.
@@ -272,8 +258,8 @@ pub struct TwinState {
     pub health: f64,
     /// Last time anything changed.
     pub updated_at: Timestamp,
-    /// Anti-replay windows per (source, channel).
-    pub windows: Vec<ReplayWindow>,
+    /// The readings applied, per (source, channel) (see [`SeqWindow`]).
+    pub windows: Vec<SeqWindow>,
     /// History ring capacity per channel.
     pub history_capacity: u32,
 }
@@ -301,13 +287,26 @@ impl TwinState {
         }
     }
 
-    /// Applies an already validated sample. Does not bump the version; the caller
-    /// journals non-duplicates and bumps it.
+    /// Applies an already validated sample: a duplicate of a reading applied before is
+    /// ignored; one older than the channel's current value goes into history only.
+    /// Does not bump the version; the caller journals what was not ignored and bumps it.
     pub fn apply_sample(&mut self, sample: &Sample) -> SampleOutcome {
         let channel_index = sample.channel.0 as usize;
         debug_assert!(channel_index < self.channels.len());
-        if !self.admit(sample) {
-            return SampleOutcome::Duplicate;
+        match self.admit(sample) {
+            Admission::New => {}
+            Admission::Duplicate => return SampleOutcome::Duplicate,
+            Admission::FarOff => return SampleOutcome::Refused(SampleRejection::SeqJump),
+            Admission::Unknown => {
+                if self.channels[channel_index].holds(sample) {
+                    return SampleOutcome::Duplicate;
+                }
+                if !sample.stamped {
+                    // Its time is when it arrived, not when it was measured: history
+                    // cannot tell whether it is a redelivery.
+                    return SampleOutcome::Refused(SampleRejection::Unverifiable);
+                }
+            }
         }
         let capacity = self.history_capacity as usize;
         let channel = &mut self.channels[channel_index];
@@ -331,25 +330,27 @@ impl TwinState {
             channel.current = Some(*sample);
             SampleOutcome::Applied
         } else {
-            SampleOutcome::Stale
+            SampleOutcome::Late
         }
     }
 
-    fn admit(&mut self, sample: &Sample) -> bool {
+    fn admit(&mut self, sample: &Sample) -> Admission {
+        let key = SeqKey {
+            epoch: sample.epoch,
+            seq: sample.seq,
+            stamped: sample.stamped,
+            source_time: sample.source_time,
+        };
         match self
             .windows
             .iter_mut()
             .find(|w| w.source == sample.source && w.channel == sample.channel)
         {
-            Some(window) => window.admit(sample.seq),
+            Some(window) => window.admit(&key),
             None => {
-                self.windows.push(ReplayWindow {
-                    source: sample.source,
-                    channel: sample.channel,
-                    high: sample.seq,
-                    below: 0,
-                });
-                true
+                self.windows
+                    .push(SeqWindow::new(sample.source, sample.channel, &key));
+                Admission::New
             }
         }
     }
@@ -451,17 +452,25 @@ pub enum SampleRejection {
     InFuture,
     /// Source time too far in the past.
     TooOld,
+    /// The sequence number is implausibly far from the source's
+    /// ([`MAX_SEQ_JUMP`](super::sequence::MAX_SEQ_JUMP)).
+    SeqJump,
+    /// Older than what the twin remembers of its source, and without a source
+    /// timestamp: it cannot be told apart from a reading applied before.
+    Unverifiable,
 }
 
 impl SampleRejection {
     /// Every kind, for counters.
-    pub const ALL: [SampleRejection; 6] = [
+    pub const ALL: [SampleRejection; 8] = [
         SampleRejection::UnknownAsset,
         SampleRejection::UnknownChannel,
         SampleRejection::NotFinite,
         SampleRejection::OutOfRange,
         SampleRejection::InFuture,
         SampleRejection::TooOld,
+        SampleRejection::SeqJump,
+        SampleRejection::Unverifiable,
     ];
 
     /// A short snake_case name.
@@ -473,6 +482,8 @@ impl SampleRejection {
             SampleRejection::OutOfRange => "out_of_range",
             SampleRejection::InFuture => "in_future",
             SampleRejection::TooOld => "too_old",
+            SampleRejection::SeqJump => "seq_jump",
+            SampleRejection::Unverifiable => "unverifiable",
         }
     }
 }
@@ -516,29 +527,5 @@ impl<'a> TwinView<'a> {
     /// A derived value by name.
     pub fn derived(&self, name: &str) -> Option<f64> {
         self.state.derived(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replay_window_rejects_duplicates_and_accepts_reordering() {
-        let mut window = ReplayWindow {
-            source: SourceId(1),
-            channel: ChannelId(0),
-            high: 10,
-            below: 0,
-        };
-        assert!(!window.admit(10));
-        assert!(window.admit(12));
-        assert!(window.admit(11));
-        assert!(!window.admit(11));
-        assert!(window.admit(9));
-        assert!(!window.admit(9));
-        assert!(window.admit(200));
-        assert!(!window.admit(100), "too old to tell is treated as seen");
-        assert!(window.admit(199));
     }
 }

@@ -515,8 +515,8 @@ impl Twins {
             .map_err(|_| Error::ShuttingDown)?
             .map_err(journal_error)?;
             samples.extend(older);
-            samples.sort_by_key(|s| (s.source_time, s.source, s.seq));
-            samples.dedup_by_key(|s| (s.source_time, s.source, s.seq));
+            samples.sort_by_key(|s| (s.source_time, s.source, s.epoch, s.seq));
+            samples.dedup_by_key(|s| (s.source_time, s.source, s.epoch, s.seq));
         }
         if samples.len() > limit {
             samples.drain(..samples.len() - limit);

@@ -1238,6 +1238,7 @@ mod tests {
         let mut sample = Sample {
             value: 55.25,
             quality: Quality::Good as i32,
+            epoch: 0,
             seq: 9,
             ..Default::default()
         };
@@ -1502,6 +1503,7 @@ mod tests {
         let sample = Sample {
             value: 1.5,
             quality: Quality::Good as i32,
+            epoch: 0,
             seq: 3,
             ..Default::default()
         };

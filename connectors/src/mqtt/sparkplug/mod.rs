@@ -13,11 +13,10 @@
 //!   unknown channel.
 //! - **Time and de-duplication.** A reading's source time is the metric's timestamp,
 //!   else the payload's, else the time the message was received. Its sequence number is
-//!   its source time in microseconds: the runtime de-duplicates per (source, channel)
-//!   with a 64-wide window over that number, so a message the broker delivers twice
-//!   lands once. The same window means that, per channel, a reading more than 64 µs
-//!   older than the newest one this connector delivered is taken for a replay and
-//!   ignored (historical backfill older than the current value is not stored).
+//!   its source time in microseconds, so a message the broker delivers twice lands
+//!   once. Historical metrics (`is_historical`, store-and-forward data an edge node
+//!   sends after it reconnects) are readings like the others: older than a channel's
+//!   current value, they go into its history and journal as late readings.
 //! - **Deaths.** NDEATH (when its `bdSeq` matches the NBIRTH's, if both carry one) and
 //!   DDEATH mark the mapped channels bad: each channel gets its last known value again
 //!   with quality bad, at the death's time — the receive time for NDEATH, whose payload
@@ -694,17 +693,20 @@ impl Feed {
                 return;
             }
         };
-        let source_time = metric
-            .timestamp
-            .or(payload_time)
-            .map_or(context.now, from_millis);
+        let stamped = metric.timestamp.or(payload_time);
+        let source_time = stamped.map_or(context.now, from_millis);
         let last = self.last.entry(target).or_insert((value, source_time));
         if source_time >= last.1 {
             *last = (value, source_time);
         }
         out.readings.push((
             target,
-            reading(value, source_time, Quality::Good, context.source),
+            reading(
+                value,
+                (source_time, stamped.is_some()),
+                Quality::Good,
+                context.source,
+            ),
         ));
     }
 
@@ -724,18 +726,29 @@ impl Feed {
         marked.sort_by_key(|(target, _, _)| (target.twin, target.channel));
         out.readings
             .extend(marked.into_iter().map(|(target, value, time)| {
-                (target, reading(value, time, Quality::Bad, context.source))
+                (
+                    target,
+                    reading(value, (time, true), Quality::Bad, context.source),
+                )
             }));
     }
 }
 
-/// A reading whose sequence number is its source time in microseconds.
-fn reading(value: f64, source_time: Timestamp, quality: Quality, source: SourceId) -> Reading {
+/// A reading whose sequence number is its source time in microseconds, and whether
+/// the edge node stamped that time (else it is the time the message was received).
+fn reading(
+    value: f64,
+    (source_time, stamped): (Timestamp, bool),
+    quality: Quality,
+    source: SourceId,
+) -> Reading {
     Reading {
         value,
         source_time,
         quality,
         source,
+        epoch: 0,
         seq: source_time.as_micros().max(0) as u64,
+        stamped,
     }
 }

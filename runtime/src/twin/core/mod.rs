@@ -12,6 +12,8 @@ mod delivery;
 mod recovery;
 mod safety;
 mod samples;
+#[cfg(test)]
+mod tests;
 
 pub use commands::resolve_changes;
 pub use delivery::undelivered_code;
@@ -29,7 +31,7 @@ use crate::time::Timestamp;
 use crate::twin::actuation::Actuation;
 use crate::twin::change::TwinEvent;
 use crate::twin::report::{ReportedValue, RunState, TwinReport};
-use crate::twin::state::{DerivedValue, TwinState};
+use crate::twin::state::{DerivedValue, SampleRejection, TwinState};
 
 /// What handling one message produced besides the state change: journal records,
 /// audit records, actuations and published changes.
@@ -51,10 +53,12 @@ pub struct Effects {
     pub urgent: bool,
     /// Samples applied as current values.
     pub applied: u32,
-    /// Samples kept in history only.
-    pub stale: u32,
+    /// Late samples kept in history only.
+    pub late: u32,
     /// Duplicates ignored.
     pub duplicates: u32,
+    /// Samples refused as bad input, with the reason.
+    pub refused: Vec<(Sample, SampleRejection)>,
 }
 
 impl Effects {

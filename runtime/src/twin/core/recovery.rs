@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::TwinCore;
 use crate::error::Error;
-use crate::journal::{JournalEvent, JournalRecord, Snapshot};
+use crate::journal::{JournalEvent, JournalRecord, SNAPSHOT_FORMAT, Snapshot};
 use crate::sample::{ChannelId, Sample};
 use crate::twin::state::{Delivery, DeliveryState, DesiredValue, SampleOutcome, TwinState};
 
@@ -41,7 +41,7 @@ impl TwinCore {
                 .map(|g| (g.name(), g.save()))
                 .collect(),
         };
-        let bytes = postcard::to_stdvec(&snapshot)?;
+        let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
         self.events_since_snapshot = 0;
         self.replay_channels = None;
         Ok(bytes)
@@ -137,8 +137,10 @@ impl TwinCore {
             return;
         }
         match &record.event {
-            JournalEvent::Sample(sample) => {
-                let mut sample = *sample;
+            JournalEvent::Sample(_) | JournalEvent::LegacySample(_) => {
+                let Some(mut sample) = record.event.sample() else {
+                    return;
+                };
                 if let Some(map) = &self.replay_channels {
                     match map.get(sample.channel.0 as usize) {
                         Some(Some(current)) => sample.channel = ChannelId(*current),
@@ -155,8 +157,10 @@ impl TwinCore {
                 let sample = &sample;
                 let outcome = self.state.apply_sample(sample);
                 self.state.updated_at = sample.receive_time;
-                if outcome == SampleOutcome::Applied {
-                    self.run_models(sample, None);
+                match outcome {
+                    SampleOutcome::Applied => self.run_models(sample, false, None),
+                    SampleOutcome::Late => self.run_models(sample, true, None),
+                    SampleOutcome::Duplicate | SampleOutcome::Refused(_) => {}
                 }
             }
             JournalEvent::Command {

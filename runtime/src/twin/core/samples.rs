@@ -8,7 +8,11 @@ use crate::twin::state::{Alarm, SampleOutcome, TwinView};
 
 impl TwinCore {
     /// Applies a validated sample: state, journal record, models, then governors'
-    /// watch and any safety action they demand, all before returning.
+    /// watch and any safety action they demand, all before returning. A late sample
+    /// (older than its channel's current value) goes into history and the journal, and
+    /// models see it through [`Model::observe_late`](crate::Model::observe_late);
+    /// governors watch current values only. Duplicates and refused samples change
+    /// nothing and are listed in `fx`.
     pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
         let outcome = self.state.apply_sample(sample);
         match outcome {
@@ -16,7 +20,11 @@ impl TwinCore {
                 fx.duplicates += 1;
                 return outcome;
             }
-            SampleOutcome::Stale => fx.stale += 1,
+            SampleOutcome::Refused(reason) => {
+                fx.refused.push((*sample, reason));
+                return outcome;
+            }
+            SampleOutcome::Late => fx.late += 1,
             SampleOutcome::Applied => fx.applied += 1,
         }
         self.bump(sample.receive_time);
@@ -34,27 +42,35 @@ impl TwinCore {
                     },
                 });
             }
-            self.run_models(sample, Some(fx));
+            self.run_models(sample, false, Some(fx));
             self.watch(sample, fx);
+        } else {
+            self.run_models(sample, true, Some(fx));
         }
         outcome
     }
 
-    pub(super) fn run_models(&mut self, sample: &Sample, mut fx: Option<&mut Effects>) {
+    /// Runs every model over a sample (`late`: one older than its channel's current
+    /// value) and takes in what they produced.
+    pub(super) fn run_models(&mut self, sample: &Sample, late: bool, mut fx: Option<&mut Effects>) {
         for index in 0..self.models.len() {
             self.output.reset();
             let view = TwinView {
                 twin_type: &self.twin_type,
                 state: &self.state,
             };
-            self.models[index].observe(sample, &view, &mut self.output);
+            if late {
+                self.models[index].observe_late(sample, &view, &mut self.output);
+            } else {
+                self.models[index].observe(sample, &view, &mut self.output);
+            }
             let model_name = self.models[index].name();
             let base = self.slots[index];
             for &(slot, value, confidence) in &self.output.values {
                 if let Some(derived) = self.state.derived.get_mut(base + slot as usize) {
                     derived.value = Some(value);
                     derived.confidence = confidence;
-                    derived.at = sample.source_time;
+                    derived.at = derived.at.max(sample.source_time);
                 }
             }
             for (code, severity, message) in self.output.raised.drain(..) {

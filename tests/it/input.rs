@@ -1,0 +1,163 @@
+//! Input a twin can trust, through a real broker: readings keep their identity
+//! (source, epoch, seq), late readings reach history without overwriting newer values,
+//! and bad sequence numbers are refused and counted while the channel goes on.
+
+use std::time::Duration;
+
+use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
+use doppel::{Runtime, SampleRejection, Timestamp};
+use rumqttc::{AsyncClient, QoS};
+
+use crate::brokers::{self, Mosquitto};
+use crate::mqtt::pump;
+use crate::support::{self, press, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+const TOPIC: &str = "acme/plant-a/line-1/press-1/telemetry";
+
+/// Publishes one JSON reading on `channel` and waits until the twin has taken it in:
+/// applied, kept late, ignored as a duplicate or refused.
+async fn send(runtime: &Runtime, client: &AsyncClient, channel: &str, body: String) {
+    let before = runtime.twins().counters().samples_in;
+    client
+        .publish(format!("{TOPIC}/{channel}"), QoS::AtLeastOnce, false, body)
+        .await
+        .unwrap();
+    wait_until("the reading reaches the twin", WAIT, || async {
+        runtime.twins().counters().samples_in > before
+    })
+    .await;
+}
+
+fn rfc3339(at: Timestamp) -> String {
+    at.to_rfc3339()
+}
+
+/// Every reading of `channel` in the last hour, from history and journal, oldest first.
+async fn history(runtime: &Runtime, channel: &str) -> Vec<doppel::Sample> {
+    let window = (support::ago(Duration::from_secs(3600)), Timestamp::now());
+    runtime
+        .twins()
+        .samples(&press(1), channel, window, 10_000)
+        .await
+        .unwrap()
+}
+
+async fn current(runtime: &Runtime, channel: &str) -> Option<f64> {
+    runtime
+        .twins()
+        .report(&press(1))
+        .await
+        .unwrap()
+        .value(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_keep_their_identity_through_a_real_broker() {
+    let Some(broker) = Mosquitto::start("readings_keep_their_identity_through_a_real_broker")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let connector = MqttConnector::start(MqttConfig::new(broker.url()), runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let (client, eventloop) = brokers::client(&broker.url(), "identity-publisher", true);
+    let (_rx, pump_task) = pump(eventloop);
+    let base = support::ago(Duration::from_secs(600));
+    let time = |secs: i64| Timestamp(base.as_micros() + secs * 1_000_000);
+
+    // A publisher numbers 1..10, restarts, and numbers 1..10 again under a new epoch:
+    // all twenty are applied, and a redelivery from before the restart is not.
+    for (epoch, offset) in [(1, 0), (2, 100)] {
+        for seq in 1..=10 {
+            let body = format!(
+                r#"{{"v": {}, "seq": {seq}, "epoch": {epoch}, "ts": "{}"}}"#,
+                offset + seq,
+                rfc3339(time(offset + seq as i64))
+            );
+            send(&runtime, &client, "throughput", body).await;
+        }
+    }
+    let counters = runtime.twins().counters();
+    assert_eq!(counters.samples_applied, 20, "{counters:?}");
+    assert_eq!(current(&runtime, "throughput").await, Some(110.0));
+    let redelivered = format!(
+        r#"{{"v": 5, "seq": 5, "epoch": 1, "ts": "{}"}}"#,
+        rfc3339(time(5))
+    );
+    send(&runtime, &client, "throughput", redelivered).await;
+    assert_eq!(runtime.twins().counters().samples_duplicate, 1);
+
+    // seq 2^64 − 1 is refused and counted; the channel goes on.
+    let sentinel = format!(r#"{{"v": 1, "seq": {}, "epoch": 2}}"#, u64::MAX);
+    send(&runtime, &client, "throughput", sentinel).await;
+    assert_eq!(
+        runtime
+            .twins()
+            .counters()
+            .rejected(SampleRejection::SeqJump),
+        1
+    );
+    let next = format!(
+        r#"{{"v": 111, "seq": 11, "epoch": 2, "ts": "{}"}}"#,
+        rfc3339(time(111))
+    );
+    send(&runtime, &client, "throughput", next).await;
+    assert_eq!(current(&runtime, "throughput").await, Some(111.0));
+
+    // A reading with only `ts`, arriving a second late: in history, not current.
+    let now = Timestamp::now();
+    let on_time = format!(r#"{{"v": 30, "ts": "{}"}}"#, rfc3339(now));
+    send(&runtime, &client, "power_kw", on_time).await;
+    let late = format!(
+        r#"{{"v": 29, "ts": "{}"}}"#,
+        rfc3339(Timestamp(now.as_micros() - 1_000_000))
+    );
+    send(&runtime, &client, "power_kw", late).await;
+    assert_eq!(current(&runtime, "power_kw").await, Some(30.0));
+    let kept: Vec<f64> = history(&runtime, "power_kw")
+        .await
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![29.0, 30.0],
+        "the late reading is in history, in time order"
+    );
+
+    // seq 100, then 1..99: every one of them in history.
+    for seq in std::iter::once(100).chain(1..100) {
+        let body = format!(
+            r#"{{"v": {}, "seq": {seq}, "epoch": 3, "ts": "{}"}}"#,
+            seq % 50,
+            rfc3339(time(200 + seq as i64))
+        );
+        send(&runtime, &client, "vibration", body).await;
+    }
+    let vibration = history(&runtime, "vibration").await;
+    let mut seqs: Vec<u64> = vibration.iter().map(|s| s.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+        current(&runtime, "vibration").await,
+        Some(0.0),
+        "seq 100 stays current"
+    );
+
+    let counters = runtime.twins().counters();
+    assert_eq!(counters.samples_late, 1 + 99, "{counters:?}");
+    assert_eq!(counters.rejected_total(), 1, "{counters:?}");
+    assert_eq!(
+        connector.drops().total(),
+        0,
+        "{:?}",
+        connector.drops().snapshot()
+    );
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+}
