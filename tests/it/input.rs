@@ -76,7 +76,7 @@ async fn readings_keep_their_identity_through_a_real_broker() {
             let body = format!(
                 r#"{{"v": {}, "seq": {seq}, "epoch": {epoch}, "ts": "{}"}}"#,
                 offset + seq,
-                rfc3339(time(offset + seq as i64))
+                rfc3339(time(offset + seq))
             );
             send(&runtime, &client, "throughput", body).await;
         }
