@@ -85,7 +85,7 @@ impl Mosquitto {
         let config = self.dir.path().join("mosquitto.conf");
         let mut text = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n\
-             max_queued_messages 0\nmessage_size_limit 4194304\n",
+             max_queued_messages 0\nmessage_size_limit 33554432\n",
             port = self.port
         );
         if self.persistent {

@@ -1,9 +1,12 @@
 //! Input a twin can trust, through a real broker: readings keep their identity
 //! (source, epoch, seq), late readings reach history without overwriting newer values,
-//! and bad sequence numbers are refused and counted while the channel goes on.
+//! and bad sequence numbers are refused and counted while the channel goes on; no
+//! message, however large, stops intake.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use doppel::connectors::DropKind;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
 use doppel::{Runtime, SampleRejection, Timestamp};
 use rumqttc::{AsyncClient, QoS};
@@ -157,6 +160,93 @@ async fn readings_keep_their_identity_through_a_real_broker() {
         "{:?}",
         connector.drops().snapshot()
     );
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+}
+
+/// A publisher that can send packets of any size MQTT allows.
+fn large_publisher(url: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut options = rumqttc::MqttOptions::new("large-publisher", "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(10))
+        .set_max_packet_size(64 << 20, 64 << 20);
+    AsyncClient::new(options, 100)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_dropped_once_and_intake_goes_on() {
+    let Some(broker) = Mosquitto::start("an_oversized_message_is_dropped_once_and_intake_goes_on")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let config = MqttConfig::new(broker.url());
+    let connector = MqttConnector::start(config.clone(), runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let (client, eventloop) = large_publisher(&broker.url());
+    let (_rx, pump_task) = pump(eventloop);
+
+    // 17 MiB at QoS 1, then five ordinary readings behind it.
+    let huge = vec![b'7'; 17 << 20];
+    client
+        .publish(
+            format!("{TOPIC}/temperature"),
+            QoS::AtLeastOnce,
+            false,
+            huge,
+        )
+        .await
+        .unwrap();
+    for seq in 1..=5 {
+        let body = format!(r#"{{"v": {seq}, "seq": {seq}, "epoch": 1}}"#);
+        client
+            .publish(format!("{TOPIC}/throughput"), QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+    wait_until("the readings behind it are applied", WAIT * 3, || async {
+        current(&runtime, "throughput").await == Some(5.0)
+    })
+    .await;
+    let drops = connector.drops();
+    assert_eq!(
+        drops.count(DropKind::Oversized),
+        1,
+        "{:?}",
+        drops.snapshot()
+    );
+    assert_eq!(drops.total(), 1, "{:?}", drops.snapshot());
+    let connections = connector.stats().connections.load(Ordering::Relaxed);
+    assert_eq!(connections, 1, "the connection held");
+    assert_eq!(runtime.twins().counters().samples_applied, 5);
+    connector.stop().await;
+
+    // The same session again: the broker has nothing left to redeliver.
+    let connector = MqttConnector::start(config, runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let body = r#"{"v": 6, "seq": 6, "epoch": 1}"#;
+    client
+        .publish(format!("{TOPIC}/throughput"), QoS::AtLeastOnce, false, body)
+        .await
+        .unwrap();
+    wait_until("the next reading is applied", WAIT, || async {
+        current(&runtime, "throughput").await == Some(6.0)
+    })
+    .await;
+    assert_eq!(
+        connector.drops().total(),
+        0,
+        "{:?}",
+        connector.drops().snapshot()
+    );
+    assert_eq!(runtime.twins().counters().samples_duplicate, 0);
     pump_task.abort();
     connector.stop().await;
     runtime.shutdown().await;

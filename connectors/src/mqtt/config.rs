@@ -34,9 +34,9 @@ pub struct MqttConfig {
     /// Largest payload the connector reads; bigger messages are dropped as oversized.
     #[serde(default = "default_max_payload")]
     pub max_payload: usize,
-    /// Largest MQTT packet the client accepts at all. Keep it well above
-    /// `max_payload`: a packet above it breaks the connection instead of being
-    /// dropped and acknowledged, and the broker would redeliver it forever.
+    /// Largest MQTT packet the connector sends. Incoming packets are read whatever
+    /// their size (up to MQTT's own limit), so a message above `max_payload` is
+    /// dropped, counted and acknowledged rather than breaking the connection.
     #[serde(default = "default_max_packet")]
     pub max_packet: usize,
     /// First delay before reconnecting, in milliseconds; it doubles up to
@@ -241,10 +241,10 @@ impl MqttConfig {
         if self.name.is_empty() {
             return bad("name is empty".into());
         }
-        if self.max_payload == 0 || self.max_packet < self.max_payload {
+        if self.max_payload == 0 || self.max_packet == 0 {
             return bad(format!(
-                "max_packet ({}) must be at least max_payload ({}), which must be positive",
-                self.max_packet, self.max_payload
+                "max_payload ({}) and max_packet ({}) must be positive",
+                self.max_payload, self.max_packet
             ));
         }
         let uns = &self.uns;

@@ -209,6 +209,19 @@ enum ConnectionMsg {
 }
 
 /// A received message waiting for its samples to become durable.
+/// A message from the broker on its way to decoding. An oversized one has already been
+/// counted and its payload released; it is only acknowledged, in its turn.
+struct Received {
+    publish: Publish,
+    oversized: bool,
+}
+
+/// The largest packet MQTT 3.1.1 can frame (a remaining length of 268,435,455 bytes,
+/// §2.2.3). The connector reads every packet a broker can send, so a message above
+/// `max_payload` is dropped and acknowledged instead of breaking the connection, which
+/// would have the broker redeliver it forever and stall intake behind it.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
 struct PendingAck {
     epoch: u64,
     publish: Publish,
@@ -236,7 +249,7 @@ impl Actor for Connection {
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
             .set_clean_session(false)
             .set_manual_acks(true)
-            .set_max_packet_size(config.max_packet, config.max_packet)
+            .set_max_packet_size(MQTT_MAX_PACKET, config.max_packet)
             .set_inflight(u16::MAX)
             .set_request_channel_capacity(REQUESTS);
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
@@ -253,7 +266,7 @@ impl Actor for Connection {
         let actuation_options = actuate::options(&config, host, port, &client_id_of(&config));
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
         let codecs = Arc::new(Mutex::new(codecs));
-        let (inbound_tx, inbound_rx) = mpsc::channel::<Publish>(DRAIN * 4);
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Received>(DRAIN * 4);
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<(Receipt, Vec<PendingAck>)>();
         let span = tracing::info_span!("mqtt", connector = %config.name);
         let stage =
@@ -280,6 +293,7 @@ impl Actor for Connection {
                     inbound_tx,
                     shared.clone(),
                     config.backoff(),
+                    config.max_payload,
                 )),
             ),
             stage(
@@ -291,7 +305,6 @@ impl Actor for Connection {
                     codecs.clone(),
                     twins.clone(),
                     shared.clone(),
-                    config.max_payload,
                 )),
             ),
             stage(
@@ -362,9 +375,10 @@ async fn network(
     mut eventloop: EventLoop,
     client: AsyncClient,
     codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
-    inbound: mpsc::Sender<Publish>,
+    inbound: mpsc::Sender<Received>,
     shared: Arc<Shared>,
     (min_backoff, max_backoff): (Duration, Duration),
+    max_payload: usize,
 ) {
     let mut backoff = min_backoff;
     let mut was_up = false;
@@ -375,9 +389,19 @@ async fn network(
             shared.connected.send_replace(false);
         }
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Ok(Event::Incoming(Packet::Publish(mut publish))) => {
                 shared.stats.received.fetch_add(1, Ordering::Relaxed);
-                if inbound.send(publish).await.is_err() {
+                let size = publish.payload.len();
+                let oversized = size > max_payload;
+                if oversized {
+                    shared.drops.record(
+                        DropKind::Oversized,
+                        &format_args!("`{}`: {size} bytes (limit {max_payload})", publish.topic),
+                    );
+                    publish.payload = Default::default();
+                }
+                let received = Received { publish, oversized };
+                if inbound.send(received).await.is_err() {
                     return;
                 }
             }
@@ -446,13 +470,12 @@ fn send(client: &AsyncClient, message: Outgoing, shared: &Shared) {
 /// Decodes received messages in batches, hands their readings to the twins, and
 /// queues the messages for acknowledgement once their samples are durable.
 async fn ingest(
-    mut inbound: mpsc::Receiver<Publish>,
+    mut inbound: mpsc::Receiver<Received>,
     acks: mpsc::UnboundedSender<(Receipt, Vec<PendingAck>)>,
     client: AsyncClient,
     codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
     twins: Twins,
     shared: Arc<Shared>,
-    max_payload: usize,
 ) {
     let mut batch = Vec::with_capacity(DRAIN);
     let mut decoded = Inbound::default();
@@ -461,18 +484,11 @@ async fn ingest(
         let now = Timestamp::now();
         {
             let mut codecs = codecs.lock();
-            for publish in &batch {
-                let topic = publish.topic.as_str();
-                if publish.payload.len() > max_payload {
-                    shared.drops.record(
-                        DropKind::Oversized,
-                        &format_args!(
-                            "`{topic}`: {} bytes (limit {max_payload})",
-                            publish.payload.len()
-                        ),
-                    );
+            for Received { publish, oversized } in &batch {
+                if *oversized {
                     continue;
                 }
+                let topic = publish.topic.as_str();
                 match codecs.iter_mut().find(|codec| codec.claims(topic)) {
                     Some(codec) => {
                         codec.decode(topic, &publish.payload, now, &mut decoded, &shared.drops)
@@ -488,7 +504,10 @@ async fn ingest(
         }
         let pending = batch
             .drain(..)
-            .map(|publish| PendingAck { epoch, publish })
+            .map(|received| PendingAck {
+                epoch,
+                publish: received.publish,
+            })
             .collect();
         let receipt = match twins.ingest_batch(decoded.readings.drain(..)).await {
             Ok(result) => {
