@@ -156,11 +156,13 @@ impl RuntimeBuilder {
                 let _ = actor.cast(TwinMsg::Snapshot);
             }
         });
+        let freshness = FreshnessSweep(twins.spawn_freshness_sweep());
         Ok(Runtime {
             twins,
             board,
             root,
             topology,
+            _freshness: freshness,
         })
     }
 }
@@ -171,6 +173,17 @@ pub struct Runtime {
     board: Arc<StatusBoard>,
     root: ActorRef<()>,
     topology: Topology,
+    _freshness: FreshnessSweep,
+}
+
+/// The node's freshness sweep ([`Twins::spawn_freshness_sweep`]), stopped with the
+/// runtime.
+struct FreshnessSweep(tokio::task::JoinHandle<()>);
+
+impl Drop for FreshnessSweep {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Runtime {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use doppel_proto::v1 as pb;
 use doppel_runtime::twin::{Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport};
 use doppel_runtime::{
-    Alarm, AuditKind, AuditRecord, ModelInfo, Origin, OriginKind, Quality, Sample, Severity,
-    Timestamp, Value, Verdict,
+    Alarm, AuditKind, AuditRecord, ChannelCondition, ModelInfo, Origin, OriginKind, Quality,
+    Sample, Severity, Timestamp, Value, Verdict,
 };
 
 /// Earliest time stamp accepted: 0001-01-01T00:00:00Z, as protobuf's Timestamp allows.
@@ -94,6 +94,15 @@ pub(crate) fn quality(quality: Quality) -> pb::Quality {
         Quality::Good => pb::Quality::Good,
         Quality::Uncertain => pb::Quality::Uncertain,
         Quality::Bad => pb::Quality::Bad,
+        Quality::Stale => pb::Quality::Stale,
+    }
+}
+
+pub(crate) fn condition(condition: &ChannelCondition) -> pb::ChannelCondition {
+    pb::ChannelCondition {
+        quality: quality(condition.quality) as i32,
+        reason: condition.reason.clone(),
+        since: Some(timestamp_to_proto(condition.since)),
     }
 }
 
@@ -203,6 +212,7 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
                 channel: r.channel.clone(),
                 unit: r.unit.clone(),
                 sample: r.sample.as_ref().map(sample),
+                condition: r.condition.as_ref().map(condition),
             })
             .collect(),
         desired: report
@@ -299,6 +309,13 @@ pub fn twin_change(event: &TwinEvent) -> pb::TwinChange {
         TwinChange::Tripped(tripped) => Change::Tripped(trip(tripped)),
         TwinChange::TripsCleared => Change::TripsCleared(pb::TripsCleared {}),
         TwinChange::Restarted => Change::Restarted(pb::Restarted {}),
+        TwinChange::Condition {
+            channel,
+            condition: c,
+        } => Change::Condition(pb::ConditionChange {
+            channel: channel.clone(),
+            condition: Some(condition(c)),
+        }),
         TwinChange::Delivery { values } => Change::Delivery(pb::DeliveryChange {
             values: values
                 .iter()

@@ -46,5 +46,5 @@ pub use model::{Model, ModelOutput, Scenario, Trajectory, TrajectoryPoint};
 pub use path::{AssetPath, PathError};
 pub use sample::{ChannelId, Quality, Reading, Sample, SourceId};
 pub use time::Timestamp;
-pub use twin::{Alarm, SampleRejection, Severity, TwinState, TwinView};
+pub use twin::{Alarm, ChannelCondition, SampleRejection, Severity, TwinState, TwinView};
 pub use value::{Value, ValueKind};

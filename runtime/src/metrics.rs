@@ -20,6 +20,8 @@ pub struct Counters {
     /// Duplicates ignored.
     pub samples_duplicate: AtomicU64,
     rejected: [AtomicU64; SampleRejection::ALL.len()],
+    /// Channels that came under a condition: stale, or bad by their source's report.
+    pub conditions: AtomicU64,
     /// Commands accepted as asked.
     pub commands_accepted: AtomicU64,
     /// Commands clamped.
@@ -55,6 +57,8 @@ pub struct CounterSnapshot {
     pub samples_duplicate: u64,
     /// Rejected samples by reason.
     pub rejected: Vec<(&'static str, u64)>,
+    /// Channels that came under a condition.
+    pub conditions: u64,
     /// Commands accepted.
     pub commands_accepted: u64,
     /// Commands clamped.
@@ -142,6 +146,7 @@ impl Counters {
                 .zip(&self.rejected)
                 .map(|(kind, count)| (kind.as_str(), get(count)))
                 .collect(),
+            conditions: get(&self.conditions),
             commands_accepted: get(&self.commands_accepted),
             commands_clamped: get(&self.commands_clamped),
             commands_denied: get(&self.commands_denied),

@@ -15,16 +15,26 @@ pub enum Quality {
     Uncertain,
     /// The value is not usable (sensor failure, lost connection, …).
     Bad,
+    /// The value was read, but nothing newer has arrived for longer than its channel
+    /// allows, or the source that delivered it lost touch: the machine may have moved
+    /// on since. Set by the twin (a source may report it too).
+    Stale,
 }
 
 impl Quality {
-    /// A short lowercase name (`good`, `uncertain`, `bad`).
+    /// A short lowercase name (`good`, `uncertain`, `bad`, `stale`).
     pub fn as_str(self) -> &'static str {
         match self {
             Quality::Good => "good",
             Quality::Uncertain => "uncertain",
             Quality::Bad => "bad",
+            Quality::Stale => "stale",
         }
+    }
+
+    /// True for a value models and governors may act on: good or uncertain.
+    pub fn is_usable(self) -> bool {
+        matches!(self, Quality::Good | Quality::Uncertain)
     }
 }
 

@@ -11,13 +11,19 @@
 //! hysteresis = 5.0               # reset needs temperature <= 115; default 0
 //! blocks = ["running"]           # desired values frozen while tripped
 //! min_quality = "good"           # or "uncertain": readings that may trip
+//! on_stale = "hold"              # or "trip": when the channel goes stale or bad
 //! ```
+//!
+//! A stale or bad channel never clears a latched trip. With `on_stale = "hold"` the
+//! governor keeps its state while its channel cannot be trusted (no new trip, no
+//! reset); with `on_stale = "trip"` losing the channel trips the machine as a reading
+//! beyond the limit would.
 
 use std::collections::BTreeMap;
 
 use doppel_runtime::{
-    ChannelId, ComponentSpec, ConfigError, Governor, Proposal, Quality, Review, SafetyDemand,
-    Sample, TwinType, TwinView, Value,
+    ChannelCondition, ChannelId, ComponentSpec, ConfigError, Governor, Proposal, Quality, Review,
+    SafetyDemand, Sample, TwinType, TwinView, Value,
 };
 use serde::Deserialize;
 
@@ -38,9 +44,20 @@ impl MinQuality {
     fn admits(self, quality: Quality) -> bool {
         match self {
             MinQuality::Good => quality == Quality::Good,
-            MinQuality::Uncertain => quality != Quality::Bad,
+            MinQuality::Uncertain => quality.is_usable(),
         }
     }
+}
+
+/// What a trip governor does when its channel goes stale or bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStale {
+    /// Keep the current state: no trip, and a latched trip stays latched.
+    #[default]
+    Hold,
+    /// Trip the machine.
+    Trip,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +76,8 @@ struct TripConfig {
     blocks: Vec<String>,
     #[serde(default)]
     min_quality: MinQuality,
+    #[serde(default)]
+    on_stale: OnStale,
 }
 
 fn default_action() -> String {
@@ -88,6 +107,7 @@ pub struct TripGovernor {
     hysteresis: f64,
     blocks: Vec<String>,
     min_quality: MinQuality,
+    on_stale: OnStale,
 }
 
 impl TripGovernor {
@@ -132,6 +152,7 @@ impl TripGovernor {
             hysteresis,
             blocks: config.blocks,
             min_quality: config.min_quality,
+            on_stale: config.on_stale,
         })
     }
 
@@ -305,6 +326,31 @@ impl Governor for TripGovernor {
             command: self.action.clone(),
             params: self.action_params.clone(),
             reason,
+            latch: true,
+        })
+    }
+
+    fn on_condition(
+        &mut self,
+        channel: ChannelId,
+        condition: &ChannelCondition,
+        twin: &TwinView<'_>,
+    ) -> Option<SafetyDemand> {
+        if channel != self.channel
+            || self.on_stale != OnStale::Trip
+            || twin.state.trips.iter().any(|t| t.governor == self.name)
+        {
+            return None;
+        }
+        Some(SafetyDemand {
+            command: self.action.clone(),
+            params: self.action_params.clone(),
+            reason: format!(
+                "{} is {}: {}",
+                self.channel_name,
+                condition.quality.as_str(),
+                condition.reason
+            ),
             latch: true,
         })
     }
@@ -536,6 +582,94 @@ action_params = { rpm = 0 }
             now,
         );
         assert_eq!(outcome.review, Review::Allow);
+    }
+
+    fn stale(reason: &str) -> ChannelCondition {
+        ChannelCondition {
+            quality: Quality::Stale,
+            reason: reason.to_string(),
+            since: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn a_stale_channel_holds_by_default_and_trips_when_asked() {
+        let (twin_type, mut governor) = build_one(OVERTEMP);
+        let mut state = state(&twin_type);
+        let warm = sample(
+            &twin_type,
+            "temperature",
+            90.0,
+            Quality::Good,
+            Timestamp::now(),
+            1,
+        );
+        state.apply_sample(&warm);
+        let temperature = twin_type.channel("temperature").unwrap();
+        let condition = stale("no reading for 31 s (max age 30 s)");
+        assert!(state.set_condition(temperature, condition.clone()));
+        let view = TwinView {
+            twin_type: &twin_type,
+            state: &state,
+        };
+        assert_eq!(
+            governor.on_condition(temperature, &condition, &view),
+            None,
+            "hold: losing the reading is not a reason to trip"
+        );
+
+        let (twin_type, mut governor) = build_one(&format!("{OVERTEMP}on_stale = \"trip\"\n"));
+        let view = TwinView {
+            twin_type: &twin_type,
+            state: &state,
+        };
+        let other = twin_type.channel("vibration").unwrap();
+        assert_eq!(governor.on_condition(other, &condition, &view), None);
+        let demand = governor
+            .on_condition(temperature, &condition, &view)
+            .expect("trips");
+        assert_eq!(demand.command, "stop");
+        assert!(demand.latch);
+        assert_eq!(
+            demand.reason,
+            "temperature is stale: no reading for 31 s (max age 30 s)"
+        );
+    }
+
+    #[test]
+    fn reset_is_denied_while_the_channel_is_stale() {
+        let (twin_type, governor) = build_one(&format!("{OVERTEMP}min_quality = \"uncertain\"\n"));
+        let mut state = state(&twin_type);
+        let cool = sample(
+            &twin_type,
+            "temperature",
+            60.0,
+            Quality::Good,
+            Timestamp::now(),
+            1,
+        );
+        state.apply_sample(&cool);
+        let temperature = twin_type.channel("temperature").unwrap();
+        assert!(state.set_condition(temperature, stale("broker lost")));
+        state.trips.push(Trip {
+            governor: "overtemp".to_string(),
+            reason: "test".to_string(),
+            at: Timestamp::now(),
+        });
+        let reset = Command::new(path(), "reset", Origin::operator("ann"));
+        let outcome = review(
+            &*governor,
+            &twin_type,
+            &state,
+            &reset,
+            Vec::new(),
+            true,
+            Timestamp::now(),
+        );
+        assert_eq!(
+            outcome.denied(),
+            "cannot clear trip: temperature reading is stale"
+        );
     }
 
     #[test]

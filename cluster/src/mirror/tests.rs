@@ -30,6 +30,7 @@ fn report(asset: &str, version: u64) -> TwinReport {
             channel: "temperature".into(),
             unit: "degC".into(),
             sample: None,
+            condition: None,
         }],
         desired: vec![("speed".into(), DesiredValue::initial(Value::Float(1200.0)))],
         derived: Vec::new(),

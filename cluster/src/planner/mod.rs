@@ -253,6 +253,7 @@ pub(crate) mod testing {
                     seq: 0,
                     stamped: true,
                 }),
+                condition: None,
             });
             self
         }

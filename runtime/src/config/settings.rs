@@ -115,9 +115,20 @@ pub struct RuntimeSettings {
     pub max_future_skew_secs: u64,
     /// Largest accepted age of a source timestamp, in seconds.
     pub max_sample_age_secs: u64,
+    /// How long a channel's value stays fresh without a newer reading, in seconds,
+    /// unless its type sets `max_age_secs`; past it the channel is stale. 0: never.
+    pub max_age_secs: f64,
     /// Write a [`crate::twin::MirrorUpdate`] for every change to the outbox, in the
     /// journal's transactions, for replication to mirrors (cluster edge nodes).
     pub replicate: bool,
+}
+
+impl RuntimeSettings {
+    /// The default maximum age of a channel's value; zero (never stale) when
+    /// `max_age_secs` is zero, negative or not a number.
+    pub fn max_age(&self) -> Duration {
+        Duration::try_from_secs_f64(self.max_age_secs).unwrap_or(Duration::ZERO)
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -129,6 +140,7 @@ impl Default for RuntimeSettings {
             history_capacity: 32,
             max_future_skew_secs: 300,
             max_sample_age_secs: 7 * 24 * 3600,
+            max_age_secs: 60.0,
             replicate: false,
         }
     }

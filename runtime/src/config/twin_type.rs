@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -20,6 +21,9 @@ pub struct ChannelSpec {
     pub unit: String,
     /// Plausible range; a sample outside it is rejected as implausible.
     pub range: (f64, f64),
+    /// How long its value stays fresh without a newer reading (`max_age_secs`); `None`
+    /// takes the node's default, zero never goes stale.
+    pub max_age: Option<Duration>,
 }
 
 /// A desired value (a setpoint or mode the twin asks the machine to hold).
@@ -272,6 +276,7 @@ struct RawChannel {
     #[serde(default)]
     unit: String,
     range: [f64; 2],
+    max_age_secs: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -361,11 +366,26 @@ fn compile_type(
                 format!("channel `{channel_name}`: range must be two finite numbers, low < high"),
             ));
         }
+        let max_age = match raw_channel.max_age_secs {
+            None => None,
+            Some(secs) => match Duration::try_from_secs_f64(secs) {
+                Ok(max_age) => Some(max_age),
+                Err(_) => {
+                    return Err(at(
+                        span,
+                        format!(
+                            "channel `{channel_name}`: max_age_secs must be a number of seconds, 0 or more (0: never stale)"
+                        ),
+                    ));
+                }
+            },
+        };
         channel_index.insert(channel_name.clone(), ChannelId(channels.len() as u16));
         channels.push(ChannelSpec {
             name: channel_name,
             unit: raw_channel.unit,
             range: (low, high),
+            max_age,
         });
     }
 

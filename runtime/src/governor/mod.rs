@@ -1,9 +1,9 @@
 //! Governors: keep every action inside safe limits.
 
 use crate::command::{Clamp, Command, DesiredChange};
-use crate::sample::Sample;
+use crate::sample::{ChannelId, Sample};
 use crate::time::Timestamp;
-use crate::twin::TwinView;
+use crate::twin::{ChannelCondition, TwinView};
 use crate::value::Value;
 
 /// A governor a twin runs. One instance per twin; it lives inside the twin actor, so
@@ -21,8 +21,8 @@ pub trait Governor: Send + 'static {
     fn review(&self, proposal: &mut Proposal<'_>, twin: &TwinView<'_>) -> Review;
 
     /// The commands of the twin's type this governor may demand as safety actions from
-    /// [`Governor::watch`]. A node checks at start that every desired value they set
-    /// reaches the machine through a connector; a governor that demands a command it
+    /// [`Governor::watch`] or [`Governor::on_condition`]. A node checks at start that
+    /// every desired value they set reaches the machine through a connector; a governor that demands a command it
     /// did not name here still has it executed, with an error logged.
     fn safety_commands(&self) -> Vec<String> {
         Vec::new()
@@ -31,6 +31,19 @@ pub trait Governor: Send + 'static {
     /// Watches a newly applied sample (the state already includes it).
     fn watch(&mut self, sample: &Sample, twin: &TwinView<'_>) -> Option<SafetyDemand> {
         let _ = (sample, twin);
+        None
+    }
+
+    /// Sees a channel come under a condition: stale (no reading for longer than its
+    /// maximum age, or its source lost touch) or bad by its source's report. The state
+    /// already shows it. May demand a safety action as [`Governor::watch`] does.
+    fn on_condition(
+        &mut self,
+        channel: ChannelId,
+        condition: &ChannelCondition,
+        twin: &TwinView<'_>,
+    ) -> Option<SafetyDemand> {
+        let _ = (channel, condition, twin);
         None
     }
 

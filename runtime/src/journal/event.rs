@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{CommandId, Origin, Verdict};
 use crate::sample::{ChannelId, Quality, Sample, SourceId};
 use crate::time::Timestamp;
-use crate::twin::{Delivery, TwinState};
+use crate::twin::{ChannelCondition, Delivery, TwinState};
 use crate::value::Value;
 
 /// One accepted change of a twin.
@@ -59,6 +59,13 @@ pub enum JournalEvent {
     },
     /// A sample was applied, as the channel's current value or, when late, into history.
     Sample(Sample),
+    /// A channel came under a condition: stale, or bad by its source's report.
+    Condition {
+        /// The channel.
+        channel: ChannelId,
+        /// The condition.
+        condition: ChannelCondition,
+    },
 }
 
 impl JournalEvent {
@@ -128,21 +135,29 @@ pub struct Snapshot {
     pub models: Vec<(String, Vec<u8>)>,
     /// Saved governor state by governor name.
     pub governors: Vec<(String, Vec<u8>)>,
+    /// The conditions channels were under, by channel id.
+    pub conditions: Vec<(ChannelId, ChannelCondition)>,
 }
 
 /// The bytes a snapshot's encoding starts with: a zero (no unversioned snapshot
 /// starts with one: its first field is a non-empty asset path) and the layout's
 /// version.
-pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 3];
+pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 4];
+
+/// The prefix of version 3, before channel conditions were kept.
+const SNAPSHOT_FORMAT_V3: [u8; 2] = [0, 3];
 
 impl Snapshot {
-    /// Decodes a snapshot, including ones written in earlier layouts: before readings
-    /// carried their epoch (version 2, unversioned), and before desired values carried
-    /// their delivery (version 1; those values read as delivered: the twin sent them
-    /// before delivery was tracked).
+    /// Decodes a snapshot, including ones written in earlier layouts: before channel
+    /// conditions were kept (version 3), before readings carried their epoch (version
+    /// 2, unversioned), and before desired values carried their delivery (version 1;
+    /// those values read as delivered: the twin sent them before delivery was tracked).
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
             return postcard::from_bytes::<Snapshot>(body);
+        }
+        if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V3) {
+            return postcard::from_bytes::<legacy::SnapshotV3>(body).map(Into::into);
         }
         match postcard::from_bytes::<legacy::SnapshotV2>(bytes) {
             Ok(old) => Ok(old.into()),
@@ -189,6 +204,7 @@ mod legacy {
             ChannelState {
                 current: old.current.map(Into::into),
                 history: old.history.into_iter().map(Into::into).collect(),
+                condition: None,
             }
         }
     }
@@ -207,6 +223,30 @@ mod legacy {
     impl From<ReplayWindow> for SeqWindow {
         fn from(old: ReplayWindow) -> Self {
             SeqWindow::from_high(old.source, old.channel, old.high)
+        }
+    }
+
+    /// Version 3: samples with epochs, no channel conditions.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SnapshotV3 {
+        pub(super) state: TwinState,
+        pub(super) channel_names: Vec<String>,
+        pub(super) desired_names: Vec<String>,
+        pub(super) models: Vec<(String, Vec<u8>)>,
+        pub(super) governors: Vec<(String, Vec<u8>)>,
+    }
+
+    impl From<SnapshotV3> for super::Snapshot {
+        fn from(old: SnapshotV3) -> Self {
+            super::Snapshot {
+                state: old.state,
+                channel_names: old.channel_names,
+                desired_names: old.desired_names,
+                models: old.models,
+                governors: old.governors,
+                conditions: Vec::new(),
+            }
         }
     }
 
@@ -258,6 +298,7 @@ mod legacy {
                 desired_names: old.desired_names,
                 models: old.models,
                 governors: old.governors,
+                conditions: Vec::new(),
             }
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::core::{Effects, TwinCore};
 use super::directory::TwinEntry;
 use super::mirror::MirrorUpdate;
-use super::state::{DeliveryReport, SampleOutcome, Severity};
+use super::state::{ChannelCondition, DeliveryReport, SampleOutcome, Severity};
 use super::twins::Kernel;
 use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
@@ -20,7 +20,7 @@ use crate::command::{Command, CommandId, Verdict};
 use crate::error::Error;
 use crate::journal::{Completion, JournalWrite, Ticket};
 use crate::path::AssetPath;
-use crate::sample::{ChannelId, Sample};
+use crate::sample::{ChannelId, Sample, SourceId};
 use crate::time::Timestamp;
 use crate::value::Value;
 
@@ -123,6 +123,14 @@ pub enum TwinMsg {
     Undelivered(oneshot::Sender<Vec<Actuation>>),
     /// The node stopped actuating its twins ([`Twins::fence`](super::Twins::fence)).
     Fenced,
+    /// A channel may have gone stale: sweep.
+    Freshness,
+    /// Channels came under conditions their sources reported; the ticket completes
+    /// when they are durable.
+    Conditions(Vec<(ChannelId, ChannelCondition)>, Ticket),
+    /// Sources lost touch (a connector lost its session or broker), for a reason:
+    /// channels they fed go stale.
+    SourcesLost(Arc<[SourceId]>, Arc<str>),
 }
 
 /// How a twin actor gets its initial state.
@@ -218,6 +226,14 @@ impl Actor for TwinActor {
             index_command: false,
             delivery_check: None,
         };
+        // Values recovered from before a restart may have aged past their channels'
+        // maximum: they are stale before anything else happens.
+        state.fx.collect_changes = state.collects_changes();
+        state.sweep();
+        if state.fx.events > 0 {
+            state.count_conditions();
+            state.flush_effects(Ticket::none(), Completion::None, false);
+        }
         state.report_status(true);
         state.schedule_delivery_check();
         Ok(state)
@@ -279,6 +295,34 @@ impl Actor for TwinActor {
                 let _ = reply.send(state.core.undelivered(Timestamp::now()));
             }
             TwinMsg::Fenced => state.on_fenced(),
+            TwinMsg::Freshness => {
+                state.fx.collect_changes = state.collects_changes();
+                state.sweep();
+                if state.fx.events > 0 {
+                    state.count_conditions();
+                    state.flush_effects(Ticket::none(), Completion::None, false);
+                    state.report_status(false);
+                }
+            }
+            TwinMsg::Conditions(conditions, ticket) => {
+                state.fx.collect_changes = state.collects_changes();
+                let now = Timestamp::now();
+                for (channel, condition) in conditions {
+                    state.core.mark(channel, condition, now, &mut state.fx);
+                }
+                state.count_conditions();
+                state.flush_effects(ticket, Completion::None, false);
+                state.report_status(false);
+            }
+            TwinMsg::SourcesLost(sources, reason) => {
+                state.fx.collect_changes = state.collects_changes();
+                state
+                    .core
+                    .sources_lost(&sources, &reason, Timestamp::now(), &mut state.fx);
+                state.count_conditions();
+                state.flush_effects(Ticket::none(), Completion::None, false);
+                state.report_status(false);
+            }
         }
         Ok(())
     }
@@ -337,6 +381,26 @@ impl TwinActorState {
         });
     }
 
+    /// Marks channels past their maximum age stale and tells the node's sweep when to
+    /// look next.
+    fn sweep(&mut self) {
+        let next = self.core.sweep(
+            Timestamp::now(),
+            self.kernel.settings.max_age(),
+            &mut self.fx,
+        );
+        self.entry.set_stale_at(next);
+    }
+
+    fn count_conditions(&mut self) {
+        if self.fx.conditions > 0 {
+            self.kernel.counters.conditions.fetch_add(
+                u64::from(std::mem::take(&mut self.fx.conditions)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     fn on_samples(&mut self, samples: &[Sample], ticket: Ticket) {
         self.fx.collect_changes = self.collects_changes();
         let mut first_duplicate = None;
@@ -367,6 +431,10 @@ impl TwinActorState {
         for (sample, reason) in self.fx.refused.drain(..) {
             counters.reject(reason, &SampleLabel(&self.entry, &sample));
         }
+        if self.core.freshness_changed() {
+            self.sweep();
+        }
+        self.count_conditions();
         self.fx.applied = 0;
         self.fx.late = 0;
         self.fx.duplicates = 0;

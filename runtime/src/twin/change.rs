@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::path::AssetPath;
 use crate::sample::Quality;
 use crate::time::Timestamp;
-use crate::twin::state::{Alarm, Delivery, Trip};
+use crate::twin::state::{Alarm, ChannelCondition, Delivery, Trip};
 use crate::value::Value;
 
 /// A change of a twin, published to subscribers.
@@ -44,6 +44,14 @@ pub enum TwinChange {
     Delivery {
         /// Each value's delivery, by name.
         values: Vec<(String, Delivery)>,
+    },
+    /// A channel came under a condition (stale, or bad by its source's report); its
+    /// current value keeps, with the condition's quality, until a newer reading.
+    Condition {
+        /// The channel.
+        channel: String,
+        /// The condition.
+        condition: ChannelCondition,
     },
 }
 

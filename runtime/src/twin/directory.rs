@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::RwLock;
 use ractor::ActorRef;
@@ -10,6 +11,7 @@ use ractor::ActorRef;
 use super::actor::TwinMsg;
 use crate::config::TwinType;
 use crate::path::AssetPath;
+use crate::time::Timestamp;
 
 /// One hosted twin: identity, type and its current actor.
 pub struct TwinEntry {
@@ -22,6 +24,9 @@ pub struct TwinEntry {
     /// Twin type.
     pub twin_type: Arc<TwinType>,
     actor: RwLock<Option<ActorRef<TwinMsg>>>,
+    /// When one of its channels goes stale if nothing newer arrives, in microseconds
+    /// (`i64::MAX`: none will); the node's freshness sweep reads it.
+    stale_at: AtomicI64,
 }
 
 impl TwinEntry {
@@ -32,6 +37,23 @@ impl TwinEntry {
 
     pub(crate) fn set_actor(&self, actor: Option<ActorRef<TwinMsg>>) {
         *self.actor.write() = actor;
+    }
+
+    /// When the twin next needs a freshness sweep, if ever.
+    pub(crate) fn set_stale_at(&self, at: Option<Timestamp>) {
+        self.stale_at
+            .store(at.map_or(i64::MAX, |t| t.as_micros()), Ordering::Release);
+    }
+
+    /// Takes the twin's freshness deadline if it has passed by `now`: true once per
+    /// deadline, until the twin sets the next.
+    pub(crate) fn take_stale_at(&self, now: Timestamp) -> bool {
+        let at = self.stale_at.load(Ordering::Acquire);
+        at <= now.as_micros()
+            && self
+                .stale_at
+                .compare_exchange(at, i64::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub(crate) fn clear_actor_if(&self, actor: &ActorRef<TwinMsg>) {
@@ -62,6 +84,7 @@ impl Directory {
                     path,
                     twin_type,
                     actor: RwLock::new(None),
+                    stale_at: AtomicI64::new(i64::MAX),
                 })
             })
             .collect();

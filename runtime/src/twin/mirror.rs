@@ -128,8 +128,13 @@ impl MirrorUpdate {
 /// Adds a change to a list of pending changes, dropping earlier ones it supersedes.
 fn fold_change(changes: &mut Vec<TwinChange>, change: TwinChange) {
     match &change {
-        TwinChange::Reported { channel, .. } => changes.retain(
-            |c| !matches!(c, TwinChange::Reported { channel: earlier, .. } if earlier == channel),
+        // A newer reading lifts any condition, so it supersedes both.
+        TwinChange::Reported { channel, .. } => changes.retain(|c| {
+            !matches!(c, TwinChange::Reported { channel: earlier, .. }
+                | TwinChange::Condition { channel: earlier, .. } if earlier == channel)
+        }),
+        TwinChange::Condition { channel, .. } => changes.retain(
+            |c| !matches!(c, TwinChange::Condition { channel: earlier, .. } if earlier == channel),
         ),
         TwinChange::Desired { values } => {
             if let Some(TwinChange::Desired { values: earlier }) = changes
@@ -192,10 +197,12 @@ fn apply_change(report: &mut TwinReport, change: &TwinChange, at: Timestamp) {
                         channel: channel.clone(),
                         unit: String::new(),
                         sample: None,
+                        condition: None,
                     });
                     report.reported.len() - 1
                 }
             };
+            report.reported[index].condition = None;
             report.reported[index].sample = Some(mirrored_sample(
                 index,
                 *value,
@@ -222,6 +229,22 @@ fn apply_change(report: &mut TwinReport, change: &TwinChange, at: Timestamp) {
         TwinChange::Tripped(trip) => report.trips.push(trip.clone()),
         TwinChange::TripsCleared => report.trips.clear(),
         TwinChange::Restarted => {}
+        TwinChange::Condition { channel, condition } => {
+            match report.reported.iter_mut().find(|r| r.channel == *channel) {
+                Some(slot) => {
+                    if let Some(sample) = &mut slot.sample {
+                        sample.quality = condition.quality;
+                    }
+                    slot.condition = Some(condition.clone());
+                }
+                None => report.reported.push(ReportedValue {
+                    channel: channel.clone(),
+                    unit: String::new(),
+                    sample: None,
+                    condition: Some(condition.clone()),
+                }),
+            }
+        }
         TwinChange::Delivery { values } => {
             for (name, delivery) in values {
                 if let Some((_, slot)) = report.desired.iter_mut().find(|(n, _)| n == name) {

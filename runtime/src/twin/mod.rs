@@ -17,13 +17,13 @@ pub(crate) mod twins;
 pub use actor::CommandOutcome;
 pub use actuation::{Actuation, CommandVerdict};
 pub use change::{TwinChange, TwinEvent};
-pub use core::undelivered_code;
+pub use core::{CONDITION_ALARM_SOURCE, undelivered_code};
 pub use mirror::MirrorUpdate;
 pub use report::{ReportedValue, RunState, TwinReport, WhatIf};
 pub use sequence::{MAX_GAPS, MAX_SEQ_JUMP, SeqWindow};
 pub use state::SampleOutcome;
 pub use state::{
-    Alarm, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, DerivedValue, DesiredValue,
-    SampleRejection, Severity, Trip, TwinState, TwinView,
+    Alarm, ChannelCondition, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState,
+    DerivedValue, DesiredValue, SampleRejection, Severity, Trip, TwinState, TwinView,
 };
 pub use twins::{BatchReceipt, ChannelTarget, Subscription, Twins};

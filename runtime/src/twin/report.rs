@@ -8,7 +8,7 @@ use crate::model::Trajectory;
 use crate::path::AssetPath;
 use crate::sample::Sample;
 use crate::time::Timestamp;
-use crate::twin::state::{Alarm, DerivedValue, DesiredValue, Trip};
+use crate::twin::state::{Alarm, ChannelCondition, DerivedValue, DesiredValue, Trip};
 use crate::value::Value;
 
 /// Run state of a machine, derived from trips and the conventional `running` desired value.
@@ -43,8 +43,11 @@ pub struct ReportedValue {
     pub channel: String,
     /// Unit.
     pub unit: String,
-    /// The current sample, if any arrived.
+    /// The current sample, if any arrived; its quality is the condition's while there
+    /// is one.
     pub sample: Option<Sample>,
+    /// Why the value cannot be trusted now, if it cannot though no reading says so.
+    pub condition: Option<ChannelCondition>,
 }
 
 /// A readable copy of a twin's state (without history and anti-replay windows).

@@ -16,10 +16,37 @@ use crate::value::Value;
 /// The latest value and recent history of one channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChannelState {
-    /// The sample with the newest source time, if any arrived.
+    /// The sample with the newest source time, if any arrived. While the channel is
+    /// under a condition, its quality is the condition's.
     pub current: Option<Sample>,
     /// Recent samples in source-time order, oldest first, bounded.
     pub history: VecDeque<Sample>,
+    /// Why the current value cannot be trusted now, until a newer reading arrives.
+    /// Kept in snapshots beside the state (see `Snapshot::conditions`).
+    #[serde(skip)]
+    pub condition: Option<ChannelCondition>,
+}
+
+/// Why a channel's current value cannot be trusted, though no reading says so: it is
+/// older than the channel allows, its source lost touch, or its source reported a
+/// failure without a value (an OPC UA Bad status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelCondition {
+    /// [`Quality::Stale`] or [`Quality::Bad`].
+    pub quality: Quality,
+    /// Why, in words: `no reading for 30 s (max age 30 s)`, `BadSensorFailure`, …
+    pub reason: String,
+    /// When it began: the node's clock for staleness, the source's for a reported
+    /// failure.
+    pub since: Timestamp,
+}
+
+impl ChannelCondition {
+    /// The code of the alarm the condition raises on `channel`: `stale:<channel>` or
+    /// `bad:<channel>`.
+    pub fn alarm_code(quality: Quality, channel: &str) -> String {
+        format!("{}:{channel}", quality.as_str())
+    }
 }
 
 impl ChannelState {
@@ -323,11 +350,17 @@ impl TwinState {
         while channel.history.len() > capacity {
             channel.history.pop_front();
         }
+        // A failure the source reported stands against readings measured before it.
+        let reported_failure = channel
+            .condition
+            .as_ref()
+            .is_some_and(|c| c.quality == Quality::Bad && sample.source_time < c.since);
         let is_newer = channel
             .current
             .is_none_or(|current| sample.source_time >= current.source_time);
-        if is_newer {
+        if is_newer && !reported_failure {
             channel.current = Some(*sample);
+            channel.condition = None;
             SampleOutcome::Applied
         } else {
             SampleOutcome::Late
@@ -353,6 +386,41 @@ impl TwinState {
                 Admission::New
             }
         }
+    }
+
+    /// Puts a channel under `condition`; its current value stays, with the condition's
+    /// quality. Returns false and changes nothing when the condition adds nothing: the
+    /// channel is already under the same condition, staleness of a channel with no
+    /// value or with a bad one, or a failure reported before the current reading.
+    pub fn set_condition(&mut self, channel: ChannelId, condition: ChannelCondition) -> bool {
+        let Some(state) = self.channels.get_mut(channel.0 as usize) else {
+            return false;
+        };
+        let current = state.current.map(|c| (c.quality, c.source_time));
+        let held = state.condition.as_ref();
+        let adds = match condition.quality {
+            Quality::Stale => {
+                held.is_none() && current.is_some_and(|(quality, _)| quality != Quality::Bad)
+            }
+            Quality::Bad => {
+                held.is_none_or(|c| c.quality != Quality::Bad || c.reason != condition.reason)
+                    && current.is_none_or(|(_, time)| time <= condition.since)
+            }
+            Quality::Good | Quality::Uncertain => false,
+        };
+        if !adds {
+            return false;
+        }
+        if let Some(current) = &mut state.current {
+            current.quality = condition.quality;
+        }
+        state.condition = Some(condition);
+        true
+    }
+
+    /// The condition a channel is under, if any.
+    pub fn condition(&self, channel: ChannelId) -> Option<&ChannelCondition> {
+        self.channels.get(channel.0 as usize)?.condition.as_ref()
     }
 
     /// The current value of a channel.

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 use super::actor::{CommandOutcome, TwinMsg};
 use super::core::TwinCore;
 use super::directory::{Directory, TwinEntry};
-use super::state::{DeliveryReport, SampleRejection, check_sample};
+use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
 use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
 use crate::command::Command;
@@ -32,6 +32,9 @@ const JOURNAL_HISTORY_BATCHES: usize = 4096;
 
 /// Capacity of the change and actuation broadcast buffers; slower subscribers lag.
 const BUS_CAPACITY: usize = 16_384;
+
+/// How often the node looks for twins with a channel past its maximum age.
+pub const FRESHNESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What every twin actor of a node shares.
 pub struct Kernel {
@@ -237,6 +240,77 @@ impl Twins {
             twins: Twins { kernel, directory },
             cores,
         })
+    }
+
+    /// Asks every twin whose freshness deadline has passed by `now` to sweep its
+    /// channels; returns how many were asked. O(twins), one atomic read each.
+    pub fn sweep_freshness(&self, now: Timestamp) -> usize {
+        let mut asked = 0;
+        for entry in self.directory.entries() {
+            if entry.take_stale_at(now)
+                && let Some(actor) = entry.actor()
+            {
+                // A twin whose actor is between lives sweeps when it starts.
+                let _ = actor.cast(TwinMsg::Freshness);
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Runs the freshness sweep every [`FRESHNESS_INTERVAL`] until the task is aborted:
+    /// a channel goes stale within that interval of reaching its maximum age.
+    pub fn spawn_freshness_sweep(&self) -> tokio::task::JoinHandle<()> {
+        let twins = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(FRESHNESS_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                twins.sweep_freshness(Timestamp::now());
+            }
+        })
+    }
+
+    /// Puts channels under conditions their source reported (a failure without a
+    /// value, a death certificate); returns a receipt that resolves once they are
+    /// durable.
+    pub fn mark(
+        &self,
+        conditions: impl IntoIterator<Item = (ChannelTarget, ChannelCondition)>,
+    ) -> Receipt {
+        let mut groups: Vec<(usize, Vec<(ChannelId, ChannelCondition)>)> = Vec::new();
+        for (target, condition) in conditions {
+            if self.directory.at(target.twin).is_none() {
+                continue;
+            }
+            match groups.iter_mut().find(|(twin, _)| *twin == target.twin) {
+                Some((_, list)) => list.push((target.channel, condition)),
+                None => groups.push((target.twin, vec![(target.channel, condition)])),
+            }
+        }
+        let (group, receipt) = AckGroup::new(groups.len());
+        for (twin, conditions) in groups {
+            let entry = &self.directory.entries()[twin];
+            let ticket = Ticket::new(Some(group.clone()), 0, None, entry.path.clone());
+            if let Some(actor) = entry.actor() {
+                let _ = actor.cast(TwinMsg::Conditions(conditions, ticket));
+            }
+        }
+        receipt
+    }
+
+    /// Tells every twin that `sources` lost touch (a connector lost its session,
+    /// subscription or broker) for `reason`: the channels whose current value came
+    /// from one of them go stale at once.
+    pub fn sources_lost(&self, sources: &[SourceId], reason: &str) {
+        let sources: Arc<[SourceId]> = sources.into();
+        let reason: Arc<str> = reason.into();
+        for entry in self.directory.entries() {
+            if let Some(actor) = entry.actor() {
+                let _ = actor.cast(TwinMsg::SourcesLost(sources.clone(), reason.clone()));
+            }
+        }
     }
 
     /// How many twins this node hosts.

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use doppel::kernel::Timestamp;
 use doppel::proto::v1::{
-    AuditKind, AuditRecord, Delivery, DeliveryState, ModelInfo, NamedValue, Origin, OriginKind,
-    Quality, RunState, Sample, SendCommandResponse, Severity, SimulateResponse, Twin, TwinChange,
-    TwinSummary, Value, Verdict, twin_change, value, verdict,
+    AuditKind, AuditRecord, ChannelCondition, Delivery, DeliveryState, ModelInfo, NamedValue,
+    Origin, OriginKind, Quality, RunState, Sample, SendCommandResponse, Severity, SimulateResponse,
+    Twin, TwinChange, TwinSummary, Value, Verdict, twin_change, value, verdict,
 };
 
 use super::json::Json;
@@ -79,6 +79,7 @@ pub fn quality_word(raw: i32) -> String {
         Quality::Good => "good",
         Quality::Uncertain => "uncertain",
         Quality::Bad => "bad",
+        Quality::Stale => "stale",
     });
     word(known, raw)
 }
@@ -517,7 +518,7 @@ pub fn twin_text(twin: &Twin) -> String {
             ("SOURCE TIME", Align::Left),
         ]);
         for reported in &twin.reported {
-            let (value, quality, at) = match &reported.sample {
+            let (value, mut quality, at) = match &reported.sample {
                 Some(sample) => (
                     number_text(sample.value),
                     quality_word(sample.quality),
@@ -525,6 +526,13 @@ pub fn twin_text(twin: &Twin) -> String {
                 ),
                 None => ("-".to_string(), "-".to_string(), "-".to_string()),
             };
+            if let Some(condition) = &reported.condition {
+                quality = format!(
+                    "{}: {}",
+                    quality_word(condition.quality),
+                    clean(&condition.reason)
+                );
+            }
             table.row(vec![
                 clean(&reported.channel),
                 value,
@@ -669,7 +677,8 @@ pub fn twin_json(twin: &Twin) -> Json {
                     .map(|reported| {
                         let object = Json::object()
                             .with("channel", &reported.channel)
-                            .with("unit", &reported.unit);
+                            .with("unit", &reported.unit)
+                            .with("condition", condition_json(reported.condition.as_ref()));
                         match &reported.sample {
                             Some(sample) => object
                                 .with("value", sample.value)
@@ -753,6 +762,17 @@ pub fn twin_json(twin: &Twin) -> Json {
         .with("models", models_json(&twin.models))
 }
 
+/// A channel's condition for a script: `{"quality", "reason", "since"}`, or null.
+fn condition_json(condition: Option<&ChannelCondition>) -> Json {
+    match condition {
+        Some(condition) => Json::object()
+            .with("quality", quality_word(condition.quality))
+            .with("reason", &condition.reason)
+            .with("since", time_json(time_of!(condition.since))),
+        None => Json::Null,
+    }
+}
+
 /// What a change did, for a person: `temperature 55.2`, `desired speed=2400`,
 /// `alarm raised warning rul_low: …`.
 fn change_description(change: &TwinChange) -> String {
@@ -786,6 +806,15 @@ fn change_description(change: &TwinChange) -> String {
             clean(&trip.governor),
             clean(&trip.reason)
         ),
+        Some(twin_change::Change::Condition(change)) => match &change.condition {
+            Some(condition) => format!(
+                "{} {}: {}",
+                clean(&change.channel),
+                quality_word(condition.quality),
+                clean(&condition.reason)
+            ),
+            None => format!("{} condition", clean(&change.channel)),
+        },
         Some(twin_change::Change::TripsCleared(_)) => "trips cleared".to_string(),
         Some(twin_change::Change::Restarted(_)) => "restarted from durable state".to_string(),
         Some(twin_change::Change::Delivery(change)) => {
@@ -850,6 +879,10 @@ pub fn change_json(change: &TwinChange) -> Json {
             .with("governor", &trip.governor)
             .with("reason", &trip.reason)
             .with("at", time_json(time_of!(trip.at))),
+        Some(twin_change::Change::Condition(change)) => object
+            .with("kind", "condition")
+            .with("channel", &change.channel)
+            .with("condition", condition_json(change.condition.as_ref())),
         Some(twin_change::Change::TripsCleared(_)) => object.with("kind", "trips_cleared"),
         Some(twin_change::Change::Restarted(_)) => object.with("kind", "restarted"),
         Some(twin_change::Change::Delivery(change)) => object.with("kind", "delivery").with(
@@ -1258,11 +1291,13 @@ mod tests {
                     channel: "temperature".into(),
                     unit: "degC".into(),
                     sample: Some(sample),
+                    condition: None,
                 },
                 ReportedValue {
                     channel: "vibration".into(),
                     unit: "mm/s".into(),
                     sample: None,
+                    condition: None,
                 },
             ],
             desired: vec![DesiredValue {
@@ -1363,7 +1398,7 @@ mod tests {
     fn a_twin_for_scripts() {
         let json = twin_json(&twin()).to_string();
         assert!(
-            json.starts_with(r#"{"asset_path":"acme/plant-a/line-1/press-3","twin_type":"press","version":41,"run_state":"running","health":0.9,"updated_at":null,"mirror":null,"reported":[{"channel":"temperature","unit":"degC","value":55.25,"quality":"good","source_time":"2026-11-21T10:00:00.500000Z","receive_time":null,"seq":9},{"channel":"vibration","unit":"mm/s","value":null"#),
+            json.starts_with(r#"{"asset_path":"acme/plant-a/line-1/press-3","twin_type":"press","version":41,"run_state":"running","health":0.9,"updated_at":null,"mirror":null,"reported":[{"channel":"temperature","unit":"degC","condition":null,"value":55.25,"quality":"good","source_time":"2026-11-21T10:00:00.500000Z","receive_time":null,"seq":9},{"channel":"vibration","unit":"mm/s","condition":null,"value":null"#),
             "{json}"
         );
         assert!(

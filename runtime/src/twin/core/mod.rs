@@ -4,11 +4,12 @@
 //!
 //! The seams: [`samples`] (readings and what models and governors make of them),
 //! [`commands`] (review and apply), [`safety`] (governors' safety actions),
-//! [`delivery`] (how desired values reach the machine) and [`recovery`] (snapshots and
-//! journal replay).
+//! [`delivery`] (how desired values reach the machine), [`freshness`] (stale and bad
+//! channels) and [`recovery`] (snapshots and journal replay).
 
 mod commands;
 mod delivery;
+mod freshness;
 mod recovery;
 mod safety;
 mod samples;
@@ -17,6 +18,7 @@ mod tests;
 
 pub use commands::resolve_changes;
 pub use delivery::undelivered_code;
+pub use freshness::CONDITION_ALARM_SOURCE;
 
 use std::sync::Arc;
 
@@ -59,6 +61,8 @@ pub struct Effects {
     pub duplicates: u32,
     /// Samples refused as bad input, with the reason.
     pub refused: Vec<(Sample, SampleRejection)>,
+    /// Channels that came under a condition (stale or bad).
+    pub conditions: u32,
 }
 
 impl Effects {
@@ -92,6 +96,8 @@ pub struct TwinCore {
     /// Channel ids of the restored snapshot's schema → current ids, while replaying a
     /// journal tail written under a type that has changed since.
     replay_channels: Option<Vec<Option<u16>>>,
+    /// A reading started or resumed a channel's freshness clock since the last sweep.
+    freshness_changed: bool,
 }
 
 impl TwinCore {
@@ -117,6 +123,7 @@ impl TwinCore {
             demands: Vec::new(),
             events_since_snapshot: 0,
             replay_channels: None,
+            freshness_changed: false,
         };
         core.layout_derived(&[]);
         core
@@ -229,6 +236,7 @@ impl TwinCore {
                     channel: spec.name.clone(),
                     unit: spec.unit.clone(),
                     sample: channel.current,
+                    condition: channel.condition.clone(),
                 })
                 .collect(),
             desired: self

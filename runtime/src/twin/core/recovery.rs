@@ -6,7 +6,9 @@ use super::TwinCore;
 use crate::error::Error;
 use crate::journal::{JournalEvent, JournalRecord, SNAPSHOT_FORMAT, Snapshot};
 use crate::sample::{ChannelId, Sample};
-use crate::twin::state::{Delivery, DeliveryState, DesiredValue, SampleOutcome, TwinState};
+use crate::twin::state::{
+    ChannelCondition, Delivery, DeliveryState, DesiredValue, SampleOutcome, TwinState,
+};
 
 impl TwinCore {
     /// Encodes a snapshot of the twin and resets the snapshot counter. On an error the
@@ -19,6 +21,7 @@ impl TwinCore {
             desired_names: Vec<&'a str>,
             models: Vec<(&'a str, Vec<u8>)>,
             governors: Vec<(&'a str, Vec<u8>)>,
+            conditions: Vec<(ChannelId, &'a ChannelCondition)>,
         }
         let snapshot = SnapshotRef {
             state: &self.state,
@@ -40,6 +43,13 @@ impl TwinCore {
                 .iter()
                 .map(|g| (g.name(), g.save()))
                 .collect(),
+            conditions: self
+                .state
+                .channels
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((ChannelId(i as u16), c.condition.as_ref()?)))
+                .collect(),
         };
         let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
         self.events_since_snapshot = 0;
@@ -55,7 +65,13 @@ impl TwinCore {
             desired_names,
             models,
             governors,
+            conditions,
         } = snapshot;
+        for (channel, condition) in conditions {
+            if let Some(slot) = state.channels.get_mut(channel.0 as usize) {
+                slot.condition = Some(condition);
+            }
+        }
         self.replay_channels = None;
         let same_channels = channel_names.len() == self.twin_type.channels.len()
             && channel_names
@@ -155,8 +171,11 @@ impl TwinCore {
                     return;
                 }
                 let sample = &sample;
-                let outcome = self.state.apply_sample(sample);
+                let (outcome, lifted) = self.take_sample(sample);
                 self.state.updated_at = sample.receive_time;
+                if let Some(quality) = lifted {
+                    self.condition_lifted(sample.channel, quality, None);
+                }
                 match outcome {
                     SampleOutcome::Applied => self.run_models(sample, false, None),
                     SampleOutcome::Late => self.run_models(sample, true, None),
@@ -195,6 +214,21 @@ impl TwinCore {
                 at,
             } => {
                 self.apply_safety(governor, reason, command, changes, *latch, *at, None);
+            }
+            JournalEvent::Condition { channel, condition } => {
+                let channel = match &self.replay_channels {
+                    Some(map) => map
+                        .get(channel.0 as usize)
+                        .copied()
+                        .flatten()
+                        .map(ChannelId),
+                    None => Some(*channel),
+                };
+                if let Some(channel) = channel
+                    && self.twin_type.channel_spec(channel).is_some()
+                {
+                    self.replay_condition(channel, condition);
+                }
             }
             JournalEvent::Delivery { desired, delivery } => {
                 self.set_delivery(desired, delivery);

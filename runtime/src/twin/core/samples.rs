@@ -2,7 +2,7 @@
 
 use super::{Effects, TwinCore};
 use crate::journal::JournalEvent;
-use crate::sample::Sample;
+use crate::sample::{Quality, Sample};
 use crate::twin::change::{TwinChange, TwinEvent};
 use crate::twin::state::{Alarm, SampleOutcome, TwinView};
 
@@ -14,7 +14,7 @@ impl TwinCore {
     /// governors watch current values only. Duplicates and refused samples change
     /// nothing and are listed in `fx`.
     pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
-        let outcome = self.state.apply_sample(sample);
+        let (outcome, lifted) = self.take_sample(sample);
         match outcome {
             SampleOutcome::Duplicate => {
                 fx.duplicates += 1;
@@ -42,12 +42,34 @@ impl TwinCore {
                     },
                 });
             }
+            if let Some(quality) = lifted {
+                self.condition_lifted(sample.channel, quality, Some(fx));
+            }
             self.run_models(sample, false, Some(fx));
             self.watch(sample, fx);
         } else {
             self.run_models(sample, true, Some(fx));
         }
         outcome
+    }
+
+    /// Applies a sample to the state; also returns the quality of the condition it
+    /// lifted, if it lifted one.
+    pub(super) fn take_sample(&mut self, sample: &Sample) -> (SampleOutcome, Option<Quality>) {
+        let before = self
+            .state
+            .channels
+            .get(sample.channel.0 as usize)
+            .map(|c| (c.current.is_none(), c.condition.as_ref().map(|c| c.quality)));
+        let outcome = self.state.apply_sample(sample);
+        let mut lifted = None;
+        if outcome == SampleOutcome::Applied
+            && let Some((empty, held)) = before
+        {
+            self.freshness_changed |= empty || held.is_some();
+            lifted = held;
+        }
+        (outcome, lifted)
     }
 
     /// Runs every model over a sample (`late`: one older than its channel's current

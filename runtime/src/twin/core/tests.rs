@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use proptest::prelude::*;
 
@@ -74,7 +75,9 @@ fn core_with_history(capacity: usize) -> TwinCore {
     )
 }
 
-const PRESSURE: ChannelId = ChannelId(0);
+/// Channels are numbered in name order.
+const FLOW: ChannelId = ChannelId(0);
+const PRESSURE: ChannelId = ChannelId(1);
 
 /// A stamped reading of `pressure`, measured `secs` seconds after a base time, from
 /// source 1.
@@ -273,6 +276,179 @@ fn a_restored_twin_still_knows_what_it_applied() {
         apply(&mut replayed, at(3, 0, 3)).0,
         SampleOutcome::Duplicate
     );
+}
+
+/// Replays journal records from `bytes` into `core`.
+fn replay_all(core: &mut TwinCore, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (record, tail) = postcard::take_from_bytes::<JournalRecord>(rest).unwrap();
+        core.replay(&record);
+        rest = tail;
+    }
+}
+
+fn alarm_codes(core: &TwinCore) -> Vec<&str> {
+    core.state()
+        .alarms
+        .iter()
+        .map(|a| a.code.as_str())
+        .collect()
+}
+
+#[test]
+fn a_channel_past_its_max_age_goes_stale_and_the_next_reading_lifts_it() {
+    let mut core = core();
+    let reading = at(0, 0, 1);
+    let received = reading.receive_time;
+    apply(&mut core, reading);
+    let max_age = Duration::from_secs(30);
+    let mut fx = Effects::default();
+    let due = core.sweep(received.plus(Duration::from_secs(10)), max_age, &mut fx);
+    assert_eq!(
+        due,
+        Some(received.plus(max_age)),
+        "watched from its arrival"
+    );
+    assert_eq!(fx.events, 0);
+
+    let later = received.plus(Duration::from_secs(31));
+    let due = core.sweep(later, max_age, &mut fx);
+    assert_eq!(due, None, "nothing left to watch");
+    assert_eq!((fx.events, fx.conditions), (1, 1));
+    assert_eq!(current(&core).quality, Quality::Stale);
+    assert_eq!(current(&core).value, reading.value, "the value is kept");
+    let condition = core.state().condition(PRESSURE).unwrap();
+    assert_eq!(condition.reason, "no reading for 31 s (max age 30 s)");
+    assert_eq!(alarm_codes(&core), vec!["stale:pressure"]);
+    let version = core.state().version;
+    core.sweep(later.plus(Duration::from_secs(60)), max_age, &mut fx);
+    assert_eq!(core.state().version, version, "stale once, not again");
+    assert!(
+        core.report().reported[PRESSURE.0 as usize]
+            .condition
+            .is_some()
+    );
+
+    // The journal carries the condition: a replay ends in the same place.
+    let mut replayed = self::core();
+    let mut all = Effects::default();
+    let mut fresh = self::core();
+    fresh.apply_sample(&reading, &mut all);
+    all.records.extend_from_slice(&fx.records);
+    replay_all(&mut replayed, &all.records);
+    assert_eq!(current(&replayed).quality, Quality::Stale);
+    assert_eq!(alarm_codes(&replayed), vec!["stale:pressure"]);
+
+    let (outcome, fx) = apply(&mut core, at(40, 0, 2));
+    assert_eq!(outcome, SampleOutcome::Applied);
+    assert_eq!(current(&core).quality, Quality::Good);
+    assert!(core.state().condition(PRESSURE).is_none());
+    assert!(core.state().alarms.is_empty(), "the alarm clears with it");
+    assert!(core.freshness_changed(), "its clock runs again");
+    replay_all(&mut replayed, &fx.records);
+    assert!(replayed.state().alarms.is_empty());
+    assert_eq!(current(&replayed).quality, Quality::Good);
+}
+
+#[test]
+fn a_late_reading_does_not_lift_staleness_and_zero_never_goes_stale() {
+    let mut core = core();
+    let reading = at(10, 0, 10);
+    apply(&mut core, reading);
+    let mut fx = Effects::default();
+    let later = reading.receive_time.plus(Duration::from_secs(120));
+    assert_eq!(core.sweep(later, Duration::ZERO, &mut fx), None);
+    assert_eq!(fx.events, 0, "max age 0: never stale");
+    core.sweep(later, Duration::from_secs(60), &mut fx);
+    assert_eq!(current(&core).quality, Quality::Stale);
+    assert_eq!(apply(&mut core, at(5, 0, 5)).0, SampleOutcome::Late);
+    assert_eq!(current(&core).quality, Quality::Stale);
+}
+
+#[test]
+fn a_lost_source_stales_only_the_channels_it_fed() {
+    let mut core = core();
+    apply(&mut core, at(0, 0, 1));
+    let flow = Sample {
+        channel: FLOW,
+        source: SourceId(2),
+        value: 40.0,
+        ..at(0, 0, 1)
+    };
+    apply(&mut core, flow);
+    let mut fx = Effects {
+        collect_changes: true,
+        ..Effects::default()
+    };
+    core.sources_lost(
+        &[SourceId(2)],
+        "mqtt `plant` lost its broker",
+        Timestamp::now(),
+        &mut fx,
+    );
+    assert_eq!(current(&core).quality, Quality::Good);
+    let flow_now = core.state().current(FLOW).unwrap();
+    assert_eq!(flow_now.quality, Quality::Stale);
+    assert_eq!(
+        core.state().condition(FLOW).unwrap().reason,
+        "mqtt `plant` lost its broker"
+    );
+    let kinds: Vec<&str> = fx
+        .changes
+        .iter()
+        .map(|c| match &c.change {
+            crate::twin::TwinChange::Condition { .. } => "condition",
+            crate::twin::TwinChange::AlarmRaised(_) => "alarm",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["condition", "alarm"]);
+}
+
+#[test]
+fn a_reported_failure_marks_the_channel_bad_until_a_reading_measured_after_it() {
+    let mut core = core();
+    apply(&mut core, at(0, 0, 1));
+    let failed_at = at(20, 0, 0).source_time;
+    let failure = crate::twin::ChannelCondition {
+        quality: Quality::Bad,
+        reason: "BadSensorFailure".to_string(),
+        since: failed_at,
+    };
+    let mut fx = Effects::default();
+    assert!(core.mark(PRESSURE, failure.clone(), Timestamp::now(), &mut fx));
+    assert!(
+        !core.mark(PRESSURE, failure, Timestamp::now(), &mut fx),
+        "once"
+    );
+    assert_eq!(current(&core).quality, Quality::Bad);
+    assert_eq!(alarm_codes(&core), vec!["bad:pressure"]);
+    let bytes = core.snapshot().unwrap();
+
+    // Measured before the failure: history, not current.
+    assert_eq!(apply(&mut core, at(10, 0, 2)).0, SampleOutcome::Late);
+    assert_eq!(current(&core).quality, Quality::Bad);
+    // Staleness does not hide a failure.
+    core.sweep(
+        Timestamp::now().plus(Duration::from_secs(3600)),
+        Duration::from_secs(1),
+        &mut fx,
+    );
+    assert_eq!(
+        core.state().condition(PRESSURE).unwrap().quality,
+        Quality::Bad
+    );
+    assert_eq!(apply(&mut core, at(30, 0, 3)).0, SampleOutcome::Applied);
+    assert_eq!(current(&core).quality, Quality::Good);
+    assert!(core.state().alarms.is_empty());
+
+    // A snapshot keeps the condition.
+    let mut restored = self::core();
+    restored.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
+    let condition = restored.state().condition(PRESSURE).unwrap();
+    assert_eq!(condition.reason, "BadSensorFailure");
+    assert_eq!(current(&restored).quality, Quality::Bad);
 }
 
 /// Feeds `arrivals` to a fresh core with history `capacity`; checks each distinct
