@@ -54,10 +54,10 @@ pub use doppel_runtime::twin::{
     DeliveryState, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, Twins, WhatIf,
 };
 pub use doppel_runtime::{
-    Alarm, AssetPath, AuditKind, AuditRecord, ChannelId, Clamp, Command, CommandId, ComponentSpec,
-    ConfigError, Error, Governor, Model, ModelInfo, ModelOutput, Origin, OriginKind, Proposal,
-    Quality, Reading, Review, SafetyDemand, Sample, SampleRejection, Scenario, Severity, SourceId,
-    Timestamp, Trajectory, TwinState, TwinView, Value, Verdict,
+    Alarm, AssetPath, AuditKind, AuditRecord, ChannelCondition, ChannelId, Clamp, Command,
+    CommandId, ComponentSpec, ConfigError, Error, Governor, Model, ModelInfo, ModelOutput, Origin,
+    OriginKind, Proposal, Quality, Reading, Review, SafetyDemand, Sample, SampleRejection,
+    Scenario, Severity, SourceId, Timestamp, Trajectory, TwinState, TwinView, Value, Verdict,
 };
 
 /// The kernel crate, for everything not re-exported here.

@@ -156,13 +156,13 @@ impl RuntimeBuilder {
                 let _ = actor.cast(TwinMsg::Snapshot);
             }
         });
-        let freshness = FreshnessSweep(twins.spawn_freshness_sweep());
+        let freshness = FreshnessSweep(Some(twins.spawn_freshness_sweep()));
         Ok(Runtime {
             twins,
             board,
             root,
             topology,
-            _freshness: freshness,
+            freshness,
         })
     }
 }
@@ -173,16 +173,28 @@ pub struct Runtime {
     board: Arc<StatusBoard>,
     root: ActorRef<()>,
     topology: Topology,
-    _freshness: FreshnessSweep,
+    freshness: FreshnessSweep,
 }
 
 /// The node's freshness sweep ([`Twins::spawn_freshness_sweep`]), stopped with the
 /// runtime.
-struct FreshnessSweep(tokio::task::JoinHandle<()>);
+struct FreshnessSweep(Option<tokio::task::JoinHandle<()>>);
+
+impl FreshnessSweep {
+    /// Stops the sweep and waits until its task (and its handle on the twins) is gone.
+    async fn stop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for FreshnessSweep {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -227,7 +239,8 @@ impl Runtime {
     }
 
     /// Stops every actor, commits what the journal holds and closes it.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.freshness.stop().await;
         self.root
             .stop_children_and_wait(None, Some(Duration::from_secs(10)))
             .await;

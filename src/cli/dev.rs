@@ -23,7 +23,7 @@ use doppel::{
 
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
-use crate::dev::view::{LineRow, MachineRow, MachineState, PlantView, render};
+use crate::dev::view::{KeyValue, LineRow, MachineRow, MachineState, PlantView, render};
 
 /// Flags of `doppel dev`.
 #[derive(Args, Debug)]
@@ -572,8 +572,12 @@ pub(crate) fn machine_row(report: &TwinReport, key_channels: &[usize]) -> Machin
         .filter_map(|&channel| report.reported.get(channel))
         .take(4)
         .filter_map(|r| {
-            r.sample
-                .map(|s| (r.channel.clone(), s.value, r.unit.clone()))
+            r.sample.map(|s| KeyValue {
+                channel: r.channel.clone(),
+                value: s.value,
+                unit: r.unit.clone(),
+                quality: s.quality,
+            })
         })
         .collect();
     MachineRow {

@@ -7,6 +7,8 @@
 
 use std::fmt::Write as _;
 
+use doppel::Quality;
+
 /// Widest line the view writes, in terminal columns.
 const WIDTH: usize = 100;
 /// Key values shown per machine; more are ignored.
@@ -65,8 +67,8 @@ pub struct MachineRow {
     pub twin_type: String,
     /// Whether it runs, is stopped or is tripped.
     pub state: MachineState,
-    /// Key channel values: name, value and unit, in display order (up to four shown).
-    pub key_values: Vec<(String, f64, String)>,
+    /// Key channel values in display order (up to four shown).
+    pub key_values: Vec<KeyValue>,
     /// Health, 0..=1.
     pub health: f64,
     /// Codes of the active alarms.
@@ -74,6 +76,30 @@ pub struct MachineRow {
     /// Desired values not confirmed at the machine, as `<name> pending` or
     /// `<name> failed`.
     pub undelivered: Vec<String>,
+}
+
+/// A key channel's current value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyValue {
+    /// The channel.
+    pub channel: String,
+    /// Its value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+    /// Its quality: a stale value shows as `~55.2`, a bad one as `!55.2`.
+    pub quality: Quality,
+}
+
+impl KeyValue {
+    fn marker(&self) -> (&'static str, &'static str) {
+        match self.quality {
+            Quality::Good => ("", ""),
+            Quality::Uncertain => ("?", YELLOW),
+            Quality::Stale => ("~", YELLOW),
+            Quality::Bad => ("!", RED),
+        }
+    }
 }
 
 /// What a machine is doing.
@@ -177,17 +203,19 @@ fn render_machine(machine: &MachineRow, paint: &Painter, out: &mut String) {
         ),
     ];
     for index in 0..MAX_KEY_VALUES {
-        let text = match machine.key_values.get(index) {
-            Some((_, value, unit)) => {
-                let value = format_value(*value);
-                format!(
+        let (text, color) = match machine.key_values.get(index) {
+            Some(key) => {
+                let (marker, color) = key.marker();
+                let value = format!("{marker}{}", format_value(key.value));
+                let text = format!(
                     " {value:>VALUE_WIDTH$} {}",
-                    pad(&display_unit(unit), UNIT_WIDTH)
-                )
+                    pad(&display_unit(&key.unit), UNIT_WIDTH)
+                );
+                (text, color)
             }
-            None => " ".repeat(1 + VALUE_WIDTH + 1 + UNIT_WIDTH),
+            None => (" ".repeat(1 + VALUE_WIDTH + 1 + UNIT_WIDTH), ""),
         };
-        cells.push((text, ""));
+        cells.push((text, color));
     }
     let health = format!(
         "  {} {:>4}",
@@ -238,7 +266,7 @@ fn render_legend(view: &PlantView, paint: &Painter, out: &mut String) {
             .key_values
             .iter()
             .take(MAX_KEY_VALUES)
-            .map(|(name, _, _)| name.clone())
+            .map(|key| key.channel.clone())
             .collect();
         legend.push((machine.twin_type.clone(), names));
     }
@@ -251,6 +279,15 @@ fn render_legend(view: &PlantView, paint: &Painter, out: &mut String) {
         .collect();
     let text = cut(&text.join(" · "), WIDTH);
     let _ = writeln!(out, "\n{}", paint.with(DIM, &text));
+    let marked = view
+        .lines
+        .iter()
+        .flat_map(|line| &line.machines)
+        .flat_map(|machine| machine.key_values.iter().take(MAX_KEY_VALUES))
+        .any(|key| key.quality != Quality::Good);
+    if marked {
+        let _ = writeln!(out, "{}", paint.with(DIM, "~ stale, ! bad, ? uncertain"));
+    }
 }
 
 /// Wraps text in ANSI colour codes when colour is on.
@@ -405,6 +442,15 @@ fn format_elapsed(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    fn good(channel: &str, value: f64, unit: &str) -> KeyValue {
+        KeyValue {
+            channel: channel.to_string(),
+            value,
+            unit: unit.to_string(),
+            quality: Quality::Good,
+        }
+    }
+
     fn machine(
         name: &str,
         twin_type: &str,
@@ -414,15 +460,15 @@ mod tests {
     ) -> MachineRow {
         let key_values = match twin_type {
             "press" => vec![
-                ("temperature".to_string(), 55.23, "degC".to_string()),
-                ("vibration".to_string(), 2.314, "mm/s".to_string()),
-                ("speed".to_string(), 1200.4, "rpm".to_string()),
-                ("throughput".to_string(), 29.96, "parts/min".to_string()),
+                good("temperature", 55.23, "degC"),
+                good("vibration", 2.314, "mm/s"),
+                good("speed", 1200.4, "rpm"),
+                good("throughput", 29.96, "parts/min"),
             ],
             _ => vec![
-                ("flow".to_string(), 151.2, "m3/h".to_string()),
-                ("pressure".to_string(), 5.58, "bar".to_string()),
-                ("temperature".to_string(), f64::NAN, "degC".to_string()),
+                good("flow", 151.2, "m3/h"),
+                good("pressure", 5.58, "bar"),
+                good("temperature", f64::NAN, "degC"),
             ],
         };
         MachineRow {
@@ -488,6 +534,22 @@ mod tests {
                 },
             ],
         }
+    }
+
+    #[test]
+    fn stale_and_bad_values_are_marked_and_explained() {
+        let mut view = plant();
+        let press = &mut view.lines[0].machines[0];
+        press.key_values[0].quality = Quality::Stale;
+        press.key_values[1].quality = Quality::Bad;
+        let text = render(&view, false);
+        assert!(text.contains("~55.2 °C"), "{text}");
+        assert!(text.contains("!2.31"), "{text}");
+        assert!(text.contains("~ stale, ! bad, ? uncertain"), "{text}");
+        assert!(
+            !render(&plant(), false).contains("~ stale"),
+            "only when shown"
+        );
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! Input a twin can trust, through a real broker: readings keep their identity
 //! (source, epoch, seq), late readings reach history without overwriting newer values,
 //! and bad sequence numbers are refused and counted while the channel goes on; no
-//! message, however large, stops intake.
+//! message, however large, stops intake; a channel that falls silent, or whose
+//! source loses touch, goes stale until its next reading.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use doppel::connectors::DropKind;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
-use doppel::{Runtime, SampleRejection, Timestamp};
+use doppel::{
+    ChannelCondition, Quality, RunState, Runtime, SampleRejection, Timestamp, TwinChange,
+};
 use rumqttc::{AsyncClient, QoS};
 
 use crate::brokers::{self, Mosquitto};
 use crate::mqtt::pump;
-use crate::support::{self, press, wait_until};
+use crate::support::{self, press, reading, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 const TOPIC: &str = "acme/plant-a/line-1/press-1/telemetry";
@@ -224,6 +227,10 @@ async fn an_oversized_message_is_dropped_once_and_intake_goes_on() {
     let connections = connector.stats().connections.load(Ordering::Relaxed);
     assert_eq!(connections, 1, "the connection held");
     assert_eq!(runtime.twins().counters().samples_applied, 5);
+    wait_until("all six are acknowledged", WAIT, || async {
+        connector.stats().acknowledged.load(Ordering::Relaxed) == 6
+    })
+    .await;
     connector.stop().await;
 
     // The same session again: the broker has nothing left to redeliver.
@@ -247,6 +254,173 @@ async fn an_oversized_message_is_dropped_once_and_intake_goes_on() {
         connector.drops().snapshot()
     );
     assert_eq!(runtime.twins().counters().samples_duplicate, 0);
+    pump_task.abort();
+    connector.stop().await;
+    runtime.shutdown().await;
+}
+
+/// The condition a channel of press-1 is under, if any.
+async fn condition(runtime: &Runtime, channel: &str) -> Option<ChannelCondition> {
+    runtime
+        .twins()
+        .report(&press(1))
+        .await
+        .unwrap()
+        .reported
+        .into_iter()
+        .find(|r| r.channel == channel)
+        .and_then(|r| r.condition)
+}
+
+async fn alarms(runtime: &Runtime) -> Vec<String> {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report.alarms.into_iter().map(|a| a.code).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_channel_goes_stale_raises_an_alarm_and_trips_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only temperature has a maximum age; its trip governor trips when it goes stale.
+    let types = support::types()
+        .replace(
+            "[types.press.channels.temperature]\n",
+            "[types.press.channels.temperature]\nmax_age_secs = 0.5\n",
+        )
+        .replace(
+            "blocks = [\"running\"]\n",
+            "blocks = [\"running\"]\non_stale = \"trip\"\n",
+        );
+    let mut settings = support::settings();
+    settings.max_age_secs = 0.0;
+    let runtime = support::start_custom(dir.path(), &types, settings, |b| b).await;
+    let twins = runtime.twins().clone();
+    let mut changes = twins.subscribe();
+    let source = twins.source("test").unwrap();
+    support::ingest_durable(&twins, &press(1), "temperature", reading(60.0, source, 1)).await;
+    support::ingest_durable(&twins, &press(1), "vibration", reading(2.0, source, 1)).await;
+
+    wait_until("temperature goes stale", WAIT, || async {
+        condition(&runtime, "temperature")
+            .await
+            .is_some_and(|c| c.quality == Quality::Stale)
+    })
+    .await;
+    let stale = condition(&runtime, "temperature").await.unwrap();
+    assert!(
+        stale.reason.starts_with("no reading for"),
+        "{}",
+        stale.reason
+    );
+    assert!(
+        stale.reason.ends_with("(max age 0.5 s)"),
+        "{}",
+        stale.reason
+    );
+    let report = twins.report(&press(1)).await.unwrap();
+    assert_eq!(report.run_state, RunState::Tripped, "on_stale = trip");
+    assert!(
+        report.trips[0]
+            .reason
+            .starts_with("temperature is stale: no reading for"),
+        "{:?}",
+        report.trips
+    );
+    assert!(
+        alarms(&runtime)
+            .await
+            .contains(&"stale:temperature".to_string())
+    );
+    let sample = report.reported.iter().find(|r| r.channel == "temperature");
+    let sample = sample.unwrap().sample.unwrap();
+    assert_eq!((sample.value, sample.quality), (60.0, Quality::Stale));
+    assert_eq!(
+        condition(&runtime, "vibration").await,
+        None,
+        "max age 0: never"
+    );
+
+    // Watchers saw the condition as a change of its own.
+    let mut saw_condition = false;
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(100), changes.recv()).await
+    {
+        if let TwinChange::Condition { channel, condition } = &event.change {
+            saw_condition |= channel == "temperature" && condition.quality == Quality::Stale;
+        }
+    }
+    assert!(saw_condition);
+    assert!(twins.counters().conditions >= 1);
+
+    // The next reading lifts it and clears the alarm; the trip stays latched.
+    support::ingest_durable(&twins, &press(1), "temperature", reading(61.0, source, 2)).await;
+    assert_eq!(condition(&runtime, "temperature").await, None);
+    assert!(
+        !alarms(&runtime)
+            .await
+            .contains(&"stale:temperature".to_string())
+    );
+    let report = twins.report(&press(1)).await.unwrap();
+    assert_eq!(report.run_state, RunState::Tripped);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_broker_stales_what_it_fed_until_readings_return() {
+    let Some(mut broker) =
+        Mosquitto::start("a_lost_broker_stales_what_it_fed_until_readings_return")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = support::settings();
+    settings.max_age_secs = 0.0;
+    let runtime = support::start_with(dir.path(), settings, |b| b).await;
+    let connector = MqttConnector::start(MqttConfig::new(broker.url()), runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let (client, eventloop) = brokers::client(&broker.url(), "stale-publisher", true);
+    let (_rx, pump_task) = pump(eventloop);
+    let body = format!(r#"{{"v": 55, "ts": "{}"}}"#, rfc3339(Timestamp::now()));
+    send(&runtime, &client, "temperature", body).await;
+    assert_eq!(condition(&runtime, "temperature").await, None);
+
+    broker.stop();
+    wait_until("the broker's channels go stale", WAIT, || async {
+        condition(&runtime, "temperature").await.is_some_and(|c| {
+            c.quality == Quality::Stale && c.reason == "mqtt `mqtt` lost its broker"
+        })
+    })
+    .await;
+    assert_eq!(current(&runtime, "temperature").await, Some(55.0), "kept");
+    assert!(
+        alarms(&runtime)
+            .await
+            .contains(&"stale:temperature".to_string())
+    );
+
+    broker.restart();
+    assert!(connector.wait_connected(WAIT * 2).await);
+    let body = format!(r#"{{"v": 56, "ts": "{}"}}"#, rfc3339(Timestamp::now()));
+    wait_until("a new reading makes it fresh", WAIT * 2, || async {
+        // The publisher reconnects on its own; publish until the twin has it.
+        let _ = client
+            .publish(
+                format!("{TOPIC}/temperature"),
+                QoS::AtLeastOnce,
+                false,
+                body.clone(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        current(&runtime, "temperature").await == Some(56.0)
+    })
+    .await;
+    assert_eq!(condition(&runtime, "temperature").await, None);
+    assert!(
+        !alarms(&runtime)
+            .await
+            .contains(&"stale:temperature".to_string())
+    );
     pump_task.abort();
     connector.stop().await;
     runtime.shutdown().await;

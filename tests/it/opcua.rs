@@ -10,8 +10,8 @@ use std::time::Duration;
 use doppel::connectors::DropKind;
 use doppel::connectors::opcua::{OpcUaConfig, OpcUaConnector, OpcUaError, OpcUaHandle};
 use doppel::{
-    AuditKind, Command, Delivery, DeliveryState, Origin, Quality, Runtime, Sample, Severity,
-    Timestamp, Value, Verdict,
+    AuditKind, ChannelCondition, Command, Delivery, DeliveryState, Origin, Quality, Runtime,
+    Sample, Severity, Timestamp, Value, Verdict,
 };
 use opcua::core::config::Config;
 use opcua::crypto::{CertificateStore, SecurityPolicy, X509Data};
@@ -377,6 +377,15 @@ async fn sample(runtime: &Runtime, channel: &str) -> Option<Sample> {
         .and_then(|reported| reported.sample)
 }
 
+async fn condition(runtime: &Runtime, channel: &str) -> Option<ChannelCondition> {
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    report
+        .reported
+        .into_iter()
+        .find(|reported| reported.channel == channel)
+        .and_then(|reported| reported.condition)
+}
+
 async fn value_of(runtime: &Runtime, channel: &str) -> Option<f64> {
     sample(runtime, channel).await.map(|sample| sample.value)
 }
@@ -676,6 +685,11 @@ async fn a_command_during_a_plc_outage_is_pending_then_written_once() {
         .await;
         let delivered = delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
         assert_eq!(delivered.by, "opcua:press-line");
+        plc.set("Press1.Temperature", DataValue::new_now(64.0));
+        wait_until("the controller's temperature arrives", WAIT, || async {
+            value_of(&runtime, "temperature").await == Some(64.0)
+        })
+        .await;
 
         plc.stop().await;
         let mut state = connector.watch_connection();
@@ -683,6 +697,13 @@ async fn a_command_during_a_plc_outage_is_pending_then_written_once() {
             .await
             .expect("the connector notices the server is gone")
             .unwrap();
+        // What the controller reported is stale now, and says why.
+        wait_until("the controller's channels go stale", WAIT, || async {
+            condition(&runtime, "temperature").await.is_some_and(|c| {
+                c.quality == Quality::Stale && c.reason.contains("lost its session")
+            })
+        })
+        .await;
 
         command(
             &runtime,
@@ -733,6 +754,10 @@ async fn a_command_during_a_plc_outage_is_pending_then_written_once() {
         .await
         .expect("the connector reconnects to the new server")
         .unwrap();
+        wait_until("the controller's values are fresh again", WAIT, || async {
+            condition(&runtime, "temperature").await.is_none()
+        })
+        .await;
         let speed = delivery_reaches(&runtime, "speed", DeliveryState::Delivered).await;
         let running = delivery_reaches(&runtime, "running", DeliveryState::Delivered).await;
         assert!(running.safety);
@@ -925,8 +950,9 @@ async fn a_delivery_pending_across_a_restart_is_written_once() {
     .expect("test finished in time");
 }
 
-/// A data change with a Bad status arrives with quality Bad; a String variable mapped
-/// to a channel is dropped as WrongType and leaves the twin alone.
+/// A data change with a Bad status arrives with quality Bad; a Bad status without a
+/// value marks the channel bad by name; a String variable mapped to a channel is
+/// dropped as WrongType and leaves the twin alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_status_is_bad_quality_and_strings_are_dropped() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -976,6 +1002,44 @@ async fn bad_status_is_bad_quality_and_strings_are_dropped() {
             sample(&runtime, "temperature").await.unwrap().quality,
             Quality::Bad
         );
+
+        // A failure reported without a value (Part 4 §7.7.1): the channel is bad, by
+        // the status's name, its last value kept; the next good reading lifts it.
+        let failed_at = DateTime::now();
+        plc.set(
+            "Press1.Temperature",
+            // A null Variant on the wire (the in-memory server drops the status of a
+            // value that is absent altogether).
+            DataValue {
+                value: Some(Variant::Empty),
+                status: Some(StatusCode::BadSensorFailure),
+                source_timestamp: Some(failed_at),
+                server_timestamp: Some(failed_at),
+                ..Default::default()
+            },
+        );
+        wait_until("the failure marks the channel bad", WAIT, || async {
+            condition(&runtime, "temperature")
+                .await
+                .is_some_and(|c| c.quality == Quality::Bad && c.reason == "BadSensorFailure")
+        })
+        .await;
+        let report = runtime.twins().report(&press(1)).await.unwrap();
+        assert!(
+            report.alarms.iter().any(|a| a.code == "bad:temperature"),
+            "{:?}",
+            report.alarms
+        );
+        assert_eq!(value_of(&runtime, "temperature").await, Some(70.0));
+        plc.set("Press1.Temperature", DataValue::new_now(71.5));
+        wait_until("a new reading lifts it", WAIT, || async {
+            sample(&runtime, "temperature")
+                .await
+                .is_some_and(|s| s.value == 71.5 && s.quality == Quality::Good)
+        })
+        .await;
+        assert_eq!(condition(&runtime, "temperature").await, None);
+
         plc.set(
             "Press1.Vibration",
             DataValue::new_now_status(2.0, StatusCode::UncertainSensorNotAccurate),

@@ -170,9 +170,16 @@ async fn edge_node_session(url: &str) {
     edge.publish("DDATA", 2, vec![measurement(1, 55.5)]).await;
     wait_temperature(&runtime, "the DDATA value arrives", (55.5, Quality::Good)).await;
 
-    // DDEATH: the last value stays, with quality bad.
+    // DDEATH: the last value stays, with quality stale, and an alarm says why.
     edge.publish("DDEATH", 3, Vec::new()).await;
-    wait_temperature(&runtime, "DDEATH marks it bad", (55.5, Quality::Bad)).await;
+    wait_temperature(&runtime, "DDEATH marks it stale", (55.5, Quality::Stale)).await;
+    let report = runtime.twins().report(&press(1)).await.unwrap();
+    let stale = report
+        .alarms
+        .iter()
+        .find(|a| a.code == "stale:temperature")
+        .expect("a stale alarm");
+    assert!(stale.message.contains("DDEATH"), "{}", stale.message);
 
     // A new DBIRTH brings it back.
     edge.device_birth(4, 60.0).await;

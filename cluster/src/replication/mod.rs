@@ -54,7 +54,7 @@ use crate::transport::{NodeClient, Transport};
 
 /// The payload format of outbox entries on a replication stream: postcard-encoded
 /// `Vec<MirrorUpdate>`.
-pub const REPLICATION_FORMAT: u32 = 3;
+pub const REPLICATION_FORMAT: u32 = 4;
 
 /// Batches' worth of bytes a link keeps in flight without an acknowledgement.
 pub const WINDOW_BATCHES: usize = 4;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use doppel_runtime::twin::{Actuation, ChannelTarget, CommandVerdict, Twins};
-use doppel_runtime::{AssetPath, Error, Reading, Timestamp};
+use doppel_runtime::{AssetPath, ChannelCondition, Error, Reading, Timestamp};
 
 use crate::drops::{DropKind, Drops};
 
@@ -24,6 +24,9 @@ pub struct Outgoing {
 pub struct Inbound {
     /// Readings for twins, in message order.
     pub readings: Vec<(ChannelTarget, Reading)>,
+    /// Conditions the messages reported for channels (a Sparkplug death), applied
+    /// before the readings of the same batch.
+    pub conditions: Vec<(ChannelTarget, ChannelCondition)>,
     /// Messages to publish in response (a Sparkplug rebirth request, …).
     pub replies: Vec<Outgoing>,
 }

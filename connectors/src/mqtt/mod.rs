@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use doppel_runtime::Timestamp;
 use doppel_runtime::journal::Receipt;
 use doppel_runtime::twin::Twins;
+use doppel_runtime::{SourceId, Timestamp};
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS};
@@ -87,6 +87,10 @@ struct Shared {
     reconnect: AtomicBool,
     /// Set when the connector stops: the connection's end is expected.
     stopping: AtomicBool,
+    /// The sources this connector's readings come from.
+    sources: Vec<SourceId>,
+    /// Largest payload decoded; a bigger message is dropped as oversized.
+    max_payload: usize,
 }
 
 /// A running MQTT connector.
@@ -103,16 +107,18 @@ impl MqttConnector {
     pub async fn start(config: MqttConfig, twins: Twins) -> Result<Self, MqttError> {
         config.validate()?;
         let source = twins.source(&format!("mqtt:{}", config.name))?;
+        let uns_sources = UnsSources {
+            explicit: source,
+            timestamped: twins.source(&format!("mqtt:{}/ts", config.name))?,
+            arrival: twins.source(&format!("mqtt:{}/arrival", config.name))?,
+        };
+        let sources = vec![source, uns_sources.timestamped, uns_sources.arrival];
         let mut codecs: Vec<Box<dyn Codec>> = Vec::new();
         if config.uns.enabled {
             codecs.push(Box::new(UnsCodec::new(
                 config.uns.clone(),
                 Resolver::new(twins.clone()),
-                UnsSources {
-                    explicit: source,
-                    timestamped: twins.source(&format!("mqtt:{}/ts", config.name))?,
-                    arrival: twins.source(&format!("mqtt:{}/arrival", config.name))?,
-                },
+                uns_sources,
             )));
         }
         if let Some(sparkplug) = &config.sparkplug {
@@ -131,6 +137,8 @@ impl MqttConnector {
             epoch: AtomicU64::new(0),
             reconnect: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            sources,
+            max_payload: config.max_payload,
         });
         let args = ConnectionArgs {
             config,
@@ -289,11 +297,11 @@ impl Actor for Connection {
                 Box::pin(network(
                     eventloop,
                     client.clone(),
+                    twins.clone(),
                     codecs.clone(),
                     inbound_tx,
                     shared.clone(),
                     config.backoff(),
-                    config.max_payload,
                 )),
             ),
             stage(
@@ -374,12 +382,13 @@ impl Actor for Connection {
 async fn network(
     mut eventloop: EventLoop,
     client: AsyncClient,
+    twins: Twins,
     codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
     inbound: mpsc::Sender<Received>,
     shared: Arc<Shared>,
     (min_backoff, max_backoff): (Duration, Duration),
-    max_payload: usize,
 ) {
+    let max_payload = shared.max_payload;
     let mut backoff = min_backoff;
     let mut was_up = false;
     loop {
@@ -409,11 +418,16 @@ async fn network(
                 backoff = min_backoff;
                 was_up = true;
                 shared.epoch.fetch_add(1, Ordering::AcqRel);
-                shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                let before = shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the broker"
                 );
+                if before > 0 && !ack.session_present {
+                    tracing::warn!(
+                        "the broker kept no session for this connector: what was published while it was away is lost"
+                    );
+                }
                 let (filters, hello) = {
                     let mut codecs = codecs.lock();
                     let mut hello = Vec::new();
@@ -435,12 +449,36 @@ async fn network(
                 }
                 shared.connected.send_replace(true);
             }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    tracing::error!(
+                        refused,
+                        "the broker refused subscriptions; their channels go stale"
+                    );
+                    twins.sources_lost(
+                        &shared.sources,
+                        &format!(
+                            "mqtt `{}`: the broker refused {refused} subscription(s)",
+                            shared.name
+                        ),
+                    );
+                }
+            }
             Ok(_) => {}
             Err(_) if shared.stopping.load(Ordering::Acquire) => return,
             Err(error) => {
                 if was_up {
                     tracing::warn!(%error, "connection to the broker lost; reconnecting");
                     was_up = false;
+                    twins.sources_lost(
+                        &shared.sources,
+                        &format!("mqtt `{}` lost its broker", shared.name),
+                    );
                 } else {
                     tracing::debug!(%error, ?backoff, "broker unreachable; retrying");
                 }
@@ -501,6 +539,13 @@ async fn ingest(
         }
         for reply in decoded.replies.drain(..) {
             send(&client, reply, &shared);
+        }
+        if !decoded.conditions.is_empty() {
+            // Acknowledged in order: the messages of this batch wait for these too.
+            let receipt = twins.mark(decoded.conditions.drain(..));
+            if acks.send((receipt, Vec::new())).is_err() {
+                return;
+            }
         }
         let pending = batch
             .drain(..)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use doppel_runtime::twin::{Actuation, Twins};
-use doppel_runtime::{AssetPath, Reading, SourceId, Timestamp};
+use doppel_runtime::{AssetPath, ChannelCondition, Quality, Reading, SourceId, Timestamp};
 use opcua::client::{Client, ClientBuilder, IdentityToken, OnSubscriptionNotificationCore};
 use opcua::client::{MonitoredItemMap, Session};
 use opcua::types::{
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::config::{OpcUaConfig, ScalarType};
-use super::convert::{decode, seq_of};
+use super::convert::{Undecodable, decode, seq_of};
 use super::error::OpcUaError;
 use super::plan::{AssetActuation, MethodTarget, Plan};
 use crate::delivery::{Reporter, Resend, SentGuard, past_deadline};
@@ -294,6 +294,10 @@ impl OpcUaConnector {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost(reason) => {
                     warn!(connector = %self.config.name, %reason, "opcua session lost; reconnecting");
+                    self.twins.sources_lost(
+                        &[self.source],
+                        &format!("opcua `{}` lost its session", self.config.name),
+                    );
                     delay = initial;
                     failures = 0;
                 }
@@ -594,6 +598,7 @@ impl OpcUaConnector {
         let receive_time = Timestamp::now();
         let mut readings = Vec::with_capacity(changes.len());
         let mut origins = Vec::with_capacity(changes.len());
+        let mut conditions = Vec::new();
         for (handle, data) in changes {
             let index = (handle as usize).wrapping_sub(1);
             let Some(channel) = self.plan.channels.get(index) else {
@@ -619,6 +624,18 @@ impl OpcUaConnector {
                     ));
                     origins.push(index);
                 }
+                Err(Undecodable::NoValue {
+                    quality: Quality::Bad,
+                    status,
+                    at,
+                }) => conditions.push((
+                    channel.target,
+                    ChannelCondition {
+                        quality: Quality::Bad,
+                        reason: status,
+                        since: at,
+                    },
+                )),
                 Err(why) => self.drops.record(
                     DropKind::WrongType,
                     &format_args!(
@@ -627,6 +644,10 @@ impl OpcUaConnector {
                     ),
                 ),
             }
+        }
+        if !conditions.is_empty() {
+            // Its twins take it before the readings that follow.
+            let _durable = self.twins.mark(conditions);
         }
         if readings.is_empty() {
             return ended;

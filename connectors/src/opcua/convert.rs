@@ -67,8 +67,16 @@ pub struct Decoded {
 /// Why a data change cannot become a reading.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undecodable {
-    /// The data change carries no value (a bad status often comes without one).
-    NoValue(Quality),
+    /// The data change carries no value (a bad status often comes without one, as
+    /// Part 4 §7.7.1 asks): its quality, status name and time.
+    NoValue {
+        /// The quality of its status.
+        quality: Quality,
+        /// The status's name (`BadSensorFailure`).
+        status: String,
+        /// Its source timestamp, else server timestamp, else the receive time.
+        at: Timestamp,
+    },
     /// The value is not a numeric or boolean scalar; the variant's type name.
     NotNumeric(&'static str),
 }
@@ -76,7 +84,9 @@ pub enum Undecodable {
 impl std::fmt::Display for Undecodable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Undecodable::NoValue(quality) => write!(f, "no value (quality {})", quality.as_str()),
+            Undecodable::NoValue {
+                quality, status, ..
+            } => write!(f, "no value ({status}, quality {})", quality.as_str()),
             Undecodable::NotNumeric(kind) => write!(f, "{kind} is not a number"),
         }
     }
@@ -85,17 +95,27 @@ impl std::fmt::Display for Undecodable {
 /// Reads a data change: its value as a float, its time and its quality.
 pub fn decode(data: &DataValue, received: Timestamp) -> Result<Decoded, Undecodable> {
     let quality = quality_of(data.status);
-    let value = match &data.value {
-        None | Some(Variant::Empty) => return Err(Undecodable::NoValue(quality)),
-        Some(variant) => {
-            number_of(variant).ok_or(Undecodable::NotNumeric(variant_name(variant)))?
-        }
-    };
     let stamped = data
         .source_timestamp
         .as_ref()
         .and_then(timestamp_of)
         .or_else(|| data.server_timestamp.as_ref().and_then(timestamp_of));
+    let value = match &data.value {
+        None | Some(Variant::Empty) => {
+            return Err(Undecodable::NoValue {
+                quality,
+                status: data
+                    .status
+                    .unwrap_or(StatusCode::Good)
+                    .sub_code()
+                    .to_string(),
+                at: stamped.unwrap_or(received),
+            });
+        }
+        Some(variant) => {
+            number_of(variant).ok_or(Undecodable::NotNumeric(variant_name(variant)))?
+        }
+    };
     Ok(Decoded {
         value,
         source_time: stamped.unwrap_or(received),
@@ -309,7 +329,7 @@ mod tests {
                     ];
                     prop_assert!(candidates.contains(&Some(decoded.source_time)));
                 }
-                Err(Undecodable::NoValue(_)) => prop_assert_eq!(variant, Variant::Empty),
+                Err(Undecodable::NoValue { .. }) => prop_assert_eq!(variant, Variant::Empty),
                 Err(Undecodable::NotNumeric(_)) => prop_assert!(number_of(&variant).is_none()),
             }
         }
@@ -432,7 +452,11 @@ mod tests {
         };
         assert_eq!(
             decode(&no_value, Timestamp(1)),
-            Err(Undecodable::NoValue(Quality::Bad))
+            Err(Undecodable::NoValue {
+                quality: Quality::Bad,
+                status: "BadNoCommunication".to_string(),
+                at: Timestamp(1),
+            })
         );
         let text = DataValue::new_now(Variant::from("hot"));
         assert_eq!(

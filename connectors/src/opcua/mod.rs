@@ -10,21 +10,25 @@
 //! up behind it) are ingested in one batch.
 //!
 //! - **Value**: every integer type, Float and Double become `f64`; a Boolean becomes
-//!   0 or 1. Anything else (strings, structures, arrays, a data change without a
-//!   value) is dropped as [`DropKind::WrongType`](crate::DropKind::WrongType) and the
-//!   twin is not touched.
+//!   0 or 1. A data change with a Bad status and no value (as Part 4 §7.7.1 has a
+//!   server report `BadSensorFailure` or `BadNoCommunication`) marks the channel bad
+//!   with the status's name until a reading measured after it arrives. Anything else
+//!   (strings, structures, arrays, no value with any other status) is dropped as
+//!   [`DropKind::WrongType`](crate::DropKind::WrongType) and the twin is not touched.
+//! - **Session**: when the session is lost, every channel whose current value came
+//!   from this connector goes stale at once, until its next reading.
 //! - **Quality**: from the two severity bits of the status code: `00` Good, `01`
 //!   Uncertain, `10` Bad (the reserved `11` also Bad). A data change without a status
 //!   is Good. A bad value is still delivered, marked Bad.
 //! - **Time**: the source timestamp; the server timestamp when the source sent none;
 //!   the receive time when neither came.
 //! - **Sequence number**: the chosen timestamp in microseconds since the Unix epoch.
-//!   The kernel de-duplicates per (source, channel) in a 64-wide window, so a value
-//!   delivered again with the same source timestamp — the initial value of a
-//!   subscription re-created after a reconnect, say — is applied once. By the same
-//!   rule a value whose timestamp is not newer than the channel's current one does not
-//!   replace it: a server that changes a value without changing its source timestamp,
-//!   or whose clock went back, is not followed until its timestamps move on.
+//!   A reading is known by it, so a value delivered again with the same source
+//!   timestamp — the initial value of a subscription re-created after a reconnect,
+//!   say — is applied once. A value whose timestamp is older than the channel's
+//!   current one goes into history only: a server that changes a value without
+//!   changing its source timestamp, or whose clock went back, is not followed until
+//!   its timestamps move on.
 //! - Values the kernel refuses (NaN, out of range, timestamps too far off) are counted
 //!   under the matching [`DropKind`](crate::DropKind), like every other drop, and logged
 //!   once per kind per minute.

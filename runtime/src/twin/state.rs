@@ -259,6 +259,11 @@ pub enum SampleOutcome {
     Late,
     /// The same (source, epoch, seq) was applied before: ignored.
     Duplicate,
+    /// The channel's current reading again, while the channel was stale: its source
+    /// is back and still reports it (an OPC UA server's value on a new subscription, a
+    /// retained MQTT message). The channel is fresh again from its arrival; models and
+    /// governors have seen the reading already.
+    Renewed,
     /// Refused as bad input (see [`SampleRejection::SeqJump`] and
     /// [`SampleRejection::Unverifiable`]).
     Refused(SampleRejection),
@@ -322,11 +327,11 @@ impl TwinState {
         debug_assert!(channel_index < self.channels.len());
         match self.admit(sample) {
             Admission::New => {}
-            Admission::Duplicate => return SampleOutcome::Duplicate,
+            Admission::Duplicate => return self.renew(sample),
             Admission::FarOff => return SampleOutcome::Refused(SampleRejection::SeqJump),
             Admission::Unknown => {
                 if self.channels[channel_index].holds(sample) {
-                    return SampleOutcome::Duplicate;
+                    return self.renew(sample);
                 }
                 if !sample.stamped {
                     // Its time is when it arrived, not when it was measured: history
@@ -364,6 +369,30 @@ impl TwinState {
             SampleOutcome::Applied
         } else {
             SampleOutcome::Late
+        }
+    }
+
+    /// A reading applied before: renews a stale channel whose current reading it is,
+    /// else a duplicate.
+    fn renew(&mut self, sample: &Sample) -> SampleOutcome {
+        let channel = &mut self.channels[sample.channel.0 as usize];
+        let stale = channel
+            .condition
+            .as_ref()
+            .is_some_and(|c| c.quality == Quality::Stale);
+        let current = channel.current.is_some_and(|c| {
+            c.source == sample.source
+                && c.epoch == sample.epoch
+                && c.seq == sample.seq
+                && c.stamped == sample.stamped
+                && c.source_time == sample.source_time
+        });
+        if stale && current {
+            channel.current = Some(*sample);
+            channel.condition = None;
+            SampleOutcome::Renewed
+        } else {
+            SampleOutcome::Duplicate
         }
     }
 

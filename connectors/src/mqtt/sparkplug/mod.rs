@@ -18,12 +18,12 @@
 //!   sends after it reconnects) are readings like the others: older than a channel's
 //!   current value, they go into its history and journal as late readings.
 //! - **Deaths.** NDEATH (when its `bdSeq` matches the NBIRTH's, if both carry one) and
-//!   DDEATH mark the mapped channels bad: each channel gets its last known value again
-//!   with quality bad, at the death's time — the receive time for NDEATH, whose payload
-//!   is a last will written when the node connected; the payload timestamp (else the
-//!   receive time) for DDEATH — and never before the last reading, so that it applies.
-//!   Until the next birth, that node's or device's messages are dropped as before
-//!   birth.
+//!   DDEATH mark the channels the node or device fed stale, as the specification asks
+//!   of a host: their values stay, with quality stale, from the death's time — the
+//!   receive time for NDEATH, whose payload is a last will written when the node
+//!   connected; the payload timestamp (else the receive time) for DDEATH — until the
+//!   next reading. Until the next birth, that node's or device's messages are dropped
+//!   as before birth.
 //! - **Sequence.** Every message of a node and its devices except NDEATH carries the
 //!   next `seq` (0 to 255, wrapping; NBIRTH sets it). A jump is counted once as a
 //!   sequence gap and answered with a rebirth request (NCMD `Node Control/Rebirth`);
@@ -57,12 +57,12 @@ pub mod proto {
 
 pub use config::{SparkplugConfig, SparkplugConfigError, SparkplugMapping};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
 use doppel_runtime::twin::{Actuation, ChannelTarget};
-use doppel_runtime::{AssetPath, Quality, Reading, SourceId, Timestamp};
+use doppel_runtime::{AssetPath, ChannelCondition, Quality, Reading, SourceId, Timestamp};
 use prost::Message;
 
 use self::metric::{bd_seq, command_metric, from_millis, host_state, millis, reading_value};
@@ -145,8 +145,8 @@ struct Feed {
     defined: Vec<Defined>,
     by_alias: HashMap<u64, usize>,
     by_name: HashMap<String, usize>,
-    /// Last known value and source time of each channel this feed delivered.
-    last: HashMap<ChannelTarget, (f64, Timestamp)>,
+    /// The channels this feed delivered readings to.
+    fed: HashSet<ChannelTarget>,
 }
 
 /// A metric as its birth defined it.
@@ -494,7 +494,8 @@ impl EdgeNode {
                 Kind::DeviceBirth => feed.birth(payload, context, out),
                 Kind::DeviceDeath => {
                     let at = payload.timestamp.map_or(context.now, from_millis);
-                    feed.die(at, context, out);
+                    let reason = format!("device `{}` died (DDEATH)", feed.label);
+                    feed.die(at, &reason, out);
                 }
                 _ if !feed.born => {
                     context.drops.record(
@@ -537,11 +538,12 @@ impl EdgeNode {
             return;
         }
         self.session = None;
+        let reason = format!("edge node `{}` died (NDEATH)", self.label);
         if let Some(own) = &mut self.own {
-            own.die(context.now, context, out);
+            own.die(context.now, &reason, out);
         }
         for device in self.devices.values_mut() {
-            device.die(context.now, context, out);
+            device.die(context.now, &reason, out);
         }
     }
 
@@ -587,7 +589,7 @@ impl Feed {
             defined: Vec::new(),
             by_alias: HashMap::new(),
             by_name: HashMap::new(),
-            last: HashMap::new(),
+            fed: HashSet::new(),
         }
     }
 
@@ -695,10 +697,7 @@ impl Feed {
         };
         let stamped = metric.timestamp.or(payload_time);
         let source_time = stamped.map_or(context.now, from_millis);
-        let last = self.last.entry(target).or_insert((value, source_time));
-        if source_time >= last.1 {
-            *last = (value, source_time);
-        }
+        self.fed.insert(target);
         out.readings.push((
             target,
             reading(
@@ -710,27 +709,23 @@ impl Feed {
         ));
     }
 
-    /// Ends the birth: every channel this feed delivered gets its last value again,
-    /// with quality bad, at `at` or just after its newest reading, whichever is later.
-    fn die(&mut self, at: Timestamp, context: &Context<'_>, out: &mut Inbound) {
+    /// Ends the birth: every channel this feed delivered goes stale as of `at`, for
+    /// `reason`.
+    fn die(&mut self, at: Timestamp, reason: &str, out: &mut Inbound) {
         if !self.born {
             return;
         }
         self.forget();
-        let mut marked: Vec<(ChannelTarget, f64, Timestamp)> = Vec::with_capacity(self.last.len());
-        for (target, (value, newest)) in &mut self.last {
-            let time = at.max(Timestamp(newest.as_micros().saturating_add(1)));
-            *newest = time;
-            marked.push((*target, *value, time));
-        }
-        marked.sort_by_key(|(target, _, _)| (target.twin, target.channel));
-        out.readings
-            .extend(marked.into_iter().map(|(target, value, time)| {
-                (
-                    target,
-                    reading(value, (time, true), Quality::Bad, context.source),
-                )
-            }));
+        let mut marked: Vec<ChannelTarget> = self.fed.iter().copied().collect();
+        marked.sort_by_key(|target| (target.twin, target.channel));
+        out.conditions.extend(marked.into_iter().map(|target| {
+            let condition = ChannelCondition {
+                quality: Quality::Stale,
+                reason: reason.to_string(),
+                since: at,
+            };
+            (target, condition)
+        }));
     }
 }
 

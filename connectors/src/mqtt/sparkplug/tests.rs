@@ -305,7 +305,7 @@ fn birth_values_are_readings_and_control_metrics_are_not() {
 }
 
 #[test]
-fn death_marks_bad() {
+fn death_marks_stale() {
     let mut h = Harness::new();
     h.born();
     let temperature = h.target(PRESS_1, "temperature");
@@ -317,18 +317,23 @@ fn death_marks_bad() {
         "spBv1.0/G/DDEATH/N/D",
         &payload(Some(3), Some(6_000), vec![]),
     );
-    assert_eq!(out.readings.len(), 2, "temperature and speed");
-    let (target, reading) = out
-        .readings
+    assert!(out.readings.is_empty(), "no value is made up");
+    assert_eq!(out.conditions.len(), 2, "temperature and speed");
+    let (target, condition) = out
+        .conditions
         .iter()
         .find(|(target, _)| *target == temperature)
-        .copied()
+        .cloned()
         .unwrap();
     assert_eq!(target, temperature);
-    assert_eq!(reading.value, 42.0);
-    assert_eq!(reading.quality, Quality::Bad);
-    assert_eq!(reading.source_time, Timestamp::from_millis(6_000));
-    assert!(out.readings.iter().all(|(_, r)| r.quality == Quality::Bad));
+    assert_eq!(condition.quality, Quality::Stale);
+    assert_eq!(condition.since, Timestamp::from_millis(6_000));
+    assert_eq!(condition.reason, "device `G/N/D` died (DDEATH)");
+    assert!(
+        out.conditions
+            .iter()
+            .all(|(_, c)| c.quality == Quality::Stale)
+    );
 
     // Until the next DBIRTH, the device's data is before birth.
     let out = h.send(
@@ -338,35 +343,16 @@ fn death_marks_bad() {
     assert!(out.readings.is_empty());
     assert_eq!(h.drops.count(DropKind::BeforeBirth), 1);
     assert!(out.replies.iter().any(is_rebirth));
-
-    // A death stamped before the last reading still lands after it.
-    h.send(
-        "spBv1.0/G/DBIRTH/N/D",
-        &payload(
-            Some(5),
-            Some(8_000),
-            vec![defined(
-                "Sensors/Temperature",
-                1,
-                DataType::Double,
-                double(44.0),
-            )],
-        ),
+    // A second death changes nothing.
+    let out = h.send(
+        "spBv1.0/G/DDEATH/N/D",
+        &payload(Some(5), Some(8_000), vec![]),
     );
-    let out = h.send("spBv1.0/G/DDEATH/N/D", &payload(Some(6), Some(10), vec![]));
-    let bad = out
-        .readings
-        .iter()
-        .find(|(target, _)| *target == temperature)
-        .unwrap()
-        .1;
-    assert_eq!(bad.value, 44.0);
-    assert_eq!(bad.source_time, Timestamp(8_000_001));
-    assert_eq!(bad.seq, 8_000_001);
+    assert!(out.conditions.is_empty());
 }
 
 #[test]
-fn node_death_marks_node_and_devices_bad_when_bd_seq_matches() {
+fn node_death_marks_node_and_devices_stale_when_bd_seq_matches() {
     let mut h = Harness::new();
     h.born();
     let death = |bd_seq| {
@@ -383,14 +369,24 @@ fn node_death_marks_node_and_devices_bad_when_bd_seq_matches() {
     };
     // The will of an earlier session: ignored.
     let out = h.send("spBv1.0/G/NDEATH/N", &death(2));
-    assert!(out.readings.is_empty());
+    assert!(out.conditions.is_empty());
     let out = h.send("spBv1.0/G/NDEATH/N", &death(3));
     let press_2 = h.target(PRESS_2, "temperature");
-    assert_eq!(out.readings.len(), 3, "{:?}", out.readings);
-    assert!(out.readings.iter().all(|(_, r)| r.quality == Quality::Bad));
-    assert!(out.readings.iter().all(|(_, r)| r.source_time == h.now));
-    let node = out.readings.iter().find(|(t, _)| *t == press_2).unwrap().1;
-    assert_eq!(node.value, 30.0);
+    assert_eq!(out.conditions.len(), 3, "{:?}", out.conditions);
+    assert!(out.readings.is_empty());
+    assert!(
+        out.conditions
+            .iter()
+            .all(|(_, c)| c.quality == Quality::Stale)
+    );
+    assert!(out.conditions.iter().all(|(_, c)| c.since == h.now));
+    let node = &out
+        .conditions
+        .iter()
+        .find(|(t, _)| *t == press_2)
+        .unwrap()
+        .1;
+    assert_eq!(node.reason, "edge node `G/N` died (NDEATH)");
     // Dead: node and device data wait for a birth.
     let out = h.send(
         "spBv1.0/G/NDATA/N",
@@ -399,7 +395,11 @@ fn node_death_marks_node_and_devices_bad_when_bd_seq_matches() {
     assert!(out.readings.is_empty());
     assert_eq!(h.drops.count(DropKind::BeforeBirth), 1);
     // A second death changes nothing.
-    assert!(h.send("spBv1.0/G/NDEATH/N", &death(3)).readings.is_empty());
+    assert!(
+        h.send("spBv1.0/G/NDEATH/N", &death(3))
+            .conditions
+            .is_empty()
+    );
 }
 
 #[test]

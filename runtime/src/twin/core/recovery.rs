@@ -179,7 +179,9 @@ impl TwinCore {
                 match outcome {
                     SampleOutcome::Applied => self.run_models(sample, false, None),
                     SampleOutcome::Late => self.run_models(sample, true, None),
-                    SampleOutcome::Duplicate | SampleOutcome::Refused(_) => {}
+                    SampleOutcome::Renewed
+                    | SampleOutcome::Duplicate
+                    | SampleOutcome::Refused(_) => {}
                 }
             }
             JournalEvent::Command {

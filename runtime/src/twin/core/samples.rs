@@ -11,8 +11,9 @@ impl TwinCore {
     /// watch and any safety action they demand, all before returning. A late sample
     /// (older than its channel's current value) goes into history and the journal, and
     /// models see it through [`Model::observe_late`](crate::Model::observe_late);
-    /// governors watch current values only. Duplicates and refused samples change
-    /// nothing and are listed in `fx`.
+    /// governors watch current values only. A renewal (see
+    /// [`SampleOutcome::Renewed`]) is journaled and lifts the channel's staleness.
+    /// Duplicates and refused samples change nothing and are listed in `fx`.
     pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
         let (outcome, lifted) = self.take_sample(sample);
         match outcome {
@@ -25,11 +26,11 @@ impl TwinCore {
                 return outcome;
             }
             SampleOutcome::Late => fx.late += 1,
-            SampleOutcome::Applied => fx.applied += 1,
+            SampleOutcome::Applied | SampleOutcome::Renewed => fx.applied += 1,
         }
         self.bump(sample.receive_time);
         fx.record(self.id, self.state.version, JournalEvent::Sample(*sample));
-        if outcome == SampleOutcome::Applied {
+        if outcome != SampleOutcome::Late {
             if fx.collect_changes {
                 fx.changes.push(TwinEvent {
                     asset: self.state.path.clone(),
@@ -45,8 +46,10 @@ impl TwinCore {
             if let Some(quality) = lifted {
                 self.condition_lifted(sample.channel, quality, Some(fx));
             }
-            self.run_models(sample, false, Some(fx));
-            self.watch(sample, fx);
+            if outcome == SampleOutcome::Applied {
+                self.run_models(sample, false, Some(fx));
+                self.watch(sample, fx);
+            }
         } else {
             self.run_models(sample, true, Some(fx));
         }
@@ -63,7 +66,7 @@ impl TwinCore {
             .map(|c| (c.current.is_none(), c.condition.as_ref().map(|c| c.quality)));
         let outcome = self.state.apply_sample(sample);
         let mut lifted = None;
-        if outcome == SampleOutcome::Applied
+        if matches!(outcome, SampleOutcome::Applied | SampleOutcome::Renewed)
             && let Some((empty, held)) = before
         {
             self.freshness_changed |= empty || held.is_some();

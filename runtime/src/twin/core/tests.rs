@@ -404,6 +404,14 @@ fn a_lost_source_stales_only_the_channels_it_fed() {
         })
         .collect();
     assert_eq!(kinds, vec!["condition", "alarm"]);
+
+    // The source is back and delivers the same reading again: fresh, not a duplicate.
+    let (outcome, fx) = apply(&mut core, flow);
+    assert_eq!(outcome, SampleOutcome::Renewed);
+    assert_eq!(fx.events, 1, "journaled, so a replay renews it too");
+    assert_eq!(core.state().current(FLOW).unwrap().quality, Quality::Good);
+    assert!(core.state().alarms.is_empty());
+    assert_eq!(apply(&mut core, flow).0, SampleOutcome::Duplicate);
 }
 
 #[test]
@@ -466,6 +474,7 @@ fn kept_once(arrivals: &[u64], capacity: usize) -> Result<(), TestCaseError> {
             }
             SampleOutcome::Duplicate => prop_assert!(kept.contains(seq), "{seq} lost"),
             SampleOutcome::Refused(reason) => prop_assert!(false, "{seq} refused: {reason:?}"),
+            SampleOutcome::Renewed => prop_assert!(false, "{seq} renewed: nothing went stale"),
         }
         records.extend_from_slice(&fx.records);
     }
