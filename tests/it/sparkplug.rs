@@ -1,6 +1,6 @@
 //! The Sparkplug B layout end to end: a test edge node on the embedded broker feeds a
 //! twin through the MQTT connector and receives the host's rebirth requests and
-//! commands.
+//! commands; against Mosquitto, the host's STATE and command QoS follow Sparkplug 3.0.
 
 use std::time::Duration;
 
@@ -286,5 +286,122 @@ async fn a_sparkplug_mapping_of_an_unknown_twin_refuses_to_start() {
         .err()
         .expect("the connector started with an unknown twin");
     assert!(error.to_string().contains("unknown asset"), "{error}");
+    runtime.shutdown().await;
+}
+
+/// What a watcher received: topic, payload and the QoS it arrived at.
+type Received = tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>, QoS)>;
+
+/// A client that records what it receives with the QoS it arrived at.
+fn watch_with_qos(mut eventloop: rumqttc::EventLoop) -> (Received, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec(), p.qos));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// The next STATE this watcher reads that `accept`s, as JSON.
+async fn next_state(rx: &mut Received, what: &str, accept: impl Fn(&Json) -> bool) -> Json {
+    tokio::time::timeout(WAIT * 2, async {
+        loop {
+            let (topic, payload, _) = rx.recv().await.expect("watcher closed");
+            if topic == STATE {
+                let state: Json = serde_json::from_slice(&payload).unwrap();
+                if accept(&state) {
+                    return state;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no STATE: {what}"))
+}
+
+/// Sparkplug 3.0 host rules against Mosquitto: STATE online with the timestamp of
+/// each CONNECT's will, re-asserted when someone else declares the host offline,
+/// offline on a clean stop; commands at QoS 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_state_and_command_qos_follow_sparkplug_3() {
+    let Some(mut broker) =
+        brokers::Mosquitto::start("the_host_state_and_command_qos_follow_sparkplug_3")
+    else {
+        return;
+    };
+    let url = broker.url();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let connector = MqttConnector::start(config(&url), runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    // A persistent session: its subscriptions survive the broker's restart.
+    let (watcher, eventloop) = brokers::client(&url, "sparkplug-watcher", false);
+    let (mut rx, watch_task) = watch_with_qos(eventloop);
+    for filter in [STATE, DCMD] {
+        watcher.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    }
+    let first = next_state(&mut rx, "online", |s| s["online"] == Json::Bool(true)).await;
+    let born = first["timestamp"].as_u64().unwrap();
+
+    // Someone declares the host offline: it says otherwise at once.
+    let offline = format!(r#"{{"online":false,"timestamp":{born}}}"#);
+    watcher
+        .publish(STATE, QoS::AtLeastOnce, true, offline)
+        .await
+        .unwrap();
+    next_state(&mut rx, "the offline claim", |s| {
+        s["online"] == Json::Bool(false)
+    })
+    .await;
+    let again = next_state(&mut rx, "re-asserted", |s| s["online"] == Json::Bool(true)).await;
+    assert_eq!(again["timestamp"].as_u64(), Some(born));
+
+    // A new connection, a new timestamp.
+    broker.restart();
+    let renewed = next_state(&mut rx, "online after a reconnect", |s| {
+        s["online"] == Json::Bool(true) && s["timestamp"].as_u64().is_some_and(|t| t > born)
+    })
+    .await;
+    let reborn = renewed["timestamp"].as_u64().unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+
+    // Commands go out at QoS 0.
+    runtime
+        .twins()
+        .command(
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1500.0)),
+        )
+        .await
+        .unwrap();
+    let qos = tokio::time::timeout(WAIT, async {
+        loop {
+            let (topic, _, qos) = rx.recv().await.unwrap();
+            if topic == DCMD {
+                return qos;
+            }
+        }
+    })
+    .await
+    .expect("a DCMD");
+    assert_eq!(qos, QoS::AtMostOnce);
+
+    // A clean stop says offline, with the connection's timestamp.
+    connector.stop().await;
+    let last = next_state(&mut rx, "offline on stop", |s| {
+        s["online"] == Json::Bool(false)
+    })
+    .await;
+    assert_eq!(last["timestamp"].as_u64(), Some(reborn));
+    watch_task.abort();
     runtime.shutdown().await;
 }

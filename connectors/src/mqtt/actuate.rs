@@ -129,9 +129,22 @@ async fn network(
                 connections.send_modify(|count| *count += 1);
             }
             Ok(Event::Outgoing(Sent::Publish(pkid))) => {
-                let mut tracking = tracking.lock();
-                if let Some(token) = tracking.queued.pop_front() {
-                    tracking.inflight.insert(pkid, token);
+                let token = {
+                    let mut tracking = tracking.lock();
+                    match tracking.queued.pop_front() {
+                        // QoS 0 (Sparkplug commands): no acknowledgement will come;
+                        // written to the broker connection is as far as it is known.
+                        Some(token) if pkid == 0 => Some(token),
+                        Some(token) => {
+                            tracking.inflight.insert(pkid, token);
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                if let Some(token) = token {
+                    shared.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    reporter.delivered(&token.asset, token.version, token.desired);
                 }
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
@@ -292,12 +305,15 @@ impl Publisher {
                 version: actuation.version(),
                 desired: admitted.clone(),
             });
-            match self.client.try_publish(
-                message.topic,
-                QoS::AtLeastOnce,
-                message.retain,
-                message.payload,
-            ) {
+            let qos = if message.at_most_once {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            match self
+                .client
+                .try_publish(message.topic, qos, message.retain, message.payload)
+            {
                 Ok(()) => {
                     self.shared.stats.published.fetch_add(1, Ordering::Relaxed);
                 }

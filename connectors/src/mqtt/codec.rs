@@ -17,6 +17,8 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
     /// Whether the broker retains it.
     pub retain: bool,
+    /// Published at QoS 0 (Sparkplug commands), else at QoS 1.
+    pub at_most_once: bool,
 }
 
 /// What one inbound message produced.
@@ -54,13 +56,18 @@ pub trait Codec: Send {
         drops: &Drops,
     );
 
-    /// The last will to register with the broker, if the layout has one.
-    fn last_will(&self) -> Option<Outgoing> {
+    /// The last will to register with the broker for the next connection, if the
+    /// layout has one; called before every CONNECT, at `now`.
+    fn last_will(&mut self, _now: Timestamp) -> Option<Outgoing> {
         None
     }
 
     /// Messages to publish each time the connection is (re)established.
     fn on_connected(&mut self, _out: &mut Vec<Outgoing>) {}
+
+    /// Messages to publish before the connector disconnects on purpose (a clean
+    /// DISCONNECT discards the last will, so what it would have said goes here).
+    fn on_stopping(&mut self, _out: &mut Vec<Outgoing>) {}
 
     /// Messages that carry an actuation (accepted command or safety action) to the
     /// machine.

@@ -208,6 +208,7 @@ struct ConnectionState {
     client: AsyncClient,
     tasks: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
+    codecs: Arc<Mutex<Vec<Box<dyn Codec>>>>,
 }
 
 /// Messages to the connection actor.
@@ -263,13 +264,9 @@ impl Actor for Connection {
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             options.set_credentials(user.clone(), password.clone());
         }
-        if let Some(will) = codecs.iter().find_map(|codec| codec.last_will()) {
-            options.set_last_will(LastWill::new(
-                will.topic,
-                will.payload,
-                QoS::AtLeastOnce,
-                will.retain,
-            ));
+        let mut codecs = codecs;
+        if let Some(will) = next_will(&mut codecs) {
+            options.set_last_will(will);
         }
         let actuation_options = actuate::options(&config, host, port, &client_id_of(&config));
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
@@ -291,6 +288,7 @@ impl Actor for Connection {
                 )
             };
         let stopping = shared.clone();
+        let stopping_codecs = codecs.clone();
         let tasks = vec![
             stage(
                 "network",
@@ -345,6 +343,7 @@ impl Actor for Connection {
             client,
             tasks,
             shared: stopping,
+            codecs: stopping_codecs,
         })
     }
 
@@ -367,6 +366,13 @@ impl Actor for Connection {
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
         state.shared.stopping.store(true, Ordering::Release);
+        let mut farewell = Vec::new();
+        for codec in state.codecs.lock().iter_mut() {
+            codec.on_stopping(&mut farewell);
+        }
+        for message in farewell {
+            send(&state.client, message, &state.shared);
+        }
         let _ = state.client.try_disconnect();
         // Give the network stage a moment to send the DISCONNECT.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -396,6 +402,7 @@ async fn network(
             tracing::warn!("reconnecting so the broker redelivers unacknowledged messages");
             eventloop.clean();
             shared.connected.send_replace(false);
+            renew_will(&mut eventloop, &codecs);
         }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::Publish(mut publish))) => {
@@ -483,6 +490,7 @@ async fn network(
                     tracing::debug!(%error, ?backoff, "broker unreachable; retrying");
                 }
                 shared.connected.send_replace(false);
+                renew_will(&mut eventloop, &codecs);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(max_backoff);
             }
@@ -490,14 +498,34 @@ async fn network(
     }
 }
 
+/// The last will of the next connection, if a layout has one.
+fn next_will(codecs: &mut [Box<dyn Codec>]) -> Option<LastWill> {
+    let now = Timestamp::now();
+    let will = codecs.iter_mut().find_map(|codec| codec.last_will(now))?;
+    let qos = qos_of(&will);
+    Some(LastWill::new(will.topic, will.payload, qos, will.retain))
+}
+
+/// Gives the next CONNECT its own last will (a Sparkplug STATE timestamp per
+/// connection).
+fn renew_will(eventloop: &mut EventLoop, codecs: &Mutex<Vec<Box<dyn Codec>>>) {
+    if let Some(will) = next_will(&mut codecs.lock()) {
+        eventloop.mqtt_options.set_last_will(will);
+    }
+}
+
+fn qos_of(message: &Outgoing) -> QoS {
+    if message.at_most_once {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
 /// Queues a publish without waiting; counts it.
 fn send(client: &AsyncClient, message: Outgoing, shared: &Shared) {
-    match client.try_publish(
-        message.topic,
-        QoS::AtLeastOnce,
-        message.retain,
-        message.payload,
-    ) {
+    let qos = qos_of(&message);
+    match client.try_publish(message.topic, qos, message.retain, message.payload) {
         Ok(()) => {
             shared.stats.published.fetch_add(1, Ordering::Relaxed);
         }

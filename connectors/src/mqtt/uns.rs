@@ -405,6 +405,7 @@ impl Codec for UnsCodec {
             topic: self.json_topic(actuation.asset().as_str(), ""),
             payload: body.to_string().into_bytes(),
             retain: false,
+            at_most_once: false,
         });
     }
 
@@ -433,6 +434,7 @@ impl Codec for UnsCodec {
             topic: self.json_topic(verdict.asset.as_str(), "/result"),
             payload: body.to_string().into_bytes(),
             retain: false,
+            at_most_once: false,
         });
     }
 }

@@ -33,9 +33,15 @@
 //! - **Commands.** An actuation of a mapped twin goes out as DCMD (device mappings) or
 //!   NCMD (node mappings), one metric per desired value: floats as Double, integers as
 //!   Int64, booleans as Boolean. Commands carry no `seq`. Verdicts are not published.
-//! - **Host state.** With a `host_id`, the retained `spBv1.0/STATE/<host_id>` says
-//!   `{"online":true,…}` on every connection, and the last will says `online: false`
-//!   with the same timestamp.
+//! - **Host state.** With a `host_id`, every CONNECT carries a last will saying
+//!   `{"online":false,"timestamp":T}` on the retained `spBv1.0/STATE/<host_id>`, with a
+//!   new `T` for each connection, and once connected the host publishes
+//!   `{"online":true,"timestamp":T}` there with the same `T`. On a clean stop it
+//!   publishes `online: false` itself (a clean DISCONNECT discards the will). It
+//!   subscribes to its own STATE topic and, whenever it reads `online: false` there
+//!   while connected, publishes `online: true` again. STATE goes out at QoS 1,
+//!   retained; NCMD and DCMD (commands and rebirth requests) at QoS 0, not retained,
+//!   as the specification asks.
 //!
 //! Messages of unmapped nodes and devices are dropped as unknown assets, payloads that
 //! are not protobuf as bad protobuf. No input makes the codec panic, and its memory is
@@ -93,7 +99,8 @@ fn is_reserved(name: &str) -> bool {
 pub struct SparkplugCodec {
     source: SourceId,
     resolver: Resolver,
-    /// The STATE topic and the timestamp of this host's birth, with a `host_id`.
+    /// The STATE topic and the timestamp of the current (or next) connection's birth,
+    /// with a `host_id`.
     host: Option<(String, u64)>,
     /// Mapped edge nodes by group id and node id.
     groups: HashMap<String, HashMap<String, EdgeNode>>,
@@ -275,12 +282,10 @@ impl SparkplugCodec {
         source: SourceId,
     ) -> Result<Self, SparkplugConfigError> {
         config.validate(&resolver)?;
-        let host = config.host_id.as_ref().map(|host_id| {
-            (
-                format!("{NAMESPACE}/STATE/{host_id}"),
-                millis(Timestamp::now()),
-            )
-        });
+        let host = config
+            .host_id
+            .as_ref()
+            .map(|host_id| (format!("{NAMESPACE}/STATE/{host_id}"), 0));
         let mut groups: HashMap<String, HashMap<String, EdgeNode>> = HashMap::new();
         let mut routes = HashMap::new();
         for mapping in &config.map {
@@ -340,10 +345,15 @@ impl Codec for SparkplugCodec {
             .map(|group| format!("{NAMESPACE}/{group}/#"))
             .collect();
         filters.sort();
+        // Its own STATE, so it can answer anyone who declares it offline.
+        filters.extend(self.host.as_ref().map(|(topic, _)| topic.clone()));
         filters
     }
 
     fn claims(&self, topic: &str) -> bool {
+        if self.host.as_ref().is_some_and(|(own, _)| own == topic) {
+            return true;
+        }
         topic
             .strip_prefix(NAMESPACE)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -359,6 +369,27 @@ impl Codec for SparkplugCodec {
         out: &mut Inbound,
         drops: &Drops,
     ) {
+        if let Some((own, born)) = &self.host
+            && own == topic
+        {
+            // Someone (or a will of an earlier connection) says this host is offline
+            // while it is connected: it says otherwise at once.
+            let offline = serde_json::from_slice::<serde_json::Value>(payload)
+                .is_ok_and(|state| state["online"] == serde_json::Value::Bool(false));
+            if offline {
+                tracing::warn!(
+                    topic,
+                    "this host's STATE was set offline by another publisher; asserting online"
+                );
+                out.replies.push(Outgoing {
+                    topic: own.clone(),
+                    payload: host_state(true, *born),
+                    retain: true,
+                    at_most_once: false,
+                });
+            }
+            return;
+        }
         let Some(parsed) = Topic::parse(topic) else {
             drops.record(DropKind::UnknownTopic, &format_args!("`{topic}`"));
             return;
@@ -394,12 +425,17 @@ impl Codec for SparkplugCodec {
         node.receive(parsed.kind, parsed.device, &payload, &context, out);
     }
 
-    fn last_will(&self) -> Option<Outgoing> {
-        let (topic, born) = self.host.as_ref()?;
+    /// The STATE `online: false` for the next CONNECT, with a new timestamp that the
+    /// connection's `online: true` repeats, as Sparkplug 3.0 asks.
+    fn last_will(&mut self, now: Timestamp) -> Option<Outgoing> {
+        let (topic, born) = self.host.as_mut()?;
+        // Strictly newer than the last one, even within a millisecond.
+        *born = millis(now).max(*born + 1);
         Some(Outgoing {
             topic: topic.clone(),
             payload: host_state(false, *born),
             retain: true,
+            at_most_once: false,
         })
     }
 
@@ -409,6 +445,18 @@ impl Codec for SparkplugCodec {
                 topic: topic.clone(),
                 payload: host_state(true, *born),
                 retain: true,
+                at_most_once: false,
+            });
+        }
+    }
+
+    fn on_stopping(&mut self, out: &mut Vec<Outgoing>) {
+        if let Some((topic, born)) = &self.host {
+            out.push(Outgoing {
+                topic: topic.clone(),
+                payload: host_state(false, *born),
+                retain: true,
+                at_most_once: false,
             });
         }
     }
@@ -438,6 +486,7 @@ impl Codec for SparkplugCodec {
             topic: route.topic.clone(),
             payload: payload.encode_to_vec(),
             retain: false,
+            at_most_once: true,
         });
     }
 }
@@ -560,6 +609,7 @@ impl EdgeNode {
             topic: self.rebirth_topic.clone(),
             payload: metric::rebirth_request(now),
             retain: false,
+            at_most_once: true,
         });
     }
 }

@@ -240,6 +240,7 @@ fn is_rebirth(outgoing: &Outgoing) -> bool {
     };
     outgoing.topic == "spBv1.0/G/NCMD/N"
         && !outgoing.retain
+        && outgoing.at_most_once
         && payload.metrics.len() == 1
         && payload.metrics[0].name.as_deref() == Some(REBIRTH)
         && payload.metrics[0].datatype == Some(DataType::Boolean as u32)
@@ -647,6 +648,7 @@ async fn actuation_becomes_dcmd_or_ncmd() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].topic, "spBv1.0/G/DCMD/N/D");
     assert!(!out[0].retain);
+    assert!(out[0].at_most_once, "commands at QoS 0");
     let sent = Payload::decode(out[0].payload.as_slice()).unwrap();
     assert!(sent.timestamp.unwrap() >= before);
     assert_eq!(sent.seq, None);
@@ -699,30 +701,80 @@ async fn actuation_becomes_dcmd_or_ncmd() {
 #[test]
 fn host_state_and_filters() {
     let mut h = Harness::new();
-    assert_eq!(h.codec.filters(), vec!["spBv1.0/G/#".to_string()]);
+    assert_eq!(
+        h.codec.filters(),
+        vec![
+            "spBv1.0/G/#".to_string(),
+            "spBv1.0/STATE/doppel".to_string()
+        ]
+    );
     assert!(h.codec.claims("spBv1.0/G/NDATA/N"));
     assert!(!h.codec.claims("spBv1.0/H/NDATA/N"));
-    assert!(!h.codec.claims("spBv1.0/STATE/doppel"));
+    assert!(h.codec.claims("spBv1.0/STATE/doppel"), "its own STATE");
+    assert!(!h.codec.claims("spBv1.0/STATE/other"));
     assert!(!h.codec.claims("acme/plant-a/line-1/press-1/telemetry"));
-    let will = h.codec.last_will().unwrap();
-    let mut hello = Vec::new();
-    h.codec.on_connected(&mut hello);
-    assert_eq!(hello.len(), 1);
-    let online = &hello[0];
-    assert_eq!(will.topic, "spBv1.0/STATE/doppel");
-    assert_eq!(online.topic, will.topic);
-    assert!(will.retain && online.retain);
-    let will: serde_json::Value = serde_json::from_slice(&will.payload).unwrap();
-    let online: serde_json::Value = serde_json::from_slice(&online.payload).unwrap();
-    assert_eq!(will["online"], false);
-    assert_eq!(online["online"], true);
-    assert!(online["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
-    assert_eq!(will["timestamp"], online["timestamp"]);
+    let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
 
-    let quiet = Harness::with_config(
+    // Each CONNECT has its own timestamp, and the online STATE repeats it.
+    let now = Timestamp::now();
+    let mut stamps = Vec::new();
+    for _ in 0..2 {
+        let will = h.codec.last_will(now).unwrap();
+        let mut hello = Vec::new();
+        h.codec.on_connected(&mut hello);
+        assert_eq!(hello.len(), 1);
+        let online = &hello[0];
+        assert_eq!(will.topic, "spBv1.0/STATE/doppel");
+        assert_eq!(online.topic, will.topic);
+        assert!(will.retain && online.retain);
+        assert!(!will.at_most_once && !online.at_most_once, "STATE at QoS 1");
+        let (will, online) = (json(&will.payload), json(&online.payload));
+        assert_eq!(will["online"], false);
+        assert_eq!(online["online"], true);
+        assert!(online["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+        assert_eq!(will["timestamp"], online["timestamp"]);
+        stamps.push(online["timestamp"].as_u64().unwrap());
+    }
+    assert!(stamps[1] > stamps[0], "a new timestamp per connection");
+
+    // Declared offline by someone else: online again, same timestamp.
+    let mut out = Inbound::default();
+    let claim = format!(r#"{{"online":false,"timestamp":{}}}"#, stamps[1]);
+    h.codec.decode(
+        "spBv1.0/STATE/doppel",
+        claim.as_bytes(),
+        now,
+        &mut out,
+        &h.drops,
+    );
+    assert_eq!(out.replies.len(), 1);
+    let reply = json(&out.replies[0].payload);
+    assert_eq!(reply["online"], true);
+    assert_eq!(reply["timestamp"].as_u64(), Some(stamps[1]));
+    // Its own online STATE coming back changes nothing.
+    let mut out = Inbound::default();
+    let own = format!(r#"{{"online":true,"timestamp":{}}}"#, stamps[1]);
+    h.codec.decode(
+        "spBv1.0/STATE/doppel",
+        own.as_bytes(),
+        now,
+        &mut out,
+        &h.drops,
+    );
+    assert!(out.replies.is_empty());
+    assert_eq!(h.drops.total(), 0);
+
+    // A clean stop says offline.
+    let mut farewell = Vec::new();
+    h.codec.on_stopping(&mut farewell);
+    let offline = json(&farewell[0].payload);
+    assert_eq!(offline["online"], false);
+    assert_eq!(offline["timestamp"].as_u64(), Some(stamps[1]));
+
+    let mut quiet = Harness::with_config(
         "[[map]]\ngroup = \"G\"\nnode = \"N\"\nasset = \"acme/plant-a/line-1/press-1\"",
     );
-    assert!(quiet.codec.last_will().is_none());
+    assert!(quiet.codec.last_will(now).is_none());
 }
 
 #[test]
