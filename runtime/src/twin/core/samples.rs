@@ -26,7 +26,9 @@ impl TwinCore {
                 return outcome;
             }
             SampleOutcome::Late => fx.late += 1,
-            SampleOutcome::Applied | SampleOutcome::Renewed => fx.applied += 1,
+            SampleOutcome::Applied => fx.applied += 1,
+            // The reading was taken before: counted with the duplicates.
+            SampleOutcome::Renewed => fx.duplicates += 1,
         }
         self.bump(sample.receive_time);
         fx.record(self.id, self.state.version, JournalEvent::Sample(*sample));

@@ -537,3 +537,101 @@ proptest! {
         kept_once(&arrivals, HISTORY)?;
     }
 }
+
+/// One step of a freshness script: a reading on a channel, a sweep, or the source
+/// losing touch, each after the clock advanced.
+#[derive(Debug, Clone)]
+enum Step {
+    Read(u16),
+    Sweep,
+    Lose,
+}
+
+fn step() -> impl Strategy<Value = (Step, u32)> {
+    (
+        prop_oneof![
+            (0u16..2).prop_map(Step::Read),
+            Just(Step::Sweep),
+            Just(Step::Lose)
+        ],
+        0u32..4_000,
+    )
+}
+
+proptest! {
+    /// Whatever the timing of readings, sweeps and losses: after a sweep, a channel is
+    /// stale exactly when it has a value and either nothing newer arrived for its
+    /// maximum age or its source was lost since; a reading makes it fresh; a replay of
+    /// the journal ends under the same conditions and alarms.
+    #[test]
+    fn a_channel_is_stale_exactly_when_it_should_be(
+        script in proptest::collection::vec(step(), 1..80),
+    ) {
+        let max_age = Duration::from_secs(5);
+        let mut core = core();
+        let mut records = Vec::new();
+        let mut now = Timestamp(1_000_000_000_000_000);
+        let mut seq = 0;
+        // Per channel: when its current reading arrived, and whether the source was
+        // lost since.
+        let mut model: [Option<(Timestamp, bool)>; 2] = [None, None];
+        for (step, advance_ms) in script {
+            now = now.plus(Duration::from_millis(u64::from(advance_ms)));
+            let mut fx = Effects::default();
+            match step {
+                Step::Read(channel) => {
+                    seq += 1;
+                    let sample = Sample {
+                        channel: ChannelId(channel),
+                        value: 1.0,
+                        source_time: now,
+                        receive_time: now,
+                        quality: Quality::Good,
+                        source: SourceId(1),
+                        epoch: 0,
+                        seq,
+                        stamped: true,
+                    };
+                    prop_assert_eq!(core.apply_sample(&sample, &mut fx), SampleOutcome::Applied);
+                    model[channel as usize] = Some((now, false));
+                }
+                Step::Sweep => {
+                    core.sweep(now, max_age, &mut fx);
+                }
+                Step::Lose => {
+                    core.sources_lost(&[SourceId(1)], "lost", now, &mut fx);
+                    for slot in model.iter_mut().flatten() {
+                        slot.1 = true;
+                    }
+                }
+            }
+            records.extend_from_slice(&fx.records);
+            for (index, slot) in model.iter().enumerate() {
+                let channel = ChannelId(index as u16);
+                let stale = core.state().condition(channel).is_some();
+                let alarmed = core.state().alarms.iter().any(|a| a.code.starts_with("stale:"));
+                match (slot, &step) {
+                    (None, _) => prop_assert!(!stale),
+                    (Some((_, true)), _) => prop_assert!(stale, "lost, so stale"),
+                    (Some((at, false)), Step::Sweep) => {
+                        prop_assert_eq!(stale, now.as_micros() - at.as_micros() >= max_age.as_micros() as i64);
+                    }
+                    (Some((at, false)), _) if stale => {
+                        prop_assert!(now.as_micros() - at.as_micros() >= max_age.as_micros() as i64);
+                    }
+                    _ => {}
+                }
+                if stale {
+                    prop_assert!(alarmed);
+                }
+            }
+        }
+        let mut replayed = self::core();
+        replay_all(&mut replayed, &records);
+        for index in 0..2 {
+            let channel = ChannelId(index);
+            prop_assert_eq!(replayed.state().condition(channel), core.state().condition(channel));
+        }
+        prop_assert_eq!(&replayed.state().alarms, &core.state().alarms);
+    }
+}
