@@ -545,6 +545,7 @@ async fn ingest(
 ) {
     let mut batch = Vec::with_capacity(DRAIN);
     let mut decoded = Inbound::default();
+    let mut targets = Vec::new();
     while inbound.recv_many(&mut batch, DRAIN).await > 0 {
         let epoch = shared.epoch.load(Ordering::Acquire);
         let now = Timestamp::now();
@@ -582,12 +583,29 @@ async fn ingest(
                 publish: received.publish,
             })
             .collect();
+        targets.clear();
+        targets.extend(
+            decoded
+                .readings
+                .iter()
+                .map(|(target, reading)| (*target, reading.value)),
+        );
         let receipt = match twins.ingest_batch(decoded.readings.drain(..)).await {
             Ok(result) => {
-                for (_, reason) in &result.rejected {
-                    shared
-                        .drops
-                        .record(DropKind::from(*reason), &"refused by the twin");
+                for (position, reason) in &result.rejected {
+                    let (target, value) = targets[*position];
+                    match twins.describe(target) {
+                        Some((asset, channel)) => shared.drops.record(
+                            DropKind::from(*reason),
+                            &format_args!(
+                                "{asset} {channel} = {value}: refused ({})",
+                                reason.as_str()
+                            ),
+                        ),
+                        None => shared
+                            .drops
+                            .record(DropKind::from(*reason), &"refused by the twin"),
+                    }
                 }
                 result.receipt
             }

@@ -242,6 +242,14 @@ impl Twins {
         })
     }
 
+    /// The asset path and channel name of a target, for logs; `None` for a twin index
+    /// this node does not host.
+    pub fn describe(&self, target: ChannelTarget) -> Option<(&AssetPath, &str)> {
+        let entry = self.directory.at(target.twin)?;
+        let channel = entry.twin_type.channel_spec(target.channel)?;
+        Some((&entry.path, channel.name.as_str()))
+    }
+
     /// Asks every twin whose freshness deadline has passed by `now` to sweep its
     /// channels; returns how many were asked. O(twins), one atomic read each.
     pub fn sweep_freshness(&self, now: Timestamp) -> usize {
