@@ -26,4 +26,4 @@ pub use state::{
     Alarm, ChannelCondition, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState,
     DerivedValue, DesiredValue, SampleRejection, Severity, Trip, TwinState, TwinView,
 };
-pub use twins::{BatchReceipt, ChannelTarget, Subscription, Twins};
+pub use twins::{BatchReceipt, ChannelTarget, FRESHNESS_INTERVAL, Subscription, Twins};
