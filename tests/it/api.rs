@@ -1738,3 +1738,69 @@ tokens = [{{ name = "ann", token = "{OPERATOR}", role = "operator" }}]
     assert!(bad.contains("api.tokens[0].token"), "{bad}");
     assert!(!bad.contains("short"), "{bad}");
 }
+
+/// A channel past its maximum age shows as stale over gRPC: in GetTwin with its
+/// condition, and in WatchTwins as a change of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_shows_a_stale_channel_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let types = support::types().replace(
+        "[types.press.channels.vibration]\n",
+        "[types.press.channels.vibration]\nmax_age_secs = 0.5\n",
+    );
+    let mut settings = support::settings();
+    settings.max_age_secs = 0.0;
+    let runtime = support::start_custom(dir.path(), &types, settings, |b| b).await;
+    let mut served = serve_runtime(dir, runtime, ApiLimits::default()).await;
+    let mut stream = within(
+        "WatchTwins",
+        served.client.watch_twins(authed(
+            VIEWER,
+            pb::WatchTwinsRequest {
+                path_prefix: press(1).to_string(),
+            },
+        )),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(matches!(next(&mut stream).await, Event::Snapshot(_)));
+    assert!(matches!(
+        next(&mut stream).await,
+        Event::SnapshotComplete(_)
+    ));
+    let twins = served.runtime.twins().clone();
+    let source = twins.source("api-test").unwrap();
+    support::ingest_durable(&twins, &press(1), "vibration", reading(2.5, source, 1)).await;
+
+    let condition = loop {
+        let Event::Change(change) = next(&mut stream).await else {
+            panic!("expected changes")
+        };
+        if let Some(pb::twin_change::Change::Condition(condition)) = change.change {
+            break condition;
+        }
+    };
+    assert_eq!(condition.channel, "vibration");
+    let shown = condition.condition.unwrap();
+    assert_eq!(shown.quality, pb::Quality::Stale as i32);
+    assert!(
+        shown.reason.starts_with("no reading for"),
+        "{}",
+        shown.reason
+    );
+
+    let twin = twin(&mut served.client, 1).await;
+    let vibration = twin
+        .reported
+        .iter()
+        .find(|r| r.channel == "vibration")
+        .unwrap();
+    let sample = vibration.sample.as_ref().unwrap();
+    assert_eq!(sample.value, 2.5, "the last value is kept");
+    assert_eq!(sample.quality, pb::Quality::Stale as i32);
+    let condition = vibration.condition.as_ref().unwrap();
+    assert_eq!(condition.quality, pb::Quality::Stale as i32);
+    assert!(condition.since.is_some());
+    served.stop().await;
+}

@@ -1334,6 +1334,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_channel_shows_its_condition() {
+        let mut stale = twin();
+        stale.reported[0].condition = Some(ChannelCondition {
+            quality: Quality::Stale as i32,
+            reason: "no reading for 31 s (max age 30 s)".into(),
+            since: None,
+        });
+        let text = twin_text(&stale);
+        assert!(
+            text.contains("stale: no reading for 31 s (max age 30 s)"),
+            "{text}"
+        );
+        let json = twin_json(&stale).to_string();
+        assert!(
+            json.contains(r#""condition":{"quality":"stale","reason":"no reading for 31 s (max age 30 s)","since":null}"#),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn a_twin_for_people() {
         let text = twin_text(&twin());
         assert!(
