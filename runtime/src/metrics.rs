@@ -36,6 +36,41 @@ pub struct Counters {
     last_logged: [LogGate; SampleRejection::ALL.len()],
     /// When a duplicate was last logged.
     duplicate_logged: LogGate,
+    /// Per registered source: its name and what the twins made of its readings.
+    sources: parking_lot::RwLock<Vec<(u32, String, SourceTally)>>,
+}
+
+/// What the twins made of one source's readings, live.
+#[derive(Debug, Default)]
+struct SourceTally {
+    applied: AtomicU64,
+    late: AtomicU64,
+    duplicate: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What the twins made of one source's readings: applied as current, kept as late,
+/// ignored as duplicates, refused (at the boundary or by the twin).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounts {
+    /// Became a channel's current value.
+    pub applied: u64,
+    /// Kept in history as late.
+    pub late: u64,
+    /// Ignored as readings applied before (renewals included).
+    pub duplicate: u64,
+    /// Refused, for any reason.
+    pub refused: u64,
+}
+
+impl SourceCounts {
+    /// Adds another tally to this one.
+    pub fn add(&mut self, other: SourceCounts) {
+        self.applied += other.applied;
+        self.late += other.late;
+        self.duplicate += other.duplicate;
+        self.refused += other.refused;
+    }
 }
 
 /// A fixed instant the rate limiter measures from.
@@ -131,6 +166,49 @@ impl Counters {
         if self.duplicate_logged.due() {
             tracing::debug!(total, %example, "duplicate readings ignored (logged once per minute)");
         }
+    }
+
+    /// Names a source, so its readings are counted under it.
+    pub fn register_source(&self, id: u32, name: &str) {
+        let mut sources = self.sources.write();
+        if !sources.iter().any(|(known, _, _)| *known == id) {
+            sources.push((id, name.to_string(), SourceTally::default()));
+        }
+    }
+
+    /// Counts what became of readings of source `id`; a source never registered is
+    /// not counted by name.
+    pub fn tally(&self, id: u32, counts: SourceCounts) {
+        let sources = self.sources.read();
+        if let Some((_, _, tally)) = sources.iter().find(|(known, _, _)| *known == id) {
+            let add = |counter: &AtomicU64, n: u64| {
+                if n > 0 {
+                    counter.fetch_add(n, Ordering::Relaxed);
+                }
+            };
+            add(&tally.applied, counts.applied);
+            add(&tally.late, counts.late);
+            add(&tally.duplicate, counts.duplicate);
+            add(&tally.refused, counts.refused);
+        }
+    }
+
+    /// What the twins made of each registered source's readings, by source name.
+    pub fn sources(&self) -> Vec<(String, SourceCounts)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.sources
+            .read()
+            .iter()
+            .map(|(_, name, tally)| {
+                let counts = SourceCounts {
+                    applied: get(&tally.applied),
+                    late: get(&tally.late),
+                    duplicate: get(&tally.duplicate),
+                    refused: get(&tally.refused),
+                };
+                (name.clone(), counts)
+            })
+            .collect()
     }
 
     /// Reads every counter.

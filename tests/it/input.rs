@@ -157,6 +157,28 @@ async fn readings_keep_their_identity_through_a_real_broker() {
     let counters = runtime.twins().counters();
     assert_eq!(counters.samples_late, 1 + 99, "{counters:?}");
     assert_eq!(counters.rejected_total(), 1, "{counters:?}");
+    // Accounted per source: the connector's numbered readings and its time-stamped ones.
+    let by_source = runtime.twins().source_counts();
+    let of = |name: &str| {
+        by_source
+            .iter()
+            .find(|(source, _)| source == name)
+            .map(|(_, counts)| *counts)
+            .unwrap_or_else(|| panic!("no source {name}: {by_source:?}"))
+    };
+    let numbered = of("mqtt:mqtt");
+    assert_eq!(
+        (
+            numbered.applied,
+            numbered.late,
+            numbered.duplicate,
+            numbered.refused
+        ),
+        (22, 99, 1, 1),
+        "{numbered:?}"
+    );
+    let stamped = of("mqtt:mqtt/ts");
+    assert_eq!((stamped.applied, stamped.late), (1, 1), "{stamped:?}");
     assert_eq!(
         connector.drops().total(),
         0,

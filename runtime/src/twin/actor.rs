@@ -431,6 +431,9 @@ impl TwinActorState {
         for (sample, reason) in self.fx.refused.drain(..) {
             counters.reject(reason, &SampleLabel(&self.entry, &sample));
         }
+        for (source, counts) in self.fx.by_source.drain(..) {
+            counters.tally(source.0, counts);
+        }
         if self.core.freshness_changed() {
             self.sweep();
         }

@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::journal::{
     AckGroup, Completion, Journal, JournalWrite, Receipt, Store, StoreError, Ticket,
 };
-use crate::metrics::{CounterSnapshot, Counters};
+use crate::metrics::{CounterSnapshot, Counters, SourceCounts};
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
 use crate::time::Timestamp;
@@ -32,6 +32,14 @@ const JOURNAL_HISTORY_BATCHES: usize = 4096;
 
 /// Capacity of the change and actuation broadcast buffers; slower subscribers lag.
 const BUS_CAPACITY: usize = 16_384;
+
+/// One refused reading, for a source's tally.
+const REFUSED_ONE: SourceCounts = SourceCounts {
+    applied: 0,
+    late: 0,
+    duplicate: 0,
+    refused: 1,
+};
 
 /// How often the node looks for twins with a channel past its maximum age.
 pub const FRESHNESS_INTERVAL: Duration = Duration::from_millis(200);
@@ -367,12 +375,20 @@ impl Twins {
 
     /// The durable id of a named source, registering it if new.
     pub fn source(&self, name: &str) -> Result<SourceId, Error> {
-        self.kernel
+        let id = self
+            .kernel
             .journal
             .store()
             .source_id(name)
-            .map(SourceId)
-            .map_err(journal_error)
+            .map_err(journal_error)?;
+        self.kernel.counters.register_source(id, name);
+        Ok(SourceId(id))
+    }
+
+    /// What the twins made of each registered source's readings (applied, late,
+    /// duplicate, refused), by source name.
+    pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {
+        self.kernel.counters.sources()
     }
 
     fn check(&self, entry: &TwinEntry, sample: &Sample) -> Result<(), SampleRejection> {
@@ -402,6 +418,7 @@ impl Twins {
                     _ => SampleRejection::UnknownChannel,
                 };
                 self.kernel.counters.reject(kind, &error);
+                self.kernel.counters.tally(reading.source.0, REFUSED_ONE);
                 return Err(error);
             }
         };
@@ -430,6 +447,7 @@ impl Twins {
         let mut accepted = 0;
         for (position, (target, reading)) in readings.into_iter().enumerate() {
             let Some(entry) = self.directory.at(target.twin) else {
+                self.kernel.counters.tally(reading.source.0, REFUSED_ONE);
                 self.kernel.counters.reject(
                     SampleRejection::UnknownAsset,
                     &format_args!("twin index {}", target.twin),
@@ -439,6 +457,7 @@ impl Twins {
             };
             let sample = Sample::new(target.channel, reading, receive_time);
             if let Err(reason) = self.check(entry, &sample) {
+                self.kernel.counters.tally(reading.source.0, REFUSED_ONE);
                 self.kernel.counters.reject(
                     reason,
                     &format_args!(

@@ -26,14 +26,15 @@ use crate::audit::{AuditRecord, ModelInfo};
 use crate::config::TwinType;
 use crate::governor::{Governor, SafetyDemand};
 use crate::journal::{JournalEvent, JournalRecord};
+use crate::metrics::SourceCounts;
 use crate::model::{Model, ModelOutput};
 use crate::path::AssetPath;
-use crate::sample::{ChannelId, Sample};
+use crate::sample::{ChannelId, Sample, SourceId};
 use crate::time::Timestamp;
 use crate::twin::actuation::Actuation;
 use crate::twin::change::TwinEvent;
 use crate::twin::report::{ReportedValue, RunState, TwinReport};
-use crate::twin::state::{DerivedValue, SampleRejection, TwinState};
+use crate::twin::state::{DerivedValue, SampleOutcome, SampleRejection, TwinState};
 
 /// What handling one message produced besides the state change: journal records,
 /// audit records, actuations and published changes.
@@ -63,6 +64,27 @@ pub struct Effects {
     pub refused: Vec<(Sample, SampleRejection)>,
     /// Channels that came under a condition (stale or bad).
     pub conditions: u32,
+    /// What became of the readings, per source.
+    pub by_source: Vec<(SourceId, SourceCounts)>,
+}
+
+impl Effects {
+    /// Counts one reading's outcome under its source.
+    pub(super) fn count(&mut self, source: SourceId, outcome: SampleOutcome) {
+        let slot = match self.by_source.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, counts)) => counts,
+            None => {
+                self.by_source.push((source, SourceCounts::default()));
+                &mut self.by_source.last_mut().expect("just pushed").1
+            }
+        };
+        match outcome {
+            SampleOutcome::Applied => slot.applied += 1,
+            SampleOutcome::Late => slot.late += 1,
+            SampleOutcome::Duplicate | SampleOutcome::Renewed => slot.duplicate += 1,
+            SampleOutcome::Refused(_) => slot.refused += 1,
+        }
+    }
 }
 
 impl Effects {

@@ -16,6 +16,7 @@ impl TwinCore {
     /// Duplicates and refused samples change nothing and are listed in `fx`.
     pub fn apply_sample(&mut self, sample: &Sample, fx: &mut Effects) -> SampleOutcome {
         let (outcome, lifted) = self.take_sample(sample);
+        fx.count(sample.source, outcome);
         match outcome {
             SampleOutcome::Duplicate => {
                 fx.duplicates += 1;
