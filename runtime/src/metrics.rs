@@ -36,9 +36,30 @@ pub struct Counters {
     last_logged: [LogGate; SampleRejection::ALL.len()],
     /// When a duplicate was last logged.
     duplicate_logged: LogGate,
-    /// Per registered source: its name and what the twins made of its readings.
-    sources: parking_lot::RwLock<Vec<(u32, String, SourceTally)>>,
+    /// Registered sources' names by id.
+    source_names: parking_lot::RwLock<Vec<(u32, String)>>,
+    /// What the twins made of each source's readings, indexed by source id (ids are
+    /// small and dense: a node's data directory numbers them from 0).
+    source_tallies: SourceTallies,
 }
+
+/// The tallies of the first [`MAX_COUNTED_SOURCES`] source ids, lock-free.
+#[derive(Debug)]
+struct SourceTallies(Box<[SourceTally]>);
+
+impl Default for SourceTallies {
+    fn default() -> Self {
+        Self(
+            (0..MAX_COUNTED_SOURCES)
+                .map(|_| SourceTally::default())
+                .collect(),
+        )
+    }
+}
+
+/// How many sources are counted by name; readings of sources numbered beyond are
+/// still counted in the node's totals.
+pub const MAX_COUNTED_SOURCES: usize = 256;
 
 /// What the twins made of one source's readings, live.
 #[derive(Debug, Default)]
@@ -170,43 +191,43 @@ impl Counters {
 
     /// Names a source, so its readings are counted under it.
     pub fn register_source(&self, id: u32, name: &str) {
-        let mut sources = self.sources.write();
-        if !sources.iter().any(|(known, _, _)| *known == id) {
-            sources.push((id, name.to_string(), SourceTally::default()));
+        let mut names = self.source_names.write();
+        if !names.iter().any(|(known, _)| *known == id) {
+            names.push((id, name.to_string()));
         }
     }
 
-    /// Counts what became of readings of source `id`; a source never registered is
-    /// not counted by name.
+    /// Counts what became of readings of source `id`.
     pub fn tally(&self, id: u32, counts: SourceCounts) {
-        let sources = self.sources.read();
-        if let Some((_, _, tally)) = sources.iter().find(|(known, _, _)| *known == id) {
-            let add = |counter: &AtomicU64, n: u64| {
-                if n > 0 {
-                    counter.fetch_add(n, Ordering::Relaxed);
-                }
-            };
-            add(&tally.applied, counts.applied);
-            add(&tally.late, counts.late);
-            add(&tally.duplicate, counts.duplicate);
-            add(&tally.refused, counts.refused);
-        }
+        let Some(tally) = self.source_tallies.0.get(id as usize) else {
+            return;
+        };
+        let add = |counter: &AtomicU64, n: u64| {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&tally.applied, counts.applied);
+        add(&tally.late, counts.late);
+        add(&tally.duplicate, counts.duplicate);
+        add(&tally.refused, counts.refused);
     }
 
     /// What the twins made of each registered source's readings, by source name.
     pub fn sources(&self) -> Vec<(String, SourceCounts)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        self.sources
+        self.source_names
             .read()
             .iter()
-            .map(|(_, name, tally)| {
+            .filter_map(|(id, name)| {
+                let tally = self.source_tallies.0.get(*id as usize)?;
                 let counts = SourceCounts {
                     applied: get(&tally.applied),
                     late: get(&tally.late),
                     duplicate: get(&tally.duplicate),
                     refused: get(&tally.refused),
                 };
-                (name.clone(), counts)
+                Some((name.clone(), counts))
             })
             .collect()
     }
