@@ -84,16 +84,6 @@ pub struct SourceCounts {
     pub refused: u64,
 }
 
-impl SourceCounts {
-    /// Adds another tally to this one.
-    pub fn add(&mut self, other: SourceCounts) {
-        self.applied += other.applied;
-        self.late += other.late;
-        self.duplicate += other.duplicate;
-        self.refused += other.refused;
-    }
-}
-
 /// A fixed instant the rate limiter measures from.
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -211,33 +211,9 @@ applies_to = ["speed"]
         let command = automatic_speed(1500.0);
         let changes = vec![change(&twin_type, "speed", Value::Float(1500.0))];
         let outcome = review(
-            &*governor,
-            &twin_type,
-            &state,
-            &command,
-            changes.clone(),
-            false,
-            now,
-        );
-        assert_eq!(outcome.review, Review::Allow);
-
-        // A sensor whose source lost touch never corroborates, however recent its value.
-        let stale = doppel_runtime::ChannelCondition {
-            quality: Quality::Stale,
-            reason: "mqtt `plant` lost its broker".to_string(),
-            since: now,
-        };
-        assert!(state.set_condition(twin_type.channel("temperature_b").unwrap(), stale));
-        let outcome = review(
             &*governor, &twin_type, &state, &command, changes, false, now,
         );
-        assert!(
-            outcome
-                .denied()
-                .ends_with(": temperature_b reading is stale"),
-            "{}",
-            outcome.denied()
-        );
+        assert_eq!(outcome.review, Review::Allow);
     }
 
     #[test]

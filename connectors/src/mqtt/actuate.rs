@@ -17,7 +17,7 @@ use std::time::Duration;
 use doppel_runtime::AssetPath;
 use doppel_runtime::twin::{Actuation, Twins};
 use parking_lot::Mutex;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing as Sent, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing as Sent, Packet};
 use tokio::sync::{broadcast, watch};
 
 use super::codec::{Codec, Outgoing};
@@ -305,11 +305,7 @@ impl Publisher {
                 version: actuation.version(),
                 desired: admitted.clone(),
             });
-            let qos = if message.at_most_once {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
+            let qos = message.qos();
             match self
                 .client
                 .try_publish(message.topic, qos, message.retain, message.payload)

@@ -21,6 +21,17 @@ pub struct Outgoing {
     pub at_most_once: bool,
 }
 
+impl Outgoing {
+    /// The QoS it is published at.
+    pub fn qos(&self) -> rumqttc::QoS {
+        if self.at_most_once {
+            rumqttc::QoS::AtMostOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        }
+    }
+}
+
 /// What one inbound message produced.
 #[derive(Debug, Default)]
 pub struct Inbound {

@@ -502,7 +502,7 @@ async fn network(
 fn next_will(codecs: &mut [Box<dyn Codec>]) -> Option<LastWill> {
     let now = Timestamp::now();
     let will = codecs.iter_mut().find_map(|codec| codec.last_will(now))?;
-    let qos = qos_of(&will);
+    let qos = will.qos();
     Some(LastWill::new(will.topic, will.payload, qos, will.retain))
 }
 
@@ -514,17 +514,9 @@ fn renew_will(eventloop: &mut EventLoop, codecs: &Mutex<Vec<Box<dyn Codec>>>) {
     }
 }
 
-fn qos_of(message: &Outgoing) -> QoS {
-    if message.at_most_once {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    }
-}
-
 /// Queues a publish without waiting; counts it.
 fn send(client: &AsyncClient, message: Outgoing, shared: &Shared) {
-    let qos = qos_of(&message);
+    let qos = message.qos();
     match client.try_publish(message.topic, qos, message.retain, message.payload) {
         Ok(()) => {
             shared.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -545,7 +537,6 @@ async fn ingest(
 ) {
     let mut batch = Vec::with_capacity(DRAIN);
     let mut decoded = Inbound::default();
-    let mut targets = Vec::new();
     while inbound.recv_many(&mut batch, DRAIN).await > 0 {
         let epoch = shared.epoch.load(Ordering::Acquire);
         let now = Timestamp::now();
@@ -583,17 +574,12 @@ async fn ingest(
                 publish: received.publish,
             })
             .collect();
-        targets.clear();
-        targets.extend(
-            decoded
-                .readings
-                .iter()
-                .map(|(target, reading)| (*target, reading.value)),
-        );
-        let receipt = match twins.ingest_batch(decoded.readings.drain(..)).await {
+        let result = twins.ingest_batch(decoded.readings.iter().copied()).await;
+        let receipt = match result {
             Ok(result) => {
                 for (position, reason) in &result.rejected {
-                    let (target, value) = targets[*position];
+                    let (target, reading) = decoded.readings[*position];
+                    let value = reading.value;
                     match twins.describe(target) {
                         Some((asset, channel)) => shared.drops.record(
                             DropKind::from(*reason),
@@ -614,6 +600,7 @@ async fn ingest(
                 return;
             }
         };
+        decoded.readings.clear();
         if acks.send((receipt, pending)).is_err() {
             return;
         }

@@ -117,10 +117,23 @@ pub struct RuntimeSettings {
     pub max_sample_age_secs: u64,
     /// How long a channel's value stays fresh without a newer reading, in seconds,
     /// unless its type sets `max_age_secs`; past it the channel is stale. 0: never.
+    /// A config file with a negative or non-finite value is refused.
+    #[serde(deserialize_with = "seconds")]
     pub max_age_secs: f64,
     /// Write a [`crate::twin::MirrorUpdate`] for every change to the outbox, in the
     /// journal's transactions, for replication to mirrors (cluster edge nodes).
     pub replicate: bool,
+}
+
+/// A number of seconds, 0 or more.
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    if Duration::try_from_secs_f64(secs).is_err() {
+        return Err(serde::de::Error::custom(format!(
+            "{secs} is not a number of seconds, 0 or more (0: never stale)"
+        )));
+    }
+    Ok(secs)
 }
 
 impl RuntimeSettings {
@@ -142,6 +155,30 @@ impl Default for RuntimeSettings {
             max_sample_age_secs: 7 * 24 * 3600,
             max_age_secs: 60.0,
             replicate: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_maximum_age_is_seconds_zero_or_more() {
+        let settings: RuntimeSettings = toml::from_str("max_age_secs = 2.5").unwrap();
+        assert_eq!(settings.max_age(), Duration::from_millis(2500));
+        let never: RuntimeSettings = toml::from_str("max_age_secs = 0").unwrap();
+        assert_eq!(never.max_age(), Duration::ZERO);
+        for bad in [
+            "max_age_secs = -5",
+            "max_age_secs = nan",
+            "max_age_secs = inf",
+        ] {
+            let error = toml::from_str::<RuntimeSettings>(bad).unwrap_err();
+            assert!(
+                error.to_string().contains("is not a number of seconds"),
+                "{bad}: {error}"
+            );
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::journal::JournalEvent;
 use crate::sample::{ChannelId, Quality, SourceId};
 use crate::time::Timestamp;
 use crate::twin::change::{TwinChange, TwinEvent};
-use crate::twin::state::{Alarm, ChannelCondition, Severity, TwinView};
+use crate::twin::state::{Alarm, ChannelCondition, Severity};
 
 /// Who raises the alarm of a channel condition.
 pub const CONDITION_ALARM_SOURCE: &str = "input";
@@ -121,21 +121,9 @@ impl TwinCore {
             });
         }
         self.raise_condition_alarm(channel, &condition, Some(fx));
-        self.demands.clear();
-        let view = TwinView {
-            twin_type: &self.twin_type,
-            state: &self.state,
-        };
-        for (index, governor) in self.governors.iter_mut().enumerate() {
-            if let Some(demand) = governor.on_condition(channel, &condition, &view) {
-                self.demands.push((index, demand));
-            }
-        }
-        let demands = std::mem::take(&mut self.demands);
-        for (index, demand) in &demands {
-            self.execute_safety(*index, demand, now, fx);
-        }
-        self.demands = demands;
+        self.ask_governors(now, fx, |governor, view| {
+            governor.on_condition(channel, &condition, view)
+        });
         true
     }
 

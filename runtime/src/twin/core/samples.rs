@@ -1,8 +1,10 @@
 //! Readings: applying a sample, then what models and governors make of it.
 
 use super::{Effects, TwinCore};
+use crate::governor::{Governor, SafetyDemand};
 use crate::journal::JournalEvent;
 use crate::sample::{Quality, Sample};
+use crate::time::Timestamp;
 use crate::twin::change::{TwinChange, TwinEvent};
 use crate::twin::state::{Alarm, SampleOutcome, TwinView};
 
@@ -140,19 +142,31 @@ impl TwinCore {
     }
 
     pub(super) fn watch(&mut self, sample: &Sample, fx: &mut Effects) {
+        self.ask_governors(sample.receive_time, fx, |governor, view| {
+            governor.watch(sample, view)
+        });
+    }
+
+    /// Asks every governor, then executes the safety actions they demand, in order.
+    pub(super) fn ask_governors(
+        &mut self,
+        at: Timestamp,
+        fx: &mut Effects,
+        mut ask: impl FnMut(&mut dyn Governor, &TwinView<'_>) -> Option<SafetyDemand>,
+    ) {
         self.demands.clear();
         let view = TwinView {
             twin_type: &self.twin_type,
             state: &self.state,
         };
         for (index, governor) in self.governors.iter_mut().enumerate() {
-            if let Some(demand) = governor.watch(sample, &view) {
+            if let Some(demand) = ask(governor.as_mut(), &view) {
                 self.demands.push((index, demand));
             }
         }
         let demands = std::mem::take(&mut self.demands);
         for (index, demand) in &demands {
-            self.execute_safety(*index, demand, sample.receive_time, fx);
+            self.execute_safety(*index, demand, at, fx);
         }
         self.demands = demands;
     }
