@@ -4,7 +4,11 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["doppel/v1/twin.proto", "doppel/v1/node.proto"];
+    let files = [
+        "doppel/v1/twin.proto",
+        "doppel/v1/node.proto",
+        "doppel/v1/status.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

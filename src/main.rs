@@ -1,5 +1,6 @@
 //! The `doppel` command: `doppel dev` runs a simulated plant on this machine;
-//! `doppel node --config FILE` runs one node with its connectors; `doppel twin …` reads
+//! `doppel node --config FILE` runs one node with its connectors (`doppel node status`
+//! asks a running one what became of its input); `doppel twin …` reads
 //! and commands the twins of any node through its gRPC API; `doppel opcua trust` trusts
 //! an OPC UA server's certificate.
 
@@ -30,7 +31,8 @@ enum Command {
     /// Run a simulated plant on this machine: nothing to install, nothing to configure.
     Dev(cli::dev::DevArgs),
     /// Run one node from a config file: its twins and the MQTT and OPC UA connectors
-    /// that feed them.
+    /// that feed them. `doppel node status` asks a running node what its connectors
+    /// received and what became of it.
     Node(cli::node::NodeArgs),
     /// Read, watch, command and question the twins of any node through its gRPC API.
     Twin(cli::twin::TwinArgs),

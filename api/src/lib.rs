@@ -1,7 +1,9 @@
 //! Doppel's public gRPC service: `doppel.v1.TwinService` over a node's twins.
 //!
 //! This crate owns the API a node serves: [`TwinApi`] answers the seven RPCs of
-//! `doppel/v1/twin.proto` over a [`Twins`](doppel_runtime::twin::Twins) handle;
+//! `doppel/v1/twin.proto` over a [`Twins`](doppel_runtime::twin::Twins) handle, and
+//! `doppel.v1.StatusService` (`doppel/v1/status.proto`): what the node's connectors
+//! received and what became of it;
 //! [`Authenticator`] admits callers by bearer token and role; [`ApiServer`] serves both
 //! with gRPC health checking and server reflection, over TLS when a certificate is
 //! configured. Every RPC runs in a `tracing` span carrying the method, asset path and
@@ -36,6 +38,7 @@ mod error;
 pub mod page;
 mod server;
 mod service;
+mod status;
 mod watcher;
 
 pub use auth::{Authenticator, Caller, DEV_TOKEN_FILE, load_or_create_dev_token};
@@ -48,6 +51,7 @@ pub use service::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
     parse_path, parse_prefix, time_range,
 };
+pub use status::{STATUS_SERVICE_NAME, connector_to_proto};
 
 /// The standard health checking service (`grpc.health.v1`), for clients.
 pub use tonic_health as health;

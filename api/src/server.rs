@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use doppel_proto::v1::status_service_server::StatusServiceServer;
 use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
 use tokio::sync::oneshot;
@@ -17,6 +18,7 @@ use crate::auth::Authenticator;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::service::TwinApi;
+use crate::status::STATUS_SERVICE_NAME;
 
 /// The name health checks use for the twin service.
 pub const SERVICE_NAME: &str = "doppel.v1.TwinService";
@@ -98,10 +100,17 @@ impl ApiServer {
                 .max_decoding_message_size(config.limits.max_request_bytes),
             Authenticator::new(&config.tokens),
         );
+        let status_service = InterceptedService::new(
+            StatusServiceServer::new(api.clone())
+                .max_decoding_message_size(config.limits.max_request_bytes),
+            Authenticator::new(&config.tokens),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
+        for name in [SERVICE_NAME, STATUS_SERVICE_NAME] {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(doppel_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -122,7 +131,8 @@ impl ApiServer {
         let router = server
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(twin_service);
+            .add_service(twin_service)
+            .add_service(status_service);
         let task = tokio::spawn(async move {
             let signal = async {
                 let _ = stopped.await;
@@ -177,9 +187,11 @@ impl ApiHandle {
     /// Stops the server: health turns NOT_SERVING, watches end with UNAVAILABLE, the
     /// listener closes, and calls in progress get a few seconds to finish.
     pub async fn stop(mut self) {
-        self.health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        for name in [SERVICE_NAME, STATUS_SERVICE_NAME] {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
         self.api.close_watches();
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());

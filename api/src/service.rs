@@ -89,7 +89,7 @@ impl Shared {
 /// `RUN_STATE_UNSPECIFIED`).
 #[derive(Clone)]
 pub struct TwinApi {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl TwinApi {
@@ -132,7 +132,7 @@ impl TwinApi {
             - self.shared.watches.available_permits()
     }
 
-    fn admit(&self) -> Result<SemaphorePermit<'_>, Status> {
+    pub(crate) fn admit(&self) -> Result<SemaphorePermit<'_>, Status> {
         self.shared.in_flight.try_acquire().map_err(|_| {
             Status::resource_exhausted(format!(
                 "more than {} requests in flight on this node; retry with backoff",
@@ -144,12 +144,12 @@ impl TwinApi {
 
 /// A span for one call of `method`; `asset` and `command_id` are recorded as they
 /// become known.
-fn rpc_span(method: &'static str) -> tracing::Span {
+fn rpc_span(service: &'static str, method: &'static str) -> tracing::Span {
     tracing::info_span!(
         "rpc",
-        otel.name = format_args!("doppel.v1.TwinService/{method}"),
+        otel.name = format_args!("{service}/{method}"),
         rpc.system = "grpc",
-        rpc.service = "doppel.v1.TwinService",
+        rpc.service = service,
         rpc.method = method,
         asset = Empty,
         command_id = Empty,
@@ -157,7 +157,7 @@ fn rpc_span(method: &'static str) -> tracing::Span {
     )
 }
 
-/// Runs one call of `method` inside its span and records how it ended.
+/// Runs one call of TwinService's `method` inside its span and records how it ended.
 async fn traced<R, T, F>(
     method: &'static str,
     request: Request<R>,
@@ -166,7 +166,20 @@ async fn traced<R, T, F>(
 where
     F: Future<Output = Result<T, Status>>,
 {
-    let span = rpc_span(method);
+    traced_in("doppel.v1.TwinService", method, request, call).await
+}
+
+/// Runs one call of `service`'s `method` inside its span and records how it ended.
+pub(crate) async fn traced_in<R, T, F>(
+    service: &'static str,
+    method: &'static str,
+    request: Request<R>,
+    call: impl FnOnce(Request<R>) -> F,
+) -> Result<Response<T>, Status>
+where
+    F: Future<Output = Result<T, Status>>,
+{
+    let span = rpc_span(service, method);
     // Continue the caller's trace (W3C `traceparent` in the metadata), if it sent one.
     doppel_telemetry::set_parent_from_metadata(&span, request.metadata());
     let result = call(request).instrument(span.clone()).await;

@@ -1,9 +1,10 @@
-//! Dropped connector input: counted per kind, logged at most once per kind per minute.
+//! Lost connector input: what a connector dropped (counted per kind) and what the twins
+//! refused (counted per reason), each logged at most once per kind per minute.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use doppel_runtime::metrics::LogGate;
+use doppel_runtime::metrics::{ConnectorStatus, LogGate, SourceCounts};
 use doppel_runtime::twin::SampleRejection;
 use serde::Serialize;
 
@@ -37,14 +38,11 @@ pub enum DropKind {
     BadProtobuf,
     /// A Sparkplug sequence number out of order (a rebirth is requested).
     SequenceGap,
-    /// A reading's sequence number is implausible, or the reading cannot be told apart
-    /// from one applied before (refused by its twin).
-    BadSequence,
 }
 
 impl DropKind {
     /// Every kind, in counter order.
-    pub const ALL: [DropKind; 14] = [
+    pub const ALL: [DropKind; 13] = [
         DropKind::Oversized,
         DropKind::MalformedJson,
         DropKind::WrongType,
@@ -58,7 +56,6 @@ impl DropKind {
         DropKind::BeforeBirth,
         DropKind::BadProtobuf,
         DropKind::SequenceGap,
-        DropKind::BadSequence,
     ];
 
     /// A short snake_case name.
@@ -77,7 +74,6 @@ impl DropKind {
             DropKind::BeforeBirth => "before_birth",
             DropKind::BadProtobuf => "bad_protobuf",
             DropKind::SequenceGap => "sequence_gap",
-            DropKind::BadSequence => "bad_sequence",
         }
     }
 
@@ -92,28 +88,18 @@ impl fmt::Display for DropKind {
     }
 }
 
-impl From<SampleRejection> for DropKind {
-    fn from(rejection: SampleRejection) -> Self {
-        match rejection {
-            SampleRejection::UnknownAsset => DropKind::UnknownAsset,
-            SampleRejection::UnknownChannel => DropKind::UnknownChannel,
-            SampleRejection::NotFinite => DropKind::NotFinite,
-            SampleRejection::OutOfRange => DropKind::OutOfRange,
-            SampleRejection::InFuture | SampleRejection::TooOld => DropKind::BadTimestamp,
-            SampleRejection::SeqJump | SampleRejection::Unverifiable => DropKind::BadSequence,
-        }
-    }
-}
-
 const KINDS: usize = DropKind::ALL.len();
+const REASONS: usize = SampleRejection::ALL.len();
 
-/// Drop counters of one connector. Lock-free: a flood of bad input costs two atomic
-/// operations per drop.
+/// Drop and refusal counters of one connector. Lock-free: a flood of bad input costs
+/// two atomic operations per drop.
 #[derive(Debug)]
 pub struct Drops {
     connector: String,
     counts: [AtomicU64; KINDS],
     last_logged: [LogGate; KINDS],
+    refusals: [AtomicU64; REASONS],
+    last_refusal_logged: [LogGate; REASONS],
 }
 
 impl Drops {
@@ -123,7 +109,14 @@ impl Drops {
             connector: connector.into(),
             counts: Default::default(),
             last_logged: Default::default(),
+            refusals: Default::default(),
+            last_refusal_logged: Default::default(),
         }
+    }
+
+    /// The connector's name, as in log lines and status (`mqtt:plant`).
+    pub fn connector(&self) -> &str {
+        &self.connector
     }
 
     /// Counts one drop and logs it unless this kind was logged in the last minute.
@@ -141,14 +134,73 @@ impl Drops {
         }
     }
 
+    /// Counts one reading its twin refused and logs it unless a refusal for this reason
+    /// was logged in the last minute. `detail` names the asset, channel and value.
+    pub fn refuse(&self, reason: SampleRejection, detail: &dyn fmt::Display) {
+        let index = rejection_index(reason);
+        let total = self.refusals[index].fetch_add(1, Ordering::Relaxed) + 1;
+        if self.last_refusal_logged[index].due() {
+            tracing::warn!(
+                connector = %self.connector,
+                reason = reason.as_str(),
+                total,
+                %detail,
+                "reading refused by its twin (logged once per minute per reason)"
+            );
+        }
+    }
+
+    /// Readings refused for one reason so far.
+    pub fn refused(&self, reason: SampleRejection) -> u64 {
+        self.refusals[rejection_index(reason)].load(Ordering::Relaxed)
+    }
+
+    /// Non-zero refusal counts by reason.
+    pub fn refusals(&self) -> Vec<(SampleRejection, u64)> {
+        SampleRejection::ALL
+            .iter()
+            .map(|reason| (*reason, self.refused(*reason)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// The status of this connector: it is `kind` (`mqtt`, `opcua`), `connected` or
+    /// not, and `received` messages or values; what its twins made of its readings is
+    /// read from their per-source tallies `sources`.
+    pub fn status(
+        &self,
+        kind: &'static str,
+        connected: bool,
+        received: u64,
+        sources: &[(String, SourceCounts)],
+    ) -> ConnectorStatus {
+        ConnectorStatus {
+            name: self.connector.clone(),
+            kind,
+            connected,
+            received,
+            readings: ConnectorStatus::readings_of(&self.connector, sources),
+            refused: self.refusals(),
+            dropped: self
+                .snapshot()
+                .into_iter()
+                .map(|(kind, count)| (kind.as_str(), count))
+                .collect(),
+        }
+    }
+
     /// Drops of one kind so far.
     pub fn count(&self, kind: DropKind) -> u64 {
         self.counts[kind.index()].load(Ordering::Relaxed)
     }
 
-    /// Every drop so far.
+    /// Everything lost so far: every drop and every refusal.
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.counts
+            .iter()
+            .chain(&self.refusals)
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Non-zero counts by kind.
@@ -159,6 +211,13 @@ impl Drops {
             .filter(|(_, count)| *count > 0)
             .collect()
     }
+}
+
+fn rejection_index(reason: SampleRejection) -> usize {
+    SampleRejection::ALL
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -184,5 +243,50 @@ mod tests {
             drops.snapshot(),
             vec![(DropKind::Oversized, 1), (DropKind::MalformedJson, 501)]
         );
+    }
+
+    #[test]
+    fn refusals_are_counted_per_reason_apart_from_drops() {
+        let drops = Drops::new("test");
+        drops.refuse(SampleRejection::OutOfRange, &"press-1 temperature = 900");
+        drops.refuse(SampleRejection::OutOfRange, &"press-1 temperature = 901");
+        drops.refuse(SampleRejection::SeqJump, &"press-1 temperature = 50");
+        drops.record(DropKind::UnknownTopic, &"`x`");
+        assert_eq!(drops.refused(SampleRejection::OutOfRange), 2);
+        assert_eq!(drops.count(DropKind::OutOfRange), 0);
+        assert_eq!(
+            drops.refusals(),
+            vec![
+                (SampleRejection::OutOfRange, 2),
+                (SampleRejection::SeqJump, 1)
+            ]
+        );
+        assert_eq!(drops.snapshot(), vec![(DropKind::UnknownTopic, 1)]);
+        assert_eq!(drops.total(), 4);
+    }
+
+    #[test]
+    fn a_connector_status_sums_the_sources_it_feeds() {
+        let drops = Drops::new("mqtt:plant");
+        drops.refuse(SampleRejection::InFuture, &"x");
+        let counts = |applied| SourceCounts {
+            applied,
+            late: 1,
+            duplicate: 2,
+            refused: 0,
+        };
+        let sources = vec![
+            ("mqtt:plant".to_string(), counts(10)),
+            ("mqtt:plant/ts".to_string(), counts(5)),
+            ("mqtt:plant2".to_string(), counts(100)),
+            ("opcua:plant".to_string(), counts(1000)),
+        ];
+        let status = drops.status("mqtt", true, 20, &sources);
+        assert_eq!(status.readings.applied, 15);
+        assert_eq!(status.readings.late, 2);
+        assert_eq!(status.readings.duplicate, 4);
+        assert_eq!(status.refused, vec![(SampleRejection::InFuture, 1)]);
+        assert_eq!(status.refused_total(), 1);
+        assert_eq!(status.dropped_total(), 0);
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! Every connector validates at the boundary: bad input is counted per [`DropKind`],
 //! logged at most once per kind per minute, and dropped; it never reaches a twin.
+//! Readings a twin refuses are counted per reason. A connector's [`ConnectorStatus`]
+//! accounts for everything it received.
 
 #[cfg(feature = "broker")]
 pub mod broker;
@@ -16,5 +18,6 @@ pub mod reach;
 mod governed;
 
 pub use delivery::Resend;
+pub use doppel_runtime::metrics::ConnectorStatus;
 pub use drops::{DropKind, Drops};
 pub use reach::{AssetReach, Reach};

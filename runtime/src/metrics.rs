@@ -1,7 +1,7 @@
 //! Counters a node keeps, and rate-limited logging of dropped input.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -41,6 +41,79 @@ pub struct Counters {
     /// What the twins made of each source's readings, indexed by source id (ids are
     /// small and dense: a node's data directory numbers them from 0).
     source_tallies: SourceTallies,
+    /// The connectors feeding this node's twins, for their status.
+    connectors: ConnectorRegistry,
+}
+
+/// Something that feeds twins and can say what it received and what became of it:
+/// a connector. Registered with [`Counters::register_connector`].
+pub trait ConnectorReport: Send + Sync {
+    /// The connector's status now; `sources` are the twins' per-source tallies.
+    fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus;
+}
+
+/// Everything one connector received and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectorStatus {
+    /// `mqtt:<name>` or `opcua:<name>`.
+    pub name: String,
+    /// `mqtt` or `opcua`.
+    pub kind: &'static str,
+    /// Whether the broker connection or server session is up.
+    pub connected: bool,
+    /// Messages (MQTT) or data-change values (OPC UA) received.
+    pub received: u64,
+    /// What the twins did with the readings it decoded: the tallies of every source
+    /// the connector feeds (named `<name>` or `<name>/…`).
+    pub readings: SourceCounts,
+    /// Readings the twins refused, by reason (non-zero only).
+    pub refused: Vec<(SampleRejection, u64)>,
+    /// Messages or values dropped before any twin saw them, by kind, snake_case
+    /// (non-zero only).
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
+impl ConnectorStatus {
+    /// Sums the tallies of the sources the connector `name` feeds: `name` itself and
+    /// any `name/…`.
+    pub fn readings_of(name: &str, sources: &[(String, SourceCounts)]) -> SourceCounts {
+        let mut readings = SourceCounts::default();
+        let fed = sources.iter().filter(|(source, _)| {
+            source
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        for (_, counts) in fed {
+            readings.applied += counts.applied;
+            readings.late += counts.late;
+            readings.duplicate += counts.duplicate;
+            readings.refused += counts.refused;
+        }
+        readings
+    }
+
+    /// Readings refused, for any reason.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Messages or values dropped, of any kind.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Registered connectors, held weakly: a connector that stopped and was dropped
+/// leaves the list at the next read.
+#[derive(Default)]
+struct ConnectorRegistry(parking_lot::Mutex<Vec<Weak<dyn ConnectorReport>>>);
+
+impl std::fmt::Debug for ConnectorRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorRegistry")
+            .field("connectors", &self.0.lock().len())
+            .finish()
+    }
 }
 
 /// The tallies of the first [`MAX_COUNTED_SOURCES`] source ids, lock-free.
@@ -219,6 +292,28 @@ impl Counters {
                 };
                 Some((name.clone(), counts))
             })
+            .collect()
+    }
+
+    /// Registers a connector for [`Counters::connectors`]. It is held weakly: it leaves
+    /// the list once its last strong reference is gone.
+    pub fn register_connector(&self, connector: &Arc<dyn ConnectorReport>) {
+        self.connectors.0.lock().push(Arc::downgrade(connector));
+    }
+
+    /// The status of every live registered connector, in registration order.
+    pub fn connectors(&self) -> Vec<ConnectorStatus> {
+        let live: Vec<Arc<dyn ConnectorReport>> = {
+            let mut registered = self.connectors.0.lock();
+            registered.retain(|connector| connector.strong_count() > 0);
+            registered.iter().filter_map(Weak::upgrade).collect()
+        };
+        if live.is_empty() {
+            return Vec::new();
+        }
+        let sources = self.sources();
+        live.iter()
+            .map(|connector| connector.status(&sources))
             .collect()
     }
 

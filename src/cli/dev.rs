@@ -23,7 +23,7 @@ use doppel::{
 
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
-use crate::dev::view::{KeyValue, LineRow, MachineRow, MachineState, PlantView, render};
+use crate::dev::view::{InputRow, KeyValue, LineRow, MachineRow, MachineState, PlantView, render};
 
 /// Flags of `doppel dev`.
 #[derive(Args, Debug)]
@@ -563,7 +563,44 @@ async fn build_view(runtime: &Runtime, paths: &[AssetPath], elapsed_secs: f64) -
             .join(", "),
         elapsed_secs,
         lines,
+        input: input_rows(twins),
     }
+}
+
+/// What each connector received and what became of it; without connectors, what
+/// became of each source's readings (the simulator feeding the twins directly).
+pub(crate) fn input_rows(twins: &Twins) -> Vec<InputRow> {
+    let connectors = twins.connectors();
+    if connectors.is_empty() {
+        return twins
+            .source_counts()
+            .into_iter()
+            .filter(|(_, counts)| *counts != Default::default())
+            .map(|(name, counts)| InputRow {
+                name,
+                received: None,
+                connected: None,
+                applied: counts.applied,
+                late: counts.late,
+                duplicate: counts.duplicate,
+                refused: counts.refused,
+                dropped: 0,
+            })
+            .collect();
+    }
+    connectors
+        .into_iter()
+        .map(|connector| InputRow {
+            received: Some(connector.received),
+            connected: Some(connector.connected),
+            applied: connector.readings.applied,
+            late: connector.readings.late,
+            duplicate: connector.readings.duplicate,
+            refused: connector.refused_total(),
+            dropped: connector.dropped_total(),
+            name: connector.name,
+        })
+        .collect()
 }
 
 pub(crate) fn machine_row(report: &TwinReport, key_channels: &[usize]) -> MachineRow {

@@ -443,5 +443,9 @@ fn fleet_view(mirror: Option<&MirrorStore>, edges: &[Node], elapsed_secs: f64) -
         ),
         elapsed_secs,
         lines,
+        input: edges
+            .iter()
+            .flat_map(|edge| super::dev::input_rows(edge.twins()))
+            .collect(),
     }
 }

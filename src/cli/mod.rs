@@ -4,4 +4,5 @@ pub mod dev;
 pub mod dev_cluster;
 pub mod node;
 pub mod opcua;
+pub mod status;
 pub mod twin;

@@ -1,19 +1,25 @@
-//! `doppel node --config FILE`: one node with the connectors its config names.
+//! `doppel node --config FILE`: one node with the connectors its config names;
+//! `doppel node status`: what a running node's connectors received and what became of
+//! it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use doppel::cluster::Cluster;
 use doppel::telemetry::{Telemetry, TelemetryConfig};
 use doppel::{Node, NodeConfig};
 
 /// Flags of `doppel node`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct NodeArgs {
+    /// Ask a running node instead of running one.
+    #[command(subcommand)]
+    command: Option<NodeCommand>,
     /// The node's config file (twin types, plant, data directory, connectors).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
     /// Run this many seconds, then stop cleanly (for scripts).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -23,18 +29,51 @@ pub struct NodeArgs {
     otlp_endpoint: Option<String>,
 }
 
+/// The subcommands of `doppel node`.
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Every reading accounted for: per connector, messages received, readings applied,
+    /// kept as late, ignored as duplicates, refused by the twins (by reason) and input
+    /// dropped (by kind); per data source, what the twins made of its readings.
+    Status(StatusArgs),
+}
+
+/// `doppel node status`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  doppel node status
+  doppel node status --addr http://edge-1:50051 --json
+
+Exit status: 0 when the node answered, 1 when it could not be reached or refused
+the call, 2 when the command line is wrong.")]
+struct StatusArgs {
+    /// Where the node is, and how to call it.
+    #[command(flatten)]
+    connect: super::twin::ConnectArgs,
+}
+
 /// How often the node prints its counters.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// Runs the node until Ctrl-C, SIGTERM or `--duration`.
+/// Runs the node until Ctrl-C, SIGTERM or `--duration`; or, for `doppel node status`,
+/// asks a running node.
 pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config_path = match (args.command, args.config) {
+        (Some(NodeCommand::Status(status)), _) => {
+            let target = status.connect.target()?;
+            return Ok(super::status::show(&target, status.connect.json).await?);
+        }
+        (None, Some(config)) => config,
+        (None, None) => return Err("doppel node: --config FILE is required".into()),
+    };
     let telemetry = Telemetry::init(&TelemetryConfig {
         service_name: "doppel-node".into(),
         otlp_endpoint: args.otlp_endpoint.clone(),
         log_filter: "info,rumqttd=off".into(),
         ..TelemetryConfig::default()
     })?;
-    let config = NodeConfig::from_file(&args.config)?;
+    let config = NodeConfig::from_file(&config_path)?;
     let node = Node::start(config).await?;
     if let Some(cluster) = node.cluster() {
         let result = run_cluster_node(&node, cluster, args.duration, &telemetry).await;

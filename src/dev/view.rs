@@ -39,6 +39,29 @@ pub struct PlantView {
     pub elapsed_secs: f64,
     /// The plant's lines, in display order.
     pub lines: Vec<LineRow>,
+    /// Where the twins' readings came from and what became of them.
+    pub input: Vec<InputRow>,
+}
+
+/// One connector or data source feeding the twins, and what became of its input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRow {
+    /// `mqtt:dev`, `dev-simulator`, …
+    pub name: String,
+    /// Messages received, for a connector; `None` for a source that is not one.
+    pub received: Option<u64>,
+    /// Whether the connector is connected; `None` for a source that is not one.
+    pub connected: Option<bool>,
+    /// Readings that became current values.
+    pub applied: u64,
+    /// Readings kept in history behind a newer value.
+    pub late: u64,
+    /// Readings ignored as applied before.
+    pub duplicate: u64,
+    /// Readings the twins refused.
+    pub refused: u64,
+    /// Input the connector dropped before any twin saw it.
+    pub dropped: u64,
 }
 
 /// A production line: its aggregates and its machines.
@@ -149,8 +172,42 @@ pub fn render(view: &PlantView, color: bool) -> String {
             render_machine(machine, &paint, &mut out);
         }
     }
+    render_input(view, &paint, &mut out);
     render_legend(view, &paint, &mut out);
     out
+}
+
+/// One line per connector or source: received, applied, late, duplicate, refused,
+/// dropped; in yellow when anything was refused or dropped, or it is offline.
+fn render_input(view: &PlantView, paint: &Painter, out: &mut String) {
+    if view.input.is_empty() {
+        return;
+    }
+    out.push('\n');
+    for row in &view.input {
+        let mut text = format!("input {}", row.name);
+        if row.connected == Some(false) {
+            text.push_str(" (offline)");
+        }
+        if let Some(received) = row.received {
+            let _ = write!(text, "  received {received}");
+        }
+        let _ = write!(
+            text,
+            "  applied {}  late {}  duplicate {}  refused {}",
+            row.applied, row.late, row.duplicate, row.refused
+        );
+        if row.received.is_some() {
+            let _ = write!(text, "  dropped {}", row.dropped);
+        }
+        let text = cut(&text, WIDTH);
+        let lost = row.refused > 0 || row.dropped > 0 || row.connected == Some(false);
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.with(if lost { YELLOW } else { DIM }, &text)
+        );
+    }
 }
 
 fn render_title(view: &PlantView, paint: &Painter, out: &mut String) {
@@ -533,7 +590,47 @@ mod tests {
                     ],
                 },
             ],
+            input: Vec::new(),
         }
+    }
+
+    #[test]
+    fn input_shows_what_each_connector_received_and_lost() {
+        let mut view = plant();
+        let row = |name: &str, received, connected, refused, dropped| InputRow {
+            name: name.to_string(),
+            received,
+            connected,
+            applied: 1200,
+            late: 3,
+            duplicate: 4,
+            refused,
+            dropped,
+        };
+        view.input = vec![
+            row("mqtt:dev", Some(1210), Some(true), 0, 0),
+            row("mqtt:plant", Some(50), Some(false), 2, 7),
+            row("dev-simulator", None, None, 0, 0),
+        ];
+        let text = render(&view, true);
+        assert!(
+            text.contains(&format!(
+                "{DIM}input mqtt:dev  received 1210  applied 1200  late 3  duplicate 4  refused 0  dropped 0{RESET}"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{YELLOW}input mqtt:plant (offline)  received 50  applied 1200  late 3  duplicate 4  refused 2  dropped 7{RESET}"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{DIM}input dev-simulator  applied 1200  late 3  duplicate 4  refused 0{RESET}"
+            )),
+            "{text}"
+        );
     }
 
     #[test]
@@ -663,6 +760,7 @@ mod tests {
             title: String::new(),
             elapsed_secs: 0.0,
             lines: Vec::new(),
+            input: Vec::new(),
         };
         assert!(render(&empty, false).contains("0 run"));
     }

@@ -68,6 +68,31 @@ pub fn register_node_metrics(twins: &Twins) {
         .with_description("twin actor restarts")
         .with_callback(move |observer| observer.observe(counters.counters().restarts, &[]))
         .build();
+    let counters = twins.clone();
+    let _connectors = meter
+        .u64_observable_counter("doppel.connector.input")
+        .with_description(
+            "connector input by outcome: received, applied, late, duplicate, refused (by reason), dropped (by kind)",
+        )
+        .with_callback(move |observer| {
+            for connector in counters.connectors() {
+                let name = KeyValue::new("connector", connector.name.clone());
+                let outcome = |outcome: &'static str| [name.clone(), KeyValue::new("outcome", outcome)];
+                observer.observe(connector.received, &outcome("received"));
+                observer.observe(connector.readings.applied, &outcome("applied"));
+                observer.observe(connector.readings.late, &outcome("late"));
+                observer.observe(connector.readings.duplicate, &outcome("duplicate"));
+                for (reason, count) in &connector.refused {
+                    let [name, outcome] = outcome("refused");
+                    observer.observe(*count, &[name, outcome, KeyValue::new("reason", reason.as_str())]);
+                }
+                for (kind, count) in &connector.dropped {
+                    let [name, outcome] = outcome("dropped");
+                    observer.observe(*count, &[name, outcome, KeyValue::new("reason", *kind)]);
+                }
+            }
+        })
+        .build();
     let kernel = twins.kernel().clone();
     let _in_flight = meter
         .u64_observable_gauge("doppel.samples.in_flight")

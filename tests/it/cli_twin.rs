@@ -157,13 +157,13 @@ impl Drop for DevNode {
 }
 
 /// One finished `doppel twin` run.
-struct Run {
+pub struct Run {
     /// The exit code (-1 when killed by a signal).
-    code: i32,
+    pub code: i32,
     /// Everything it printed on stdout.
-    stdout: String,
+    pub stdout: String,
     /// Everything it printed on stderr.
-    stderr: String,
+    pub stderr: String,
 }
 
 impl Run {
@@ -197,9 +197,17 @@ impl Run {
 /// Runs the built binary's `twin` subcommand with only `env` set of the `DOPPEL_*`
 /// and `SSL_CERT_FILE` variables; kills it if it outlives [`RUN_LIMIT`].
 fn run_twin(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let args: Vec<&str> = std::iter::once("twin")
+        .chain(args.iter().copied())
+        .collect();
+    run_doppel(&args, env)
+}
+
+/// Runs the built binary with `args` and only `env` set of the `DOPPEL_*` and
+/// `SSL_CERT_FILE` variables; kills it if it outlives [`RUN_LIMIT`].
+pub fn run_doppel(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_doppel"));
     command
-        .arg("twin")
         .args(args)
         .env_remove("DOPPEL_ADDR")
         .env_remove("DOPPEL_TOKEN")
@@ -220,7 +228,7 @@ fn run_twin(args: &[&str], env: &[(&str, &str)]) -> Run {
         Ok(output) => output.unwrap(),
         Err(_) => {
             signal(pid, "KILL");
-            panic!("doppel twin {args:?} still running after {RUN_LIMIT:?}");
+            panic!("doppel {args:?} still running after {RUN_LIMIT:?}");
         }
     };
     Run {

@@ -539,3 +539,195 @@ async fn a_reordered_backlog_through_a_broker_restart_is_kept_exactly_once() {
     connector.stop().await;
     runtime.shutdown().await;
 }
+
+/// Every reading accounted for, as an operator sees it: what a connector received,
+/// what its twins applied, kept late, ignored as duplicates or refused (by reason), and
+/// what it dropped (by kind), through `doppel.v1.StatusService` and `doppel node status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_and_refusal_counts_through_the_api_and_the_cli() {
+    use doppel::api::{ApiConfig, ApiServer, Role};
+    use doppel::proto::v1 as pb;
+    use doppel::proto::v1::status_service_client::StatusServiceClient;
+
+    const TOKEN: &str = "status-viewer-token-0123";
+    let broker = brokers::embedded();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let connector = MqttConnector::start(MqttConfig::new(broker.url()), runtime.twins().clone())
+        .await
+        .unwrap();
+    assert!(connector.wait_connected(WAIT).await);
+    let api = ApiServer::start(
+        ApiConfig::new("127.0.0.1:0".parse().unwrap()).token("viv", TOKEN, Role::Viewer),
+        runtime.twins().clone(),
+    )
+    .await
+    .unwrap();
+    let (client, eventloop) = brokers::client(&broker.url(), "status-publisher", true);
+    let (_rx, pump_task) = pump(eventloop);
+    let now = Timestamp::now();
+    let stamp = |secs: i64| rfc3339(Timestamp(now.as_micros() - secs * 1_000_000));
+    let messages: Vec<(String, String)> = vec![
+        // Applied, then one reading of them again: a duplicate.
+        (
+            format!("{TOPIC}/temperature"),
+            r#"{"v": 40, "seq": 1}"#.into(),
+        ),
+        (
+            format!("{TOPIC}/temperature"),
+            r#"{"v": 41, "seq": 2}"#.into(),
+        ),
+        (
+            format!("{TOPIC}/temperature"),
+            r#"{"v": 41, "seq": 2}"#.into(),
+        ),
+        // Stamped: one current, one a second older (late).
+        (
+            format!("{TOPIC}/power_kw"),
+            format!(r#"{{"v": 30, "ts": "{}"}}"#, stamp(0)),
+        ),
+        (
+            format!("{TOPIC}/power_kw"),
+            format!(r#"{{"v": 29, "ts": "{}"}}"#, stamp(1)),
+        ),
+        // Refused by the twin: out of the channel's range.
+        (
+            format!("{TOPIC}/temperature"),
+            r#"{"v": 900, "seq": 3}"#.into(),
+        ),
+        // Dropped by the connector: not JSON; an asset no twin has, at a depth no
+        // hosted twin has (never subscribed to before); a channel the type lacks.
+        (format!("{TOPIC}/temperature"), r#"{"v": "#.into()),
+        ("acme/plant-a/telemetry/temperature".into(), "50".into()),
+        (
+            "acme/plant-a/line-1/press-1/spare/part/telemetry/temperature".into(),
+            "50".into(),
+        ),
+        (format!("{TOPIC}/colour"), "3".into()),
+        // And a last applied reading, to know when the others were taken.
+        (
+            format!("{TOPIC}/temperature"),
+            r#"{"v": 42, "seq": 4}"#.into(),
+        ),
+    ];
+    for (topic, body) in &messages {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, body.clone())
+            .await
+            .unwrap();
+    }
+    wait_until("the last reading is applied", WAIT, || async {
+        current(&runtime, "temperature").await == Some(42.0)
+    })
+    .await;
+
+    let channel = tonic::transport::Endpoint::from_shared(api.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut status_client = StatusServiceClient::new(channel);
+    let unauthenticated = status_client
+        .get_node_status(pb::GetNodeStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
+    let mut request = tonic::Request::new(pb::GetNodeStatusRequest {});
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let status = status_client
+        .get_node_status(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.connectors.len(), 1, "{status:?}");
+    let mqtt = &status.connectors[0];
+    assert_eq!(
+        (mqtt.name.as_str(), mqtt.kind.as_str()),
+        ("mqtt:mqtt", "mqtt")
+    );
+    assert!(mqtt.connected);
+    assert_eq!(mqtt.received, messages.len() as u64, "{mqtt:?}");
+    let readings = mqtt.readings.unwrap();
+    assert_eq!(
+        (readings.applied, readings.late, readings.duplicate),
+        (4, 1, 1),
+        "{mqtt:?}"
+    );
+    let counts = |counts: &[pb::Count]| -> Vec<(String, u64)> {
+        counts.iter().map(|c| (c.reason.clone(), c.count)).collect()
+    };
+    assert_eq!(counts(&mqtt.refused), vec![("out_of_range".to_string(), 1)]);
+    assert_eq!(
+        counts(&mqtt.dropped),
+        vec![
+            ("malformed_json".to_string(), 1),
+            ("unknown_asset".to_string(), 2),
+            ("unknown_channel".to_string(), 1),
+        ]
+    );
+    assert_eq!(status.twins, runtime.twins().len() as u64);
+    let sources: Vec<&str> = status.sources.iter().map(|s| s.name.as_str()).collect();
+    assert!(sources.contains(&"mqtt:mqtt/ts"), "{sources:?}");
+
+    // The same figures from the command line, as JSON and as text.
+    let env = [
+        ("DOPPEL_ADDR", api.url()),
+        ("DOPPEL_TOKEN", TOKEN.to_string()),
+    ];
+    let cli = |args: &'static [&'static str]| {
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            crate::cli_twin::run_doppel(args, &env)
+        })
+    };
+    let json = cli(&["node", "status", "--json"]).await.unwrap();
+    assert_eq!(json.code, 0, "{}\n{}", json.stdout, json.stderr);
+    let json: serde_json::Value = serde_json::from_str(json.stdout.trim()).unwrap();
+    let shown = &json["connectors"][0];
+    assert_eq!(shown["name"], "mqtt:mqtt", "{json}");
+    assert_eq!(shown["received"], messages.len() as u64, "{json}");
+    assert_eq!(shown["readings"]["applied"], 4, "{json}");
+    assert_eq!(shown["readings"]["late"], 1, "{json}");
+    assert_eq!(shown["readings"]["duplicate"], 1, "{json}");
+    assert_eq!(shown["refused"]["out_of_range"], 1, "{json}");
+    assert_eq!(shown["dropped"]["malformed_json"], 1, "{json}");
+    assert_eq!(shown["dropped"]["unknown_asset"], 2, "{json}");
+    let text = cli(&["node", "status"]).await.unwrap();
+    assert_eq!(text.code, 0, "{}\n{}", text.stdout, text.stderr);
+    let row: Vec<&str> = text
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("mqtt:mqtt "))
+        .unwrap_or_else(|| panic!("no row for the connector:\n{}", text.stdout))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["mqtt:mqtt", "connected", "11", "4", "1", "1", "1", "4"],
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("mqtt:mqtt dropped: malformed_json 1, unknown_asset 2, unknown_channel 1"),
+        "{}",
+        text.stdout
+    );
+    let denied = cli(&["node", "status", "--token", "not-the-token-at-all"])
+        .await
+        .unwrap();
+    assert_eq!(denied.code, 1, "{}\n{}", denied.stdout, denied.stderr);
+    assert!(
+        denied.stderr.starts_with("doppel: node status: "),
+        "{}",
+        denied.stderr
+    );
+
+    pump_task.abort();
+    api.stop().await;
+    connector.stop().await;
+    runtime.shutdown().await;
+}

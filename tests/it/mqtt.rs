@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use doppel::connectors::DropKind;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
-use doppel::{Command, Delivery, DeliveryState, Origin, Quality, Runtime, Value};
+use doppel::{Command, Delivery, DeliveryState, Origin, Quality, Runtime, SampleRejection, Value};
 use rumqttc::{Event, EventLoop, Packet, QoS};
 use serde_json::Value as Json;
 use tokio::sync::mpsc;
@@ -234,6 +234,13 @@ async fn telemetry_commands_and_verdicts_over_mosquitto() {
     round_trip(&broker.url()).await;
 }
 
+/// How a bad message is lost: dropped by the connector, or refused by the twin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Dropped(DropKind),
+    Refused(SampleRejection),
+}
+
 /// Every kind of bad input is counted and dropped; the twin keeps its state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_counted_per_kind_and_never_changes_a_twin() {
@@ -245,81 +252,81 @@ async fn bad_input_is_counted_per_kind_and_never_changes_a_twin() {
     let (_rx, pump_task) = pump(eventloop);
     let base = "acme/plant-a/line-1/press-1/telemetry";
     let far_future = "2999-01-01T00:00:00Z";
-    let cases: Vec<(String, Vec<u8>, DropKind)> = vec![
+    let cases: Vec<(String, Vec<u8>, Lost)> = vec![
         (
             format!("{base}/temperature"),
             b"{\"v\": 71".to_vec(),
-            DropKind::MalformedJson,
+            Lost::Dropped(DropKind::MalformedJson),
         ),
         (
             format!("{base}/temperature"),
             b"\xff\xfe".to_vec(),
-            DropKind::MalformedJson,
+            Lost::Dropped(DropKind::MalformedJson),
         ),
         (
             format!("{base}/temperature"),
             br#"{"v": "hot"}"#.to_vec(),
-            DropKind::WrongType,
+            Lost::Dropped(DropKind::WrongType),
         ),
         (
             format!("{base}/temperature"),
             br#"[1, 2]"#.to_vec(),
-            DropKind::WrongType,
+            Lost::Dropped(DropKind::WrongType),
         ),
         (
             format!("{base}/temperature"),
             br#"{"v": 1, "seq": -4}"#.to_vec(),
-            DropKind::WrongType,
+            Lost::Dropped(DropKind::WrongType),
         ),
         (
             "acme/plant-a/line-1/press-9/telemetry/temperature".into(),
             b"50".to_vec(),
-            DropKind::UnknownAsset,
+            Lost::Dropped(DropKind::UnknownAsset),
         ),
         (
             format!("{base}/colour"),
             b"50".to_vec(),
-            DropKind::UnknownChannel,
+            Lost::Dropped(DropKind::UnknownChannel),
         ),
         (
             format!("{base}/temperature"),
             b"1e999".to_vec(),
-            DropKind::MalformedJson,
+            Lost::Dropped(DropKind::MalformedJson),
         ),
         (
             format!("{base}/temperature"),
             b"900".to_vec(),
-            DropKind::OutOfRange,
+            Lost::Refused(SampleRejection::OutOfRange),
         ),
         (
             format!("{base}/temperature"),
             format!(r#"{{"v": 50, "ts": "{far_future}"}}"#).into_bytes(),
-            DropKind::BadTimestamp,
+            Lost::Refused(SampleRejection::InFuture),
         ),
         (
             format!("{base}/temperature"),
             br#"{"v": 50, "ts": "1970-01-01T00:00:00Z"}"#.to_vec(),
-            DropKind::BadTimestamp,
+            Lost::Refused(SampleRejection::TooOld),
         ),
         (
             format!("{base}/temperature"),
             br#"{"v": 50, "ts": "yesterday"}"#.to_vec(),
-            DropKind::BadTimestamp,
+            Lost::Dropped(DropKind::BadTimestamp),
         ),
         (
             format!("{base}/temperature"),
             br#"{"v": 50, "q": "great"}"#.to_vec(),
-            DropKind::BadQuality,
+            Lost::Dropped(DropKind::BadQuality),
         ),
         (
             format!("{base}/temperature"),
             vec![b' '; 5000],
-            DropKind::Oversized,
+            Lost::Dropped(DropKind::Oversized),
         ),
         (
             base.to_string(),
             br#"{"values": 3}"#.to_vec(),
-            DropKind::MalformedJson,
+            Lost::Dropped(DropKind::MalformedJson),
         ),
     ];
     for (topic, payload, _) in &cases {
@@ -344,12 +351,27 @@ async fn bad_input_is_counted_per_kind_and_never_changes_a_twin() {
     .await;
     let drops = connector.drops();
     for kind in DropKind::ALL {
-        let expected = cases.iter().filter(|(_, _, k)| *k == kind).count() as u64;
+        let expected = cases
+            .iter()
+            .filter(|(_, _, lost)| *lost == Lost::Dropped(kind))
+            .count() as u64;
         assert_eq!(
             drops.count(kind),
             expected,
             "{kind}: {:?}",
             drops.snapshot()
+        );
+    }
+    for reason in SampleRejection::ALL {
+        let expected = cases
+            .iter()
+            .filter(|(_, _, lost)| *lost == Lost::Refused(reason))
+            .count() as u64;
+        assert_eq!(
+            drops.refused(reason),
+            expected,
+            "{reason:?}: {:?}",
+            drops.refusals()
         );
     }
     let report = runtime.twins().report(&press(1)).await.unwrap();

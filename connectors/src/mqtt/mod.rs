@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use doppel_runtime::journal::Receipt;
+use doppel_runtime::metrics::{ConnectorReport, ConnectorStatus, SourceCounts};
 use doppel_runtime::twin::Twins;
 use doppel_runtime::{SourceId, Timestamp};
 use parking_lot::Mutex;
@@ -93,6 +94,17 @@ struct Shared {
     max_payload: usize,
 }
 
+impl ConnectorReport for Shared {
+    fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
+        self.drops.status(
+            "mqtt",
+            *self.connected.borrow(),
+            self.stats.received.load(Ordering::Relaxed),
+            sources,
+        )
+    }
+}
+
 /// A running MQTT connector.
 pub struct MqttConnector {
     actor: ActorRef<ConnectionMsg>,
@@ -140,6 +152,8 @@ impl MqttConnector {
             sources,
             max_payload: config.max_payload,
         });
+        let report: Arc<dyn ConnectorReport> = shared.clone();
+        twins.register_connector(&report);
         let args = ConnectionArgs {
             config,
             twins,
@@ -169,6 +183,12 @@ impl MqttConnector {
     /// Live figures.
     pub fn stats(&self) -> &MqttStats {
         &self.shared.stats
+    }
+
+    /// What the connector received and what became of it; `sources` are the twins'
+    /// per-source tallies ([`Twins::source_counts`]).
+    pub fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
+        self.shared.status(sources)
     }
 
     /// Whether the connection to the broker is up.
@@ -581,16 +601,13 @@ async fn ingest(
                     let (target, reading) = decoded.readings[*position];
                     let value = reading.value;
                     match twins.describe(target) {
-                        Some((asset, channel)) => shared.drops.record(
-                            DropKind::from(*reason),
-                            &format_args!(
-                                "{asset} {channel} = {value}: refused ({})",
-                                reason.as_str()
-                            ),
+                        Some((asset, channel)) => shared.drops.refuse(
+                            *reason,
+                            &format_args!("{asset} {channel} = {value}: {}", reason.as_str()),
                         ),
                         None => shared
                             .drops
-                            .record(DropKind::from(*reason), &"refused by the twin"),
+                            .refuse(*reason, &format_args!("= {value}: {}", reason.as_str())),
                     }
                 }
                 result.receipt

@@ -35,9 +35,7 @@
 //! Accepted commands and safety actions go to `<prefix><asset path>/cmd` and every
 //! command's verdict to `<prefix><asset path>/cmd/result`, both as JSON.
 
-use std::collections::BTreeSet;
-
-use doppel_runtime::internal::TwinsInternals;
+use doppel_runtime::path::MAX_PATH_DEPTH;
 use doppel_runtime::twin::{Actuation, CommandVerdict};
 use doppel_runtime::{Quality, Reading, SourceId, Timestamp, Value};
 use serde_json::{Map, Value as Json, json};
@@ -63,8 +61,6 @@ pub struct UnsCodec {
     config: UnsConfig,
     resolver: Resolver,
     sources: UnsSources,
-    /// Numbers of levels in the hosted twins' asset paths, for topic filters.
-    depths: BTreeSet<usize>,
     /// The last sequence number given to a reading without `seq` or `ts`.
     counter: u64,
 }
@@ -83,18 +79,10 @@ impl UnsCodec {
     /// The layout for `config`, resolving assets through `resolver`; readings carry
     /// one of `sources`.
     pub fn new(config: UnsConfig, resolver: Resolver, sources: UnsSources) -> Self {
-        let depths = resolver
-            .twins()
-            .directory()
-            .entries()
-            .iter()
-            .map(|entry| entry.path.as_str().split('/').count())
-            .collect();
         Self {
             config,
             resolver,
             sources,
-            depths,
             counter: 0,
         }
     }
@@ -280,14 +268,16 @@ impl Codec for UnsCodec {
         "uns"
     }
 
+    /// Telemetry at every depth an asset path can have, not only the hosted twins'
+    /// depths: a topic for an asset this node does not know is received and counted as
+    /// an unknown asset rather than never seen.
     fn filters(&self) -> Vec<String> {
-        self.depths
-            .iter()
+        (1..=MAX_PATH_DEPTH)
             .map(|depth| {
                 format!(
                     "{}{}{}/#",
                     self.config.prefix,
-                    "+/".repeat(*depth),
+                    "+/".repeat(depth),
                     self.config.telemetry
                 )
             })
@@ -557,7 +547,10 @@ range = [0.0, 50.0]
         assert_eq!((readings[0].value, readings[0].seq), (3.5, 4));
         assert!(h.decode(TOPIC, b"1").is_empty());
         assert_eq!(h.drops.count(DropKind::UnknownTopic), 1);
-        assert_eq!(h.codec.filters(), vec!["uns/+/+/+/+/data/#".to_string()]);
+        let filters = h.codec.filters();
+        assert_eq!(filters.len(), MAX_PATH_DEPTH);
+        assert_eq!(filters[0], "uns/+/data/#");
+        assert_eq!(filters[3], "uns/+/+/+/+/data/#");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use doppel_runtime::metrics::{ConnectorReport, ConnectorStatus, SourceCounts};
 use doppel_runtime::twin::{Actuation, Twins};
 use doppel_runtime::{AssetPath, ChannelCondition, Quality, Reading, SourceId, Timestamp};
 use opcua::client::{Client, ClientBuilder, IdentityToken, OnSubscriptionNotificationCore};
@@ -93,6 +94,24 @@ impl Counters {
     }
 }
 
+/// A connector's input counters, as its status reports them.
+struct Intake {
+    drops: Arc<Drops>,
+    received: Arc<AtomicU64>,
+    state: watch::Receiver<ConnectionState>,
+}
+
+impl ConnectorReport for Intake {
+    fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
+        self.drops.status(
+            "opcua",
+            self.state.borrow().connected,
+            self.received.load(Ordering::Relaxed),
+            sources,
+        )
+    }
+}
+
 /// The live session, as the actuator sees it.
 struct Live {
     session: Arc<Session>,
@@ -153,6 +172,8 @@ pub struct OpcUaConnector {
     twins: Twins,
     source: SourceId,
     drops: Arc<Drops>,
+    /// Data-change values received.
+    received: Arc<AtomicU64>,
     state: watch::Sender<ConnectionState>,
     live: watch::Sender<Option<Arc<Live>>>,
     /// Counts sessions whose first values have reached the twins.
@@ -165,6 +186,9 @@ pub struct OpcUaConnector {
 pub struct OpcUaHandle {
     name: String,
     drops: Arc<Drops>,
+    received: Arc<AtomicU64>,
+    /// What the node's status reads; registered with the twins while the handle lives.
+    intake: Arc<Intake>,
     counters: Arc<Counters>,
     state: watch::Receiver<ConnectionState>,
     stop: watch::Sender<bool>,
@@ -207,6 +231,7 @@ impl OpcUaConnector {
             })?;
         let name = config.name.clone();
         let drops = Arc::new(Drops::new(format!("opcua:{name}")));
+        let received = Arc::new(AtomicU64::new(0));
         let counters = Arc::new(Counters::default());
         let (state, state_rx) = watch::channel(ConnectionState::default());
         let (live, live_rx) = watch::channel(None);
@@ -243,6 +268,13 @@ impl OpcUaConnector {
             guard: SentGuard::default(),
             reach: config.reach(),
         };
+        let intake = Arc::new(Intake {
+            drops: drops.clone(),
+            received: received.clone(),
+            state: state_rx.clone(),
+        });
+        let report: Arc<dyn ConnectorReport> = intake.clone();
+        twins.register_connector(&report);
         let connector = OpcUaConnector {
             config,
             plan,
@@ -250,6 +282,7 @@ impl OpcUaConnector {
             twins,
             source,
             drops: drops.clone(),
+            received: received.clone(),
             state,
             live,
             settled,
@@ -262,6 +295,8 @@ impl OpcUaConnector {
         Ok(OpcUaHandle {
             name,
             drops,
+            received,
+            intake,
             counters,
             state: state_rx,
             stop,
@@ -595,6 +630,8 @@ impl OpcUaConnector {
                 Err(_) => break,
             }
         }
+        self.received
+            .fetch_add(changes.len() as u64, Ordering::Relaxed);
         let receive_time = Timestamp::now();
         let mut readings = Vec::with_capacity(changes.len());
         let mut origins = Vec::with_capacity(changes.len());
@@ -652,15 +689,19 @@ impl OpcUaConnector {
         if readings.is_empty() {
             return ended;
         }
-        match self.twins.ingest_batch(readings).await {
+        match self.twins.ingest_batch(readings.iter().copied()).await {
             Ok(batch) => {
                 for (position, reason) in batch.rejected {
                     let channel = &self.plan.channels[origins[position]];
-                    self.drops.record(
-                        DropKind::from(reason),
+                    self.drops.refuse(
+                        reason,
                         &format_args!(
-                            "{} {} ({}): {:?}",
-                            channel.asset, channel.channel, channel.node, reason
+                            "{} {} ({}) = {}: {}",
+                            channel.asset,
+                            channel.channel,
+                            channel.node,
+                            readings[position].1.value,
+                            reason.as_str()
                         ),
                     );
                 }
@@ -1024,9 +1065,20 @@ impl OpcUaHandle {
         &self.name
     }
 
-    /// Values dropped so far, by kind.
+    /// Values dropped so far, by kind, and refused, by reason.
     pub fn drops(&self) -> Arc<Drops> {
         self.drops.clone()
+    }
+
+    /// Data-change values received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// What the connector received and what became of it; `sources` are the twins'
+    /// per-source tallies ([`Twins::source_counts`]).
+    pub fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
+        self.intake.status(sources)
     }
 
     /// True while a session is established and subscribed.

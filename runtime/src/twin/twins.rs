@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::journal::{
     AckGroup, Completion, Journal, JournalWrite, Receipt, Store, StoreError, Ticket,
 };
-use crate::metrics::{CounterSnapshot, Counters, SourceCounts};
+use crate::metrics::{ConnectorReport, ConnectorStatus, CounterSnapshot, Counters, SourceCounts};
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
 use crate::time::Timestamp;
@@ -389,6 +389,17 @@ impl Twins {
     /// duplicate, refused), by source name.
     pub fn source_counts(&self) -> Vec<(String, SourceCounts)> {
         self.kernel.counters.sources()
+    }
+
+    /// Registers a connector feeding these twins, so that [`Twins::connectors`] and the
+    /// node's status report it. Held weakly: dropping the connector unregisters it.
+    pub fn register_connector(&self, connector: &Arc<dyn ConnectorReport>) {
+        self.kernel.counters.register_connector(connector);
+    }
+
+    /// What every registered connector received and what became of it.
+    pub fn connectors(&self) -> Vec<ConnectorStatus> {
+        self.kernel.counters.connectors()
     }
 
     fn check(&self, entry: &TwinEntry, sample: &Sample) -> Result<(), SampleRejection> {

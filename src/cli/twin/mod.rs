@@ -35,10 +35,10 @@ macro_rules! set_duration {
 
 mod failure;
 mod input;
-mod json;
+pub(crate) mod json;
 mod render;
-mod session;
-mod table;
+pub(crate) mod session;
+pub(crate) mod table;
 
 use std::error::Error;
 use std::io::Write as _;
@@ -78,6 +78,17 @@ Exit status: 0 when the node answered (a denied command included: the verdict is
 the answer), 1 when the node refused or failed the call or could not be reached,
 2 when the command line is wrong and nothing was sent.")]
 pub struct TwinArgs {
+    /// Where the node is, and how to call it.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// What to do.
+    #[command(subcommand)]
+    command: TwinCommand,
+}
+
+/// How to reach a node's gRPC API: shared by `doppel twin` and `doppel node status`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
     /// The node's gRPC address: http://HOST:PORT, or https://HOST:PORT for TLS
     /// (a bare HOST:PORT means http://).
     #[arg(long, global = true, env = "DOPPEL_ADDR", default_value = DEFAULT_ADDR, value_name = "URL")]
@@ -97,14 +108,23 @@ pub struct TwinArgs {
     ca: Option<PathBuf>,
     /// Print JSON for scripts: one object per line (lists: one per item).
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     /// Give up on connecting, and on any call, after this long (30, 30s, 2m); a watch
     /// runs on once it started.
     #[arg(long, global = true, value_name = "SECS", default_value = "10")]
     timeout: String,
-    /// What to do.
-    #[command(subcommand)]
-    command: TwinCommand,
+}
+
+impl ConnectArgs {
+    /// The node these flags name; a usage failure when `--timeout` is not a duration.
+    pub fn target(&self) -> Result<Target, Failure> {
+        Ok(Target {
+            addr: self.addr.clone(),
+            token: self.token.clone(),
+            ca: self.ca.clone(),
+            timeout: parse_positive_duration("--timeout", &self.timeout)?,
+        })
+    }
 }
 
 /// The subcommands of `doppel twin`.
@@ -268,13 +288,8 @@ pub fn exit_code(error: &(dyn Error + 'static)) -> u8 {
 
 /// Checks the shared flags and runs the subcommand.
 async fn execute(args: TwinArgs) -> Result<(), Failure> {
-    let target = Target {
-        addr: args.addr,
-        token: args.token,
-        ca: args.ca,
-        timeout: parse_positive_duration("--timeout", &args.timeout)?,
-    };
-    let json = args.json;
+    let target = args.connect.target()?;
+    let json = args.connect.json;
     match args.command {
         TwinCommand::List(list) => list_twins(&target, json, list).await,
         TwinCommand::Get(get) => get_twin(&target, json, get).await,
@@ -643,7 +658,7 @@ async fn list_audit(target: &Target, json: bool, args: AuditArgs) -> Result<(), 
 }
 
 /// Writes `text` to stdout and flushes it, so a reader sees every line as it comes.
-fn emit(text: &str) -> Result<(), Failure> {
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
@@ -658,7 +673,7 @@ fn emit(text: &str) -> Result<(), Failure> {
 }
 
 /// Writes one JSON value as one line.
-fn emit_json(value: &Json) -> Result<(), Failure> {
+pub(crate) fn emit_json(value: &Json) -> Result<(), Failure> {
     emit(&format!("{value}\n"))
 }
 
@@ -706,8 +721,8 @@ mod tests {
             "k1",
         ])
         .unwrap();
-        assert!(args.json);
-        assert_eq!(args.addr, "http://127.0.0.1:1");
+        assert!(args.connect.json);
+        assert_eq!(args.connect.addr, "http://127.0.0.1:1");
         let TwinCommand::Command(command) = args.command else {
             panic!("not a command: {:?}", args.command);
         };
@@ -716,7 +731,7 @@ mod tests {
         assert_eq!(command.params, vec!["rpm=1200".to_string()]);
         assert_eq!(command.idempotency_key.as_deref(), Some("k1"));
         assert_eq!(
-            parse_positive_duration("--timeout", &args.timeout).unwrap(),
+            parse_positive_duration("--timeout", &args.connect.timeout).unwrap(),
             std::time::Duration::from_secs(10)
         );
     }
@@ -834,7 +849,7 @@ mod tests {
         for (argv, says) in cases {
             let mut args = parse(argv).unwrap();
             if !argv.contains(&"--addr") {
-                args.addr = "http://127.0.0.1:9".to_string();
+                args.connect.addr = "http://127.0.0.1:9".to_string();
             }
             let failure = execute(args).await.unwrap_err();
             assert_eq!(failure.exit_code(), 2, "{argv:?}: {failure}");

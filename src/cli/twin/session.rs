@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use doppel::proto::v1::status_service_client::StatusServiceClient;
 use doppel::proto::v1::twin_service_client::TwinServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -35,10 +36,12 @@ pub struct Target {
     pub timeout: Duration,
 }
 
-/// A connected client of one node's `TwinService`.
+/// A connected client of one node's `TwinService` and `StatusService`.
 pub struct Session {
     /// The generated client over one HTTP/2 connection.
     client: TwinServiceClient<Channel>,
+    /// The status service's client, over the same connection.
+    status: StatusServiceClient<Channel>,
     /// `Bearer <token>`, marked sensitive so it is never logged.
     authorization: Option<MetadataValue<Ascii>>,
     /// Deadline of every unary call.
@@ -126,7 +129,8 @@ impl Session {
             })
             .collect();
         Ok(Self {
-            client: TwinServiceClient::new(channel),
+            client: TwinServiceClient::new(channel.clone()),
+            status: StatusServiceClient::new(channel),
             authorization,
             timeout: target.timeout,
             trace_context,
@@ -164,9 +168,35 @@ impl Session {
         Call: FnOnce(TwinServiceClient<Channel>, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        self.unary_on(self.client.clone(), message, call).await
+    }
+
+    /// Like [`Session::unary`], on the node's `StatusService`.
+    pub async fn status_unary<Req, Resp, Call, Fut>(
+        &self,
+        message: Req,
+        call: Call,
+    ) -> Result<Resp, Status>
+    where
+        Call: FnOnce(StatusServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.unary_on(self.status.clone(), message, call).await
+    }
+
+    async fn unary_on<Client, Req, Resp, Call, Fut>(
+        &self,
+        client: Client,
+        message: Req,
+        call: Call,
+    ) -> Result<Resp, Status>
+    where
+        Call: FnOnce(Client, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         let request = self.request(message, Some(self.timeout));
         let started = tokio::time::Instant::now();
-        match tokio::time::timeout(self.timeout, call(self.client.clone(), request)).await {
+        match tokio::time::timeout(self.timeout, call(client, request)).await {
             // tonic ends a call past its `grpc-timeout` itself, as CANCELLED.
             Ok(Err(status))
                 if status.code() == Code::Cancelled && started.elapsed() >= self.timeout =>
