@@ -8,17 +8,15 @@ pub mod config;
 pub mod sim;
 pub mod view;
 
-/// The simulated plant through the real standard models and governors: the faults show
-/// up as the alarms and the trip they are designed to cause, and nothing else does.
+/// The simulated plant through the real twin core, with the standard models and
+/// governors: the faults show up as the alarms and the trip they are designed to
+/// cause, and nothing else does.
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use doppel::kernel::config::SetSource;
-    use doppel::kernel::twin::Trip;
+    use doppel::kernel::internal::{Effects, TwinCore};
+    use doppel::kernel::twin::TwinChange;
     use doppel::kernel::{
-        Alarm, AssetPath, Components, Governor, Model, ModelOutput, Quality, Sample, SourceId,
-        Timestamp, Topology, TwinState, TwinType, TwinTypes, TwinView,
+        AssetPath, Components, Quality, Sample, SourceId, Timestamp, Topology, TwinTypes,
     };
 
     use super::config::{dev_plant_toml, dev_types_toml};
@@ -26,12 +24,11 @@ mod tests {
 
     const DT: f64 = 0.1;
 
-    /// One twin, run synchronously the way the twin actor runs it.
+    /// One twin's core, run synchronously the way its actor runs it.
     struct Twin {
-        twin_type: Arc<TwinType>,
-        state: TwinState,
-        models: Vec<Box<dyn Model>>,
-        governors: Vec<Box<dyn Governor>>,
+        core: TwinCore,
+        /// The last sequence number fed.
+        seq: u64,
         /// (seconds since start, alarm code) of every alarm raised.
         raised: Vec<(f64, String)>,
         /// Seconds since start of the trip, if one latched.
@@ -46,18 +43,20 @@ mod tests {
         doppel::governor::register(&mut components);
         let mut machines = Vec::new();
         let mut twins = Vec::new();
-        for machine in topology.machines() {
+        for (id, machine) in topology.machines().enumerate() {
             let twin_type = types.get(&machine.twin_type).unwrap().clone();
             machines.push((machine.path.to_string(), machine.twin_type.clone()));
+            let core = TwinCore::new(
+                id as u32,
+                AssetPath::parse(&machine.path.to_string()).unwrap(),
+                twin_type.clone(),
+                components.build_models(&twin_type).unwrap(),
+                components.build_governors(&twin_type).unwrap(),
+                64,
+            );
             twins.push(Twin {
-                state: TwinState::new(
-                    AssetPath::parse(&machine.path.to_string()).unwrap(),
-                    &twin_type,
-                    64,
-                ),
-                models: components.build_models(&twin_type).unwrap(),
-                governors: components.build_governors(&twin_type).unwrap(),
-                twin_type,
+                core,
+                seq: 0,
                 raised: Vec::new(),
                 tripped_at: None,
             });
@@ -66,82 +65,47 @@ mod tests {
     }
 
     impl Twin {
-        /// Applies one reading: models observe it, governors watch it. Returns the desired
-        /// values a safety action set, for the simulator to follow.
+        /// Applies one reading through the core: models observe it, governors watch
+        /// it, safety actions execute. Returns the desired values a safety action set,
+        /// for the simulator to follow as the machine would.
         fn ingest(
             &mut self,
             channel: &str,
             value: f64,
             at: Timestamp,
-            seq: u64,
             secs: f64,
         ) -> Vec<(String, f64)> {
+            self.seq += 1;
             let sample = Sample {
-                channel: self.twin_type.channel(channel).unwrap(),
+                channel: self.core.twin_type().channel(channel).unwrap(),
                 value,
                 source_time: at,
                 receive_time: at,
                 quality: Quality::Good,
                 source: SourceId(1),
                 epoch: 0,
-                seq,
+                seq: self.seq,
                 stamped: true,
             };
-            self.state.apply_sample(&sample);
-            let mut output = ModelOutput::default();
-            for model in &mut self.models {
-                output.reset();
-                model.observe(
-                    &sample,
-                    &TwinView {
-                        twin_type: &self.twin_type,
-                        state: &self.state,
-                    },
-                    &mut output,
-                );
-                for (code, severity, message) in output.raised() {
-                    self.raised.push((secs, code.clone()));
-                    self.state.raise_alarm(Alarm {
-                        code: code.clone(),
-                        severity: *severity,
-                        message: message.clone(),
-                        raised_by: model.name().to_string(),
-                        since: at,
-                    });
-                }
-                for code in output.cleared() {
-                    self.state.clear_alarm(code);
+            let mut fx = Effects {
+                collect_changes: true,
+                ..Effects::default()
+            };
+            self.core.apply_sample(&sample, &mut fx);
+            for event in &fx.changes {
+                match &event.change {
+                    TwinChange::AlarmRaised(alarm) => self.raised.push((secs, alarm.code.clone())),
+                    TwinChange::Tripped(_) => {
+                        self.tripped_at.get_or_insert(secs);
+                    }
+                    _ => {}
                 }
             }
-            let mut actions = Vec::new();
-            for governor in &mut self.governors {
-                let view = TwinView {
-                    twin_type: &self.twin_type,
-                    state: &self.state,
-                };
-                let Some(demand) = governor.watch(&sample, &view) else {
-                    continue;
-                };
-                let command = &self.twin_type.commands[&demand.command];
-                for (name, source) in &command.sets {
-                    let SetSource::Const(value) = source else {
-                        continue;
-                    };
-                    let (index, _) = self.twin_type.desired(name).unwrap();
-                    self.state.desired[index].value = *value;
-                    self.state.desired[index].set_at = at;
-                    actions.push((name.clone(), value.as_f64()));
-                }
-                if demand.latch {
-                    self.state.trips.push(Trip {
-                        governor: governor.name().to_string(),
-                        reason: demand.reason.clone(),
-                        at,
-                    });
-                    self.tripped_at.get_or_insert(secs);
-                }
-            }
-            actions
+            fx.safety_actuations
+                .iter()
+                .flat_map(|actuation| actuation.values())
+                .map(|(name, value)| (name.clone(), value.as_f64()))
+                .collect()
         }
     }
 
@@ -151,7 +115,6 @@ mod tests {
         let (machines, mut twins) = twins(speed);
         let mut simulator = Simulator::new(&machines, seed, speed);
         let start = Timestamp::now();
-        let mut seq = 0;
         for step in 1..=(seconds / DT).round() as usize {
             let secs = step as f64 * DT;
             let at = Timestamp(start.as_micros() + (secs * 1e6) as i64);
@@ -160,8 +123,7 @@ mod tests {
                 readings.push((machine, channel, value))
             });
             for (machine, channel, value) in readings {
-                seq += 1;
-                for (name, value) in twins[machine].ingest(channel, value, at, seq, secs) {
+                for (name, value) in twins[machine].ingest(channel, value, at, secs) {
                     simulator.apply_desired(machine, &name, value);
                 }
             }
@@ -222,9 +184,9 @@ mod tests {
                 thermal < tripped,
                 "thermal warning at {thermal} s, trip at {tripped} s"
             );
-            let temperature = hot
-                .state
-                .value(hot.twin_type.channel("temperature").unwrap())
+            let state = hot.core.state();
+            let temperature = state
+                .value(hot.core.twin_type().channel("temperature").unwrap())
                 .unwrap();
             assert!(
                 temperature < 60.0,

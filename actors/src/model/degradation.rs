@@ -700,7 +700,7 @@ load_desired = "speed"
             MODEL.replace("window = 72000", "window = 28800.0")
         ));
         feed(&mut twin, 0, at(20));
-        let saved: Saved = postcard::from_bytes(&twin.models[0].save()).unwrap();
+        let saved: Saved = postcard::from_bytes(&twin.models()[0].save()).unwrap();
         assert_eq!(saved.points.len(), 8);
         assert!(
             saved
@@ -734,11 +734,11 @@ load_desired = "speed"
             let (value, time) = (vibration(i), f64::from(i * STEP_SECS));
             twin.feed("vibration", value, time);
             restored.feed("vibration", value, time);
-            assert_eq!(twin.state.derived, restored.state.derived);
-            assert_eq!(twin.state.alarms, restored.state.alarms);
+            assert_eq!(twin.state().derived, restored.state().derived);
+            assert_eq!(twin.state().alarms, restored.state().alarms);
         }
-        assert_eq!(twin.models[0].save(), restored.models[0].save());
-        assert!(restored.models[0].restore(b"garbage").is_err());
+        assert_eq!(twin.models()[0].save(), restored.models()[0].save());
+        assert!(restored.fresh_model(0).restore(b"garbage").is_err());
     }
 
     #[test]
@@ -805,7 +805,7 @@ load_desired = "speed"
         for i in 0..20_000 {
             twin.feed("vibration", 2.0 + noise(i), f64::from(i) * 1e-4);
         }
-        let saved: Saved = postcard::from_bytes(&twin.models[0].save()).unwrap();
+        let saved: Saved = postcard::from_bytes(&twin.models()[0].save()).unwrap();
         let (first, last) = (saved.points[0].0, saved.points.last().unwrap().0);
         assert!(saved.points.len() <= 4096, "{} points", saved.points.len());
         assert!(saved.points.len() > 3000, "{} points", saved.points.len());
@@ -845,7 +845,7 @@ load_desired = "speed"
         assert_eq!(twin.alarm("rul_low"), Some(Severity::Warning));
         feed(&mut twin, 1000, 4000);
         assert_eq!(twin.alarm("rul_low"), Some(Severity::Critical));
-        let message = &twin.state.alarms[0].message;
+        let message = &twin.state().alarms[0].message;
         assert!(message.contains(" min at its current trend"), "{message}");
 
         // As `src/dev/types.toml` writes it at 60×: a float window in seconds.

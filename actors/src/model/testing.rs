@@ -1,15 +1,17 @@
-//! A small press twin that feeds samples through the standard models and applies their
-//! outputs to its state the way a twin actor does, for the model tests.
+//! A small press twin for the model tests: the real twin core ([`TwinCore`]) running
+//! the standard models, fed readings and commands the way a twin actor feeds it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doppel_testkit::twin_types::PRESS_BASE;
 
-use doppel_runtime::twin::{DerivedValue, DesiredValue};
+use doppel_runtime::config::SetSource;
+use doppel_runtime::internal::{Effects, TwinCore};
+use doppel_runtime::journal::Snapshot;
 use doppel_runtime::{
-    Alarm, AssetPath, Components, Model, ModelOutput, Quality, Sample, Scenario, Severity,
-    SourceId, Timestamp, Trajectory, TwinState, TwinType, TwinTypes, TwinView, Value,
+    AssetPath, Command, Components, Model, ModelOutput, Origin, Quality, Sample, Scenario,
+    Severity, SourceId, Timestamp, Trajectory, TwinState, TwinType, TwinTypes, TwinView, Value,
 };
 
 /// The press type with `models` (TOML) appended.
@@ -38,14 +40,78 @@ pub fn noise(i: u32) -> f64 {
     (f64::from(i) * 1.7).sin() * 0.1
 }
 
-/// A press twin running the models declared in its TOML.
+/// What the models issued, as the probes saw it.
+#[derive(Debug, Default)]
+struct Issued {
+    health: Vec<Option<f64>>,
+    raised: usize,
+    cleared: usize,
+}
+
+/// A model as the core runs it, counting what it issues: raises and clears as the
+/// model calls them (so "raised on transitions only" is the model's own doing), and
+/// the last health it reported.
+struct Probe {
+    model: Box<dyn Model>,
+    index: usize,
+    issued: Arc<Mutex<Issued>>,
+}
+
+impl Probe {
+    fn count(&self, out: &ModelOutput) {
+        let mut issued = self.issued.lock().expect("probe counts");
+        issued.raised += out.raised().len();
+        issued.cleared += out.cleared().len();
+        if let Some(health) = out.health_value() {
+            issued.health[self.index] = Some(health);
+        }
+    }
+}
+
+impl Model for Probe {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn version(&self) -> &str {
+        self.model.version()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        self.model.outputs()
+    }
+
+    fn observe(&mut self, sample: &Sample, twin: &TwinView<'_>, out: &mut ModelOutput) {
+        self.model.observe(sample, twin, out);
+        self.count(out);
+    }
+
+    fn observe_late(&mut self, sample: &Sample, twin: &TwinView<'_>, out: &mut ModelOutput) {
+        self.model.observe_late(sample, twin, out);
+        self.count(out);
+    }
+
+    fn project(&self, twin: &TwinView<'_>, scenario: &Scenario, trajectory: &mut Trajectory) {
+        self.model.project(twin, scenario, trajectory);
+    }
+
+    fn confidence(&self) -> f64 {
+        self.model.confidence()
+    }
+
+    fn save(&self) -> Vec<u8> {
+        self.model.save()
+    }
+
+    fn restore(&mut self, saved: &[u8]) -> Result<(), String> {
+        self.model.restore(saved)
+    }
+}
+
+/// A press twin running the models declared in its TOML on the real twin core.
 pub struct Twin {
-    /// The type.
-    pub twin_type: Arc<TwinType>,
-    /// The state, with derived values and alarms applied.
-    pub state: TwinState,
-    /// The models, in declaration order.
-    pub models: Vec<Box<dyn Model>>,
+    core: TwinCore,
+    issued: Arc<Mutex<Issued>>,
     /// The last health each model reported.
     pub health: Vec<Option<f64>>,
     /// How many alarm raises the models issued.
@@ -53,7 +119,6 @@ pub struct Twin {
     /// How many alarm clears the models issued.
     pub cleared_total: usize,
     models_toml: String,
-    output: ModelOutput,
     seq: u64,
 }
 
@@ -62,40 +127,86 @@ impl Twin {
     pub fn new(models: &str) -> Self {
         let twin_type = press(models).unwrap();
         let built = build(&twin_type).unwrap();
-        let path = AssetPath::parse("acme/plant-a/line-1/press-1").unwrap();
-        Self {
-            state: TwinState::new(path, &twin_type, 16),
+        let issued = Arc::new(Mutex::new(Issued {
             health: vec![None; built.len()],
-            models: built,
-            twin_type,
+            ..Issued::default()
+        }));
+        let probes: Vec<Box<dyn Model>> = built
+            .into_iter()
+            .enumerate()
+            .map(|(index, model)| {
+                Box::new(Probe {
+                    model,
+                    index,
+                    issued: issued.clone(),
+                }) as Box<dyn Model>
+            })
+            .collect();
+        let path = AssetPath::parse("acme/plant-a/line-1/press-1").unwrap();
+        let count = probes.len();
+        Self {
+            core: TwinCore::new(0, path, twin_type, probes, Vec::new(), 16),
+            issued,
+            health: vec![None; count],
             raised_total: 0,
             cleared_total: 0,
             models_toml: models.to_string(),
-            output: ModelOutput::default(),
             seq: 0,
         }
     }
 
-    /// A copy built afresh from the same TOML, with every model restored from a save of
-    /// this one's and the same twin state.
-    pub fn restored(&self) -> Self {
+    /// The type.
+    pub fn twin_type(&self) -> &Arc<TwinType> {
+        self.core.twin_type()
+    }
+
+    /// The state, with derived values and alarms applied.
+    pub fn state(&self) -> &TwinState {
+        self.core.state()
+    }
+
+    /// The models, in declaration order.
+    pub fn models(&self) -> &[Box<dyn Model>] {
+        self.core.models()
+    }
+
+    /// Model `index` built afresh from the TOML, outside any twin.
+    pub fn fresh_model(&self, index: usize) -> Box<dyn Model> {
+        let twin_type = press(&self.models_toml).unwrap();
+        build(&twin_type).unwrap().swap_remove(index)
+    }
+
+    /// A copy built afresh from the same TOML and restored from a snapshot of this
+    /// one, as a twin restarts from its snapshot.
+    pub fn restored(&mut self) -> Self {
         let mut copy = Self::new(&self.models_toml);
-        for (model, original) in copy.models.iter_mut().zip(&self.models) {
-            model.restore(&original.save()).unwrap();
+        let snapshot = self.core.snapshot().expect("the snapshot encodes");
+        copy.core
+            .restore(Snapshot::decode(&snapshot).expect("the snapshot decodes"))
+            .expect("the snapshot restores");
+        for (model, original) in copy.models().iter().zip(self.models()) {
+            assert_eq!(model.save(), original.save(), "{} restored", model.name());
         }
-        copy.state = self.state.clone();
+        copy.issued.lock().expect("probe counts").health = self.health.clone();
         copy.health = self.health.clone();
         copy.seq = self.seq;
         copy
     }
 
-    /// Feeds a good reading of `channel` taken at `at_secs` (source time).
-    pub fn feed(&mut self, channel: &str, value: f64, at_secs: f64) {
+    fn take_issued(&mut self) {
+        let issued = self.issued.lock().expect("probe counts");
+        self.health = issued.health.clone();
+        self.raised_total = issued.raised;
+        self.cleared_total = issued.cleared;
+    }
+
+    /// A good reading of `channel` taken at `at_secs` (source time), numbered next.
+    pub fn sample(&mut self, channel: &str, value: f64, at_secs: f64) -> Sample {
         self.seq += 1;
         let time = Timestamp((at_secs * 1e6).round() as i64);
-        let sample = Sample {
+        Sample {
             channel: self
-                .twin_type
+                .twin_type()
                 .channel(channel)
                 .expect("channel is declared"),
             value,
@@ -106,90 +217,77 @@ impl Twin {
             epoch: 0,
             seq: self.seq,
             stamped: true,
-        };
-        self.state.apply_sample(&sample);
-        for index in 0..self.models.len() {
-            self.output.reset();
-            let view = TwinView {
-                twin_type: &self.twin_type,
-                state: &self.state,
-            };
-            self.models[index].observe(&sample, &view, &mut self.output);
-            self.apply(index, time);
         }
     }
 
-    fn apply(&mut self, index: usize, at: Timestamp) {
-        let model = &self.models[index];
-        let names = model.outputs();
-        for &(slot, value, confidence) in self.output.values() {
-            let name = &names[usize::from(slot)];
-            match self.state.derived.iter_mut().find(|d| &d.name == name) {
-                Some(derived) => {
-                    derived.value = Some(value);
-                    derived.confidence = confidence;
-                    derived.at = at;
-                }
-                None => self.state.derived.push(DerivedValue {
-                    name: name.clone(),
-                    model: model.name().to_string(),
-                    value: Some(value),
-                    confidence,
-                    at,
-                }),
-            }
-        }
-        for (code, severity, message) in self.output.raised() {
-            self.raised_total += 1;
-            self.state.raise_alarm(Alarm {
-                code: code.clone(),
-                severity: *severity,
-                message: message.clone(),
-                raised_by: model.name().to_string(),
-                since: at,
-            });
-        }
-        for code in self.output.cleared() {
-            self.cleared_total += 1;
-            self.state.clear_alarm(code);
-        }
-        if let Some(health) = self.output.health_value() {
-            self.health[index] = Some(health);
+    /// The twin as a model sees it.
+    pub fn view(&self) -> TwinView<'_> {
+        TwinView {
+            twin_type: self.twin_type(),
+            state: self.state(),
         }
     }
 
-    /// Sets a desired value, as a command accepted at `at_secs` would.
+    /// Feeds a good reading of `channel` taken at `at_secs` (source time).
+    pub fn feed(&mut self, channel: &str, value: f64, at_secs: f64) {
+        let sample = self.sample(channel, value, at_secs);
+        self.core.apply_sample(&sample, &mut Effects::default());
+        self.take_issued();
+    }
+
+    /// Sets a desired value through the type's command that sets it (from a parameter,
+    /// or as its fixed value), accepted at `at_secs`.
     pub fn set_desired(&mut self, name: &str, value: Value, at_secs: f64) {
-        let (index, _) = self
-            .twin_type
-            .desired(name)
-            .expect("desired value is declared");
-        self.state.desired[index] = DesiredValue {
-            set_at: Timestamp((at_secs * 1e6).round() as i64),
-            ..DesiredValue::initial(value)
-        };
+        let path = self.core.path().clone();
+        let command = self
+            .twin_type()
+            .commands
+            .values()
+            .find_map(|spec| {
+                spec.sets.iter().find_map(|(desired, source)| match source {
+                    _ if desired != name => None,
+                    SetSource::Param(param) => Some(
+                        Command::new(path.clone(), &spec.name, Origin::operator("test"))
+                            .param(param, value),
+                    ),
+                    SetSource::Const(fixed) if *fixed == value => Some(Command::new(
+                        path.clone(),
+                        &spec.name,
+                        Origin::operator("test"),
+                    )),
+                    SetSource::Const(_) => None,
+                })
+            })
+            .unwrap_or_else(|| panic!("no command sets `{name}` to {value:?}"));
+        let at = Timestamp((at_secs * 1e6).round() as i64);
+        let (verdict, _) = self
+            .core
+            .command(&command, at, &mut Effects::default())
+            .expect("the command is declared");
+        assert!(verdict.is_applied(), "{verdict:?}");
+        self.take_issued();
     }
 
     /// A derived value; panics when no model wrote it.
     pub fn derived(&self, name: &str) -> f64 {
-        self.state
+        self.state()
             .derived(name)
             .unwrap_or_else(|| panic!("no derived value `{name}`"))
     }
 
     /// The confidence of a derived value; panics when no model wrote it.
     pub fn confidence(&self, name: &str) -> f64 {
-        self.state
+        self.state()
             .derived
             .iter()
-            .find(|d| d.name == name)
+            .find(|d| d.name == name && d.value.is_some())
             .unwrap_or_else(|| panic!("no derived value `{name}`"))
             .confidence
     }
 
     /// The severity of an active alarm.
     pub fn alarm(&self, code: &str) -> Option<Severity> {
-        self.state
+        self.state()
             .alarms
             .iter()
             .find(|a| a.code == code)
@@ -212,12 +310,9 @@ impl Twin {
                 .map(|(name, value)| (name.to_string(), *value))
                 .collect(),
         };
-        let view = TwinView {
-            twin_type: &self.twin_type,
-            state: &self.state,
-        };
+        let view = self.view();
         let mut trajectory = Trajectory::default();
-        for model in &self.models {
+        for model in self.models() {
             model.project(&view, &scenario, &mut trajectory);
         }
         trajectory

@@ -543,8 +543,8 @@ residual_warn = 15.0
             60,
         );
         let now = twin
-            .state
-            .value(twin.twin_type.channel("temperature").unwrap())
+            .state()
+            .value(twin.twin_type().channel("temperature").unwrap())
             .unwrap();
         assert_eq!(slow.series["temperature"][0].value, now);
         assert_eq!(fast.series["temperature"][0].value, now);
@@ -579,11 +579,11 @@ residual_warn = 15.0
             let value = healthy(secs) + f64::from(i - 180) * 4.0;
             twin.feed("temperature", value, secs);
             restored.feed("temperature", value, secs);
-            assert_eq!(twin.state.derived, restored.state.derived);
-            assert_eq!(twin.state.alarms, restored.state.alarms);
+            assert_eq!(twin.state().derived, restored.state().derived);
+            assert_eq!(twin.state().alarms, restored.state().alarms);
         }
         assert!(twin.alarm("thermal:temperature").is_some());
-        assert!(restored.models[0].restore(&[]).is_err());
+        assert!(restored.fresh_model(0).restore(&[]).is_err());
     }
 
     #[test]

@@ -212,6 +212,11 @@ impl TwinCore {
         }
     }
 
+    /// The twin's models, in declaration order.
+    pub fn models(&self) -> &[Box<dyn Model>] {
+        &self.models
+    }
+
     /// Models with their current version and confidence.
     pub fn model_infos(&self) -> Vec<ModelInfo> {
         self.models
