@@ -134,6 +134,11 @@ impl Drops {
         }
     }
 
+    /// These counters while decoding a message from `topic`.
+    pub fn scoped<'a>(&'a self, topic: &'a str) -> Scoped<'a> {
+        Scoped { drops: self, topic }
+    }
+
     /// Counts one reading its twin refused and logs it unless a refusal for this reason
     /// was logged in the last minute. `detail` names the asset, channel and value.
     pub fn refuse(&self, reason: SampleRejection, detail: &dyn fmt::Display) {
@@ -210,6 +215,21 @@ impl Drops {
             .map(|kind| (*kind, self.count(*kind)))
             .filter(|(_, count)| *count > 0)
             .collect()
+    }
+}
+
+/// A connector's drop counters while it decodes one message from `topic`: each drop's
+/// log line names the topic.
+pub struct Scoped<'a> {
+    drops: &'a Drops,
+    topic: &'a str,
+}
+
+impl Scoped<'_> {
+    /// Counts one drop, as [`Drops::record`], naming the topic in the log line.
+    pub fn record(&self, kind: DropKind, detail: &dyn fmt::Display) {
+        self.drops
+            .record(kind, &format_args!("`{}`: {detail}", self.topic));
     }
 }
 

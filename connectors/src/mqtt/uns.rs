@@ -42,7 +42,7 @@ use serde_json::{Map, Value as Json, json};
 
 use super::codec::{Codec, Inbound, Outgoing, Resolver};
 use super::config::UnsConfig;
-use crate::drops::{DropKind, Drops};
+use crate::drops::{DropKind, Drops, Scoped};
 
 /// The data sources of a connection's readings, one per kind of sequence number: the
 /// twins de-duplicate per source and channel, and the kinds count differently.
@@ -102,7 +102,7 @@ impl UnsCodec {
         Some((asset, Some(channel)))
     }
 
-    fn fields(&self, json: &Json, drops: &Drops) -> Option<Fields> {
+    fn fields(&self, json: &Json, drops: &Scoped<'_>) -> Option<Fields> {
         match json {
             Json::Number(_) | Json::Bool(_) => Some(Fields {
                 value: Some(number(json, drops)?),
@@ -119,7 +119,7 @@ impl UnsCodec {
         }
     }
 
-    fn object_fields(&self, object: &Map<String, Json>, drops: &Drops) -> Option<Fields> {
+    fn object_fields(&self, object: &Map<String, Json>, drops: &Scoped<'_>) -> Option<Fields> {
         let names = &self.config.fields;
         let value = match object.get(&names.value) {
             Some(value) => Some(number(value, drops)?),
@@ -186,7 +186,7 @@ impl UnsCodec {
     }
 }
 
-fn number(json: &Json, drops: &Drops) -> Option<f64> {
+fn number(json: &Json, drops: &Scoped<'_>) -> Option<f64> {
     match json {
         Json::Number(n) => match n.as_f64() {
             Some(v) if v.is_finite() => Some(v),
@@ -203,7 +203,7 @@ fn number(json: &Json, drops: &Drops) -> Option<f64> {
     }
 }
 
-fn timestamp(json: &Json, drops: &Drops) -> Option<Timestamp> {
+fn timestamp(json: &Json, drops: &Scoped<'_>) -> Option<Timestamp> {
     let parsed = match json {
         Json::String(text) => Timestamp::parse_rfc3339(text),
         Json::Number(n) => n
@@ -220,7 +220,7 @@ fn timestamp(json: &Json, drops: &Drops) -> Option<Timestamp> {
 
 /// A publisher's epoch: a number (folded to 32 bits) or text (hashed with FNV-1a).
 /// Epochs are only compared for equality.
-fn epoch(json: &Json, drops: &Drops) -> Option<u32> {
+fn epoch(json: &Json, drops: &Scoped<'_>) -> Option<u32> {
     match json {
         Json::Number(n) if n.as_u64().is_some() => {
             let n = n.as_u64().unwrap_or(0);
@@ -236,7 +236,7 @@ fn epoch(json: &Json, drops: &Drops) -> Option<u32> {
     }
 }
 
-fn quality(json: &Json, drops: &Drops) -> Option<Quality> {
+fn quality(json: &Json, drops: &Scoped<'_>) -> Option<Quality> {
     let parsed = match json {
         Json::String(text) if text.eq_ignore_ascii_case("good") => Some(Quality::Good),
         Json::String(text) if text.eq_ignore_ascii_case("uncertain") => Some(Quality::Uncertain),
@@ -309,7 +309,7 @@ impl Codec for UnsCodec {
         };
         match channel {
             Some(channel) => {
-                let Some(fields) = self.fields(&json, drops) else {
+                let Some(fields) = self.fields(&json, &drops.scoped(topic)) else {
                     return;
                 };
                 if fields.value.is_none() {
@@ -341,7 +341,7 @@ impl Codec for UnsCodec {
                     );
                     return;
                 };
-                let Some(defaults) = self.object_fields(object, drops) else {
+                let Some(defaults) = self.object_fields(object, &drops.scoped(topic)) else {
                     return;
                 };
                 let Some(Json::Object(values)) = object.get(&self.config.fields.values) else {
@@ -352,7 +352,7 @@ impl Codec for UnsCodec {
                     return;
                 };
                 for (channel, value) in values {
-                    let Some(fields) = self.fields(value, drops) else {
+                    let Some(fields) = self.fields(value, &drops.scoped(topic)) else {
                         continue;
                     };
                     if fields.value.is_none() {
