@@ -160,6 +160,9 @@ impl NodeConfig {
         if let Some(cluster) = &mut self.cluster {
             cluster.resolve_paths(base);
         }
+        for tls in self.mqtt.iter_mut().filter_map(|mqtt| mqtt.tls.as_mut()) {
+            tls.resolve_paths(base);
+        }
     }
 }
 

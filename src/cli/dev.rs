@@ -11,7 +11,7 @@ use clap::Args;
 use doppel::api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
-use doppel::telemetry::{Telemetry, TelemetryConfig};
+use doppel::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -54,6 +54,10 @@ pub struct DevArgs {
     /// http://127.0.0.1:4317); off by default.
     #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
     pub(crate) otlp_endpoint: Option<String>,
+    /// How log lines on stderr are written: text (coloured only on a terminal) or json
+    /// (one object per line, for log shippers).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub(crate) log_format: LogFormat,
     /// 3: run the plant as a local cluster on loopback, two edge nodes that split the
     /// plant's lines and one cloud node that mirrors the fleet and serves the gRPC API
     /// (its address as with `--grpc`). 1: one node.
@@ -103,7 +107,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         })?),
     };
     let tty = std::io::stdout().is_terminal();
-    let telemetry = init_telemetry(tty, args.otlp_endpoint.clone())?;
+    let telemetry = init_telemetry(tty, args.otlp_endpoint.clone(), args.log_format)?;
     let types = TwinTypes::from_toml(&dev_types_toml(args.speed), "dev/types.toml")?;
     let topology = Topology::from_toml(dev_plant_toml(), "dev/plant.toml", &types)?;
     let data_dir = match args.data_dir {
@@ -491,6 +495,7 @@ impl MqttFeed {
 pub(crate) fn init_telemetry(
     tty: bool,
     otlp_endpoint: Option<String>,
+    log_format: LogFormat,
 ) -> Result<Telemetry, Box<dyn std::error::Error>> {
     // The embedded broker logs every client that goes away as an error.
     let log_filter = if tty {
@@ -502,6 +507,7 @@ pub(crate) fn init_telemetry(
         service_name: "doppel-dev".into(),
         otlp_endpoint,
         log_filter: log_filter.into(),
+        log_format,
         ..TelemetryConfig::default()
     })?)
 }

@@ -90,7 +90,7 @@ seeds = ["127.0.0.1:{seed}"]
 /// Runs the dev plant as a three-node cluster until Ctrl-C or `--duration`.
 pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     let tty = std::io::stdout().is_terminal();
-    let telemetry = init_telemetry(tty, args.otlp_endpoint.clone())?;
+    let telemetry = init_telemetry(tty, args.otlp_endpoint.clone(), args.log_format)?;
     let types_toml = dev_types_toml(args.speed);
     let types = TwinTypes::from_toml(&types_toml, "dev/types.toml")?;
     let topology = Topology::from_toml(dev_plant_toml(), "dev/plant.toml", &types)?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use doppel::cluster::Cluster;
-use doppel::telemetry::{Telemetry, TelemetryConfig};
+use doppel::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use doppel::{Node, NodeConfig};
 
 /// Flags of `doppel node`.
@@ -27,6 +27,10 @@ pub struct NodeArgs {
     /// http://127.0.0.1:4317); off by default.
     #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// How log lines on stderr are written: text (coloured only on a terminal) or json
+    /// (one object per line, for log shippers).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// The subcommands of `doppel node`.
@@ -71,6 +75,7 @@ pub async fn run(args: NodeArgs) -> Result<(), Box<dyn std::error::Error>> {
         service_name: "doppel-node".into(),
         otlp_endpoint: args.otlp_endpoint.clone(),
         log_filter: "info,rumqttd=off".into(),
+        log_format: args.log_format,
         ..TelemetryConfig::default()
     })?;
     let config = NodeConfig::from_file(&config_path)?;

@@ -1,13 +1,15 @@
 //! Tracing and OpenTelemetry for Doppel nodes.
 //!
-//! [`Telemetry::init`] installs the process's `tracing` subscriber: log lines on stderr,
-//! and, when an OTLP endpoint is configured, every span exported over OTLP/gRPC (off by
+//! [`Telemetry::init`] installs the process's `tracing` subscriber: log lines on stderr
+//! (coloured only when stderr is a terminal, or one JSON object per line for log
+//! shippers), and, when an OTLP endpoint is configured, every span exported over OTLP/gRPC (off by
 //! default). W3C trace context travels in gRPC metadata: [`set_parent_from_metadata`]
 //! continues a caller's trace in a server span, [`inject_current`] sends the current
 //! span's context on an outgoing call.
 
 mod metrics;
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -36,6 +38,32 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// How often metrics are exported.
     pub metrics_interval: Duration,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// How log lines on stderr are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text; coloured when stderr is a terminal, plain when it is a file, a pipe or
+    /// journald.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log
+    /// shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("`{other}`: expected text or json")),
+        }
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -45,6 +73,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             log_filter: "warn".into(),
             metrics_interval: Duration::from_secs(10),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -77,9 +106,19 @@ impl Telemetry {
         let filter = || {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_filter))
         };
-        let logs = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter());
+        let logs = match config.log_format {
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .boxed(),
+        }
+        .with_filter(filter());
         let Some(endpoint) = &config.otlp_endpoint else {
             let _ = tracing_subscriber::registry().with(logs).try_init();
             return Ok(Self {

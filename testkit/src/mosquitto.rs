@@ -34,7 +34,20 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     port: u16,
     persistent: bool,
+    /// A second listener speaking TLS, when started with one: its port.
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// A TLS listener that requires client certificates: the CA that signs the clients'
+/// certificates, and the broker's own certificate and key, all PEM.
+pub struct TlsListener {
+    /// The CA client certificates must chain to.
+    pub ca_pem: String,
+    /// The broker's certificate.
+    pub cert_pem: String,
+    /// The broker's private key.
+    pub key_pem: String,
 }
 
 impl Mosquitto {
@@ -51,7 +64,31 @@ impl Mosquitto {
         Self::launch_new(test, false)
     }
 
+    /// Like [`Mosquitto::start`], with a second loopback listener that speaks TLS and
+    /// requires a client certificate signed by the listener's CA
+    /// ([`Mosquitto::tls_url`]).
+    pub fn start_tls(test: &str, tls: &TlsListener) -> Option<Mosquitto> {
+        let mut broker = Self::prepare(test, true)?;
+        // Mosquitto drops to its own user: the files live in its world-readable dir.
+        for (name, pem) in [
+            ("ca.pem", &tls.ca_pem),
+            ("broker.pem", &tls.cert_pem),
+            ("broker.key", &tls.key_pem),
+        ] {
+            std::fs::write(broker.dir.path().join(name), pem).expect("a TLS file is written");
+        }
+        broker.tls_port = Some(free_tcp_port());
+        broker.launch();
+        Some(broker)
+    }
+
     fn launch_new(test: &str, persistent: bool) -> Option<Mosquitto> {
+        let mut broker = Self::prepare(test, persistent)?;
+        broker.launch();
+        Some(broker)
+    }
+
+    fn prepare(test: &str, persistent: bool) -> Option<Mosquitto> {
         let Some(binary) = binary() else {
             assert!(
                 !peers_required(),
@@ -70,15 +107,14 @@ impl Mosquitto {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .expect("the temp dir's mode can be set");
-        let mut broker = Mosquitto {
+        Some(Mosquitto {
             binary,
             dir,
             port: free_tcp_port(),
             persistent,
+            tls_port: None,
             child: None,
-        };
-        broker.launch();
-        Some(broker)
+        })
     }
 
     fn launch(&mut self) {
@@ -94,6 +130,13 @@ impl Mosquitto {
                 self.dir.path().display()
             ));
         }
+        if let Some(port) = self.tls_port {
+            let dir = self.dir.path().display();
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncafile {dir}/ca.pem\ncertfile {dir}/broker.pem\n\
+                 keyfile {dir}/broker.key\nrequire_certificate true\n"
+            ));
+        }
         std::fs::write(&config, text).expect("the mosquitto config is written");
         let child = Command::new(&self.binary)
             .arg("-c")
@@ -104,16 +147,23 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto starts");
         self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "mosquitto did not listen on 127.0.0.1:{}",
-            self.port
-        );
+        for port in std::iter::once(self.port).chain(self.tls_port) {
+            assert!(
+                wait_listening(port, Duration::from_secs(10)),
+                "mosquitto did not listen on 127.0.0.1:{port}"
+            );
+        }
     }
 
     /// The broker's URL, `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS listener's URL, `mqtts://127.0.0.1:PORT`, when started with one.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("mqtts://127.0.0.1:{port}"))
     }
 
     /// Stops the broker gracefully (it saves its persistent sessions) and waits.

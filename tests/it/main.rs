@@ -12,6 +12,7 @@ mod examples;
 mod input;
 mod kernel;
 mod mqtt;
+mod mqtt_tls;
 mod node_command;
 mod opcua;
 mod otel;

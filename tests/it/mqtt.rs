@@ -15,7 +15,10 @@ use crate::support::{self, press, wait_until};
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(runtime: &Runtime, url: &str) -> MqttConnector {
-    let mut config = MqttConfig::new(url);
+    connect_with(runtime, MqttConfig::new(url)).await
+}
+
+async fn connect_with(runtime: &Runtime, mut config: MqttConfig) -> MqttConnector {
     config.max_payload = 4096;
     let connector = MqttConnector::start(config, runtime.twins().clone())
         .await
@@ -99,9 +102,15 @@ async fn value_of(runtime: &Runtime, channel: &str) -> Option<f64> {
 /// Telemetry changes the twin; a trip publishes a safety command on `…/cmd`; a
 /// command's verdict is published on `…/cmd/result`.
 async fn round_trip(url: &str) {
+    round_trip_with(MqttConfig::new(url), url).await;
+}
+
+/// Telemetry in and a command's verdict and actuation out through a connector with
+/// `config`, the machine's side a plain client of the broker at `url`.
+pub async fn round_trip_with(config: MqttConfig, url: &str) {
     let dir = tempfile::tempdir().unwrap();
     let runtime = support::start(dir.path()).await;
-    let connector = connect(&runtime, url).await;
+    let connector = connect_with(&runtime, config).await;
     let (client, eventloop) = brokers::client(url, "test-machine", true);
     let (rx, pump_task) = pump(eventloop);
     let mut inbox = Inbox::new(rx);

@@ -53,6 +53,7 @@ pub(super) fn options(
     host: String,
     port: u16,
     client_id: &str,
+    transport: Option<rumqttc::Transport>,
 ) -> MqttOptions {
     let mut options = MqttOptions::new(format!("{client_id}-act"), host, port);
     options
@@ -62,6 +63,9 @@ pub(super) fn options(
         .set_inflight(INFLIGHT);
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         options.set_credentials(user.clone(), password.clone());
+    }
+    if let Some(transport) = transport {
+        options.set_transport(transport);
     }
     options
 }

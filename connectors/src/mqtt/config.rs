@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::MqttError;
 use super::sparkplug::SparkplugConfig;
+use super::tls::MqttTls;
 use crate::delivery::Resend;
 use crate::reach::{AssetReach, Reach};
 
@@ -16,8 +17,14 @@ pub struct MqttConfig {
     /// The connector's name, for logs and as its data source name (`mqtt:<name>`).
     #[serde(default = "default_name")]
     pub name: String,
-    /// The broker: `mqtt://host:port` or `tcp://host:port` (port 1883 when left out).
+    /// The broker: `mqtt://host:port` or `tcp://host:port` (port 1883 when left out),
+    /// or over TLS `mqtts://host:port` or `ssl://host:port` (port 8883 when left out).
     pub url: String,
+    /// TLS settings for an `mqtts://` broker: CA certificates, a client certificate
+    /// and key, the name to verify (the `[mqtt.tls]` table). Without it an `mqtts://`
+    /// broker is verified against the system's CAs, with no client certificate.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
     /// The MQTT client id; the broker keeps this client's persistent session under
     /// it. Defaults to `doppel-<name>`.
     #[serde(default)]
@@ -183,6 +190,7 @@ impl MqttConfig {
         Self {
             name: default_name(),
             url: url.into(),
+            tls: None,
             client_id: None,
             username: None,
             password: None,
@@ -197,29 +205,32 @@ impl MqttConfig {
         }
     }
 
+    /// Whether the URL asks for TLS (`mqtts://`, `ssl://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("mqtts://") || self.url.starts_with("ssl://")
+    }
+
     /// The broker's host and port.
     pub fn broker(&self) -> Result<(String, u16), MqttError> {
         let bad = |why: &str| {
             MqttError::Config(format!("mqtt `{}`: url `{}`: {why}", self.name, self.url))
         };
-        let rest = self
-            .url
-            .strip_prefix("mqtt://")
-            .or_else(|| self.url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                if self.url.starts_with("mqtts://") || self.url.starts_with("ssl://") {
-                    bad("TLS to the broker is not supported by this build; use mqtt:// on a trusted network or a TLS-terminating proxy")
-                } else {
-                    bad("expected mqtt://host:port")
-                }
-            })?;
+        let (rest, default_port) = [
+            ("mqtt://", 1883),
+            ("tcp://", 1883),
+            ("mqtts://", 8883),
+            ("ssl://", 8883),
+        ]
+        .into_iter()
+        .find_map(|(scheme, port)| Some((self.url.strip_prefix(scheme)?, port)))
+        .ok_or_else(|| bad("expected mqtt://host:port or mqtts://host:port"))?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
                 let port = port.parse::<u16>().map_err(|_| bad("bad port"))?;
                 (host, port)
             }
-            _ => (rest, 1883),
+            _ => (rest, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') {
@@ -234,10 +245,30 @@ impl MqttConfig {
         (min, Duration::from_millis(self.reconnect_max_ms).max(min))
     }
 
+    /// How to reach the broker: TLS for an `mqtts://` URL, with the certificates and
+    /// key read now (an unreadable file is an error naming it); `None` for plain TCP.
+    pub fn transport(&self) -> Result<Option<rumqttc::Transport>, MqttError> {
+        if !self.is_tls() {
+            return Ok(None);
+        }
+        self.tls
+            .clone()
+            .unwrap_or_default()
+            .transport()
+            .map(Some)
+            .map_err(|why| MqttError::Config(format!("mqtt `{}`: {why}", self.name)))
+    }
+
     /// Checks settings that serde cannot.
     pub fn validate(&self) -> Result<(), MqttError> {
         self.broker()?;
         let bad = |why: String| Err(MqttError::Config(format!("mqtt `{}`: {why}", self.name)));
+        if self.tls.is_some() && !self.is_tls() {
+            return bad(format!(
+                "a [tls] table needs an mqtts:// url, not `{}`",
+                self.url
+            ));
+        }
         if self.name.is_empty() {
             return bad("name is empty".into());
         }
@@ -279,7 +310,8 @@ mod tests {
             ("broker.local".into(), 1883)
         );
         assert_eq!(host("mqtt://[::1]:1885/").unwrap(), ("::1".into(), 1885));
-        assert!(host("mqtts://broker:8883").is_err());
+        assert_eq!(host("mqtts://broker").unwrap(), ("broker".into(), 8883));
+        assert_eq!(host("ssl://broker:8884").unwrap(), ("broker".into(), 8884));
         assert!(host("http://broker").is_err());
         assert!(host("mqtt://broker:99999").is_err());
         assert!(host("mqtt://").is_err());

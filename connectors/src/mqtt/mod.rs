@@ -15,6 +15,7 @@ mod actuate;
 mod codec;
 mod config;
 pub mod sparkplug;
+mod tls;
 mod uns;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use tracing::Instrument;
 pub use codec::{Codec, Inbound, Outgoing, Resolver};
 pub use config::{FieldNames, MqttConfig, UnsConfig};
 pub use sparkplug::{SparkplugCodec, SparkplugConfig};
+pub use tls::MqttTls;
 pub use uns::{UnsCodec, UnsSources};
 
 use crate::drops::{DropKind, Drops};
@@ -90,6 +92,8 @@ struct Shared {
     stopping: AtomicBool,
     /// The sources this connector's readings come from.
     sources: Vec<SourceId>,
+    /// Why the last connection attempt failed, until one succeeds.
+    last_error: Mutex<Option<String>>,
     /// Largest payload decoded; a bigger message is dropped as oversized.
     max_payload: usize,
 }
@@ -118,6 +122,7 @@ impl MqttConnector {
     /// and re-established with backoff whenever it drops.
     pub async fn start(config: MqttConfig, twins: Twins) -> Result<Self, MqttError> {
         config.validate()?;
+        let transport = config.transport()?;
         let source = twins.source(&format!("mqtt:{}", config.name))?;
         let uns_sources = UnsSources {
             explicit: source,
@@ -150,12 +155,14 @@ impl MqttConnector {
             reconnect: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             sources,
+            last_error: Mutex::new(None),
             max_payload: config.max_payload,
         });
         let report: Arc<dyn ConnectorReport> = shared.clone();
         twins.register_connector(&report);
         let args = ConnectionArgs {
             config,
+            transport,
             twins,
             codecs,
             shared: shared.clone(),
@@ -191,6 +198,12 @@ impl MqttConnector {
         self.shared.status(sources)
     }
 
+    /// Why the last attempt to connect to the broker failed (the TLS handshake, a
+    /// refused CONNECT, an unreachable host), until a connection succeeds.
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().clone()
+    }
+
     /// Whether the connection to the broker is up.
     pub fn is_connected(&self) -> bool {
         *self.shared.connected.borrow()
@@ -218,6 +231,8 @@ struct Connection;
 
 struct ConnectionArgs {
     config: MqttConfig,
+    /// TLS for an `mqtts://` broker, built when the connector started.
+    transport: Option<rumqttc::Transport>,
     twins: Twins,
     codecs: Vec<Box<dyn Codec>>,
     shared: Arc<Shared>,
@@ -268,6 +283,7 @@ impl Actor for Connection {
     ) -> Result<ConnectionState, ActorProcessingErr> {
         let ConnectionArgs {
             config,
+            transport,
             twins,
             codecs,
             shared,
@@ -284,11 +300,15 @@ impl Actor for Connection {
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             options.set_credentials(user.clone(), password.clone());
         }
+        if let Some(transport) = &transport {
+            options.set_transport(transport.clone());
+        }
         let mut codecs = codecs;
         if let Some(will) = next_will(&mut codecs) {
             options.set_last_will(will);
         }
-        let actuation_options = actuate::options(&config, host, port, &client_id_of(&config));
+        let actuation_options =
+            actuate::options(&config, host, port, &client_id_of(&config), transport);
         let (client, eventloop) = AsyncClient::new(options, REQUESTS);
         let codecs = Arc::new(Mutex::new(codecs));
         let (inbound_tx, inbound_rx) = mpsc::channel::<Received>(DRAIN * 4);
@@ -444,6 +464,7 @@ async fn network(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = min_backoff;
                 was_up = true;
+                *shared.last_error.lock() = None;
                 shared.epoch.fetch_add(1, Ordering::AcqRel);
                 let before = shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -506,8 +527,13 @@ async fn network(
                         &shared.sources,
                         &format!("mqtt `{}` lost its broker", shared.name),
                     );
+                }
+                let why = error_chain(&error);
+                let repeated = shared.last_error.lock().replace(why.clone()) == Some(why.clone());
+                if repeated {
+                    tracing::debug!(error = %why, ?backoff, "broker still unreachable; retrying");
                 } else {
-                    tracing::debug!(%error, ?backoff, "broker unreachable; retrying");
+                    tracing::warn!(error = %why, ?backoff, "cannot connect to the broker; retrying");
                 }
                 shared.connected.send_replace(false);
                 renew_will(&mut eventloop, &codecs);
@@ -516,6 +542,22 @@ async fn network(
             }
         }
     }
+}
+
+/// An error and its causes, one sentence: a TLS failure says what about the
+/// certificate or the handshake went wrong.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The last will of the next connection, if a layout has one.
