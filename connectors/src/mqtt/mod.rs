@@ -204,12 +204,13 @@ impl MqttConnector {
         self.shared.last_error.lock().clone()
     }
 
-    /// Whether the connection to the broker is up.
+    /// Whether the connection to the broker is up and its subscriptions acknowledged.
     pub fn is_connected(&self) -> bool {
         *self.shared.connected.borrow()
     }
 
-    /// Waits until the connection is up; false if it was not within `timeout`.
+    /// Waits until the connection is up and subscribed; false if it was not within
+    /// `timeout`.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
         let mut connected = self.shared.connected.subscribe();
         tokio::time::timeout(timeout, connected.wait_for(|up| *up))
@@ -486,6 +487,7 @@ async fn network(
                     }
                     (filters, hello)
                 };
+                let subscribing = !filters.is_empty();
                 let subscriptions = filters
                     .into_iter()
                     .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce));
@@ -495,9 +497,14 @@ async fn network(
                 for message in hello {
                     send(&client, message, &shared);
                 }
-                shared.connected.send_replace(true);
+                // Up once the subscriptions hold: what is published from then on
+                // reaches the connector.
+                if !subscribing {
+                    shared.connected.send_replace(true);
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                shared.connected.send_replace(true);
                 let refused = ack
                     .return_codes
                     .iter()

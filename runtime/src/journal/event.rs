@@ -205,6 +205,7 @@ mod legacy {
                 current: old.current.map(Into::into),
                 history: old.history.into_iter().map(Into::into).collect(),
                 condition: None,
+                window: 0,
             }
         }
     }

@@ -7,7 +7,8 @@
 //! one before it, the range of sequence numbers seen, `[floor, high]`, less the gaps
 //! not seen yet. Within that range the answer is exact. Readings in order cost no
 //! memory beyond the range; each gap costs one entry, and at most [`MAX_GAPS`] are
-//! kept: past that, the oldest gap is given up and the floor rises above it. Below a
+//! kept: past that, the oldest gap is given up and the floor rises above it. A skip
+//! wider than [`MAX_GAP_SPAN`] is no gap: the floor rises to the new number. Below a
 //! floor that rose, the window cannot tell, and the caller looks the reading up in the
 //! channel's history (see [`TwinState::apply_sample`](super::TwinState::apply_sample)).
 //!
@@ -30,6 +31,11 @@ use crate::time::Timestamp;
 
 /// Gaps a window keeps per epoch before it gives up the oldest.
 pub const MAX_GAPS: usize = 8;
+
+/// The widest gap a window keeps: a skip wider than this is taken as a source
+/// numbering more than this channel (one counter over many channels or assets), not as
+/// readings overtaken in transit, and what lies below it is left to history.
+pub const MAX_GAP_SPAN: u64 = 4096;
 
 /// The largest step between sequence numbers taken as real: 2^48, about nine years of
 /// microseconds, or three days of nanoseconds.
@@ -100,12 +106,17 @@ impl SeqSet {
     fn record(&mut self, seq: u64, time_numbered: bool) {
         if seq > self.high {
             if seq > self.high + 1 {
-                if time_numbered {
+                if time_numbered || seq - self.high > MAX_GAP_SPAN {
                     // Sparse numbers: what lies below is looked up in history.
                     self.gaps.clear();
                     self.floor = seq;
                     self.exact_below = false;
                 } else {
+                    if self.gaps.capacity() == 0 {
+                        // Once a source skips, it usually goes on skipping (one counter
+                        // over many channels): one allocation for every gap kept.
+                        self.gaps.reserve_exact(MAX_GAPS + 1);
+                    }
                     self.gaps.push((self.high + 1, seq - 1));
                 }
             }
@@ -406,6 +417,25 @@ mod tests {
         );
         let high = (MAX_GAPS as u64 + 10) * 2;
         assert_eq!(w.admit(&key(0, high - 1)), Admission::New, "a kept gap");
+    }
+
+    #[test]
+    fn a_skip_wider_than_the_span_opens_no_gap() {
+        let mut w = window(key(0, 10));
+        assert_eq!(w.admit(&key(0, 20)), Admission::New);
+        assert_eq!(w.gaps(), 1);
+        let far = 20 + MAX_GAP_SPAN + 1;
+        assert_eq!(w.admit(&key(0, far)), Admission::New);
+        assert_eq!(w.gaps(), 0, "a source counting over many channels");
+        assert_eq!(
+            w.admit(&key(0, far - 1)),
+            Admission::Unknown,
+            "left to history"
+        );
+        assert_eq!(w.admit(&key(0, 15)), Admission::Unknown);
+        assert_eq!(w.admit(&key(0, far)), Admission::Duplicate);
+        assert_eq!(w.admit(&key(0, far + MAX_GAP_SPAN)), Admission::New);
+        assert_eq!(w.gaps(), 1, "a skip within the span is a gap");
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub struct ChannelState {
     /// Kept in snapshots beside the state (see `Snapshot::conditions`).
     #[serde(skip)]
     pub condition: Option<ChannelCondition>,
+    /// Where in [`TwinState::windows`] the window of the source that fed this channel
+    /// last is: a hint, checked before use, so a reading finds its window without a
+    /// search.
+    #[serde(skip)]
+    pub window: u32,
 }
 
 /// Why a channel's current value cannot be trusted, though no reading says so: it is
@@ -403,13 +408,24 @@ impl TwinState {
             stamped: sample.stamped,
             source_time: sample.source_time,
         };
-        match self
-            .windows
-            .iter_mut()
-            .find(|w| w.source == sample.source && w.channel == sample.channel)
-        {
-            Some(window) => window.admit(&key),
+        let channel = sample.channel.0 as usize;
+        let fits = |w: &SeqWindow| w.source == sample.source && w.channel == sample.channel;
+        let hint = self.channels[channel].window as usize;
+        let found = match self.windows.get(hint) {
+            Some(window) if fits(window) => Some(hint),
+            _ => self.windows.iter().position(fits),
+        };
+        match found {
+            Some(index) => {
+                self.channels[channel].window = index as u32;
+                self.windows[index].admit(&key)
+            }
             None => {
+                if self.windows.capacity() == 0 {
+                    // A source usually feeds every channel of the twin.
+                    self.windows.reserve_exact(self.channels.len());
+                }
+                self.channels[channel].window = self.windows.len() as u32;
                 self.windows
                     .push(SeqWindow::new(sample.source, sample.channel, &key));
                 Admission::New
