@@ -8,11 +8,14 @@ use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::util::MapResponseLayer;
 
 use crate::auth::Authenticator;
 use crate::config::ApiConfig;
@@ -97,12 +100,20 @@ impl ApiServer {
         }
         let twin_service = InterceptedService::new(
             TwinServiceServer::new(service)
-                .max_decoding_message_size(config.limits.max_request_bytes),
+                .max_decoding_message_size(config.limits.max_request_bytes)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
             Authenticator::new(&config.tokens),
         );
         let status_service = InterceptedService::new(
             StatusServiceServer::new(api.clone())
-                .max_decoding_message_size(config.limits.max_request_bytes),
+                .max_decoding_message_size(config.limits.max_request_bytes)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd),
             Authenticator::new(&config.tokens),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -111,11 +122,16 @@ impl ApiServer {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(doppel_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|error| ApiError::Transport(format!("reflection: {error}")))?;
+        // Reflection in both versions: grpcurl before 1.8.8, grpcio-reflection and
+        // some GUI clients only speak v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(doppel_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_failed = |error| ApiError::Transport(format!("reflection: {error}"));
+        let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Bind {
@@ -129,8 +145,12 @@ impl ApiServer {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let (shutdown, stopped) = oneshot::channel::<()>();
         let router = server
+            .layer(MapResponseLayer::new(
+                oversized_is_resource_exhausted as fn(_) -> _,
+            ))
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(twin_service)
             .add_service(status_service);
         let task = tokio::spawn(async move {
@@ -152,6 +172,26 @@ impl ApiServer {
             task,
         })
     }
+}
+
+/// A request over the size limit is refused with `RESOURCE_EXHAUSTED`, as gRPC's status
+/// code table says, where tonic answers `OUT_OF_RANGE`. The refusal is a trailers-only
+/// response, so its status is in the headers.
+fn oversized_is_resource_exhausted(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|status| status == "11");
+    let oversized = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.contains("message%20length%20too%20large"));
+    if out_of_range && oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 impl ApiHandle {

@@ -1257,6 +1257,71 @@ async fn api_serves_health_and_reflection_without_a_token() {
         raw.windows(b"doppel/v1/twin.proto".len())
             .any(|w| w == b"doppel/v1/twin.proto")
     );
+
+    // The older reflection protocol, for clients that only speak it.
+    {
+        use doppel_api::reflection::pb::v1alpha::ServerReflectionRequest;
+        use doppel_api::reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use doppel_api::reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use doppel_api::reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+        let mut reflection = ServerReflectionClient::new(connect(&served.api).await);
+        let mut answers = reflection
+            .server_reflection_info(tonic::codegen::tokio_stream::iter(vec![
+                ServerReflectionRequest {
+                    host: String::new(),
+                    message_request: Some(MessageRequest::ListServices(String::new())),
+                },
+            ]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            within("reflection v1alpha", answers.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .message_response
+        else {
+            panic!("expected the service list")
+        };
+        let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+        for expected in [
+            "doppel.v1.TwinService",
+            "doppel.v1.StatusService",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(names.contains(&expected), "{names:?}");
+        }
+    }
+    served.stop().await;
+}
+
+/// A client that compresses its requests (gzip or zstd) and accepts compressed
+/// answers is served like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_calls_are_answered() {
+    use tonic::codec::CompressionEncoding;
+
+    let served = serve().await;
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        let mut client = TwinServiceClient::new(connect(&served.api).await)
+            .send_compressed(encoding)
+            .accept_compressed(encoding);
+        let twin = client
+            .get_twin(authed(
+                VIEWER,
+                pb::GetTwinRequest {
+                    asset_path: press(1).to_string(),
+                },
+            ))
+            .await
+            .unwrap_or_else(|status| panic!("{encoding:?}: {status:?}"))
+            .into_inner()
+            .twin
+            .unwrap();
+        assert_eq!(twin.asset_path, press(1).to_string(), "{encoding:?}");
+    }
     served.stop().await;
 }
 
@@ -1330,7 +1395,8 @@ async fn api_refuses_malformed_requests_and_keeps_serving() {
         ))
         .await
         .unwrap_err();
-    assert_ne!(too_big.code(), Code::Ok);
+    assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
+    assert!(too_big.message().contains("limit"), "{too_big:?}");
     let many_params: Vec<pb::NamedValue> = (0..100)
         .map(|i| named_value(&format!("p{i}"), Value::Int(i)))
         .collect();
