@@ -49,10 +49,52 @@ pub struct SeqSet {
     /// Highest number seen.
     high: u64,
     /// Ranges in `(floor, high)` not seen yet, inclusive, in ascending order.
-    gaps: Vec<(u64, u64)>,
+    gaps: Gaps,
     /// True while nothing below `floor` was ever seen (the set began there, and no gap
     /// was given up): a number below it is new.
     exact_below: bool,
+}
+
+/// The gaps of a [`SeqSet`]: allocated once a source skips, for every gap it may keep,
+/// and a null pointer until then (a window of readings in order stays one cache
+/// line). Serialized as a plain list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[allow(
+    clippy::box_collection,
+    reason = "a thin pointer: most windows have no gaps, and a Vec would cost them 24 bytes"
+)]
+struct Gaps(Option<Box<Vec<(u64, u64)>>>);
+
+impl Gaps {
+    fn as_slice(&self) -> &[(u64, u64)] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn vec(&mut self) -> &mut Vec<(u64, u64)> {
+        self.0
+            .get_or_insert_with(|| Box::new(Vec::with_capacity(MAX_GAPS + 1)))
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Serialize for Gaps {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Gaps {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let gaps = Vec::<(u64, u64)>::deserialize(deserializer)?;
+        Ok(Gaps((!gaps.is_empty()).then(|| Box::new(gaps))))
+    }
 }
 
 /// What a window knows about a sequence number.
@@ -73,7 +115,7 @@ impl SeqSet {
         Self {
             floor: seq,
             high: seq,
-            gaps: Vec::new(),
+            gaps: Gaps::default(),
             exact_below: true,
         }
     }
@@ -87,8 +129,9 @@ impl SeqSet {
         }
         if seq >= self.floor {
             // The gap starting at or before `seq`, if any, holds it when it reaches it.
-            let at = self.gaps.partition_point(|(start, _)| *start <= seq);
-            return match at.checked_sub(1).map(|i| self.gaps[i]) {
+            let gaps = self.gaps.as_slice();
+            let at = gaps.partition_point(|(start, _)| *start <= seq);
+            return match at.checked_sub(1).map(|i| gaps[i]) {
                 Some((_, end)) if seq <= end => Known::New,
                 _ => Known::Seen,
             };
@@ -112,38 +155,34 @@ impl SeqSet {
                     self.floor = seq;
                     self.exact_below = false;
                 } else {
-                    if self.gaps.capacity() == 0 {
-                        // Once a source skips, it usually goes on skipping (one counter
-                        // over many channels): one allocation for every gap kept.
-                        self.gaps.reserve_exact(MAX_GAPS + 1);
-                    }
-                    self.gaps.push((self.high + 1, seq - 1));
+                    self.gaps.vec().push((self.high + 1, seq - 1));
                 }
             }
             self.high = seq;
         } else if seq >= self.floor {
-            let at = self.gaps.partition_point(|(start, _)| *start <= seq) - 1;
-            let (start, end) = self.gaps[at];
+            let gaps = self.gaps.vec();
+            let at = gaps.partition_point(|(start, _)| *start <= seq) - 1;
+            let (start, end) = gaps[at];
             match (seq == start, seq == end) {
                 (true, true) => {
-                    self.gaps.remove(at);
+                    gaps.remove(at);
                 }
-                (true, false) => self.gaps[at].0 = seq + 1,
-                (false, true) => self.gaps[at].1 = seq - 1,
+                (true, false) => gaps[at].0 = seq + 1,
+                (false, true) => gaps[at].1 = seq - 1,
                 (false, false) => {
-                    self.gaps[at].1 = seq - 1;
-                    self.gaps.insert(at + 1, (seq + 1, end));
+                    gaps[at].1 = seq - 1;
+                    gaps.insert(at + 1, (seq + 1, end));
                 }
             }
         } else {
             if seq + 1 < self.floor && !time_numbered {
-                self.gaps.insert(0, (seq + 1, self.floor - 1));
+                self.gaps.vec().insert(0, (seq + 1, self.floor - 1));
             }
             self.floor = seq;
         }
         while self.gaps.len() > MAX_GAPS {
             // Give up the oldest gap: what lies below the new floor is no longer known.
-            let (_, end) = self.gaps.remove(0);
+            let (_, end) = self.gaps.vec().remove(0);
             self.floor = end + 1;
             self.exact_below = false;
         }
@@ -180,7 +219,8 @@ pub struct SeqWindow {
     /// The newest source time among the source's stamped readings.
     newest: Timestamp,
     /// A far-off number refused last: a second one near it starts the window over.
-    candidate: Option<u64>,
+    /// Boxed: rare, and the window stays small.
+    candidate: Option<Box<u64>>,
 }
 
 /// The identity of a reading, as a window judges it.
@@ -297,7 +337,7 @@ impl SeqWindow {
                     }
                 }
                 let near = |c: u64| c.abs_diff(key.seq) <= MAX_SEQ_JUMP;
-                if self.candidate.is_some_and(near) {
+                if self.candidate.as_deref().copied().is_some_and(near) {
                     // Two readings agree: the source's numbering really moved.
                     let current = std::mem::replace(&mut self.seen, SeqSet::starting_at(key.seq));
                     self.previous = Some(Box::new((self.epoch, current)));
@@ -305,7 +345,7 @@ impl SeqWindow {
                     self.note_time(key);
                     Admission::New
                 } else {
-                    self.candidate = Some(key.seq);
+                    self.candidate = Some(Box::new(key.seq));
                     Admission::FarOff
                 }
             }
@@ -417,6 +457,26 @@ mod tests {
         );
         let high = (MAX_GAPS as u64 + 10) * 2;
         assert_eq!(w.admit(&key(0, high - 1)), Admission::New, "a kept gap");
+    }
+
+    #[test]
+    fn a_window_without_gaps_is_small_and_gaps_encode_as_a_list() {
+        assert!(
+            std::mem::size_of::<SeqWindow>() <= 72,
+            "{}",
+            std::mem::size_of::<SeqWindow>()
+        );
+        let mut w = window(key(0, 1));
+        assert_eq!(w.admit(&key(0, 5)), Admission::New);
+        let bytes = postcard::to_allocvec(&w).unwrap();
+        let back: SeqWindow = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, w);
+        assert_eq!(w.gaps(), 1);
+        let listed: Vec<(u64, u64)> = vec![(2, 4)];
+        assert_eq!(
+            postcard::to_allocvec(&w.seen.gaps).unwrap(),
+            postcard::to_allocvec(&listed).unwrap()
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct ChannelState {
     /// Why the current value cannot be trusted now, until a newer reading arrives.
     /// Kept in snapshots beside the state (see `Snapshot::conditions`).
     #[serde(skip)]
-    pub condition: Option<ChannelCondition>,
+    pub condition: Option<Box<ChannelCondition>>,
     /// Where in [`TwinState::windows`] the window of the source that fed this channel
     /// last is: a hint, checked before use, so a reading finds its window without a
     /// search.
@@ -459,13 +459,13 @@ impl TwinState {
         if let Some(current) = &mut state.current {
             current.quality = condition.quality;
         }
-        state.condition = Some(condition);
+        state.condition = Some(Box::new(condition));
         true
     }
 
     /// The condition a channel is under, if any.
     pub fn condition(&self, channel: ChannelId) -> Option<&ChannelCondition> {
-        self.channels.get(channel.0 as usize)?.condition.as_ref()
+        self.channels.get(channel.0 as usize)?.condition.as_deref()
     }
 
     /// The current value of a channel.

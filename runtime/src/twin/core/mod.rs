@@ -263,7 +263,7 @@ impl TwinCore {
                     channel: spec.name.clone(),
                     unit: spec.unit.clone(),
                     sample: channel.current,
-                    condition: channel.condition.clone(),
+                    condition: channel.condition.as_deref().cloned(),
                 })
                 .collect(),
             desired: self

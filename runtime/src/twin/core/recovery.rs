@@ -48,7 +48,7 @@ impl TwinCore {
                 .channels
                 .iter()
                 .enumerate()
-                .filter_map(|(i, c)| Some((ChannelId(i as u16), c.condition.as_ref()?)))
+                .filter_map(|(i, c)| Some((ChannelId(i as u16), c.condition.as_deref()?)))
                 .collect(),
         };
         let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
@@ -69,7 +69,7 @@ impl TwinCore {
         } = snapshot;
         for (channel, condition) in conditions {
             if let Some(slot) = state.channels.get_mut(channel.0 as usize) {
-                slot.condition = Some(condition);
+                slot.condition = Some(Box::new(condition));
             }
         }
         self.replay_channels = None;
