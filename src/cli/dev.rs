@@ -91,6 +91,9 @@ const EVENT_LINES: usize = 8;
 
 /// Runs the dev plant until Ctrl-C or `--duration`.
 pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // SIGTERM (systemd, docker stop, kill) stops as cleanly as Ctrl-C, from the start:
+    // a stop that arrives while the plant starts ends it once it has started.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if !(args.speed.is_finite() && args.speed > 0.0) {
         return Err(format!("--speed must be a positive number, not {}", args.speed).into());
     }
@@ -233,6 +236,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             _ = &mut ctrl_c, if !stopping => stopping = true,
+            _ = terminate.recv(), if !stopping => stopping = true,
             _ = tick.tick() => {}
         }
         let now = Instant::now();

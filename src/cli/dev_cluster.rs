@@ -46,7 +46,7 @@ fn write_config(
     dir: &Path,
     id: &str,
     role: &str,
-    api: SocketAddr,
+    api: Option<SocketAddr>,
     gossip: u16,
     seed: u16,
     owns: &[String],
@@ -63,16 +63,19 @@ fn write_config(
         let quoted: Vec<String> = owns.iter().map(|o| format!("\"{o}\"")).collect();
         format!("owns = [{}]\n", quoted.join(", "))
     };
+    let api = match api {
+        Some(api) => format!(
+            "[api]\nlisten = \"{api}\"\ntokens = [{{ name = \"dev\", token = \"{token}\", role = \"admin\" }}]\n"
+        ),
+        None => String::new(),
+    };
     let text = format!(
         r#"# A node of the `doppel dev --nodes 3` cluster, written by doppel dev.
 [node]
 data_dir = "{id}"
 types = "types.toml"
 {plant}
-[api]
-listen = "{api}"
-tokens = [{{ name = "dev", token = "{token}", role = "admin" }}]
-
+{api}
 [cluster]
 id = "{CLUSTER_ID}"
 node_id = "{id}"
@@ -89,6 +92,9 @@ seeds = ["127.0.0.1:{seed}"]
 
 /// Runs the dev plant as a three-node cluster until Ctrl-C or `--duration`.
 pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // SIGTERM (systemd, docker stop, kill) stops as cleanly as Ctrl-C, from the start:
+    // a stop that arrives while the plant starts ends it once it has started.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let tty = std::io::stdout().is_terminal();
     let telemetry = init_telemetry(tty, args.otlp_endpoint.clone(), args.log_format)?;
     let types_toml = dev_types_toml(args.speed);
@@ -124,16 +130,21 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         lines.iter().skip(1).step_by(2).cloned().collect(),
     ];
     let cloud_api = match args.grpc.as_deref() {
-        None => DEFAULT_GRPC_ADDR,
-        Some(raw) => raw.parse().map_err(|_| {
-            format!("--grpc must be an address such as 127.0.0.1:50051, not `{raw}`")
-        })?,
+        None => Some(DEFAULT_GRPC_ADDR),
+        Some("off") => None,
+        Some(raw) => Some(raw.parse().map_err(|_| {
+            format!("--grpc must be an address such as 127.0.0.1:50051, or off; not `{raw}`")
+        })?),
     };
     let seed = free_port(true)?;
     let cloud_config = write_config(&dir, "cloud-1", "cloud", cloud_api, seed, seed, &[], &token)?;
     let mut configs = vec![cloud_config];
     for (index, owned) in owns.iter().enumerate() {
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)?).parse()?;
+        // `--grpc off`: no node serves the API.
+        let api: Option<SocketAddr> = match cloud_api {
+            Some(_) => Some(format!("127.0.0.1:{}", free_port(false)?).parse()?),
+            None => None,
+        };
         let id = format!("edge-{}", index + 1);
         configs.push(write_config(
             &dir,
@@ -217,12 +228,11 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             .cluster()
             .map(|c| c.config().owns.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default();
-        println!(
-            "  {} (edge): owns {}; API on {}",
-            node_id(edge),
-            owned.join(", "),
-            edge.api().map(|a| a.url()).unwrap_or_default()
-        );
+        let api = edge
+            .api()
+            .map(|api| format!("; API on {}", api.url()))
+            .unwrap_or_default();
+        println!("  {} (edge): owns {}{api}", node_id(edge), owned.join(", "),);
     }
     if let Some(api) = cloud.api() {
         println!(
@@ -264,6 +274,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             _ = &mut ctrl_c, if !stopping => stopping = true,
+            _ = terminate.recv(), if !stopping => stopping = true,
             _ = tick.tick() => {}
         }
         let now = Instant::now();

@@ -214,7 +214,8 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    support::signal(pid, "INT");
+    // Stopped as a service manager stops it: SIGTERM ends it cleanly.
+    support::signal(pid, "TERM");
     let output = tokio::task::spawn_blocking(move || support::wait_for_exit(child, CLUSTER_LIMIT))
         .await
         .unwrap();
@@ -238,4 +239,65 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
         stdout.contains("10 twins mirrored in the cloud"),
         "{stdout}"
     );
+}
+
+/// `--grpc off` runs the local cluster with no API on any node; SIGTERM stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doppel_dev_nodes_3_runs_without_an_api_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--grpc",
+            "off",
+            "--duration",
+            &(CLUSTER_LIMIT.as_secs() + 30).to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (seen, banner) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("injected fault") {
+                let _ = seen.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let formed = tokio::task::spawn_blocking(move || banner.recv_timeout(CLUSTER_LIMIT))
+        .await
+        .unwrap();
+    support::signal(pid, "TERM");
+    let output = tokio::task::spawn_blocking(move || support::wait_for_exit(child, CLUSTER_LIMIT))
+        .await
+        .unwrap();
+    let stdout = reader.join().unwrap().join("\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        formed.is_ok(),
+        "the cluster never formed:\n{stdout}\n{stderr}"
+    );
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("a local cluster of 3 nodes"), "{stdout}");
+    assert!(!stdout.contains("API on"), "{stdout}");
+    for node in ["cloud-1", "edge-1", "edge-2"] {
+        let config =
+            std::fs::read_to_string(dir.path().join("cluster").join(format!("{node}.toml")))
+                .unwrap();
+        assert!(!config.contains("[api]"), "{node}: {config}");
+    }
 }
