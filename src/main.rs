@@ -38,6 +38,8 @@ enum Command {
     Twin(cli::twin::TwinArgs),
     /// Set up a node's OPC UA connections: trust a server's certificate.
     Opcua(cli::opcua::OpcUaArgs),
+    /// Set up a cluster: its certificate authority and each node's certificate.
+    Cluster(cli::cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Node(args) => cli::node::run(args).await,
             Command::Twin(args) => cli::twin::run(args).await,
             Command::Opcua(args) => cli::opcua::run(args).await,
+            Command::Cluster(args) => cli::cluster::run(args).await,
         }
     });
     match result {

@@ -676,6 +676,33 @@ async fn with_mutual_tls_a_node_without_a_trusted_certificate_is_refused() {
     assert_ne!(desired(&press2, "speed"), Some(Value::Float(2000.0)));
 }
 
+/// The certificates `doppel cluster certs` makes form a cluster with mutual TLS as
+/// made: one CA, made once and reused for each node added later, keys kept private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_doppel_cluster_certs_form_a_cluster() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut sandbox = Sandbox::new("acme-certs").with_certs_command();
+    sandbox.add_cloud("cloud-1", "");
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.wait_live(2, FORMED).await;
+    let mut cloud = sandbox.client("cloud-1").await;
+    let accepted = cloud
+        .send_command(set_speed(2, 1300.0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+    let certs = sandbox.dir().join("certs");
+    for key in ["ca.key", "cloud-1.key", "edge-a.key"] {
+        let mode = std::fs::metadata(certs.join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is readable by others: {mode:o}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_edge_claiming_an_owned_line_refuses_to_start() {
     let mut sandbox = Sandbox::new("acme-claims");

@@ -108,30 +108,57 @@ pub struct Sandbox {
 
 /// The cluster's certificate authority, for mutual TLS. Its certificate is written as
 /// `<name>-ca.pem`.
-pub struct Authority {
-    name: String,
-    ca: CertificateAuthority,
+pub enum Authority {
+    /// A CA the test kit makes, named.
+    Kit {
+        /// Its name, for file names.
+        name: String,
+        /// The CA.
+        ca: Box<CertificateAuthority>,
+    },
+    /// The CA and certificates `doppel cluster certs` makes, as a user would.
+    Command,
 }
 
 impl Authority {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Self {
-        Self {
+        Authority::Kit {
             name: name.to_string(),
-            ca: CertificateAuthority::new(name),
+            ca: Box::new(CertificateAuthority::new(name)),
         }
     }
 
     /// Writes the CA certificate and a certificate for node `id` (valid for
     /// 127.0.0.1 and localhost) into `dir`; the `[cluster.tls]` table using them.
     pub fn issue(&self, dir: &std::path::Path, id: &str) -> String {
-        let ca_path = self
-            .ca
-            .write_certificate(&dir.join(format!("{}-ca.pem", self.name)));
-        let (cert_path, key_path) = self
-            .ca
-            .issue(id, &["127.0.0.1", "localhost"])
-            .write(dir, id);
+        let (ca_path, cert_path, key_path) = match self {
+            Authority::Kit { name, ca } => {
+                let ca_path = ca.write_certificate(&dir.join(format!("{name}-ca.pem")));
+                let (cert_path, key_path) =
+                    ca.issue(id, &["127.0.0.1", "localhost"]).write(dir, id);
+                (ca_path, cert_path, key_path)
+            }
+            Authority::Command => {
+                let certs = dir.join("certs");
+                let output = Command::new(env!("CARGO_BIN_EXE_doppel"))
+                    .args(["cluster", "certs", "--out"])
+                    .arg(&certs)
+                    .args(["--node", &format!("{id}=127.0.0.1,localhost")])
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "doppel cluster certs: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                (
+                    certs.join("ca.pem"),
+                    certs.join(format!("{id}.pem")),
+                    certs.join(format!("{id}.key")),
+                )
+            }
+        };
         format!(
             "\n[cluster.tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
             cert_path.display(),
@@ -160,6 +187,17 @@ impl Sandbox {
     /// Nodes added from now on talk mutual TLS with certificates of one cluster CA.
     pub fn with_tls(mut self) -> Self {
         self.ca = Some(Authority::new("cluster"));
+        self
+    }
+
+    /// The sandbox's directory (configs, data, certificates).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Mutual TLS with the CA and certificates `doppel cluster certs` makes.
+    pub fn with_certs_command(mut self) -> Self {
+        self.ca = Some(Authority::Command);
         self
     }
 
