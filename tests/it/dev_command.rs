@@ -13,6 +13,8 @@ use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doppel_dev_shows_the_plant_a_trip_and_an_rul_warning_and_speaks_mqtt() {
+    // Without --grpc it takes the default API port, as the cluster example does.
+    let _ports = support::DEFAULT_PORTS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = brokers::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_doppel"))

@@ -8,6 +8,10 @@ use doppel::{
     AssetPath, Quality, Reading, Runtime, RuntimeSettings, SourceId, Timestamp, Topology, TwinTypes,
 };
 
+/// Held by tests whose processes listen on fixed default ports (the shipped cluster
+/// example, `doppel dev` without `--grpc`), so they never run at the same time.
+pub static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The test press type with its standard models and governors.
 pub fn types() -> String {
     twin_types::press()
