@@ -98,24 +98,22 @@ impl ApiServer {
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|error| ApiError::Transport(format!("tls: {}", error_chain(&error))))?;
         }
-        let twin_service = InterceptedService::new(
-            TwinServiceServer::new(service)
-                .max_decoding_message_size(config.limits.max_request_bytes)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Zstd),
-            Authenticator::new(&config.tokens),
-        );
-        let status_service = InterceptedService::new(
-            StatusServiceServer::new(api.clone())
-                .max_decoding_message_size(config.limits.max_request_bytes)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Zstd),
-            Authenticator::new(&config.tokens),
-        );
+        // Each public service: the size limit, gzip and zstd both ways, the tokens.
+        macro_rules! public {
+            ($server:expr) => {
+                InterceptedService::new(
+                    $server
+                        .max_decoding_message_size(config.limits.max_request_bytes)
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Zstd)
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .send_compressed(CompressionEncoding::Zstd),
+                    Authenticator::new(&config.tokens),
+                )
+            };
+        }
+        let twin_service = public!(TwinServiceServer::new(service));
+        let status_service = public!(StatusServiceServer::new(api.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in [SERVICE_NAME, STATUS_SERVICE_NAME] {
             health
