@@ -51,7 +51,7 @@ pub use service::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
     parse_path, parse_prefix, time_range,
 };
-pub use status::{STATUS_SERVICE_NAME, connector_to_proto};
+pub use status::STATUS_SERVICE_NAME;
 
 /// The standard health checking service (`grpc.health.v1`), for clients.
 pub use tonic_health as health;

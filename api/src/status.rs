@@ -33,7 +33,7 @@ fn by_reason<'a>(counts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<pb::Co
 }
 
 /// A connector's status as the API sends it.
-pub fn connector_to_proto(status: &ConnectorStatus) -> pb::ConnectorStatus {
+fn connector_to_proto(status: &ConnectorStatus) -> pb::ConnectorStatus {
     pb::ConnectorStatus {
         name: status.name.clone(),
         kind: status.kind.to_string(),

@@ -192,12 +192,6 @@ impl MqttConnector {
         &self.shared.stats
     }
 
-    /// What the connector received and what became of it; `sources` are the twins'
-    /// per-source tallies ([`Twins::source_counts`]).
-    pub fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
-        self.shared.status(sources)
-    }
-
     /// Why the last attempt to connect to the broker failed (the TLS handshake, a
     /// refused CONNECT, an unreachable host), until a connection succeeds.
     pub fn last_error(&self) -> Option<String> {
@@ -536,8 +530,8 @@ async fn network(
                     );
                 }
                 let why = error_chain(&error);
-                let repeated = shared.last_error.lock().replace(why.clone()) == Some(why.clone());
-                if repeated {
+                let previous = shared.last_error.lock().replace(why.clone());
+                if previous.as_deref() == Some(why.as_str()) {
                     tracing::debug!(error = %why, ?backoff, "broker still unreachable; retrying");
                 } else {
                     tracing::warn!(error = %why, ?backoff, "cannot connect to the broker; retrying");

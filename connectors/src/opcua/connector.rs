@@ -186,9 +186,8 @@ pub struct OpcUaConnector {
 pub struct OpcUaHandle {
     name: String,
     drops: Arc<Drops>,
-    received: Arc<AtomicU64>,
     /// What the node's status reads; registered with the twins while the handle lives.
-    intake: Arc<Intake>,
+    _intake: Arc<Intake>,
     counters: Arc<Counters>,
     state: watch::Receiver<ConnectionState>,
     stop: watch::Sender<bool>,
@@ -295,8 +294,7 @@ impl OpcUaConnector {
         Ok(OpcUaHandle {
             name,
             drops,
-            received,
-            intake,
+            _intake: intake,
             counters,
             state: state_rx,
             stop,
@@ -1068,17 +1066,6 @@ impl OpcUaHandle {
     /// Values dropped so far, by kind, and refused, by reason.
     pub fn drops(&self) -> Arc<Drops> {
         self.drops.clone()
-    }
-
-    /// Data-change values received so far.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-
-    /// What the connector received and what became of it; `sources` are the twins'
-    /// per-source tallies ([`Twins::source_counts`]).
-    pub fn status(&self, sources: &[(String, SourceCounts)]) -> ConnectorStatus {
-        self.intake.status(sources)
     }
 
     /// True while a session is established and subscribed.
