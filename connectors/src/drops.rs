@@ -114,11 +114,6 @@ impl Drops {
         }
     }
 
-    /// The connector's name, as in log lines and status (`mqtt:plant`).
-    pub fn connector(&self) -> &str {
-        &self.connector
-    }
-
     /// Counts one drop and logs it unless this kind was logged in the last minute.
     pub fn record(&self, kind: DropKind, detail: &dyn fmt::Display) {
         let index = kind.index();
