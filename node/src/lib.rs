@@ -62,7 +62,7 @@ impl Node {
         let NodeConfig {
             node: section,
             mut settings,
-            mqtt,
+            mut mqtt,
             opcua,
             mut api,
             cluster,
@@ -71,6 +71,13 @@ impl Node {
         let edge = cluster.as_ref().map(|c| c.role == NodeRole::Edge);
         if let Some(edge) = edge {
             settings.replicate = edge;
+        }
+        // An edge reads the telemetry of what it owns: on a plant broker it shares with
+        // other edges, theirs never reaches it.
+        if let Some(cluster) = cluster.as_ref().filter(|c| c.role == NodeRole::Edge) {
+            for connector in &mut mqtt {
+                connector.uns.scope.clone_from(&cluster.owns);
+            }
         }
         let hosts = |path: &AssetPath| match &cluster {
             None => true,

@@ -44,7 +44,7 @@ pub struct DevArgs {
     /// publishes its telemetry through it and the twins read it back. 0: no broker,
     /// the simulator feeds the twins directly.
     #[arg(long, value_name = "PORT")]
-    mqtt_port: Option<u16>,
+    pub(crate) mqtt_port: Option<u16>,
     /// Serve the gRPC API (doppel.v1.TwinService) on this address [default:
     /// 127.0.0.1:50051, skipped with a note when that port is taken]; `off`: no API.
     /// The admin token it prints is kept in the data directory's `dev-token`.
@@ -77,6 +77,23 @@ enum GrpcListen {
 
 /// The embedded broker's port unless `--mqtt-port` says otherwise.
 const DEFAULT_MQTT_PORT: u16 = 1883;
+
+/// The port the embedded broker takes: `--mqtt-port`'s (none for 0), else the default
+/// one when it is free (none, with a note, when it is taken).
+pub(crate) fn broker_port(mqtt_port: Option<u16>) -> Option<u16> {
+    match mqtt_port {
+        Some(0) => None,
+        Some(port) => Some(port),
+        None if std::net::TcpListener::bind(("127.0.0.1", DEFAULT_MQTT_PORT)).is_err() => {
+            println!(
+                "doppel dev: localhost:{DEFAULT_MQTT_PORT} is taken (another MQTT broker?); \
+                 running without the embedded broker (use --mqtt-port N for another port)"
+            );
+            None
+        }
+        None => Some(DEFAULT_MQTT_PORT),
+    }
+}
 /// The gRPC API's address unless `--grpc` says otherwise.
 pub(crate) const DEFAULT_GRPC_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
@@ -147,17 +164,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, p)| (p, i))
         .collect();
 
-    let mqtt = match args.mqtt_port {
-        Some(0) => None,
+    let mqtt = match broker_port(args.mqtt_port) {
         Some(port) => Some(DevMqtt::start(port, &twins).await?),
-        None if std::net::TcpListener::bind(("127.0.0.1", DEFAULT_MQTT_PORT)).is_err() => {
-            println!(
-                "doppel dev: localhost:{DEFAULT_MQTT_PORT} is taken (another MQTT broker?); \
-                 running without the embedded broker (use --mqtt-port N for another port)"
-            );
-            None
-        }
-        None => Some(DevMqtt::start(DEFAULT_MQTT_PORT, &twins).await?),
+        None => None,
     };
     let api = match grpc {
         GrpcListen::Off => None,
@@ -198,7 +207,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         data_dir.display()
     );
     if let Some(mqtt) = &mqtt {
-        let port = mqtt.broker.addr().port();
+        let port = mqtt.broker.port();
         println!(
             "  MQTT broker on localhost:{port}: watch with `mosquitto_sub -p {port} -t '#' -v`"
         );
@@ -407,33 +416,33 @@ async fn start_api(
     Ok((api, token))
 }
 
-/// The embedded broker, the connector that reads the plant from it, and the
-/// simulator's own client that publishes the plant's telemetry.
-struct DevMqtt {
+/// The embedded broker and the simulator's own client that publishes the plant's
+/// telemetry through it, as the machines' gateways would.
+pub(crate) struct DevBroker {
     broker: EmbeddedBroker,
-    connector: MqttConnector,
     simulator: AsyncClient,
     pump: tokio::task::JoinHandle<()>,
 }
 
+/// The broker, and the connector that reads the plant from it into the twins.
+struct DevMqtt {
+    broker: DevBroker,
+    connector: MqttConnector,
+}
+
 /// The simulator's publishing side: topic names are built once per channel.
-struct MqttFeed {
+pub(crate) struct MqttFeed {
     client: AsyncClient,
     topics: HashMap<(AssetPath, &'static str), String>,
     dropped: u64,
 }
 
-impl DevMqtt {
-    async fn start(port: u16, twins: &doppel::Twins) -> Result<Self, Box<dyn std::error::Error>> {
+impl DevBroker {
+    /// Starts the broker on localhost:`port` and connects the simulator to it.
+    pub(crate) fn start(port: u16) -> Result<Self, Box<dyn std::error::Error>> {
         let broker = EmbeddedBroker::start(SocketAddr::from(([127, 0, 0, 1], port))).map_err(
             |error| format!("{error} (is another MQTT broker running? pick another port with --mqtt-port N, or 0 for none)"),
         )?;
-        let mut config = MqttConfig::new(broker.url());
-        config.name = "dev".into();
-        let connector = MqttConnector::start(config, twins.clone()).await?;
-        if !connector.wait_connected(Duration::from_secs(10)).await {
-            return Err("the twins could not connect to the embedded MQTT broker".into());
-        }
         let mut options =
             MqttOptions::new("doppel-dev-simulator", "127.0.0.1", broker.addr().port());
         options
@@ -449,13 +458,23 @@ impl DevMqtt {
         });
         Ok(Self {
             broker,
-            connector,
             simulator,
             pump,
         })
     }
 
-    fn feed(&self) -> MqttFeed {
+    /// The broker's `mqtt://` URL.
+    pub(crate) fn url(&self) -> String {
+        self.broker.url()
+    }
+
+    /// The broker's port.
+    pub(crate) fn port(&self) -> u16 {
+        self.broker.addr().port()
+    }
+
+    /// The simulator's publishing side.
+    pub(crate) fn feed(&self) -> MqttFeed {
         MqttFeed {
             client: self.simulator.clone(),
             topics: HashMap::new(),
@@ -463,23 +482,47 @@ impl DevMqtt {
         }
     }
 
-    async fn stop(self) {
+    /// Disconnects the simulator.
+    pub(crate) async fn stop(self) {
         let _ = self.simulator.disconnect().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.pump.abort();
+    }
+}
+
+impl DevMqtt {
+    async fn start(port: u16, twins: &doppel::Twins) -> Result<Self, Box<dyn std::error::Error>> {
+        let broker = DevBroker::start(port)?;
+        let mut config = MqttConfig::new(broker.url());
+        config.name = "dev".into();
+        let connector = MqttConnector::start(config, twins.clone()).await?;
+        if !connector.wait_connected(Duration::from_secs(10)).await {
+            return Err("the twins could not connect to the embedded MQTT broker".into());
+        }
+        Ok(Self { broker, connector })
+    }
+
+    fn feed(&self) -> MqttFeed {
+        self.broker.feed()
+    }
+
+    async fn stop(self) {
         self.connector.stop().await;
+        self.broker.stop().await;
     }
 }
 
 impl MqttFeed {
-    fn topic(&mut self, asset: &AssetPath, channel: &'static str) -> String {
+    /// The telemetry topic of `asset`'s `channel`.
+    pub(crate) fn topic(&mut self, asset: &AssetPath, channel: &'static str) -> String {
         self.topics
             .entry((asset.clone(), channel))
             .or_insert_with(|| format!("{asset}/telemetry/{channel}"))
             .clone()
     }
 
-    fn publish(&mut self, topic: String, payload: String) {
+    /// Publishes at QoS 1 without waiting; a full queue is counted and logged.
+    pub(crate) fn publish(&mut self, topic: String, payload: String) {
         if self
             .client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)

@@ -105,6 +105,7 @@ const CLUSTER_LIMIT: Duration = Duration::from_secs(90);
 async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_edges() {
     let dir = tempfile::tempdir().unwrap();
     let grpc = format!("127.0.0.1:{}", brokers::free_port());
+    let mqtt_port = brokers::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_doppel"))
         .args([
             "dev",
@@ -114,6 +115,8 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
             &(CLUSTER_LIMIT.as_secs() + 30).to_string(),
             "--grpc",
             &grpc,
+            "--mqtt-port",
+            &mqtt_port.to_string(),
             "--data-dir",
         ])
         .arg(dir.path())
@@ -151,6 +154,23 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The plant's broker, as `mosquitto_sub -t '#'` would watch it: the simulator's
+    // telemetry, and the commands the edge that owns line-2 sends through it.
+    let (client, eventloop) = brokers::client(
+        &format!("mqtt://127.0.0.1:{mqtt_port}"),
+        "dev-watcher",
+        true,
+    );
+    let (rx, pump_task) = pump(eventloop);
+    let mut inbox = Inbox::new(rx);
+    client
+        .subscribe("acme/plant-a/line-2/press-5/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let telemetry = inbox
+        .json_on("acme/plant-a/line-2/press-5/telemetry/temperature")
+        .await;
+    assert!(telemetry["v"].is_number(), "{telemetry}");
     let token_file = dir.path().join(doppel_api::DEV_TOKEN_FILE);
     let cli = |args: &[&str]| {
         let token = std::fs::read_to_string(&token_file).unwrap_or_default();
@@ -182,6 +202,9 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
     };
     let text = String::from_utf8_lossy(&command.stdout);
     assert!(text.starts_with("accepted"), "{text}");
+    let sent = inbox.json_on("acme/plant-a/line-2/press-5/cmd").await;
+    assert_eq!(sent["command"], "set_speed", "{sent}");
+    assert!(sent["set"]["speed"].to_string().contains("1100"), "{sent}");
     // The cloud answers reads from its mirror of the edge (the owner answers until
     // the mirror has the twin), and in time mirrors all ten twins.
     loop {
@@ -222,12 +245,37 @@ async fn doppel_dev_nodes_3_runs_a_local_cluster_that_forwards_commands_to_the_e
         .await
         .unwrap();
     reader.join().unwrap();
+    pump_task.abort();
     let stdout = lines.lock().join("\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        stdout.contains(&format!("MQTT broker on localhost:{mqtt_port}")),
+        "{stdout}"
     );
+    // Each edge subscribes to the lines it owns only: nothing of the other edge's
+    // lines reaches it as an unknown asset.
+    assert!(!stderr.contains("unknown_asset"), "{stderr}");
+    let applied: u64 = stdout
+        .lines()
+        .last()
+        .and_then(|line| line.split(" samples applied").next())
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        applied > 0,
+        "no telemetry came through the broker:\n{stdout}"
+    );
+    for edge in ["edge-1", "edge-2"] {
+        let config =
+            std::fs::read_to_string(dir.path().join("cluster").join(format!("{edge}.toml")))
+                .unwrap();
+        assert!(
+            config.contains(&format!("mqtt://127.0.0.1:{mqtt_port}")),
+            "{config}"
+        );
+    }
     assert!(stdout.contains("a local cluster of 3 nodes"), "{stdout}");
     assert!(
         stdout.contains("edge-1 (edge): owns acme/plant-a/line-1"),
@@ -254,6 +302,8 @@ async fn doppel_dev_nodes_3_runs_without_an_api_when_asked() {
             "3",
             "--grpc",
             "off",
+            "--mqtt-port",
+            "0",
             "--duration",
             &(CLUSTER_LIMIT.as_secs() + 30).to_string(),
             "--data-dir",

@@ -113,6 +113,12 @@ pub struct UnsConfig {
     pub publish_commands: bool,
     /// Payload field names.
     pub fields: FieldNames,
+    /// The asset path prefixes whose telemetry the connector subscribes to; empty:
+    /// every asset path, so a topic for an asset no twin has is received and counted.
+    /// A cluster edge node sets the plants or lines it owns, so what other edges host
+    /// on a shared broker never reaches it.
+    #[serde(skip)]
+    pub scope: Vec<doppel_runtime::AssetPath>,
 }
 
 /// Payload field names of the JSON layout.
@@ -143,6 +149,7 @@ impl Default for UnsConfig {
             commands: "cmd".into(),
             publish_commands: true,
             fields: FieldNames::default(),
+            scope: Vec::new(),
         }
     }
 }

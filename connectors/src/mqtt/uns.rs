@@ -268,18 +268,26 @@ impl Codec for UnsCodec {
         "uns"
     }
 
-    /// Telemetry at every depth an asset path can have, not only the hosted twins'
-    /// depths: a topic for an asset this node does not know is received and counted as
-    /// an unknown asset rather than never seen.
+    /// Telemetry at every depth an asset path can have under the connector's scope (by
+    /// default everywhere), not only the hosted twins' depths: a topic for an asset
+    /// this node does not know is received and counted as an unknown asset rather than
+    /// never seen.
     fn filters(&self) -> Vec<String> {
-        (1..=MAX_PATH_DEPTH)
-            .map(|depth| {
-                format!(
-                    "{}{}{}/#",
-                    self.config.prefix,
-                    "+/".repeat(depth),
-                    self.config.telemetry
-                )
+        let (prefix, telemetry) = (&self.config.prefix, &self.config.telemetry);
+        if self.config.scope.is_empty() {
+            return (1..=MAX_PATH_DEPTH)
+                .map(|depth| format!("{prefix}{}{telemetry}/#", "+/".repeat(depth)))
+                .collect();
+        }
+        self.config
+            .scope
+            .iter()
+            .flat_map(|scope| {
+                let depth = scope.as_str().split('/').count();
+                let below = MAX_PATH_DEPTH.saturating_sub(depth);
+                (0..=below).map(move |depth| {
+                    format!("{prefix}{scope}/{}{telemetry}/#", "+/".repeat(depth))
+                })
             })
             .collect()
     }
@@ -551,6 +559,30 @@ range = [0.0, 50.0]
         assert_eq!(filters.len(), MAX_PATH_DEPTH);
         assert_eq!(filters[0], "uns/+/data/#");
         assert_eq!(filters[3], "uns/+/+/+/+/data/#");
+    }
+
+    #[test]
+    fn a_scoped_connector_subscribes_only_below_its_prefixes() {
+        let config = UnsConfig {
+            scope: vec![
+                AssetPath::parse("acme/plant-a/line-1").unwrap(),
+                AssetPath::parse("acme/plant-b").unwrap(),
+            ],
+            ..UnsConfig::default()
+        };
+        let filters = harness(config).codec.filters();
+        assert_eq!(filters[0], "acme/plant-a/line-1/telemetry/#");
+        assert_eq!(filters[1], "acme/plant-a/line-1/+/telemetry/#");
+        assert!(filters.contains(&"acme/plant-b/+/+/telemetry/#".to_string()));
+        assert_eq!(
+            filters.len(),
+            (MAX_PATH_DEPTH - 3 + 1) + (MAX_PATH_DEPTH - 2 + 1)
+        );
+        assert!(
+            filters
+                .iter()
+                .all(|f| f.starts_with("acme/plant-a/line-1/") || f.starts_with("acme/plant-b/"))
+        );
     }
 
     #[test]
