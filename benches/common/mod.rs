@@ -32,6 +32,10 @@ pub fn env_or(name: &str, default: usize) -> usize {
 }
 
 /// A plant `bench/plant` of `twins` machines of type `machine`, 100 to a line.
+#[allow(
+    dead_code,
+    reason = "every bench includes this module; not all of them host twins"
+)]
 pub fn topology_toml(twins: usize) -> String {
     let mut toml = String::from("[[plant]]\npath = \"bench/plant\"\n");
     let per_line = 100;

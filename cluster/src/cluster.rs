@@ -32,6 +32,7 @@ use crate::placement;
 use crate::planner::PlannerHost;
 use crate::replication::{LinkStatus, OutboxKeeper, OutboxStatus, ReplicationLink};
 use crate::router::ClusterApi;
+use crate::seal::GossipKeys;
 use crate::service::NodeApi;
 use crate::transport::Transport;
 
@@ -73,6 +74,10 @@ impl Cluster {
     ) -> Result<Self, ClusterError> {
         config.validate()?;
         let transport = Transport::new(&config)?;
+        let gossip_keys = match config.gossip_keys.as_slice() {
+            [] => None,
+            paths => Some(GossipKeys::from_files(paths)?),
+        };
         let edge = config.role == NodeRole::Edge;
         let api_config = api;
         tracing::info!(
@@ -165,6 +170,7 @@ impl Cluster {
             config.gossip_advertise.unwrap_or(config.gossip),
             config.seeds.clone(),
             &config.membership,
+            gossip_keys,
         )
         .await?;
         let admission = tokio::spawn(admit(

@@ -13,6 +13,7 @@
 //! owns = ["acme/plant-a"]          # edge: the plants or lines this node hosts
 //! mirrors = ["acme"]               # cloud: prefixes it mirrors (default: everything)
 //! max_clock_skew_ms = 500          # forward deadlines only to peers whose clock is this close
+//! gossip_keys = ["gossip.key"]     # seal gossip: the first key seals, each opens (two while rotating)
 //!
 //! [cluster.outbox]                 # edge
 //! max_entries = 100000             # compact above this many unacknowledged entries
@@ -115,6 +116,12 @@ pub struct ClusterConfig {
     /// passed. Default 500.
     #[serde(default = "default_max_clock_skew_ms")]
     pub max_clock_skew_ms: u64,
+    /// Files of the keys gossip is sealed with (64 hexadecimal digits each, made by
+    /// `doppel cluster key`): the first seals what this node sends, each opens what it
+    /// receives; two only while a key is rotated. Empty: gossip travels in clear, and
+    /// the node says so when it starts.
+    #[serde(default)]
+    pub gossip_keys: Vec<PathBuf>,
 }
 
 fn default_max_clock_skew_ms() -> u64 {
@@ -200,13 +207,16 @@ pub struct PlannerSettings {
 }
 
 impl ClusterConfig {
-    /// Resolves relative TLS paths against `base` (the config file's directory).
+    /// Resolves relative TLS and gossip key paths against `base` (the config file's
+    /// directory).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(tls) = &mut self.tls {
-            for path in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
-                if path.is_relative() {
-                    *path = base.join(&*path);
-                }
+        let tls = self
+            .tls
+            .iter_mut()
+            .flat_map(|tls| [&mut tls.cert, &mut tls.key, &mut tls.ca]);
+        for path in tls.chain(self.gossip_keys.iter_mut()) {
+            if path.is_relative() {
+                *path = base.join(&*path);
             }
         }
     }
@@ -265,6 +275,15 @@ impl ClusterConfig {
                     return bad("cluster.owns", format!("lists both `{a}` and `{b}`"));
                 }
             }
+        }
+        if self.gossip_keys.len() > 2 {
+            return bad(
+                "cluster.gossip_keys",
+                format!(
+                    "lists {} keys: give one, or two while rotating (the first seals)",
+                    self.gossip_keys.len()
+                ),
+            );
         }
         crate::planner::configured(&self.planners)?;
         Ok(())

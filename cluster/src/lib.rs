@@ -5,7 +5,7 @@
 //! detection ([`membership`]), placement of twins on the edge node that owns their plant
 //! or line and of fleet planners on a cloud node chosen by rendezvous hashing
 //! ([`placement`]), node-to-node transport with the cluster id and mutual TLS
-//! ([`transport`]), forwarding of public API calls to the owner ([`service`],
+//! ([`transport`]), gossip sealed with the cluster's key ([`seal`]), forwarding of public API calls to the owner ([`service`],
 //! [`router`]), edge→cloud replication through a durable outbox with store-and-forward
 //! ([`replication`]) into compact read-only mirrors ([`mirror`]), and the fleet
 //! planners ([`planner`]).
@@ -23,6 +23,7 @@ pub mod placement;
 pub mod planner;
 pub mod replication;
 pub mod router;
+pub mod seal;
 pub mod service;
 pub mod transport;
 

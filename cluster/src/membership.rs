@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
+use chitchat::transport::{Transport, UdpTransport};
 use chitchat::{
     ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState, ProtocolVersion,
     spawn_chitchat,
@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{MembershipSettings, NodeRole};
 use crate::error::ClusterError;
+use crate::seal::{GossipKeys, SealCounters, SealedTransport};
 
 /// Key of the node's role (`edge` or `cloud`).
 const KEY_ROLE: &str = "role";
@@ -135,6 +136,8 @@ pub struct Membership {
     live: watch::Receiver<Arc<Vec<Member>>>,
     /// Maps chitchat's live nodes into `live`.
     follower: JoinHandle<()>,
+    /// Gossip datagrams sealed, opened and dropped; `None` when gossip is in clear.
+    sealed: Option<Arc<SealCounters>>,
 }
 
 impl Membership {
@@ -142,7 +145,8 @@ impl Membership {
     /// `gossip_advertise` to peers, gossips with `seeds` (host:port strings).
     ///
     /// Port 0 in `gossip_listen` picks a free port; port 0 in `gossip_advertise` stands
-    /// for the port picked.
+    /// for the port picked. With `keys`, every datagram is sealed (see [`crate::seal`]);
+    /// without, gossip travels in clear and a warning says so.
     pub async fn start(
         cluster_id: &str,
         me: Announcement,
@@ -150,6 +154,7 @@ impl Membership {
         gossip_advertise: SocketAddr,
         seeds: Vec<String>,
         settings: &MembershipSettings,
+        keys: Option<GossipKeys>,
     ) -> Result<Membership, ClusterError> {
         let gossip_listen = bindable_address(gossip_listen)?;
         let gossip_advertise = if gossip_advertise.port() == 0 {
@@ -193,7 +198,19 @@ impl Membership {
             // Every Doppel node runs chitchat 0.13, which decodes the compressed digest.
             protocol_version: ProtocolVersion::V1,
         };
-        let chitchat = spawn_chitchat(config, announcement_key_values(&myself), &UdpTransport)
+        let sealed = keys.as_ref().map(|_| Arc::new(SealCounters::default()));
+        let transport: Box<dyn Transport> = match (keys, &sealed) {
+            (Some(keys), Some(counters)) => Box::new(SealedTransport::new(keys, counters.clone())),
+            _ => {
+                warn!(
+                    "cluster gossip is not sealed: node ids, addresses and roles travel in clear \
+                     and any host that reaches the gossip port can take part; set \
+                     cluster.gossip_keys (`doppel cluster key`)"
+                );
+                Box::new(UdpTransport)
+            }
+        };
+        let chitchat = spawn_chitchat(config, announcement_key_values(&myself), &*transport)
             .await
             .map_err(|error| ClusterError::Membership(error.into()))?;
 
@@ -206,6 +223,7 @@ impl Membership {
             role = %me.role,
             gossip = %gossip_listen,
             gossip_advertise = %gossip_advertise,
+            sealed = sealed.is_some(),
             "joined cluster membership"
         );
         Ok(Membership {
@@ -213,7 +231,14 @@ impl Membership {
             gossip_addr: gossip_listen,
             live,
             follower,
+            sealed,
         })
+    }
+
+    /// Gossip datagrams sealed, opened and dropped since the node started; `None` when
+    /// gossip travels in clear.
+    pub fn seal_counters(&self) -> Option<&SealCounters> {
+        self.sealed.as_deref()
     }
 
     /// The gossip address actually bound (port 0 picks a free one).
@@ -481,6 +506,22 @@ mod tests {
     }
 
     async fn start(cluster_id: &str, me: Announcement, seeds: Vec<String>) -> Membership {
+        start_sealed(cluster_id, me, seeds, None).await
+    }
+
+    /// Starts a node whose gossip is sealed with a key made of `key` bytes.
+    async fn start_sealed(
+        cluster_id: &str,
+        me: Announcement,
+        seeds: Vec<String>,
+        key: Option<u8>,
+    ) -> Membership {
+        let keys = key.map(|byte| {
+            GossipKeys::new(vec![crate::seal::GossipKey::from_bytes(
+                &[byte; crate::seal::KEY_LEN],
+            )])
+            .unwrap()
+        });
         Membership::start(
             cluster_id,
             me,
@@ -488,6 +529,7 @@ mod tests {
             localhost(),
             seeds,
             &MembershipSettings::default(),
+            keys,
         )
         .await
         .unwrap()
@@ -618,6 +660,40 @@ mod tests {
         assert_eq!(node_ids(&stranger.live()), vec!["edge-stranger"]);
         stranger.shutdown().await;
         sandbox.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn sealed_nodes_form_a_cluster_that_nodes_without_their_key_never_join() {
+        let me = |id| announcement(id, NodeRole::Edge, &[], &[]);
+        let seed = start_sealed("acme-test", me("edge-a"), Vec::new(), Some(7)).await;
+        let seeds = vec![seed.gossip_addr().to_string()];
+        let other_key = start_sealed("acme-test", me("edge-x"), seeds.clone(), Some(8)).await;
+        let in_clear = start_sealed("acme-test", me("edge-y"), seeds.clone(), None).await;
+        let peer = start_sealed("acme-test", me("edge-b"), seeds, Some(7)).await;
+        for node in [&seed, &peer] {
+            assert!(node.wait_for_live(2, FORM_TIMEOUT).await);
+        }
+        let strangers = |members: &[Member]| {
+            members
+                .iter()
+                .any(|m| m.node_id == "edge-x" || m.node_id == "edge-y")
+        };
+        assert!(!wait_for_members(&seed, Duration::from_secs(2), strangers).await);
+        assert!(!strangers(&peer.live()));
+        assert_eq!(node_ids(&other_key.live()), vec!["edge-x"]);
+        assert_eq!(node_ids(&in_clear.live()), vec!["edge-y"]);
+        let counters = seed.seal_counters().unwrap();
+        assert!(counters.opened.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert!(
+            counters
+                .unknown_key
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "the strangers' datagrams are counted"
+        );
+        for node in [seed, peer, other_key, in_clear] {
+            node.shutdown().await;
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `doppel cluster certs`: a cluster's certificate authority and one certificate per
 //! node, made with rcgen (no openssl command line), ready for `[cluster.tls]` and
-//! `[api] tls`.
+//! `[api] tls`, and the key gossip is sealed with. `doppel cluster key`: a new gossip
+//! key, to rotate to.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -29,6 +30,21 @@ enum ClusterCommand {
     /// certificate and key for each node, valid for serverAuth and clientAuth, with
     /// the names and addresses its peers dial.
     Certs(CertsArgs),
+    /// Write a new random gossip key (for `cluster.gossip_keys`), e.g. to rotate to.
+    Key(KeyArgs),
+}
+
+/// `doppel cluster key`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Rotating the key every node seals gossip with takes three rolling restarts:
+  1. gossip_keys = [\"gossip.key\", \"gossip-next.key\"]   every node opens both, seals with the old
+  2. gossip_keys = [\"gossip-next.key\", \"gossip.key\"]   every node seals with the new
+  3. gossip_keys = [\"gossip-next.key\"]")]
+struct KeyArgs {
+    /// The file to write (readable by its owner only); an existing file is kept.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 /// `doppel cluster certs`.
@@ -38,8 +54,9 @@ Examples:
   doppel cluster certs --out certs --node edge-a=127.0.0.1 --node edge-b=127.0.0.1 --node cloud-1=127.0.0.1
   doppel cluster certs --out certs --node edge-c=10.0.0.13,edge-c.plant.example
 
-Writes ca.pem and ca.key (kept secret: it signs new nodes), and <node>.pem and
-<node>.key for each node. A certificate must name every address or DNS name its
+Writes ca.pem and ca.key (kept secret: it signs new nodes), gossip.key (kept
+secret: it seals the cluster's gossip; for cluster.gossip_keys), and <node>.pem and
+<node>.key for each node. An existing CA and gossip key in --out are reused. A certificate must name every address or DNS name its
 peers dial: `advertise` and `gossip_advertise` hosts, or `server_name`.")]
 struct CertsArgs {
     /// Where the files go (created if missing).
@@ -63,7 +80,31 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub async fn run(args: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         ClusterCommand::Certs(certs) => make_certs(&certs),
+        ClusterCommand::Key(key) => {
+            if gossip_key(&key.out)? {
+                println!("made {}", key.out.display());
+                Ok(())
+            } else {
+                Err(format!("{} exists; it was kept", key.out.display()).into())
+            }
+        }
     }
+}
+
+/// Writes a new gossip key to `path` unless a file is there; true when it wrote one.
+pub(crate) fn gossip_key(path: &Path) -> Result<bool, String> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let key = doppel::cluster::seal::GossipKey::generate().map_err(|error| error.to_string())?;
+    write(
+        path,
+        &format!(
+            "# doppel gossip key: keep it secret, give it to every node of the cluster\n{key}\n"
+        ),
+        true,
+    )?;
+    Ok(true)
 }
 
 /// One node to certify.
@@ -170,6 +211,13 @@ fn make_certs(args: &CertsArgs) -> Result<(), Box<dyn std::error::Error>> {
         "{} {}",
         if made { "made" } else { "reused" },
         args.out.join("ca.pem").display()
+    );
+    let key_path = args.out.join("gossip.key");
+    let made = gossip_key(&key_path)?;
+    println!(
+        "{} {}",
+        if made { "made" } else { "reused" },
+        key_path.display()
     );
     for node in &nodes {
         let mut params = CertificateParams::new(node.names.clone())

@@ -4,7 +4,10 @@
 //! it; commands sent to the cloud are forwarded to the edge that owns the twin.
 //!
 //! The three nodes run in this process from config files written to the data
-//! directory (`cluster/*.toml`), the same files `doppel node --config` would run.
+//! directory (`cluster/*.toml`), the same files `doppel node --config` would run. With
+//! the embedded broker (`--mqtt-port`, 1883 by default), the simulator publishes the
+//! plant's telemetry through it and each edge reads the lines it owns from it, as
+//! edges sharing a plant broker do.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -21,8 +24,8 @@ use doppel::{
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::dev::{
-    DEFAULT_GRPC_ADDR, DevArgs, REFRESH_PLAIN, REFRESH_TTY, TICK, init_telemetry, machine_row,
-    push_event, simulated_delivery,
+    DEFAULT_GRPC_ADDR, DevArgs, DevBroker, REFRESH_PLAIN, REFRESH_TTY, TICK, broker_port,
+    init_telemetry, machine_row, push_event, simulated_delivery,
 };
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
@@ -51,6 +54,7 @@ fn write_config(
     seed: u16,
     owns: &[String],
     token: &str,
+    mqtt: Option<&str>,
 ) -> std::io::Result<std::path::PathBuf> {
     let plant = if role == "edge" {
         "plant = \"plant.toml\"\n"
@@ -69,6 +73,14 @@ fn write_config(
         ),
         None => String::new(),
     };
+    // The plant's broker: the edge reads the telemetry of the lines it owns from it
+    // and sends their commands through it.
+    let mqtt = match mqtt {
+        Some(url) => format!(
+            "[[mqtt]]\nname = \"plant-broker\"\nurl = \"{url}\"\nclient_id = \"doppel-dev-{id}\"\n"
+        ),
+        None => String::new(),
+    };
     let text = format!(
         r#"# A node of the `doppel dev --nodes 3` cluster, written by doppel dev.
 [node]
@@ -76,6 +88,7 @@ data_dir = "{id}"
 types = "types.toml"
 {plant}
 {api}
+{mqtt}
 [cluster]
 id = "{CLUSTER_ID}"
 node_id = "{id}"
@@ -83,6 +96,7 @@ role = "{role}"
 listen = "127.0.0.1:0"
 gossip = "127.0.0.1:{gossip}"
 seeds = ["127.0.0.1:{seed}"]
+gossip_keys = ["gossip.key"]
 {owns}"#
     );
     let path = dir.join(format!("{id}.toml"));
@@ -112,6 +126,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("types.toml"), &types_toml)?;
     std::fs::write(dir.join("plant.toml"), dev_plant_toml())?;
+    crate::cli::cluster::gossip_key(&dir.join("gossip.key"))?;
     let token = doppel::api::load_or_create_dev_token(&data_dir).map_err(|error| {
         format!(
             "cannot keep the dev token in {}: {error}",
@@ -136,8 +151,22 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             format!("--grpc must be an address such as 127.0.0.1:50051, or off; not `{raw}`")
         })?),
     };
+    let broker = broker_port(args.mqtt_port)
+        .map(DevBroker::start)
+        .transpose()?;
+    let mqtt_url = broker.as_ref().map(DevBroker::url);
     let seed = free_port(true)?;
-    let cloud_config = write_config(&dir, "cloud-1", "cloud", cloud_api, seed, seed, &[], &token)?;
+    let cloud_config = write_config(
+        &dir,
+        "cloud-1",
+        "cloud",
+        cloud_api,
+        seed,
+        seed,
+        &[],
+        &token,
+        None,
+    )?;
     let mut configs = vec![cloud_config];
     for (index, owned) in owns.iter().enumerate() {
         // `--grpc off`: no node serves the API.
@@ -155,6 +184,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             seed,
             owned,
             &token,
+            mqtt_url.as_deref(),
         )?);
     }
     let mut nodes = Vec::new();
@@ -234,6 +264,12 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_default();
         println!("  {} (edge): owns {}{api}", node_id(edge), owned.join(", "),);
     }
+    if let Some(broker) = &broker {
+        let port = broker.port();
+        println!(
+            "  MQTT broker on localhost:{port}, the edges read their lines from it: watch with `mosquitto_sub -p {port} -t '#' -v`"
+        );
+    }
     if let Some(api) = cloud.api() {
         println!(
             "  cloud-1 (cloud): mirrors the fleet; API on {}. Watch the fleet and command any twin through it:",
@@ -266,6 +302,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     let stop_at = args
         .duration
         .map(|secs| started + Duration::from_secs_f64(secs.max(0.0)));
+    let mut mqtt_feed = broker.as_ref().map(DevBroker::feed);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     // A stop (Ctrl-C or the end of --duration) still runs one last step, so the final
@@ -282,35 +319,51 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         let dt = now.duration_since(last_step).as_secs_f64();
         last_step = now;
         let source_time = Timestamp::now();
-        let mut batches: Vec<Vec<(ChannelTarget, Reading)>> = vec![Vec::new(); edges.len()];
-        simulator.step(dt, &mut |machine, channel, value| {
-            let host = host_of[machine];
-            let target = *targets
-                .entry((machine, channel))
-                .or_insert_with(|| edge_twins[host].target(&paths[machine], channel).ok());
-            if let Some(target) = target {
+        if let Some(feed) = &mut mqtt_feed {
+            // Through the plant's broker, as the machines' gateways would publish it.
+            let stamp = source_time.to_rfc3339();
+            let mut messages = Vec::new();
+            simulator.step(dt, &mut |machine, channel, value| {
                 seq += 1;
-                batches[host].push((
-                    target,
-                    Reading {
-                        value,
-                        source_time,
-                        quality: Quality::Good,
-                        source: sources[host],
-                        epoch: 0,
-                        seq,
-                        stamped: true,
-                    },
+                messages.push((
+                    feed.topic(&paths[machine], channel),
+                    format!(r#"{{"v":{value:.4},"ts":"{stamp}","seq":{seq}}}"#),
                 ));
+            });
+            for (topic, payload) in messages {
+                feed.publish(topic, payload);
             }
-        });
-        for (host, batch) in batches.into_iter().enumerate() {
-            let receipt = edge_twins[host].ingest_batch(batch).await?;
-            tokio::spawn(async move {
-                if let Err(error) = receipt.receipt.durable().await {
-                    tracing::warn!(%error, "simulated samples not acknowledged");
+        } else {
+            let mut batches: Vec<Vec<(ChannelTarget, Reading)>> = vec![Vec::new(); edges.len()];
+            simulator.step(dt, &mut |machine, channel, value| {
+                let host = host_of[machine];
+                let target = *targets
+                    .entry((machine, channel))
+                    .or_insert_with(|| edge_twins[host].target(&paths[machine], channel).ok());
+                if let Some(target) = target {
+                    seq += 1;
+                    batches[host].push((
+                        target,
+                        Reading {
+                            value,
+                            source_time,
+                            quality: Quality::Good,
+                            source: sources[host],
+                            epoch: 0,
+                            seq,
+                            stamped: true,
+                        },
+                    ));
                 }
             });
+            for (host, batch) in batches.into_iter().enumerate() {
+                let receipt = edge_twins[host].ingest_batch(batch).await?;
+                tokio::spawn(async move {
+                    if let Err(error) = receipt.receipt.durable().await {
+                        tracing::warn!(%error, "simulated samples not acknowledged");
+                    }
+                });
+            }
         }
         for (twins, receiver) in &mut actuations {
             loop {
@@ -388,6 +441,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     );
     for node in nodes {
         node.stop().await;
+    }
+    if let Some(broker) = broker {
+        broker.stop().await;
     }
     telemetry.shutdown();
     Ok(())

@@ -18,6 +18,7 @@ pub mod mosquitto;
 pub mod net;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 pub mod tls;
 pub mod twin_types;
 pub mod wait;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use doppel::{Timestamp, Value};
 use doppel_api::convert::{named_value, timestamp_to_proto, value_from_proto};
 use doppel_proto::v1 as pb;
-use doppel_testkit::eventually;
+use doppel_testkit::relay::UdpRelay;
+use doppel_testkit::{eventually, wait_until};
 use pb::verdict::Outcome;
 use pb::watch_twins_response::Event;
 use rumqttc::QoS;
@@ -1065,4 +1066,105 @@ async fn a_command_forwarded_to_a_stalled_edge_is_never_actuated_after_its_deadl
         vec![1500.0, 1000.0, 1100.0],
         "the commands past their deadline were never applied"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_gossip_shuts_out_nodes_without_the_key_and_says_nothing_in_clear() {
+    let mut sandbox = Sandbox::new("acme-sealed");
+    sandbox.with_gossip_keys(&["gossip.key"]);
+    sandbox.add_cloud("cloud-1", "");
+    // edge-a joins through a relay in front of the seed that keeps every datagram.
+    let seed = sandbox.seed().unwrap();
+    let relay = UdpRelay::start(seed).await;
+    sandbox.seed_through(relay.addr);
+    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
+    sandbox.seed_through(seed);
+    sandbox.wait_live(2, FORMED).await;
+
+    // Two strangers of the same cluster id seed from cloud-1: one with another key,
+    // one gossiping in clear.
+    sandbox.with_gossip_keys(&["another.key"]);
+    sandbox.add_cloud("stranger-keyed", "");
+    sandbox.with_gossip_keys(&[]);
+    sandbox.add_cloud("stranger-clear", "");
+    wait_until(
+        "the strangers gossip and cloud-1 drops what they send",
+        Duration::from_secs(30),
+        || {
+            std::future::ready(
+                ["stranger-keyed", "stranger-clear"].iter().all(|id| {
+                    sandbox
+                        .node(id)
+                        .output()
+                        .contains("joined cluster membership")
+                }) && sandbox
+                    .node("cloud-1")
+                    .output()
+                    .contains("gossip datagram dropped"),
+            )
+        },
+    )
+    .await;
+    // Give gossip rounds to (not) merge them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in ["cloud-1", "edge-a"] {
+        assert_eq!(sandbox.node(id).live(), 2, "{}", sandbox.node(id).output());
+    }
+    for id in ["stranger-keyed", "stranger-clear"] {
+        assert_eq!(sandbox.node(id).live(), 1, "{}", sandbox.node(id).output());
+    }
+    assert!(
+        sandbox
+            .node("stranger-clear")
+            .output()
+            .contains("cluster gossip is not sealed")
+    );
+
+    // What went over the wire between edge-a and the seed names nothing.
+    let datagrams = relay.datagrams();
+    assert!(
+        datagrams.len() >= 2,
+        "{} datagrams relayed",
+        datagrams.len()
+    );
+    let mut needles: Vec<Vec<u8>> = [
+        "cloud-1",
+        "edge-a",
+        "acme-sealed",
+        "acme/plant-a",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|text| text.as_bytes().to_vec())
+    .collect();
+    for id in ["cloud-1", "edge-a"] {
+        let node = sandbox.node(id);
+        needles.push(node.api.to_string().into_bytes());
+        needles.push(node.api.port().to_string().into_bytes());
+    }
+    needles.push(seed.to_string().into_bytes());
+    let mut binary_seed = vec![127, 0, 0, 1];
+    binary_seed.extend_from_slice(&seed.port().to_be_bytes());
+    needles.push(binary_seed);
+    for datagram in &datagrams {
+        for needle in &needles {
+            assert!(
+                !datagram
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_slice()),
+                "a gossip datagram holds {:?} in clear",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+
+    // Sealed, a node that dies is still found dead within the failure-detection bound
+    // (about 2.5 s with the default settings; the bound allows for a busy machine).
+    sandbox.kill("edge-a");
+    let killed = Instant::now();
+    wait_until("cloud-1 finds edge-a dead", Duration::from_secs(15), || {
+        std::future::ready(sandbox.node("cloud-1").live() == 1)
+    })
+    .await;
+    println!("sealed gossip: edge-a found dead in {:?}", killed.elapsed());
 }

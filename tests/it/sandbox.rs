@@ -104,6 +104,8 @@ pub struct Sandbox {
     seed: Option<SocketAddr>,
     nodes: BTreeMap<String, SandboxNode>,
     ca: Option<Authority>,
+    /// The gossip key files nodes added from now on seal with (`cluster.gossip_keys`).
+    gossip_keys: Vec<PathBuf>,
 }
 
 /// The cluster's certificate authority, for mutual TLS. Its certificate is written as
@@ -181,7 +183,44 @@ impl Sandbox {
             seed: None,
             nodes: BTreeMap::new(),
             ca: None,
+            gossip_keys: Vec::new(),
         }
+    }
+
+    /// Nodes added from now on seal gossip with the key files `names` (in the
+    /// sandbox's directory, written by `doppel cluster key` if missing); none: in clear.
+    pub fn with_gossip_keys(&mut self, names: &[&str]) -> &mut Self {
+        self.gossip_keys = names
+            .iter()
+            .map(|name| {
+                let path = self.dir.path().join(name);
+                if !path.exists() {
+                    let output = Command::new(env!("CARGO_BIN_EXE_doppel"))
+                        .args(["cluster", "key", "--out"])
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    assert!(
+                        output.status.success(),
+                        "doppel cluster key: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
+                path
+            })
+            .collect();
+        self
+    }
+
+    /// Nodes added from now on seed from `seed` (a gossip address), e.g. a relay that
+    /// forwards to the first node's.
+    pub fn seed_through(&mut self, seed: SocketAddr) -> Option<SocketAddr> {
+        self.seed.replace(seed)
+    }
+
+    /// The gossip address nodes seed from.
+    pub fn seed(&self) -> Option<SocketAddr> {
+        self.seed
     }
 
     /// Nodes added from now on talk mutual TLS with certificates of one cluster CA.
@@ -316,6 +355,16 @@ impl Sandbox {
             .as_ref()
             .map(|ca| ca.issue(self.dir.path(), id))
             .unwrap_or_default();
+        let gossip_keys = if self.gossip_keys.is_empty() {
+            String::new()
+        } else {
+            let quoted: Vec<String> = self
+                .gossip_keys
+                .iter()
+                .map(|path| format!("{:?}", path.display().to_string()))
+                .collect();
+            format!("gossip_keys = [{}]", quoted.join(", "))
+        };
         let config = format!(
             r#"[node]
 data_dir = "data-{id}"
@@ -340,6 +389,7 @@ role = "{role}"
 listen = "{node_addr}"
 gossip = "{gossip}"
 seeds = {seeds}
+{gossip_keys}
 {cluster_extra}
 {tls}
 "#,
