@@ -46,11 +46,44 @@ impl ConfigError {
 /// 1-based line number of byte `offset` in `source`.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
+    #[cfg(test)]
+    SCANNED.with(|scanned| scanned.set(scanned.get() + end));
     source.as_bytes()[..end]
         .iter()
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes [`line_of`] has scanned on this thread: what locating errors costs.
+    pub(crate) static SCANNED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Where each line of a configuration text starts, found in one pass: the line of any
+/// offset by binary search.
+pub(crate) struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    /// Indexes `source`.
+    pub(crate) fn new(source: &str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(
+                source
+                    .bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        LineStarts(starts)
+    }
+
+    /// The 1-based line of byte `offset`.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset)
+    }
 }
 
 /// Reads a configuration file, mapping I/O errors to a located [`ConfigError`].
@@ -59,4 +92,22 @@ pub(crate) fn read_file(path: &std::path::Path) -> Result<(String, String), Conf
     let source = std::fs::read_to_string(path)
         .map_err(|error| ConfigError::at(&origin, None, format!("cannot read: {error}")))?;
     Ok((origin, source))
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn line_starts_agree_with_counting_newlines() {
+        let source = "a = 1\n\n[b]\nc = \"x\"\nlast";
+        let lines = LineStarts::new(source);
+        for offset in 0..=source.len() + 3 {
+            assert_eq!(
+                lines.line(offset),
+                line_of(source, offset),
+                "offset {offset}"
+            );
+        }
+    }
 }

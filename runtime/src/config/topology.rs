@@ -68,36 +68,35 @@ impl Topology {
     pub fn from_toml(source: &str, origin: &str, types: &TwinTypes) -> Result<Self, ConfigError> {
         let raw: RawTopology =
             toml::from_str(source).map_err(|e| ConfigError::from_toml(origin, source, &e))?;
+        // The line of a table, for an error message: counted only for an error, so a
+        // large plant file parses in one pass.
+        let at = |offset: usize, message: String| {
+            ConfigError::at(origin, Some(line_of(source, offset)), message)
+        };
         let mut seen = HashSet::new();
         let mut plants = Vec::new();
         for raw_plant in raw.plants {
-            let line = Some(line_of(source, raw_plant.span().start));
+            let plant_at = raw_plant.span().start;
             let raw_plant = raw_plant.into_inner();
-            let plant_path = AssetPath::parse(&raw_plant.path).map_err(|e| {
-                ConfigError::at(origin, line, format!("plant `{}`: {e}", raw_plant.path))
-            })?;
+            let plant_path = AssetPath::parse(&raw_plant.path)
+                .map_err(|e| at(plant_at, format!("plant `{}`: {e}", raw_plant.path)))?;
             let mut lines = Vec::new();
             for raw_line in raw_plant.lines {
-                let line = Some(line_of(source, raw_line.span().start));
+                let line_at = raw_line.span().start;
                 let raw_line = raw_line.into_inner();
-                let line_path = plant_path.join(&raw_line.name).map_err(|e| {
-                    ConfigError::at(origin, line, format!("line `{}`: {e}", raw_line.name))
-                })?;
-                let mut machines = Vec::new();
+                let line_path = plant_path
+                    .join(&raw_line.name)
+                    .map_err(|e| at(line_at, format!("line `{}`: {e}", raw_line.name)))?;
+                let mut machines = Vec::with_capacity(raw_line.machines.len());
                 for raw_machine in raw_line.machines {
-                    let line = Some(line_of(source, raw_machine.span().start));
+                    let machine_at = raw_machine.span().start;
                     let raw_machine = raw_machine.into_inner();
                     let path = line_path.join(&raw_machine.name).map_err(|e| {
-                        ConfigError::at(
-                            origin,
-                            line,
-                            format!("machine `{}`: {e}", raw_machine.name),
-                        )
+                        at(machine_at, format!("machine `{}`: {e}", raw_machine.name))
                     })?;
                     if types.get(&raw_machine.twin_type).is_none() {
-                        return Err(ConfigError::at(
-                            origin,
-                            line,
+                        return Err(at(
+                            machine_at,
                             format!(
                                 "machine `{path}` has unknown type `{}`",
                                 raw_machine.twin_type
@@ -105,9 +104,8 @@ impl Topology {
                         ));
                     }
                     if !seen.insert(path.clone()) {
-                        return Err(ConfigError::at(
-                            origin,
-                            line,
+                        return Err(at(
+                            machine_at,
                             format!("machine `{path}` is declared twice"),
                         ));
                     }
@@ -118,11 +116,7 @@ impl Topology {
                     });
                 }
                 if !seen.insert(line_path.clone()) {
-                    return Err(ConfigError::at(
-                        origin,
-                        line,
-                        format!("line `{line_path}` is declared twice"),
-                    ));
+                    return Err(at(line_at, format!("line `{line_path}` is declared twice")));
                 }
                 lines.push(LineSpec {
                     path: line_path,
@@ -130,9 +124,8 @@ impl Topology {
                 });
             }
             if !seen.insert(plant_path.clone()) {
-                return Err(ConfigError::at(
-                    origin,
-                    line,
+                return Err(at(
+                    plant_at,
                     format!("plant `{plant_path}` is declared twice"),
                 ));
             }
@@ -194,6 +187,50 @@ mod tests {
 [types.pump.channels.flow]
 range = [0.0, 100.0]
 "#;
+
+    /// A plant of `lines` lines of `per_line` pumps, the last one of type `last`.
+    fn plant(lines: usize, per_line: usize, last: &str) -> String {
+        let mut toml = String::from("[[plant]]\npath = \"acme/plant-a\"\n");
+        for line in 0..lines {
+            toml.push_str(&format!("[[plant.line]]\nname = \"line-{line}\"\n"));
+            for machine in 0..per_line {
+                let kind = if line + 1 == lines && machine + 1 == per_line {
+                    last
+                } else {
+                    "pump"
+                };
+                toml.push_str(&format!(
+                    "[[plant.line.machine]]\nname = \"pump-{machine}\"\ntype = \"{kind}\"\n"
+                ));
+            }
+        }
+        toml
+    }
+
+    #[test]
+    fn locating_costs_nothing_for_a_valid_plant_and_one_pass_for_an_error() {
+        let types = TwinTypes::from_toml(TYPES, "types.toml").unwrap();
+        for (lines, per_line) in [(10, 100), (4, 1_000), (40, 1_000)] {
+            let scanned = |source: &str| {
+                super::super::SCANNED.with(|s| s.set(0));
+                let result = Topology::from_toml(source, "plant.toml", &types);
+                (result, super::super::SCANNED.with(|s| s.get()))
+            };
+            let valid = plant(lines, per_line, "pump");
+            let (topology, bytes) = scanned(&valid);
+            assert_eq!(topology.unwrap().machines().count(), lines * per_line);
+            assert_eq!(bytes, 0, "a valid plant locates nothing");
+            let broken = plant(lines, per_line, "pmup");
+            let (error, bytes) = scanned(&broken);
+            let error = error.unwrap_err();
+            assert_eq!(error.line, Some(broken.lines().count() - 2), "{error}");
+            assert!(
+                bytes <= broken.len(),
+                "{bytes} bytes scanned for one error in {}",
+                broken.len()
+            );
+        }
+    }
 
     #[test]
     fn builds_paths_and_locates_errors() {

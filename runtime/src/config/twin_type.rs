@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ConfigError, line_of, read_file};
+use super::{ConfigError, LineStarts, read_file};
 use crate::sample::ChannelId;
 use crate::value::{Value, ValueKind};
 
@@ -195,10 +195,11 @@ impl TwinTypes {
     pub fn from_toml(source: &str, origin: &str) -> Result<Self, ConfigError> {
         let raw: RawTypesFile =
             toml::from_str(source).map_err(|e| ConfigError::from_toml(origin, source, &e))?;
+        let lines = LineStarts::new(source);
         let mut types = BTreeMap::new();
         for (name, raw_type) in raw.types {
-            let line = Some(line_of(source, raw_type.span().start));
-            let twin_type = compile_type(&name, raw_type.into_inner(), source, origin, line)?;
+            let line = Some(lines.line(raw_type.span().start));
+            let twin_type = compile_type(&name, raw_type.into_inner(), &lines, origin, line)?;
             types.insert(name, Arc::new(twin_type));
         }
         Ok(Self { types })
@@ -336,14 +337,14 @@ struct RawAggregates {
 fn compile_type(
     name: &str,
     raw: RawTwinType,
-    source: &str,
+    lines: &LineStarts,
     origin: &str,
     type_line: Option<usize>,
 ) -> Result<TwinType, ConfigError> {
     let at = |span: std::ops::Range<usize>, message: String| {
         ConfigError::at(
             origin,
-            Some(line_of(source, span.start)),
+            Some(lines.line(span.start)),
             format!("type `{name}`: {message}"),
         )
     };
@@ -546,7 +547,7 @@ fn compile_type(
     }
 
     let component = |spanned: Spanned<RawComponent>| {
-        let line = Some(line_of(source, spanned.span().start));
+        let line = Some(lines.line(spanned.span().start));
         let raw_component = spanned.into_inner();
         ComponentSpec {
             name: raw_component

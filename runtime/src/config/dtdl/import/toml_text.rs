@@ -1,0 +1,66 @@
+//! Writing TOML by hand: keys, strings and floats that `toml` reads back exactly,
+//! and comment lines.
+
+use crate::value::ValueKind;
+
+pub(super) fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Float => "float",
+        ValueKind::Int => "int",
+        ValueKind::Bool => "bool",
+    }
+}
+
+/// The initial value of a desired value of `kind`, as TOML.
+pub(super) fn zero(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Float => "0.0",
+        ValueKind::Int => "0",
+        ValueKind::Bool => "false",
+    }
+}
+
+/// A TOML key: bare when it can be.
+pub(super) fn toml_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        toml_string(key)
+    }
+}
+
+/// A TOML basic string.
+pub(super) fn toml_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A finite float as a TOML float: `1200.0`, `-1.7976931348623157e308`.
+pub(super) fn toml_float(value: f64) -> String {
+    debug_assert!(value.is_finite(), "spans and bounds are finite");
+    format!("{value:?}")
+}
+
+/// `text` made fit for one comment line.
+pub(super) fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
