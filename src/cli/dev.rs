@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use clap::Args;
 use doppel::api::{ApiConfig, ApiError, ApiHandle, ApiServer, Role};
+use doppel::cluster::config::prefix_covers;
 use doppel::connectors::broker::EmbeddedBroker;
 use doppel::connectors::mqtt::{MqttConfig, MqttConnector};
 use doppel::telemetry::{LogFormat, Telemetry, TelemetryConfig};
@@ -581,13 +582,12 @@ async fn build_view(runtime: &Runtime, paths: &[AssetPath], elapsed_secs: f64) -
         .lines()
         .into_iter()
         .map(|line| {
-            let machines = line
-                .machines
+            let machines = paths
                 .iter()
-                .flatten()
-                .filter_map(|status| {
-                    let report = reports.get(&status.asset)?;
-                    let entry = twins.entry(&status.asset).ok()?;
+                .filter(|path| prefix_covers(line.path.as_str(), path.as_str()))
+                .filter_map(|path| {
+                    let report = reports.get(path)?;
+                    let entry = twins.entry(path).ok()?;
                     let keys: Vec<usize> = entry
                         .twin_type
                         .key_channels

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use doppel::Node;
 use doppel::cluster::NodeRole;
+use doppel::cluster::config::prefix_covers;
 use doppel::cluster::mirror::MirrorStore;
 use doppel::{
     AssetPath, ChannelTarget, Quality, Reading, Timestamp, Topology, TwinReport, TwinTypes,
@@ -408,7 +409,12 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         if now.duration_since(last_view) >= refresh {
             last_view = now;
-            let view = fleet_view(cloud_part.mirror(), edges, started.elapsed().as_secs_f64());
+            let view = fleet_view(
+                cloud_part.mirror(),
+                edges,
+                &paths,
+                started.elapsed().as_secs_f64(),
+            );
             let mut out = render(&view, tty);
             if tty {
                 out.push('\n');
@@ -425,7 +431,12 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
-    let view = fleet_view(cloud_part.mirror(), edges, started.elapsed().as_secs_f64());
+    let view = fleet_view(
+        cloud_part.mirror(),
+        edges,
+        &paths,
+        started.elapsed().as_secs_f64(),
+    );
     print!("{}", render(&view, false));
     let mirrored = cloud_part.mirror().map_or(0, |m| m.len());
     let applied: u64 = edge_twins
@@ -457,7 +468,12 @@ fn node_id(node: &Node) -> &str {
 }
 
 /// The plant as the cloud's mirror sees it, with line figures from the edges.
-fn fleet_view(mirror: Option<&MirrorStore>, edges: &[Node], elapsed_secs: f64) -> PlantView {
+fn fleet_view(
+    mirror: Option<&MirrorStore>,
+    edges: &[Node],
+    paths: &[AssetPath],
+    elapsed_secs: f64,
+) -> PlantView {
     let rows: HashMap<String, TwinReport> = mirror
         .map(|mirror| {
             mirror
@@ -475,13 +491,12 @@ fn fleet_view(mirror: Option<&MirrorStore>, edges: &[Node], elapsed_secs: f64) -
         }
         let twins = edge.twins();
         for line in edge.runtime().lines() {
-            let machines = line
-                .machines
+            let machines = paths
                 .iter()
-                .flatten()
-                .filter_map(|status| {
-                    let report = rows.get(status.asset.as_str())?;
-                    let entry = twins.entry(&status.asset).ok()?;
+                .filter(|path| prefix_covers(line.path.as_str(), path.as_str()))
+                .filter_map(|path| {
+                    let report = rows.get(path.as_str())?;
+                    let entry = twins.entry(path).ok()?;
                     let keys: Vec<usize> = entry
                         .twin_type
                         .key_channels

@@ -15,7 +15,7 @@ use doppel_runtime::internal::{
 use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
 
-use super::board::{LineStatus, StatusBoard, SupervisorEvent};
+use super::board::{LineAggregate, LineStatus, StatusBoard, SupervisorEvent};
 use super::plant::PlantMsg;
 
 /// Messages a line actor handles.
@@ -62,7 +62,7 @@ pub struct LineState {
     plant: Option<ActorRef<PlantMsg>>,
     board: Arc<StatusBoard>,
     intensity: RestartIntensity,
-    status: LineStatus,
+    aggregate: LineAggregate,
     last_pushed: Option<LineStatus>,
     push_pending: bool,
 }
@@ -120,7 +120,7 @@ impl Actor for LineActor {
         args: LineArgs,
     ) -> Result<LineState, ActorProcessingErr> {
         let mut state = LineState {
-            status: LineStatus::new(args.path.clone(), args.machines.len()),
+            aggregate: LineAggregate::new(args.path.clone(), args.machines.len()),
             path: args.path,
             board_index: args.board_index,
             plant_slot: args.plant_slot,
@@ -164,10 +164,10 @@ impl Actor for LineActor {
     ) -> Result<(), ActorProcessingErr> {
         let force = match message {
             LineMsg::Machine(slot, status) => {
-                state.status.update(slot, status);
+                state.aggregate.update(slot, status);
                 state
                     .board
-                    .set_line(state.board_index, state.status.clone());
+                    .set_line(state.board_index, state.aggregate.status());
                 false
             }
             LineMsg::Push => {
@@ -175,27 +175,28 @@ impl Actor for LineActor {
                 true
             }
         };
+        let status = state.aggregate.status();
         let (due, changed) = match &state.last_pushed {
             None => (true, true),
             Some(last) => {
                 let urgent = force
-                    || last.running != state.status.running
-                    || last.stopped != state.status.stopped
-                    || last.tripped != state.status.tripped
-                    || (last.worst_health - state.status.worst_health).abs() >= 0.01;
+                    || last.running != status.running
+                    || last.stopped != status.stopped
+                    || last.tripped != status.tripped
+                    || (last.worst_health - status.worst_health).abs() >= 0.01;
                 let changed = urgent
-                    || last.throughput != state.status.throughput
-                    || last.power_kw != state.status.power_kw;
+                    || last.throughput != status.throughput
+                    || last.power_kw != status.power_kw;
                 (
-                    urgent || (changed && state.status.at.0 - last.at.0 >= PUSH_INTERVAL_US),
+                    urgent || (changed && status.at.0 - last.at.0 >= PUSH_INTERVAL_US),
                     changed,
                 )
             }
         };
         if let Some(plant) = &state.plant {
             if due {
-                let _ = plant.cast(PlantMsg::Line(state.plant_slot, state.status.clone()));
-                state.last_pushed = Some(state.status.clone());
+                let _ = plant.cast(PlantMsg::Line(state.plant_slot, status.clone()));
+                state.last_pushed = Some(status.clone());
             } else if changed && !state.push_pending {
                 state.push_pending = true;
                 let line = myself.clone();

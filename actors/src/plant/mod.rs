@@ -10,6 +10,8 @@ mod line;
 #[allow(clippy::module_inception)]
 mod plant;
 
-pub use board::{LineStatus, PlantStatus, StatusBoard, SupervisorEvent};
+pub use board::{
+    LineAggregate, LineStatus, PlantAggregate, PlantStatus, StatusBoard, SupervisorEvent,
+};
 pub use line::{LineActor, LineArgs, LineMsg, LineState};
 pub use plant::{PlantActor, PlantArgs, PlantLine, PlantMsg, PlantState};

@@ -12,7 +12,7 @@ use doppel_runtime::internal::{TwinCore, TwinEntry};
 use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
 
-use super::board::{LineStatus, PlantStatus, StatusBoard, SupervisorEvent};
+use super::board::{LineStatus, PlantAggregate, StatusBoard, SupervisorEvent};
 use super::line::{LineActor, LineArgs};
 
 /// Messages a plant actor handles.
@@ -56,7 +56,6 @@ struct LineSlot {
     path: AssetPath,
     board_index: usize,
     machines: Vec<Arc<TwinEntry>>,
-    status: Option<LineStatus>,
 }
 
 /// The plant actor's state.
@@ -64,6 +63,7 @@ pub struct PlantState {
     path: AssetPath,
     board_index: usize,
     lines: Vec<LineSlot>,
+    aggregate: PlantAggregate,
     by_actor: HashMap<ActorId, usize>,
     twins: Twins,
     board: Arc<StatusBoard>,
@@ -94,22 +94,6 @@ impl PlantActor {
         state.by_actor.insert(actor.get_id(), slot);
         Ok(())
     }
-
-    fn aggregate(state: &PlantState) -> PlantStatus {
-        let lines = || state.lines.iter().filter_map(|l| l.status.as_ref());
-        PlantStatus {
-            path: state.path.clone(),
-            throughput: lines().map(|l| l.throughput).sum(),
-            power_kw: lines().map(|l| l.power_kw).sum(),
-            energy_kwh: lines().map(|l| l.energy_kwh).sum(),
-            worst_health: lines().map(|l| l.worst_health).fold(1.0, f64::min),
-            tripped: lines().map(|l| l.tripped).sum(),
-            at: lines()
-                .map(|l| l.at)
-                .max()
-                .unwrap_or(doppel_runtime::Timestamp(0)),
-        }
-    }
 }
 
 impl Actor for PlantActor {
@@ -123,7 +107,7 @@ impl Actor for PlantActor {
         args: PlantArgs,
     ) -> Result<PlantState, ActorProcessingErr> {
         let mut initials = Vec::new();
-        let lines = args
+        let lines: Vec<LineSlot> = args
             .lines
             .into_iter()
             .map(|line| {
@@ -132,11 +116,11 @@ impl Actor for PlantActor {
                     path: line.path,
                     board_index: line.board_index,
                     machines: line.machines,
-                    status: None,
                 }
             })
             .collect();
         let mut state = PlantState {
+            aggregate: PlantAggregate::new(args.path.clone(), lines.len()),
             path: args.path,
             board_index: args.board_index,
             lines,
@@ -171,12 +155,10 @@ impl Actor for PlantActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PlantMsg::Line(slot, status) => {
-                if let Some(line) = state.lines.get_mut(slot) {
-                    line.status = Some(status);
-                }
+                state.aggregate.update(slot, status);
                 state
                     .board
-                    .set_plant(state.board_index, Self::aggregate(state));
+                    .set_plant(state.board_index, state.aggregate.status());
             }
         }
         Ok(())
