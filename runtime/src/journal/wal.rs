@@ -23,7 +23,6 @@
 //! sit after the newest ones with lower ids, so the chain ends there.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -126,18 +125,17 @@ pub(crate) fn applied(db: &Database) -> Result<u64, StoreError> {
 }
 
 /// Applies the frames of the log at `path` that redb does not hold yet, and makes them
-/// durable in redb. Returns how many were applied.
+/// durable in redb. Returns how many were applied. Reads the log only as far as its
+/// chain of frames goes, not the preallocated space after it.
 pub(crate) fn recover(path: &Path, db: &Database) -> Result<u64, StoreError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut file) => {
-            file.read_to_end(&mut bytes).map_err(StoreError::from)?;
-        }
+    let file = match File::open(path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(error) => return Err(StoreError::from(error)),
-    }
+    };
     let applied = applied(db)?;
-    let frames: Vec<Frame> = read_frames(&bytes)
+    let (frames, _) = read_frames(&file)?;
+    let frames: Vec<Frame> = frames
         .into_iter()
         .filter(|frame| frame.id > applied)
         .collect();
@@ -155,23 +153,29 @@ pub(crate) fn recover(path: &Path, db: &Database) -> Result<u64, StoreError> {
     Ok(frames.len() as u64)
 }
 
-/// The chain of whole frames at the start of `bytes`.
-fn read_frames(bytes: &[u8]) -> Vec<Frame> {
+/// The chain of whole frames at the start of `file`, read frame by frame, and the bytes
+/// it holds (where the chain ends).
+fn read_frames(file: &File) -> Result<(Vec<Frame>, u64), StoreError> {
+    let length = file.metadata().map_err(StoreError::from)?.len();
     let mut frames: Vec<Frame> = Vec::new();
-    let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let mut at: u64 = 0;
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    while at + HEADER as u64 <= length {
+        file.read_exact_at(&mut header, at)
+            .map_err(StoreError::from)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 {
+        if len == 0 || at + HEADER as u64 + len > length {
             break;
         }
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if checksum(&header[..4], payload) != crc {
+        payload.resize(len as usize, 0);
+        file.read_exact_at(&mut payload, at + HEADER as u64)
+            .map_err(StoreError::from)?;
+        if checksum(&header[..4], &payload) != crc {
             break;
         }
-        let Ok(frame) = postcard::from_bytes::<Frame>(payload) else {
+        let Ok(frame) = postcard::from_bytes::<Frame>(&payload) else {
             break;
         };
         if let Some(previous) = frames.last()
@@ -180,9 +184,9 @@ fn read_frames(bytes: &[u8]) -> Vec<Frame> {
             break;
         }
         frames.push(frame);
-        at += HEADER + len;
+        at += HEADER as u64 + len;
     }
-    frames
+    Ok((frames, at))
 }
 
 /// Asks the kernel to forget the file's cached pages (all clean here), so later
@@ -339,6 +343,13 @@ mod tests {
         }
     }
 
+    /// The frames `read_frames` finds in a file holding `bytes`.
+    fn read(bytes: &[u8]) -> Vec<Frame> {
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(bytes, 0).unwrap();
+        read_frames(&file).unwrap().0
+    }
+
     fn write(wal: &mut Wal, mut frame: Frame) {
         wal.encode(&mut frame).unwrap();
         wal.append().unwrap();
@@ -354,20 +365,20 @@ mod tests {
         }
         let end = wal.used();
         let mut bytes = std::fs::read(&path).unwrap();
-        assert_eq!(read_frames(&bytes).len(), 3);
+        assert_eq!(read(&bytes).len(), 3);
         // Half of a fourth frame, as a crash during its write leaves it.
         write(&mut wal, frame(0, 4));
         let full = std::fs::read(&path).unwrap();
         let fourth = (wal.used() - end) as usize;
         bytes[end as usize..end as usize + fourth / 2]
             .copy_from_slice(&full[end as usize..end as usize + fourth / 2]);
-        let ids: Vec<u64> = read_frames(&bytes).iter().map(|f| f.id).collect();
+        let ids: Vec<u64> = read(&bytes).iter().map(|f| f.id).collect();
         assert_eq!(ids, [1, 2, 3]);
         // One flipped bit in the second frame's payload ends the chain after the first.
         let mut flipped = full.clone();
         let second = HEADER + u32::from_le_bytes(full[..4].try_into().unwrap()) as usize;
         flipped[second + HEADER + 3] ^= 0x10;
-        assert_eq!(read_frames(&flipped).len(), 1);
+        assert_eq!(read(&flipped).len(), 1);
     }
 
     #[test]
@@ -385,8 +396,23 @@ mod tests {
         wal.encode(&mut sixth).unwrap();
         wal.append().unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let ids: Vec<u64> = read_frames(&bytes).iter().map(|f| f.id).collect();
+        let ids: Vec<u64> = read(&bytes).iter().map(|f| f.id).collect();
         assert_eq!(ids, [6]);
+    }
+
+    #[test]
+    fn recovery_reads_the_frames_not_the_space_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wal");
+        let mut wal = Wal::open(&path, 64 << 20, 1).unwrap();
+        for batch in 1..=3 {
+            write(&mut wal, frame(0, batch));
+        }
+        let file = File::open(&path).unwrap();
+        let (frames, read) = read_frames(&file).unwrap();
+        assert_eq!(frames.len(), 3);
+        assert_eq!(read, wal.used());
+        assert_eq!(file.metadata().unwrap().len(), 64 << 20);
     }
 
     #[test]
@@ -401,7 +427,7 @@ mod tests {
         wal.append().unwrap();
         write(&mut wal, frame(0, 2));
         let bytes = std::fs::read(&path).unwrap();
-        let frames = read_frames(&bytes);
+        let frames = read(&bytes);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0].snapshots[0].2.len(), 10_000);
     }
