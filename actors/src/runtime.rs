@@ -11,6 +11,7 @@ use doppel_runtime::config::{
     ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes,
 };
 use doppel_runtime::internal::{TwinCore, TwinMsg, TwinsInternals};
+use doppel_runtime::progress::Progress;
 use doppel_runtime::twin::Twins;
 use doppel_runtime::{Components, Governor, Model};
 
@@ -139,6 +140,24 @@ impl RuntimeBuilder {
         }
         let board = Arc::new(StatusBoard::new(plant_statuses, line_statuses));
         let (root, _) = Actor::spawn(None, NodeRoot, ()).await?;
+        let total = twins.len();
+        let starting = Progress::new("starting", total);
+        let watcher = {
+            let twins = twins.clone();
+            tokio::spawn(async move {
+                let mut progress = Progress::new("starting", total);
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let running = twins
+                        .directory()
+                        .entries()
+                        .iter()
+                        .filter(|entry| entry.actor().is_some())
+                        .count();
+                    progress.at(running);
+                }
+            })
+        };
         for (path, board_index, lines) in plants {
             let args = PlantArgs {
                 path,
@@ -148,8 +167,14 @@ impl RuntimeBuilder {
                 board: board.clone(),
                 supervision: supervision.clone(),
             };
-            PlantActor::spawn_linked(None, PlantActor, args, root.get_cell()).await?;
+            let spawned = PlantActor::spawn_linked(None, PlantActor, args, root.get_cell()).await;
+            if let Err(error) = spawned {
+                watcher.abort();
+                return Err(error.into());
+            }
         }
+        watcher.abort();
+        starting.finish();
         let requester = twins.clone();
         twins.kernel().journal.on_snapshot_needed(move |id| {
             if let Some(actor) = requester.directory().by_id(id).and_then(|e| e.actor()) {

@@ -30,6 +30,7 @@ pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod path;
+pub mod progress;
 pub mod sample;
 pub mod supervision;
 pub mod time;

@@ -24,6 +24,7 @@ use crate::journal::{
 };
 use crate::metrics::{ConnectorReport, ConnectorStatus, CounterSnapshot, Counters, SourceCounts};
 use crate::path::AssetPath;
+use crate::progress::Progress;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
 use crate::time::Timestamp;
 
@@ -110,7 +111,9 @@ impl Kernel {
         let store = self.journal.store();
         let mut cores = Vec::with_capacity(directory.len());
         let mut from = u64::MAX;
+        let mut progress = Progress::new("restoring", directory.len());
         for entry in directory.entries() {
+            progress.at(cores.len());
             let mut core = self.new_core(entry)?;
             match store.snapshot(&entry.path).map_err(journal_error)? {
                 Some((batch, snapshot)) => {
@@ -121,6 +124,7 @@ impl Kernel {
             }
             cores.push(core);
         }
+        progress.finish();
         if from != u64::MAX {
             let by_id: HashMap<u32, usize> = directory
                 .entries()
@@ -228,7 +232,9 @@ impl Twins {
         });
         let mut cores = kernel.recover_all(&directory)?;
         // A fresh snapshot of every twin lets the journal before it be truncated.
-        for core in &mut cores {
+        let mut progress = Progress::new("snapshotting", cores.len());
+        for (done, core) in cores.iter_mut().enumerate() {
+            progress.at(done);
             let snapshot = core.snapshot().map_err(journal_error)?;
             kernel.journal.write(JournalWrite {
                 twin: core.id(),
@@ -244,6 +250,7 @@ impl Twins {
             });
         }
         kernel.journal.flush_blocking()?;
+        progress.finish();
         Ok(Recovered {
             twins: Twins { kernel, directory },
             cores,
