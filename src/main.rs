@@ -2,7 +2,7 @@
 //! `doppel node --config FILE` runs one node with its connectors (`doppel node status`
 //! asks a running one what became of its input); `doppel twin …` reads
 //! and commands the twins of any node through its gRPC API; `doppel opcua trust` trusts
-//! an OPC UA server's certificate.
+//! an OPC UA server's certificate; `doppel types` converts twin types from and to DTDL.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +38,9 @@ enum Command {
     Twin(cli::twin::TwinArgs),
     /// Set up a node's OPC UA connections: trust a server's certificate.
     Opcua(cli::opcua::OpcUaArgs),
+    /// Convert twin types from and to DTDL v3 Interfaces: `import-dtdl FILE…`,
+    /// `export-dtdl TYPES_TOML`.
+    Types(cli::types::TypesArgs),
     /// Set up a cluster: its certificate authority and each node's certificate.
     Cluster(cli::cluster::ClusterArgs),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => cli::dev::run(args).await,
+            Command::Types(args) => cli::types::run(args).await,
             Command::Node(args) => cli::node::run(args).await,
             Command::Twin(args) => cli::twin::run(args).await,
             Command::Opcua(args) => cli::opcua::run(args).await,

@@ -7,3 +7,4 @@ pub mod node;
 pub mod opcua;
 pub mod status;
 pub mod twin;
+pub mod types;

@@ -8,6 +8,7 @@ mod cli_twin;
 mod cluster;
 mod crash_safety;
 mod dev_command;
+mod dtdl;
 mod examples;
 mod input;
 mod kernel;

@@ -3,6 +3,7 @@
 //! Every error names the file, the line and what is wrong, e.g.
 //! `types.toml:42: type `press`, model `rul`: unknown channel `vibraton``.
 
+pub mod dtdl;
 mod settings;
 mod topology;
 mod twin_type;

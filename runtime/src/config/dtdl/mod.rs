@@ -37,7 +37,7 @@
 //! | Command | a command: a numeric request is its parameter, an Object request one parameter per field |
 //! | Relationship | a topology hint: [`Import::relationships`] and a comment in the TOML |
 //! | Component | its contents, prefixed |
-//! | semantic type and `unit` | the unit, spelled as in the table at the end |
+//! | semantic type and `unit` | the unit, spelled as listed at the end |
 //!
 //! Schemas map to value types: `boolean` → `bool`, `integer` and `long` → `int`, `float`
 //! and `double` → `float`. Channels carry numbers; a `boolean` reads 0 or 1.
@@ -68,10 +68,10 @@
 //! A document that is not valid DTDL v3 is refused with a [`DtdlError`]: not JSON, not
 //! Interface objects, an `@context` that is not `dtmi:dtdl:context;3` (first, when it
 //! lists several), a missing or malformed DTMI or name, two contents of one name
-//! (inherited ones included), a reference no document defines, an `extends` cycle or
-//! more than 10 levels of `extends`, a Component inside a Component, a unit that is not
-//! one of its semantic type's, a schema DTDL v3 does not define, or two contents that
-//! flatten to the same name.
+//! (inherited ones included), a reference no document defines, an `extends` cycle,
+//! more than 10 levels or 1024 Interfaces of `extends`, a Component inside a Component,
+//! a unit that is not one of its semantic type's, a schema DTDL v3 does not define, or
+//! two contents that flatten to the same name.
 //!
 //! # To DTDL
 //!

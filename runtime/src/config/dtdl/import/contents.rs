@@ -230,10 +230,10 @@ impl<'r> TypeDraft<'r> {
             }
             match self.schema_of(owner, request, at)? {
                 Schema::Number(numeric) => {
-                    let co_types = co_types(request, "CommandRequest")
+                    let request_types = co_types(request, "CommandRequest")
                         .map_err(|message| self.invalid(owner, at, message))?;
                     let request_here = format!("{here}.{request_name}");
-                    let unit = self.unit(owner, &co_types, request, &request_here, at)?;
+                    let unit = self.unit(owner, &request_types, request, &request_here, at)?;
                     params.push(ParamDraft {
                         name: request_name.to_string(),
                         kind: numeric.kind(),
@@ -421,14 +421,14 @@ impl<'r> TypeDraft<'r> {
                     format!("field `{name}` is not {NAME_RULE}, or not unique"),
                 ));
             }
-            let co_types =
+            let field_types =
                 co_types(element, "Field").map_err(|message| self.invalid(owner, at, message))?;
             let Some(schema) = element.get("schema") else {
                 return Err(self.invalid(owner, at, format!("field `{name}` needs a `schema`")));
             };
             out.push(Field {
                 name,
-                co_types,
+                co_types: field_types,
                 element,
                 schema: reader.schema(owner, schema, at, 1)?,
             });

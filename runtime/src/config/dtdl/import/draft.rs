@@ -11,6 +11,7 @@ use crate::config::dtdl::names::{is_setter_of, setter_name};
 use crate::config::dtdl::{DtdlError, Gap, RelationshipHint, Unmapped, compatible};
 use crate::value::ValueKind;
 
+/// A channel to be.
 pub(super) struct ChannelDraft {
     pub(super) name: String,
     pub(super) unit: String,
@@ -19,6 +20,7 @@ pub(super) struct ChannelDraft {
     pub(super) from: String,
 }
 
+/// A desired value to be.
 pub(super) struct DesiredDraft {
     pub(super) name: String,
     /// The Component prefix of `name`.
@@ -31,6 +33,7 @@ pub(super) struct DesiredDraft {
     pub(super) from: String,
 }
 
+/// A command parameter to be.
 pub(super) struct ParamDraft {
     pub(super) name: String,
     pub(super) kind: ValueKind,
@@ -38,6 +41,7 @@ pub(super) struct ParamDraft {
     pub(super) unit: String,
 }
 
+/// A command to be.
 pub(super) struct CommandDraft {
     pub(super) name: String,
     pub(super) params: Vec<ParamDraft>,

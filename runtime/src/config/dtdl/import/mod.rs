@@ -761,5 +761,25 @@ mod tests {
         let (_, types) = imported(&[("a.json".to_string(), document)]);
         assert_eq!(types.get("a").unwrap().description, text);
     }
-}
 
+    proptest::proptest! {
+        /// A document with a stretch cut out and junk put in its place is imported or
+        /// refused with an error, never a panic.
+        #[test]
+        fn mangled_documents_are_imported_or_refused(
+            start in 0usize..3200,
+            length in 0usize..48,
+            junk in "[\\[\\]{}\",:a-zA-Z0-9;]{0,8}",
+        ) {
+            let (_, text) = fixture("temperature_controller.json");
+            let start = start.min(text.len());
+            let end = (start + length).min(text.len());
+            let mangled = format!("{}{junk}{}", &text[..start], &text[end..]);
+            let _ = import(&[
+                ("mangled.json".to_string(), mangled),
+                fixture("thermostat.json"),
+                fixture("device_information.json"),
+            ]);
+        }
+    }
+}

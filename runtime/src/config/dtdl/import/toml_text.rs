@@ -3,6 +3,7 @@
 
 use crate::value::ValueKind;
 
+/// The `type` of a desired value or parameter, as TOML.
 pub(super) fn kind_name(kind: ValueKind) -> &'static str {
     match kind {
         ValueKind::Float => "float",
@@ -63,4 +64,50 @@ pub(super) fn comment_text(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_floats_read_back_exactly() {
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} é";
+        let document = format!(
+            "key = {}\nfloats = [{}, {}, {}, {}]\n",
+            toml_string(text),
+            toml_float(-f64::MAX),
+            toml_float(f64::from(f32::MAX)),
+            toml_float(1200.0),
+            toml_float(-2147483648.0)
+        );
+        let table: toml::Table =
+            toml::from_str(&document).unwrap_or_else(|error| panic!("{error}\n{document}"));
+        assert_eq!(table["key"].as_str(), Some(text));
+        let floats: Vec<f64> = table["floats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_float().unwrap())
+            .collect();
+        assert_eq!(
+            floats,
+            [-f64::MAX, f64::from(f32::MAX), 1200.0, -2147483648.0]
+        );
+    }
+
+    #[test]
+    fn keys_are_bare_where_they_can_be_and_comments_one_line() {
+        assert_eq!(
+            toml_key("thermostat1_temperature"),
+            "thermostat1_temperature"
+        );
+        assert_eq!(toml_key("a.b"), "\"a.b\"");
+        assert_eq!(toml_key(""), "\"\"");
+        assert_eq!(comment_text("a\nb"), "a b");
+        assert_eq!(
+            (kind_name(ValueKind::Int), zero(ValueKind::Int)),
+            ("int", "0")
+        );
+    }
 }
