@@ -2,7 +2,8 @@
 //! `doppel node --config FILE` runs one node with its connectors (`doppel node status`
 //! asks a running one what became of its input); `doppel twin …` reads
 //! and commands the twins of any node through its gRPC API; `doppel opcua trust` trusts
-//! an OPC UA server's certificate; `doppel types` converts twin types from and to DTDL.
+//! an OPC UA server's certificate and `doppel opcua browse` proposes a twin type from
+//! its address space; `doppel types` converts twin types from and to DTDL.
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +37,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Read, watch, command and question the twins of any node through its gRPC API.
     Twin(cli::twin::TwinArgs),
-    /// Set up a node's OPC UA connections: trust a server's certificate.
+    /// Set up a node's OPC UA connections: trust a server's certificate, or browse its
+    /// address space for a proposed twin type and mapping.
     Opcua(cli::opcua::OpcUaArgs),
     /// Convert twin types from and to DTDL v3 Interfaces: `import-dtdl FILE…`,
     /// `export-dtdl TYPES_TOML`.

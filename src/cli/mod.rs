@@ -5,6 +5,7 @@ pub mod dev;
 pub mod dev_cluster;
 pub mod node;
 pub mod opcua;
+pub mod opcua_browse;
 pub mod status;
 pub mod twin;
 pub mod types;

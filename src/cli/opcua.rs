@@ -1,4 +1,6 @@
 //! `doppel opcua trust --config FILE [ENDPOINT]`: trust an OPC UA server in one step.
+//! `doppel opcua browse --config FILE [ENDPOINT]`: propose a twin type and mapping from
+//! its address space.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -20,6 +22,10 @@ enum OpcUaCommand {
     /// security it offers, and (once confirmed) file it under the connector's trusted
     /// certificates, taking it out of `rejected/`.
     Trust(TrustArgs),
+    /// Walk an OPC UA server's address space and print a proposed twin type and
+    /// `[[opcua.asset]]` mapping for the variables and methods found, with units and
+    /// ranges from the server's EngineeringUnits and EURange.
+    Browse(super::opcua_browse::BrowseArgs),
 }
 
 /// Flags of `doppel opcua trust`.
@@ -43,6 +49,7 @@ struct TrustArgs {
 pub async fn run(args: OpcUaArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         OpcUaCommand::Trust(args) => run_trust(args).await,
+        OpcUaCommand::Browse(args) => super::opcua_browse::run_browse(args).await,
     }
 }
 
@@ -81,7 +88,7 @@ async fn run_trust(args: TrustArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The connector `name` names, or the only one.
-fn pick<'a>(
+pub(super) fn pick<'a>(
     connectors: &'a [OpcUaConfig],
     name: Option<&str>,
 ) -> Result<&'a OpcUaConfig, Box<dyn std::error::Error>> {

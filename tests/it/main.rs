@@ -16,6 +16,7 @@ mod mqtt;
 mod mqtt_tls;
 mod node_command;
 mod opcua;
+mod opcua_browse;
 mod otel;
 mod outbox;
 mod sandbox;

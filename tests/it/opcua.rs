@@ -38,10 +38,10 @@ const PASSWORD: &str = "line-1-secret";
 type Calls = Arc<Mutex<Vec<(String, Vec<Variant>)>>>;
 
 /// An OPC UA server standing in for press-1's controller.
-struct Plc {
+pub(crate) struct Plc {
     handle: ServerHandle,
     task: JoinHandle<Result<(), String>>,
-    manager: Arc<SimpleNodeManager>,
+    pub(crate) manager: Arc<SimpleNodeManager>,
     namespace: u16,
     port: u16,
     calls: Calls,
@@ -52,7 +52,7 @@ impl Plc {
     /// `pki`, offering the secure endpoints and, if `insecure`, one without security.
     /// With `trust_clients` unknown client certificates are accepted; without, they are
     /// put in the server's `rejected/` folder for an administrator.
-    async fn start(pki: &Path, port: u16, insecure: bool, trust_clients: bool) -> Plc {
+    pub(crate) async fn start(pki: &Path, port: u16, insecure: bool, trust_clients: bool) -> Plc {
         let listener = bind(port).await;
         let port = listener.local_addr().unwrap().port();
         let url = format!("opc.tcp://127.0.0.1:{port}/");
@@ -123,23 +123,23 @@ impl Plc {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("opc.tcp://127.0.0.1:{}/", self.port)
     }
 
-    fn node(&self, name: &str) -> NodeId {
+    pub(crate) fn node(&self, name: &str) -> NodeId {
         NodeId::new(self.namespace, name)
     }
 
     /// Sets a variable as the controller would, notifying subscribers.
-    fn set(&self, name: &str, value: DataValue) {
+    pub(crate) fn set(&self, name: &str, value: DataValue) {
         self.manager
             .set_value(self.handle.subscriptions(), &self.node(name), None, value)
             .unwrap();
     }
 
     /// A variable's current value.
-    fn value(&self, name: &str) -> Option<Variant> {
+    pub(crate) fn value(&self, name: &str) -> Option<Variant> {
         let space = self.manager.address_space().read();
         let opcua::server::address_space::NodeType::Variable(variable) =
             space.find(&self.node(name))?
@@ -156,7 +156,7 @@ impl Plc {
             .value
     }
 
-    fn calls(&self) -> Vec<(String, Vec<Variant>)> {
+    pub(crate) fn calls(&self) -> Vec<(String, Vec<Variant>)> {
         self.calls.lock().unwrap().clone()
     }
 
@@ -174,7 +174,7 @@ impl Plc {
     }
 
     /// Stops the server and waits until its port is free.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
@@ -1164,7 +1164,7 @@ fn node_config(dir: &Path, endpoint: &str, security: &str) -> PathBuf {
 }
 
 /// Runs the `doppel` binary with `args`; returns its exit status and its output.
-async fn doppel(args: Vec<std::ffi::OsString>) -> std::process::Output {
+pub(crate) async fn doppel(args: Vec<std::ffi::OsString>) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_doppel"))
             .args(args)

@@ -1115,7 +1115,7 @@ impl Drop for OpcUaHandle {
 }
 
 /// Aborts the session's event loop when the session is left.
-struct AbortOnDrop(JoinHandle<StatusCode>);
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<StatusCode>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -1129,11 +1129,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Closes a session politely, without waiting long for a server that is going away.
-async fn close(session: &Session) {
+pub(crate) async fn close(session: &Session) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.disconnect()).await;
 }
 
-fn loop_status(status: Result<StatusCode, tokio::task::JoinError>) -> String {
+pub(crate) fn loop_status(status: Result<StatusCode, tokio::task::JoinError>) -> String {
     match status {
         Ok(status) if status.is_good() => "connection closed".to_string(),
         Ok(status) => status.to_string(),

@@ -143,6 +143,17 @@ pub enum OpcUaError {
         /// What went wrong.
         problem: String,
     },
+    /// A session with the server could not be opened, or a request on it failed
+    /// (`doppel opcua browse`).
+    #[error("opcua connector `{connector}`: `{endpoint}`: {problem}")]
+    Session {
+        /// The connector.
+        connector: String,
+        /// The endpoint.
+        endpoint: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// The server's endpoints could not be read (discovery).
     #[error("opcua connector `{connector}`: asking `{endpoint}` for its endpoints: {problem}")]
     Discovery {

@@ -79,6 +79,15 @@
 //!   with the policies and modes it does offer.
 //! - The connector's private key is written 0600 in a 0700 `private/` directory.
 //!
+//! # Browsing
+//!
+//! `doppel opcua browse` ([`browse`]) opens a session as the connector does (same
+//! security, PKI and trust rules), walks the address space and proposes a twin type and
+//! `[[opcua.asset]]` mapping ([`Proposal`]): numeric and Boolean variables as channels
+//! with the units and ranges of their EngineeringUnits and EURange, writable ones as
+//! desired values with `set_<name>` commands, methods with numeric arguments as
+//! commands; every other node found is listed with the reason it was left out.
+//!
 //! ```
 //! use doppel_connectors::opcua::{OpcUaConfig, OpcUaError};
 //!
@@ -92,12 +101,20 @@
 //! assert!(matches!(configs[0].validate(), Err(OpcUaError::InsecureEndpoint { .. })));
 //! ```
 
+mod browse;
 mod config;
 pub(crate) mod connector;
 mod convert;
 mod error;
 pub(crate) mod plan;
+mod proposal;
 mod trust;
+
+pub use browse::{BrowseOptions, browse};
+pub use proposal::{
+    Cut, Proposal, ProposedCall, ProposedChannel, ProposedCommand, ProposedDesired, ProposedParam,
+    RangeSource, SkipReason, Skipped,
+};
 
 pub use config::{
     AssetMapping, ChannelMapping, MethodArg, MethodMapping, OpcUaConfig, Password, ReconnectConfig,
