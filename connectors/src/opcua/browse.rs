@@ -49,7 +49,7 @@ use opcua::types::{
 use self::propose::propose;
 use self::walk::survey;
 use super::config::OpcUaConfig;
-use super::connector::{AbortOnDrop, build_client, close, loop_status, pki_dir};
+use super::connector::{AbortOnDrop, client_for, close, loop_status, pki_dir};
 use super::error::OpcUaError;
 use super::proposal::Proposal;
 use super::trust::offered;
@@ -151,18 +151,7 @@ pub async fn browse(
     config.validate()?;
     let root = options.root_node(&config.name)?;
     let pki = pki_dir(&config, data_dir);
-    let client = {
-        let config = config.clone();
-        let pki = pki.clone();
-        // Creating the key pair on first use is seconds of CPU.
-        tokio::task::spawn_blocking(move || build_client(&config, &pki))
-    }
-    .await
-    .map_err(|error| OpcUaError::Pki {
-        connector: config.name.clone(),
-        dir: pki.clone(),
-        problem: error.to_string(),
-    })??;
+    let client = client_for(&config, &pki).await?;
     let opened = open(&config, client, &pki).await?;
     let surveyed = survey(&opened.session, &root, options).await;
     close(&opened.session).await;

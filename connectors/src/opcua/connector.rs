@@ -210,18 +210,7 @@ impl OpcUaConnector {
         config.validate()?;
         let plan = Arc::new(Plan::resolve(&config, &twins)?);
         let pki_dir = pki_dir(&config, data_dir);
-        let client = {
-            let config = config.clone();
-            let pki_dir = pki_dir.clone();
-            // Creating the key pair on first start is seconds of CPU.
-            tokio::task::spawn_blocking(move || build_client(&config, &pki_dir))
-        }
-        .await
-        .map_err(|error| OpcUaError::Pki {
-            connector: config.name.clone(),
-            dir: pki_dir.clone(),
-            problem: error.to_string(),
-        })??;
+        let client = client_for(&config, &pki_dir).await?;
         let source = twins
             .source(&format!("opcua:{}", config.name))
             .map_err(|source| OpcUaError::Runtime {
@@ -1178,6 +1167,21 @@ pub(crate) fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
         Some(dir) => data_dir.join(dir),
         None => data_dir.join("opcua").join(&config.name).join("pki"),
     }
+}
+
+/// The client of `config` with its PKI in `pki_dir`, built on a blocking thread:
+/// creating the key pair on first use is seconds of CPU.
+pub(crate) async fn client_for(config: &OpcUaConfig, pki_dir: &Path) -> Result<Client, OpcUaError> {
+    let built = {
+        let config = config.clone();
+        let pki_dir = pki_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || build_client(&config, &pki_dir))
+    };
+    built.await.map_err(|error| OpcUaError::Pki {
+        connector: config.name.clone(),
+        dir: pki_dir.to_path_buf(),
+        problem: error.to_string(),
+    })?
 }
 
 /// Builds the async-opcua client. With message security, the connector's own

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
+use doppel_runtime::config::toml_text::{comment, float, key, string as quoted};
 use doppel_runtime::{AssetPath, Value, ValueKind};
 
 use super::config::{OpcUaConfig, ScalarType};
@@ -757,13 +758,6 @@ fn kind_name(kind: ValueKind) -> &'static str {
     }
 }
 
-/// A finite float as a TOML float. Debug formatting keeps a decimal point or an
-/// exponent (`250.0`, `1.7976931348623157e308`), which TOML needs to read a float.
-fn float(number: f64) -> String {
-    debug_assert!(number.is_finite(), "only finite numbers are rendered");
-    format!("{number:?}")
-}
-
 /// A value as a TOML value.
 fn value(value: Value) -> String {
     match value {
@@ -771,41 +765,6 @@ fn value(value: Value) -> String {
         Value::Int(integer) => integer.to_string(),
         Value::Float(number) => float(number),
     }
-}
-
-/// `text` as a TOML basic string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `name` as a TOML key: bare when it can be, quoted otherwise.
-fn key(name: &str) -> String {
-    let bare = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare { name.to_string() } else { quoted(name) }
-}
-
-/// `text` fit for a TOML comment: control characters become spaces.
-fn comment(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use opcua::crypto::{CertificateStore, X509};
 use opcua::types::{EndpointDescription, MessageSecurityMode};
 
 use super::config::OpcUaConfig;
-use super::connector::{build_client, pki_dir};
+use super::connector::{client_for, pki_dir};
 use super::error::OpcUaError;
 
 /// A server's certificate, as it presents it in its endpoint descriptions.
@@ -76,17 +76,7 @@ pub async fn server_certificate(
 ) -> Result<ServerCertificate, OpcUaError> {
     let endpoint = endpoint.unwrap_or(&config.endpoint).to_string();
     let pki = pki_dir(config, data_dir);
-    let client = {
-        let config = config.clone();
-        let pki = pki.clone();
-        tokio::task::spawn_blocking(move || build_client(&config, &pki))
-    }
-    .await
-    .map_err(|error| OpcUaError::Pki {
-        connector: config.name.clone(),
-        dir: pki.clone(),
-        problem: error.to_string(),
-    })??;
+    let client = client_for(config, &pki).await?;
     let failed = |problem: String| OpcUaError::Discovery {
         connector: config.name.clone(),
         endpoint: endpoint.clone(),

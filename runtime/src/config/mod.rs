@@ -5,6 +5,7 @@
 
 pub mod dtdl;
 mod settings;
+pub mod toml_text;
 mod topology;
 mod twin_type;
 

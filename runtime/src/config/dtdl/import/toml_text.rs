@@ -1,5 +1,5 @@
-//! Writing TOML by hand: keys, strings and floats that `toml` reads back exactly,
-//! and comment lines.
+//! Writing twin types by hand: value kinds and their zeros, and the key, string, float
+//! and comment writers of [`crate::config::toml_text`].
 
 use crate::value::ValueKind;
 
@@ -21,93 +21,23 @@ pub(super) fn zero(kind: ValueKind) -> &'static str {
     }
 }
 
-/// A TOML key: bare when it can be.
-pub(super) fn toml_key(key: &str) -> String {
-    if !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        key.to_string()
-    } else {
-        toml_string(key)
-    }
-}
-
-/// A TOML basic string.
-pub(super) fn toml_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A finite float as a TOML float: `1200.0`, `-1.7976931348623157e308`.
-pub(super) fn toml_float(value: f64) -> String {
-    debug_assert!(value.is_finite(), "spans and bounds are finite");
-    format!("{value:?}")
-}
-
-/// `text` made fit for one comment line.
-pub(super) fn comment_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
+pub(super) use crate::config::toml_text::{
+    comment as comment_text, float as toml_float, key as toml_key, string as toml_string,
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn strings_and_floats_read_back_exactly() {
-        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} é";
-        let document = format!(
-            "key = {}\nfloats = [{}, {}, {}, {}]\n",
-            toml_string(text),
-            toml_float(-f64::MAX),
-            toml_float(f64::from(f32::MAX)),
-            toml_float(1200.0),
-            toml_float(-2147483648.0)
-        );
-        let table: toml::Table =
-            toml::from_str(&document).unwrap_or_else(|error| panic!("{error}\n{document}"));
-        assert_eq!(table["key"].as_str(), Some(text));
-        let floats: Vec<f64> = table["floats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|value| value.as_float().unwrap())
-            .collect();
-        assert_eq!(
-            floats,
-            [-f64::MAX, f64::from(f32::MAX), 1200.0, -2147483648.0]
-        );
-    }
-
-    #[test]
-    fn keys_are_bare_where_they_can_be_and_comments_one_line() {
-        assert_eq!(
-            toml_key("thermostat1_temperature"),
-            "thermostat1_temperature"
-        );
-        assert_eq!(toml_key("a.b"), "\"a.b\"");
-        assert_eq!(toml_key(""), "\"\"");
-        assert_eq!(comment_text("a\nb"), "a b");
+    fn value_kinds_are_written_as_types_name_them() {
         assert_eq!(
             (kind_name(ValueKind::Int), zero(ValueKind::Int)),
             ("int", "0")
+        );
+        assert_eq!(
+            (kind_name(ValueKind::Float), zero(ValueKind::Float)),
+            ("float", "0.0")
         );
     }
 }
