@@ -850,3 +850,96 @@ async fn a_fenced_node_refuses_commands_and_actuates_nothing() {
     );
     runtime.shutdown().await;
 }
+
+/// A restart snapshots only the twins whose journal held events after their snapshot
+/// (a command, a delivery report completing it), and every twin keeps its state over
+/// restarts in a row, idle ones from their older snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_snapshots_only_the_twins_that_moved() {
+    use doppel_runtime::internal::TwinsInternals;
+
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_batch = |twins: &doppel::Twins, n: u32| {
+        twins
+            .kernel()
+            .journal
+            .store()
+            .snapshot(&press(n))
+            .unwrap()
+            .map(|(batch, _)| batch)
+    };
+    let speed = |report: &doppel::TwinReport| {
+        report
+            .desired
+            .iter()
+            .find(|(name, _)| name == "speed")
+            .map(|(_, value)| (value.value, value.delivery.state))
+            .unwrap()
+    };
+
+    // First start: every twin is new and gets its first snapshot.
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let mut actuations = twins.actuations();
+    let (moved_before, idle_before) = (snapshot_batch(&twins, 1), snapshot_batch(&twins, 2));
+    assert!(moved_before.is_some() && idle_before.is_some());
+    twins
+        .command(
+            Command::new(press(1), "set_speed", Origin::operator("ann"))
+                .param("rpm", Value::Float(1500.0)),
+        )
+        .await
+        .unwrap();
+    let actuation = actuations.recv().await.unwrap();
+    twins
+        .report_delivery(DeliveryReport {
+            asset: press(1),
+            version: actuation.version(),
+            desired: vec!["speed".to_string()],
+            by: "test-actuator".to_string(),
+            outcome: DeliveryOutcome::Delivered,
+            at: Timestamp::now(),
+        })
+        .unwrap();
+    wait_until("the delivery is recorded", Duration::from_secs(5), || {
+        let twins = twins.clone();
+        async move {
+            let report = twins.report(&press(1)).await.unwrap();
+            speed(&report).1 == DeliveryState::Delivered
+        }
+    })
+    .await;
+    runtime.shutdown().await;
+    drop(twins);
+
+    // Second start: press-1 moved and is snapshotted again; press-2 keeps its snapshot.
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    assert_ne!(
+        snapshot_batch(&twins, 1),
+        moved_before,
+        "press-1 snapshotted again"
+    );
+    assert_eq!(
+        snapshot_batch(&twins, 2),
+        idle_before,
+        "press-2 not snapshotted again"
+    );
+    let moved_after = snapshot_batch(&twins, 1);
+    runtime.shutdown().await;
+    drop(twins);
+
+    // Third start: nothing moved, nothing is snapshotted, and the states hold.
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    assert_eq!(snapshot_batch(&twins, 1), moved_after);
+    assert_eq!(snapshot_batch(&twins, 2), idle_before);
+    let report = twins.report(&press(1)).await.unwrap();
+    assert_eq!(
+        speed(&report),
+        (Value::Float(1500.0), DeliveryState::Delivered)
+    );
+    let idle = twins.report(&press(2)).await.unwrap();
+    assert_eq!(idle.version, 0, "press-2 never moved");
+    runtime.shutdown().await;
+}

@@ -106,10 +106,13 @@ impl Kernel {
         Ok(core)
     }
 
-    /// Rebuilds every twin with one pass over the journal.
-    fn recover_all(&self, directory: &Directory) -> Result<Vec<TwinCore>, Error> {
+    /// Rebuilds every twin with one pass over the journal. Returns the twins, and for
+    /// each whether its snapshot no longer holds its state: it has none, or the
+    /// journal held events after it.
+    fn recover_all(&self, directory: &Directory) -> Result<(Vec<TwinCore>, Vec<bool>), Error> {
         let store = self.journal.store();
         let mut cores = Vec::with_capacity(directory.len());
+        let mut outdated = Vec::with_capacity(directory.len());
         let mut from = u64::MAX;
         let mut progress = Progress::new("restoring", directory.len());
         for entry in directory.entries() {
@@ -119,8 +122,12 @@ impl Kernel {
                 Some((batch, snapshot)) => {
                     core.restore(snapshot)?;
                     from = from.min(batch);
+                    outdated.push(false);
                 }
-                None => from = 0,
+                None => {
+                    from = 0;
+                    outdated.push(true);
+                }
             }
             cores.push(core);
         }
@@ -133,13 +140,15 @@ impl Kernel {
                 .collect();
             store
                 .replay(from, |_, record| {
-                    if let Some(&index) = by_id.get(&record.twin) {
-                        cores[index].replay(&record);
+                    if let Some(&index) = by_id.get(&record.twin)
+                        && cores[index].replay(&record)
+                    {
+                        outdated[index] = true;
                     }
                 })
                 .map_err(journal_error)?;
         }
-        Ok(cores)
+        Ok((cores, outdated))
     }
 }
 
@@ -230,11 +239,16 @@ impl Twins {
             limiter,
             fenced: std::sync::OnceLock::new(),
         });
-        let mut cores = kernel.recover_all(&directory)?;
-        // A fresh snapshot of every twin lets the journal before it be truncated.
+        let (mut cores, outdated) = kernel.recover_all(&directory)?;
+        // A fresh snapshot of every twin whose snapshot no longer holds its state lets
+        // the journal before it be truncated: the committer's record of which twins
+        // have events after their snapshot starts empty.
         let mut progress = Progress::new("snapshotting", cores.len());
         for (done, core) in cores.iter_mut().enumerate() {
             progress.at(done);
+            if !outdated[done] {
+                continue;
+            }
             let snapshot = core.snapshot().map_err(journal_error)?;
             kernel.journal.write(JournalWrite {
                 twin: core.id(),

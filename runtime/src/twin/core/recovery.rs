@@ -146,29 +146,31 @@ impl TwinCore {
 
     /// Re-applies a journaled event during recovery. Models re-run over samples;
     /// governors do not watch (their safety actions are journaled events themselves).
-    pub fn replay(&mut self, record: &JournalRecord) {
+    /// Returns false for an event the twin's state already holds (its snapshot came
+    /// after it), true when the twin moved on.
+    pub fn replay(&mut self, record: &JournalRecord) -> bool {
         // A delivery annex shares the version of the event it completes.
         let annex = matches!(record.event, JournalEvent::Delivery { .. });
         if record.version < self.state.version || (record.version == self.state.version && !annex) {
-            return;
+            return false;
         }
         match &record.event {
             JournalEvent::Sample(_) | JournalEvent::LegacySample(_) => {
                 let Some(mut sample) = record.event.sample() else {
-                    return;
+                    return true;
                 };
                 if let Some(map) = &self.replay_channels {
                     match map.get(sample.channel.0 as usize) {
                         Some(Some(current)) => sample.channel = ChannelId(*current),
                         _ => {
                             self.state.version = record.version;
-                            return;
+                            return true;
                         }
                     }
                 }
                 if self.twin_type.channel_spec(sample.channel).is_none() {
                     self.state.version = record.version;
-                    return;
+                    return true;
                 }
                 let sample = &sample;
                 let (outcome, lifted) = self.take_sample(sample);
@@ -238,5 +240,6 @@ impl TwinCore {
             }
         }
         self.state.version = record.version;
+        true
     }
 }
