@@ -115,10 +115,11 @@ impl Kernel {
         let mut outdated = Vec::with_capacity(directory.len());
         let mut from = u64::MAX;
         let mut progress = Progress::new("restoring", directory.len());
-        for entry in directory.entries() {
+        let entries = directory.entries();
+        store.snapshots(entries.iter().map(|entry| &entry.path), |found| {
             progress.at(cores.len());
-            let mut core = self.new_core(entry)?;
-            match store.snapshot(&entry.path).map_err(journal_error)? {
+            let mut core = self.new_core(&entries[cores.len()])?;
+            match found {
                 Some((batch, snapshot)) => {
                     core.restore(snapshot)?;
                     from = from.min(batch);
@@ -130,7 +131,8 @@ impl Kernel {
                 }
             }
             cores.push(core);
-        }
+            Ok::<(), Error>(())
+        })?;
         progress.finish();
         if from != u64::MAX {
             let by_id: HashMap<u32, usize> = directory
