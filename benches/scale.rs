@@ -14,9 +14,10 @@
 //! - **peak**: the process's high-water mark of resident memory (`VmHWM`).
 //!
 //! The baseline, measured in the same run, is the same node with 10 twins: its start
-//! and recover times, and its resident memory. `DOPPEL_BENCH_TWINS` (default 10,000)
-//! sizes the large node; `start_ratio` is its start time over the baseline's. The last
-//! line is JSON.
+//! and recover times, and its resident memory. `DOPPEL_BENCH_TWINS` lists the sizes
+//! measured (default `10000,100000`); `start_ratio_<size>` is a size's start time over
+//! the baseline's, and `rss_bytes_per_twin` is the largest size's. The last line is
+//! JSON, with keys per size (`start_s_100k`, `recover_s_100k`, `peak_mb_100k`, …).
 
 mod common;
 
@@ -191,8 +192,22 @@ async fn measure(twins: usize, per_line: usize, commands: usize) -> Measured {
     }
 }
 
+/// `10k` for 10,000, `100k` for 100,000, `1m` for 1,000,000, else the number.
+fn size_key(twins: usize) -> String {
+    match twins {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}m", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
 fn main() {
-    let twins = env_or("DOPPEL_BENCH_TWINS", 10_000).max(20);
+    let sizes: Vec<usize> = std::env::var("DOPPEL_BENCH_TWINS")
+        .unwrap_or_else(|_| "10000,100000".to_string())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .map(|n: usize| n.max(20))
+        .collect();
     let per_line = env_or("DOPPEL_BENCH_PER_LINE", 1_000).max(1);
     let commands = env_or("DOPPEL_BENCH_COMMANDS", 2_000);
     let tokio = tokio::runtime::Builder::new_current_thread()
@@ -207,26 +222,35 @@ fn main() {
             baseline.recover.as_secs_f64(),
             baseline.idle_rss_kb / 1024
         );
-        let large = measure(twins, per_line, commands).await;
-        let per_twin =
-            large.idle_rss_kb.saturating_sub(baseline.idle_rss_kb) * 1024 / twins as u64;
-        let start_ratio = large.start.as_secs_f64() / baseline.start.as_secs_f64();
-        println!(
-            "{twins} twins in lines of {per_line}: start {:.2} s, recover {:.2} s after {commands} commands and kill -9, \
-             {per_twin} B RSS per idle twin, peak {} MiB (idle {} MiB)",
-            large.start.as_secs_f64(),
-            large.recover.as_secs_f64(),
-            large.peak_kb / 1024,
-            large.idle_rss_kb / 1024
-        );
-        println!(
-            "{{\"scenario\":\"scale\",\"twins\":{twins},\"per_line\":{per_line},\"start_s\":{:.2},\"recover_s\":{:.2},\"peak_mb\":{},\"idle_mb\":{},\"rss_bytes_per_twin\":{per_twin},\"baseline_start_s\":{:.2},\"baseline_recover_s\":{:.2},\"start_ratio\":{start_ratio:.1}}}",
-            large.start.as_secs_f64(),
-            large.recover.as_secs_f64(),
-            large.peak_kb / 1024,
-            large.idle_rss_kb / 1024,
+        let mut json = String::from("{\"scenario\":\"scale\"");
+        let mut per_twin = 0;
+        for &twins in &sizes {
+            let large = measure(twins, per_line, commands).await;
+            per_twin =
+                large.idle_rss_kb.saturating_sub(baseline.idle_rss_kb) * 1024 / twins as u64;
+            println!(
+                "{twins} twins in lines of {per_line}: start {:.2} s, recover {:.2} s after {commands} commands and kill -9, \
+                 {per_twin} B RSS per idle twin, peak {} MiB (idle {} MiB)",
+                large.start.as_secs_f64(),
+                large.recover.as_secs_f64(),
+                large.peak_kb / 1024,
+                large.idle_rss_kb / 1024
+            );
+            let key = size_key(twins);
+            json.push_str(&format!(
+                ",\"start_s_{key}\":{:.2},\"recover_s_{key}\":{:.2},\"peak_mb_{key}\":{},\"idle_mb_{key}\":{},\"start_ratio_{key}\":{:.1}",
+                large.start.as_secs_f64(),
+                large.recover.as_secs_f64(),
+                large.peak_kb / 1024,
+                large.idle_rss_kb / 1024,
+                large.start.as_secs_f64() / baseline.start.as_secs_f64(),
+            ));
+        }
+        json.push_str(&format!(
+            ",\"rss_bytes_per_twin\":{per_twin},\"per_line\":{per_line},\"baseline_start_s\":{:.2},\"baseline_recover_s\":{:.2}}}",
             baseline.start.as_secs_f64(),
             baseline.recover.as_secs_f64(),
-        );
+        ));
+        println!("{json}");
     });
 }
