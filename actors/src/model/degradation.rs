@@ -223,6 +223,8 @@ pub struct Degradation {
     name: String,
     channel: ChannelId,
     channel_name: String,
+    /// The channel's unit, for messages.
+    unit: String,
     output: String,
     trend_output: String,
     threshold: f64,
@@ -347,6 +349,10 @@ impl Degradation {
         Ok(Self {
             name: spec.name.clone(),
             channel,
+            unit: twin_type
+                .channel_spec(channel)
+                .map(|c| c.unit.clone())
+                .unwrap_or_default(),
             channel_name: config.channel,
             output,
             trend_output,
@@ -492,10 +498,11 @@ impl Model for Degradation {
                     ALARM_CODE,
                     severity,
                     format!(
-                        "{} reaches {} in about {} at its current trend of {slope_per_hour:.3}/h",
+                        "{} reaches {} in about {} at its current trend of {}/h",
                         self.channel_name,
-                        self.threshold,
-                        Hours(rul)
+                        super::measured(self.threshold, &self.unit),
+                        Hours(rul),
+                        super::measured(slope_per_hour, &self.unit)
                     ),
                 ),
                 None => out.clear(ALARM_CODE),

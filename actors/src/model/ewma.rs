@@ -90,6 +90,8 @@ pub struct EwmaAnomaly {
     name: String,
     channel: ChannelId,
     channel_name: String,
+    /// The channel's unit, for messages.
+    unit: String,
     output: String,
     alarm_code: String,
     alpha: f64,
@@ -131,15 +133,15 @@ impl EwmaAnomaly {
             .output
             .unwrap_or_else(|| format!("{}_anomaly", config.channel));
         check_output_name(spec, twin_type, &output)?;
-        let range = twin_type
-            .channel_spec(channel)
-            .map(|c| c.range.1 - c.range.0)
-            .unwrap_or(1.0);
+        let spec_of = twin_type.channel_spec(channel);
+        let range = spec_of.map(|c| c.range.1 - c.range.0).unwrap_or(1.0);
+        let unit = spec_of.map(|c| c.unit.clone()).unwrap_or_default();
         Ok(Self {
             name: spec.name.clone(),
             channel,
             alarm_code: format!("anomaly:{}", config.channel),
             channel_name: config.channel,
+            unit,
             output,
             alpha: config.alpha,
             warn_z: config.warn_z,
@@ -234,8 +236,10 @@ impl Model for EwmaAnomaly {
                     self.alarm_code.clone(),
                     severity,
                     format!(
-                        "{} reads {} ({z:.1} standard deviations from its moving mean {mean_before:.3})",
-                        self.channel_name, sample.value
+                        "{} reads {} ({z:.1} standard deviations from its moving mean {})",
+                        self.channel_name,
+                        super::measured(sample.value, &self.unit),
+                        super::measured(mean_before, &self.unit)
                     ),
                 ),
                 None => out.clear(self.alarm_code.clone()),
@@ -319,6 +323,11 @@ channel = "vibration"
         assert!(spike > 6.0, "z on spike {spike}");
         assert_eq!(twin.alarm("anomaly:vibration"), Some(Severity::Critical));
         assert!(twin.health[0].unwrap() < 0.5);
+        let message = &twin.state().alarms[0].message;
+        assert!(
+            message.starts_with("vibration reads 9 mm/s (") && message.ends_with(" mm/s)"),
+            "{message}"
+        );
 
         for i in 101..200 {
             twin.feed("vibration", 5.0 + noise(i), f64::from(i));

@@ -130,6 +130,32 @@ fn restore_state<T: DeserializeOwned>(kind: &str, saved: &[u8]) -> Result<T, Str
     Ok(state)
 }
 
+/// A measured value for a message, with its unit (`1.373 mm/s`): four significant
+/// digits, without float noise or trailing zeros.
+fn measured(value: f64, unit: &str) -> String {
+    const DIGITS: i32 = 4;
+    let number = if !value.is_finite() {
+        format!("{value}")
+    } else if value == 0.0 {
+        "0".to_string()
+    } else {
+        let magnitude = value.abs().log10().floor() as i32;
+        let decimals = (DIGITS - 1 - magnitude).max(0) as usize;
+        let text = format!("{value:.decimals$}");
+        let text = if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            text
+        };
+        if text == "-0" { "0".to_string() } else { text }
+    };
+    if unit.is_empty() {
+        number
+    } else {
+        format!("{number} {unit}")
+    }
+}
+
 /// Seconds to whole microseconds, saturating; callers pass checked, finite values.
 fn secs_to_micros(secs: f64) -> i64 {
     (secs * 1e6).round() as i64
@@ -138,4 +164,22 @@ fn secs_to_micros(secs: f64) -> i64 {
 /// Microseconds to seconds.
 fn micros_to_secs(micros: i64) -> f64 {
     micros as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::measured;
+
+    #[test]
+    fn measured_values_read_with_four_significant_digits_and_their_unit() {
+        assert_eq!(measured(1.3727379046092532, "mm/s"), "1.373 mm/s");
+        assert_eq!(measured(0.1 + 0.2, "mm/s"), "0.3 mm/s");
+        assert_eq!(measured(150.0, "degC"), "150 degC");
+        assert_eq!(measured(130.26, "degC"), "130.3 degC");
+        assert_eq!(measured(12345.6, "rpm"), "12346 rpm");
+        assert_eq!(measured(0.000123456, ""), "0.0001235");
+        assert_eq!(measured(-0.00001, "bar"), "-0.00001 bar");
+        assert_eq!(measured(0.0, "bar"), "0 bar");
+        assert_eq!(measured(f64::NAN, ""), "NaN");
+    }
 }

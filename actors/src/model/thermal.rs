@@ -101,6 +101,8 @@ pub struct Thermal {
     name: String,
     channel: ChannelId,
     channel_name: String,
+    /// The channel's unit, for messages.
+    unit: String,
     steady_state_output: String,
     residual_output: String,
     alarm_code: String,
@@ -163,6 +165,10 @@ impl Thermal {
             name: spec.name.clone(),
             channel,
             alarm_code: format!("thermal:{}", config.channel),
+            unit: twin_type
+                .channel_spec(channel)
+                .map(|c| c.unit.clone())
+                .unwrap_or_default(),
             channel_name: config.channel,
             steady_state_output,
             residual_output,
@@ -282,8 +288,11 @@ impl Model for Thermal {
                 self.alarm_code.clone(),
                 Severity::Warning,
                 format!(
-                    "{} reads {:.1}, {residual:.1} above the {expected:.1} the thermal model expects",
-                    self.channel_name, sample.value
+                    "{} reads {}, {} above the {} the thermal model expects",
+                    self.channel_name,
+                    super::measured(sample.value, &self.unit),
+                    super::measured(residual, &self.unit),
+                    super::measured(expected, &self.unit)
                 ),
             );
             self.state.alarm_active = true;
