@@ -42,17 +42,14 @@ use std::time::Duration;
 use doppel_runtime::AssetPath;
 use opcua::client::{Client, IdentityToken, Session};
 use opcua::crypto::{CertificateStore, X509};
-use opcua::types::{
-    EndpointDescription, MessageSecurityMode, NodeId, StatusCode, SubStatusCode, UAString,
-};
+use opcua::types::{EndpointDescription, NodeId, StatusCode, SubStatusCode};
 
 use self::propose::propose;
 use self::walk::survey;
 use super::config::OpcUaConfig;
-use super::connector::{AbortOnDrop, client_for, close, loop_status, pki_dir};
+use super::connector::{AbortOnDrop, client_for, close, loop_status, offered_instead, pki_dir};
 use super::error::OpcUaError;
 use super::proposal::Proposal;
-use super::trust::offered;
 
 /// What `doppel opcua browse` walks, how far, and how it names what it proposes.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,35 +280,6 @@ async fn rejected_certificate(
         .join("rejected")
         .join(CertificateStore::cert_file_name(&certificate));
     file.is_file().then_some(file)
-}
-
-/// When the server offers no endpoint with the configured security policy and mode:
-/// what it offers instead.
-async fn offered_instead(
-    client: &Client,
-    config: &OpcUaConfig,
-    (policy, mode): &(UAString, MessageSecurityMode),
-    timeout: Duration,
-) -> Option<String> {
-    let endpoints = tokio::time::timeout(
-        timeout,
-        client.get_server_endpoints_from_url(config.endpoint.as_str()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    if endpoints
-        .iter()
-        .any(|e| e.security_policy_uri == *policy && e.security_mode == *mode)
-    {
-        return None;
-    }
-    Some(format!(
-        "the server offers no endpoint with security policy {} and mode {}; it offers: {} (set security_policy and security_mode to one of these)",
-        config.security_policy,
-        config.security_mode,
-        offered(&endpoints).join(", ")
-    ))
 }
 
 fn failure(config: &OpcUaConfig, problem: String) -> OpcUaError {

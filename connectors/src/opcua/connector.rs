@@ -373,7 +373,7 @@ impl OpcUaConnector {
         let (session, event_loop) = tokio::select! {
             connected = tokio::time::timeout(timeout, connect) => match connected {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(error)) => return SessionEnd::Failed(self.mismatch(&wanted, timeout).await.unwrap_or_else(|| error.to_string())),
+                Ok(Err(error)) => return SessionEnd::Failed(offered_instead(&self.client, &self.config, &wanted, timeout).await.unwrap_or_else(|| error.to_string())),
                 Err(_) => return SessionEnd::Failed("timed out asking for endpoints".to_string()),
             },
             _ = stopped(stop) => return SessionEnd::Stopped,
@@ -455,36 +455,6 @@ impl OpcUaConnector {
             close(&session).await;
         }
         end
-    }
-
-    /// Why a connect failed when the server offers no endpoint with the configured
-    /// security policy and mode: what it offers instead. `None` when it offers a match
-    /// (the failure was something else) or cannot be asked.
-    async fn mismatch(
-        &self,
-        (policy, mode): &(opcua::types::UAString, opcua::types::MessageSecurityMode),
-        timeout: Duration,
-    ) -> Option<String> {
-        let endpoints = tokio::time::timeout(
-            timeout,
-            self.client
-                .get_server_endpoints_from_url(self.config.endpoint.as_str()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        if endpoints
-            .iter()
-            .any(|e| e.security_policy_uri == *policy && e.security_mode == *mode)
-        {
-            return None;
-        }
-        Some(format!(
-            "the server offers no endpoint with security policy {} and mode {}; it offers: {} (set security_policy and security_mode to one of these)",
-            self.config.security_policy,
-            self.config.security_mode,
-            super::trust::offered(&endpoints).join(", ")
-        ))
     }
 
     /// Reads the written variables' types, creates the subscription and its monitored
@@ -1167,6 +1137,36 @@ pub(crate) fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
         Some(dir) => data_dir.join(dir),
         None => data_dir.join("opcua").join(&config.name).join("pki"),
     }
+}
+
+/// Why a connect failed when the server offers no endpoint with the configured
+/// security policy and mode: what it offers instead. `None` when it offers a match
+/// (the failure was something else) or cannot be asked.
+pub(crate) async fn offered_instead(
+    client: &Client,
+    config: &OpcUaConfig,
+    (policy, mode): &(opcua::types::UAString, opcua::types::MessageSecurityMode),
+    timeout: Duration,
+) -> Option<String> {
+    let endpoints = tokio::time::timeout(
+        timeout,
+        client.get_server_endpoints_from_url(config.endpoint.as_str()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if endpoints
+        .iter()
+        .any(|e| e.security_policy_uri == *policy && e.security_mode == *mode)
+    {
+        return None;
+    }
+    Some(format!(
+        "the server offers no endpoint with security policy {} and mode {}; it offers: {} (set security_policy and security_mode to one of these)",
+        config.security_policy,
+        config.security_mode,
+        super::trust::offered(&endpoints).join(", ")
+    ))
 }
 
 /// The client of `config` with its PKI in `pki_dir`, built on a blocking thread:
