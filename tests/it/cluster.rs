@@ -635,9 +635,9 @@ async fn an_edge_killed_mid_replication_loses_and_repeats_nothing() {
     pump_task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_mutual_tls_a_node_without_a_trusted_certificate_is_refused() {
-    let mut sandbox = Sandbox::new("acme-tls").with_tls();
+/// Starts cloud-1 and edge-a (owning plant-a), waits until both are members, and shows
+/// the cloud forwards a command the edge accepts; returns the cloud's client.
+async fn cloud_and_edge_forwarding(sandbox: &mut Sandbox) -> crate::sandbox::Client {
     sandbox.add_cloud("cloud-1", "");
     sandbox.add_edge("edge-a", &["acme/plant-a"], "");
     sandbox.wait_live(2, FORMED).await;
@@ -648,6 +648,13 @@ async fn with_mutual_tls_a_node_without_a_trusted_certificate_is_refused() {
         .unwrap()
         .into_inner();
     assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+    cloud
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_a_node_without_a_trusted_certificate_is_refused() {
+    let mut sandbox = Sandbox::new("acme-tls").with_tls();
+    let mut cloud = cloud_and_edge_forwarding(&mut sandbox).await;
 
     // Same cluster id, same gossip, a certificate from another CA.
     sandbox.add_untrusted("rogue");
@@ -684,16 +691,7 @@ async fn certificates_from_doppel_cluster_certs_form_a_cluster() {
     use std::os::unix::fs::PermissionsExt as _;
 
     let mut sandbox = Sandbox::new("acme-certs").with_certs_command();
-    sandbox.add_cloud("cloud-1", "");
-    sandbox.add_edge("edge-a", &["acme/plant-a"], "");
-    sandbox.wait_live(2, FORMED).await;
-    let mut cloud = sandbox.client("cloud-1").await;
-    let accepted = cloud
-        .send_command(set_speed(2, 1300.0))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(outcome(accepted.verdict), Outcome::Accepted(_)));
+    cloud_and_edge_forwarding(&mut sandbox).await;
     let certs = sandbox.dir().join("certs");
     for key in ["ca.key", "cloud-1.key", "edge-a.key"] {
         let mode = std::fs::metadata(certs.join(key))
