@@ -5,6 +5,17 @@
 //! with each edge node's acknowledged outbox sequence and the audit records the edges
 //! replicated (commands, verdicts, safety actions).
 //!
+//! In memory a row is held compactly, about its encoded size rather than several
+//! times that decoded, so that a million twins fit in a cloud node: the postcard
+//! encoding of its [`TwinReport`] (the very bytes the file holds after the owner and
+//! time), the report's version for the version guard, the owner interned (one
+//! `Arc<str>` per edge node, shared by all its rows) and the time the row was
+//! received. [`MirrorStore::get`] and [`MirrorStore::list`] decode on read, under the
+//! table's read lock, so a list is still one consistent snapshot. A group commit
+//! decodes a row only for an update that passes the version guard and is not a
+//! baseline (a baseline replaces the row whole), and encodes each changed row once, for
+//! the file and for memory.
+//!
 //! What a mirror guarantees:
 //! - **Acknowledged means on disk.** The sequence acknowledged to an edge is committed
 //!   (`Durability::Immediate`) in the same transaction as the rows and audit records of
@@ -30,7 +41,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +82,10 @@ const GROUP_BYTES: usize = 16 << 20;
 const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// Head sequences remembered per link to date how far behind it is.
 const BEHIND_MARKS: usize = 64;
+/// Memory redb may use to cache the mirror file's pages (its default is 1 GiB). Rows
+/// are read from memory, never from the file, after the open, so a small cache serves
+/// the writes and the audit reads; a large one would mostly hold row pages again.
+const CACHE_BYTES: usize = 128 << 20;
 
 /// A mirror row: the twin's state as last replicated, and where it came from.
 #[derive(Debug, Clone)]
@@ -154,8 +169,9 @@ impl AuditCursor {
 }
 
 /// The cloud node's read-only mirrors of the fleet: a compact state table (one
-/// [`TwinReport`] per twin, not one actor per twin), kept in memory and persisted in
-/// the cloud node's own redb file, with each edge node's acknowledged sequence.
+/// [`TwinReport`] per twin, held encoded, not one actor per twin), kept in memory and
+/// persisted in the cloud node's own redb file, with each edge node's acknowledged
+/// sequence.
 ///
 /// Cheap to clone. The file closes when the last clone (and every replication stream
 /// it serves) is gone.
@@ -183,7 +199,9 @@ impl Drop for Inner {
 
 struct Shared {
     db: Database,
-    rows: RwLock<BTreeMap<String, MirrorRow>>,
+    rows: RwLock<Rows>,
+    /// The owners of the rows, one shared copy each. Only grows (edge nodes are few).
+    owners: Mutex<Owners>,
     links: Mutex<BTreeMap<String, Link>>,
     changes: broadcast::Sender<MirrorChange>,
     counters: Counters,
@@ -313,11 +331,115 @@ struct BatchOutcome {
     skipped: usize,
 }
 
+/// The mirror rows in memory, by asset path.
+type Rows = BTreeMap<Box<str>, StoredRow>;
+
+/// Edge node ids, one shared copy each, for the rows' owners.
+type Owners = HashSet<Arc<str>>;
+
+/// A row as memory holds it: the report postcard-encoded (decoded on read), with what
+/// the hot paths need without decoding it.
+struct StoredRow {
+    /// The postcard encoding of the row's [`TwinReport`].
+    report: Box<[u8]>,
+    /// The report's version, for the version guard.
+    version: u64,
+    /// The edge node whose update last changed the row, interned.
+    owner: Arc<str>,
+    /// When this node committed that update.
+    received_at: Timestamp,
+}
+
+impl StoredRow {
+    /// The row's report, decoded; a row that does not decode (never one this store
+    /// encoded) is logged and taken as absent.
+    fn decode_report(&self, asset: &str) -> Option<TwinReport> {
+        match postcard::from_bytes(&self.report) {
+            Ok(report) => Some(report),
+            Err(error) => {
+                tracing::error!(
+                    asset,
+                    %error,
+                    "a mirror row held in memory does not decode; it is skipped until its owner sends the twin again"
+                );
+                None
+            }
+        }
+    }
+
+    /// The row as callers see it.
+    fn decode(&self, asset: &str) -> Option<MirrorRow> {
+        Some(MirrorRow {
+            report: self.decode_report(asset)?,
+            owner: self.owner.to_string(),
+            received_at: self.received_at,
+        })
+    }
+}
+
+/// A row as a link reset writes it: asset, file value, the report's encoding.
+type ResetRow = (Box<str>, Vec<u8>, Box<[u8]>);
+
 /// A row while a group is applied.
 struct WorkRow<'a> {
-    report: Option<TwinReport>,
+    state: WorkState,
     /// The node whose update changed it in this group.
     owner: Option<&'a str>,
+}
+
+/// What a group holds of a row.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per row a group changes, for the group's length"
+)]
+enum WorkState {
+    /// The row in memory, of this version, not decoded: no update of the group has
+    /// passed its version guard yet.
+    Held(u64),
+    /// The row as the group leaves it so far (`None`: there is no row).
+    Open(Option<TwinReport>),
+}
+
+impl WorkRow<'_> {
+    /// Applies `update` to the row ([`MirrorUpdate::apply`]), decoding the row in
+    /// memory only when the update passes the version guard and is not a baseline (a
+    /// baseline replaces the row whole). Returns whether the row changed.
+    fn apply(&mut self, update: &MirrorUpdate, rows: &Rows) -> bool {
+        if let WorkState::Held(version) = self.state {
+            // The guard of `MirrorUpdate::apply`, on the version memory keeps.
+            if version >= update.version {
+                return false;
+            }
+            let held = if update.full.is_some() {
+                None
+            } else {
+                let asset = update.asset.as_str();
+                rows.get(asset).and_then(|row| row.decode_report(asset))
+            };
+            self.state = WorkState::Open(held);
+        }
+        let WorkState::Open(report) = &mut self.state else {
+            return false;
+        };
+        if !update.apply(report) {
+            return false;
+        }
+        if let Some(report) = report {
+            keep_trips_once(&mut report.trips);
+        }
+        true
+    }
+}
+
+/// A changed row, encoded once: for the file and for memory.
+struct EncodedRow<'a> {
+    asset: &'a str,
+    owner: &'a str,
+    /// The `mirror_rows` value: postcard `(owner, received_at, TwinReport)`.
+    bytes: Vec<u8>,
+    /// The report's own encoding, as memory holds it.
+    report: Box<[u8]>,
+    version: u64,
 }
 
 /// The leading fields of an encoded [`AuditRecord`], read without decoding the rest.
@@ -341,7 +463,10 @@ impl MirrorStore {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(store_error)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(store_error)?;
         let txn = db.begin_write().map_err(store_error)?;
         {
             txn.open_table(ROWS).map_err(store_error)?;
@@ -351,16 +476,16 @@ impl MirrorStore {
         txn.commit().map_err(store_error)?;
 
         let opened_at = Timestamp::now();
-        let mut rows = BTreeMap::new();
+        // In the table's order, which is the map's: collected, they build full nodes.
+        let mut loaded: Vec<(Box<str>, StoredRow)> = Vec::new();
+        let mut owners = Owners::new();
         let mut links = BTreeMap::new();
         {
             let txn = db.begin_read().map_err(store_error)?;
             let table = txn.open_table(ROWS).map_err(store_error)?;
             for entry in table.iter().map_err(store_error)? {
                 let (asset, bytes) = entry.map_err(store_error)?;
-                let decoded: Result<(String, Timestamp, TwinReport), _> =
-                    postcard::from_bytes(bytes.value());
-                let (owner, received_at, report) = match decoded {
+                let (owner, received_at, version, report) = match load_row(bytes.value()) {
                     Ok(row) => row,
                     Err(error) => {
                         // A row of an earlier layout: the owner's next baseline (every
@@ -369,14 +494,15 @@ impl MirrorStore {
                         continue;
                     }
                 };
-                rows.insert(
-                    asset.value().to_string(),
-                    MirrorRow {
-                        report,
-                        owner,
+                loaded.push((
+                    asset.value().into(),
+                    StoredRow {
+                        report: report.into(),
+                        version,
+                        owner: intern(&mut owners, owner),
                         received_at,
                     },
-                );
+                ));
             }
             let table = txn.open_table(LINKS).map_err(store_error)?;
             for entry in table.iter().map_err(store_error)? {
@@ -387,10 +513,12 @@ impl MirrorStore {
                 );
             }
         }
+        let rows: Rows = loaded.into_iter().collect();
         let (changes, _) = broadcast::channel(CHANGE_CAPACITY);
         let shared = Arc::new(Shared {
             db,
             rows: RwLock::new(rows),
+            owners: Mutex::new(owners),
             links: Mutex::new(links),
             changes,
             counters: Counters::default(),
@@ -423,7 +551,7 @@ impl MirrorStore {
 
     /// The mirror row of a twin.
     pub fn get(&self, asset: &str) -> Option<MirrorRow> {
-        self.shared().rows.read().get(asset).cloned()
+        self.shared().rows.read().get(asset)?.decode(asset)
     }
 
     /// The rows at or below `prefix` (segment-wise; the empty prefix lists every row),
@@ -435,7 +563,7 @@ impl MirrorStore {
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(|(asset, _)| asset.starts_with(prefix))
             .filter(|(asset, _)| prefix_covers(prefix, asset))
-            .map(|(_, row)| row.clone())
+            .filter_map(|(asset, row)| row.decode(asset))
             .collect()
     }
 
@@ -703,15 +831,13 @@ impl Shared {
                         let row = work
                             .entry(update.asset.as_str())
                             .or_insert_with(|| WorkRow {
-                                report: rows
-                                    .get(update.asset.as_str())
-                                    .map(|row| row.report.clone()),
+                                state: match rows.get(update.asset.as_str()) {
+                                    Some(held) => WorkState::Held(held.version),
+                                    None => WorkState::Open(None),
+                                },
                                 owner: None,
                             });
-                        if update.apply(&mut row.report) {
-                            if let Some(report) = &mut row.report {
-                                keep_trips_once(&mut report.trips);
-                            }
+                        if row.apply(update, &rows) {
                             row.owner = Some(batch.node);
                             outcome.applied += 1;
                             if watched {
@@ -735,26 +861,35 @@ impl Shared {
                 outcomes.push(outcome);
             }
         }
-        work.retain(|_, row| row.owner.is_some() && row.report.is_some());
+        // Each changed row, encoded once; the decoded rows go before the commit.
+        let mut encoded: Vec<EncodedRow<'_>> = Vec::with_capacity(work.len());
+        for (asset, row) in work {
+            if let (WorkState::Open(Some(report)), Some(owner)) = (&row.state, row.owner) {
+                let (bytes, report_bytes) = encode_row(owner, now, report)?;
+                encoded.push(EncodedRow {
+                    asset,
+                    owner,
+                    bytes,
+                    report: report_bytes,
+                    version: report.version,
+                });
+            }
+        }
         let advanced: Vec<(&str, u64)> = acked
             .iter()
             .filter(|(_, (before, after))| after > before)
             .map(|(node, (_, after))| (*node, *after))
             .collect();
-        if !work.is_empty() || !audit.is_empty() || !advanced.is_empty() {
+        if !encoded.is_empty() || !audit.is_empty() || !advanced.is_empty() {
             let mut txn = self.db.begin_write().map_err(store_error)?;
             txn.set_durability(Durability::Immediate)
                 .map_err(store_error)?;
             {
                 let mut table = txn.open_table(ROWS).map_err(store_error)?;
-                for (asset, row) in &work {
-                    if let (Some(report), Some(owner)) = (&row.report, row.owner) {
-                        let bytes =
-                            postcard::to_stdvec(&(owner, now, report)).map_err(store_error)?;
-                        table
-                            .insert(*asset, bytes.as_slice())
-                            .map_err(store_error)?;
-                    }
+                for row in &encoded {
+                    table
+                        .insert(row.asset, row.bytes.as_slice())
+                        .map_err(store_error)?;
                 }
                 let mut table = txn.open_table(AUDIT).map_err(store_error)?;
                 for (key, bytes) in &audit {
@@ -769,18 +904,28 @@ impl Shared {
             self.counters.commits.fetch_add(1, Ordering::Relaxed);
         }
 
+        let fresh: Vec<(&str, StoredRow)> = {
+            let mut owners = self.owners.lock();
+            encoded
+                .into_iter()
+                .map(|row| {
+                    let stored = StoredRow {
+                        report: row.report,
+                        version: row.version,
+                        owner: intern(&mut owners, row.owner),
+                        received_at: now,
+                    };
+                    (row.asset, stored)
+                })
+                .collect()
+        };
         {
             let mut rows = self.rows.write();
-            for (asset, row) in work {
-                if let (Some(report), Some(owner)) = (row.report, row.owner) {
-                    rows.insert(
-                        asset.to_string(),
-                        MirrorRow {
-                            report,
-                            owner: owner.to_string(),
-                            received_at: now,
-                        },
-                    );
+            for (asset, row) in fresh {
+                if let Some(slot) = rows.get_mut(asset) {
+                    *slot = row;
+                } else {
+                    rows.insert(asset.into(), row);
                 }
             }
         }
@@ -871,21 +1016,26 @@ impl Shared {
     fn reset_link(&self, node: &str) -> Result<(), ClusterError> {
         let _writing = self.write_lock.lock();
         let now = Timestamp::now();
-        let mut owned: Vec<(String, TwinReport)> = self
-            .rows
-            .read()
-            .iter()
-            .filter(|(_, row)| row.owner == node)
-            .map(|(asset, row)| (asset.clone(), row.report.clone()))
-            .collect();
+        // The node's rows at version 0: (asset, file value, report's encoding).
+        let mut owned: Vec<ResetRow> = Vec::new();
+        {
+            // Only writers change the rows, and this one holds the write lock.
+            let rows = self.rows.read();
+            for (asset, row) in rows.iter().filter(|(_, row)| &*row.owner == node) {
+                let Some(mut report) = row.decode_report(asset) else {
+                    continue;
+                };
+                report.version = 0;
+                let (bytes, report_bytes) = encode_row(node, now, &report)?;
+                owned.push((asset.clone(), bytes, report_bytes));
+            }
+        }
         let txn = self.db.begin_write().map_err(store_error)?;
         {
             let mut table = txn.open_table(ROWS).map_err(store_error)?;
-            for (asset, report) in &mut owned {
-                report.version = 0;
-                let bytes = postcard::to_stdvec(&(node, now, &*report)).map_err(store_error)?;
+            for (asset, bytes, _) in &owned {
                 table
-                    .insert(asset.as_str(), bytes.as_slice())
+                    .insert(&**asset, bytes.as_slice())
                     .map_err(store_error)?;
             }
             let mut table = txn.open_table(LINKS).map_err(store_error)?;
@@ -894,9 +1044,10 @@ impl Shared {
         txn.commit().map_err(store_error)?;
         {
             let mut rows = self.rows.write();
-            for (asset, report) in owned {
-                if let Some(row) = rows.get_mut(&asset) {
+            for (asset, _, report) in owned {
+                if let Some(row) = rows.get_mut(&*asset) {
                     row.report = report;
+                    row.version = 0;
                     row.received_at = now;
                 }
             }
@@ -974,6 +1125,45 @@ fn decode_entries(entries: &[(u64, Vec<u8>)]) -> Result<Entries, String> {
                 })
         })
         .collect()
+}
+
+/// Encodes a row as the `mirror_rows` table holds it, postcard `(owner, received_at,
+/// report)`: the encoding of `(owner, received_at)` followed by the report's. Returns
+/// those bytes and, copied out of them, the report's own encoding (what memory holds),
+/// so the report is encoded once.
+fn encode_row(
+    owner: &str,
+    received_at: Timestamp,
+    report: &TwinReport,
+) -> Result<(Vec<u8>, Box<[u8]>), ClusterError> {
+    let head = postcard::to_stdvec(&(owner, received_at)).map_err(store_error)?;
+    let report_at = head.len();
+    let bytes = postcard::to_extend(report, head).map_err(store_error)?;
+    let report: Box<[u8]> = bytes.get(report_at..).unwrap_or_default().into();
+    Ok((bytes, report))
+}
+
+/// Reads a value of the `mirror_rows` table: (owner, received_at, the report's version,
+/// the report's encoding as the file holds it). The report is decoded once, to check
+/// the row is of this layout.
+fn load_row(bytes: &[u8]) -> Result<(&str, Timestamp, u64, &[u8]), postcard::Error> {
+    let ((owner, received_at), rest): ((&str, Timestamp), _) = postcard::take_from_bytes(bytes)?;
+    let (report, tail): (TwinReport, _) = postcard::take_from_bytes(rest)?;
+    // What the report took of the bytes (an earlier writer never left any after it).
+    let encoded = rest
+        .get(..rest.len().saturating_sub(tail.len()))
+        .unwrap_or(rest);
+    Ok((owner, received_at, report.version, encoded))
+}
+
+/// The shared copy of an owner's node id, made on first sight.
+fn intern(owners: &mut Owners, owner: &str) -> Arc<str> {
+    if let Some(known) = owners.get(owner) {
+        return Arc::clone(known);
+    }
+    let owner: Arc<str> = Arc::from(owner);
+    owners.insert(Arc::clone(&owner));
+    owner
 }
 
 /// A replayed compacted entry may latch a trip the row already holds: keep one of each.

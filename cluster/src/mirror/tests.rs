@@ -6,15 +6,17 @@ use std::time::Duration;
 use doppel_proto::v1 as proto;
 use doppel_proto::v1::replicate_request::Kind;
 use doppel_runtime::twin::{
-    DesiredValue, MirrorUpdate, ReportedValue, RunState, Trip, TwinChange, TwinReport,
+    Alarm, ChannelCondition, Delivery, DeliveryState, DerivedValue, DesiredValue, MirrorUpdate,
+    ReportedValue, RunState, Severity, Trip, TwinChange, TwinReport,
 };
 use doppel_runtime::{
-    AssetPath, AuditKind, AuditRecord, CommandId, Origin, Quality, Timestamp, Value, Verdict,
+    AssetPath, AuditKind, AuditRecord, ChannelId, CommandId, ModelInfo, Origin, Quality, Sample,
+    SourceId, Timestamp, Value, Verdict,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::testing::{CLUSTER, EDGE, TestCloud};
-use super::{AuditCursor, AuditHead, MirrorStore};
+use super::{AuditCursor, AuditHead, MirrorStore, ROWS};
 use crate::replication::REPLICATION_FORMAT;
 use crate::transport::Transport;
 
@@ -121,6 +123,158 @@ fn mirror_applies_each_entry_once_and_survives_reopen() {
         .apply_batch(EDGE, &[(5, vec![reported(ASSET, 4, 43.0)])], 5)
         .unwrap();
     assert_eq!((acked, applied), (5, 1));
+}
+
+/// A report with something in every part, so a round trip through the rows as memory
+/// and the file hold them covers the whole layout.
+fn rich_report(asset: &str, version: u64) -> TwinReport {
+    let sample = |channel: u16, value: f64, quality: Quality| Sample {
+        channel: ChannelId(channel),
+        value,
+        source_time: Timestamp(1_700_000_000_000_000),
+        receive_time: Timestamp(1_700_000_000_000_250),
+        quality,
+        source: SourceId(3),
+        epoch: 2,
+        seq: 123_456,
+        stamped: true,
+    };
+    let mut report = report(asset, version);
+    report.run_state = RunState::Tripped;
+    report.reported = vec![
+        ReportedValue {
+            channel: "temperature".into(),
+            unit: "degC".into(),
+            sample: Some(sample(0, 71.25, Quality::Good)),
+            condition: None,
+        },
+        ReportedValue {
+            channel: "pressure".into(),
+            unit: "bar".into(),
+            sample: Some(sample(1, 3.5, Quality::Stale)),
+            condition: Some(ChannelCondition {
+                quality: Quality::Stale,
+                reason: "no reading for 30 s (max age 30 s)".into(),
+                since: Timestamp(1_500),
+            }),
+        },
+    ];
+    report.desired = vec![(
+        "speed".into(),
+        DesiredValue {
+            value: Value::Float(1500.0),
+            set_at: Timestamp(2_000),
+            delivery: Delivery {
+                state: DeliveryState::Delivered,
+                version: version - 1,
+                command_id: Some(CommandId("command-1".into())),
+                command: "set_speed".into(),
+                origin: Some(Origin::operator("ada")),
+                safety: false,
+                deadline: Some(Timestamp(9_000)),
+                at: Timestamp(2_500),
+                by: "opcua:plc-1".into(),
+                reason: String::new(),
+            },
+            agrees: None,
+        },
+    )];
+    report.derived = vec![DerivedValue {
+        name: "rul_hours".into(),
+        model: "bearing-wear".into(),
+        value: Some(812.5),
+        confidence: 0.8,
+        at: Timestamp(2_800),
+    }];
+    report.alarms = vec![Alarm {
+        code: "stale:pressure".into(),
+        severity: Severity::Warning,
+        message: "pressure: no reading for 30 s".into(),
+        raised_by: "freshness".into(),
+        since: Timestamp(1_500),
+    }];
+    report.trips = vec![Trip {
+        governor: "overtemp".into(),
+        reason: "temperature above 95".into(),
+        at: Timestamp(2_900),
+    }];
+    report.health = 0.75;
+    report.models = vec![ModelInfo {
+        name: "bearing-wear".into(),
+        version: "1.2.0".into(),
+        confidence: 0.8,
+    }];
+    report.updated_at = Timestamp(3_000);
+    report
+}
+
+#[test]
+fn mirror_row_reads_back_unchanged_after_apply_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mirror.redb");
+    let store = MirrorStore::open(&path).unwrap();
+    // A baseline, then a change on top of it: the row is decoded, changed and encoded.
+    let updates = [
+        MirrorUpdate::baseline(rich_report(ASSET, 5)),
+        reported(ASSET, 6, 72.5),
+    ];
+    let mut expected = None;
+    for update in &updates {
+        assert!(update.apply(&mut expected));
+    }
+    let expected = expected.unwrap();
+    let entries: Vec<(u64, Vec<MirrorUpdate>)> = updates
+        .iter()
+        .zip(1..)
+        .map(|(update, seq)| (seq, vec![update.clone()]))
+        .collect();
+    let (acked, applied, _) = store.apply_batch(EDGE, &entries, 2).unwrap();
+    assert_eq!((acked, applied), (2, 2));
+
+    let row = store.get(ASSET).unwrap();
+    assert_eq!(row.report, expected);
+    assert_eq!(row.owner, EDGE);
+    let listed = store.list("acme/plant-a");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].report, expected);
+    assert_eq!(listed[0].received_at, row.received_at);
+    drop(store);
+
+    // The file holds the row as it always did: postcard (owner, received_at, report).
+    {
+        use redb::ReadableDatabase;
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(ROWS).unwrap();
+        let value = table.get(ASSET).unwrap().unwrap();
+        let (owner, received_at, report): (String, Timestamp, TwinReport) =
+            postcard::from_bytes(value.value()).unwrap();
+        assert_eq!((owner.as_str(), received_at), (EDGE, row.received_at));
+        assert_eq!(report, expected);
+    }
+
+    let store = MirrorStore::open(&path).unwrap();
+    let reopened = store.get(ASSET).unwrap();
+    assert_eq!(reopened.report, expected);
+    assert_eq!(reopened.owner, EDGE);
+    assert_eq!(reopened.received_at, row.received_at);
+    // The version guard works on the loaded row: an older baseline is refused, a newer
+    // change applies on top of what was loaded.
+    let (_, applied, _) = store
+        .apply_batch(
+            EDGE,
+            &[
+                (3, vec![MirrorUpdate::baseline(rich_report(ASSET, 6))]),
+                (4, vec![reported(ASSET, 7, 73.0)]),
+            ],
+            4,
+        )
+        .unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(store.stats().stale, 1);
+    let mut later = Some(expected);
+    assert!(reported(ASSET, 7, 73.0).apply(&mut later));
+    assert_eq!(store.get(ASSET).unwrap().report, later.unwrap());
 }
 
 #[test]
