@@ -13,6 +13,12 @@
 //!   the baseline node, divided by the twins;
 //! - **peak**: the process's high-water mark of resident memory (`VmHWM`).
 //!
+//! Then, each in a process of its own (`scale_parts`): a node of
+//! `DOPPEL_BENCH_PASSIVATED` (default 1,000,000) passivated presses — start until the
+//! last answers, resident memory, and the p99 latency of a reading that wakes a parked
+//! twin, beside the same readings to the same twins awake — and a cloud node's mirror
+//! table of `DOPPEL_BENCH_MIRRORS` (default 1,000,000) presses. 0 skips either.
+//!
 //! The baseline, measured in the same run, is the same node with 10 twins: its start
 //! and recover times, and its resident memory. `DOPPEL_BENCH_TWINS` lists the sizes
 //! measured (default `10000,100000`); `start_ratio_<size>` is a size's start time over
@@ -20,6 +26,7 @@
 //! JSON, with keys per size (`start_s_100k`, `recover_s_100k`, `peak_mb_100k`, …).
 
 mod common;
+mod scale_parts;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -202,6 +209,9 @@ fn size_key(twins: usize) -> String {
 }
 
 fn main() {
+    if scale_parts::child() {
+        return;
+    }
     let sizes: Vec<usize> = std::env::var("DOPPEL_BENCH_TWINS")
         .unwrap_or_else(|_| "10000,100000".to_string())
         .split(',')
@@ -244,6 +254,30 @@ fn main() {
                 large.peak_kb / 1024,
                 large.idle_rss_kb / 1024,
                 large.start.as_secs_f64() / baseline.start.as_secs_f64(),
+            ));
+        }
+        let passivated = env_or("DOPPEL_BENCH_PASSIVATED", 1_000_000);
+        if passivated > 0 {
+            let part = scale_parts::run("passivated", passivated, per_line);
+            let key = size_key(passivated);
+            json.push_str(&format!(
+                ",\"start_s_{key}_passivated\":{},\"rss_mb_{key}_passivated\":{},\"peak_mb_{key}_passivated\":{},\"reactivate_p99_us\":{},\"awake_p99_us\":{},\"reactivate_ratio\":{:.2}",
+                part["start_s"],
+                part["rss_mb"],
+                part["peak_mb"],
+                part["reactivate_p99_us"],
+                part["awake_p99_us"],
+                part["reactivate_p99_us"].as_f64().unwrap_or(0.0)
+                    / part["awake_p99_us"].as_f64().unwrap_or(1.0).max(1.0),
+            ));
+        }
+        let mirrors = env_or("DOPPEL_BENCH_MIRRORS", 1_000_000);
+        if mirrors > 0 {
+            let part = scale_parts::run("mirrors", mirrors, per_line);
+            let key = size_key(mirrors);
+            json.push_str(&format!(
+                ",\"mirrors_mb_{key}\":{},\"mirror_bytes_per_row\":{},\"mirrors_baseline_mb\":{}",
+                part["mirrors_mb"], part["bytes_per_row"], part["before_mb"],
             ));
         }
         json.push_str(&format!(

@@ -17,7 +17,8 @@ use doppel_runtime::{Components, Governor, Model};
 
 use crate::error::StartError;
 use crate::plant::{
-    LineStatus, PlantActor, PlantArgs, PlantLine, PlantStatus, StatusBoard, SupervisorEvent,
+    LineHomes, LineStatus, PlantActor, PlantArgs, PlantLine, PlantStatus, StatusBoard,
+    SupervisorEvent,
 };
 
 /// Builds a [`Runtime`].
@@ -83,8 +84,23 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Opens the data directory, recovers every twin and starts the supervision tree.
+    /// Opens the data directory, recovers every twin and starts the supervision tree;
+    /// returns once every twin runs (or is parked).
     pub async fn start(self) -> Result<Runtime, StartError> {
+        let mut runtime = self.launch().await?;
+        if let Err(error) = runtime.started().await {
+            runtime.shutdown().await;
+            return Err(error);
+        }
+        Ok(runtime)
+    }
+
+    /// Opens the data directory and recovers every twin, then starts the supervision
+    /// tree in the background and returns: the twins serve as their actors start
+    /// ([`Runtime::started`] waits for all). Until its actor runs, a twin's input
+    /// waits for it, and a request for it fails with
+    /// [`Error::Starting`](doppel_runtime::Error::Starting).
+    pub async fn launch(self) -> Result<Runtime, StartError> {
         let data_dir = self
             .data_dir
             .ok_or(StartError::Missing("a data directory"))?;
@@ -102,7 +118,16 @@ impl RuntimeBuilder {
         })
         .await??;
         let twins = recovered.twins;
-        let mut cores: Vec<Option<TwinCore>> = recovered.cores.into_iter().map(Some).collect();
+        let mut cores: Vec<Option<TwinCore>> = recovered.cores;
+        let homes =
+            Arc::new(LineHomes::new(topology.plants.iter().flat_map(|plant| {
+                plant.lines.iter().map(|line| line.machines.len())
+            })));
+        {
+            let homes = homes.clone();
+            *twins.kernel().waker.write() =
+                Some(Arc::new(move |entry, parked| homes.wake(entry, parked)));
+        }
 
         let mut plant_statuses = Vec::new();
         let mut line_statuses = Vec::new();
@@ -139,7 +164,18 @@ impl RuntimeBuilder {
             plants.push((plant.path.clone(), plant_index, lines));
         }
         let board = Arc::new(StatusBoard::new(plant_statuses, line_statuses));
-        let (root, _) = Actor::spawn(None, NodeRoot, ()).await?;
+        for entry in twins.directory().entries() {
+            entry.mark_starting();
+        }
+        let (root, _) = match Actor::spawn(None, NodeRoot, ()).await {
+            Ok(root) => root,
+            Err(error) => {
+                for entry in twins.directory().entries() {
+                    entry.start_failed();
+                }
+                return Err(error.into());
+            }
+        };
         let total = twins.len();
         let starting = Progress::new("starting", total);
         let watcher = {
@@ -152,42 +188,74 @@ impl RuntimeBuilder {
                         .directory()
                         .entries()
                         .iter()
-                        .filter(|entry| entry.actor().is_some())
+                        .filter(|entry| entry.actor().is_some() || entry.is_parked())
                         .count();
                     progress.at(running);
                 }
             })
         };
-        for (path, board_index, lines) in plants {
-            let args = PlantArgs {
-                path,
-                board_index,
-                lines,
-                twins: twins.clone(),
-                board: board.clone(),
-                supervision: supervision.clone(),
-            };
-            let spawned = PlantActor::spawn_linked(None, PlantActor, args, root.get_cell()).await;
-            if let Err(error) = spawned {
+        let starter = {
+            let twins = twins.clone();
+            let board = board.clone();
+            let root = root.clone();
+            tokio::spawn(async move {
+                let mut spawned = Ok(());
+                for (path, board_index, lines) in plants {
+                    let args = PlantArgs {
+                        path,
+                        board_index,
+                        lines,
+                        twins: twins.clone(),
+                        board: board.clone(),
+                        supervision: supervision.clone(),
+                        homes: homes.clone(),
+                    };
+                    let plant =
+                        PlantActor::spawn_linked(None, PlantActor, args, root.get_cell()).await;
+                    if let Err(error) = plant {
+                        spawned = Err(StartError::from(error));
+                        break;
+                    }
+                }
                 watcher.abort();
-                return Err(error.into());
-            }
-        }
-        watcher.abort();
-        starting.finish();
+                // A twin whose line did not start is down: what waited for it learns
+                // it is unavailable.
+                let failed = twins
+                    .directory()
+                    .entries()
+                    .iter()
+                    .filter(|entry| entry.start_failed())
+                    .count();
+                if failed > 0 {
+                    tracing::error!(twins = failed, "twins did not start");
+                }
+                if spawned.is_ok() {
+                    starting.finish();
+                }
+                spawned
+            })
+        };
         let requester = twins.clone();
         twins.kernel().journal.on_snapshot_needed(move |id| {
-            if let Some(actor) = requester.directory().by_id(id).and_then(|e| e.actor()) {
-                let _ = actor.cast(TwinMsg::Snapshot);
+            // A parked twin's snapshot holds its state already: it is not woken.
+            if let Some(entry) = requester.directory().by_id(id) {
+                let _ = requester
+                    .kernel()
+                    .send_if(entry, TwinMsg::Snapshot, |_| false);
             }
         });
-        let freshness = FreshnessSweep(Some(twins.spawn_freshness_sweep()));
+        let sweeps = Sweeps(
+            std::iter::once(twins.spawn_freshness_sweep())
+                .chain(twins.spawn_passivation_sweep())
+                .collect(),
+        );
         Ok(Runtime {
             twins,
             board,
             root,
             topology,
-            freshness,
+            sweeps,
+            starter: Some(starter),
         })
     }
 }
@@ -198,26 +266,29 @@ pub struct Runtime {
     board: Arc<StatusBoard>,
     root: ActorRef<()>,
     topology: Topology,
-    freshness: FreshnessSweep,
+    sweeps: Sweeps,
+    /// Starts the supervision tree; `None` once it has.
+    starter: Option<tokio::task::JoinHandle<Result<(), StartError>>>,
 }
 
-/// The node's freshness sweep ([`Twins::spawn_freshness_sweep`]), stopped with the
-/// runtime.
-struct FreshnessSweep(Option<tokio::task::JoinHandle<()>>);
+/// The node's freshness and passivation sweeps ([`Twins::spawn_freshness_sweep`],
+/// [`Twins::spawn_passivation_sweep`]), stopped with the runtime.
+struct Sweeps(Vec<tokio::task::JoinHandle<()>>);
 
-impl FreshnessSweep {
-    /// Stops the sweep and waits until its task (and its handle on the twins) is gone.
+impl Sweeps {
+    /// Stops the sweeps and waits until their tasks (and their handles on the twins)
+    /// are gone.
     async fn stop(&mut self) {
-        if let Some(task) = self.0.take() {
+        for task in self.0.drain(..) {
             task.abort();
             let _ = task.await;
         }
     }
 }
 
-impl Drop for FreshnessSweep {
+impl Drop for Sweeps {
     fn drop(&mut self) {
-        if let Some(task) = &self.0 {
+        for task in &self.0 {
             task.abort();
         }
     }
@@ -235,6 +306,15 @@ impl Runtime {
             data_dir: None,
             settings: RuntimeSettings::default(),
             components,
+        }
+    }
+
+    /// Waits until every twin runs (or is parked); the error of a supervision tree that
+    /// did not start (whose twins are down), once.
+    pub async fn started(&mut self) -> Result<(), StartError> {
+        match self.starter.take() {
+            Some(starter) => starter.await?,
+            None => Ok(()),
         }
     }
 
@@ -265,7 +345,9 @@ impl Runtime {
 
     /// Stops every actor, commits what the journal holds and closes it.
     pub async fn shutdown(mut self) {
-        self.freshness.stop().await;
+        // A tree still starting finishes first, so no twin is left waiting for it.
+        let _ = self.started().await;
+        self.sweeps.stop().await;
         self.root
             .stop_children_and_wait(None, Some(Duration::from_secs(10)))
             .await;

@@ -39,6 +39,12 @@ pub(crate) fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
 }
 
 /// The gRPC status of a kernel error.
+/// The trailer that tells a client when to retry (gRPC server pushback).
+pub(crate) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// The retry hint for a twin that is starting, in milliseconds.
+const STARTING_RETRY_MS: u32 = 500;
+
 pub(crate) fn kernel_status(error: KernelError) -> Status {
     match error {
         KernelError::UnknownAsset(_)
@@ -48,6 +54,15 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
         KernelError::SampleRejected { .. } => Status::invalid_argument(error.to_string()),
         KernelError::Unavailable(_) | KernelError::ShuttingDown => {
             Status::unavailable(error.to_string())
+        }
+        KernelError::Starting(_) => {
+            let mut status = Status::unavailable(error.to_string());
+            // gRPC's server pushback (gRFC A6): when a retrying client may try again.
+            status.metadata_mut().insert(
+                RETRY_PUSHBACK,
+                tonic::metadata::MetadataValue::from(STARTING_RETRY_MS),
+            );
+            status
         }
         KernelError::Fenced { .. } => Status::failed_precondition(error.to_string()),
         KernelError::Journal(_) | KernelError::Config(_) => {
@@ -92,6 +107,7 @@ mod tests {
                 },
                 Code::InvalidArgument,
             ),
+            (KernelError::Starting(asset.clone()), Code::Unavailable),
             (KernelError::Unavailable(asset), Code::Unavailable),
             (KernelError::ShuttingDown, Code::Unavailable),
             (

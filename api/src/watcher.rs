@@ -31,6 +31,8 @@ type Outgoing = mpsc::Sender<Result<pb::WatchTwinsResponse, Status>>;
 
 /// How long a snapshot retries a twin that is restarting.
 const RESTART_WAIT: Duration = Duration::from_secs(2);
+/// How long a snapshot waits for a twin of a node that is starting.
+const STARTING_WAIT: Duration = Duration::from_secs(60);
 
 /// Starts a watch of the twins at or below `prefix` (all without one). The change
 /// subscription is taken here, before the snapshot is read.
@@ -40,7 +42,7 @@ pub(crate) fn start(
     permit: OwnedSemaphorePermit,
 ) -> ReceiverStream<Result<pb::WatchTwinsResponse, Status>> {
     let (outgoing, stream) = mpsc::channel(shared.limits.watch_buffer + 1);
-    let changes = shared.twins.subscribe();
+    let changes = shared.twins.watch(prefix.as_ref());
     let span = tracing::info_span!("watch", prefix = prefix.as_ref().map_or("", |p| p.as_str()));
     tokio::spawn(
         async move {
@@ -140,13 +142,17 @@ impl Watcher {
         }
     }
 
-    /// A twin's state for the snapshot, waiting briefly if it is restarting.
+    /// A twin's state for the snapshot, waiting briefly if it is restarting, and
+    /// while the node starts it.
     async fn report(&self, path: &AssetPath) -> Result<TwinReport, Status> {
         let started = Instant::now();
         loop {
             match self.shared.twins.report(path).await {
                 Ok(report) => return Ok(report),
                 Err(KernelError::Unavailable(_)) if started.elapsed() < RESTART_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(KernelError::Starting(_)) if started.elapsed() < STARTING_WAIT => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(error) => return Err(kernel_status(error)),

@@ -9,6 +9,10 @@
 //! [settings]                 # optional runtime settings
 //! history_capacity = 64
 //!
+//! [settings.passivation]     # optional: idle twins stop their actor (docs/semantics.md)
+//! idle_secs = 600            # 0: never
+//! tripping = false           # also twins whose governors name safety commands
+//!
 //! [[mqtt]]
 //! name = "plant-broker"
 //! url = "mqtt://127.0.0.1:1883"

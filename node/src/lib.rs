@@ -7,7 +7,9 @@
 //! it in order: the runtime; on a cluster node its cluster part (an edge claims its
 //! plants; the API is served through the cluster's router, so calls for twins hosted
 //! elsewhere are forwarded); then the connectors, so an edge whose claim fails never
-//! reads from or actuates a machine; on a node of its own, the API last.
+//! reads from or actuates a machine; on a node of its own, the API last. All of them
+//! start while the twins' actors do: a reading for a twin not running yet waits for
+//! it, and a request for one is answered UNAVAILABLE with a retry hint.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), doppel_node::NodeError> {
@@ -116,7 +118,7 @@ impl Node {
             .topology(topology)
             .data_dir(&section.data_dir)
             .settings(settings)
-            .start()
+            .launch()
             .await?;
         let mut node = Node {
             runtime,
@@ -146,6 +148,9 @@ impl Node {
             if let Some(api) = api {
                 node.api = Some(ApiServer::start(api, twins).await?);
             }
+            // Everything above serves while the twins start: readings wait for their
+            // twin, requests for a twin not started yet are answered "starting".
+            node.runtime.started().await?;
             Ok::<(), NodeError>(())
         }
         .await;

@@ -54,6 +54,10 @@ pub enum Error {
     /// The twin is restarting or stopped; nothing was applied.
     #[error("twin `{0}` is unavailable")]
     Unavailable(AssetPath),
+    /// The node is starting and the twin's actor has not started yet; its input waits
+    /// for it, a request is worth retrying in a moment.
+    #[error("twin `{0}` is starting; retry in a moment")]
+    Starting(AssetPath),
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,

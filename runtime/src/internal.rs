@@ -11,5 +11,6 @@ pub use crate::twin::actor::{
 };
 pub use crate::twin::core::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::directory::{Directory, TwinEntry};
+pub use crate::twin::passivation::{Parked, Waker};
 pub use crate::twin::state::{ChannelState, check_sample};
-pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals};
+pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals, Unsent};

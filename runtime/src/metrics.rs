@@ -32,6 +32,10 @@ pub struct Counters {
     pub safety_actions: AtomicU64,
     /// Twin actor restarts.
     pub restarts: AtomicU64,
+    /// Twins passivated.
+    pub passivated: AtomicU64,
+    /// Passivated twins woken by a message.
+    pub woken: AtomicU64,
     /// Per reason: when it was last logged.
     last_logged: [LogGate; SampleRejection::ALL.len()],
     /// When a duplicate was last logged.
@@ -188,6 +192,10 @@ pub struct CounterSnapshot {
     pub safety_actions: u64,
     /// Twin restarts.
     pub restarts: u64,
+    /// Twins passivated.
+    pub passivated: u64,
+    /// Passivated twins woken by a message.
+    pub woken: u64,
 }
 
 impl CounterSnapshot {
@@ -336,6 +344,8 @@ impl Counters {
             commands_denied: get(&self.commands_denied),
             safety_actions: get(&self.safety_actions),
             restarts: get(&self.restarts),
+            passivated: get(&self.passivated),
+            woken: get(&self.woken),
         }
     }
 }

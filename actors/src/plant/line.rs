@@ -10,7 +10,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use doppel_runtime::AssetPath;
 use doppel_runtime::config::SupervisionSettings;
 use doppel_runtime::internal::{
-    TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, TwinsInternals,
+    Parked, TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, TwinsInternals,
 };
 use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
@@ -24,6 +24,61 @@ pub enum LineMsg {
     Machine(usize, TwinStatus),
     /// Push aggregates held back by throttling to the plant.
     Push,
+    /// Wake a passivated machine (slot in the line) from its parked state.
+    Wake(usize, Parked),
+}
+
+/// Which line actor supervises each twin, so a message for a passivated twin can
+/// have it woken under its own line.
+pub struct LineHomes {
+    /// Per line (board index): its running actor.
+    lines: parking_lot::RwLock<Vec<Option<ActorRef<LineMsg>>>>,
+    /// Per twin (directory index): its line's board index.
+    line_of: Vec<u32>,
+    /// Per line: the directory index of its first machine.
+    first: Vec<usize>,
+}
+
+impl LineHomes {
+    /// Homes for lines of `sizes` machines, laid out in directory order.
+    pub fn new(sizes: impl IntoIterator<Item = usize>) -> Self {
+        let mut line_of = Vec::new();
+        let mut first = Vec::new();
+        for (line, size) in sizes.into_iter().enumerate() {
+            first.push(line_of.len());
+            line_of.extend(std::iter::repeat_n(line as u32, size));
+        }
+        Self {
+            lines: parking_lot::RwLock::new(vec![None; first.len()]),
+            line_of,
+            first,
+        }
+    }
+
+    /// Asks the line of `entry` to wake it from `parked`; hands `parked` back when the
+    /// line is not running.
+    pub fn wake(&self, entry: &TwinEntry, parked: Parked) -> Result<(), Option<Parked>> {
+        let Some(&line) = self.line_of.get(entry.index) else {
+            return Err(Some(parked));
+        };
+        let line = line as usize;
+        let Some(actor) = self.lines.read().get(line).cloned().flatten() else {
+            return Err(Some(parked));
+        };
+        let slot = entry.index - self.first[line];
+        actor
+            .cast(LineMsg::Wake(slot, parked))
+            .map_err(|error| match error {
+                ractor::MessagingErr::SendErr(LineMsg::Wake(_, parked)) => Some(parked),
+                _ => None,
+            })
+    }
+
+    fn register(&self, line: usize, actor: ActorRef<LineMsg>) {
+        if let Some(home) = self.lines.write().get_mut(line) {
+            *home = Some(actor);
+        }
+    }
 }
 
 /// Arguments of a line actor.
@@ -46,6 +101,8 @@ pub struct LineArgs {
     pub board: Arc<StatusBoard>,
     /// Restart intensity.
     pub supervision: SupervisionSettings,
+    /// Where the node's lines are, for waking passivated twins.
+    pub homes: Arc<LineHomes>,
 }
 
 /// The line actor.
@@ -92,6 +149,30 @@ impl LineActor {
         Ok(())
     }
 
+    /// Starts a passivated machine from its parked state; if that fails, from the
+    /// journal, as a restart; if that fails too, the line escalates.
+    async fn wake(
+        myself: &ActorRef<LineMsg>,
+        state: &mut LineState,
+        slot: usize,
+        parked: Parked,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(entry) = state.machines.get(slot).cloned() else {
+            return Ok(());
+        };
+        let Err(error) = Self::spawn_machine(myself, state, slot, TwinStart::Parked(parked)).await
+        else {
+            return Ok(());
+        };
+        tracing::error!(line = %state.path, machine = %entry.path, %error, "a passivated twin did not wake from its parked state; recovering it from the journal");
+        if let Err(error) = Self::spawn_machine(myself, state, slot, TwinStart::Recover).await {
+            entry.wake_failed(None);
+            let reason = format!("machine `{}` could not be woken: {error}", entry.path);
+            return Err(Self::escalate(myself, state, reason).await);
+        }
+        Ok(())
+    }
+
     async fn escalate(
         myself: &ActorRef<LineMsg>,
         state: &LineState,
@@ -119,6 +200,7 @@ impl Actor for LineActor {
         myself: ActorRef<LineMsg>,
         args: LineArgs,
     ) -> Result<LineState, ActorProcessingErr> {
+        args.homes.register(args.board_index, myself.clone());
         let mut state = LineState {
             aggregate: LineAggregate::new(args.path.clone(), args.machines.len()),
             path: args.path,
@@ -138,6 +220,8 @@ impl Actor for LineActor {
         for (slot, core) in initial.into_iter().enumerate() {
             let start = match core {
                 Some(core) => TwinStart::Recovered(Box::new(core)),
+                // A passivated twin wakes when a message comes for it.
+                None if state.machines[slot].is_parked() => continue,
                 None => TwinStart::Recover,
             };
             Self::spawn_machine(&myself, &mut state, slot, start).await?;
@@ -173,6 +257,10 @@ impl Actor for LineActor {
             LineMsg::Push => {
                 state.push_pending = false;
                 true
+            }
+            LineMsg::Wake(slot, parked) => {
+                Self::wake(&myself, state, slot, parked).await?;
+                return Ok(());
             }
         };
         let status = state.aggregate.status();

@@ -13,5 +13,5 @@ mod plant;
 pub use board::{
     LineAggregate, LineStatus, PlantAggregate, PlantStatus, StatusBoard, SupervisorEvent,
 };
-pub use line::{LineActor, LineArgs, LineMsg, LineState};
+pub use line::{LineActor, LineArgs, LineHomes, LineMsg, LineState};
 pub use plant::{PlantActor, PlantArgs, PlantLine, PlantMsg, PlantState};

@@ -13,7 +13,7 @@ use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
 
 use super::board::{LineStatus, PlantAggregate, StatusBoard, SupervisorEvent};
-use super::line::{LineActor, LineArgs};
+use super::line::{LineActor, LineArgs, LineHomes};
 
 /// Messages a plant actor handles.
 pub enum PlantMsg {
@@ -47,6 +47,8 @@ pub struct PlantArgs {
     pub board: Arc<StatusBoard>,
     /// Restart intensity (for lines).
     pub supervision: SupervisionSettings,
+    /// Where the node's lines are, for waking passivated twins.
+    pub homes: Arc<LineHomes>,
 }
 
 /// The plant actor.
@@ -69,6 +71,7 @@ pub struct PlantState {
     board: Arc<StatusBoard>,
     supervision: SupervisionSettings,
     intensity: RestartIntensity,
+    homes: Arc<LineHomes>,
 }
 
 impl PlantActor {
@@ -89,6 +92,7 @@ impl PlantActor {
             plant: Some(myself.clone()),
             board: state.board.clone(),
             supervision: state.supervision.clone(),
+            homes: state.homes.clone(),
         };
         let (actor, _) = LineActor::spawn_linked(None, LineActor, args, myself.get_cell()).await?;
         state.by_actor.insert(actor.get_id(), slot);
@@ -129,6 +133,7 @@ impl Actor for PlantActor {
             board: args.board,
             intensity: RestartIntensity::new(&args.supervision),
             supervision: args.supervision,
+            homes: args.homes,
         };
         for (slot, initial) in initials.into_iter().enumerate() {
             Self::spawn_line(&myself, &mut state, slot, initial).await?;

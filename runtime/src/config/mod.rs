@@ -9,7 +9,9 @@ pub mod toml_text;
 mod topology;
 mod twin_type;
 
-pub use settings::{DeliverySettings, JournalSettings, RuntimeSettings, SupervisionSettings};
+pub use settings::{
+    DeliverySettings, JournalSettings, PassivationSettings, RuntimeSettings, SupervisionSettings,
+};
 pub use topology::{LineSpec, MachineSpec, PlantSpec, Topology};
 pub use twin_type::{
     Aggregates, ChannelSpec, CommandSpec, ComponentSpec, DesiredSpec, ParamSpec, SetSource,

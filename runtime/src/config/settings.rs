@@ -99,6 +99,45 @@ impl DeliverySettings {
     }
 }
 
+/// When idle twins are passivated: their actor stops and their state waits, encoded,
+/// until the next message for them wakes them.
+///
+/// ```toml
+/// [settings.passivation]
+/// idle_secs = 600     # 0: never passivate
+/// tripping = false    # also passivate twins whose governors demand safety actions
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassivationSettings {
+    /// A twin that handled no message for this many seconds, has nothing waiting for
+    /// delivery or for a timer, and is under no watch, is passivated. 0: never.
+    #[serde(deserialize_with = "seconds")]
+    pub idle_secs: f64,
+    /// Also passivate twins whose governors name safety commands (trips, interlocks).
+    /// Off by default: a reading to a passivated twin is still watched by its governors
+    /// before anything else, but it waits for the twin to wake first.
+    pub tripping: bool,
+}
+
+impl Default for PassivationSettings {
+    fn default() -> Self {
+        Self {
+            idle_secs: 600.0,
+            tripping: false,
+        }
+    }
+}
+
+impl PassivationSettings {
+    /// The idle time after which a twin is passivated; `None` when passivation is off.
+    pub fn idle(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.idle_secs)
+            .ok()
+            .filter(|idle| !idle.is_zero())
+    }
+}
+
 /// All runtime settings of one node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -123,6 +162,8 @@ pub struct RuntimeSettings {
     /// Write a [`crate::twin::MirrorUpdate`] for every change to the outbox, in the
     /// journal's transactions, for replication to mirrors (cluster edge nodes).
     pub replicate: bool,
+    /// When idle twins are passivated.
+    pub passivation: PassivationSettings,
 }
 
 /// A number of seconds, 0 or more.
@@ -155,6 +196,7 @@ impl Default for RuntimeSettings {
             max_sample_age_secs: 7 * 24 * 3600,
             max_age_secs: 60.0,
             replicate: false,
+            passivation: PassivationSettings::default(),
         }
     }
 }

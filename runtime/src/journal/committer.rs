@@ -61,6 +61,24 @@ pub struct JournalWrite {
     pub index_commands: bool,
 }
 
+impl JournalWrite {
+    /// A write of a twin's snapshot alone.
+    pub fn snapshot(twin: u32, path: AssetPath, snapshot: Vec<u8>) -> Self {
+        Self {
+            twin,
+            records: Vec::new(),
+            events: 0,
+            audit: Vec::new(),
+            snapshot: Some((path, snapshot)),
+            ticket: Ticket::none(),
+            completion: Completion::None,
+            urgent: false,
+            mirror: None,
+            index_commands: false,
+        }
+    }
+}
+
 enum Message {
     Write(JournalWrite),
     Flush(oneshot::Sender<()>),

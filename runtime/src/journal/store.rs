@@ -319,6 +319,22 @@ impl Store {
         Ok(Some((batch, snapshot)))
     }
 
+    /// The batch of each of `paths`' latest snapshot, `None` for a twin without one,
+    /// without decoding the snapshots.
+    pub fn snapshot_batches<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a AssetPath>,
+    ) -> Result<Vec<Option<u64>>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(SNAPSHOTS).map_err(StoreError::from)?;
+        let mut batches = Vec::new();
+        for path in paths {
+            let found = table.get(path.as_str()).map_err(StoreError::from)?;
+            batches.push(found.map(|entry| entry.value().0));
+        }
+        Ok(batches)
+    }
+
     /// Calls `visit` with the latest snapshot (and the batch it was written in) of each
     /// of `paths` in turn, `None` for a twin without one, all read in one transaction:
     /// what a start does for every twin.

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::core::{Effects, TwinCore};
 use super::directory::TwinEntry;
 use super::mirror::MirrorUpdate;
+use super::passivation::Parked;
 use super::state::{ChannelCondition, DeliveryReport, SampleOutcome, Severity};
 use super::twins::Kernel;
 use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
@@ -128,9 +129,24 @@ pub enum TwinMsg {
     /// Channels came under conditions their sources reported; the ticket completes
     /// when they are durable.
     Conditions(Vec<(ChannelId, ChannelCondition)>, Ticket),
+    /// The twin has been idle for the node's passivation time: passivate, unless
+    /// something waits.
+    Passivate,
     /// Sources lost touch (a connector lost its session or broker), for a reason:
     /// channels they fed go stale.
     SourcesLost(Arc<[SourceId]>, Arc<str>),
+}
+
+impl TwinMsg {
+    /// True for a request someone waits on an answer to now (a read, a command, a
+    /// what-if): a twin that has not started answers it "starting" rather than queue
+    /// it. Input (readings, conditions, deliveries) and the node's own messages wait.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            TwinMsg::Command(..) | TwinMsg::WhatIf(..) | TwinMsg::Report(_) | TwinMsg::History(..)
+        )
+    }
 }
 
 /// How a twin actor gets its initial state.
@@ -139,6 +155,8 @@ pub enum TwinStart {
     Recovered(Box<TwinCore>),
     /// Recover from the journal in `pre_start` (restart after a crash).
     Recover,
+    /// Wake from passivation.
+    Parked(Parked),
 }
 
 /// Arguments of a twin actor.
@@ -177,6 +195,9 @@ pub struct TwinActorState {
     index_command: bool,
     /// When the scheduled delivery check runs, if one is scheduled.
     delivery_check: Option<Timestamp>,
+    /// Messages handled that were sent through the twin's directory entry (all but
+    /// the actor's own timers).
+    handled: u64,
 }
 
 /// Minimum spacing of status updates that only carry new throughput or power figures.
@@ -193,6 +214,7 @@ impl Actor for TwinActor {
         args: TwinArgs,
     ) -> Result<TwinActorState, ActorProcessingErr> {
         let restarted = matches!(args.start, TwinStart::Recover);
+        let mut snapshot_due = false;
         let core = match args.start {
             TwinStart::Recovered(core) => *core,
             TwinStart::Recover => {
@@ -201,8 +223,12 @@ impl Actor for TwinActor {
                 let entry = args.entry.clone();
                 tokio::task::spawn_blocking(move || kernel.recover_one(&entry)).await??
             }
+            TwinStart::Parked(parked) => {
+                snapshot_due = parked.snapshot_due;
+                args.kernel.unpark(&args.entry, parked)?
+            }
         };
-        args.entry.set_actor(Some(myself.clone()));
+        args.entry.set_running(myself.clone());
         if restarted {
             tracing::info!(asset = %args.entry.path, version = core.state().version, "twin restarted from durable state");
             let _ = args.kernel.changes.send(TwinEvent {
@@ -225,7 +251,13 @@ impl Actor for TwinActor {
             baseline: false,
             index_command: false,
             delivery_check: None,
+            handled: 0,
         };
+        if snapshot_due {
+            // The store's first record of this twin anchors its schema: a snapshot
+            // before any event.
+            state.flush_effects(Ticket::none(), Completion::None, true);
+        }
         // Values recovered from before a restart may have aged past their channels'
         // maximum: they are stale before anything else happens.
         state.fx.collect_changes = state.collects_changes();
@@ -250,11 +282,24 @@ impl Actor for TwinActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<TwinMsg>,
+        myself: ActorRef<TwinMsg>,
         message: TwinMsg,
         state: &mut TwinActorState,
     ) -> Result<(), ActorProcessingErr> {
+        match &message {
+            TwinMsg::StatusTick | TwinMsg::DeliveryCheck => {}
+            TwinMsg::Passivate | TwinMsg::Snapshot | TwinMsg::Freshness => state.handled += 1,
+            _ => {
+                state.handled += 1;
+                state.entry.touch();
+            }
+        }
         match message {
+            TwinMsg::Passivate => {
+                if state.passivate(&myself) {
+                    myself.stop(Some("passivated".into()));
+                }
+            }
             TwinMsg::Samples(samples, ticket) => state.on_samples(&samples, ticket),
             TwinMsg::Command(command, reply, caller) => state.on_command(command, reply, &caller),
             TwinMsg::WhatIf(command, horizon, step, reply) => {
@@ -329,6 +374,45 @@ impl Actor for TwinActor {
 }
 
 impl TwinActorState {
+    /// Parks the twin if nothing of it waits (a delivery, a timer, a message in its
+    /// mailbox): its snapshot goes to the journal when the last one is behind, and the
+    /// same bytes to its directory entry. Returns true when the actor must stop.
+    fn passivate(&mut self, myself: &ActorRef<TwinMsg>) -> bool {
+        if self.tick_pending
+            || self.delivery_check.is_some()
+            || !self.core.undelivered(Timestamp::now()).is_empty()
+        {
+            return false;
+        }
+        let behind = self.core.events_since_snapshot() > 0;
+        let bytes = match self.core.snapshot() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(asset = %self.entry.path, %error, "the twin's snapshot does not encode; it stays awake");
+                return false;
+            }
+        };
+        if behind {
+            self.kernel.journal.write(JournalWrite::snapshot(
+                self.entry.id,
+                self.entry.path.clone(),
+                bytes.clone(),
+            ));
+        }
+        let core = &self.core;
+        let parked = self
+            .entry
+            .park_if_drained(myself, self.handled, || Parked::new(bytes, core));
+        if parked {
+            self.kernel
+                .counters
+                .passivated
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(asset = %self.entry.path, "twin passivated");
+        }
+        parked
+    }
+
     fn collects_changes(&self) -> bool {
         self.kernel.settings.replicate || self.kernel.change_subscribers.load(Ordering::Relaxed) > 0
     }

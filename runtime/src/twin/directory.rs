@@ -1,17 +1,64 @@
 //! Where each hosted twin's actor is: a fixed table indexed by twin, updated as actors
-//! (re)start.
+//! (re)start, passivate and wake.
+//!
+//! Every message to a twin goes through its entry ([`TwinEntry::send`]), which casts
+//! it under the entry's lock and counts it. That count is what makes passivation
+//! safe: a twin actor parks itself only when, under the same lock, it has handled
+//! every message sent to it, so nothing can be left in the mailbox of an actor that
+//! stops. A message for a parked twin takes the parked state out and queues; the
+//! caller asks the twin's supervisor to wake it, and the woken actor takes the queue,
+//! in order, before anything sent later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 use ractor::ActorRef;
 
 use super::actor::TwinMsg;
+use super::passivation::Parked;
 use crate::config::TwinType;
 use crate::path::AssetPath;
 use crate::time::Timestamp;
+
+/// Where a twin is.
+enum Place {
+    /// Not running: not started yet, or between lives after a crash.
+    Down,
+    /// Recovered, its actor not started yet (a node serving while it starts): input
+    /// waits here for the actor; requests are answered "starting".
+    Starting(Vec<TwinMsg>),
+    /// Its actor runs.
+    Running(ActorRef<TwinMsg>),
+    /// Passivated: its state waits, encoded.
+    Parked(Parked),
+    /// Being woken: messages wait here for the actor.
+    Waking(Vec<TwinMsg>),
+}
+
+/// A twin's place and the messages sent to its current actor.
+struct Slot {
+    place: Place,
+    /// Messages cast to the running actor through the entry since it started.
+    sent: u64,
+}
+
+/// What [`TwinEntry::send`] did with a message.
+pub(crate) enum Sent {
+    /// In the running actor's mailbox.
+    Delivered,
+    /// Queued for an actor that is waking.
+    Queued,
+    /// Queued; the twin was parked and must be woken with this state.
+    Wake(Parked),
+    /// Not taken: the twin is down, or parked and the message does not wake it. The
+    /// message comes back unless the actor's mailbox lost it.
+    Refused(Option<TwinMsg>),
+    /// Not taken: a request (a read, a command, a what-if) for a twin whose actor has
+    /// not started yet.
+    Starting(TwinMsg),
+}
 
 /// One hosted twin: identity, type and its current actor.
 pub struct TwinEntry {
@@ -23,20 +70,168 @@ pub struct TwinEntry {
     pub path: AssetPath,
     /// Twin type.
     pub twin_type: Arc<TwinType>,
-    actor: RwLock<Option<ActorRef<TwinMsg>>>,
+    slot: Mutex<Slot>,
     /// When one of its channels goes stale if nothing newer arrives, in microseconds
     /// (`i64::MAX`: none will); the node's freshness sweep reads it.
     stale_at: AtomicI64,
+    /// Passivation sweeps since the twin last handled a message.
+    idle_rounds: AtomicU32,
+    /// The twin is passivated when idle.
+    passivates: AtomicBool,
 }
 
 impl TwinEntry {
     /// The twin's live actor, if running.
     pub fn actor(&self) -> Option<ActorRef<TwinMsg>> {
-        self.actor.read().clone()
+        match &self.slot.lock().place {
+            Place::Running(actor) => Some(actor.clone()),
+            _ => None,
+        }
     }
 
-    pub(crate) fn set_actor(&self, actor: Option<ActorRef<TwinMsg>>) {
-        *self.actor.write() = actor;
+    /// True while the twin is passivated or waking.
+    pub fn is_parked(&self) -> bool {
+        matches!(self.slot.lock().place, Place::Parked(_) | Place::Waking(_))
+    }
+
+    /// Sends `message` to the twin. A running twin gets it at once; a parked one queues
+    /// it and is returned for waking when `wakes` says the parked state needs the
+    /// message, else the message is handed back.
+    pub(crate) fn send(&self, message: TwinMsg, wakes: impl FnOnce(&Parked) -> bool) -> Sent {
+        let mut slot = self.slot.lock();
+        match &mut slot.place {
+            Place::Running(actor) => match actor.cast(message) {
+                Ok(()) => {
+                    slot.sent += 1;
+                    Sent::Delivered
+                }
+                Err(ractor::MessagingErr::SendErr(message)) => Sent::Refused(Some(message)),
+                Err(_) => Sent::Refused(None),
+            },
+            Place::Waking(queue) => {
+                queue.push(message);
+                Sent::Queued
+            }
+            Place::Starting(queue) => {
+                if message.is_request() {
+                    return Sent::Starting(message);
+                }
+                queue.push(message);
+                Sent::Queued
+            }
+            Place::Parked(parked) => {
+                if !wakes(parked) {
+                    return Sent::Refused(Some(message));
+                }
+                let Place::Parked(parked) =
+                    std::mem::replace(&mut slot.place, Place::Waking(vec![message]))
+                else {
+                    unreachable!("matched as parked above")
+                };
+                Sent::Wake(parked)
+            }
+            Place::Down => Sent::Refused(Some(message)),
+        }
+    }
+
+    /// The twin is recovered and its actor about to start: input waits for it. A
+    /// parked or running twin is left as it is.
+    pub fn mark_starting(&self) {
+        let mut slot = self.slot.lock();
+        if matches!(slot.place, Place::Down) {
+            slot.place = Place::Starting(Vec::new());
+        }
+    }
+
+    /// The twin's actor did not start: it is down, and the input that waited for it
+    /// is dropped (its senders learn the twin is unavailable). Returns whether it was
+    /// starting.
+    pub fn start_failed(&self) -> bool {
+        let mut slot = self.slot.lock();
+        if !matches!(slot.place, Place::Starting(_)) {
+            return false;
+        }
+        slot.place = Place::Down;
+        true
+    }
+
+    /// True while the twin waits for its first actor.
+    pub fn is_starting(&self) -> bool {
+        matches!(self.slot.lock().place, Place::Starting(_))
+    }
+
+    /// Parks the twin at start, before any actor ran.
+    pub(crate) fn park_at_start(&self, parked: Parked) {
+        self.slot.lock().place = Place::Parked(parked);
+    }
+
+    /// The actor `actor` runs the twin now: it takes the messages queued while it
+    /// woke, in order, before anything sent after.
+    pub(crate) fn set_running(&self, actor: ActorRef<TwinMsg>) {
+        let mut slot = self.slot.lock();
+        let queued = match std::mem::replace(&mut slot.place, Place::Down) {
+            Place::Waking(queued) | Place::Starting(queued) => queued,
+            _ => Vec::new(),
+        };
+        slot.sent = 0;
+        for message in queued {
+            if actor.cast(message).is_ok() {
+                slot.sent += 1;
+            }
+        }
+        slot.place = Place::Running(actor);
+        self.idle_rounds.store(0, Ordering::Relaxed);
+    }
+
+    /// Parks the twin if `actor` runs it and has handled all `handled` messages sent
+    /// to it; returns whether it did. `parked` is built only then.
+    pub(crate) fn park_if_drained(
+        &self,
+        actor: &ActorRef<TwinMsg>,
+        handled: u64,
+        parked: impl FnOnce() -> Parked,
+    ) -> bool {
+        let mut slot = self.slot.lock();
+        let runs = matches!(&slot.place, Place::Running(a) if a.get_id() == actor.get_id());
+        if !runs || slot.sent != handled {
+            return false;
+        }
+        slot.place = Place::Parked(parked());
+        true
+    }
+
+    /// A wake failed: the messages queued for the twin are dropped (their waiters
+    /// learn the twin is unavailable), and the twin parks again with `parked`, or is
+    /// down without it.
+    pub fn wake_failed(&self, parked: Option<Parked>) {
+        let mut slot = self.slot.lock();
+        if matches!(slot.place, Place::Waking(_)) {
+            slot.place = parked.map_or(Place::Down, Place::Parked);
+        }
+    }
+
+    /// True when the twin is passivated when idle.
+    pub fn passivates(&self) -> bool {
+        self.passivates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_passivates(&self, passivates: bool) {
+        self.passivates.store(passivates, Ordering::Relaxed);
+    }
+
+    /// True while the twin's actor runs.
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.slot.lock().place, Place::Running(_))
+    }
+
+    /// Counts one passivation sweep without a message; returns the count.
+    pub(crate) fn idle_round(&self) -> u32 {
+        self.idle_rounds.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The twin handled a message.
+    pub(crate) fn touch(&self) {
+        self.idle_rounds.store(0, Ordering::Relaxed);
     }
 
     /// When the twin next needs a freshness sweep, if ever.
@@ -56,10 +251,11 @@ impl TwinEntry {
                 .is_ok()
     }
 
+    /// `actor` stopped: a twin it was running is down until restarted.
     pub(crate) fn clear_actor_if(&self, actor: &ActorRef<TwinMsg>) {
-        let mut slot = self.actor.write();
-        if slot.as_ref().is_some_and(|a| a.get_id() == actor.get_id()) {
-            *slot = None;
+        let mut slot = self.slot.lock();
+        if matches!(&slot.place, Place::Running(a) if a.get_id() == actor.get_id()) {
+            slot.place = Place::Down;
         }
     }
 }
@@ -83,8 +279,13 @@ impl Directory {
                     index,
                     path,
                     twin_type,
-                    actor: RwLock::new(None),
+                    slot: Mutex::new(Slot {
+                        place: Place::Down,
+                        sent: 0,
+                    }),
                     stale_at: AtomicI64::new(i64::MAX),
+                    idle_rounds: AtomicU32::new(0),
+                    passivates: AtomicBool::new(false),
                 })
             })
             .collect();

@@ -9,6 +9,7 @@ mod change;
 pub(crate) mod core;
 pub(crate) mod directory;
 mod mirror;
+pub(crate) mod passivation;
 mod report;
 pub(crate) mod sequence;
 pub(crate) mod state;

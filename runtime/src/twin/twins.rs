@@ -11,7 +11,8 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use super::actor::{CommandOutcome, TwinMsg};
 use super::core::TwinCore;
-use super::directory::{Directory, TwinEntry};
+use super::directory::{Directory, Sent, TwinEntry};
+use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
 use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
@@ -20,7 +21,7 @@ use crate::components::{ActuationNeed, Components};
 use crate::config::{RuntimeSettings, TwinType, TwinTypes};
 use crate::error::Error;
 use crate::journal::{
-    AckGroup, Completion, Journal, JournalWrite, Receipt, Store, StoreError, Ticket,
+    AckGroup, Journal, JournalWrite, Receipt, Snapshot, Store, StoreError, Ticket,
 };
 use crate::metrics::{ConnectorReport, ConnectorStatus, CounterSnapshot, Counters, SourceCounts};
 use crate::path::AssetPath;
@@ -44,6 +45,15 @@ const REFUSED_ONE: SourceCounts = SourceCounts {
 
 /// How often the node looks for twins with a channel past its maximum age.
 pub const FRESHNESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A message a twin did not take ([`Kernel::send`]): the twin is down, parked and not
+/// woken for it, or not started yet.
+pub struct Unsent {
+    /// The message, unless the actor's mailbox lost it.
+    pub message: Option<Box<TwinMsg>>,
+    /// The message is a request and the twin has not started yet.
+    pub starting: bool,
+}
 
 /// What every twin actor of a node shares.
 pub struct Kernel {
@@ -69,9 +79,80 @@ pub struct Kernel {
     /// Set once this node must stop actuating its twins (another node owns them), with
     /// the reason; never cleared while the node runs.
     pub fenced: std::sync::OnceLock<String>,
+    /// Starts parked twins' actors; set by the supervision tree.
+    pub waker: parking_lot::RwLock<Option<Arc<Waker>>>,
+    /// Prefixes of live watches (`None`: every twin); twins under one stay awake.
+    watched: Arc<parking_lot::Mutex<Vec<Option<AssetPath>>>>,
 }
 
 impl Kernel {
+    /// Sends `message` to a twin, waking it if it is parked. Hands the message back
+    /// when the twin is down (or its mailbox lost it).
+    pub fn send(&self, entry: &Arc<TwinEntry>, message: TwinMsg) -> Result<(), Unsent> {
+        self.send_if(entry, message, |_| true)
+    }
+
+    /// Sends `message` to a twin; a parked twin is woken for it only when `wakes` says
+    /// so, else the message comes back.
+    pub fn send_if(
+        &self,
+        entry: &Arc<TwinEntry>,
+        message: TwinMsg,
+        wakes: impl FnOnce(&Parked) -> bool,
+    ) -> Result<(), Unsent> {
+        match entry.send(message, wakes) {
+            Sent::Delivered | Sent::Queued => Ok(()),
+            Sent::Wake(parked) => {
+                self.wake(entry, parked);
+                Ok(())
+            }
+            Sent::Refused(message) => Err(Unsent {
+                message: message.map(Box::new),
+                starting: false,
+            }),
+            Sent::Starting(message) => Err(Unsent {
+                message: Some(Box::new(message)),
+                starting: true,
+            }),
+        }
+    }
+
+    fn wake(&self, entry: &Arc<TwinEntry>, parked: Parked) {
+        self.counters.woken.fetch_add(1, Ordering::Relaxed);
+        let waker = self.waker.read().clone();
+        let outcome = match waker {
+            Some(waker) => waker(entry, parked),
+            None => Err(Some(parked)),
+        };
+        if let Err(parked) = outcome {
+            tracing::warn!(asset = %entry.path, "a passivated twin cannot wake: its supervisor is not running");
+            entry.wake_failed(parked);
+        }
+    }
+
+    /// The twin a parked state holds, rebuilt.
+    pub fn unpark(&self, entry: &TwinEntry, parked: Parked) -> Result<TwinCore, Error> {
+        let mut core = self.new_core(entry)?;
+        if let Some(bytes) = &parked.snapshot {
+            core.restore(Snapshot::decode(bytes).map_err(journal_error)?)?;
+        }
+        Ok(core)
+    }
+
+    /// A twin rebuilt from its latest snapshot alone.
+    fn rebuild_from_snapshot(&self, entry: &TwinEntry) -> Result<TwinCore, Error> {
+        let mut core = self.new_core(entry)?;
+        if let Some((_, snapshot)) = self
+            .journal
+            .store()
+            .snapshot(&entry.path)
+            .map_err(journal_error)?
+        {
+            core.restore(snapshot)?;
+        }
+        Ok(core)
+    }
+
     fn new_core(&self, entry: &TwinEntry) -> Result<TwinCore, Error> {
         let models = self.components.build_models(&entry.twin_type)?;
         let governors = self.components.build_governors(&entry.twin_type)?;
@@ -106,50 +187,97 @@ impl Kernel {
         Ok(core)
     }
 
-    /// Rebuilds every twin with one pass over the journal. Returns the twins, and for
-    /// each whether its snapshot no longer holds its state: it has none, or the
-    /// journal held events after it.
-    fn recover_all(&self, directory: &Directory) -> Result<(Vec<TwinCore>, Vec<bool>), Error> {
+    /// Rebuilds every twin: the journal tail first (twins with events after their
+    /// snapshot are rebuilt from it), then every other twin from its snapshot, one at a
+    /// time. A twin that passivates and would have nothing to do at once is parked
+    /// instead of kept (`None`): memory holds one rebuilt twin at a time for those.
+    /// Returns the twins kept, and for each whether the store holds no snapshot of its
+    /// state yet (it has none, or the journal held events after it).
+    fn recover_all(
+        &self,
+        directory: &Directory,
+    ) -> Result<(Vec<Option<TwinCore>>, Vec<bool>), Error> {
         let store = self.journal.store();
-        let mut cores = Vec::with_capacity(directory.len());
-        let mut outdated = Vec::with_capacity(directory.len());
-        let mut from = u64::MAX;
-        let mut progress = Progress::new("restoring", directory.len());
         let entries = directory.entries();
-        store.snapshots(entries.iter().map(|entry| &entry.path), |found| {
-            progress.at(cores.len());
-            let mut core = self.new_core(&entries[cores.len()])?;
-            match found {
-                Some((batch, snapshot)) => {
-                    core.restore(snapshot)?;
-                    from = from.min(batch);
-                    outdated.push(false);
-                }
-                None => {
-                    from = 0;
-                    outdated.push(true);
-                }
-            }
-            cores.push(core);
-            Ok::<(), Error>(())
-        })?;
-        progress.finish();
-        if from != u64::MAX {
-            let by_id: HashMap<u32, usize> = directory
-                .entries()
-                .iter()
-                .map(|e| (e.id, e.index))
-                .collect();
+        let batches = store
+            .snapshot_batches(entries.iter().map(|entry| &entry.path))
+            .map_err(journal_error)?;
+        let mut cores: Vec<Option<TwinCore>> = (0..entries.len()).map(|_| None).collect();
+        let mut outdated = vec![false; entries.len()];
+        if let Some(from) = batches.iter().map(|batch| batch.unwrap_or(0)).min() {
+            let by_id: HashMap<u32, usize> = entries.iter().map(|e| (e.id, e.index)).collect();
+            let mut failure = None;
             store
-                .replay(from, |_, record| {
-                    if let Some(&index) = by_id.get(&record.twin)
-                        && cores[index].replay(&record)
-                    {
+                .replay(from, |batch, record| {
+                    let Some(&index) = by_id.get(&record.twin) else {
+                        return;
+                    };
+                    if batches[index].is_some_and(|snapshot| batch < snapshot) {
+                        return;
+                    }
+                    let core = match &mut cores[index] {
+                        Some(core) => core,
+                        slot => match self.rebuild_from_snapshot(&entries[index]) {
+                            Ok(core) => slot.insert(core),
+                            Err(error) => {
+                                failure.get_or_insert(error);
+                                return;
+                            }
+                        },
+                    };
+                    if core.replay(&record) {
                         outdated[index] = true;
                     }
                 })
                 .map_err(journal_error)?;
+            if let Some(error) = failure {
+                return Err(error);
+            }
         }
+        let now = Timestamp::now();
+        let max_age = self.settings.max_age();
+        let mut progress = Progress::new("restoring", entries.len());
+        let mut index = 0;
+        store.snapshots(entries.iter().map(|entry| &entry.path), |found| {
+            progress.at(index);
+            let entry = &entries[index];
+            let parks = entry.passivates();
+            let mut core = match (cores[index].take(), found) {
+                (Some(core), _) => core,
+                (None, Some((_, snapshot))) => {
+                    let mut core = self.new_core(entry)?;
+                    core.restore(snapshot)?;
+                    core
+                }
+                (None, None) if parks => {
+                    entry.park_at_start(Parked::fresh());
+                    index += 1;
+                    return Ok(());
+                }
+                (None, None) => {
+                    outdated[index] = true;
+                    self.new_core(entry)?
+                }
+            };
+            let due = core.stale_due(max_age);
+            if parks && due.is_none_or(|due| due > now) {
+                let bytes = core.snapshot().map_err(journal_error)?;
+                if std::mem::take(&mut outdated[index]) {
+                    self.journal.write(JournalWrite::snapshot(
+                        entry.id,
+                        entry.path.clone(),
+                        bytes.clone(),
+                    ));
+                }
+                entry.set_stale_at(due);
+                entry.park_at_start(Parked::new(bytes, &core));
+            } else {
+                cores[index] = Some(core);
+            }
+            index += 1;
+            Ok::<(), Error>(())
+        })?;
+        progress.finish();
         Ok((cores, outdated))
     }
 }
@@ -162,8 +290,9 @@ fn journal_error(error: impl Into<StoreError>) -> Error {
 pub struct Recovered {
     /// The handle to route input to the twins once their actors run.
     pub twins: Twins,
-    /// Recovered cores, in directory order.
-    pub cores: Vec<TwinCore>,
+    /// Recovered cores, in directory order; `None` for a twin parked at start (see
+    /// [`passivation`](super::passivation)).
+    pub cores: Vec<Option<TwinCore>>,
 }
 
 /// Routes samples, commands and reads to a node's twin actors, validating input at
@@ -219,6 +348,23 @@ impl Twins {
             twins.push((path.clone(), twin_type, id));
         }
         let directory = Arc::new(Directory::new(twins));
+        if settings.passivation.idle().is_some() {
+            let mut tripping: HashMap<&str, bool> = HashMap::new();
+            for entry in directory.entries() {
+                let trips = match tripping.get(entry.twin_type.name.as_str()) {
+                    Some(trips) => *trips,
+                    None => {
+                        let trips = components
+                            .build_governors(&entry.twin_type)?
+                            .iter()
+                            .any(|governor| !governor.safety_commands().is_empty());
+                        tripping.insert(entry.twin_type.name.as_str(), trips);
+                        trips
+                    }
+                };
+                entry.set_passivates(settings.passivation.tripping || !trips);
+            }
+        }
         let journal = Journal::start(store, &settings.journal).map_err(journal_error)?;
         let (changes, _) = broadcast::channel(BUS_CAPACITY);
         let (actuations, _) = broadcast::channel(BUS_CAPACITY);
@@ -240,6 +386,8 @@ impl Twins {
             counters: Counters::default(),
             limiter,
             fenced: std::sync::OnceLock::new(),
+            waker: parking_lot::RwLock::new(None),
+            watched: Arc::default(),
         });
         let (mut cores, outdated) = kernel.recover_all(&directory)?;
         // A fresh snapshot of every twin whose snapshot no longer holds its state lets
@@ -248,22 +396,15 @@ impl Twins {
         let mut progress = Progress::new("snapshotting", cores.len());
         for (done, core) in cores.iter_mut().enumerate() {
             progress.at(done);
-            if !outdated[done] {
+            let Some(core) = core.as_mut().filter(|_| outdated[done]) else {
                 continue;
-            }
+            };
             let snapshot = core.snapshot().map_err(journal_error)?;
-            kernel.journal.write(JournalWrite {
-                twin: core.id(),
-                records: Vec::new(),
-                events: 0,
-                audit: Vec::new(),
-                snapshot: Some((core.path().clone(), snapshot)),
-                ticket: Ticket::none(),
-                completion: Completion::None,
-                urgent: false,
-                mirror: None,
-                index_commands: false,
-            });
+            kernel.journal.write(JournalWrite::snapshot(
+                core.id(),
+                core.path().clone(),
+                snapshot,
+            ));
         }
         kernel.journal.flush_blocking()?;
         progress.finish();
@@ -286,11 +427,9 @@ impl Twins {
     pub fn sweep_freshness(&self, now: Timestamp) -> usize {
         let mut asked = 0;
         for entry in self.directory.entries() {
-            if entry.take_stale_at(now)
-                && let Some(actor) = entry.actor()
-            {
-                // A twin whose actor is between lives sweeps when it starts.
-                let _ = actor.cast(TwinMsg::Freshness);
+            // A twin whose actor is between lives sweeps when it starts; a parked one
+            // wakes for it.
+            if entry.take_stale_at(now) && self.kernel.send(entry, TwinMsg::Freshness).is_ok() {
                 asked += 1;
             }
         }
@@ -332,9 +471,10 @@ impl Twins {
         for (twin, conditions) in groups {
             let entry = &self.directory.entries()[twin];
             let ticket = Ticket::new(Some(group.clone()), 0, None, entry.path.clone());
-            if let Some(actor) = entry.actor() {
-                let _ = actor.cast(TwinMsg::Conditions(conditions, ticket));
-            }
+            // A twin that is down drops the ticket: the receipt says it is unavailable.
+            let _ = self
+                .kernel
+                .send(entry, TwinMsg::Conditions(conditions, ticket));
         }
         receipt
     }
@@ -346,9 +486,11 @@ impl Twins {
         let sources: Arc<[SourceId]> = sources.into();
         let reason: Arc<str> = reason.into();
         for entry in self.directory.entries() {
-            if let Some(actor) = entry.actor() {
-                let _ = actor.cast(TwinMsg::SourcesLost(sources.clone(), reason.clone()));
-            }
+            // A parked twin wakes only if one of its trusted values came from them.
+            let message = TwinMsg::SourcesLost(sources.clone(), reason.clone());
+            let _ = self
+                .kernel
+                .send_if(entry, message, |parked| parked.fed_by(&sources));
         }
     }
 
@@ -540,10 +682,9 @@ impl Twins {
                 entry.path.clone(),
             );
             // A failed send hands the message back; dropping its ticket reports the
-            // twin unavailable through the receipt.
-            if let Some(actor) = entry.actor() {
-                let _ = actor.cast(TwinMsg::Samples(samples, ticket));
-            }
+            // twin unavailable through the receipt. A parked twin wakes, and its
+            // governors watch the samples before anything else sees them.
+            let _ = self.kernel.send(entry, TwinMsg::Samples(samples, ticket));
         }
         Ok(BatchReceipt {
             receipt,
@@ -558,13 +699,13 @@ impl Twins {
         message: impl FnOnce(oneshot::Sender<T>) -> TwinMsg,
     ) -> Result<T, Error> {
         let entry = self.entry(path)?;
-        let actor = entry
-            .actor()
-            .ok_or_else(|| Error::Unavailable(path.clone()))?;
         let (reply, wait) = oneshot::channel();
-        actor
-            .cast(message(reply))
-            .map_err(|_| Error::Unavailable(path.clone()))?;
+        self.kernel
+            .send(entry, message(reply))
+            .map_err(|unsent| match unsent.starting {
+                true => Error::Starting(path.clone()),
+                false => Error::Unavailable(path.clone()),
+            })?;
         wait.await.map_err(|_| Error::Unavailable(path.clone()))
     }
 
@@ -700,7 +841,67 @@ impl Twins {
         Subscription {
             receiver: self.kernel.changes.subscribe(),
             count: self.kernel.change_subscribers.clone(),
+            watch: None,
         }
+    }
+
+    /// Subscribes to twin changes as a watch of the twins at or below `prefix` (every
+    /// twin without one): while it lives, those twins are not passivated.
+    pub fn watch(&self, prefix: Option<&AssetPath>) -> Subscription {
+        let mut subscription = self.subscribe();
+        self.kernel.watched.lock().push(prefix.cloned());
+        subscription.watch = Some((self.kernel.watched.clone(), prefix.cloned()));
+        subscription
+    }
+
+    /// Asks every running twin that has been idle for the passivation time to
+    /// passivate (see [`passivation`](super::passivation)); returns how many were
+    /// asked. Each call is one round: a twin is asked after
+    /// [`IDLE_ROUNDS`] rounds without a message.
+    pub fn passivate_idle(&self) -> usize {
+        let watched = self.kernel.watched.lock().clone();
+        if watched.iter().any(Option::is_none) {
+            return 0;
+        }
+        let mut asked = 0;
+        for entry in self.directory.entries() {
+            if !entry.passivates() || !entry.is_running() {
+                continue;
+            }
+            if watched
+                .iter()
+                .flatten()
+                .any(|prefix| entry.path.starts_with(prefix))
+            {
+                entry.touch();
+                continue;
+            }
+            if entry.idle_round() >= IDLE_ROUNDS
+                && self
+                    .kernel
+                    .send_if(entry, TwinMsg::Passivate, |_| false)
+                    .is_ok()
+            {
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Runs the passivation sweep, a round every quarter of the idle time, until the
+    /// task is aborted; `None` when passivation is off.
+    pub fn spawn_passivation_sweep(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let idle = self.kernel.settings.passivation.idle()?;
+        let round = (idle / IDLE_ROUNDS).max(Duration::from_millis(10));
+        let twins = self.clone();
+        Some(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(round);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                twins.passivate_idle();
+            }
+        }))
     }
 
     /// Subscribes to actuations: accepted commands (once durable) and safety actions
@@ -716,11 +917,8 @@ impl Twins {
     pub fn report_delivery(&self, report: DeliveryReport) -> Result<(), Error> {
         let entry = self.entry(&report.asset)?;
         let path = report.asset.clone();
-        let actor = entry
-            .actor()
-            .ok_or_else(|| Error::Unavailable(path.clone()))?;
-        actor
-            .cast(TwinMsg::Delivery(report))
+        self.kernel
+            .send(entry, TwinMsg::Delivery(report))
             .map_err(|_| Error::Unavailable(path))
     }
 
@@ -741,11 +939,14 @@ impl Twins {
             let Ok(entry) = self.entry(path) else {
                 continue;
             };
-            let Some(actor) = entry.actor() else {
-                continue;
-            };
+            // A twin passivates only with nothing left to deliver: a parked one is
+            // not woken.
             let (reply, wait) = oneshot::channel();
-            if actor.cast(TwinMsg::Undelivered(reply)).is_ok() {
+            if self
+                .kernel
+                .send_if(entry, TwinMsg::Undelivered(reply), |_| false)
+                .is_ok()
+            {
                 waits.push(wait);
             }
         }
@@ -770,10 +971,8 @@ impl Twins {
         }
         tracing::error!(%reason, twins = self.len(), "this node stops actuating its twins; each raises the critical alarm `fenced`");
         for path in self.paths() {
-            if let Ok(entry) = self.entry(path)
-                && let Some(actor) = entry.actor()
-            {
-                let _ = actor.cast(TwinMsg::Fenced);
+            if let Ok(entry) = self.entry(path) {
+                let _ = self.kernel.send(entry, TwinMsg::Fenced);
             }
         }
         true
@@ -835,9 +1034,7 @@ impl TwinsInternals for Twins {
         let (group, receipt) = AckGroup::new(entries.len());
         for entry in entries {
             let ticket = Ticket::new(Some(group.clone()), 0, None, entry.path.clone());
-            if let Some(actor) = entry.actor() {
-                let _ = actor.cast(TwinMsg::Resync(ticket));
-            }
+            let _ = self.kernel.send(entry, TwinMsg::Resync(ticket));
         }
         receipt
     }
@@ -856,7 +1053,14 @@ impl TwinsInternals for Twins {
 pub struct Subscription {
     receiver: broadcast::Receiver<TwinEvent>,
     count: Arc<AtomicUsize>,
+    /// The node's watched prefixes and this watch's, for a watch.
+    watch: Option<WatchedPrefix>,
 }
+
+type WatchedPrefix = (
+    Arc<parking_lot::Mutex<Vec<Option<AssetPath>>>>,
+    Option<AssetPath>,
+);
 
 impl std::ops::Deref for Subscription {
     type Target = broadcast::Receiver<TwinEvent>;
@@ -874,6 +1078,12 @@ impl std::ops::DerefMut for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some((watched, prefix)) = self.watch.take() {
+            let mut watched = watched.lock();
+            if let Some(at) = watched.iter().position(|p| *p == prefix) {
+                watched.swap_remove(at);
+            }
+        }
     }
 }
 

@@ -63,6 +63,25 @@ impl TwinCore {
         next
     }
 
+    /// When the first channel whose value is still trusted goes stale if nothing
+    /// arrives (possibly already past), if any. Changes nothing: a sweep at or after
+    /// that instant has work to do, one before it has none.
+    pub fn stale_due(&self, default_max_age: Duration) -> Option<Timestamp> {
+        let mut first: Option<Timestamp> = None;
+        for (spec, channel) in self.twin_type.channels.iter().zip(&self.state.channels) {
+            let max_age = spec.max_age.unwrap_or(default_max_age);
+            let Some(current) = channel.current else {
+                continue;
+            };
+            if max_age.is_zero() || channel.condition.is_some() || current.quality == Quality::Bad {
+                continue;
+            }
+            let due = current.receive_time.plus(max_age);
+            first = Some(first.map_or(due, |first| first.min(due)));
+        }
+        first
+    }
+
     /// Marks every channel whose current value came from one of `sources` as stale,
     /// for `reason` (the source lost its session, subscription or broker).
     pub fn sources_lost(
