@@ -352,6 +352,9 @@ impl Runtime {
             .stop_children_and_wait(None, Some(Duration::from_secs(10)))
             .await;
         self.root.stop(None);
+        for entry in self.twins.directory().entries() {
+            entry.release_waiting();
+        }
         let journal = self.twins.kernel().journal.clone();
         let _ = tokio::task::spawn_blocking(move || journal.stop()).await;
     }

@@ -220,6 +220,9 @@ impl Actor for LineActor {
         for (slot, core) in initial.into_iter().enumerate() {
             let start = match core {
                 Some(core) => TwinStart::Recovered(Box::new(core)),
+                // A twin whose wake went down with the line's previous life starts
+                // from the journal (what it parked was written there first).
+                None if state.machines[slot].is_waking() => TwinStart::Recover,
                 // A passivated twin wakes when a message comes for it.
                 None if state.machines[slot].is_parked() => continue,
                 None => TwinStart::Recover,

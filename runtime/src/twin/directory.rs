@@ -155,6 +155,22 @@ impl TwinEntry {
         true
     }
 
+    /// True while the twin is being woken: its parked state is on its way to its
+    /// supervisor.
+    pub fn is_waking(&self) -> bool {
+        matches!(self.slot.lock().place, Place::Waking(_))
+    }
+
+    /// The node stops: a twin starting or waking is down, and what waited for it is
+    /// dropped (its senders learn the node is shutting down). Parked and running
+    /// twins are left as they are.
+    pub fn release_waiting(&self) {
+        let mut slot = self.slot.lock();
+        if matches!(slot.place, Place::Starting(_) | Place::Waking(_)) {
+            slot.place = Place::Down;
+        }
+    }
+
     /// True while the twin waits for its first actor.
     pub fn is_starting(&self) -> bool {
         matches!(self.slot.lock().place, Place::Starting(_))
