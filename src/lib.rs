@@ -50,8 +50,9 @@ pub use doppel_actors::{Runtime, RuntimeBuilder, StartError, governor, model};
 pub use doppel_node::{Node, NodeConfig, NodeError};
 pub use doppel_runtime::config::{self, RuntimeSettings, Topology, TwinType, TwinTypes};
 pub use doppel_runtime::twin::{
-    Actuation, ChannelTarget, CommandOutcome, Delivery, DeliveryOutcome, DeliveryReport,
-    DeliveryState, ReportedValue, RunState, TwinChange, TwinEvent, TwinReport, Twins, WhatIf,
+    Actuation, AlarmList, AlarmNote, AlarmOutcome, AlarmRefusal, AlarmResponse, ChannelTarget,
+    CommandOutcome, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState, ReportedValue,
+    RunState, Shelving, TwinChange, TwinEvent, TwinReport, Twins, WhatIf,
 };
 pub use doppel_runtime::{
     Alarm, AssetPath, AuditKind, AuditRecord, ChannelCondition, ChannelId, Clamp, Command,

@@ -180,13 +180,29 @@ pub(crate) fn model_info(model: &ModelInfo) -> pb::ModelInfo {
     }
 }
 
-fn alarm(alarm: &Alarm) -> pb::Alarm {
+/// An alarm with its lifecycle.
+pub fn alarm(alarm: &Alarm) -> pb::Alarm {
     pb::Alarm {
         code: alarm.code.clone(),
         severity: severity(alarm.severity) as i32,
         message: alarm.message.clone(),
         raised_by: alarm.raised_by.clone(),
         since: Some(timestamp_to_proto(alarm.since)),
+        active: alarm.active,
+        acknowledged: alarm.acknowledged.as_ref().map(alarm_note),
+        shelved: alarm.shelved.as_ref().map(|s| alarm_note(&s.note)),
+        shelved_until: alarm.shelved.as_ref().map(|s| timestamp_to_proto(s.until)),
+        out_of_service: alarm.out_of_service.as_ref().map(alarm_note),
+        suppressed: alarm.suppressed,
+        state: alarm.state_name().to_string(),
+    }
+}
+
+fn alarm_note(note: &doppel_runtime::twin::AlarmNote) -> pb::AlarmNote {
+    pb::AlarmNote {
+        by: note.by.clone(),
+        at: Some(timestamp_to_proto(note.at)),
+        note: note.note.clone(),
     }
 }
 
@@ -344,6 +360,7 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
             AuditKind::SafetyAction => pb::AuditKind::SafetyAction,
             AuditKind::Delivered => pb::AuditKind::Delivered,
             AuditKind::DeliveryFailed => pb::AuditKind::DeliveryFailed,
+            AuditKind::AlarmResponse => pb::AuditKind::AlarmResponse,
         } as i32,
         command_id: record.command_id.0.clone(),
         command: record.command.clone(),

@@ -64,7 +64,13 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
             );
             status
         }
-        KernelError::Fenced { .. } => Status::failed_precondition(error.to_string()),
+        KernelError::AlarmRefused {
+            refusal: doppel_runtime::twin::AlarmRefusal::Unknown(_),
+            ..
+        } => Status::not_found(error.to_string()),
+        KernelError::Fenced { .. } | KernelError::AlarmRefused { .. } => {
+            Status::failed_precondition(error.to_string())
+        }
         KernelError::Journal(_) | KernelError::Config(_) => {
             tracing::error!(%error, "request failed in the kernel");
             Status::internal(error.to_string())

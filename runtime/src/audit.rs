@@ -31,6 +31,9 @@ pub enum AuditKind {
     /// Desired values did not reach the machine (refused, past their deadline, or not
     /// confirmed in time).
     DeliveryFailed,
+    /// Someone responded to an alarm: acknowledged, shelved, unshelved, took it out of
+    /// service or returned it (`command` names the response, `reason` the alarm).
+    AlarmResponse,
 }
 
 /// One audit record.

@@ -58,6 +58,14 @@ pub enum Error {
     /// for it, a request is worth retrying in a moment.
     #[error("twin `{0}` is starting; retry in a moment")]
     Starting(AssetPath),
+    /// A response to an alarm the alarm's state refuses.
+    #[error("twin `{asset}`: {refusal}")]
+    AlarmRefused {
+        /// The twin.
+        asset: AssetPath,
+        /// Why.
+        refusal: crate::twin::AlarmRefusal,
+    },
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,

@@ -680,7 +680,12 @@ pub(crate) fn machine_row(report: &TwinReport, key_channels: &[usize]) -> Machin
         },
         key_values,
         health: report.health,
-        alarms: report.alarms.iter().map(|a| a.code.clone()).collect(),
+        alarms: report
+            .alarms
+            .iter()
+            .filter(|a| a.is_standing())
+            .map(|a| a.code.clone())
+            .collect(),
         undelivered: report
             .desired
             .iter()

@@ -94,7 +94,8 @@ pub struct MachineRow {
     pub key_values: Vec<KeyValue>,
     /// Health, 0..=1.
     pub health: f64,
-    /// Codes of the active alarms.
+    /// Codes of the standing alarms (active, not shelved, out of service or
+    /// suppressed).
     pub alarms: Vec<String>,
     /// Desired values not confirmed at the machine, as `<name> pending` or
     /// `<name> failed`.

@@ -296,7 +296,13 @@ async fn condition(runtime: &Runtime, channel: &str) -> Option<ChannelCondition>
 
 async fn alarms(runtime: &Runtime) -> Vec<String> {
     let report = runtime.twins().report(&press(1)).await.unwrap();
-    report.alarms.into_iter().map(|a| a.code).collect()
+    // Active alarms: one that returned to normal unacknowledged stays listed.
+    report
+        .alarms
+        .into_iter()
+        .filter(|a| a.active)
+        .map(|a| a.code)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Doppel's integration tests, one binary: real redb files in temp dirs, real child
 //! processes, the real `doppel` binary.
 
+mod alarms;
 mod api;
 mod api_transport;
 mod brokers;

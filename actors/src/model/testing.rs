@@ -285,12 +285,13 @@ impl Twin {
             .confidence
     }
 
-    /// The severity of an active alarm.
+    /// The severity of an active alarm (one that returned to normal unacknowledged
+    /// is not).
     pub fn alarm(&self, code: &str) -> Option<Severity> {
         self.state()
             .alarms
             .iter()
-            .find(|a| a.code == code)
+            .find(|a| a.code == code && a.active)
             .map(|a| a.severity)
     }
 

@@ -186,13 +186,13 @@ fn rich_report(asset: &str, version: u64) -> TwinReport {
         confidence: 0.8,
         at: Timestamp(2_800),
     }];
-    report.alarms = vec![Alarm {
-        code: "stale:pressure".into(),
-        severity: Severity::Warning,
-        message: "pressure: no reading for 30 s".into(),
-        raised_by: "freshness".into(),
-        since: Timestamp(1_500),
-    }];
+    report.alarms = vec![Alarm::new(
+        "stale:pressure",
+        Severity::Warning,
+        "pressure: no reading for 30 s",
+        "freshness",
+        Timestamp(1_500),
+    )];
     report.trips = vec![Trip {
         governor: "overtemp".into(),
         reason: "temperature above 95".into(),

@@ -97,6 +97,9 @@ pub struct ComponentSpec {
     pub kind: String,
     /// Instance name (defaults to the kind).
     pub name: String,
+    /// Run states in which the alarms this model raises are suppressed by design
+    /// (`suppress_when = ["stopped", "tripped"]`; models only).
+    pub suppress_when: Vec<crate::twin::RunState>,
     /// Remaining parameters, as written.
     pub params: toml::Table,
     /// Where it was declared, for error messages.
@@ -323,6 +326,8 @@ struct RawCommand {
 struct RawComponent {
     kind: String,
     name: Option<String>,
+    #[serde(default)]
+    suppress_when: Vec<crate::twin::RunState>,
     #[serde(flatten)]
     params: toml::Table,
 }
@@ -554,6 +559,7 @@ fn compile_type(
                 .name
                 .unwrap_or_else(|| raw_component.kind.clone()),
             kind: raw_component.kind,
+            suppress_when: raw_component.suppress_when,
             params: raw_component.params,
             origin: format!("{origin} (type `{name}`)"),
             line,
@@ -561,6 +567,11 @@ fn compile_type(
     };
     let models: Vec<ComponentSpec> = raw.models.into_iter().map(component).collect();
     let governors: Vec<ComponentSpec> = raw.governors.into_iter().map(component).collect();
+    if let Some(governor) = governors.iter().find(|g| !g.suppress_when.is_empty()) {
+        return Err(governor.error(
+            "suppress_when applies to the alarms of models; a governor's trip stays in view",
+        ));
+    }
 
     let lookup =
         |channel_name: &Option<String>, what: &str| -> Result<Option<ChannelId>, ConfigError> {

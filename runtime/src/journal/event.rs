@@ -66,6 +66,14 @@ pub enum JournalEvent {
         /// The condition.
         condition: ChannelCondition,
     },
+    /// Someone responded to an alarm (acknowledged, shelved, …), or the node ended a
+    /// shelving.
+    AlarmResponse {
+        /// The alarm's code.
+        code: String,
+        /// The response, with who and when.
+        response: crate::twin::AlarmResponse,
+    },
 }
 
 impl JournalEvent {
@@ -142,7 +150,10 @@ pub struct Snapshot {
 /// The bytes a snapshot's encoding starts with: a zero (no unversioned snapshot
 /// starts with one: its first field is a non-empty asset path) and the layout's
 /// version.
-pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 4];
+pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 5];
+
+/// The prefix of version 4, before alarms kept their lifecycle.
+const SNAPSHOT_FORMAT_V4: [u8; 2] = [0, 4];
 
 /// The prefix of version 3, before channel conditions were kept.
 const SNAPSHOT_FORMAT_V3: [u8; 2] = [0, 3];
@@ -155,6 +166,9 @@ impl Snapshot {
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
             return postcard::from_bytes::<Snapshot>(body);
+        }
+        if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V4) {
+            return postcard::from_bytes::<legacy::SnapshotV4>(body).map(Into::into);
         }
         if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V3) {
             return postcard::from_bytes::<legacy::SnapshotV3>(body).map(Into::into);
@@ -227,11 +241,94 @@ mod legacy {
         }
     }
 
+    /// An alarm before it kept its lifecycle (acknowledgement, shelving, service).
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct AlarmV4 {
+        pub(super) code: String,
+        pub(super) severity: crate::twin::Severity,
+        pub(super) message: String,
+        pub(super) raised_by: String,
+        pub(super) since: Timestamp,
+    }
+
+    impl From<AlarmV4> for Alarm {
+        fn from(old: AlarmV4) -> Self {
+            Alarm::new(
+                old.code,
+                old.severity,
+                old.message,
+                old.raised_by,
+                old.since,
+            )
+        }
+    }
+
+    /// The state of version 4: alarms without their lifecycle.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct StateV4 {
+        pub(super) path: AssetPath,
+        pub(super) version: u64,
+        pub(super) channels: Vec<ChannelState>,
+        pub(super) desired: Vec<DesiredValue>,
+        pub(super) derived: Vec<DerivedValue>,
+        pub(super) alarms: Vec<AlarmV4>,
+        pub(super) trips: Vec<Trip>,
+        pub(super) health: f64,
+        pub(super) updated_at: Timestamp,
+        pub(super) windows: Vec<SeqWindow>,
+        pub(super) history_capacity: u32,
+    }
+
+    impl From<StateV4> for TwinState {
+        fn from(old: StateV4) -> Self {
+            TwinState {
+                path: old.path,
+                version: old.version,
+                channels: old.channels,
+                desired: old.desired,
+                derived: old.derived,
+                alarms: old.alarms.into_iter().map(Into::into).collect(),
+                trips: old.trips,
+                health: old.health,
+                updated_at: old.updated_at,
+                windows: old.windows,
+                history_capacity: old.history_capacity,
+            }
+        }
+    }
+
+    /// Version 4: channel conditions, alarms without their lifecycle.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SnapshotV4 {
+        pub(super) state: StateV4,
+        pub(super) channel_names: Vec<String>,
+        pub(super) desired_names: Vec<String>,
+        pub(super) models: Vec<(String, Vec<u8>)>,
+        pub(super) governors: Vec<(String, Vec<u8>)>,
+        pub(super) conditions: Vec<(ChannelId, crate::twin::ChannelCondition)>,
+    }
+
+    impl From<SnapshotV4> for super::Snapshot {
+        fn from(old: SnapshotV4) -> Self {
+            super::Snapshot {
+                state: old.state.into(),
+                channel_names: old.channel_names,
+                desired_names: old.desired_names,
+                models: old.models,
+                governors: old.governors,
+                conditions: old.conditions,
+            }
+        }
+    }
+
     /// Version 3: samples with epochs, no channel conditions.
     #[derive(Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
     pub(super) struct SnapshotV3 {
-        pub(super) state: TwinState,
+        pub(super) state: StateV4,
         pub(super) channel_names: Vec<String>,
         pub(super) desired_names: Vec<String>,
         pub(super) models: Vec<(String, Vec<u8>)>,
@@ -241,7 +338,7 @@ mod legacy {
     impl From<SnapshotV3> for super::Snapshot {
         fn from(old: SnapshotV3) -> Self {
             super::Snapshot {
-                state: old.state,
+                state: old.state.into(),
                 channel_names: old.channel_names,
                 desired_names: old.desired_names,
                 models: old.models,
@@ -260,7 +357,7 @@ mod legacy {
         pub(super) channels: Vec<Channel>,
         pub(super) desired: Vec<DesiredValue>,
         pub(super) derived: Vec<DerivedValue>,
-        pub(super) alarms: Vec<Alarm>,
+        pub(super) alarms: Vec<AlarmV4>,
         pub(super) trips: Vec<Trip>,
         pub(super) health: f64,
         pub(super) updated_at: Timestamp,
@@ -288,7 +385,7 @@ mod legacy {
                     channels: state.channels.into_iter().map(Into::into).collect(),
                     desired: state.desired,
                     derived: state.derived,
-                    alarms: state.alarms,
+                    alarms: state.alarms.into_iter().map(Into::into).collect(),
                     trips: state.trips,
                     health: state.health,
                     updated_at: state.updated_at,
@@ -320,7 +417,7 @@ mod legacy {
         pub(super) channels: Vec<Channel>,
         pub(super) desired: Vec<Desired>,
         pub(super) derived: Vec<DerivedValue>,
-        pub(super) alarms: Vec<Alarm>,
+        pub(super) alarms: Vec<AlarmV4>,
         pub(super) trips: Vec<Trip>,
         pub(super) health: f64,
         pub(super) updated_at: Timestamp,
@@ -433,6 +530,46 @@ mod tests {
         let again = snapshot.encode().unwrap();
         let current = Snapshot::decode(&again).unwrap();
         assert_eq!(current.state.desired, snapshot.state.desired);
+    }
+
+    /// A snapshot written before alarms kept their lifecycle loads its alarms as
+    /// active and unacknowledged: nobody has acknowledged them in the new sense.
+    #[test]
+    fn a_snapshot_from_before_the_alarm_lifecycle_loads() {
+        let at = Timestamp::now();
+        let old = legacy::SnapshotV4 {
+            state: legacy::StateV4 {
+                path: AssetPath::parse("acme/plant-a/line-1/press-1").unwrap(),
+                version: 3,
+                channels: Vec::new(),
+                desired: Vec::new(),
+                derived: Vec::new(),
+                alarms: vec![legacy::AlarmV4 {
+                    code: "trip:overtemp".into(),
+                    severity: crate::twin::Severity::Critical,
+                    message: "temperature 120 above 95".into(),
+                    raised_by: "overtemp".into(),
+                    since: at,
+                }],
+                trips: Vec::new(),
+                health: 0.0,
+                updated_at: at,
+                windows: Vec::new(),
+                history_capacity: 32,
+            },
+            channel_names: Vec::new(),
+            desired_names: Vec::new(),
+            models: Vec::new(),
+            governors: Vec::new(),
+            conditions: Vec::new(),
+        };
+        let mut bytes = SNAPSHOT_FORMAT_V4.to_vec();
+        bytes.extend(postcard::to_stdvec(&old).unwrap());
+        let snapshot = Snapshot::decode(&bytes).unwrap();
+        let alarm = &snapshot.state.alarms[0];
+        assert_eq!(alarm.code, "trip:overtemp");
+        assert!(alarm.active && alarm.acknowledged.is_none() && alarm.is_standing());
+        assert_eq!(alarm.since, at);
     }
 
     /// A snapshot and a journal record written before readings carried their epoch

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::alarm::{Alarm, AlarmResponse};
 use super::core::{Effects, TwinCore};
 use super::directory::TwinEntry;
 use super::mirror::MirrorUpdate;
@@ -17,7 +18,7 @@ use super::state::{ChannelCondition, DeliveryReport, SampleOutcome, Severity};
 use super::twins::Kernel;
 use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
-use crate::command::{Command, CommandId, Verdict};
+use crate::command::{Command, CommandId, Origin, Verdict};
 use crate::error::Error;
 use crate::journal::{Completion, JournalWrite, Ticket};
 use crate::path::AssetPath;
@@ -53,6 +54,18 @@ impl CommandOutcome {
             replayed: true,
         }
     }
+}
+
+/// The outcome of a response to an alarm, once durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmOutcome {
+    /// The alarm as it is now; `None` when it left the list (back to normal and
+    /// acknowledged).
+    pub alarm: Option<Alarm>,
+    /// The twin's version after the response.
+    pub version: u64,
+    /// Sequence number of its audit record.
+    pub audit_seq: Option<u64>,
 }
 
 /// Idempotent commands a twin remembers in memory (older ones are found in the store).
@@ -132,6 +145,15 @@ pub enum TwinMsg {
     /// The twin has been idle for the node's passivation time: passivate, unless
     /// something waits.
     Passivate,
+    /// A response to an alarm (code, response, who), and the reply once durable.
+    Alarm(
+        String,
+        AlarmResponse,
+        Origin,
+        oneshot::Sender<Result<AlarmOutcome, Error>>,
+    ),
+    /// Shelvings may have ended: unshelve.
+    ShelvingCheck,
     /// Sources lost touch (a connector lost its session or broker), for a reason:
     /// channels they fed go stale.
     SourcesLost(Arc<[SourceId]>, Arc<str>),
@@ -144,7 +166,11 @@ impl TwinMsg {
     pub fn is_request(&self) -> bool {
         matches!(
             self,
-            TwinMsg::Command(..) | TwinMsg::WhatIf(..) | TwinMsg::Report(_) | TwinMsg::History(..)
+            TwinMsg::Command(..)
+                | TwinMsg::WhatIf(..)
+                | TwinMsg::Report(_)
+                | TwinMsg::History(..)
+                | TwinMsg::Alarm(..)
         )
     }
 }
@@ -195,6 +221,8 @@ pub struct TwinActorState {
     index_command: bool,
     /// When the scheduled delivery check runs, if one is scheduled.
     delivery_check: Option<Timestamp>,
+    /// When the scheduled shelving check runs, if one is scheduled.
+    shelving_check: Option<Timestamp>,
     /// Messages handled that were sent through the twin's directory entry (all but
     /// the actor's own timers).
     handled: u64,
@@ -251,6 +279,7 @@ impl Actor for TwinActor {
             baseline: false,
             index_command: false,
             delivery_check: None,
+            shelving_check: None,
             handled: 0,
         };
         if snapshot_due {
@@ -266,6 +295,7 @@ impl Actor for TwinActor {
             state.count_conditions();
             state.flush_effects(Ticket::none(), Completion::None, false);
         }
+        state.end_shelvings();
         state.report_status(true);
         state.schedule_delivery_check();
         Ok(state)
@@ -287,7 +317,7 @@ impl Actor for TwinActor {
         state: &mut TwinActorState,
     ) -> Result<(), ActorProcessingErr> {
         match &message {
-            TwinMsg::StatusTick | TwinMsg::DeliveryCheck => {}
+            TwinMsg::StatusTick | TwinMsg::DeliveryCheck | TwinMsg::ShelvingCheck => {}
             TwinMsg::Passivate | TwinMsg::Snapshot | TwinMsg::Freshness => state.handled += 1,
             _ => {
                 state.handled += 1;
@@ -340,6 +370,13 @@ impl Actor for TwinActor {
                 let _ = reply.send(state.core.undelivered(Timestamp::now()));
             }
             TwinMsg::Fenced => state.on_fenced(),
+            TwinMsg::Alarm(code, response, origin, reply) => {
+                state.on_alarm(&code, response, &origin, reply);
+            }
+            TwinMsg::ShelvingCheck => {
+                state.shelving_check = None;
+                state.end_shelvings();
+            }
             TwinMsg::Freshness => {
                 state.fx.collect_changes = state.collects_changes();
                 state.sweep();
@@ -380,6 +417,7 @@ impl TwinActorState {
     fn passivate(&mut self, myself: &ActorRef<TwinMsg>) -> bool {
         if self.tick_pending
             || self.delivery_check.is_some()
+            || self.shelving_check.is_some()
             || !self.core.undelivered(Timestamp::now()).is_empty()
         {
             return false;
@@ -411,6 +449,75 @@ impl TwinActorState {
             tracing::debug!(asset = %self.entry.path, "twin passivated");
         }
         parked
+    }
+
+    fn on_alarm(
+        &mut self,
+        code: &str,
+        response: AlarmResponse,
+        origin: &Origin,
+        reply: oneshot::Sender<Result<AlarmOutcome, Error>>,
+    ) {
+        let _span = tracing::info_span!("alarm", asset = %self.entry.path, alarm = code, response = response.name(), origin = %origin.principal).entered();
+        self.fx.collect_changes = self.collects_changes();
+        let alarm = match self
+            .core
+            .respond_to_alarm(code, response, origin, &mut self.fx)
+        {
+            Ok(alarm) => alarm,
+            Err(error) => {
+                tracing::info!(%error, "alarm response refused");
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        tracing::info!(
+            state = alarm.as_ref().map_or("normal", Alarm::state_name),
+            "alarm response applied"
+        );
+        let version = self.core.state().version;
+        let completion = Completion::Reply(Box::new(move |result| {
+            let _ = reply.send(result.map(|audit_seqs| AlarmOutcome {
+                alarm,
+                version,
+                audit_seq: audit_seqs.first().copied(),
+            }));
+        }));
+        let snapshot_due =
+            self.core.events_since_snapshot() >= self.kernel.settings.journal.snapshot_every;
+        // Someone waits for the answer: its batch commits now.
+        self.fx.urgent = true;
+        self.flush_effects(Ticket::none(), completion, snapshot_due);
+        self.report_status(false);
+        self.schedule_shelving_check();
+    }
+
+    /// Unshelves alarms whose shelving ended, and schedules the next check.
+    fn end_shelvings(&mut self) {
+        self.fx.collect_changes = self.collects_changes();
+        if self.core.end_shelvings(Timestamp::now(), &mut self.fx) > 0 {
+            self.flush_effects(Ticket::none(), Completion::None, false);
+            self.report_status(false);
+        }
+        self.schedule_shelving_check();
+    }
+
+    /// Schedules a shelving check for the earliest end of a shelving, unless one is
+    /// due sooner already.
+    fn schedule_shelving_check(&mut self) {
+        let Some(at) = self.core.next_shelving_end() else {
+            return;
+        };
+        if self.shelving_check.is_some_and(|scheduled| scheduled <= at) {
+            return;
+        }
+        self.shelving_check = Some(at);
+        let myself = self.myself.clone();
+        let wait = Duration::from_micros(at.0.saturating_sub(Timestamp::now().0).max(0) as u64);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait + Duration::from_millis(1)).await;
+            let _ = myself.cast(TwinMsg::ShelvingCheck);
+        });
     }
 
     fn collects_changes(&self) -> bool {

@@ -155,6 +155,14 @@ impl TwinEntry {
         true
     }
 
+    /// A parked twin's alarms, read without waking it; `None` unless parked.
+    pub fn parked_alarms(&self) -> Option<Vec<super::alarm::Alarm>> {
+        match &self.slot.lock().place {
+            Place::Parked(parked) => Some(parked.alarms.to_vec()),
+            _ => None,
+        }
+    }
+
     /// True while the twin is being woken: its parked state is on its way to its
     /// supervisor.
     pub fn is_waking(&self) -> bool {

@@ -5,6 +5,7 @@
 
 pub(crate) mod actor;
 mod actuation;
+pub(crate) mod alarm;
 mod change;
 pub(crate) mod core;
 pub(crate) mod directory;
@@ -15,8 +16,9 @@ pub(crate) mod sequence;
 pub(crate) mod state;
 pub(crate) mod twins;
 
-pub use actor::CommandOutcome;
+pub use actor::{AlarmOutcome, CommandOutcome};
 pub use actuation::{Actuation, CommandVerdict};
+pub use alarm::{AlarmNote, AlarmRefusal, AlarmResponse, Shelving};
 pub use change::{TwinChange, TwinEvent};
 pub use core::{CONDITION_ALARM_SOURCE, undelivered_code};
 pub use mirror::MirrorUpdate;
@@ -27,4 +29,4 @@ pub use state::{
     Alarm, ChannelCondition, Delivery, DeliveryOutcome, DeliveryReport, DeliveryState,
     DerivedValue, DesiredValue, SampleRejection, Severity, Trip, TwinState, TwinView,
 };
-pub use twins::{BatchReceipt, ChannelTarget, FRESHNESS_INTERVAL, Subscription, Twins};
+pub use twins::{AlarmList, BatchReceipt, ChannelTarget, FRESHNESS_INTERVAL, Subscription, Twins};

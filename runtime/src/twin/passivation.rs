@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::sample::SourceId;
 
+use super::alarm::Alarm;
 use super::core::TwinCore;
 use super::directory::TwinEntry;
 
@@ -38,6 +39,8 @@ pub struct Parked {
     /// Sources of channel values that are neither stale nor bad: a lost source wakes
     /// the twin only if it fed one of them.
     pub(crate) live_sources: Box<[SourceId]>,
+    /// Its alarms, so a listing reads them without waking it.
+    pub(crate) alarms: Box<[Alarm]>,
 }
 
 impl Parked {
@@ -47,6 +50,7 @@ impl Parked {
             snapshot: None,
             snapshot_due: true,
             live_sources: Box::new([]),
+            alarms: Box::new([]),
         }
     }
 
@@ -66,6 +70,7 @@ impl Parked {
             snapshot: Some(snapshot.into_boxed_slice()),
             snapshot_due: false,
             live_sources: live_sources.into_boxed_slice(),
+            alarms: core.state().alarms.clone().into_boxed_slice(),
         }
     }
 

@@ -104,6 +104,6 @@ impl TwinReport {
 
     /// True when an alarm with this code is active.
     pub fn has_alarm(&self, code: &str) -> bool {
-        self.alarms.iter().any(|a| a.code == code)
+        self.alarms.iter().any(|a| a.code == code && a.active)
     }
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::alarm::list::{self, Changed};
+pub use super::alarm::{Alarm, Severity};
+use super::change::TwinChange;
 use super::sequence::{Admission, SeqKey, SeqWindow};
 use crate::command::{CommandId, Origin};
 use crate::config::TwinType;
@@ -213,33 +216,6 @@ pub struct DerivedValue {
     pub confidence: f64,
     /// When it was last written.
     pub at: Timestamp,
-}
-
-/// Alarm severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth knowing.
-    Info,
-    /// Needs attention soon.
-    Warning,
-    /// Needs attention now.
-    Critical,
-}
-
-/// An active alarm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alarm {
-    /// Stable code, unique among a twin's active alarms (`rul_low`, `trip:overtemp`).
-    pub code: String,
-    /// Severity.
-    pub severity: Severity,
-    /// Human message.
-    pub message: String,
-    /// The model or governor that raised it.
-    pub raised_by: String,
-    /// When it was raised.
-    pub since: Timestamp,
 }
 
 /// A latched safety trip: set by a governor's safety action, cleared by a command
@@ -491,36 +467,37 @@ impl TwinState {
         !self.trips.is_empty()
     }
 
-    /// Raises an alarm, replacing one with the same code; true when it changed.
-    pub fn raise_alarm(&mut self, alarm: Alarm) -> bool {
-        match self.alarms.iter_mut().find(|a| a.code == alarm.code) {
-            Some(existing)
-                if existing.severity == alarm.severity && existing.message == alarm.message =>
-            {
-                false
-            }
-            Some(existing) => {
-                let since = existing.since;
-                *existing = Alarm { since, ..alarm };
-                true
-            }
-            None => {
-                self.alarms.push(alarm);
-                true
-            }
-        }
+    /// Raises an alarm, or updates the one with the same code (see
+    /// [`alarm`](super::alarm)); the change to publish when it changed.
+    pub fn raise_alarm(&mut self, alarm: Alarm) -> Option<TwinChange> {
+        list::raise(&mut self.alarms, alarm).map(|changed| alarm_change(&changed, ""))
     }
 
-    /// Clears an alarm by code; true when one was active.
-    pub fn clear_alarm(&mut self, code: &str) -> bool {
-        let before = self.alarms.len();
-        self.alarms.retain(|a| a.code != code);
-        self.alarms.len() != before
+    /// An alarm's condition returned to normal: acknowledged, it leaves the list;
+    /// unacknowledged, it stays until acknowledged. The change to publish, if any.
+    pub fn clear_alarm(&mut self, code: &str) -> Option<TwinChange> {
+        list::clear(&mut self.alarms, code).map(|changed| alarm_change(&changed, code))
     }
 
-    /// The worst active alarm severity.
+    /// The worst severity of the standing alarms (active, and neither shelved, out
+    /// of service nor suppressed).
     pub fn worst_severity(&self) -> Option<Severity> {
-        self.alarms.iter().map(|a| a.severity).max()
+        self.alarms
+            .iter()
+            .filter(|a| a.is_standing())
+            .map(|a| a.severity)
+            .max()
+    }
+}
+
+/// The change that tells subscribers and mirrors what a transition did to alarm
+/// `code`: its state now, or that it left the list.
+pub(crate) fn alarm_change(changed: &Changed, code: &str) -> TwinChange {
+    match changed {
+        Changed::Now(alarm) => TwinChange::AlarmRaised((**alarm).clone()),
+        Changed::Gone => TwinChange::AlarmCleared {
+            code: code.to_string(),
+        },
     }
 }
 

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
-use super::actor::{CommandOutcome, TwinMsg};
+use super::actor::{AlarmOutcome, CommandOutcome, TwinMsg};
+use super::alarm::{Alarm, AlarmResponse};
 use super::core::TwinCore;
 use super::directory::{Directory, Sent, TwinEntry};
 use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
 use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, WhatIf};
 use crate::audit::AuditRecord;
-use crate::command::Command;
+use crate::command::{Command, Origin};
 use crate::components::{ActuationNeed, Components};
 use crate::config::{RuntimeSettings, TwinType, TwinTypes};
 use crate::error::Error;
@@ -284,6 +285,15 @@ impl Kernel {
 
 fn journal_error(error: impl Into<StoreError>) -> Error {
     Error::Journal(error.into())
+}
+
+/// Alarms of many twins ([`Twins::alarms`]).
+#[derive(Debug, Clone, Default)]
+pub struct AlarmList {
+    /// Each alarm with its twin.
+    pub alarms: Vec<(AssetPath, Alarm)>,
+    /// Twins that did not answer.
+    pub unavailable: Vec<AssetPath>,
 }
 
 /// The twins a node hosts, before their actors start: recovered state to hand to them.
@@ -729,6 +739,47 @@ impl Twins {
             TwinMsg::WhatIf(command, horizon, step, reply)
         })
         .await?
+    }
+
+    /// Responds to alarm `code` of the twin at `path` on behalf of `origin`
+    /// (acknowledge, shelve, …; see [`alarm`](super::alarm)); returns the outcome
+    /// once it is durable. Journaled and audited; no governor reviews it.
+    pub async fn respond_to_alarm(
+        &self,
+        path: &AssetPath,
+        code: &str,
+        response: AlarmResponse,
+        origin: Origin,
+    ) -> Result<AlarmOutcome, Error> {
+        self.ask(path, |reply| {
+            TwinMsg::Alarm(code.to_string(), response, origin, reply)
+        })
+        .await?
+    }
+
+    /// The alarms of every twin at or below `prefix` (all twins without one), by twin
+    /// in directory order; a passivated twin's are read without waking it. Twins that
+    /// did not answer (starting, restarting) are listed apart.
+    pub async fn alarms(&self, prefix: Option<&AssetPath>) -> AlarmList {
+        let mut list = AlarmList::default();
+        for entry in self.directory.entries() {
+            if prefix.is_some_and(|prefix| !entry.path.starts_with(prefix)) {
+                continue;
+            }
+            let alarms = match entry.parked_alarms() {
+                Some(alarms) => alarms,
+                None => match self.report(&entry.path).await {
+                    Ok(report) => report.alarms,
+                    Err(_) => {
+                        list.unavailable.push(entry.path.clone());
+                        continue;
+                    }
+                },
+            };
+            list.alarms
+                .extend(alarms.into_iter().map(|alarm| (entry.path.clone(), alarm)));
+        }
+        list
     }
 
     /// Reads a twin's state.

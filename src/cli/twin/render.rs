@@ -116,6 +116,7 @@ pub fn audit_kind_word(raw: i32) -> String {
         AuditKind::SafetyAction => "safety_action",
         AuditKind::Delivered => "delivered",
         AuditKind::DeliveryFailed => "delivery_failed",
+        AuditKind::AlarmResponse => "alarm_response",
     });
     word(known, raw)
 }
@@ -485,9 +486,11 @@ pub fn summary_of(twin: &Twin) -> TwinSummary {
 pub fn twin_text(twin: &Twin) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", clean(&twin.asset_path));
-    let alarms = match twin.alarms.len() {
-        0 => "none".to_string(),
-        n => format!("{n} active"),
+    let active = twin.alarms.iter().filter(|a| a.active).count();
+    let alarms = match (twin.alarms.len(), active) {
+        (0, _) => "none".to_string(),
+        (all, active) if all == active => format!("{active} active"),
+        (all, active) => format!("{active} active, {} returned unacknowledged", all - active),
     };
     let trips = match twin.trips.len() {
         0 => "none".to_string(),
@@ -592,6 +595,7 @@ pub fn twin_text(twin: &Twin) -> String {
         let mut table = Table::new(&[
             ("ALARM", Align::Left),
             ("SEVERITY", Align::Left),
+            ("STATE", Align::Left),
             ("MESSAGE", Align::Left),
             ("RAISED BY", Align::Left),
             ("SINCE", Align::Left),
@@ -600,6 +604,7 @@ pub fn twin_text(twin: &Twin) -> String {
             table.row(vec![
                 clean(&alarm.code),
                 severity_word(alarm.severity),
+                clean(&alarm.state),
                 clean(&alarm.message),
                 clean(&alarm.raised_by),
                 time_text(time_of!(alarm.since)),
@@ -738,6 +743,7 @@ pub fn twin_json(twin: &Twin) -> Json {
                         Json::object()
                             .with("code", &alarm.code)
                             .with("severity", severity_word(alarm.severity))
+                            .with("state", &alarm.state)
                             .with("message", &alarm.message)
                             .with("raised_by", &alarm.raised_by)
                             .with("since", time_json(time_of!(alarm.since)))
@@ -1320,6 +1326,9 @@ mod tests {
                 message: "remaining life 1.5 h".into(),
                 raised_by: "degradation".into(),
                 since: None,
+                active: true,
+                state: "unacknowledged".into(),
+                ..Default::default()
             }],
             trips: vec![],
             health: 0.9,
@@ -1378,7 +1387,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("rul_low  warning   remaining life 1.5 h"),
+            text.contains("rul_low  warning   unacknowledged  remaining life 1.5 h"),
             "{text}"
         );
         assert!(!text.contains("TRIP "), "{text}");

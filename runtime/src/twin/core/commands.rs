@@ -171,13 +171,13 @@ impl TwinCore {
         if clears_trips && !self.state.trips.is_empty() {
             for trip in std::mem::take(&mut self.state.trips) {
                 let code = format!("trip:{}", trip.governor);
-                self.state.clear_alarm(&code);
-                published.push(TwinChange::AlarmCleared { code });
+                published.extend(self.state.clear_alarm(&code));
             }
             published.push(TwinChange::TripsCleared);
         }
         self.bump(at);
         self.update_health();
+        published.extend(self.suppress_by_design());
         if let Some(fx) = fx
             && fx.collect_changes
         {

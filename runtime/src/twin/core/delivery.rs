@@ -34,7 +34,7 @@ impl TwinCore {
                     agrees: None,
                 };
                 // A new value supersedes the one that could not be delivered.
-                self.state.clear_alarm(&undelivered_code(name));
+                let _ = self.state.clear_alarm(&undelivered_code(name));
                 deliveries.push((name.clone(), delivery.clone()));
             }
         }
@@ -60,22 +60,22 @@ impl TwinCore {
             slot.delivery = delivery.clone();
             let code = undelivered_code(name);
             if delivery.safety && delivery.state == DeliveryState::Failed {
-                self.state.raise_alarm(Alarm {
+                let _ = self.state.raise_alarm(Alarm::new(
                     code,
-                    severity: Severity::Critical,
-                    message: format!(
+                    Severity::Critical,
+                    format!(
                         "safety action `{}` did not reach the machine: {} ({})",
                         delivery.command, delivery.reason, name
                     ),
-                    raised_by: delivery
+                    delivery
                         .origin
                         .as_ref()
                         .map(|o| o.principal.clone())
                         .unwrap_or_default(),
-                    since: delivery.at,
-                });
+                    delivery.at,
+                ));
             } else {
-                self.state.clear_alarm(&code);
+                let _ = self.state.clear_alarm(&code);
             }
             changed.push((name.clone(), delivery.clone()));
         }

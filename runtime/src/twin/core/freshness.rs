@@ -171,25 +171,25 @@ impl TwinCore {
                 );
             }
         }
-        let alarm = Alarm {
-            code: ChannelCondition::alarm_code(condition.quality, &name),
-            severity: Severity::Warning,
-            message: format!(
+        let alarm = Alarm::new(
+            ChannelCondition::alarm_code(condition.quality, &name),
+            Severity::Warning,
+            format!(
                 "{name} is {}: {}",
                 condition.quality.as_str(),
                 condition.reason
             ),
-            raised_by: CONDITION_ALARM_SOURCE.to_string(),
-            since: condition.since,
-        };
-        if self.state.raise_alarm(alarm.clone())
+            CONDITION_ALARM_SOURCE,
+            condition.since,
+        );
+        if let Some(change) = self.state.raise_alarm(alarm)
             && let Some(fx) = fx
             && fx.collect_changes
         {
             fx.changes.push(TwinEvent {
                 asset: self.state.path.clone(),
                 version: self.state.version,
-                change: TwinChange::AlarmRaised(alarm),
+                change,
             });
         }
     }
@@ -206,16 +206,14 @@ impl TwinCore {
     }
 
     fn clear_alarm(&mut self, code: &str, fx: Option<&mut Effects>) {
-        if self.state.clear_alarm(code)
+        if let Some(change) = self.state.clear_alarm(code)
             && let Some(fx) = fx
             && fx.collect_changes
         {
             fx.changes.push(TwinEvent {
                 asset: self.state.path.clone(),
                 version: self.state.version,
-                change: TwinChange::AlarmCleared {
-                    code: code.to_string(),
-                },
+                change,
             });
         }
     }

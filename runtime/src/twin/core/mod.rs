@@ -5,8 +5,10 @@
 //! The seams: [`samples`] (readings and what models and governors make of them),
 //! [`commands`] (review and apply), [`safety`] (governors' safety actions),
 //! [`delivery`] (how desired values reach the machine), [`freshness`] (stale and bad
-//! channels) and [`recovery`] (snapshots and journal replay).
+//! channels), [`alarms`] (responses to alarms) and [`recovery`] (snapshots and
+//! journal replay).
 
+mod alarms;
 mod commands;
 mod delivery;
 mod freshness;

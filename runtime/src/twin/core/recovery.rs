@@ -141,6 +141,8 @@ impl TwinCore {
         }
         let health = self.state.health;
         self.model_health.iter_mut().for_each(|h| *h = health);
+        // Snapshots of before the lifecycle, or a type whose suppression changed.
+        self.suppress_by_design();
         Ok(())
     }
 
@@ -237,6 +239,9 @@ impl TwinCore {
             JournalEvent::Delivery { desired, delivery } => {
                 self.set_delivery(desired, delivery);
                 self.state.updated_at = self.state.updated_at.max(delivery.at);
+            }
+            JournalEvent::AlarmResponse { code, response } => {
+                self.replay_alarm_response(code, response);
             }
         }
         self.state.version = record.version;

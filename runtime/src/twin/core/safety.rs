@@ -140,19 +140,19 @@ impl TwinCore {
                 at,
             };
             self.state.trips.push(trip.clone());
-            let alarm = Alarm {
-                code: format!("trip:{governor}"),
-                severity: Severity::Critical,
-                message: reason.to_string(),
-                raised_by: governor.to_string(),
-                since: at,
-            };
-            self.state.raise_alarm(alarm.clone());
+            let alarm = Alarm::new(
+                format!("trip:{governor}"),
+                Severity::Critical,
+                reason,
+                governor,
+                at,
+            );
             published.push(TwinChange::Tripped(trip));
-            published.push(TwinChange::AlarmRaised(alarm));
+            published.extend(self.state.raise_alarm(alarm));
         }
         self.bump(at);
         self.update_health();
+        published.extend(self.suppress_by_design());
         if let Some(fx) = fx
             && fx.collect_changes
         {
@@ -183,21 +183,15 @@ impl TwinCore {
         at: Timestamp,
         fx: &mut Effects,
     ) -> bool {
-        let alarm = Alarm {
-            code: code.to_string(),
-            severity: Severity::Critical,
-            message: message.to_string(),
-            raised_by: "node".to_string(),
-            since: at,
-        };
-        if !self.state.raise_alarm(alarm.clone()) {
+        let alarm = Alarm::new(code, Severity::Critical, message, "node", at);
+        let Some(change) = self.state.raise_alarm(alarm) else {
             return false;
-        }
+        };
         if fx.collect_changes {
             fx.changes.push(TwinEvent {
                 asset: self.state.path.clone(),
                 version: self.state.version,
-                change: TwinChange::AlarmRaised(alarm),
+                change,
             });
         }
         true

@@ -104,33 +104,27 @@ impl TwinCore {
                 }
             }
             for (code, severity, message) in self.output.raised.drain(..) {
-                let alarm = Alarm {
-                    code,
-                    severity,
-                    message,
-                    raised_by: model_name.to_string(),
-                    since: sample.source_time,
-                };
-                if self.state.raise_alarm(alarm.clone())
+                let alarm = Alarm::new(code, severity, message, model_name, sample.source_time);
+                if let Some(change) = self.state.raise_alarm(alarm)
                     && let Some(fx) = fx.as_deref_mut()
                     && fx.collect_changes
                 {
                     fx.changes.push(TwinEvent {
                         asset: self.state.path.clone(),
                         version: self.state.version,
-                        change: TwinChange::AlarmRaised(alarm),
+                        change,
                     });
                 }
             }
             for code in self.output.cleared.drain(..) {
-                if self.state.clear_alarm(&code)
+                if let Some(change) = self.state.clear_alarm(&code)
                     && let Some(fx) = fx.as_deref_mut()
                     && fx.collect_changes
                 {
                     fx.changes.push(TwinEvent {
                         asset: self.state.path.clone(),
                         version: self.state.version,
-                        change: TwinChange::AlarmCleared { code },
+                        change,
                     });
                 }
             }
@@ -139,6 +133,17 @@ impl TwinCore {
             }
         }
         self.update_health();
+        for change in self.suppress_by_design() {
+            if let Some(fx) = fx.as_deref_mut()
+                && fx.collect_changes
+            {
+                fx.changes.push(TwinEvent {
+                    asset: self.state.path.clone(),
+                    version: self.state.version,
+                    change,
+                });
+            }
+        }
     }
 
     pub(super) fn watch(&mut self, sample: &Sample, fx: &mut Effects) {
