@@ -1,8 +1,9 @@
 //! Fleet-wide reads on a cloud node, answered from its mirrors: GetTwin, ListTwins,
 //! WatchTwins and ListAudit, each twin marked with its owner and the mirror's lag.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use doppel_api::convert::{self, timestamp_to_proto};
 use doppel_api::page::{self, Listing};
@@ -17,8 +18,11 @@ use tonic::Status;
 use crate::config::prefix_covers;
 use crate::mirror::{AuditCursor, MirrorRow, MirrorStore};
 
-/// Messages a watch may queue before the watcher counts as stalled and is ended.
+/// Messages a watch queues for its watcher; beyond them it coalesces.
 const WATCH_BUFFER: usize = 1024;
+
+/// How long a watcher that is owed changes may read nothing before it is ended.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Answers fleet reads from a cloud node's [`MirrorStore`].
 #[derive(Clone)]
@@ -113,8 +117,10 @@ impl FleetApi {
     }
 
     /// A watch over mirrored twins: a snapshot of each, a marker, then every change
-    /// the mirror receives. A watcher that falls too far behind is ended with
-    /// RESOURCE_EXHAUSTED.
+    /// the mirror receives. A watcher that falls behind a burst is not ended: the
+    /// twins it owes are sent as their whole state now (`coalesced`), then changes
+    /// follow again. Only a watcher that reads nothing for [`STALL_LIMIT`] while it
+    /// is owed something is ended, with RESOURCE_EXHAUSTED.
     pub fn watch_twins(
         &self,
         request: &pb::WatchTwinsRequest,
@@ -128,7 +134,8 @@ impl FleetApi {
         // Subscribe before the snapshot, skip changes at or below it.
         let mut changes = self.mirror.subscribe();
         let rows = self.mirror.list(&prefix);
-        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        // One slot more than a watch fills: the last is kept for its final status.
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER + 1);
         let fleet = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -153,62 +160,16 @@ impl FleetApi {
             if sender.send(Ok(marker)).await.is_err() {
                 return;
             }
-            loop {
-                let change = match changes.recv().await {
-                    Ok(change) => change,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        let _ = sender
-                            .send(Err(Status::resource_exhausted(format!(
-                                "the watch fell {missed} changes behind; watch again"
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        let _ = sender
-                            .send(Err(Status::unavailable("the mirror closed")))
-                            .await;
-                        return;
-                    }
-                };
-                let update = &change.update;
-                if !prefix_covers(&prefix, update.asset.as_str()) {
-                    continue;
-                }
-                let last = seen.entry(update.asset.as_str().to_string()).or_insert(0);
-                if update.version <= *last {
-                    continue;
-                }
-                *last = update.version;
-                let events: Vec<TwinChange> = if update.full.is_some() {
-                    vec![TwinChange::Restarted]
-                } else {
-                    update.changes.clone()
-                };
-                for event in events {
-                    let message = pb::WatchTwinsResponse {
-                        event: Some(pb::watch_twins_response::Event::Change(
-                            convert::twin_change(&TwinEvent {
-                                asset: update.asset.clone(),
-                                version: update.version,
-                                change: event,
-                            }),
-                        )),
-                    };
-                    match sender.try_send(Ok(message)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            let _ = sender
-                                .send(Err(Status::resource_exhausted(
-                                    "the watcher is not keeping up; watch again",
-                                )))
-                                .await;
-                            return;
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    }
-                }
-            }
+            let mut watch = FleetWatch {
+                fleet,
+                prefix,
+                seen,
+                sender,
+                behind: BTreeSet::new(),
+                relist: false,
+                progress: Instant::now(),
+            };
+            watch.run(&mut changes).await;
         });
         Ok(ReceiverStream::new(receiver))
     }
@@ -269,6 +230,133 @@ impl FleetApi {
     /// Checks an asset path field.
     pub fn parse_asset(field: &str, raw: &str) -> Result<AssetPath, Status> {
         parse_path(field, raw)
+    }
+}
+
+type Outgoing = mpsc::Sender<Result<pb::WatchTwinsResponse, Status>>;
+
+/// A fleet watch past its snapshot.
+struct FleetWatch {
+    fleet: FleetApi,
+    prefix: String,
+    /// The version last sent per twin.
+    seen: HashMap<String, u64>,
+    sender: Outgoing,
+    /// Twins whose whole state is owed, in place of changes not sent.
+    behind: BTreeSet<String>,
+    /// The mirror's change bus overran this watch: any twin may be owed.
+    relist: bool,
+    /// When the watcher last took a message.
+    progress: Instant,
+}
+
+impl FleetWatch {
+    async fn run(&mut self, changes: &mut broadcast::Receiver<crate::mirror::MirrorChange>) {
+        loop {
+            let owed = self.relist || !self.behind.is_empty();
+            let stall = tokio::time::Instant::from_std(self.progress + STALL_LIMIT);
+            let sender = self.sender.clone();
+            tokio::select! {
+                received = changes.recv() => match received {
+                    Ok(change) => self.on_change(&change.update),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "fleet watch overran: owed twins go as their state now");
+                        self.relist = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let _ = self.sender.try_send(Err(Status::unavailable("the mirror closed")));
+                        return;
+                    }
+                },
+                // Two slots: one to use, one kept for the final status.
+                permits = sender.reserve_many(2), if owed => {
+                    let Ok(mut permits) = permits else {
+                        return;
+                    };
+                    self.progress = Instant::now();
+                    if let Some(permit) = permits.next() {
+                        self.send_owed(permit);
+                    }
+                }
+                _ = tokio::time::sleep_until(stall), if owed => {
+                    let _ = self.sender.try_send(Err(Status::resource_exhausted(format!(
+                        "the watcher read nothing for {} s while changes were due; watch again",
+                        STALL_LIMIT.as_secs()
+                    ))));
+                    return;
+                }
+                () = sender.closed() => return,
+            }
+        }
+    }
+
+    /// A change from the mirror: sent at once while nothing is owed and the queue has
+    /// room, else its twin is owed its state.
+    fn on_change(&mut self, update: &doppel_runtime::twin::MirrorUpdate) {
+        let asset = update.asset.as_str();
+        if !prefix_covers(&self.prefix, asset) {
+            return;
+        }
+        if update.version <= self.seen.get(asset).copied().unwrap_or(0) {
+            return;
+        }
+        if self.relist || !self.behind.is_empty() {
+            self.behind.insert(asset.to_string());
+            return;
+        }
+        let events: Vec<TwinChange> = if update.full.is_some() {
+            vec![TwinChange::Restarted]
+        } else {
+            update.changes.clone()
+        };
+        for event in events {
+            if self.sender.capacity() <= 1 {
+                self.behind.insert(asset.to_string());
+                return;
+            }
+            let message = pb::WatchTwinsResponse {
+                event: Some(pb::watch_twins_response::Event::Change(
+                    convert::twin_change(&TwinEvent {
+                        asset: update.asset.clone(),
+                        version: update.version,
+                        change: event,
+                    }),
+                )),
+            };
+            if self.sender.try_send(Ok(message)).is_err() {
+                self.behind.insert(asset.to_string());
+                return;
+            }
+            self.progress = Instant::now();
+        }
+        self.seen.insert(asset.to_string(), update.version);
+    }
+
+    /// Sends one owed twin's state now, newer than anything sent for it.
+    fn send_owed(&mut self, permit: mpsc::Permit<'_, Result<pb::WatchTwinsResponse, Status>>) {
+        if std::mem::take(&mut self.relist) {
+            for row in self.fleet.mirror.list(&self.prefix) {
+                let asset = row.report.asset.as_str();
+                if row.report.version > self.seen.get(asset).copied().unwrap_or(0) {
+                    self.behind.insert(asset.to_string());
+                }
+            }
+        }
+        while let Some(asset) = self.behind.pop_first() {
+            let Some(row) = self.fleet.mirror.get(&asset) else {
+                continue;
+            };
+            if row.report.version <= self.seen.get(&asset).copied().unwrap_or(0) {
+                continue;
+            }
+            self.seen.insert(asset, row.report.version);
+            let mut twin = convert::twin(&row.report);
+            twin.mirror = Some(self.fleet.provenance(&row));
+            permit.send(Ok(pb::WatchTwinsResponse {
+                event: Some(pb::watch_twins_response::Event::Coalesced(twin)),
+            }));
+            return;
+        }
     }
 }
 

@@ -582,3 +582,69 @@ async fn wait_until_disconnected(cloud: &TestCloud) {
     )
     .await;
 }
+
+/// A burst far larger than a watch's queue, to a watcher that reads only after it:
+/// the watch is not ended; the twins it fell behind on arrive as their state now,
+/// each twin's versions never go back, and every twin ends at its last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_watch_that_keeps_reading_survives_a_burst_coalesced() {
+    use doppel_proto::v1::watch_twins_response::Event;
+    use tokio_stream::StreamExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = MirrorStore::open(&dir.path().join("mirror.redb")).unwrap();
+    let twins: Vec<String> = (0..50)
+        .map(|n| format!("acme/plant-a/line-1/press-{n}"))
+        .collect();
+    let baselines: Vec<MirrorUpdate> = twins
+        .iter()
+        .map(|asset| MirrorUpdate::baseline(report(asset, 1)))
+        .collect();
+    store.apply_batch(EDGE, &[(1, baselines)], 1).unwrap();
+    let fleet = crate::fleet::FleetApi::new(store.clone(), 4);
+    let mut stream = fleet
+        .watch_twins(&proto::WatchTwinsRequest::default())
+        .unwrap();
+
+    // 50 twins × 60 versions, in batches, while the watcher reads nothing.
+    let rounds = 60u64;
+    for version in 2..2 + rounds {
+        let updates: Vec<MirrorUpdate> = twins
+            .iter()
+            .map(|asset| reported(asset, version, version as f64))
+            .collect();
+        store
+            .apply_batch(EDGE, &[(version, updates)], version)
+            .unwrap();
+    }
+    let last = 1 + rounds;
+
+    let mut latest: std::collections::HashMap<String, u64> = Default::default();
+    let mut coalesced = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while latest.len() < twins.len() || latest.values().any(|v| *v < last) {
+        let message = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("every twin reaches its last version")
+            .expect("the watch goes on")
+            .expect("the watch is not ended");
+        let (asset, version) = match message.event.unwrap() {
+            Event::Snapshot(twin) => (twin.asset_path, twin.version),
+            Event::SnapshotComplete(_) => continue,
+            Event::Change(change) => (change.asset_path, change.version),
+            Event::Coalesced(twin) => {
+                coalesced += 1;
+                (twin.asset_path, twin.version)
+            }
+        };
+        let before = latest.insert(asset.clone(), version).unwrap_or(0);
+        assert!(
+            version >= before,
+            "{asset}: version {version} after {before}"
+        );
+    }
+    assert!(
+        coalesced > 0,
+        "the burst overran the queue and was coalesced"
+    );
+}

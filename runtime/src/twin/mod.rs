@@ -5,12 +5,12 @@
 
 pub(crate) mod actor;
 mod actuation;
-pub(crate) mod alarm;
+pub mod alarm;
 mod change;
 pub(crate) mod core;
 pub(crate) mod directory;
 mod mirror;
-pub(crate) mod passivation;
+pub mod passivation;
 mod report;
 pub(crate) mod sequence;
 pub(crate) mod state;

@@ -7,7 +7,8 @@
 //! passivation sweep looks every quarter of that time and asks idle twins to
 //! passivate; a twin then writes a snapshot to the journal (when its last one is
 //! behind), keeps the same bytes in its directory entry and stops its actor, but only
-//! if it has handled every message sent to it (see [`super::directory`]).
+//! if it has handled every message sent to it: every message goes through the twin's
+//! directory entry, which counts it under a lock the actor parks under.
 //!
 //! Any message wakes a parked twin before it is handled: the twin's line supervisor
 //! starts a new actor from the parked bytes, which sweeps freshness first and then
@@ -26,7 +27,7 @@ use super::core::TwinCore;
 use super::directory::TwinEntry;
 
 /// Passivation sweeps without a message before a twin is asked to passivate.
-pub(crate) const IDLE_ROUNDS: u32 = 4;
+pub const IDLE_ROUNDS: u32 = 4;
 
 /// A passivated twin's state.
 pub struct Parked {

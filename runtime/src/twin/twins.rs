@@ -908,7 +908,7 @@ impl Twins {
     /// Asks every running twin that has been idle for the passivation time to
     /// passivate (see [`passivation`](super::passivation)); returns how many were
     /// asked. Each call is one round: a twin is asked after
-    /// [`IDLE_ROUNDS`] rounds without a message.
+    /// [`IDLE_ROUNDS`](super::passivation::IDLE_ROUNDS) rounds without a message.
     pub fn passivate_idle(&self) -> usize {
         let watched = self.kernel.watched.lock().clone();
         if watched.iter().any(Option::is_none) {

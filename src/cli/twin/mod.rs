@@ -478,6 +478,20 @@ async fn watch_twins(target: &Target, json: bool, args: WatchArgs) -> Result<(),
                     ))?;
                 }
             }
+            Some(watch_twins_response::Event::Coalesced(twin)) => {
+                if json {
+                    emit_json(
+                        &Json::object()
+                            .with("event", "coalesced")
+                            .with("twin", render::twin_json(&twin)),
+                    )?;
+                } else {
+                    emit(&format!(
+                        "{}  v{}  state now (changes in between coalesced)\n",
+                        twin.asset_path, twin.version
+                    ))?;
+                }
+            }
             // An event of a newer API: nothing this CLI can show.
             None => {}
         }
