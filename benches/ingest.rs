@@ -132,15 +132,7 @@ async fn trip_latency_us(
     source: doppel::SourceId,
     seq: u64,
 ) -> f64 {
-    let reading = Reading {
-        value: 900.0,
-        source_time: Timestamp::now(),
-        quality: Quality::Good,
-        source,
-        epoch: 0,
-        seq,
-        stamped: true,
-    };
+    let reading = common::reading(900.0, source, seq);
     let sent = Instant::now();
     let _receipt = twins.ingest_batch([(target, reading)]).await.unwrap();
     loop {

@@ -37,6 +37,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Read, watch, command and question the twins of any node through its gRPC API.
     Twin(cli::twin::TwinArgs),
+    /// List a node's alarms (ISA-18.2) and acknowledge, shelve or unshelve them.
+    Alarm(cli::alarm::AlarmArgs),
     /// Set up a node's OPC UA connections: trust a server's certificate, or browse its
     /// address space for a proposed twin type and mapping.
     Opcua(cli::opcua::OpcUaArgs),
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
             Command::Types(args) => cli::types::run(args).await,
             Command::Node(args) => cli::node::run(args).await,
             Command::Twin(args) => cli::twin::run(args).await,
+            Command::Alarm(args) => cli::alarm::run(args).await,
             Command::Opcua(args) => cli::opcua::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
         }

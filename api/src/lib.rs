@@ -31,6 +31,7 @@
 
 #![forbid(unsafe_code)]
 
+mod alarms;
 mod auth;
 mod config;
 pub mod convert;
@@ -41,6 +42,7 @@ mod service;
 mod status;
 mod watcher;
 
+pub use alarms::{ALARM_SERVICE_NAME, MAX_SHELVING};
 pub use auth::{Authenticator, Caller, DEV_TOKEN_FILE, load_or_create_dev_token};
 pub use config::{
     ApiConfig, ApiLimits, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Role, TlsConfig, TokenConfig,

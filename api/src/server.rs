@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use doppel_proto::v1::alarm_service_server::AlarmServiceServer;
 use doppel_proto::v1::status_service_server::StatusServiceServer;
 use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
@@ -17,6 +18,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::MapResponseLayer;
 
+use crate::alarms::ALARM_SERVICE_NAME;
 use crate::auth::Authenticator;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
@@ -114,8 +116,9 @@ impl ApiServer {
         }
         let twin_service = public!(TwinServiceServer::new(service));
         let status_service = public!(StatusServiceServer::new(api.clone()));
+        let alarm_service = public!(AlarmServiceServer::new(api.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
-        for name in [SERVICE_NAME, STATUS_SERVICE_NAME] {
+        for name in [SERVICE_NAME, STATUS_SERVICE_NAME, ALARM_SERVICE_NAME] {
             health
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -150,7 +153,8 @@ impl ApiServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(twin_service)
-            .add_service(status_service);
+            .add_service(status_service)
+            .add_service(alarm_service);
         let task = tokio::spawn(async move {
             let signal = async {
                 let _ = stopped.await;
@@ -225,7 +229,7 @@ impl ApiHandle {
     /// Stops the server: health turns NOT_SERVING, watches end with UNAVAILABLE, the
     /// listener closes, and calls in progress get a few seconds to finish.
     pub async fn stop(mut self) {
-        for name in [SERVICE_NAME, STATUS_SERVICE_NAME] {
+        for name in [SERVICE_NAME, STATUS_SERVICE_NAME, ALARM_SERVICE_NAME] {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

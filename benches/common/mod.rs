@@ -23,6 +23,23 @@ pub fn process_cpu_ticks() -> u64 {
     fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
 }
 
+/// A good reading of `value` from `source`, measured now, with sequence number `seq`.
+#[allow(
+    dead_code,
+    reason = "every bench includes this module; not all of them ingest"
+)]
+pub fn reading(value: f64, source: doppel::SourceId, seq: u64) -> doppel::Reading {
+    doppel::Reading {
+        value,
+        source_time: doppel::Timestamp::now(),
+        quality: doppel::Quality::Good,
+        source,
+        epoch: 0,
+        seq,
+        stamped: true,
+    }
+}
+
 /// A number from the environment, or `default`.
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -8,10 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use doppel::kernel::twin::MirrorUpdate;
-use doppel::{
-    Quality, Reading, Runtime, RuntimeSettings, SourceId, Timestamp, Topology, TwinTypes,
-};
+use doppel::{Runtime, RuntimeSettings, Topology, TwinTypes};
 
+use super::common::reading;
 use super::{TYPES, plant, press};
 
 /// The environment variable that makes this binary run one part.
@@ -96,18 +95,6 @@ async fn start(dir: &std::path::Path, twins: usize, per_line: usize) -> Runtime 
         .start()
         .await
         .unwrap()
-}
-
-fn reading(value: f64, source: SourceId, seq: u64) -> Reading {
-    Reading {
-        value,
-        source_time: Timestamp::now(),
-        quality: Quality::Good,
-        source,
-        epoch: 0,
-        seq,
-        stamped: true,
-    }
 }
 
 /// A node of `twins` passivated presses: start until the last press answers, resident

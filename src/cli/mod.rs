@@ -1,5 +1,6 @@
 //! Subcommands of the `doppel` binary.
 
+pub mod alarm;
 pub mod cluster;
 pub mod dev;
 pub mod dev_cluster;

@@ -1870,3 +1870,132 @@ async fn api_shows_a_stale_channel_and_why() {
     assert!(condition.since.is_some());
     served.stop().await;
 }
+
+/// AlarmService over loopback: the list with counts, responses by role, and every
+/// refusal with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_alarms_are_listed_and_answered_by_people_only() {
+    use doppel_proto::v1::alarm_service_client::AlarmServiceClient;
+
+    let served = serve().await;
+    let twins = served.runtime.twins().clone();
+    let source = twins.source("api-alarms").unwrap();
+    for (seq, channel) in [(1, "temperature"), (2, "temperature_b")] {
+        support::ingest_durable(&twins, &press(2), channel, reading(120.0, source, seq)).await;
+    }
+    let mut alarms = AlarmServiceClient::new(connect(&served.api).await);
+    let listed = within(
+        "ListAlarms",
+        alarms.list_alarms(authed(
+            VIEWER,
+            pb::ListAlarmsRequest {
+                path_prefix: "acme/plant-a".into(),
+                standing_only: true,
+            },
+        )),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let trip = listed
+        .alarms
+        .iter()
+        .find(|a| a.alarm.as_ref().is_some_and(|a| a.code == "trip:overtemp"))
+        .expect("the trip is listed");
+    assert_eq!(trip.asset_path, press(2).to_string());
+    let trip_alarm = trip.alarm.as_ref().unwrap();
+    assert_eq!(trip_alarm.state, "unacknowledged");
+    assert!(trip_alarm.active && trip_alarm.acknowledged.is_none());
+    let counts = listed.counts.unwrap();
+    assert!(
+        counts.standing >= 1 && counts.unacknowledged >= 1,
+        "{counts:?}"
+    );
+
+    let ack = |token: &str, code: &str| {
+        authed(
+            token,
+            pb::AcknowledgeAlarmRequest {
+                asset_path: press(2).to_string(),
+                code: code.into(),
+                note: "crew on the way".into(),
+            },
+        )
+    };
+    for token in [VIEWER, PLANNER] {
+        let status = refused(
+            within(
+                "viewer ack",
+                alarms.acknowledge_alarm(ack(token, "trip:overtemp")),
+            )
+            .await,
+            Code::PermissionDenied,
+        );
+        assert!(status.message().contains("operator or admin"), "{status:?}");
+    }
+    refused(
+        within(
+            "unknown alarm",
+            alarms.acknowledge_alarm(ack(OPERATOR, "nope")),
+        )
+        .await,
+        Code::NotFound,
+    );
+    let shelve = |for_an_hour: bool| {
+        authed(
+            OPERATOR,
+            pb::ShelveAlarmRequest {
+                asset_path: press(2).to_string(),
+                code: "trip:overtemp".into(),
+                reason: "nuisance".into(),
+                duration: for_an_hour.then(|| duration_to_proto(Duration::from_secs(3600))),
+            },
+        )
+    };
+    refused(
+        within("no duration", alarms.shelve_alarm(shelve(false))).await,
+        Code::InvalidArgument,
+    );
+    let status = refused(
+        within("shelve a trip", alarms.shelve_alarm(shelve(true))).await,
+        Code::FailedPrecondition,
+    );
+    assert!(status.message().contains("latched trip"), "{status:?}");
+
+    let answered = within(
+        "ack",
+        alarms.acknowledge_alarm(ack(OPERATOR, "trip:overtemp")),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    let alarm = answered.alarm.unwrap();
+    assert_eq!(alarm.state, "acknowledged");
+    assert_eq!(alarm.acknowledged.unwrap().by, "olga");
+    assert!(answered.audit_seq > 0);
+    refused(
+        within(
+            "ack again",
+            alarms.acknowledge_alarm(ack(OPERATOR, "trip:overtemp")),
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+    refused(
+        within(
+            "unknown twin",
+            alarms.acknowledge_alarm(authed(
+                OPERATOR,
+                pb::AcknowledgeAlarmRequest {
+                    asset_path: "acme/plant-a/line-9/press-9".into(),
+                    code: "trip:overtemp".into(),
+                    note: String::new(),
+                },
+            )),
+        )
+        .await,
+        Code::NotFound,
+    );
+    drop(twins);
+    served.stop().await;
+}

@@ -104,6 +104,17 @@ impl DevNode {
         )
     }
 
+    /// `doppel alarm ARGS` against this node.
+    fn alarm(&self, args: &[&str]) -> Run {
+        let args: Vec<&str> = std::iter::once("alarm")
+            .chain(args.iter().copied())
+            .collect();
+        run_doppel(
+            &args,
+            &[("DOPPEL_ADDR", &self.addr), ("DOPPEL_TOKEN", &self.token)],
+        )
+    }
+
     /// `doppel twin ARGS` that must succeed.
     fn ok(&self, args: &[&str]) -> Run {
         let run = self.twin(args);
@@ -561,6 +572,36 @@ fn commands_print_their_verdict_and_simulations_change_nothing() {
         !denied["verdict"]["reason"].as_str().unwrap().is_empty(),
         "{denied}"
     );
+
+    // The trip's alarm: listed unacknowledged, never shelved, acknowledged once.
+    let listed = node.alarm(&["list", hot, "--standing", "--json"]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let trip = listed
+        .json_lines()
+        .into_iter()
+        .find(|a| a["code"].as_str().unwrap().starts_with("trip:"))
+        .unwrap_or_else(|| panic!("no trip alarm listed:\n{}", listed.stdout));
+    assert_eq!(trip["state"], "unacknowledged", "{trip}");
+    assert_eq!(trip["asset_path"], hot, "{trip}");
+    let code = trip["code"].as_str().unwrap();
+    let shelved = node.alarm(&["shelve", hot, code, "--for", "1h", "--reason", "nuisance"]);
+    assert_eq!(shelved.code, 1, "{}", shelved.stdout);
+    assert!(
+        shelved.stderr.contains("latched trip"),
+        "{}",
+        shelved.stderr
+    );
+    let acked = node.alarm(&["ack", hot, code, "--note", "crew on the way"]);
+    assert_eq!(acked.code, 0, "{}", acked.stderr);
+    assert!(
+        acked
+            .stdout
+            .starts_with(&format!("{hot} {code}: acknowledged (audit #")),
+        "{}",
+        acked.stdout
+    );
+    let text = node.alarm(&["list", hot]);
+    assert!(text.stdout.contains("acknowledged"), "{}", text.stdout);
 }
 
 #[test]

@@ -2,8 +2,6 @@
 //! acknowledged; the test kills it with SIGKILL at a random moment, reopens the same
 //! data directory and checks every acknowledged sample is there, applied once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +9,7 @@ use rand::Rng;
 
 use doppel::{RuntimeSettings, Timestamp};
 
-use crate::support::{press, reading, start_with};
+use crate::support::{ChildTest, press, reading, start_with};
 
 const CHILD_ENV: &str = "DOPPEL_CRASH_CHILD_DIR";
 const CHANNELS: [&str; 2] = ["vibration", "power_kw"];
@@ -82,35 +80,19 @@ async fn kill_minus_nine_loses_no_acknowledged_sample() {
     let mut acked: Vec<(u64, u64)> = Vec::new();
     for round in 0..3 {
         let kill_after = Duration::from_millis(rng.random_range(300..1500));
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "crash_safety::crash_child_ingests_until_killed",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("DOPPEL_CRASH_CHILD_FIRST", next_seq.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut child = ChildTest::start(
+            "crash_safety::crash_child_ingests_until_killed",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("DOPPEL_CRASH_CHILD_FIRST", next_seq.to_string()),
+            ],
+        );
         // Wait for the first acknowledgement, then let it run a random while.
         let started = Instant::now();
         let mut round_acked = Vec::new();
         let mut killed_at = None;
         loop {
-            match lines_rx.recv_timeout(Duration::from_millis(20)) {
+            match child.lines.recv_timeout(Duration::from_millis(20)) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("ACK ") {
                         let mut parts = rest.split(' ').map(|p| p.parse::<u64>().unwrap());
@@ -121,7 +103,7 @@ async fn kill_minus_nine_loses_no_acknowledged_sample() {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             if killed_at.is_none() && !round_acked.is_empty() && started.elapsed() >= kill_after {
-                child.kill().unwrap();
+                child.child.kill().unwrap();
                 killed_at = Some(round_acked.len());
             }
             assert!(
@@ -129,8 +111,7 @@ async fn kill_minus_nine_loses_no_acknowledged_sample() {
                 "child never acknowledged anything"
             );
         }
-        child.wait().unwrap();
-        reader.join().unwrap();
+        child.wait();
         // Only acknowledgements read before the kill count; the rest raced with it.
         let counted = killed_at.expect("the child was killed");
         assert!(

@@ -1,15 +1,15 @@
 //! Passivation: idle twins stop their actor and wake for the next message, with their
 //! governors first; a kill -9 while twins are parked loses nothing acknowledged.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use doppel::{Command, Origin, Runtime, RuntimeSettings, Timestamp, Value, Verdict};
 use doppel_testkit::twin_types::{PRESS_BASE, PRESS_MODELS};
 
-use crate::support::{ingest_durable, press, reading, start_custom, start_with, wait_until};
+use crate::support::{
+    ChildTest, ingest_durable, press, reading, start_custom, start_with, wait_until,
+};
 
 const CHILD_ENV: &str = "DOPPEL_PASSIVATION_CHILD_DIR";
 
@@ -241,34 +241,18 @@ async fn a_kill_minus_9_while_twins_are_passivated_loses_nothing_acknowledged() 
     let mut acked: Vec<u64> = Vec::new();
     let mut next_seq = 1u64;
     for round in 0..2 {
-        let mut child = Process::new(std::env::current_exe().unwrap())
-            .args([
-                "passivation::passivation_child_ingests_until_killed",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .env("DOPPEL_PASSIVATION_CHILD_FIRST", next_seq.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut child = ChildTest::start(
+            "passivation::passivation_child_ingests_until_killed",
+            &[
+                (CHILD_ENV, dir.path().display().to_string()),
+                ("DOPPEL_PASSIVATION_CHILD_FIRST", next_seq.to_string()),
+            ],
+        );
         let started = Instant::now();
         let mut round_acked = Vec::new();
         let mut killed = false;
         loop {
-            match lines_rx.recv_timeout(Duration::from_millis(20)) {
+            match child.lines.recv_timeout(Duration::from_millis(20)) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("ACK ") {
                         let mut parts = rest.split(' ').map(|p| p.parse::<u64>().unwrap());
@@ -279,7 +263,7 @@ async fn a_kill_minus_9_while_twins_are_passivated_loses_nothing_acknowledged() 
                         }
                         // Killed once twins have been parked and woken several times.
                         if !killed && passivated >= 6 && round_acked.len() >= 40 {
-                            child.kill().unwrap();
+                            child.child.kill().unwrap();
                             killed = true;
                         }
                     }
@@ -292,8 +276,7 @@ async fn a_kill_minus_9_while_twins_are_passivated_loses_nothing_acknowledged() 
                 "round {round}: the child never passivated enough twins"
             );
         }
-        child.wait().unwrap();
-        reader.join().unwrap();
+        child.wait();
         assert!(
             killed,
             "round {round}: the child ended before it was killed"

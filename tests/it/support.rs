@@ -134,3 +134,56 @@ pub fn fragile(
 ) -> Result<Box<dyn doppel::Model>, doppel::ConfigError> {
     Ok(Box::new(Fragile))
 }
+
+/// A test of this binary run as a child process: the `#[ignore]`d test `name` with
+/// `env` set, its stdout read line by line on a thread (stderr discarded).
+pub struct ChildTest {
+    /// The child, to kill.
+    pub child: std::process::Child,
+    /// Its stdout, a line at a time.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl ChildTest {
+    /// Starts test `name` (its full path, e.g. `crash_safety::crash_child`).
+    pub fn start(name: &str, env: &[(&str, String)]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                name,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    /// Waits for the child to exit and its output to be read.
+    pub fn wait(mut self) {
+        self.child.wait().unwrap();
+        self.reader.join().unwrap();
+    }
+}

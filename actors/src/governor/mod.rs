@@ -139,6 +139,17 @@ fn quantity(value: f64, unit: &str) -> String {
     }
 }
 
+/// A reading shown beside a limit: four significant digits with its unit, or every
+/// digit when four would read as the limit itself (`95.004` against `95`).
+fn reading_against(value: f64, limit: f64, unit: &str) -> String {
+    let shown = crate::model::measured(value, unit);
+    if shown == quantity(limit, unit) {
+        quantity(value, unit)
+    } else {
+        shown
+    }
+}
+
 /// Formats a duration in seconds (`1.2 s`), to the millisecond.
 fn seconds(secs: f64) -> String {
     let rounded = (secs * 1e3).round() / 1e3;
@@ -147,6 +158,19 @@ fn seconds(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn readings_beside_a_limit_show_four_digits_unless_that_reads_as_the_limit() {
+        assert_eq!(
+            super::reading_against(95.230272, 95.0, "degC"),
+            "95.23 degC"
+        );
+        assert_eq!(
+            super::reading_against(95.0004, 95.0, "degC"),
+            "95.0004 degC"
+        );
+    }
+
     use super::*;
 
     #[test]

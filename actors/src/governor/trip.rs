@@ -27,7 +27,9 @@ use doppel_runtime::{
 };
 use serde::Deserialize;
 
-use super::{existing_channel, existing_desired, finite, non_negative, number, quantity};
+use super::{
+    existing_channel, existing_desired, finite, non_negative, number, quantity, reading_against,
+};
 
 /// The worst reading quality a trip governor acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -158,10 +160,10 @@ impl TripGovernor {
 
     /// Why `value` is beyond a trip limit; `None` inside them.
     fn tripped_by(&self, value: f64) -> Option<String> {
-        let shown = quantity(value, &self.unit);
         if let Some(above) = self.above
             && value > above
         {
+            let shown = reading_against(value, above, &self.unit);
             let limit = quantity(above, &self.unit);
             return Some(format!(
                 "{} {shown} above trip limit {limit}",
@@ -171,6 +173,7 @@ impl TripGovernor {
         if let Some(below) = self.below
             && value < below
         {
+            let shown = reading_against(value, below, &self.unit);
             let limit = quantity(below, &self.unit);
             return Some(format!(
                 "{} {shown} below trip limit {limit}",
@@ -183,7 +186,6 @@ impl TripGovernor {
     /// Why `value` is still too far beyond a limit to clear the trip; `None` once it is
     /// back inside the limits less hysteresis.
     fn still_tripped(&self, value: f64) -> Option<String> {
-        let shown = quantity(value, &self.unit);
         let (side, limit, reset) = match (self.above, self.below) {
             (Some(above), _) if value > above - self.hysteresis => {
                 ("above", above, above - self.hysteresis)
@@ -193,6 +195,7 @@ impl TripGovernor {
             }
             _ => return None,
         };
+        let shown = reading_against(value, reset, &self.unit);
         let limit = quantity(limit, &self.unit);
         if self.hysteresis > 0.0 {
             Some(format!(

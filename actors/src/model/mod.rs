@@ -132,7 +132,7 @@ fn restore_state<T: DeserializeOwned>(kind: &str, saved: &[u8]) -> Result<T, Str
 
 /// A measured value for a message, with its unit (`1.373 mm/s`): four significant
 /// digits, without float noise or trailing zeros.
-fn measured(value: f64, unit: &str) -> String {
+pub(crate) fn measured(value: f64, unit: &str) -> String {
     const DIGITS: i32 = 4;
     let number = if !value.is_finite() {
         format!("{value}")

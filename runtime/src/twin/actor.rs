@@ -512,11 +512,17 @@ impl TwinActorState {
             return;
         }
         self.shelving_check = Some(at);
+        self.cast_after(at, TwinMsg::ShelvingCheck);
+    }
+
+    /// Casts `message` (one of the actor's own timers) to this actor a millisecond
+    /// past `at`, so the check it asks for finds the instant passed.
+    fn cast_after(&self, at: Timestamp, message: TwinMsg) {
         let myself = self.myself.clone();
         let wait = Duration::from_micros(at.0.saturating_sub(Timestamp::now().0).max(0) as u64);
         tokio::spawn(async move {
             tokio::time::sleep(wait + Duration::from_millis(1)).await;
-            let _ = myself.cast(TwinMsg::ShelvingCheck);
+            let _ = myself.cast(message);
         });
     }
 
@@ -563,13 +569,7 @@ impl TwinActorState {
             return;
         }
         self.delivery_check = Some(at);
-        let myself = self.myself.clone();
-        let wait = Duration::from_micros(at.0.saturating_sub(Timestamp::now().0).max(0) as u64);
-        tokio::spawn(async move {
-            // A millisecond past the instant, so the check finds it passed.
-            tokio::time::sleep(wait + Duration::from_millis(1)).await;
-            let _ = myself.cast(TwinMsg::DeliveryCheck);
-        });
+        self.cast_after(at, TwinMsg::DeliveryCheck);
     }
 
     /// Marks channels past their maximum age stale and tells the node's sweep when to

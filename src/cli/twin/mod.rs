@@ -34,9 +34,9 @@ macro_rules! set_duration {
 }
 
 mod failure;
-mod input;
+pub(crate) mod input;
 pub(crate) mod json;
-mod render;
+pub(crate) mod render;
 pub(crate) mod session;
 pub(crate) mod table;
 

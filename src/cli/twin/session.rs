@@ -5,6 +5,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use doppel::proto::v1::alarm_service_client::AlarmServiceClient;
 use doppel::proto::v1::status_service_client::StatusServiceClient;
 use doppel::proto::v1::twin_service_client::TwinServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -42,6 +43,8 @@ pub struct Session {
     client: TwinServiceClient<Channel>,
     /// The status service's client, over the same connection.
     status: StatusServiceClient<Channel>,
+    /// The alarm service's client, over the same connection.
+    alarms: AlarmServiceClient<Channel>,
     /// `Bearer <token>`, marked sensitive so it is never logged.
     authorization: Option<MetadataValue<Ascii>>,
     /// Deadline of every unary call.
@@ -130,7 +133,8 @@ impl Session {
             .collect();
         Ok(Self {
             client: TwinServiceClient::new(channel.clone()),
-            status: StatusServiceClient::new(channel),
+            status: StatusServiceClient::new(channel.clone()),
+            alarms: AlarmServiceClient::new(channel),
             authorization,
             timeout: target.timeout,
             trace_context,
@@ -182,6 +186,19 @@ impl Session {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         self.unary_on(self.status.clone(), message, call).await
+    }
+
+    /// Like [`Session::unary`], on the node's `AlarmService`.
+    pub async fn alarm_unary<Req, Resp, Call, Fut>(
+        &self,
+        message: Req,
+        call: Call,
+    ) -> Result<Resp, Status>
+    where
+        Call: FnOnce(AlarmServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.unary_on(self.alarms.clone(), message, call).await
     }
 
     async fn unary_on<Client, Req, Resp, Call, Fut>(

@@ -1,0 +1,238 @@
+//! `doppel.v1.AlarmService` on [`TwinApi`]: the alarms of the twins this node hosts,
+//! and responses to them (ISA-18.2; see `doppel_runtime::twin::alarm`).
+
+use std::time::Duration;
+
+use doppel_proto::v1 as pb;
+use doppel_proto::v1::alarm_service_server::AlarmService;
+use doppel_runtime::Timestamp;
+use doppel_runtime::twin::{AlarmNote, AlarmOutcome, AlarmResponse, Shelving};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Caller, caller};
+use crate::convert;
+use crate::error::kernel_status;
+use crate::service::{TwinApi, parse_path, parse_prefix, traced_in};
+
+/// The service's full name, for health checks and spans.
+pub const ALARM_SERVICE_NAME: &str = "doppel.v1.AlarmService";
+
+/// The longest a shelving may last.
+pub const MAX_SHELVING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest note or reason accepted, in characters.
+const MAX_NOTE_CHARS: usize = 1_000;
+
+/// Longest alarm code accepted, in characters.
+const MAX_CODE_CHARS: usize = 200;
+
+/// Refuses with PERMISSION_DENIED unless an operator or admin asks: alarms are
+/// acknowledged by people, not by automation.
+fn require_responder(caller: &Caller, rpc: &str) -> Result<(), Status> {
+    match caller.role {
+        crate::Role::Operator | crate::Role::Admin => Ok(()),
+        role => Err(Status::permission_denied(format!(
+            "{rpc} needs an operator or admin token; `{}` is a {role}",
+            caller.name
+        ))),
+    }
+}
+
+fn text(field: &str, value: &str, required: bool) -> Result<String, Status> {
+    let chars = value.chars().count();
+    if required && value.trim().is_empty() {
+        return Err(Status::invalid_argument(format!("{field}: required")));
+    }
+    if chars > MAX_NOTE_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {chars} characters; at most {MAX_NOTE_CHARS}"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+fn code(value: &str) -> Result<&str, Status> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > MAX_CODE_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "code: {chars} characters; use 1 to {MAX_CODE_CHARS}"
+        )));
+    }
+    Ok(value)
+}
+
+fn result(outcome: AlarmOutcome) -> pb::AlarmResponseResult {
+    pb::AlarmResponseResult {
+        alarm: outcome.alarm.as_ref().map(convert::alarm),
+        version: outcome.version,
+        audit_seq: outcome.audit_seq.unwrap_or(0),
+    }
+}
+
+impl TwinApi {
+    async fn list_alarms_call(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<pb::ListAlarmsResponse, Status> {
+        caller(&request)?;
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let prefix = parse_prefix("path_prefix", &request.path_prefix)?;
+        let listed = self.shared.twins.alarms(prefix.as_ref()).await;
+        let mut counts = pb::AlarmCounts::default();
+        for (_, alarm) in &listed.alarms {
+            counts.standing += u32::from(alarm.is_standing());
+            counts.unacknowledged += u32::from(alarm.acknowledged.is_none());
+            counts.shelved += u32::from(alarm.shelved.is_some());
+            counts.out_of_service += u32::from(alarm.out_of_service.is_some());
+            counts.suppressed += u32::from(alarm.suppressed);
+        }
+        Ok(pb::ListAlarmsResponse {
+            alarms: listed
+                .alarms
+                .iter()
+                .filter(|(_, alarm)| !request.standing_only || alarm.is_standing())
+                .map(|(path, alarm)| pb::TwinAlarm {
+                    asset_path: path.to_string(),
+                    alarm: Some(convert::alarm(alarm)),
+                })
+                .collect(),
+            unavailable: listed.unavailable.iter().map(ToString::to_string).collect(),
+            counts: Some(counts),
+        })
+    }
+
+    /// Sends `response` to alarm `code` of the twin at `asset_path`.
+    async fn respond(
+        &self,
+        caller: &Caller,
+        asset_path: &str,
+        code: &str,
+        response: AlarmResponse,
+    ) -> Result<pb::AlarmResponseResult, Status> {
+        let path = parse_path("asset_path", asset_path)?;
+        let origin = caller.role.origin(&caller.name);
+        let outcome = self
+            .shared
+            .twins
+            .respond_to_alarm(&path, code, response, origin)
+            .await
+            .map_err(kernel_status)?;
+        Ok(result(outcome))
+    }
+
+    fn note(caller: &Caller, note: String) -> AlarmNote {
+        AlarmNote {
+            by: caller.name.to_string(),
+            at: Timestamp::now(),
+            note,
+        }
+    }
+
+    async fn acknowledge_alarm_call(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<pb::AlarmResponseResult, Status> {
+        let caller = caller(&request)?;
+        require_responder(&caller, "AcknowledgeAlarm")?;
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let note = Self::note(&caller, text("note", &request.note, false)?);
+        let code = code(&request.code)?;
+        self.respond(
+            &caller,
+            &request.asset_path,
+            code,
+            AlarmResponse::Acknowledge(note),
+        )
+        .await
+    }
+
+    async fn shelve_alarm_call(
+        &self,
+        request: Request<pb::ShelveAlarmRequest>,
+    ) -> Result<pb::AlarmResponseResult, Status> {
+        let caller = caller(&request)?;
+        require_responder(&caller, "ShelveAlarm")?;
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let note = Self::note(&caller, text("reason", &request.reason, true)?);
+        let code = code(&request.code)?;
+        let duration = request
+            .duration
+            .and_then(|d| Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero() && *d <= MAX_SHELVING)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "duration: more than zero and at most {} days",
+                    MAX_SHELVING.as_secs() / 86_400
+                ))
+            })?;
+        let until = note.at.plus(duration);
+        let response = AlarmResponse::Shelve(Shelving { note, until });
+        self.respond(&caller, &request.asset_path, code, response)
+            .await
+    }
+
+    async fn unshelve_alarm_call(
+        &self,
+        request: Request<pb::UnshelveAlarmRequest>,
+    ) -> Result<pb::AlarmResponseResult, Status> {
+        let caller = caller(&request)?;
+        require_responder(&caller, "UnshelveAlarm")?;
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let note = Self::note(&caller, text("note", &request.note, false)?);
+        let code = code(&request.code)?;
+        self.respond(
+            &caller,
+            &request.asset_path,
+            code,
+            AlarmResponse::Unshelve(note),
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl AlarmService for TwinApi {
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        traced_in(ALARM_SERVICE_NAME, "ListAlarms", request, |r| {
+            self.list_alarms_call(r)
+        })
+        .await
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        traced_in(ALARM_SERVICE_NAME, "AcknowledgeAlarm", request, |r| {
+            self.acknowledge_alarm_call(r)
+        })
+        .await
+    }
+
+    async fn shelve_alarm(
+        &self,
+        request: Request<pb::ShelveAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        traced_in(ALARM_SERVICE_NAME, "ShelveAlarm", request, |r| {
+            self.shelve_alarm_call(r)
+        })
+        .await
+    }
+
+    async fn unshelve_alarm(
+        &self,
+        request: Request<pb::UnshelveAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        traced_in(ALARM_SERVICE_NAME, "UnshelveAlarm", request, |r| {
+            self.unshelve_alarm_call(r)
+        })
+        .await
+    }
+}
