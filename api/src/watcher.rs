@@ -4,17 +4,19 @@
 //! The watcher subscribes to the node's changes before it reads the snapshot, then
 //! drops changes the snapshot already contains (version at or below the snapshot's).
 //! Messages reach the client through a bounded queue with one slot always kept free
-//! for the final status. A watcher whose client leaves the queue full for longer than
-//! the stall limit, or that falls behind the node's change bus, is ended with
-//! RESOURCE_EXHAUSTED. Twins never wait for a watcher: the bus drops what a lagging
-//! subscriber has not read.
+//! for the final status. A burst never ends a watch whose client keeps reading: when
+//! the queue is full, or the node's change bus overran the watcher, the twins it fell
+//! behind on are owed and sent as their whole state now (`coalesced`), at a version at
+//! or above everything sent for them before; changes follow again once nothing is
+//! owed. Only a client that reads nothing for the stall limit while something is owed
+//! is ended, with RESOURCE_EXHAUSTED. Twins never wait for a watcher.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use doppel_proto::v1 as pb;
-use doppel_runtime::twin::{Subscription, TwinChange, TwinReport};
+use doppel_runtime::twin::{Subscription, TwinChange, TwinEvent, TwinReport};
 use doppel_runtime::{AssetPath, Error as KernelError};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
@@ -69,6 +71,19 @@ struct Watcher {
     outgoing: Outgoing,
 }
 
+/// A watch past its snapshot.
+struct Past {
+    /// Per twin, the version of the whole state last sent (snapshot or coalesced):
+    /// changes at or below it are in it.
+    covered: HashMap<AssetPath, u64>,
+    /// Twins owed their whole state, in place of changes not sent.
+    owed: BTreeSet<AssetPath>,
+    /// The change bus overran this watch: any twin may be owed.
+    relist: bool,
+    /// When the client last took a message.
+    progress: Instant,
+}
+
 impl Watcher {
     async fn run(self, mut changes: Subscription) -> Result<(), &'static str> {
         let mut closing = self.shared.closing.subscribe();
@@ -98,47 +113,105 @@ impl Watcher {
             twins: u32::try_from(entries.len()).unwrap_or(u32::MAX),
         });
         self.send(complete, &mut closing).await?;
+        let mut past = Past {
+            covered: snapshot_versions,
+            owed: BTreeSet::new(),
+            relist: false,
+            progress: Instant::now(),
+        };
+        let stall = Duration::from_millis(self.shared.limits.watch_stall_ms);
         loop {
-            let received = tokio::select! {
+            let behind = past.relist || !past.owed.is_empty();
+            let outgoing = self.outgoing.clone();
+            let stalled = tokio::time::Instant::from_std(past.progress + stall);
+            tokio::select! {
                 biased;
                 _ = closing.changed() => {
                     self.finish(Status::unavailable("the server is shutting down"));
                     return Err("server stopping");
                 }
-                _ = self.outgoing.closed() => return Ok(()),
-                received = changes.recv() => received,
-            };
-            let event = match received {
-                Ok(event) => event,
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(missed, "watcher too slow: changes overran its buffer");
+                () = outgoing.closed() => return Ok(()),
+                received = changes.recv() => match received {
+                    Ok(event) => self.on_change(event, &mut past),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "watcher behind the change bus: the twins it missed go as their state now");
+                        past.relist = true;
+                    }
+                    Err(RecvError::Closed) => {
+                        self.finish(Status::unavailable("the node is shutting down"));
+                        return Err("node stopping");
+                    }
+                },
+                // Two slots: one to use, one kept for the final status.
+                permits = outgoing.reserve_many(2), if behind => {
+                    let Ok(mut permits) = permits else {
+                        return Ok(());
+                    };
+                    past.progress = Instant::now();
+                    if std::mem::take(&mut past.relist) {
+                        past.owed.extend(
+                            self.shared
+                                .under(self.prefix.as_ref(), None)
+                                .map(|e| e.path.clone()),
+                        );
+                    }
+                    let Some(path) = past.owed.pop_first() else {
+                        continue;
+                    };
+                    // A twin between lives announces its restart; nothing to send now.
+                    if let Ok(report) = self.shared.twins.report(&path).await
+                        && let Some(permit) = permits.next()
+                    {
+                        past.covered.insert(path, report.version);
+                        permit.send(Ok(pb::WatchTwinsResponse {
+                            event: Some(pb::watch_twins_response::Event::Coalesced(
+                                convert::twin(&report),
+                            )),
+                        }));
+                    }
+                }
+                _ = tokio::time::sleep_until(stalled), if behind => {
+                    tracing::info!(stall_ms = self.shared.limits.watch_stall_ms, "watcher too slow: its client read nothing while changes were due");
                     self.finish(too_slow());
-                    return Err("lagged");
+                    return Err("queue full");
                 }
-                Err(RecvError::Closed) => {
-                    self.finish(Status::unavailable("the node is shutting down"));
-                    return Err("node stopping");
-                }
-            };
-            if self
-                .prefix
-                .as_ref()
-                .is_some_and(|prefix| !event.asset.starts_with(prefix))
-            {
-                continue;
             }
-            if matches!(event.change, TwinChange::Restarted) {
-                // A restarted twin's version may step back to its durable state: from
-                // here on every change of it is new.
-                snapshot_versions.remove(&event.asset);
-            } else if let Some(&seen) = snapshot_versions.get(&event.asset) {
-                if event.version <= seen {
-                    continue;
-                }
-                snapshot_versions.remove(&event.asset);
+        }
+    }
+
+    /// A change from the node: sent at once while nothing is owed and the queue has
+    /// room; else its twin is owed its whole state.
+    fn on_change(&self, event: TwinEvent, past: &mut Past) {
+        if self
+            .prefix
+            .as_ref()
+            .is_some_and(|prefix| !event.asset.starts_with(prefix))
+        {
+            return;
+        }
+        if matches!(event.change, TwinChange::Restarted) {
+            // A restarted twin's version may step back to its durable state: from
+            // here on every change of it is new.
+            past.covered.remove(&event.asset);
+        } else if let Some(&covered) = past.covered.get(&event.asset) {
+            if event.version <= covered {
+                return;
             }
-            let change = pb::watch_twins_response::Event::Change(convert::twin_change(&event));
-            self.send(change, &mut closing).await?;
+            past.covered.remove(&event.asset);
+        }
+        if past.relist || !past.owed.is_empty() || self.outgoing.capacity() <= 1 {
+            past.owed.insert(event.asset);
+            return;
+        }
+        let change = pb::watch_twins_response::Event::Change(convert::twin_change(&event));
+        let message = pb::WatchTwinsResponse {
+            event: Some(change),
+        };
+        match self.outgoing.try_send(Ok(message)) {
+            Ok(()) => past.progress = Instant::now(),
+            Err(_) => {
+                past.owed.insert(event.asset);
+            }
         }
     }
 

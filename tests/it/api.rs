@@ -1999,3 +1999,73 @@ async fn api_alarms_are_listed_and_answered_by_people_only() {
     drop(twins);
     served.stop().await;
 }
+
+/// A watcher that keeps reading, slower than a burst of 5,000 changes arrives: it is
+/// never ended; what it fell behind on arrives as the twin's state now, versions
+/// never go back, and it ends at the twin's last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_a_watcher_that_keeps_reading_survives_a_burst_coalesced() {
+    let served = serve_with(ApiLimits {
+        watch_buffer: 8,
+        watch_stall_ms: 5_000,
+        ..ApiLimits::default()
+    })
+    .await;
+    let twins = served.runtime.twins().clone();
+    let mut client = served.client.clone();
+    let mut stream = client
+        .watch_twins(authed(
+            VIEWER,
+            pb::WatchTwinsRequest {
+                path_prefix: press(1).to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut stream).await, Event::Snapshot(_)));
+    assert!(matches!(
+        next(&mut stream).await,
+        Event::SnapshotComplete(_)
+    ));
+    let last = 5_000u64;
+    let reader = tokio::spawn(async move {
+        let (mut latest, mut coalesced) = (0u64, 0usize);
+        while latest < last {
+            let (version, whole) = match next(&mut stream).await {
+                Event::Change(change) => (change.version, false),
+                Event::Coalesced(twin) => (twin.version, true),
+                other => panic!("{other:?}"),
+            };
+            assert!(version >= latest, "version {version} after {latest}");
+            latest = version;
+            coalesced += usize::from(whole);
+            // A reader slower than the burst.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        coalesced
+    });
+    let source = twins.source("api-burst").unwrap();
+    let target = twins.target(&press(1), "vibration").unwrap();
+    let mut seq = 0u64;
+    for _ in 0..5 {
+        let batch: Vec<_> = (0..1000)
+            .map(|i| {
+                seq += 1;
+                (target, reading(1.0 + f64::from(i % 40), source, seq))
+            })
+            .collect();
+        let receipt = within("ingest", twins.ingest_batch(batch)).await.unwrap();
+        within("durable", receipt.receipt.durable()).await.unwrap();
+    }
+    let coalesced = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the watcher reaches the last version")
+        .unwrap();
+    assert!(
+        coalesced > 0,
+        "the burst overran the queue and was coalesced"
+    );
+    drop(twins);
+    served.stop().await;
+}
