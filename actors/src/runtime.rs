@@ -224,7 +224,14 @@ impl RuntimeBuilder {
                     .directory()
                     .entries()
                     .iter()
-                    .filter(|entry| entry.start_failed())
+                    .filter(|entry| {
+                        let failed = entry.start_failed();
+                        if spawned.is_err() {
+                            // A wake that waited for a line that never started.
+                            entry.release_waiting();
+                        }
+                        failed
+                    })
                     .count();
                 if failed > 0 {
                     tracing::error!(twins = failed, "twins did not start");

@@ -56,14 +56,17 @@ impl LineHomes {
     }
 
     /// Asks the line of `entry` to wake it from `parked`; hands `parked` back when the
-    /// line is not running.
+    /// line has stopped. A line that has not started yet (the node is starting) starts
+    /// the twin from the journal when it does, with what waits for it.
     pub fn wake(&self, entry: &TwinEntry, parked: Parked) -> Result<(), Option<Parked>> {
         let Some(&line) = self.line_of.get(entry.index) else {
             return Err(Some(parked));
         };
         let line = line as usize;
         let Some(actor) = self.lines.read().get(line).cloned().flatten() else {
-            return Err(Some(parked));
+            // What the twin parked is in the journal already.
+            drop(parked);
+            return Ok(());
         };
         let slot = entry.index - self.first[line];
         actor
@@ -160,6 +163,10 @@ impl LineActor {
         let Some(entry) = state.machines.get(slot).cloned() else {
             return Ok(());
         };
+        if !entry.is_waking() {
+            // Started already, from the journal, while this line started.
+            return Ok(());
+        }
         let Err(error) = Self::spawn_machine(myself, state, slot, TwinStart::Parked(parked)).await
         else {
             return Ok(());
