@@ -79,6 +79,7 @@ impl TwinApi {
         let request = request.into_inner();
         let prefix = parse_prefix("path_prefix", &request.path_prefix)?;
         let listed = self.shared.twins.alarms(prefix.as_ref()).await;
+        let rates = self.shared.twins.alarm_rates(prefix.as_ref());
         let mut counts = pb::AlarmCounts::default();
         for (_, alarm) in &listed.alarms {
             counts.standing += u32::from(alarm.is_standing());
@@ -99,6 +100,16 @@ impl TwinApi {
                 .collect(),
             unavailable: listed.unavailable.iter().map(ToString::to_string).collect(),
             counts: Some(counts),
+            activations_10_min: rates.activations,
+            chattering: rates
+                .chattering
+                .iter()
+                .map(|(asset, code, activations)| pb::ChatteringAlarm {
+                    asset_path: asset.to_string(),
+                    code: code.clone(),
+                    activations: *activations,
+                })
+                .collect(),
         })
     }
 

@@ -202,6 +202,27 @@ pub fn list_text(listed: &ListAlarmsResponse) -> String {
         counts.out_of_service,
         counts.suppressed
     );
+    out.push_str(&format!(
+        "{} activations in the last 10 min",
+        listed.activations_10_min
+    ));
+    if listed.chattering.is_empty() {
+        out.push('\n');
+    } else {
+        let chattering: Vec<String> = listed
+            .chattering
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({})",
+                    clean(&c.asset_path),
+                    clean(&c.code),
+                    c.activations
+                )
+            })
+            .collect();
+        out.push_str(&format!("; chattering: {}\n", chattering.join(", ")));
+    }
     if !listed.unavailable.is_empty() {
         out.push_str(&format!(
             "{} twins did not answer (starting or restarting)\n",
@@ -264,7 +285,7 @@ pub fn list_json(listed: &ListAlarmsResponse) -> Vec<Json> {
 
 #[cfg(test)]
 mod tests {
-    use doppel::proto::v1::{Alarm, AlarmCounts, TwinAlarm};
+    use doppel::proto::v1::{Alarm, AlarmCounts, ChatteringAlarm, TwinAlarm};
 
     use super::*;
 
@@ -289,10 +310,22 @@ mod tests {
                 unacknowledged: 1,
                 ..Default::default()
             }),
+            activations_10_min: 4,
+            chattering: vec![ChatteringAlarm {
+                asset_path: "acme/plant-a/line-1/press-2".into(),
+                code: "stale:vibration".into(),
+                activations: 3,
+            }],
         };
         let text = list_text(&listed);
         assert!(
             text.starts_with("1 standing, 1 unacknowledged, 0 shelved"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "4 activations in the last 10 min; chattering: acme/plant-a/line-1/press-2 stale:vibration (3)\n"
+            ),
             "{text}"
         );
         assert!(text.contains("trip:overtemp"), "{text}");

@@ -340,3 +340,34 @@ fn suppression_by_design_is_for_models_only() {
     let error = doppel::TwinTypes::from_toml(&types, "types.toml").unwrap_err();
     assert!(error.to_string().contains("sleeping"), "{error}");
 }
+
+/// ISA-18.2's rate figures: every activation counts once, an alarm that activates
+/// three times within a minute chatters, and neither counts twins outside the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_rates_count_activations_and_find_a_chattering_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let source = twins.source("alarm-test").unwrap();
+    let mut seq = 0;
+    for round in 0..3 {
+        seq += 1;
+        ingest_durable(&twins, &press(1), "vibration", reading(2.0, source, seq)).await;
+        twins.sources_lost(&[source], "flapping link");
+        wait_until("the stale alarm", Duration::from_secs(10), || async {
+            alarm(&twins, 1, STALE).await.is_some_and(|a| a.active)
+        })
+        .await;
+        let rates = twins.alarm_rates(Some(&press(1)));
+        assert_eq!(rates.activations, round + 1, "{rates:?}");
+    }
+    let rates = twins.alarm_rates(None);
+    assert_eq!(
+        rates.chattering,
+        vec![(press(1), STALE.to_string(), 3)],
+        "{rates:?}"
+    );
+    assert_eq!(twins.alarm_rates(Some(&press(3))).activations, 0);
+    drop(twins);
+    runtime.shutdown().await;
+}

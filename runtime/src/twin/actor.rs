@@ -243,7 +243,7 @@ impl Actor for TwinActor {
     ) -> Result<TwinActorState, ActorProcessingErr> {
         let restarted = matches!(args.start, TwinStart::Recover);
         let mut snapshot_due = false;
-        let core = match args.start {
+        let mut core = match args.start {
             TwinStart::Recovered(core) => *core,
             TwinStart::Recover => {
                 args.kernel.journal.flush().await?;
@@ -256,6 +256,8 @@ impl Actor for TwinActor {
                 args.kernel.unpark(&args.entry, parked)?
             }
         };
+        // Alarms rebuilt by recovery were announced in their time, not now.
+        let _ = core.take_activations();
         args.entry.set_running(myself.clone());
         if restarted {
             tracing::info!(asset = %args.entry.path, version = core.state().version, "twin restarted from durable state");
@@ -806,6 +808,13 @@ impl TwinActorState {
 
     /// Publishes what the last message produced and hands its journal write over.
     fn flush_effects(&mut self, ticket: Ticket, completion: Completion, snapshot: bool) {
+        let activations = self.core.take_activations();
+        if !activations.is_empty() {
+            let now = Timestamp::now();
+            for code in activations {
+                self.kernel.alarm_log.record(&self.entry.path, code, now);
+            }
+        }
         let safety = !self.fx.safety_actuations.is_empty();
         for actuation in self.fx.safety_actuations.drain(..) {
             self.kernel

@@ -22,9 +22,97 @@
 //! journaled events of their own, audited and replicated; they never pass a
 //! governor's setpoint review.
 
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::path::AssetPath;
 use crate::time::Timestamp;
+
+/// The window of ISA-18.2's alarm rate: activations per 10 minutes.
+pub const RATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// An alarm that activates this many times within [`CHATTER_WINDOW`] chatters.
+pub const CHATTER_COUNT: u32 = 3;
+
+/// The window in which repeated activations make an alarm chatter.
+pub const CHATTER_WINDOW: Duration = Duration::from_secs(60);
+
+/// Most activations a node remembers; beyond, the oldest go (and are counted).
+const LOG_CAPACITY: usize = 100_000;
+
+/// When alarms of a node's twins became active, over the last [`RATE_WINDOW`]: what
+/// ISA-18.2's rate figures are computed from. Times are the node's clock when the
+/// twin raised the alarm (when an operator would see it), not the reading's.
+#[derive(Default)]
+pub struct AlarmLog {
+    recent: Mutex<VecDeque<(Timestamp, AssetPath, String)>>,
+}
+
+/// ISA-18.2 figures of the twins under a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlarmRates {
+    /// Alarm activations in the last [`RATE_WINDOW`].
+    pub activations: u32,
+    /// Alarms that activated [`CHATTER_COUNT`] times or more within
+    /// [`CHATTER_WINDOW`] in the last [`RATE_WINDOW`]: twin, code, activations in the
+    /// window.
+    pub chattering: Vec<(AssetPath, String, u32)>,
+}
+
+impl AlarmLog {
+    /// Records that alarm `code` of `asset` became active at `at`.
+    pub fn record(&self, asset: &AssetPath, code: String, at: Timestamp) {
+        let mut recent = self.recent.lock();
+        Self::prune(&mut recent, at);
+        if recent.len() == LOG_CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back((at, asset.clone(), code));
+    }
+
+    fn prune(recent: &mut VecDeque<(Timestamp, AssetPath, String)>, now: Timestamp) {
+        let horizon = Timestamp(now.0.saturating_sub(RATE_WINDOW.as_micros() as i64));
+        while recent.front().is_some_and(|(at, _, _)| *at < horizon) {
+            recent.pop_front();
+        }
+    }
+
+    /// The figures of the twins at or below `prefix` (all without one) at `now`.
+    pub fn rates(&self, prefix: Option<&AssetPath>, now: Timestamp) -> AlarmRates {
+        let mut recent = self.recent.lock();
+        Self::prune(&mut recent, now);
+        let mut by_alarm: HashMap<(&AssetPath, &str), Vec<Timestamp>> = HashMap::new();
+        let mut activations = 0u32;
+        for (at, asset, code) in recent.iter() {
+            if prefix.is_some_and(|prefix| !asset.starts_with(prefix)) {
+                continue;
+            }
+            activations += 1;
+            by_alarm
+                .entry((asset, code.as_str()))
+                .or_default()
+                .push(*at);
+        }
+        let window = CHATTER_WINDOW.as_micros() as i64;
+        let mut chattering: Vec<(AssetPath, String, u32)> = by_alarm
+            .into_iter()
+            .filter(|(_, times)| {
+                // Times are in order: any CHATTER_COUNT consecutive ones within the window.
+                let n = CHATTER_COUNT as usize;
+                times.len() >= n && times.windows(n).any(|w| w[n - 1].0 - w[0].0 <= window)
+            })
+            .map(|((asset, code), times)| (asset.clone(), code.to_string(), times.len() as u32))
+            .collect();
+        chattering.sort();
+        AlarmRates {
+            activations,
+            chattering,
+        }
+    }
+}
 
 /// Alarm severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

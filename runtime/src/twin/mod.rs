@@ -18,7 +18,7 @@ pub(crate) mod twins;
 
 pub use actor::{AlarmOutcome, CommandOutcome};
 pub use actuation::{Actuation, CommandVerdict};
-pub use alarm::{AlarmNote, AlarmRefusal, AlarmResponse, Shelving};
+pub use alarm::{AlarmNote, AlarmRates, AlarmRefusal, AlarmResponse, Shelving};
 pub use change::{TwinChange, TwinEvent};
 pub use core::{CONDITION_ALARM_SOURCE, undelivered_code};
 pub use mirror::MirrorUpdate;

@@ -82,6 +82,8 @@ pub struct Kernel {
     pub fenced: std::sync::OnceLock<String>,
     /// Starts parked twins' actors; set by the supervision tree.
     pub waker: parking_lot::RwLock<Option<Arc<Waker>>>,
+    /// When alarms became active, for ISA-18.2's rate figures.
+    pub alarm_log: super::alarm::AlarmLog,
     /// Prefixes of live watches (`None`: every twin); twins under one stay awake.
     watched: Arc<parking_lot::Mutex<Vec<Option<AssetPath>>>>,
 }
@@ -397,6 +399,7 @@ impl Twins {
             limiter,
             fenced: std::sync::OnceLock::new(),
             waker: parking_lot::RwLock::new(None),
+            alarm_log: super::alarm::AlarmLog::default(),
             watched: Arc::default(),
         });
         let (mut cores, outdated) = kernel.recover_all(&directory)?;
@@ -780,6 +783,12 @@ impl Twins {
                 .extend(alarms.into_iter().map(|alarm| (entry.path.clone(), alarm)));
         }
         list
+    }
+
+    /// ISA-18.2's rate figures of the twins at or below `prefix` (all without one):
+    /// alarm activations in the last 10 minutes, and the alarms that chatter.
+    pub fn alarm_rates(&self, prefix: Option<&AssetPath>) -> super::alarm::AlarmRates {
+        self.kernel.alarm_log.rates(prefix, Timestamp::now())
     }
 
     /// Reads a twin's state.

@@ -133,6 +133,27 @@ impl TwinCore {
         changed
     }
 
+    /// Raises an alarm (see [`TwinState::raise_alarm`](crate::TwinState::raise_alarm)),
+    /// noting it when it becomes active.
+    pub(super) fn raise_alarm(&mut self, alarm: Alarm) -> Option<TwinChange> {
+        let was_active = self
+            .state
+            .alarms
+            .iter()
+            .any(|a| a.code == alarm.code && a.active);
+        let code = alarm.code.clone();
+        let change = self.state.raise_alarm(alarm);
+        if change.is_some() && !was_active {
+            self.activations.push(code);
+        }
+        change
+    }
+
+    /// Codes of the alarms that became active since the last call.
+    pub fn take_activations(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.activations)
+    }
+
     /// Re-applies a journaled response during recovery.
     pub(super) fn replay_alarm_response(&mut self, code: &str, response: &AlarmResponse) {
         if let Err(refusal) = list::respond(&mut self.state.alarms, code, response) {

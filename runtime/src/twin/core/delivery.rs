@@ -60,7 +60,7 @@ impl TwinCore {
             slot.delivery = delivery.clone();
             let code = undelivered_code(name);
             if delivery.safety && delivery.state == DeliveryState::Failed {
-                let _ = self.state.raise_alarm(Alarm::new(
+                let _ = self.raise_alarm(Alarm::new(
                     code,
                     Severity::Critical,
                     format!(

@@ -182,7 +182,7 @@ impl TwinCore {
             CONDITION_ALARM_SOURCE,
             condition.since,
         );
-        if let Some(change) = self.state.raise_alarm(alarm)
+        if let Some(change) = self.raise_alarm(alarm)
             && let Some(fx) = fx
             && fx.collect_changes
         {

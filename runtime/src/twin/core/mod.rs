@@ -122,6 +122,8 @@ pub struct TwinCore {
     replay_channels: Option<Vec<Option<u16>>>,
     /// A reading started or resumed a channel's freshness clock since the last sweep.
     freshness_changed: bool,
+    /// Codes of alarms that became active since the actor last took them.
+    activations: Vec<String>,
 }
 
 impl TwinCore {
@@ -148,6 +150,7 @@ impl TwinCore {
             events_since_snapshot: 0,
             replay_channels: None,
             freshness_changed: false,
+            activations: Vec::new(),
         };
         core.layout_derived(&[]);
         core

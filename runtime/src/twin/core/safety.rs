@@ -148,7 +148,7 @@ impl TwinCore {
                 at,
             );
             published.push(TwinChange::Tripped(trip));
-            published.extend(self.state.raise_alarm(alarm));
+            published.extend(self.raise_alarm(alarm));
         }
         self.bump(at);
         self.update_health();
@@ -184,7 +184,7 @@ impl TwinCore {
         fx: &mut Effects,
     ) -> bool {
         let alarm = Alarm::new(code, Severity::Critical, message, "node", at);
-        let Some(change) = self.state.raise_alarm(alarm) else {
+        let Some(change) = self.raise_alarm(alarm) else {
             return false;
         };
         if fx.collect_changes {

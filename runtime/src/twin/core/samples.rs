@@ -94,7 +94,6 @@ impl TwinCore {
             } else {
                 self.models[index].observe(sample, &view, &mut self.output);
             }
-            let model_name = self.models[index].name();
             let base = self.slots[index];
             for &(slot, value, confidence) in &self.output.values {
                 if let Some(derived) = self.state.derived.get_mut(base + slot as usize) {
@@ -103,9 +102,11 @@ impl TwinCore {
                     derived.at = derived.at.max(sample.source_time);
                 }
             }
-            for (code, severity, message) in self.output.raised.drain(..) {
+            let mut raised = std::mem::take(&mut self.output.raised);
+            for (code, severity, message) in raised.drain(..) {
+                let model_name = self.models[index].name().to_string();
                 let alarm = Alarm::new(code, severity, message, model_name, sample.source_time);
-                if let Some(change) = self.state.raise_alarm(alarm)
+                if let Some(change) = self.raise_alarm(alarm)
                     && let Some(fx) = fx.as_deref_mut()
                     && fx.collect_changes
                 {
@@ -116,6 +117,7 @@ impl TwinCore {
                     });
                 }
             }
+            self.output.raised = raised;
             for code in self.output.cleared.drain(..) {
                 if let Some(change) = self.state.clear_alarm(&code)
                     && let Some(fx) = fx.as_deref_mut()
