@@ -113,49 +113,40 @@ impl TwinApi {
         })
     }
 
-    /// Sends `response` to alarm `code` of the twin at `asset_path`.
-    async fn respond(
+    /// One response call: the caller must be a person (operator or admin); `parse`
+    /// turns the request into the twin, the alarm's code and the response.
+    async fn respond_call<R>(
         &self,
-        caller: &Caller,
-        asset_path: &str,
-        code: &str,
-        response: AlarmResponse,
+        rpc: &str,
+        request: Request<R>,
+        parse: impl FnOnce(AlarmNoteFor, R) -> Result<(String, String, AlarmResponse), Status>,
     ) -> Result<pb::AlarmResponseResult, Status> {
-        let path = parse_path("asset_path", asset_path)?;
+        let caller = caller(&request)?;
+        require_responder(&caller, rpc)?;
+        let _permit = self.admit()?;
+        let (asset_path, alarm_code, response) =
+            parse(AlarmNoteFor(&caller), request.into_inner())?;
+        let path = parse_path("asset_path", &asset_path)?;
+        let alarm_code = code(&alarm_code)?;
         let origin = caller.role.origin(&caller.name);
         let outcome = self
             .shared
             .twins
-            .respond_to_alarm(&path, code, response, origin)
+            .respond_to_alarm(&path, alarm_code, response, origin)
             .await
             .map_err(kernel_status)?;
         Ok(result(outcome))
-    }
-
-    fn note(caller: &Caller, note: String) -> AlarmNote {
-        AlarmNote {
-            by: caller.name.to_string(),
-            at: Timestamp::now(),
-            note,
-        }
     }
 
     async fn acknowledge_alarm_call(
         &self,
         request: Request<pb::AcknowledgeAlarmRequest>,
     ) -> Result<pb::AlarmResponseResult, Status> {
-        let caller = caller(&request)?;
-        require_responder(&caller, "AcknowledgeAlarm")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
-        let note = Self::note(&caller, text("note", &request.note, false)?);
-        let code = code(&request.code)?;
-        self.respond(
-            &caller,
-            &request.asset_path,
-            code,
-            AlarmResponse::Acknowledge(note),
-        )
+        self.respond_call("AcknowledgeAlarm", request, |by, request| {
+            let note = by.note(text("note", &request.note, false)?);
+            let response = AlarmResponse::Acknowledge(note);
+            Ok((request.asset_path, request.code, response))
+        })
         .await
     }
 
@@ -163,45 +154,48 @@ impl TwinApi {
         &self,
         request: Request<pb::ShelveAlarmRequest>,
     ) -> Result<pb::AlarmResponseResult, Status> {
-        let caller = caller(&request)?;
-        require_responder(&caller, "ShelveAlarm")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
-        let note = Self::note(&caller, text("reason", &request.reason, true)?);
-        let code = code(&request.code)?;
-        let duration = request
-            .duration
-            .and_then(|d| Duration::try_from(d).ok())
-            .filter(|d| !d.is_zero() && *d <= MAX_SHELVING)
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "duration: more than zero and at most {} days",
-                    MAX_SHELVING.as_secs() / 86_400
-                ))
-            })?;
-        let until = note.at.plus(duration);
-        let response = AlarmResponse::Shelve(Shelving { note, until });
-        self.respond(&caller, &request.asset_path, code, response)
-            .await
+        self.respond_call("ShelveAlarm", request, |by, request| {
+            let note = by.note(text("reason", &request.reason, true)?);
+            let duration = request
+                .duration
+                .and_then(|d| Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero() && *d <= MAX_SHELVING)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "duration: more than zero and at most {} days",
+                        MAX_SHELVING.as_secs() / 86_400
+                    ))
+                })?;
+            let until = note.at.plus(duration);
+            let response = AlarmResponse::Shelve(Shelving { note, until });
+            Ok((request.asset_path, request.code, response))
+        })
+        .await
     }
 
     async fn unshelve_alarm_call(
         &self,
         request: Request<pb::UnshelveAlarmRequest>,
     ) -> Result<pb::AlarmResponseResult, Status> {
-        let caller = caller(&request)?;
-        require_responder(&caller, "UnshelveAlarm")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
-        let note = Self::note(&caller, text("note", &request.note, false)?);
-        let code = code(&request.code)?;
-        self.respond(
-            &caller,
-            &request.asset_path,
-            code,
-            AlarmResponse::Unshelve(note),
-        )
+        self.respond_call("UnshelveAlarm", request, |by, request| {
+            let note = by.note(text("note", &request.note, false)?);
+            let response = AlarmResponse::Unshelve(note);
+            Ok((request.asset_path, request.code, response))
+        })
         .await
+    }
+}
+
+/// Notes signed by the caller of a response, stamped now.
+struct AlarmNoteFor<'a>(&'a Caller);
+
+impl AlarmNoteFor<'_> {
+    fn note(&self, note: String) -> AlarmNote {
+        AlarmNote {
+            by: self.0.name.to_string(),
+            at: Timestamp::now(),
+            note,
+        }
     }
 }
 

@@ -224,7 +224,7 @@ impl FleetApi {
 
     /// The owner of a mirrored twin, if this node mirrors it.
     pub fn owner_of(&self, asset: &AssetPath) -> Option<String> {
-        self.mirror.get(asset.as_str()).map(|row| row.owner)
+        self.mirror.owner(asset.as_str())
     }
 
     /// Checks an asset path field.
@@ -335,10 +335,9 @@ impl FleetWatch {
     /// Sends one owed twin's state now, newer than anything sent for it.
     fn send_owed(&mut self, permit: mpsc::Permit<'_, Result<pb::WatchTwinsResponse, Status>>) {
         if std::mem::take(&mut self.relist) {
-            for row in self.fleet.mirror.list(&self.prefix) {
-                let asset = row.report.asset.as_str();
-                if row.report.version > self.seen.get(asset).copied().unwrap_or(0) {
-                    self.behind.insert(asset.to_string());
+            for (asset, version) in self.fleet.mirror.versions(&self.prefix) {
+                if version > self.seen.get(&asset).copied().unwrap_or(0) {
+                    self.behind.insert(asset);
                 }
             }
         }

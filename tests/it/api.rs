@@ -186,6 +186,25 @@ async fn next(stream: &mut Streaming<pb::WatchTwinsResponse>) -> Event {
         .expect("an event")
 }
 
+/// Ingests `batches` × 1,000 readings into press-1's vibration from source `source`,
+/// each batch accepted whole and durable before the next.
+async fn burst(twins: &doppel::Twins, source: &str, batches: u64) {
+    let source = twins.source(source).unwrap();
+    let target = twins.target(&press(1), "vibration").unwrap();
+    let mut seq = 0u64;
+    for _ in 0..batches {
+        let batch: Vec<_> = (0..1000)
+            .map(|i| {
+                seq += 1;
+                (target, reading(1.0 + f64::from(i % 40), source, seq))
+            })
+            .collect();
+        let receipt = within("ingest", twins.ingest_batch(batch)).await.unwrap();
+        assert_eq!(receipt.accepted, 1000);
+        within("durable", receipt.receipt.durable()).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_get_twin_and_list_twins_across_pages() {
     let mut served = serve().await;
@@ -1498,21 +1517,8 @@ async fn api_ends_a_slow_watcher_without_slowing_the_twins() {
     assert!(status.message().contains("at most 2 watches"), "{status:?}");
 
     // The watchers read nothing while the twin takes 40,000 readings.
-    let source = twins.source("api-test").unwrap();
-    let target = twins.target(&press(1), "vibration").unwrap();
     let started = Instant::now();
-    let mut seq = 0u64;
-    for _ in 0..40 {
-        let batch: Vec<_> = (0..1000)
-            .map(|i| {
-                seq += 1;
-                (target, reading(1.0 + f64::from(i % 40), source, seq))
-            })
-            .collect();
-        let receipt = within("ingest", twins.ingest_batch(batch)).await.unwrap();
-        assert_eq!(receipt.accepted, 1000);
-        within("durable", receipt.receipt.durable()).await.unwrap();
-    }
+    burst(&twins, "api-test", 40).await;
     let ingest = started.elapsed();
     assert_eq!(twin(&mut served.client, 1).await.version, 40_000);
 
@@ -2045,19 +2051,7 @@ async fn api_a_watcher_that_keeps_reading_survives_a_burst_coalesced() {
         }
         coalesced
     });
-    let source = twins.source("api-burst").unwrap();
-    let target = twins.target(&press(1), "vibration").unwrap();
-    let mut seq = 0u64;
-    for _ in 0..5 {
-        let batch: Vec<_> = (0..1000)
-            .map(|i| {
-                seq += 1;
-                (target, reading(1.0 + f64::from(i % 40), source, seq))
-            })
-            .collect();
-        let receipt = within("ingest", twins.ingest_batch(batch)).await.unwrap();
-        within("durable", receipt.receipt.durable()).await.unwrap();
-    }
+    burst(&twins, "api-burst", 5).await;
     let coalesced = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .expect("the watcher reaches the last version")

@@ -554,6 +554,23 @@ impl MirrorStore {
         self.shared().rows.read().get(asset)?.decode(asset)
     }
 
+    /// The edge node that owns a mirrored twin, without decoding its row.
+    pub fn owner(&self, asset: &str) -> Option<String> {
+        Some(self.shared().rows.read().get(asset)?.owner.to_string())
+    }
+
+    /// The version of each row at or below `prefix`, without decoding the rows.
+    pub fn versions(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.shared()
+            .rows
+            .read()
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(asset, _)| asset.starts_with(prefix))
+            .filter(|(asset, _)| prefix_covers(prefix, asset))
+            .map(|(asset, row)| (asset.to_string(), row.version))
+            .collect()
+    }
+
     /// The rows at or below `prefix` (segment-wise; the empty prefix lists every row),
     /// sorted by asset path.
     pub fn list(&self, prefix: &str) -> Vec<MirrorRow> {

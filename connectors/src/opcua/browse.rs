@@ -265,13 +265,7 @@ async fn rejected_certificate(
     pki: &Path,
     timeout: Duration,
 ) -> Option<PathBuf> {
-    let endpoints = tokio::time::timeout(
-        timeout,
-        client.get_server_endpoints_from_url(config.endpoint.as_str()),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let endpoints = super::connector::server_endpoints(client, config, timeout).await?;
     let der = endpoints
         .iter()
         .find_map(|e| e.server_certificate.value.clone().filter(|c| !c.is_empty()))?;

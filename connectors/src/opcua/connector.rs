@@ -1139,6 +1139,22 @@ pub(crate) fn pki_dir(config: &OpcUaConfig, data_dir: &Path) -> PathBuf {
     }
 }
 
+/// The endpoints the server at the configured URL offers, asked within `timeout`;
+/// `None` when it does not answer.
+pub(crate) async fn server_endpoints(
+    client: &Client,
+    config: &OpcUaConfig,
+    timeout: Duration,
+) -> Option<Vec<opcua::types::EndpointDescription>> {
+    tokio::time::timeout(
+        timeout,
+        client.get_server_endpoints_from_url(config.endpoint.as_str()),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
 /// Why a connect failed when the server offers no endpoint with the configured
 /// security policy and mode: what it offers instead. `None` when it offers a match
 /// (the failure was something else) or cannot be asked.
@@ -1148,13 +1164,7 @@ pub(crate) async fn offered_instead(
     (policy, mode): &(opcua::types::UAString, opcua::types::MessageSecurityMode),
     timeout: Duration,
 ) -> Option<String> {
-    let endpoints = tokio::time::timeout(
-        timeout,
-        client.get_server_endpoints_from_url(config.endpoint.as_str()),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let endpoints = server_endpoints(client, config, timeout).await?;
     if endpoints
         .iter()
         .any(|e| e.security_policy_uri == *policy && e.security_mode == *mode)

@@ -112,11 +112,15 @@ impl TwinCore {
     /// `suppress_when` names the twin's run state; returns the alarms that changed, as
     /// changes to publish. A pure function of the state: recovery recomputes it.
     pub(super) fn suppress_by_design(&mut self) -> Vec<TwinChange> {
-        let twin_type = self.twin_type.clone();
-        let designed = twin_type.models.iter().any(|m| !m.suppress_when.is_empty());
+        let designed = self
+            .twin_type
+            .models
+            .iter()
+            .any(|m| !m.suppress_when.is_empty());
         if !designed {
             return Vec::new();
         }
+        let twin_type = self.twin_type.clone();
         let run_state = self.run_state();
         let mut changed = Vec::new();
         for alarm in &mut self.state.alarms {
