@@ -131,17 +131,14 @@ impl Watcher {
                     return Err("server stopping");
                 }
                 () = outgoing.closed() => return Ok(()),
-                received = changes.recv() => match received {
-                    Ok(event) => self.on_change(event, &mut past),
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::info!(missed, "watcher behind the change bus: the twins it missed go as their state now");
-                        past.relist = true;
-                    }
-                    Err(RecvError::Closed) => {
-                        self.finish(Status::unavailable("the node is shutting down"));
-                        return Err("node stopping");
-                    }
-                },
+                // A client that read nothing while something was due is ended, even
+                // while changes keep coming; one that reads gets what it is owed
+                // before new changes are taken.
+                _ = tokio::time::sleep_until(stalled), if behind => {
+                    tracing::info!(stall_ms = self.shared.limits.watch_stall_ms, "watcher too slow: its client read nothing while changes were due");
+                    self.finish(too_slow());
+                    return Err("queue full");
+                }
                 // Two slots: one to use, one kept for the final status.
                 permits = outgoing.reserve_many(2), if behind => {
                     let Ok(mut permits) = permits else {
@@ -170,11 +167,17 @@ impl Watcher {
                         }));
                     }
                 }
-                _ = tokio::time::sleep_until(stalled), if behind => {
-                    tracing::info!(stall_ms = self.shared.limits.watch_stall_ms, "watcher too slow: its client read nothing while changes were due");
-                    self.finish(too_slow());
-                    return Err("queue full");
-                }
+                received = changes.recv() => match received {
+                    Ok(event) => self.on_change(event, &mut past),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(missed, "watcher behind the change bus: the twins it missed go as their state now");
+                        past.relist = true;
+                    }
+                    Err(RecvError::Closed) => {
+                        self.finish(Status::unavailable("the node is shutting down"));
+                        return Err("node stopping");
+                    }
+                },
             }
         }
     }

@@ -257,6 +257,28 @@ impl FleetWatch {
             let stall = tokio::time::Instant::from_std(self.progress + STALL_LIMIT);
             let sender = self.sender.clone();
             tokio::select! {
+                // In this order: a watcher that read nothing while something was due
+                // is ended even while changes keep coming, and one that reads gets
+                // what it is owed before new changes are taken.
+                biased;
+                () = sender.closed() => return,
+                _ = tokio::time::sleep_until(stall), if owed => {
+                    let _ = self.sender.try_send(Err(Status::resource_exhausted(format!(
+                        "the watcher read nothing for {} s while changes were due; watch again",
+                        STALL_LIMIT.as_secs()
+                    ))));
+                    return;
+                }
+                // Two slots: one to use, one kept for the final status.
+                permits = sender.reserve_many(2), if owed => {
+                    let Ok(mut permits) = permits else {
+                        return;
+                    };
+                    self.progress = Instant::now();
+                    if let Some(permit) = permits.next() {
+                        self.send_owed(permit);
+                    }
+                }
                 received = changes.recv() => match received {
                     Ok(change) => self.on_change(&change.update),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -268,24 +290,6 @@ impl FleetWatch {
                         return;
                     }
                 },
-                // Two slots: one to use, one kept for the final status.
-                permits = sender.reserve_many(2), if owed => {
-                    let Ok(mut permits) = permits else {
-                        return;
-                    };
-                    self.progress = Instant::now();
-                    if let Some(permit) = permits.next() {
-                        self.send_owed(permit);
-                    }
-                }
-                _ = tokio::time::sleep_until(stall), if owed => {
-                    let _ = self.sender.try_send(Err(Status::resource_exhausted(format!(
-                        "the watcher read nothing for {} s while changes were due; watch again",
-                        STALL_LIMIT.as_secs()
-                    ))));
-                    return;
-                }
-                () = sender.closed() => return,
             }
         }
     }
