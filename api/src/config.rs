@@ -28,6 +28,9 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 ///
 /// [api.limits]                                   # optional
 /// max_watches = 20000
+///
+/// [api.http]                                     # optional: REST/JSON and the console
+/// listen = "0.0.0.0:8080"
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,9 @@ pub struct ApiConfig {
     /// Limits that protect the node from its clients.
     #[serde(default)]
     pub limits: ApiLimits,
+    /// The REST/JSON API and the web console (`[api.http]`); not served when absent.
+    #[serde(default)]
+    pub http: Option<crate::http::HttpConfig>,
 }
 
 /// One bearer token and what it may do. Its `Debug` output hides the token.
@@ -175,7 +181,14 @@ impl ApiConfig {
             tokens: Vec::new(),
             tls: None,
             limits: ApiLimits::default(),
+            http: None,
         }
+    }
+
+    /// Also serves the REST/JSON API and the console on `listen`.
+    pub fn http(mut self, listen: SocketAddr) -> Self {
+        self.http = Some(crate::http::HttpConfig { listen });
+        self
     }
 
     /// Adds a bearer token for `name` with `role`.

@@ -297,6 +297,21 @@ pub fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
         health: report.health,
         alarm_count: u32::try_from(report.alarms.len()).unwrap_or(u32::MAX),
         mirror: None,
+        worst_severity: report
+            .alarms
+            .iter()
+            .filter(|alarm| alarm.is_standing())
+            .map(|alarm| severity(alarm.severity))
+            .max()
+            .unwrap_or(pb::Severity::Unspecified) as i32,
+        unacknowledged: u32::try_from(
+            report
+                .alarms
+                .iter()
+                .filter(|alarm| alarm.acknowledged.is_none())
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
     }
 }
 

@@ -26,6 +26,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With an `[api.http]` table the node also serves the same calls as a REST/JSON API
+//! under `/api/v1/` (server-sent events for watches, RFC 9457 problems for errors, an
+//! OpenAPI document generated from the protos at `/api/v1/openapi.json`) and the
+//! operator console at `/`, behind the same tokens.
+//!
 //! Roles: a viewer reads, watches and simulates; an operator also sends commands; a
 //! planner sends commands recorded as planner-originated; an admin may do everything.
 
@@ -36,6 +41,7 @@ mod auth;
 mod config;
 pub mod convert;
 mod error;
+mod http;
 pub mod page;
 mod server;
 mod service;
@@ -48,12 +54,13 @@ pub use config::{
     ApiConfig, ApiLimits, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Role, TlsConfig, TokenConfig,
 };
 pub use error::ApiError;
+pub use http::HttpConfig;
 pub use server::{ApiHandle, ApiServer, SERVICE_NAME};
 pub use service::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
     parse_path, parse_prefix, time_range,
 };
-pub use status::STATUS_SERVICE_NAME;
+pub use status::{ClusterView, STATUS_SERVICE_NAME};
 
 /// The standard health checking service (`grpc.health.v1`), for clients.
 pub use tonic_health as health;

@@ -54,6 +54,7 @@ pub struct ApiHandle {
     tls: bool,
     api: TwinApi,
     health: HealthReporter,
+    http: Option<crate::http::HttpServing>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -114,7 +115,8 @@ impl ApiServer {
                 )
             };
         }
-        let twin_service = public!(TwinServiceServer::new(service));
+        let service = std::sync::Arc::new(service);
+        let twin_service = public!(TwinServiceServer::from_arc(service.clone()));
         let status_service = public!(StatusServiceServer::new(api.clone()));
         let alarm_service = public!(AlarmServiceServer::new(api.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -144,6 +146,10 @@ impl ApiServer {
             source,
         })?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let http = match &config.http {
+            Some(http) => Some(crate::http::serve(http, &config, api.clone(), service).await?),
+            None => None,
+        };
         let (shutdown, stopped) = oneshot::channel::<()>();
         let router = server
             .layer(MapResponseLayer::new(
@@ -170,6 +176,7 @@ impl ApiServer {
             tls,
             api,
             health,
+            http,
             shutdown: Some(shutdown),
             task,
         })
@@ -210,15 +217,18 @@ impl ApiHandle {
     /// The URL clients connect to (`http://…` or `https://…`); an unspecified listen
     /// address (`0.0.0.0`, `::`) is shown as loopback.
     pub fn url(&self) -> String {
-        let mut addr = self.addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{addr}")
+        url_of(self.addr, self.tls)
+    }
+
+    /// The address of the REST API and the console, when `[api.http]` is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServing::addr)
+    }
+
+    /// The console's URL (`http://…/` or `https://…/`), when `[api.http]` is configured.
+    pub fn console_url(&self) -> Option<String> {
+        self.http_addr()
+            .map(|addr| format!("{}/", url_of(addr, self.tls)))
     }
 
     /// Number of `WatchTwins` streams open now.
@@ -235,6 +245,9 @@ impl ApiHandle {
                 .await;
         }
         self.api.close_watches();
+        if let Some(http) = self.http.take() {
+            http.stop(DRAIN_TIMEOUT).await;
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -248,6 +261,18 @@ impl ApiHandle {
         }
         tracing::info!(addr = %self.addr, "API server stopped");
     }
+}
+
+/// The URL of `addr`; an unspecified address (`0.0.0.0`, `::`) is shown as loopback.
+fn url_of(mut addr: SocketAddr, tls: bool) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }
 
 /// An error and its sources on one line (tonic's transport errors hide the cause).

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     in_flight: Semaphore,
     /// Turns true when the server stops: watches end.
     pub(crate) closing: watch::Sender<bool>,
+    /// The node's view of its cluster, on a cluster node.
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::status::ClusterView>>,
 }
 
 impl Shared {
@@ -116,8 +118,20 @@ impl TwinApi {
                 in_flight: Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)),
                 limits,
                 closing,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets `GetClusterStatus` answer with `view`: a cluster node's view of its
+    /// cluster. Set once; later calls are ignored.
+    pub fn set_cluster_view(&self, view: Arc<dyn crate::status::ClusterView>) {
+        let _ = self.shared.cluster.set(view);
+    }
+
+    /// The twins this service answers for.
+    pub fn twins(&self) -> &Twins {
+        &self.shared.twins
     }
 
     /// Ends every open watch with UNAVAILABLE and refuses new ones (the server is

@@ -10,6 +10,13 @@ use crate::auth::caller;
 use crate::convert::timestamp_to_proto;
 use crate::service::{TwinApi, traced_in};
 
+/// A node's view of its cluster, for `StatusService.GetClusterStatus` and the REST
+/// API's `/api/v1/cluster` (see [`TwinApi::set_cluster_view`]).
+pub trait ClusterView: Send + Sync + 'static {
+    /// The cluster as this node sees it now.
+    fn cluster_status(&self) -> pb::GetClusterStatusResponse;
+}
+
 /// The service's full name, for health checks and spans.
 pub const STATUS_SERVICE_NAME: &str = "doppel.v1.StatusService";
 
@@ -91,6 +98,25 @@ impl StatusService for TwinApi {
         traced_in(STATUS_SERVICE_NAME, "GetNodeStatus", request, |r| {
             self.get_node_status_call(r)
         })
+        .await
+    }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        traced_in(
+            STATUS_SERVICE_NAME,
+            "GetClusterStatus",
+            request,
+            |r| async move {
+                caller(&r)?;
+                match self.shared.cluster.get() {
+                    Some(view) => Ok(view.cluster_status()),
+                    None => Err(Status::not_found("this node is not part of a cluster")),
+                }
+            },
+        )
         .await
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod clock;
+pub mod http;
 pub mod mosquitto;
 pub mod net;
 pub mod process;

@@ -11,6 +11,7 @@ mod crash_safety;
 mod dev_command;
 mod dtdl;
 mod examples;
+mod http;
 mod input;
 mod kernel;
 mod mqtt;

@@ -53,7 +53,9 @@ async fn a_twin_not_started_yet_answers_starting_and_applies_its_readings_once_i
 
     // The API serves already; the twin answers "starting", with a retry hint.
     let api = ApiServer::start(
-        ApiConfig::new("127.0.0.1:0".parse().unwrap()).token("vera", VIEWER, Role::Viewer),
+        ApiConfig::new("127.0.0.1:0".parse().unwrap())
+            .token("vera", VIEWER, Role::Viewer)
+            .http("127.0.0.1:0".parse().unwrap()),
         twins.clone(),
     )
     .await
@@ -79,6 +81,19 @@ async fn a_twin_not_started_yet_answers_starting_and_applies_its_readings_once_i
         twins.report(&press(1)).await,
         Err(Error::Starting(_))
     ));
+    // Over REST: 503 with Retry-After and a problem body.
+    let http =
+        doppel_testkit::http::Client::new(&format!("http://{}", api.http_addr().unwrap()), None)
+            .with_token(VIEWER);
+    let answer = http
+        .get(&format!(
+            "/api/v1/twins/{}",
+            doppel_testkit::http::segment(press(1).as_str())
+        ))
+        .await;
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.header("retry-after"), "1");
+    assert_eq!(answer.json()["code"], "UNAVAILABLE");
 
     // A reading waits for the twin: nothing applies it before its governors run.
     let source = twins.source("starting-test").unwrap();

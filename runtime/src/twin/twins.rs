@@ -64,6 +64,8 @@ pub struct Kernel {
     pub settings: RuntimeSettings,
     /// Model and governor factories.
     pub components: Components,
+    /// The node's twin types, hosted or not (a cloud node knows its fleet's types).
+    pub types: TwinTypes,
     /// Twin changes, for subscribers.
     pub changes: broadcast::Sender<TwinEvent>,
     /// Live change subscriptions; twins skip building change events while it is zero.
@@ -391,6 +393,7 @@ impl Twins {
             journal,
             settings,
             components,
+            types: types.clone(),
             changes,
             change_subscribers: Arc::new(AtomicUsize::new(0)),
             actuations,
@@ -505,6 +508,11 @@ impl Twins {
                 .kernel
                 .send_if(entry, message, |parked| parked.fed_by(&sources));
         }
+    }
+
+    /// A twin type the node knows by name, hosted or not.
+    pub fn twin_type(&self, name: &str) -> Option<&Arc<TwinType>> {
+        self.kernel.types.get(name)
     }
 
     /// How many twins this node hosts.

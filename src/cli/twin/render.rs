@@ -479,6 +479,25 @@ pub fn summary_of(twin: &Twin) -> TwinSummary {
         health: twin.health,
         alarm_count: u32::try_from(twin.alarms.len()).unwrap_or(u32::MAX),
         mirror: twin.mirror.clone(),
+        worst_severity: twin
+            .alarms
+            .iter()
+            .filter(|alarm| {
+                alarm.active
+                    && alarm.shelved.is_none()
+                    && alarm.out_of_service.is_none()
+                    && !alarm.suppressed
+            })
+            .map(|alarm| alarm.severity)
+            .max()
+            .unwrap_or_default(),
+        unacknowledged: u32::try_from(
+            twin.alarms
+                .iter()
+                .filter(|alarm| alarm.acknowledged.is_none())
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
     }
 }
 
