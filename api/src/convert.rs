@@ -251,7 +251,8 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
                 model: d.model.clone(),
                 value: d.value,
                 confidence: d.confidence,
-                at: Some(timestamp_to_proto(d.at)),
+                // Absent until the model wrote a value.
+                at: d.value.map(|_| timestamp_to_proto(d.at)),
             })
             .collect(),
         alarms: report.alarms.iter().map(alarm).collect(),

@@ -38,13 +38,13 @@ pub(crate) fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {problem}"))
 }
 
-/// The gRPC status of a kernel error.
 /// The trailer that tells a client when to retry (gRPC server pushback).
 pub(crate) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 /// The retry hint for a twin that is starting, in milliseconds.
 const STARTING_RETRY_MS: u32 = 500;
 
+/// The gRPC status of a kernel error.
 pub(crate) fn kernel_status(error: KernelError) -> Status {
     match error {
         KernelError::UnknownAsset(_)

@@ -135,6 +135,12 @@ impl ApiServer {
         let reflection_failed = |error| ApiError::Transport(format!("reflection: {error}"));
         let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
+        // The console's address first: when it is taken, the gRPC port was never
+        // bound, so nobody connects to an API that is not going to serve.
+        let http_listener = match &config.http {
+            Some(http) => Some(crate::http::bind(http).await?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Bind {
@@ -146,9 +152,11 @@ impl ApiServer {
             source,
         })?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let http = match &config.http {
-            Some(http) => Some(crate::http::serve(http, &config, api.clone(), service).await?),
-            None => None,
+        let http = match (&config.http, http_listener) {
+            (Some(http), Some(listener)) => {
+                Some(crate::http::serve(listener, http, &config, api.clone(), service).await?)
+            }
+            _ => None,
         };
         let (shutdown, stopped) = oneshot::channel::<()>();
         let router = server

@@ -205,6 +205,12 @@ impl Cluster {
         // are answered from now on.
         node.router.set_ready();
         if let Some(api_config) = api_config {
+            local.set_cluster_view(Arc::new(crate::status::StatusView::new(
+                &node.config,
+                node.members.clone(),
+                node.link_status.clone(),
+                node.mirror.clone(),
+            )));
             match ApiServer::serve(api_config, local, node.router.clone()).await {
                 Ok(api) => node.api = Some(api),
                 Err(error) => {

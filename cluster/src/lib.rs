@@ -25,6 +25,7 @@ pub mod replication;
 pub mod router;
 pub mod seal;
 pub mod service;
+mod status;
 pub mod transport;
 
 pub use cluster::Cluster;

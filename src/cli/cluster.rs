@@ -1,3 +1,4 @@
+//! `doppel cluster status`: a running node's view of its cluster.
 //! `doppel cluster certs`: a cluster's certificate authority and one certificate per
 //! node, made with rcgen (no openssl command line), ready for `[cluster.tls]` and
 //! `[api] tls`, and the key gossip is sealed with. `doppel cluster key`: a new gossip
@@ -32,6 +33,25 @@ enum ClusterCommand {
     Certs(CertsArgs),
     /// Write a new random gossip key (for `cluster.gossip_keys`), e.g. to rotate to.
     Key(KeyArgs),
+    /// Show a running node's view of its cluster: members and their roles, which node
+    /// runs each fleet planner, and each replication link's state, lag and outbox
+    /// depth.
+    Status(StatusArgs),
+}
+
+/// `doppel cluster status`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  doppel cluster status --addr http://cloud-1:50051
+  doppel cluster status --json
+
+Exit status: 0 when the node answered, 1 when it could not be reached, refused the
+call or is not part of a cluster, 2 when the command line is wrong.")]
+struct StatusArgs {
+    /// Where the node is, and how to call it.
+    #[command(flatten)]
+    connect: super::twin::ConnectArgs,
 }
 
 /// `doppel cluster key`.
@@ -80,6 +100,10 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub async fn run(args: ClusterArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
         ClusterCommand::Certs(certs) => make_certs(&certs),
+        ClusterCommand::Status(status) => {
+            let target = status.connect.target()?;
+            Ok(super::status::show_cluster(&target, status.connect.json).await?)
+        }
         ClusterCommand::Key(key) => {
             if gossip_key(&key.out)? {
                 println!("made {}", key.out.display());

@@ -51,6 +51,11 @@ pub struct DevArgs {
     /// The admin token it prints is kept in the data directory's `dev-token`.
     #[arg(long, value_name = "ADDR")]
     pub(crate) grpc: Option<String>,
+    /// Serve the web console and the REST/JSON API on this address, beside the gRPC
+    /// API and behind its token [default: 127.0.0.1:8080, skipped with a note when
+    /// that port is taken]; `off`: neither.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
     /// Export traces and metrics over OTLP/gRPC to this collector (for example
     /// http://127.0.0.1:4317); off by default.
     #[arg(long, value_name = "URL", env = "DOPPEL_OTLP_ENDPOINT")]
@@ -66,8 +71,9 @@ pub struct DevArgs {
     nodes: u32,
 }
 
-/// Where `doppel dev` serves the gRPC API.
-enum GrpcListen {
+/// Where `doppel dev` serves the gRPC API, or the console and REST API.
+#[derive(Clone, Copy)]
+pub(crate) enum Listen {
     /// The default address, if free.
     Default,
     /// Not at all.
@@ -98,6 +104,20 @@ pub(crate) fn broker_port(mqtt_port: Option<u16>) -> Option<u16> {
 /// The gRPC API's address unless `--grpc` says otherwise.
 pub(crate) const DEFAULT_GRPC_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50051);
+/// The console's and REST API's address unless `--http` says otherwise.
+pub(crate) const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// Reads an address flag: an address, or `off`.
+pub(crate) fn listen_flag(flag: &str, raw: Option<&str>, example: &str) -> Result<Listen, String> {
+    match raw {
+        None => Ok(Listen::Default),
+        Some("off") => Ok(Listen::Off),
+        Some(raw) => raw.parse().map(Listen::At).map_err(|_| {
+            format!("--{flag} must be an address such as {example}, or `off`, not `{raw}`")
+        }),
+    }
+}
 /// Simulator step.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// View refresh on a terminal.
@@ -120,13 +140,8 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         3 => return super::dev_cluster::run(args).await,
         n => return Err(format!("--nodes takes 1 or 3, not {n}").into()),
     }
-    let grpc = match args.grpc.as_deref() {
-        None => GrpcListen::Default,
-        Some("off") => GrpcListen::Off,
-        Some(raw) => GrpcListen::At(raw.parse().map_err(|_| {
-            format!("--grpc must be an address such as 127.0.0.1:50051, or `off`, not `{raw}`")
-        })?),
-    };
+    let grpc = listen_flag("grpc", args.grpc.as_deref(), "127.0.0.1:50051")?;
+    let http = listen_flag("http", args.http.as_deref(), "127.0.0.1:8080")?;
     let tty = std::io::stdout().is_terminal();
     let telemetry = init_telemetry(tty, args.otlp_endpoint.clone(), args.log_format)?;
     let types = TwinTypes::from_toml(&dev_types_toml(args.speed), "dev/types.toml")?;
@@ -169,21 +184,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(port) => Some(DevMqtt::start(port, &twins).await?),
         None => None,
     };
-    let api = match grpc {
-        GrpcListen::Off => None,
-        GrpcListen::At(addr) => Some(start_api(addr, &data_dir, &twins).await?),
-        GrpcListen::Default => match start_api(DEFAULT_GRPC_ADDR, &data_dir, &twins).await {
-            Ok(api) => Some(api),
-            Err(error) if matches!(error.downcast_ref(), Some(ApiError::Bind { .. })) => {
-                println!(
-                    "doppel dev: {DEFAULT_GRPC_ADDR} is taken (another doppel?); running without \
-                     the gRPC API (use --grpc ADDR for another address)"
-                );
-                None
-            }
-            Err(error) => return Err(error),
-        },
-    };
+    let api = serve_api(grpc, http, &data_dir, &twins).await?;
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);
     // The simulated machines start where their twins left them on this data
     // directory: a press a trip stopped in an earlier run stays stopped.
@@ -220,6 +221,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             data_dir.join(doppel::api::DEV_TOKEN_FILE).display()
         );
         println!("    export DOPPEL_ADDR={} DOPPEL_TOKEN={token}", api.url());
+        if let Some(console) = api.console_url() {
+            println!("  console and REST API on {console} (sign in with the same token)");
+        }
     }
     for fault in simulator.faults() {
         println!("  injected fault: {fault}");
@@ -400,9 +404,75 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Serves the gRPC API on `addr` for the data directory's dev token (role admin).
+/// Serves the gRPC API and, beside it, the console and REST API, as `--grpc` and
+/// `--http` say: a default address that is taken is skipped with a note.
+pub(crate) async fn serve_api(
+    grpc: Listen,
+    http: Listen,
+    data_dir: &std::path::Path,
+    twins: &doppel::Twins,
+) -> Result<Option<(ApiHandle, String)>, Box<dyn std::error::Error>> {
+    let grpc_addr = match grpc {
+        Listen::Off => {
+            if let Listen::At(_) = http {
+                println!(
+                    "doppel dev: --http needs the gRPC API's token; --grpc off serves neither"
+                );
+            }
+            return Ok(None);
+        }
+        Listen::At(addr) => addr,
+        Listen::Default => DEFAULT_GRPC_ADDR,
+    };
+    let http_addr = match http {
+        Listen::Off => None,
+        Listen::At(addr) => Some(addr),
+        // Checked before anything binds, so a taken console port never costs the API.
+        Listen::Default if std::net::TcpListener::bind(DEFAULT_HTTP_ADDR).is_err() => {
+            println!(
+                "doppel dev: {DEFAULT_HTTP_ADDR} is taken; running without the console and \
+                 REST API (use --http ADDR for another address)"
+            );
+            None
+        }
+        Listen::Default => Some(DEFAULT_HTTP_ADDR),
+    };
+    match start_api(grpc_addr, http_addr, data_dir, twins).await {
+        Ok(api) => Ok(Some(api)),
+        Err(error) => match taken(error.as_ref()) {
+            Some(addr) if matches!(grpc, Listen::Default) && addr == grpc_addr => {
+                println!(
+                    "doppel dev: {grpc_addr} is taken (another doppel?); running without \
+                     the gRPC API and the console (use --grpc ADDR for another address)"
+                );
+                Ok(None)
+            }
+            // Taken since the check above: the API goes on without the console.
+            Some(addr) if matches!(http, Listen::Default) && Some(addr) == http_addr => {
+                println!(
+                    "doppel dev: {addr} is taken; running without the console and REST API \
+                     (use --http ADDR for another address)"
+                );
+                Ok(Some(start_api(grpc_addr, None, data_dir, twins).await?))
+            }
+            _ => Err(error),
+        },
+    }
+}
+
+/// The address a failed start could not bind, if that is why it failed.
+fn taken(error: &(dyn std::error::Error + 'static)) -> Option<SocketAddr> {
+    match error.downcast_ref() {
+        Some(ApiError::Bind { addr, .. }) => Some(*addr),
+        _ => None,
+    }
+}
+
+/// Serves the gRPC API on `addr` (and the console on `http`) for the data directory's
+/// dev token (role admin).
 async fn start_api(
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     data_dir: &std::path::Path,
     twins: &doppel::Twins,
 ) -> Result<(ApiHandle, String), Box<dyn std::error::Error>> {
@@ -412,7 +482,10 @@ async fn start_api(
             data_dir.display()
         )
     })?;
-    let config = ApiConfig::new(addr).token("dev", token.clone(), Role::Admin);
+    let mut config = ApiConfig::new(addr).token("dev", token.clone(), Role::Admin);
+    if let Some(http) = http {
+        config = config.http(http);
+    }
     let api = ApiServer::start(config, twins.clone()).await?;
     Ok((api, token))
 }

@@ -25,8 +25,8 @@ use doppel::{
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::dev::{
-    DEFAULT_GRPC_ADDR, DevArgs, DevBroker, REFRESH_PLAIN, REFRESH_TTY, TICK, broker_port,
-    init_telemetry, machine_row, push_event, simulated_delivery,
+    DEFAULT_GRPC_ADDR, DEFAULT_HTTP_ADDR, DevArgs, DevBroker, Listen, REFRESH_PLAIN, REFRESH_TTY,
+    TICK, broker_port, init_telemetry, listen_flag, machine_row, push_event, simulated_delivery,
 };
 use crate::dev::config::{dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
@@ -51,6 +51,7 @@ fn write_config(
     id: &str,
     role: &str,
     api: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     gossip: u16,
     seed: u16,
     owns: &[String],
@@ -68,12 +69,15 @@ fn write_config(
         let quoted: Vec<String> = owns.iter().map(|o| format!("\"{o}\"")).collect();
         format!("owns = [{}]\n", quoted.join(", "))
     };
-    let api = match api {
+    let mut api = match api {
         Some(api) => format!(
             "[api]\nlisten = \"{api}\"\ntokens = [{{ name = \"dev\", token = \"{token}\", role = \"admin\" }}]\n"
         ),
         None => String::new(),
     };
+    if let (false, Some(http)) = (api.is_empty(), http) {
+        api.push_str(&format!("[api.http]\nlisten = \"{http}\"\n"));
+    }
     // The plant's broker: the edge reads the telemetry of the lines it owns from it
     // and sends their commands through it.
     let mqtt = match mqtt {
@@ -152,6 +156,25 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             format!("--grpc must be an address such as 127.0.0.1:50051, or off; not `{raw}`")
         })?),
     };
+    // The cloud node serves the console (and its cluster page) beside its API.
+    let cloud_http = match (
+        cloud_api,
+        listen_flag("http", args.http.as_deref(), "127.0.0.1:8080")?,
+    ) {
+        (None, _) | (_, Listen::Off) => None,
+        (Some(_), Listen::At(addr)) => Some(addr),
+        (Some(_), Listen::Default) => {
+            if std::net::TcpListener::bind(DEFAULT_HTTP_ADDR).is_ok() {
+                Some(DEFAULT_HTTP_ADDR)
+            } else {
+                println!(
+                    "doppel dev: {DEFAULT_HTTP_ADDR} is taken; running without the console \
+                     (use --http ADDR for another address)"
+                );
+                None
+            }
+        }
+    };
     let broker = broker_port(args.mqtt_port)
         .map(DevBroker::start)
         .transpose()?;
@@ -162,6 +185,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         "cloud-1",
         "cloud",
         cloud_api,
+        cloud_http,
         seed,
         seed,
         &[],
@@ -181,6 +205,7 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
             &id,
             "edge",
             api,
+            None,
             free_port(true)?,
             seed,
             owned,
@@ -279,6 +304,9 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         println!("    export DOPPEL_ADDR={} DOPPEL_TOKEN={token}", api.url());
         println!("    doppel twin watch acme");
         println!("    doppel twin command {} set_speed rpm=1000", paths[0]);
+        if let Some(console) = api.console_url() {
+            println!("  console on {console}, with the cluster's members and links (same token)");
+        }
     }
 
     let mut simulator = Simulator::new(&machines, args.seed, args.speed);

@@ -1,9 +1,14 @@
 //! `doppel node status`: what a running node's connectors received and what became
-//! of it, through its gRPC API (`doppel.v1.StatusService`).
+//! of it; `doppel cluster status`: the node's view of its cluster. Both through its
+//! gRPC API (`doppel.v1.StatusService`).
 
-use doppel::proto::v1::{Count, GetNodeStatusRequest, GetNodeStatusResponse, ReadingCounts};
+use doppel::proto::v1::{
+    Count, GetClusterStatusRequest, GetClusterStatusResponse, GetNodeStatusRequest,
+    GetNodeStatusResponse, ReadingCounts, ReplicationLink,
+};
 
 use super::twin::json::Json;
+use super::twin::render::{clean, duration_text, time_from_parts, time_json, time_text};
 use super::twin::session::{Session, Target};
 use super::twin::table::{Align, Table};
 use super::twin::{Failure, emit, emit_json};
@@ -174,6 +179,180 @@ pub fn status_json(status: &GetNodeStatusResponse) -> Json {
                         Json::object()
                             .with("name", source.name.as_str())
                             .with("readings", readings_json(source.readings.as_ref()))
+                    })
+                    .collect(),
+            ),
+        )
+}
+
+/// Asks the node at `target` for its view of its cluster and prints it.
+pub async fn show_cluster(target: &Target, json: bool) -> Result<(), Failure> {
+    let session = Session::connect(target).await?;
+    let status = session
+        .status_unary(
+            GetClusterStatusRequest {},
+            |mut client, request| async move { client.get_cluster_status(request).await },
+        )
+        .await
+        .map_err(|status| Failure::rpc("cluster status", &status))?;
+    if json {
+        emit_json(&cluster_json(&status))
+    } else {
+        emit(&cluster_text(&status))
+    }
+}
+
+fn lag_of(link: &ReplicationLink) -> Option<std::time::Duration> {
+    link.lag
+        .as_ref()
+        .and_then(doppel::api::convert::duration_from_proto)
+}
+
+fn received_of(link: &ReplicationLink) -> Option<doppel::kernel::Timestamp> {
+    link.last_received
+        .as_ref()
+        .map(|at| time_from_parts(at.seconds, at.nanos))
+}
+
+/// The cluster as aligned text: members, planners, replication links.
+pub fn cluster_text(status: &GetClusterStatusResponse) -> String {
+    let mut out = format!(
+        "cluster {}, as {} ({}) sees it\n\n",
+        clean(&status.cluster_id),
+        clean(&status.node_id),
+        clean(&status.role)
+    );
+    let mut members = Table::new(&[
+        ("NODE", Align::Left),
+        ("ROLE", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("STATE", Align::Left),
+        ("OWNS", Align::Left),
+    ]);
+    for member in &status.members {
+        members.row(vec![
+            clean(&member.node_id),
+            clean(&member.role),
+            clean(&member.address),
+            if member.live { "live" } else { "dead" }.to_string(),
+            member
+                .owns
+                .iter()
+                .map(|own| clean(own))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    out.push_str(&members.render());
+    if !status.planners.is_empty() {
+        out.push('\n');
+        let mut planners = Table::new(&[("PLANNER", Align::Left), ("RUNS ON", Align::Left)]);
+        for planner in &status.planners {
+            planners.row(vec![
+                clean(&planner.planner),
+                if planner.node_id.is_empty() {
+                    "(no live cloud node)".to_string()
+                } else {
+                    clean(&planner.node_id)
+                },
+            ]);
+        }
+        out.push_str(&planners.render());
+    }
+    out.push('\n');
+    if status.links.is_empty() {
+        out.push_str("no replication links\n");
+    } else {
+        let mut links = Table::new(&[
+            ("EDGE", Align::Left),
+            ("CLOUD", Align::Left),
+            ("LINK", Align::Left),
+            ("LAG", Align::Right),
+            ("OUTBOX", Align::Right),
+            ("LAST RECEIVED", Align::Left),
+        ]);
+        for link in &status.links {
+            links.row(vec![
+                clean(&link.edge_node),
+                clean(&link.cloud_node),
+                if link.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .to_string(),
+                lag_of(link).map_or("-".to_string(), duration_text),
+                link.outbox_depth.map_or("-".to_string(), |d| d.to_string()),
+                time_text(received_of(link)),
+            ]);
+        }
+        out.push_str(&links.render());
+    }
+    out
+}
+
+/// The cluster as one JSON object.
+pub fn cluster_json(status: &GetClusterStatusResponse) -> Json {
+    Json::object()
+        .with("cluster_id", &status.cluster_id)
+        .with("node_id", &status.node_id)
+        .with("role", &status.role)
+        .with(
+            "members",
+            Json::Array(
+                status
+                    .members
+                    .iter()
+                    .map(|member| {
+                        Json::object()
+                            .with("node_id", &member.node_id)
+                            .with("role", &member.role)
+                            .with("address", &member.address)
+                            .with("live", member.live)
+                            .with(
+                                "owns",
+                                Json::Array(member.owns.iter().map(Json::from).collect()),
+                            )
+                    })
+                    .collect(),
+            ),
+        )
+        .with(
+            "planners",
+            Json::Array(
+                status
+                    .planners
+                    .iter()
+                    .map(|planner| {
+                        Json::object()
+                            .with("planner", &planner.planner)
+                            .with("node_id", &planner.node_id)
+                    })
+                    .collect(),
+            ),
+        )
+        .with(
+            "links",
+            Json::Array(
+                status
+                    .links
+                    .iter()
+                    .map(|link| {
+                        Json::object()
+                            .with("edge_node", &link.edge_node)
+                            .with("cloud_node", &link.cloud_node)
+                            .with("connected", link.connected)
+                            .with(
+                                "lag_ms",
+                                lag_of(link).map_or(Json::Null, |lag| {
+                                    Json::UInt(u64::try_from(lag.as_millis()).unwrap_or(u64::MAX))
+                                }),
+                            )
+                            .with(
+                                "outbox_depth",
+                                link.outbox_depth.map_or(Json::Null, Json::UInt),
+                            )
+                            .with("last_received", time_json(received_of(link)))
                     })
                     .collect(),
             ),

@@ -23,5 +23,6 @@ pub mod relay;
 pub mod tls;
 pub mod twin_types;
 pub mod wait;
+pub mod webdriver;
 
 pub use wait::{eventually, wait_until};

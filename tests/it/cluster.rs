@@ -337,6 +337,94 @@ max_age_secs = 600.0
     } else {
         "cloud-1"
     };
+
+    // The cluster is visible through the API: REST on the cloud node, and the CLI.
+    let rest = doppel_testkit::http::Client::new(
+        &format!("http://{}", sandbox.node("cloud-1").http),
+        None,
+    )
+    .with_token(crate::sandbox::ADMIN_TOKEN);
+    let status = eventually("both edges' links", Duration::from_secs(30), || {
+        let rest = rest.clone();
+        async move {
+            let answer = rest.get("/api/v1/cluster").await;
+            let body = answer.json();
+            (answer.status == 200 && body["links"].as_array().is_some_and(|l| l.len() == 2))
+                .then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(status["nodeId"], "cloud-1");
+    assert_eq!(status["role"], "cloud");
+    let members: Vec<&str> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["nodeId"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["cloud-1", "cloud-2", "edge-a", "edge-b"]);
+    assert_eq!(status["planners"][0]["planner"], "energy-planner");
+    assert_eq!(status["planners"][0]["nodeId"], host.as_str());
+    for link in status["links"].as_array().unwrap() {
+        assert_eq!(link["cloudNode"], "cloud-1");
+        assert_eq!(link["connected"], true, "{link}");
+        assert!(
+            link["lag"].is_string() && link["outboxDepth"].is_string(),
+            "{link}"
+        );
+    }
+    let document = rest
+        .without_token()
+        .get("/api/v1/openapi.json")
+        .await
+        .json();
+    crate::http::validate_against_document(
+        &document,
+        &[
+            serde_json::json!({"path": "/api/v1/cluster", "method": "get", "status": 200, "body": status}),
+        ],
+        &[],
+    );
+    // Every cloud node places the planner alike; ask the other one with the CLI.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_doppel"))
+        .args(["cluster", "status", "--json", "--addr"])
+        .arg(format!("http://{}", sandbox.node("cloud-2").api))
+        .env("DOPPEL_TOKEN", crate::sandbox::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cloud2: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cloud2["node_id"], "cloud-2");
+    assert_eq!(cloud2["planners"][0]["node_id"], host.as_str());
+    // An edge sees its links to every cloud node, with its outbox depth.
+    let edge =
+        doppel_testkit::http::Client::new(&format!("http://{}", sandbox.node("edge-a").http), None)
+            .with_token(crate::sandbox::ADMIN_TOKEN);
+    let edge_status = eventually("the edge's links", Duration::from_secs(30), || {
+        let edge = edge.clone();
+        async move {
+            let body = edge.get("/api/v1/cluster").await.json();
+            (body["links"].as_array().is_some_and(|l| l.len() == 2)).then_some(body)
+        }
+    })
+    .await;
+    let clouds: Vec<&str> = edge_status["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cloudNode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        clouds,
+        ["cloud-1", "cloud-2"],
+        "an edge streams to every cloud node"
+    );
+    assert!(edge_status["links"][0]["outboxDepth"].is_string());
+
     let killed = Instant::now();
     sandbox.kill(&host);
     eventually("the planner moves", Duration::from_secs(30), || {

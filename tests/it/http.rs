@@ -885,7 +885,11 @@ async fn the_console_and_api_are_served_over_tls_with_a_strict_policy() {
 /// (schema name, instance) sample against that component schema, with Python's
 /// `openapi-spec-validator` and `jsonschema`. Skips loudly when Python or those
 /// modules are missing, unless `DOPPEL_REQUIRE_PEERS=1`.
-fn validate_against_document(document: &Json, answers: &[Json], samples: &[(String, Json)]) {
+pub(crate) fn validate_against_document(
+    document: &Json,
+    answers: &[Json],
+    samples: &[(String, Json)],
+) {
     const SCRIPT: &str = r##"
 import json, sys
 from openapi_spec_validator import validate

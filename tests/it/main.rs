@@ -7,6 +7,7 @@ mod api_transport;
 mod brokers;
 mod cli_twin;
 mod cluster;
+mod console;
 mod crash_safety;
 mod dev_command;
 mod dtdl;

@@ -55,6 +55,8 @@ pub struct SandboxNode {
     pub config: PathBuf,
     /// Its public API address.
     pub api: SocketAddr,
+    /// Its REST API and console address.
+    pub http: SocketAddr,
     child: Option<Child>,
     output: Arc<Mutex<Vec<String>>>,
 }
@@ -339,6 +341,7 @@ impl Sandbox {
         node_addr: SocketAddr,
     ) -> &mut SandboxNode {
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let gossip: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let seeds = match self.seed {
             Some(seed) => format!("[\"{seed}\"]"),
@@ -379,6 +382,7 @@ tokens = [
   {{ name = "admin", token = "{ADMIN_TOKEN}", role = "admin" }},
   {{ name = "fleet-script", token = "{PLANNER_TOKEN}", role = "planner" }},
 ]
+http = {{ listen = "{http}" }}
 
 {extra}
 
@@ -401,6 +405,7 @@ seeds = {seeds}
             id: id.to_string(),
             config: path,
             api,
+            http,
             child: None,
             output: Arc::default(),
         };

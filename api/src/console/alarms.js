@@ -1,12 +1,14 @@
 // alarms.js — the alarm list (ISA-18.2): counts, alarm rate, chattering alarms, and every
 // alarm by severity then time, 100 per page; operators acknowledge, shelve and unshelve.
 
-import { api, qs, twinUrl, canAct } from './api.js';
+import { api, qs, twinUrl, canRespond } from './api.js';
 import {
   h, arr, table, setText, poll, errorLine, severityBadge, severityRank, fmtTime, twinHref,
 } from './dom.js';
 
 const PAGE_SIZE = 100;
+// Read twice a second, so a new alarm shows within a second of being raised.
+const REFRESH_MS = 500;
 const keyOf = (item) => `${item.assetPath}\u0000${item.alarm?.code ?? ''}`;
 
 function sortAlarms(items) {
@@ -17,7 +19,7 @@ function sortAlarms(items) {
 }
 
 export async function render(container, ctx) {
-  const actor = canAct(ctx.caller);
+  const actor = canRespond(ctx.caller);
   let page = 0;
   let items = [];
   let filter = { pathPrefix: '', standingOnly: false };
@@ -186,6 +188,6 @@ export async function render(container, ctx) {
   prev.addEventListener('click', () => { page = Math.max(0, page - 1); draw(); });
   next.addEventListener('click', () => { page += 1; draw(); });
 
-  const poller = poll(load, 1000);
+  const poller = poll(load, REFRESH_MS);
   return () => poller.stop();
 }

@@ -9,6 +9,8 @@ export const clearToken = () => sessionStorage.removeItem(TOKEN_KEY);
 
 /** Roles that may send commands and respond to alarms. */
 export const canAct = (caller) => ['operator', 'planner', 'admin'].includes(caller?.role);
+/** Whether the caller may respond to alarms (automation does not acknowledge alarms). */
+export const canRespond = (caller) => ['operator', 'admin'].includes(caller?.role);
 
 /** An API error: HTTP status, the problem's detail and its gRPC code name. */
 export class ApiError extends Error {

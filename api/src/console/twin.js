@@ -329,8 +329,9 @@ export async function render(container, ctx) {
       const keep = pts.findIndex((p) => p.t >= now - TREND_MS);
       trends.set(c, keep < 0 ? [] : pts.slice(keep));
     }
-    fill(live, headerSection(twin), channelsSection(twin, trends, now), desiredSection(twin),
-      derivedSection(twin), ...tripsAndAlarms(twin));
+    // Abnormal first (ISA-101): trips and alarms above the values.
+    fill(live, headerSection(twin), ...tripsAndAlarms(twin), channelsSection(twin, trends, now),
+      desiredSection(twin), derivedSection(twin));
     if (!panelStarted && canAct(ctx.caller)) {
       panelStarted = true;
       commandPanel(path, twin).then((panel) => { if (!closed) panelSlot.replaceChildren(panel); });

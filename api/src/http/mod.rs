@@ -97,9 +97,20 @@ impl HttpServing {
     }
 }
 
-/// Binds `http.listen` and serves the REST API and the console over `service` (the
-/// node's TwinService, local or forwarding) and `api` (alarms and status).
+/// Binds `http.listen`.
+pub(crate) async fn bind(http: &HttpConfig) -> Result<tokio::net::TcpListener, ApiError> {
+    tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|source| ApiError::Bind {
+            addr: http.listen,
+            source,
+        })
+}
+
+/// Serves the REST API and the console on `listener` over `service` (the node's
+/// TwinService, local or forwarding) and `api` (alarms and status).
 pub(crate) async fn serve<S: TwinService>(
+    listener: tokio::net::TcpListener,
     http: &HttpConfig,
     config: &ApiConfig,
     api: TwinApi,
@@ -116,12 +127,6 @@ pub(crate) async fn serve<S: TwinService>(
         max_body: config.limits.max_request_bytes,
     });
     let router = rest.router();
-    let listener = tokio::net::TcpListener::bind(http.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: http.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ApiError::Bind {
         addr: http.listen,
         source,
@@ -255,6 +260,11 @@ impl<S: TwinService> Rest<S> {
         let Query(query) = query.map_err(|error| Problem::invalid(error.body_text()))?;
         let body = match route.method {
             Method::Get => None,
+            Method::Post if !query.is_empty() => {
+                return Err(Problem::invalid(
+                    "this resource takes no query parameters: send them in the JSON body",
+                ));
+            }
             Method::Post => self.body(&headers, body).await?,
         };
         let descriptor = self.codec.message(route.request)?;

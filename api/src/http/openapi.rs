@@ -213,7 +213,7 @@ fn operation(
         "429".into(),
         problem("The node is overloaded; try again later."),
     );
-    responses.insert("503".into(), problem("Not available yet (a twin still starting) or any more (the node stopping); `Retry-After` says when to try again."));
+    responses.insert("503".into(), problem("Not available: a twin still starting (`Retry-After` says when to try again), or the node stopping."));
     responses.insert(
         "default".into(),
         problem("Any other error, with the gRPC code the same call would return."),
