@@ -85,7 +85,14 @@ function channelsSection(t, trends, now) {
       h('td', {}, qualityBadge(quality)),
       h('td', {}, r.condition ? `${r.condition.reason || ''}${r.condition.since ? ` (since ${fmtTime(r.condition.since)})` : ''}` : ''),
       h('td', { class: 'num', 'data-since': sample?.sourceTime || null }, sample ? fmtAge(sample.sourceTime, now) : '—'),
-      h('td', { class: 'trend-cell' }, chart(points, { width: 160, height: 24, from: now - TREND_MS, to: now })));
+      // The window spans what is held, up to five minutes: a fast channel's newest
+      // samples fill it as a slow channel's few do.
+      h('td', { class: 'trend-cell' }, chart(points, {
+        width: 160,
+        height: 24,
+        from: Math.min(now - 10_000, Math.max(now - TREND_MS, points.length ? points[0].t : 0)),
+        to: now,
+      })));
   });
   return section('Channels', rows.length
     ? table(['Channel', 'Value', 'Quality', 'Condition', 'Age', 'Last 5 min'], rows)
@@ -356,7 +363,7 @@ export async function render(container, ctx) {
 
   const seeded = await Promise.all(arr(twin?.reported).filter((r) => r?.channel).map(async (r) => {
     try {
-      const res = await api(twinUrl(path, `/history?${qs({ channel: r.channel, limit: 300 })}`));
+      const res = await api(twinUrl(path, `/history?${qs({ channel: r.channel, from: new Date(Date.now() - TREND_MS).toISOString(), limit: TREND_MAX })}`));
       return [r.channel, arr(res.samples)];
     } catch { return [r.channel, []]; }
   }));
