@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::alarm_service_server::AlarmService;
-use doppel_runtime::Timestamp;
+use doppel_runtime::twin::alarm::AlarmRates;
 use doppel_runtime::twin::{AlarmNote, AlarmOutcome, AlarmResponse, Shelving};
+use doppel_runtime::{Alarm, AssetPath, Timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, caller};
@@ -80,37 +81,12 @@ impl TwinApi {
         let prefix = parse_prefix("path_prefix", &request.path_prefix)?;
         let listed = self.shared.twins.alarms(prefix.as_ref()).await;
         let rates = self.shared.twins.alarm_rates(prefix.as_ref());
-        let mut counts = pb::AlarmCounts::default();
-        for (_, alarm) in &listed.alarms {
-            counts.standing += u32::from(alarm.is_standing());
-            counts.unacknowledged += u32::from(alarm.acknowledged.is_none());
-            counts.shelved += u32::from(alarm.shelved.is_some());
-            counts.out_of_service += u32::from(alarm.out_of_service.is_some());
-            counts.suppressed += u32::from(alarm.suppressed);
-        }
-        Ok(pb::ListAlarmsResponse {
-            alarms: listed
-                .alarms
-                .iter()
-                .filter(|(_, alarm)| !request.standing_only || alarm.is_standing())
-                .map(|(path, alarm)| pb::TwinAlarm {
-                    asset_path: path.to_string(),
-                    alarm: Some(convert::alarm(alarm)),
-                })
-                .collect(),
-            unavailable: listed.unavailable.iter().map(ToString::to_string).collect(),
-            counts: Some(counts),
-            activations_10_min: rates.activations,
-            chattering: rates
-                .chattering
-                .iter()
-                .map(|(asset, code, activations)| pb::ChatteringAlarm {
-                    asset_path: asset.to_string(),
-                    code: code.clone(),
-                    activations: *activations,
-                })
-                .collect(),
-        })
+        Ok(list_response(
+            &listed.alarms,
+            &listed.unavailable,
+            request.standing_only,
+            &rates,
+        ))
     }
 
     /// One response call: the caller must be a person (operator or admin); `parse`
@@ -239,5 +215,45 @@ impl AlarmService for TwinApi {
             self.unshelve_alarm_call(r)
         })
         .await
+    }
+}
+
+/// A ListAlarms answer: `alarms` with their twins (only the standing ones when
+/// `standing_only`), counts over all of them, and the rate figures `rates`.
+pub fn list_response(
+    alarms: &[(AssetPath, Alarm)],
+    unavailable: &[AssetPath],
+    standing_only: bool,
+    rates: &AlarmRates,
+) -> pb::ListAlarmsResponse {
+    let mut counts = pb::AlarmCounts::default();
+    for (_, alarm) in alarms {
+        counts.standing += u32::from(alarm.is_standing());
+        counts.unacknowledged += u32::from(alarm.acknowledged.is_none());
+        counts.shelved += u32::from(alarm.shelved.is_some());
+        counts.out_of_service += u32::from(alarm.out_of_service.is_some());
+        counts.suppressed += u32::from(alarm.suppressed);
+    }
+    pb::ListAlarmsResponse {
+        alarms: alarms
+            .iter()
+            .filter(|(_, alarm)| !standing_only || alarm.is_standing())
+            .map(|(path, alarm)| pb::TwinAlarm {
+                asset_path: path.to_string(),
+                alarm: Some(convert::alarm(alarm)),
+            })
+            .collect(),
+        unavailable: unavailable.iter().map(ToString::to_string).collect(),
+        counts: Some(counts),
+        activations_10_min: rates.activations,
+        chattering: rates
+            .chattering
+            .iter()
+            .map(|(asset, code, activations)| pb::ChatteringAlarm {
+                asset_path: asset.to_string(),
+                code: code.clone(),
+                activations: *activations,
+            })
+            .collect(),
     }
 }

@@ -48,7 +48,7 @@ mod service;
 mod status;
 mod watcher;
 
-pub use alarms::{ALARM_SERVICE_NAME, MAX_SHELVING};
+pub use alarms::{ALARM_SERVICE_NAME, MAX_SHELVING, list_response as alarm_list_response};
 pub use auth::{Authenticator, Caller, DEV_TOKEN_FILE, load_or_create_dev_token};
 pub use config::{
     ApiConfig, ApiLimits, MAX_TOKEN_LEN, MIN_TOKEN_LEN, Role, TlsConfig, TokenConfig,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use doppel_proto::v1::alarm_service_server::AlarmServiceServer;
+use doppel_proto::v1::alarm_service_server::{AlarmService, AlarmServiceServer};
 use doppel_proto::v1::status_service_server::StatusServiceServer;
 use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
@@ -67,17 +67,18 @@ impl ApiServer {
         Self::serve(config, api.clone(), api).await
     }
 
-    /// Like [`ApiServer::start`], but serves `service` as `doppel.v1.TwinService`
-    /// behind the same tokens, health checking and reflection: a cluster node serves a
-    /// router that answers through its local `api` or forwards to the owning node.
-    /// `api` is the node's own service, whose watches [`ApiHandle::stop`] ends.
+    /// Like [`ApiServer::start`], but serves `service` as `doppel.v1.TwinService` and
+    /// `doppel.v1.AlarmService` behind the same tokens, health checking and
+    /// reflection: a cluster node serves a router that answers through its local `api`
+    /// or forwards to the owning node. `api` is the node's own service, whose watches
+    /// [`ApiHandle::stop`] ends and which answers `doppel.v1.StatusService`.
     pub async fn serve<S>(
         config: ApiConfig,
         api: TwinApi,
         service: S,
     ) -> Result<ApiHandle, ApiError>
     where
-        S: TwinService,
+        S: TwinService + AlarmService,
     {
         config.validate()?;
         if config.tokens.is_empty() {
@@ -118,7 +119,7 @@ impl ApiServer {
         let service = std::sync::Arc::new(service);
         let twin_service = public!(TwinServiceServer::from_arc(service.clone()));
         let status_service = public!(StatusServiceServer::new(api.clone()));
-        let alarm_service = public!(AlarmServiceServer::new(api.clone()));
+        let alarm_service = public!(AlarmServiceServer::from_arc(service.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in [SERVICE_NAME, STATUS_SERVICE_NAME, ALARM_SERVICE_NAME] {
             health

@@ -9,6 +9,7 @@ use doppel_api::convert::{self, timestamp_to_proto};
 use doppel_api::page::{self, Listing};
 use doppel_api::{page_size, parse_path, parse_prefix, time_range};
 use doppel_proto::v1 as pb;
+use doppel_runtime::twin::alarm::{AlarmRates, RATE_WINDOW};
 use doppel_runtime::twin::{TwinChange, TwinEvent};
 use doppel_runtime::{AssetPath, Timestamp};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -172,6 +173,41 @@ impl FleetApi {
             watch.run(&mut changes).await;
         });
         Ok(ReceiverStream::new(receiver))
+    }
+
+    /// The alarms of the mirrored twins under the request's prefix, with counts. A
+    /// mirror holds each alarm's latest activation only: its rate counts the alarms
+    /// whose latest activation is in the last 10 minutes, and it cannot tell which
+    /// alarms chatter.
+    pub fn list_alarms(
+        &self,
+        request: &pb::ListAlarmsRequest,
+    ) -> Result<pb::ListAlarmsResponse, Status> {
+        let prefix = parse_prefix("path_prefix", &request.path_prefix)?;
+        let prefix = prefix.as_ref().map_or("", |p| p.as_str());
+        let window_start = Timestamp::now()
+            .as_micros()
+            .saturating_sub(i64::try_from(RATE_WINDOW.as_micros()).unwrap_or(i64::MAX));
+        let mut alarms = Vec::new();
+        let mut activations = 0u32;
+        for row in self.mirror.list(prefix) {
+            for alarm in row.report.alarms {
+                if alarm.active && alarm.since.as_micros() >= window_start {
+                    activations = activations.saturating_add(1);
+                }
+                alarms.push((row.report.asset.clone(), alarm));
+            }
+        }
+        let rates = AlarmRates {
+            activations,
+            chattering: Vec::new(),
+        };
+        Ok(doppel_api::alarm_list_response(
+            &alarms,
+            &[],
+            request.standing_only,
+            &rates,
+        ))
     }
 
     /// A page of replicated audit records, oldest first.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use doppel_api::{Caller, TwinApi};
 use doppel_proto::v1 as pb;
+use doppel_proto::v1::alarm_service_server::AlarmService;
 use doppel_proto::v1::twin_service_server::TwinService;
 use doppel_runtime::twin::Twins;
 use doppel_runtime::{AssetPath, Timestamp};
@@ -583,5 +584,116 @@ impl TwinService for ClusterApi {
                 .await
             }
         }
+    }
+}
+
+/// Alarms across the cluster: listed where a node can answer for the whole prefix
+/// (the twins' own edge, or a cloud node's mirror), responded to on the edge that owns
+/// the twin, whichever node was asked.
+#[tonic::async_trait]
+impl AlarmService for ClusterApi {
+    async fn list_alarms(
+        &self,
+        request: Request<pb::ListAlarmsRequest>,
+    ) -> Result<Response<pb::ListAlarmsResponse>, Status> {
+        let caller = caller(&request)?;
+        let prefix = doppel_api::parse_prefix("path_prefix", &request.get_ref().path_prefix)?;
+        let prefix = prefix.as_ref().map_or("", |p| p.as_str()).to_string();
+        match self.route_prefix(&prefix)? {
+            Route::Local => self.inner.local.list_alarms(request).await,
+            Route::Mirror => match &self.inner.fleet {
+                Some(fleet) => fleet.list_alarms(request.get_ref()).map(Response::new),
+                None => Err(Status::internal("no fleet mirror on this node")),
+            },
+            Route::Remote(cloud) => {
+                let message = pb::ForwardListAlarmsRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                self.forward(
+                    "ListAlarms",
+                    &prefix,
+                    &cloud,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_list_alarms(request).await },
+                    |answer| answer.response,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        request: Request<pb::AcknowledgeAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        if self.hosts(&asset) {
+            return self.inner.local.acknowledge_alarm(request).await;
+        }
+        let caller = caller(&request)?;
+        let response =
+            pb::forward_alarm_response_request::Response::Acknowledge(request.into_inner());
+        self.forward_alarm_response(&asset, &caller, response).await
+    }
+
+    async fn shelve_alarm(
+        &self,
+        request: Request<pb::ShelveAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        if self.hosts(&asset) {
+            return self.inner.local.shelve_alarm(request).await;
+        }
+        let caller = caller(&request)?;
+        let response = pb::forward_alarm_response_request::Response::Shelve(request.into_inner());
+        self.forward_alarm_response(&asset, &caller, response).await
+    }
+
+    async fn unshelve_alarm(
+        &self,
+        request: Request<pb::UnshelveAlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        if self.hosts(&asset) {
+            return self.inner.local.unshelve_alarm(request).await;
+        }
+        let caller = caller(&request)?;
+        let response = pb::forward_alarm_response_request::Response::Unshelve(request.into_inner());
+        self.forward_alarm_response(&asset, &caller, response).await
+    }
+}
+
+impl ClusterApi {
+    /// Sends an alarm response to the edge that owns `asset`: only it decides.
+    async fn forward_alarm_response(
+        &self,
+        asset: &AssetPath,
+        caller: &Caller,
+        response: pb::forward_alarm_response_request::Response,
+    ) -> Result<Response<pb::AlarmResponseResult>, Status> {
+        let owner = match self.route(asset, false)? {
+            Route::Remote(owner) => owner,
+            Route::Local | Route::Mirror => {
+                return Err(Status::internal(
+                    "an alarm response is decided by its owner",
+                ));
+            }
+        };
+        let message = pb::ForwardAlarmResponseRequest {
+            caller: Some(forwarded(caller)),
+            response: Some(response),
+        };
+        self.forward(
+            "AlarmResponse",
+            asset.as_str(),
+            &owner,
+            message,
+            FORWARD_TIMEOUT,
+            |mut client, request| async move { client.forward_alarm_response(request).await },
+            |answer| answer.result,
+        )
+        .await
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use doppel_api::{Caller, Role};
 use doppel_proto::v1 as pb;
+use doppel_proto::v1::alarm_service_server::AlarmService;
 use doppel_proto::v1::node_service_server::NodeService;
 use doppel_proto::v1::twin_service_server::TwinService;
 use doppel_runtime::Timestamp;
@@ -178,6 +179,70 @@ impl NodeService for NodeApi {
         };
         Ok(Response::new(pb::ForwardListTwinsResponse {
             response: Some(response),
+        }))
+    }
+
+    async fn forward_list_alarms(
+        &self,
+        request: Request<pb::ForwardListAlarmsRequest>,
+    ) -> Result<Response<pb::ForwardListAlarmsResponse>, Status> {
+        let request = self.admit(request, |m| (m.caller, m.request))?;
+        let response = match &self.api.inner.fleet {
+            Some(fleet) => fleet.list_alarms(request.get_ref())?,
+            None => self
+                .api
+                .inner
+                .local
+                .list_alarms(request)
+                .await?
+                .into_inner(),
+        };
+        Ok(Response::new(pb::ForwardListAlarmsResponse {
+            response: Some(response),
+        }))
+    }
+
+    async fn forward_alarm_response(
+        &self,
+        request: Request<pb::ForwardAlarmResponseRequest>,
+    ) -> Result<Response<pb::ForwardAlarmResponseResponse>, Status> {
+        use pb::forward_alarm_response_request::Response as Respond;
+        let request = self.admit(request, |m| (m.caller, m.response))?;
+        let (metadata, extensions, response) = request.into_parts();
+        let local = &self.api.inner.local;
+        // Only the owner decides: a response for a twin this node does not host is
+        // refused rather than forwarded again.
+        let asset = match &response {
+            Respond::Acknowledge(r) => &r.asset_path,
+            Respond::Shelve(r) => &r.asset_path,
+            Respond::Unshelve(r) => &r.asset_path,
+        };
+        let asset = doppel_api::parse_path("asset_path", asset)?;
+        if local.twins().entry(&asset).is_err() {
+            return Err(Status::failed_precondition(format!(
+                "{asset} is not hosted here"
+            )));
+        }
+        let result = match response {
+            Respond::Acknowledge(r) => {
+                local
+                    .acknowledge_alarm(Request::from_parts(metadata, extensions, r))
+                    .await?
+            }
+            Respond::Shelve(r) => {
+                local
+                    .shelve_alarm(Request::from_parts(metadata, extensions, r))
+                    .await?
+            }
+            Respond::Unshelve(r) => {
+                local
+                    .unshelve_alarm(Request::from_parts(metadata, extensions, r))
+                    .await?
+            }
+        }
+        .into_inner();
+        Ok(Response::new(pb::ForwardAlarmResponseResponse {
+            result: Some(result),
         }))
     }
 

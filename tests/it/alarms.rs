@@ -8,6 +8,8 @@ use doppel::{
     AlarmNote, AlarmRefusal, AlarmResponse, AuditKind, Error, Origin, Shelving, Timestamp,
 };
 
+use doppel_runtime::internal::TwinsInternals;
+
 use crate::support::{ingest_durable, press, reading, start, wait_until};
 
 const STALE: &str = "stale:vibration";
@@ -368,6 +370,128 @@ async fn alarm_rates_count_activations_and_find_a_chattering_alarm() {
         "{rates:?}"
     );
     assert_eq!(twins.alarm_rates(Some(&press(3))).activations, 0);
+    drop(twins);
+    runtime.shutdown().await;
+}
+
+/// The alarms of press `n` as a cloud mirror replaying the outbox holds them.
+fn mirrored_alarms(twins: &doppel::Twins, n: u32) -> Vec<doppel::Alarm> {
+    let mut row = None;
+    for update in crate::outbox::outbox_updates(twins, 0)
+        .iter()
+        .filter(|u| u.asset == press(n))
+    {
+        update.apply(&mut row);
+    }
+    row.map(|row| row.alarms).unwrap_or_default()
+}
+
+/// What a person reads of an alarm: its code, ISA-18.2 state and who responded.
+fn lifecycle(
+    alarms: &[doppel::Alarm],
+) -> Vec<(String, &'static str, Option<String>, Option<String>)> {
+    alarms
+        .iter()
+        .map(|a| {
+            (
+                a.code.clone(),
+                a.state_name(),
+                a.acknowledged
+                    .as_ref()
+                    .map(|n| format!("{}: {}", n.by, n.note)),
+                a.shelved
+                    .as_ref()
+                    .map(|s| format!("{}: {}", s.note.by, s.note.note)),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alarm_state_reaches_a_cloud_mirror_through_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::support::settings();
+    settings.replicate = true;
+    let runtime = crate::support::start_with(dir.path(), settings, |b| b).await;
+    let twins = runtime.twins().clone();
+    twins.resync().durable().await.unwrap();
+    let source = twins.source("mirror-alarms").unwrap();
+    ingest_durable(&twins, &press(1), "vibration", reading(2.0, source, 1)).await;
+
+    // After each step the mirror, replaying the outbox, reads as the twin does.
+    async fn agree(twins: &doppel::Twins, step: &str, state: Option<&str>) {
+        twins.flush().await.unwrap();
+        let report = twins.report(&press(1)).await.unwrap();
+        let twin = lifecycle(&report.alarms);
+        assert_eq!(
+            twin.iter().find(|a| a.0 == STALE).map(|a| a.1),
+            state,
+            "{step}: the twin"
+        );
+        assert_eq!(
+            lifecycle(&mirrored_alarms(twins, 1)),
+            twin,
+            "{step}: the mirror"
+        );
+    }
+    let respond = |response: AlarmResponse| {
+        let twins = twins.clone();
+        async move {
+            twins
+                .respond_to_alarm(&press(1), STALE, response, Origin::operator("ann"))
+                .await
+                .unwrap()
+        }
+    };
+
+    twins.sources_lost(&[source], "broker lost");
+    wait_until("the stale alarm", Duration::from_secs(10), || async {
+        alarm(&twins, 1, STALE).await.is_some()
+    })
+    .await;
+    agree(&twins, "raised", Some("unacknowledged")).await;
+    respond(AlarmResponse::Acknowledge(note("ann", "on it"))).await;
+    agree(&twins, "acknowledged", Some("acknowledged")).await;
+    respond(AlarmResponse::RemoveFromService(note("ann", "sensor swap"))).await;
+    agree(&twins, "out of service", Some("out of service")).await;
+    respond(AlarmResponse::ReturnToService(note("ann", ""))).await;
+    agree(&twins, "back in service", Some("acknowledged")).await;
+    respond(AlarmResponse::Shelve(Shelving {
+        note: note("ann", "maintenance"),
+        until: Timestamp(Timestamp::now().0 + 300_000),
+    }))
+    .await;
+    agree(&twins, "shelved", Some("shelved")).await;
+    wait_until("the shelving ends", Duration::from_secs(10), || async {
+        alarm(&twins, 1, STALE)
+            .await
+            .is_some_and(|a| a.shelved.is_none())
+    })
+    .await;
+    agree(&twins, "unshelved by the node", Some("unacknowledged")).await;
+    ingest_durable(&twins, &press(1), "vibration", reading(2.1, source, 2)).await;
+    agree(&twins, "back to normal", Some("returned unacknowledged")).await;
+    respond(AlarmResponse::Acknowledge(note("ann", "fixed"))).await;
+    agree(&twins, "acknowledged and normal", None).await;
+
+    // Every response is replicated with its audit record.
+    let audited: Vec<String> = crate::outbox::outbox_updates(&twins, 0)
+        .iter()
+        .flat_map(|u| u.audit.iter())
+        .filter(|r| r.kind == AuditKind::AlarmResponse)
+        .map(|r| r.command.clone())
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            "acknowledge",
+            "remove_from_service",
+            "return_to_service",
+            "shelve",
+            "unshelve",
+            "acknowledge"
+        ]
+    );
     drop(twins);
     runtime.shutdown().await;
 }

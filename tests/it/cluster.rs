@@ -425,6 +425,90 @@ max_age_secs = 600.0
     );
     assert!(edge_status["links"][0]["outboxDepth"].is_string());
 
+    // Alarms across the cluster: press-2 (edge-a) trips; a cloud node lists the trip
+    // from its mirror, an operator acknowledges it there and the response is decided
+    // on edge-a; shelving the latched trip through edge-b is refused by edge-a.
+    for (channel, value) in [("temperature", 120.0), ("temperature_b", 120.0)] {
+        publisher
+            .publish(
+                format!("{}/telemetry/{channel}", press(2)),
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"v": {value}}}"#),
+            )
+            .await
+            .unwrap();
+    }
+    let trip = "trip:overtemp";
+    let listed = eventually("the cloud lists the trip", Duration::from_secs(30), || {
+        let rest = rest.clone();
+        async move {
+            let body = rest.get("/api/v1/alarms?pathPrefix=acme").await.json();
+            body["alarms"]
+                .as_array()?
+                .iter()
+                .any(|a| a["assetPath"] == press(2).as_str() && a["alarm"]["code"] == trip)
+                .then_some(body)
+        }
+    })
+    .await;
+    assert!(
+        listed["counts"]["unacknowledged"].as_u64().unwrap() >= 1,
+        "{listed}"
+    );
+    let segment = doppel_testkit::http::segment;
+    let acknowledged = rest
+        .post(
+            &format!(
+                "/api/v1/twins/{}/alarms/{}/acknowledge",
+                segment(press(2).as_str()),
+                segment(trip)
+            ),
+            &serde_json::json!({"note": "seen from the cloud"}),
+        )
+        .await;
+    assert_eq!(acknowledged.status, 200, "{}", acknowledged.text());
+    assert_eq!(acknowledged.json()["alarm"]["acknowledged"]["by"], "admin");
+    let edge_b =
+        doppel_testkit::http::Client::new(&format!("http://{}", sandbox.node("edge-b").http), None)
+            .with_token(crate::sandbox::ADMIN_TOKEN);
+    let shelved = edge_b
+        .post(
+            &format!(
+                "/api/v1/twins/{}/alarms/{}/shelve",
+                segment(press(2).as_str()),
+                segment(trip)
+            ),
+            &serde_json::json!({"reason": "nuisance", "duration": "60s"}),
+        )
+        .await;
+    assert_eq!(shelved.status, 400, "{}", shelved.text());
+    assert_eq!(shelved.json()["code"], "FAILED_PRECONDITION");
+    let cloud2_rest = doppel_testkit::http::Client::new(
+        &format!("http://{}", sandbox.node("cloud-2").http),
+        None,
+    )
+    .with_token(crate::sandbox::ADMIN_TOKEN);
+    eventually(
+        "the other mirror shows it acknowledged",
+        Duration::from_secs(30),
+        || {
+            let rest = cloud2_rest.clone();
+            async move {
+                let body = rest
+                    .get("/api/v1/alarms?pathPrefix=acme/plant-a/line-1")
+                    .await
+                    .json();
+                body["alarms"]
+                    .as_array()?
+                    .iter()
+                    .any(|a| a["alarm"]["code"] == trip && a["alarm"]["state"] == "acknowledged")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
     let killed = Instant::now();
     sandbox.kill(&host);
     eventually("the planner moves", Duration::from_secs(30), || {

@@ -18,7 +18,7 @@ fn replicating() -> doppel::RuntimeSettings {
 }
 
 /// Every update in the outbox after `after`, in order.
-fn outbox_updates(twins: &doppel::Twins, after: u64) -> Vec<MirrorUpdate> {
+pub(crate) fn outbox_updates(twins: &doppel::Twins, after: u64) -> Vec<MirrorUpdate> {
     let entries = twins
         .store()
         .outbox_read(after, usize::MAX, usize::MAX)

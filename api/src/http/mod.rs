@@ -108,8 +108,8 @@ pub(crate) async fn bind(http: &HttpConfig) -> Result<tokio::net::TcpListener, A
 }
 
 /// Serves the REST API and the console on `listener` over `service` (the node's
-/// TwinService, local or forwarding) and `api` (alarms and status).
-pub(crate) async fn serve<S: TwinService>(
+/// TwinService and AlarmService, local or forwarding) and `api` (status).
+pub(crate) async fn serve<S: TwinService + AlarmService>(
     listener: tokio::net::TcpListener,
     http: &HttpConfig,
     config: &ApiConfig,
@@ -208,7 +208,7 @@ struct Rest<S> {
 type PathParams = Result<Path<Vec<(String, String)>>, PathRejection>;
 type QueryParams = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-impl<S: TwinService> Rest<S> {
+impl<S: TwinService + AlarmService> Rest<S> {
     fn router(self: &Arc<Self>) -> Router {
         let mut router = Router::new();
         for route in ROUTES {
@@ -332,23 +332,27 @@ impl<S: TwinService> Rest<S> {
                 self.respond(route.response, &info)
             }
             Call::ListAlarms => {
-                unary!(&self.api, AlarmService::list_alarms, pb::ListAlarmsRequest)
+                unary!(
+                    &*self.service,
+                    AlarmService::list_alarms,
+                    pb::ListAlarmsRequest
+                )
             }
             Call::AcknowledgeAlarm => unary!(
-                &self.api,
+                &*self.service,
                 AlarmService::acknowledge_alarm,
                 pb::AcknowledgeAlarmRequest
             ),
             Call::ShelveAlarm => {
                 unary!(
-                    &self.api,
+                    &*self.service,
                     AlarmService::shelve_alarm,
                     pb::ShelveAlarmRequest
                 )
             }
             Call::UnshelveAlarm => {
                 unary!(
-                    &self.api,
+                    &*self.service,
                     AlarmService::unshelve_alarm,
                     pb::UnshelveAlarmRequest
                 )

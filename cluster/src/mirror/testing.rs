@@ -208,6 +208,20 @@ impl NodeService for TestNode {
         not_here()
     }
 
+    async fn forward_list_alarms(
+        &self,
+        _request: Request<proto::ForwardListAlarmsRequest>,
+    ) -> Result<Response<proto::ForwardListAlarmsResponse>, Status> {
+        not_here()
+    }
+
+    async fn forward_alarm_response(
+        &self,
+        _request: Request<proto::ForwardAlarmResponseRequest>,
+    ) -> Result<Response<proto::ForwardAlarmResponseResponse>, Status> {
+        not_here()
+    }
+
     type ForwardWatchTwinsStream =
         Pin<Box<dyn Stream<Item = Result<proto::ForwardWatchTwinsResponse, Status>> + Send>>;
 
