@@ -1342,3 +1342,180 @@ async fn sealed_gossip_shuts_out_nodes_without_the_key_and_says_nothing_in_clear
     .await;
     println!("sealed gossip: edge-a found dead in {:?}", killed.elapsed());
 }
+
+/// What a fleet watcher knows of one twin: its version and vibration reading.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Watched {
+    version: u64,
+    vibration: Option<f64>,
+}
+
+fn watched(twin: &pb::Twin) -> Watched {
+    Watched {
+        version: twin.version,
+        vibration: twin
+            .reported
+            .iter()
+            .find(|r| r.channel == "vibration")
+            .and_then(|r| r.sample.as_ref().map(|s| s.value)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_watch_that_keeps_reading_survives_an_edge_backlog_and_ends_at_the_mirror() {
+    let broker = brokers::embedded();
+    let url = broker.url();
+    let mut sandbox = Sandbox::new("acme-backlog");
+    let cloud_proxy = sandbox.add_cloud_behind_proxy("cloud-1", "").await;
+    let edge_proxy = sandbox
+        .add_edge_behind_proxy("edge-a", &["acme/plant-a"], &mqtt(&url, "edge-a"))
+        .await;
+    sandbox.wait_live(2, FORMED).await;
+    let (publisher, eventloop) = brokers::client(&url, "machines", true);
+    let (_rx, pump_task) = crate::mqtt::pump(eventloop);
+    let publish = |n: u32, value: f64, seq: u64| {
+        let publisher = publisher.clone();
+        async move {
+            publisher
+                .publish(
+                    format!("{}/telemetry/vibration", press(n)),
+                    QoS::AtLeastOnce,
+                    false,
+                    format!(r#"{{"v": {value}, "seq": {seq}}}"#),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    for n in [1, 2, 3] {
+        publish(n, 2.0, 1).await;
+    }
+    converged(&sandbox, "edge-a", "cloud-1", Duration::from_secs(30)).await;
+
+    // A fleet watch on the cloud node that reads as fast as it can.
+    let mut cloud = sandbox.client("cloud-1").await;
+    let mut stream = cloud
+        .watch_twins(pb::WatchTwinsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let state = std::sync::Arc::new(parking_lot::Mutex::new(std::collections::BTreeMap::<
+        String,
+        Watched,
+    >::new()));
+    let coalesced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let state = state.clone();
+        let coalesced = coalesced.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = match stream.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => return "the stream ended".to_string(),
+                    Err(status) => return format!("the stream was ended: {status:?}"),
+                };
+                let mut state = state.lock();
+                match message.event {
+                    Some(Event::Snapshot(twin)) => {
+                        state.insert(twin.asset_path.clone(), watched(&twin));
+                    }
+                    Some(Event::Coalesced(twin)) => {
+                        coalesced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let entry = state.entry(twin.asset_path.clone()).or_default();
+                        assert!(twin.version >= entry.version, "versions never go back");
+                        *entry = watched(&twin);
+                    }
+                    Some(Event::Change(change)) => {
+                        let entry = state.entry(change.asset_path.clone()).or_default();
+                        // One message may change several things under one version.
+                        assert!(
+                            change.version >= entry.version,
+                            "versions never go back: {} after {}",
+                            change.version,
+                            entry.version
+                        );
+                        entry.version = change.version;
+                        if let Some(pb::twin_change::Change::Reported(reported)) = change.change
+                            && reported.channel == "vibration"
+                        {
+                            entry.vibration = Some(reported.value);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    // Partitioned, the edge takes thousands of readings, is killed and restarted with
+    // its backlog in the outbox; healed, the backlog reaches the cloud in a burst.
+    cloud_proxy.partition();
+    edge_proxy.partition();
+    let backlog: u64 = 1500;
+    for seq in 2..=backlog {
+        for n in [1, 2, 3] {
+            publish(n, 2.0 + (seq % 97) as f64 * 0.01, seq).await;
+        }
+    }
+    let mut edge = sandbox.client("edge-a").await;
+    eventually(
+        "the edge applied the backlog",
+        Duration::from_secs(60),
+        || {
+            let mut edge = edge.clone();
+            async move {
+                let twin = twin_of(&mut edge, 3).await?;
+                (twin.reported.iter().any(|r| {
+                    r.channel == "vibration" && r.sample.as_ref().is_some_and(|s| s.seq == backlog)
+                }))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    sandbox.kill("edge-a");
+    sandbox.restart("edge-a");
+    edge = sandbox.client("edge-a").await;
+    eventually("the edge serves again", Duration::from_secs(60), || {
+        let mut edge = edge.clone();
+        async move { twin_of(&mut edge, 1).await.map(|_| ()) }
+    })
+    .await;
+    cloud_proxy.heal();
+    edge_proxy.heal();
+    converged(&sandbox, "edge-a", "cloud-1", Duration::from_secs(120)).await;
+
+    // The watcher was never ended and holds what the mirror holds.
+    let mut differences = String::new();
+    let agreed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            assert!(!reader.is_finished(), "the watch ended");
+            differences.clear();
+            for n in [1, 2, 3] {
+                let mirror = watched(&twin_of(&mut cloud, n).await.unwrap());
+                let seen = state.lock().get(&press(n).to_string()).copied();
+                if seen != Some(mirror) {
+                    differences
+                        .push_str(&format!("press-{n}: watch {seen:?}, mirror {mirror:?}\n"));
+                }
+            }
+            if differences.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        agreed.is_ok(),
+        "the watch did not reach the mirror:\n{differences}"
+    );
+    assert!(!reader.is_finished(), "the watch ended");
+    println!(
+        "the fleet watch took a backlog of {} readings, {} coalesced states",
+        3 * (backlog - 1),
+        coalesced.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    reader.abort();
+    pump_task.abort();
+}

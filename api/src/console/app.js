@@ -2,7 +2,7 @@
 // the page shown (each page's cleanup runs on every navigation).
 
 import { api, getToken, setToken, ApiError } from './api.js';
-import { h, setText, poll, arr, errorLine } from './dom.js';
+import { h, setText, poll, errorLine } from './dom.js';
 import * as overview from './overview.js';
 import * as unit from './unit.js';
 import * as twin from './twin.js';
@@ -54,8 +54,9 @@ async function signIn() {
   api('/api/v1/cluster').then(() => { clusterLink.hidden = false; }, () => { clusterLink.hidden = true; });
   headerPoll?.stop();
   headerPoll = poll(async () => {
-    const o = await api('/api/v1/overview');
-    setUnacked(arr(o.groups).reduce((sum, g) => sum + (Number(g?.unacknowledged) || 0), 0));
+    // The alarm list's counts: read without waking passivated twins.
+    const list = await api('/api/v1/alarms?standingOnly=true');
+    setUnacked(Number(list?.counts?.unacknowledged) || 0);
   }, 5000);
 }
 
