@@ -163,7 +163,11 @@ impl RuntimeBuilder {
             });
             plants.push((plant.path.clone(), plant_index, lines));
         }
-        let board = Arc::new(StatusBoard::new(plant_statuses, line_statuses));
+        let board = Arc::new(StatusBoard::new(
+            plant_statuses,
+            line_statuses,
+            twins.kernel().supervision.clone(),
+        ));
         for entry in twins.directory().entries() {
             entry.mark_starting();
         }

@@ -85,6 +85,19 @@ impl TwinApi {
                 })
                 .collect(),
             readings: Some(counts(readings)),
+            supervision: twins
+                .supervision()
+                .into_iter()
+                .map(|record| pb::SupervisionRecord {
+                    at: Some(timestamp_to_proto(record.at)),
+                    supervisor: record.supervisor.to_string(),
+                    child: record
+                        .child
+                        .map(|child| child.to_string())
+                        .unwrap_or_default(),
+                    reason: record.reason,
+                })
+                .collect(),
         })
     }
 }

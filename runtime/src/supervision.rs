@@ -2,11 +2,53 @@
 //! `max_restarts` within `within` means restarting does not help, and it escalates.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::SupervisionSettings;
+use crate::path::AssetPath;
+use crate::time::Timestamp;
+
+/// How many supervision records a node keeps for its API.
+pub const RECENT_RECORDS: usize = 256;
+
+/// Something a supervisor did, as the node's status reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisionRecord {
+    /// When.
+    pub at: Timestamp,
+    /// The supervisor (a line or a plant).
+    pub supervisor: AssetPath,
+    /// The child it restarted; `None` when it gave up and escalated.
+    pub child: Option<AssetPath>,
+    /// Why: the crash, or why restarting no longer helps.
+    pub reason: String,
+}
+
+/// The node's most recent supervision records, oldest first (at most
+/// [`RECENT_RECORDS`]). Cheap to clone; clones share the records.
+#[derive(Debug, Clone, Default)]
+pub struct SupervisionLog {
+    records: Arc<parking_lot::Mutex<VecDeque<SupervisionRecord>>>,
+}
+
+impl SupervisionLog {
+    /// Keeps `record`, dropping the oldest beyond [`RECENT_RECORDS`].
+    pub fn record(&self, record: SupervisionRecord) {
+        let mut records = self.records.lock();
+        if records.len() == RECENT_RECORDS {
+            records.pop_front();
+        }
+        records.push_back(record);
+    }
+
+    /// The records kept, oldest first.
+    pub fn recent(&self) -> Vec<SupervisionRecord> {
+        self.records.lock().iter().cloned().collect()
+    }
+}
 
 /// Counts restarts in a sliding window.
 #[derive(Debug, Clone)]

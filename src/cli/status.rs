@@ -124,6 +124,33 @@ pub fn status_text(status: &GetNodeStatusResponse) -> String {
         }
         out.push_str(&table.render());
     }
+    if !status.supervision.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&[
+            ("AT", Align::Left),
+            ("SUPERVISOR", Align::Left),
+            ("ACTION", Align::Left),
+            ("WHY", Align::Left),
+        ]);
+        for record in &status.supervision {
+            table.row(vec![
+                time_text(
+                    record
+                        .at
+                        .as_ref()
+                        .map(|at| time_from_parts(at.seconds, at.nanos)),
+                ),
+                clean(&record.supervisor),
+                if record.child.is_empty() {
+                    "escalated".to_string()
+                } else {
+                    format!("restarted {}", clean(&record.child))
+                },
+                clean(&record.reason),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
     out
 }
 
@@ -377,6 +404,7 @@ mod tests {
     fn status() -> GetNodeStatusResponse {
         GetNodeStatusResponse {
             at: None,
+            supervision: Vec::new(),
             twins: 4,
             connectors: vec![ConnectorStatus {
                 name: "mqtt:plant".into(),

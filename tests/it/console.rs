@@ -329,6 +329,16 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     let report = twins.report(&press(1)).await.unwrap();
     assert_eq!(report.desired("speed").map(|v| v.as_f64()), Some(2400.0));
 
+    // The diagnostic page's audit trail shows the command and its clamp.
+    browser.goto(&format!("{url}#/diagnostic")).await;
+    browser
+        .wait_text(
+            "[data-test=audit-row][data-kind=AUDIT_KIND_COMMAND]",
+            STEP,
+            |text| text.contains("set_speed") && text.contains("2400"),
+        )
+        .await;
+
     // No CSP violation or script error on any page.
     let messages = browser.console_messages().await;
     assert!(

@@ -70,6 +70,11 @@ async fn a_panicking_model_restarts_its_machine_from_durable_state_and_siblings_
     assert_eq!(supervisor.as_str(), "acme/plant-a/line-1");
     assert_eq!(child, press(1));
     assert!(reason.contains("cannot handle 13"), "{reason}");
+    // The node's status keeps it, for the API and the console's diagnostics.
+    let kept = twins.supervision();
+    let last = kept.last().expect("the restart is kept");
+    assert_eq!(last.child.as_ref(), Some(&press(1)));
+    assert_eq!(last.supervisor.as_str(), "acme/plant-a/line-1");
 
     crate::support::wait_until("press-1 is back", Duration::from_secs(5), || {
         let twins = twins.clone();

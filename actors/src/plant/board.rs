@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use doppel_runtime::internal::TwinStatus;
+use doppel_runtime::supervision::{SupervisionLog, SupervisionRecord};
 use doppel_runtime::twin::RunState;
 use doppel_runtime::{AssetPath, Timestamp};
 
@@ -286,15 +287,18 @@ pub struct StatusBoard {
     lines: RwLock<Vec<LineStatus>>,
     plants: RwLock<Vec<PlantStatus>>,
     events: broadcast::Sender<SupervisorEvent>,
+    log: SupervisionLog,
 }
 
 impl StatusBoard {
-    /// A board for these plants and lines (lines as (plant index, line status)).
-    pub fn new(plants: Vec<PlantStatus>, lines: Vec<LineStatus>) -> Self {
+    /// A board for these plants and lines (lines as (plant index, line status)) that
+    /// also keeps every supervision event in `log`, for the node's status.
+    pub fn new(plants: Vec<PlantStatus>, lines: Vec<LineStatus>, log: SupervisionLog) -> Self {
         Self {
             lines: RwLock::new(lines),
             plants: RwLock::new(plants),
             events: broadcast::channel(1024).0,
+            log,
         }
     }
 
@@ -314,6 +318,25 @@ impl StatusBoard {
     }
 
     pub(crate) fn publish(&self, event: SupervisorEvent) {
+        let record = match &event {
+            SupervisorEvent::Restarted {
+                supervisor,
+                child,
+                reason,
+            } => SupervisionRecord {
+                at: Timestamp::now(),
+                supervisor: supervisor.clone(),
+                child: Some(child.clone()),
+                reason: reason.clone(),
+            },
+            SupervisorEvent::Escalated { supervisor, reason } => SupervisionRecord {
+                at: Timestamp::now(),
+                supervisor: supervisor.clone(),
+                child: None,
+                reason: reason.clone(),
+            },
+        };
+        self.log.record(record);
         let _ = self.events.send(event);
     }
 

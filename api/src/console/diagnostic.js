@@ -1,5 +1,6 @@
 // diagnostic.js — the audit trail (commands, safety actions, deliveries, alarm
-// responses) with filters and paging, and what the node's connectors received.
+// responses) with filters and paging, what the node's connectors received, and what its
+// supervisors did (restarts from durable state, escalations).
 
 import { api, qs } from './api.js';
 import {
@@ -139,11 +140,22 @@ export async function render(container) {
       h('td', {}, pairs(c))));
     const sources = arr(st.sources).filter(Boolean).map((src) => h('tr', {},
       h('td', {}, String(src.name ?? '')), h('td', {}, pairs(src.readings))));
+    // Newest first: restarts from durable state and escalations.
+    const supervision = arr(st.supervision).filter(Boolean).reverse().map((r) => h('tr', {
+      'data-test': 'supervision', class: r.child ? '' : 'row-tripped',
+    },
+      h('td', {}, fmtTime(r.at)),
+      h('td', {}, String(r.supervisor ?? '')),
+      h('td', {}, r.child ? `restarted ${r.child}` : 'escalated'),
+      h('td', {}, String(r.reason ?? ''))));
     fill(status,
       h('p', { class: 'muted' }, `At ${fmtTime(st.at)} · ${Number(st.twins) || 0} twins`),
       st.readings ? [h('h3', {}, 'Node readings'), pairs(st.readings)] : '',
       connectors.length ? table(['Connector', 'Kind', 'Connection', 'Counts'], connectors) : h('p', { class: 'muted' }, 'No connectors.'),
-      sources.length ? [h('h3', {}, 'Sources'), table(['Source', 'Readings'], sources)] : '');
+      sources.length ? [h('h3', {}, 'Sources'), table(['Source', 'Readings'], sources)] : '',
+      h('h3', {}, 'Supervision'),
+      supervision.length ? table(['At', 'Supervisor', 'Action', 'Why'], supervision)
+        : h('p', { class: 'muted' }, 'No restarts or escalations.'));
   }
 
   const poller = poll(async () => {

@@ -66,6 +66,8 @@ pub struct Kernel {
     pub components: Components,
     /// The node's twin types, hosted or not (a cloud node knows its fleet's types).
     pub types: TwinTypes,
+    /// What the node's supervisors did lately (restarts, escalations).
+    pub supervision: crate::supervision::SupervisionLog,
     /// Twin changes, for subscribers.
     pub changes: broadcast::Sender<TwinEvent>,
     /// Live change subscriptions; twins skip building change events while it is zero.
@@ -394,6 +396,7 @@ impl Twins {
             settings,
             components,
             types: types.clone(),
+            supervision: crate::supervision::SupervisionLog::default(),
             changes,
             change_subscribers: Arc::new(AtomicUsize::new(0)),
             actuations,
@@ -508,6 +511,11 @@ impl Twins {
                 .kernel
                 .send_if(entry, message, |parked| parked.fed_by(&sources));
         }
+    }
+
+    /// What the node's supervisors did lately: restarts and escalations, oldest first.
+    pub fn supervision(&self) -> Vec<crate::supervision::SupervisionRecord> {
+        self.kernel.supervision.recent()
     }
 
     /// A twin type the node knows by name, hosted or not.
