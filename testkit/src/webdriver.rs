@@ -159,19 +159,7 @@ impl Browser {
             )
             .await
             .unwrap_or(Json::Array(Vec::new()));
-        found
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| item[ELEMENT].as_str())
-                    .map(|id| Element {
-                        browser: self,
-                        id: id.to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        elements(self, &found)
     }
 
     /// Whether an element matches `css` now.
@@ -361,25 +349,30 @@ impl Element<'_> {
             )
             .await
             .unwrap_or(Json::Array(Vec::new()));
-        found
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|item| item[ELEMENT].as_str())
-                    .map(|id| Element {
-                        browser: self.browser,
-                        id: id.to_string(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        elements(self.browser, &found)
     }
 
     /// Its reference, to pass to [`Browser::execute`].
     pub fn reference(&self) -> Json {
         json!({ ELEMENT: self.id })
     }
+}
+
+/// The elements a find answered with.
+fn elements<'a>(browser: &'a Browser, found: &Json) -> Vec<Element<'a>> {
+    found
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item[ELEMENT].as_str())
+                .map(|id| Element {
+                    browser,
+                    id: id.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Standard base64 without line breaks, as WebDriver sends screenshots.

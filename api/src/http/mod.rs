@@ -549,17 +549,7 @@ fn watch_event(codec: &Codec, item: Result<pb::WatchTwinsResponse, tonic::Status
     };
     match encoded {
         (name, Ok(data)) => Event::default().event(name).data(data),
-        (_, Err(problem)) => {
-            let problem = problem.to_proto();
-            let data = serde_json::json!({
-                "type": problem.r#type,
-                "title": problem.title,
-                "status": problem.status,
-                "detail": problem.detail,
-                "code": problem.code,
-            });
-            Event::default().event("error").data(data.to_string())
-        }
+        (_, Err(problem)) => Event::default().event("error").data(problem.body()),
     }
 }
 

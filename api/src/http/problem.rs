@@ -53,6 +53,20 @@ impl Problem {
         self.status.unwrap_or_else(|| http_status(self.code))
     }
 
+    /// The problem's JSON body, written by hand so that a problem never depends on
+    /// the codec.
+    pub(crate) fn body(&self) -> String {
+        let problem = self.to_proto();
+        serde_json::json!({
+            "type": problem.r#type,
+            "title": problem.title,
+            "status": problem.status,
+            "detail": problem.detail,
+            "code": problem.code,
+        })
+        .to_string()
+    }
+
     /// The problem as its proto message.
     pub(crate) fn to_proto(&self) -> pb::Problem {
         let status = self.status();
@@ -85,17 +99,7 @@ impl From<Status> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let problem = self.to_proto();
-        // The body is written by hand so that a problem never depends on the codec.
-        let body = serde_json::json!({
-            "type": problem.r#type,
-            "title": problem.title,
-            "status": problem.status,
-            "detail": problem.detail,
-            "code": problem.code,
-        })
-        .to_string();
-        let mut response = (self.status(), body).into_response();
+        let mut response = (self.status(), self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.code == Code::Unauthenticated {
