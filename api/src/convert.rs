@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use doppel_proto::v1 as pb;
-use doppel_runtime::twin::{Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport};
+use doppel_runtime::twin::{
+    Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport, TwinSummary,
+};
 use doppel_runtime::{
-    Alarm, AuditKind, AuditRecord, ChannelCondition, ModelInfo, Origin, OriginKind, Quality,
-    Sample, Severity, Timestamp, Value, Verdict,
+    Alarm, AssetPath, AuditKind, AuditRecord, ChannelCondition, ModelInfo, Origin, OriginKind,
+    Quality, Sample, Severity, Timestamp, Value, Verdict,
 };
 
 /// Earliest time stamp accepted: 0001-01-01T00:00:00Z, as protobuf's Timestamp allows.
@@ -290,24 +292,52 @@ pub fn delivery(delivery: &Delivery) -> pb::Delivery {
 
 /// A twin's listing line as the API returns it.
 pub fn twin_summary(report: &TwinReport) -> pb::TwinSummary {
+    summary_line(
+        &report.asset,
+        &report.twin_type,
+        report.version,
+        report.run_state,
+        report.health,
+        &report.alarms,
+    )
+}
+
+/// A listing line read without waking a parked twin, as the API returns it.
+pub fn summary(summary: &TwinSummary) -> pb::TwinSummary {
+    summary_line(
+        &summary.asset,
+        &summary.twin_type,
+        summary.version,
+        summary.run_state,
+        summary.health,
+        &summary.alarms,
+    )
+}
+
+fn summary_line(
+    asset: &AssetPath,
+    twin_type: &str,
+    version: u64,
+    state: RunState,
+    health: f64,
+    alarms: &[Alarm],
+) -> pb::TwinSummary {
     pb::TwinSummary {
-        asset_path: report.asset.to_string(),
-        twin_type: report.twin_type.clone(),
-        version: report.version,
-        run_state: run_state(report.run_state) as i32,
-        health: report.health,
-        alarm_count: u32::try_from(report.alarms.len()).unwrap_or(u32::MAX),
+        asset_path: asset.to_string(),
+        twin_type: twin_type.to_string(),
+        version,
+        run_state: run_state(state) as i32,
+        health,
+        alarm_count: u32::try_from(alarms.len()).unwrap_or(u32::MAX),
         mirror: None,
-        worst_severity: report
-            .alarms
+        worst_severity: alarms
             .iter()
             .filter(|alarm| alarm.is_standing())
             .map(|alarm| severity(alarm.severity))
             .max()
             .unwrap_or(pb::Severity::Unspecified) as i32,
         unacknowledged: u32::try_from(
-            report
-                .alarms
+            alarms
                 .iter()
                 .filter(|alarm| alarm.acknowledged.is_none())
                 .count(),

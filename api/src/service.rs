@@ -449,14 +449,15 @@ impl TwinApi {
             page.push(entry);
         }
         let twins = &self.shared.twins;
-        let reports =
-            futures_util::future::join_all(page.iter().map(|entry| twins.report(&entry.path)))
+        // Parked twins are listed without waking them.
+        let lines =
+            futures_util::future::join_all(page.iter().map(|entry| twins.summary(&entry.path)))
                 .await;
         let summaries = page
             .iter()
-            .zip(reports)
-            .map(|(entry, report)| match report {
-                Ok(report) => convert::twin_summary(&report),
+            .zip(lines)
+            .map(|(entry, line)| match line {
+                Ok(line) => convert::summary(&line),
                 Err(_) => pb::TwinSummary {
                     asset_path: entry.path.to_string(),
                     twin_type: entry.twin_type.name.clone(),

@@ -87,6 +87,17 @@ async fn a_passivated_twin_answers_reads_and_commands_as_before() {
     let before = twins.report(&press(2)).await.unwrap();
     park(&runtime, 2).await;
 
+    // A listing reads a parked twin without waking it.
+    let line = twins.summary(&press(2)).await.unwrap();
+    assert_eq!(line.version, before.version);
+    assert_eq!(line.run_state, before.run_state);
+    assert_eq!(line.health, before.health);
+    assert_eq!(line.alarms, before.alarms);
+    assert!(
+        twins.entry(&press(2)).unwrap().is_parked(),
+        "the listing woke it"
+    );
+
     let woken = twins.report(&press(2)).await.unwrap();
     assert_eq!(woken.version, before.version);
     assert_eq!(woken.reported, before.reported);

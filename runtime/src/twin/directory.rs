@@ -155,7 +155,18 @@ impl TwinEntry {
         true
     }
 
-    /// A parked twin's alarms, read without waking it; `None` unless parked.
+    /// A parked twin's listing line and alarms, read without waking it; `None` unless
+    /// it is parked.
+    pub fn parked_summary(
+        &self,
+    ) -> Option<(super::passivation::ParkedSummary, Vec<super::alarm::Alarm>)> {
+        match &self.slot.lock().place {
+            Place::Parked(parked) => Some((parked.summary, parked.alarms.to_vec())),
+            _ => None,
+        }
+    }
+
+    /// A parked twin's alarms, read without waking it; `None` unless it is parked.
     pub fn parked_alarms(&self) -> Option<Vec<super::alarm::Alarm>> {
         match &self.slot.lock().place {
             Place::Parked(parked) => Some(parked.alarms.to_vec()),

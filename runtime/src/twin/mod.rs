@@ -22,7 +22,7 @@ pub use alarm::{AlarmNote, AlarmRates, AlarmRefusal, AlarmResponse, Shelving};
 pub use change::{TwinChange, TwinEvent};
 pub use core::{CONDITION_ALARM_SOURCE, undelivered_code};
 pub use mirror::MirrorUpdate;
-pub use report::{ReportedValue, RunState, TwinReport, WhatIf};
+pub use report::{ReportedValue, RunState, TwinReport, TwinSummary, WhatIf};
 pub use sequence::{MAX_GAPS, MAX_SEQ_JUMP, SeqWindow};
 pub use state::SampleOutcome;
 pub use state::{

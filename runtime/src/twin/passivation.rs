@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use crate::sample::SourceId;
 
+use super::RunState;
 use super::alarm::Alarm;
 use super::core::TwinCore;
 use super::directory::TwinEntry;
+use crate::config::TwinType;
 
 /// Passivation sweeps without a message before a twin is asked to passivate.
 pub const IDLE_ROUNDS: u32 = 4;
@@ -42,16 +44,48 @@ pub struct Parked {
     pub(crate) live_sources: Box<[SourceId]>,
     /// Its alarms, so a listing reads them without waking it.
     pub(crate) alarms: Box<[Alarm]>,
+    /// What a listing shows of it, likewise.
+    pub(crate) summary: ParkedSummary,
+}
+
+/// What a listing shows of a parked twin besides its alarms, kept so that listing
+/// never wakes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParkedSummary {
+    /// Its version.
+    pub version: u64,
+    /// Its run state.
+    pub run_state: RunState,
+    /// Its health, 0..=1.
+    pub health: f64,
+}
+
+impl ParkedSummary {
+    /// A twin of `twin_type` in its initial state.
+    pub(crate) fn initial(twin_type: &TwinType) -> Self {
+        let running = twin_type
+            .desired("running")
+            .and_then(|(_, spec)| spec.initial.as_bool());
+        Self {
+            version: 0,
+            run_state: match running {
+                Some(false) => RunState::Stopped,
+                _ => RunState::Running,
+            },
+            health: 1.0,
+        }
+    }
 }
 
 impl Parked {
-    /// A twin in its initial state, with no snapshot in the store.
-    pub(crate) fn fresh() -> Self {
+    /// A twin of `twin_type` in its initial state, with no snapshot in the store.
+    pub(crate) fn fresh(twin_type: &TwinType) -> Self {
         Self {
             snapshot: None,
             snapshot_due: true,
             live_sources: Box::new([]),
             alarms: Box::new([]),
+            summary: ParkedSummary::initial(twin_type),
         }
     }
 
@@ -72,6 +106,11 @@ impl Parked {
             snapshot_due: false,
             live_sources: live_sources.into_boxed_slice(),
             alarms: core.state().alarms.clone().into_boxed_slice(),
+            summary: ParkedSummary {
+                version: core.state().version,
+                run_state: core.run_state(),
+                health: core.state().health,
+            },
         }
     }
 

@@ -107,3 +107,20 @@ impl TwinReport {
         self.alarms.iter().any(|a| a.code == code && a.active)
     }
 }
+
+/// A twin's listing line ([`Twins::summary`](super::Twins::summary)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwinSummary {
+    /// The twin.
+    pub asset: AssetPath,
+    /// Its type's name.
+    pub twin_type: String,
+    /// Its version.
+    pub version: u64,
+    /// Run state.
+    pub run_state: RunState,
+    /// Health, 0..=1.
+    pub health: f64,
+    /// Its alarms.
+    pub alarms: Vec<Alarm>,
+}

@@ -15,7 +15,7 @@ use super::core::TwinCore;
 use super::directory::{Directory, Sent, TwinEntry};
 use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
-use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, WhatIf};
+use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, TwinSummary, WhatIf};
 use crate::audit::AuditRecord;
 use crate::command::{Command, Origin};
 use crate::components::{ActuationNeed, Components};
@@ -257,7 +257,7 @@ impl Kernel {
                     core
                 }
                 (None, None) if parks => {
-                    entry.park_at_start(Parked::fresh());
+                    entry.park_at_start(Parked::fresh(&entry.twin_type));
                     index += 1;
                     return Ok(());
                 }
@@ -511,6 +511,31 @@ impl Twins {
                 .kernel
                 .send_if(entry, message, |parked| parked.fed_by(&sources));
         }
+    }
+
+    /// A twin's listing line. A parked twin's is read without waking it; a running
+    /// twin is asked.
+    pub async fn summary(&self, path: &AssetPath) -> Result<TwinSummary, Error> {
+        let entry = self.entry(path)?;
+        if let Some((summary, alarms)) = entry.parked_summary() {
+            return Ok(TwinSummary {
+                asset: entry.path.clone(),
+                twin_type: entry.twin_type.name.clone(),
+                version: summary.version,
+                run_state: summary.run_state,
+                health: summary.health,
+                alarms,
+            });
+        }
+        let report = self.report(path).await?;
+        Ok(TwinSummary {
+            asset: report.asset,
+            twin_type: report.twin_type,
+            version: report.version,
+            run_state: report.run_state,
+            health: report.health,
+            alarms: report.alarms,
+        })
     }
 
     /// What the node's supervisors did lately: restarts and escalations, oldest first.
