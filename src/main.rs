@@ -45,8 +45,11 @@ enum Command {
     /// Convert twin types from and to DTDL v3 Interfaces: `import-dtdl FILE…`,
     /// `export-dtdl TYPES_TOML`.
     Types(cli::types::TypesArgs),
-    /// Set up a cluster: its certificate authority and each node's certificate.
+    /// Set up a cluster: its certificate authority and each node's certificate; see
+    /// a running node's view of its cluster.
     Cluster(cli::cluster::ClusterArgs),
+    /// Model packages: make signing keys, sign a package, verify one.
+    Model(cli::model::ModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Command::Alarm(args) => cli::alarm::run(args).await,
             Command::Opcua(args) => cli::opcua::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
+            Command::Model(args) => cli::model::run(args).await,
         }
     });
     match result {

@@ -176,7 +176,7 @@ fn validity(params: &mut CertificateParams, lasts: Duration) {
 }
 
 /// Writes `text` to `path`; `secret` files are readable by their owner only.
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
+pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     if secret {

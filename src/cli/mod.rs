@@ -4,6 +4,7 @@ pub mod alarm;
 pub mod cluster;
 pub mod dev;
 pub mod dev_cluster;
+pub mod model;
 pub mod node;
 pub mod opcua;
 pub mod opcua_browse;

@@ -15,6 +15,7 @@ mod examples;
 mod http;
 mod input;
 mod kernel;
+mod model_package;
 mod mqtt;
 mod mqtt_tls;
 mod node_command;

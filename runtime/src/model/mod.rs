@@ -1,5 +1,7 @@
 //! Models: explain a twin's state from its samples and project it forward.
 
+pub mod package;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
