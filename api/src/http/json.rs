@@ -2,6 +2,10 @@
 //! responses the REST API sends, and requests built from a URL's path and query and a
 //! JSON body.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor,
     SerializeOptions,
@@ -16,10 +20,16 @@ use crate::error::ApiError;
 /// names, as the mapping says.
 const SERIALIZE: SerializeOptions = SerializeOptions::new().skip_default_fields(false);
 
+/// Messages whose JSON the server keeps: every watcher of a change is sent the same
+/// message, which is written once.
+const SHARED_MESSAGES: usize = 4096;
+
 /// The descriptors of every Doppel message.
 #[derive(Clone)]
 pub(crate) struct Codec {
     pool: DescriptorPool,
+    /// JSON of recently written watch messages, by their protobuf bytes.
+    shared: Arc<Mutex<HashMap<Vec<u8>, Arc<str>>>>,
 }
 
 impl Codec {
@@ -27,7 +37,10 @@ impl Codec {
     pub(crate) fn new() -> Result<Self, ApiError> {
         let pool = DescriptorPool::decode(doppel_proto::FILE_DESCRIPTOR_SET)
             .map_err(|error| ApiError::Transport(format!("descriptors: {error}")))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            shared: Arc::default(),
+        })
     }
 
     /// The descriptor pool.
@@ -48,7 +61,32 @@ impl Codec {
         name: &str,
         value: &T,
     ) -> Result<String, Problem> {
-        let dynamic = DynamicMessage::decode(self.message(name)?, value.encode_to_vec().as_slice())
+        self.json_of(name, &value.encode_to_vec())
+    }
+
+    /// Like [`Codec::encode`], for a message many watchers are sent: written once,
+    /// then shared while it is among the last [`SHARED_MESSAGES`] written.
+    pub(crate) fn encode_shared<T: prost::Message>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<Arc<str>, Problem> {
+        let bytes = value.encode_to_vec();
+        if let Some(json) = self.shared.lock().get(&bytes) {
+            return Ok(json.clone());
+        }
+        let json: Arc<str> = Arc::from(self.json_of(name, &bytes)?);
+        let mut shared = self.shared.lock();
+        if shared.len() >= SHARED_MESSAGES {
+            shared.clear();
+        }
+        shared.insert(bytes, json.clone());
+        Ok(json)
+    }
+
+    /// The JSON text of a `name` message's protobuf bytes.
+    fn json_of(&self, name: &str, bytes: &[u8]) -> Result<String, Problem> {
+        let dynamic = DynamicMessage::decode(self.message(name)?, bytes)
             .map_err(|error| Problem::internal(format!("{name}: {error}")))?;
         let mut out = Vec::with_capacity(256);
         let mut serializer = serde_json::Serializer::new(&mut out);

@@ -534,21 +534,27 @@ impl<S: TwinService + AlarmService> Rest<S> {
 /// One message of a watch as an event named after its field.
 fn watch_event(codec: &Codec, item: Result<pb::WatchTwinsResponse, tonic::Status>) -> Event {
     use pb::watch_twins_response::Event as Watched;
+    // Every watcher of a change is sent the same message: its JSON is written once.
     let encoded = match item {
         Ok(pb::WatchTwinsResponse { event: Some(event) }) => match event {
-            Watched::Snapshot(twin) => ("snapshot", codec.encode("doppel.v1.Twin", &twin)),
+            Watched::Snapshot(twin) => ("snapshot", codec.encode_shared("doppel.v1.Twin", &twin)),
             Watched::SnapshotComplete(done) => (
                 "snapshotComplete",
-                codec.encode("doppel.v1.SnapshotComplete", &done),
+                codec
+                    .encode("doppel.v1.SnapshotComplete", &done)
+                    .map(Arc::from),
             ),
-            Watched::Change(change) => ("change", codec.encode("doppel.v1.TwinChange", &change)),
-            Watched::Coalesced(twin) => ("coalesced", codec.encode("doppel.v1.Twin", &twin)),
+            Watched::Change(change) => (
+                "change",
+                codec.encode_shared("doppel.v1.TwinChange", &change),
+            ),
+            Watched::Coalesced(twin) => ("coalesced", codec.encode_shared("doppel.v1.Twin", &twin)),
         },
         Ok(pb::WatchTwinsResponse { event: None }) => return Event::default().comment(""),
         Err(status) => ("error", Err(Problem::from(status))),
     };
     match encoded {
-        (name, Ok(data)) => Event::default().event(name).data(data),
+        (name, Ok(data)) => Event::default().event(name).data(&*data),
         (_, Err(problem)) => Event::default().event("error").data(problem.body()),
     }
 }
