@@ -459,10 +459,14 @@ fn format_value(value: f64) -> String {
 }
 
 fn format_number(value: f64, decimals: usize) -> String {
-    if value.is_finite() {
-        format!("{value:.decimals$}")
-    } else {
-        "—".to_string()
+    if !value.is_finite() {
+        return "—".to_string();
+    }
+    let text = format!("{value:.decimals$}");
+    // A sum of deltas that cancel can land a hair below zero: no `-0.0`.
+    match text.strip_prefix('-') {
+        Some(digits) if digits.chars().all(|c| c == '0' || c == '.') => digits.to_string(),
+        _ => text,
     }
 }
 
@@ -498,6 +502,13 @@ fn format_elapsed(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sum_that_cancels_to_almost_zero_prints_as_zero() {
+        assert_eq!(super::format_number(-0.00001, 1), "0.0");
+        assert_eq!(super::format_number(-0.5, 1), "-0.5");
+        assert_eq!(super::format_number(f64::NAN, 1), "—");
+    }
     use super::*;
 
     fn good(channel: &str, value: f64, unit: &str) -> KeyValue {

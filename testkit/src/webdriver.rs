@@ -3,6 +3,7 @@
 //! [`Browser::start`] returns `None` when either is missing, after saying so loudly;
 //! under `DOPPEL_REQUIRE_PEERS=1` it panics instead.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,8 +52,13 @@ impl Browser {
             return None;
         };
         let port = crate::net::free_tcp_port();
+        let profile = tempfile::tempdir().expect("a profile directory");
+        // Its own process group, so the browser it starts goes with it even when a
+        // test fails half-way; its temporary files in the profile directory.
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", profile.path())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -62,7 +68,6 @@ impl Browser {
             crate::net::wait_listening(port, Duration::from_secs(20)),
             "chromedriver did not listen"
         );
-        let profile = tempfile::tempdir().expect("a profile directory");
         let client = Client::new(&format!("http://127.0.0.1:{port}"), None);
         let capabilities = json!({
             "capabilities": { "alwaysMatch": {
@@ -273,17 +278,18 @@ impl Browser {
         decode_base64(encoded.as_str().unwrap_or_default())
     }
 
-    /// Ends the session and the driver.
-    pub async fn quit(mut self) {
+    /// Ends the session, then the driver and the browser (dropping does the latter).
+    pub async fn quit(self) {
         let _ = self.try_call("DELETE", &self.at(""), None).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The driver's whole process group: the driver and every browser process.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }
