@@ -55,7 +55,7 @@ pub use config::{
 };
 pub use error::ApiError;
 pub use http::HttpConfig;
-pub use server::{ApiHandle, ApiServer, SERVICE_NAME};
+pub use server::{ApiHandle, ApiServer, BoundApi, SERVICE_NAME};
 pub use service::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
     parse_path, parse_prefix, time_range,

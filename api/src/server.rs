@@ -80,7 +80,80 @@ impl ApiServer {
     where
         S: TwinService + AlarmService,
     {
+        Self::bind(config).await?.serve(api, service).await
+    }
+
+    /// Checks `config`, reads its TLS identity and binds its addresses (the console's
+    /// first: when it is taken, the gRPC port was never bound), without serving yet.
+    /// A node that has more to do before it serves (a cluster node joins its cluster)
+    /// binds first, so that it fails before anyone learns of it when an address is
+    /// taken; connections made in between wait in the listen queue.
+    pub async fn bind(config: ApiConfig) -> Result<BoundApi, ApiError> {
         config.validate()?;
+        let identity = match &config.tls {
+            Some(tls) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|source| ApiError::ReadFile {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                };
+                Some(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+            }
+            None => None,
+        };
+        let http = match &config.http {
+            Some(http) => Some(crate::http::bind(http).await?),
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ApiError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ApiError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        Ok(BoundApi {
+            config,
+            identity,
+            listener,
+            http,
+            addr,
+        })
+    }
+}
+
+/// An API whose addresses are bound and whose config is checked, not serving yet
+/// ([`ApiServer::bind`]).
+pub struct BoundApi {
+    config: ApiConfig,
+    identity: Option<Identity>,
+    listener: tokio::net::TcpListener,
+    http: Option<tokio::net::TcpListener>,
+    addr: SocketAddr,
+}
+
+impl BoundApi {
+    /// The gRPC address bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `service` and `api` as [`ApiServer::serve`] does, on the bound addresses.
+    pub async fn serve<S>(self, api: TwinApi, service: S) -> Result<ApiHandle, ApiError>
+    where
+        S: TwinService + AlarmService,
+    {
+        let BoundApi {
+            config,
+            identity,
+            listener,
+            http: http_listener,
+            addr,
+        } = self;
         if config.tokens.is_empty() {
             tracing::warn!(
                 "the API has no tokens configured: every TwinService call will be refused"
@@ -90,14 +163,7 @@ impl ApiServer {
             .max_concurrent_streams(config.limits.max_streams_per_connection)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-        if let Some(tls) = &config.tls {
-            let read = |path: &std::path::Path| {
-                std::fs::read(path).map_err(|source| ApiError::ReadFile {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            };
-            let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        if let Some(identity) = identity {
             server = server
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|error| ApiError::Transport(format!("tls: {}", error_chain(&error))))?;
@@ -136,22 +202,6 @@ impl ApiServer {
         let reflection_failed = |error| ApiError::Transport(format!("reflection: {error}"));
         let reflection_v1 = reflection().build_v1().map_err(reflection_failed)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_failed)?;
-        // The console's address first: when it is taken, the gRPC port was never
-        // bound, so nobody connects to an API that is not going to serve.
-        let http_listener = match &config.http {
-            Some(http) => Some(crate::http::bind(http).await?),
-            None => None,
-        };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ApiError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ApiError::Bind {
-            addr: config.listen,
-            source,
-        })?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let http = match (&config.http, http_listener) {
             (Some(http), Some(listener)) => {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use doppel_api::{ApiConfig, ApiHandle, ApiServer, TwinApi};
+use doppel_api::{ApiConfig, ApiHandle, ApiServer, BoundApi, TwinApi};
 use doppel_proto::v1::node_service_server::NodeServiceServer;
 use doppel_runtime::Timestamp;
 use doppel_runtime::internal::TwinsInternals;
@@ -79,7 +79,13 @@ impl Cluster {
             paths => Some(GossipKeys::from_files(paths)?),
         };
         let edge = config.role == NodeRole::Edge;
-        let api_config = api;
+        let limits = api.as_ref().map(|a| a.limits.clone()).unwrap_or_default();
+        // Every address bound before gossip names this node: a node that cannot serve
+        // fails before its peers learn of it.
+        let bound_api = match api {
+            Some(api) => Some(ApiServer::bind(api).await?),
+            None => None,
+        };
         tracing::info!(
             node = %config.node_id,
             role = %config.role,
@@ -96,13 +102,7 @@ impl Cluster {
         let fleet = mirror
             .as_ref()
             .map(|mirror| FleetApi::new(mirror.clone(), MAX_MIRROR_WATCHES));
-        let local = TwinApi::new(
-            twins.clone(),
-            api_config
-                .as_ref()
-                .map(|a| a.limits.clone())
-                .unwrap_or_default(),
-        );
+        let local = TwinApi::new(twins.clone(), limits);
         // Peers gossip names are admitted once they answer Hello over the cluster's
         // transport; the router, links and planners see admitted members only.
         let (members_tx, members_rx) = watch::channel(Arc::new(Vec::<Member>::new()));
@@ -152,10 +152,7 @@ impl Cluster {
             node_id: config.node_id.clone(),
             role: config.role,
             node_addr,
-            api_addr: api_config
-                .as_ref()
-                .map(|a| a.listen)
-                .filter(|addr| addr.port() != 0),
+            api_addr: bound_api.as_ref().map(BoundApi::addr),
             owns: config.owns.iter().map(|p| p.as_str().to_string()).collect(),
             mirrors: config
                 .mirrors
@@ -204,14 +201,14 @@ impl Cluster {
         // Owner of its plants (or a cloud node): forwarded calls and the public API
         // are answered from now on.
         node.router.set_ready();
-        if let Some(api_config) = api_config {
+        if let Some(bound_api) = bound_api {
             local.set_cluster_view(Arc::new(crate::status::StatusView::new(
                 &node.config,
                 node.members.clone(),
                 node.link_status.clone(),
                 node.mirror.clone(),
             )));
-            match ApiServer::serve(api_config, local, node.router.clone()).await {
+            match bound_api.serve(local, node.router.clone()).await {
                 Ok(api) => node.api = Some(api),
                 Err(error) => {
                     node.stop().await;
