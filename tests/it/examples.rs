@@ -45,7 +45,7 @@ async fn the_cluster_example_runs_as_shipped_over_mutual_tls() {
     use doppel_proto::v1 as pb;
     use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-    // The example listens on fixed loopback ports, 50051 among them.
+    // The example listens on fixed loopback ports.
     let _ports = crate::support::DEFAULT_PORTS.lock().await;
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +105,7 @@ async fn the_cluster_example_runs_as_shipped_over_mutual_tls() {
                 }
             });
         }
-        children.push(child);
+        children.push(doppel_testkit::process::KillOnDrop(child));
     }
     let everything = || {
         outputs
@@ -141,7 +141,7 @@ async fn the_cluster_example_runs_as_shipped_over_mutual_tls() {
             std::fs::read(certs.join("ca.pem")).unwrap(),
         ))
         .domain_name("127.0.0.1");
-    let channel = Channel::from_shared("https://127.0.0.1:50051".to_string())
+    let channel = Channel::from_shared("https://127.0.0.1:7122".to_string())
         .unwrap()
         .tls_config(tls)
         .unwrap()
@@ -178,8 +178,5 @@ async fn the_cluster_example_runs_as_shipped_over_mutual_tls() {
         "{}",
         everything()
     );
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
 }
