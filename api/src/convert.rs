@@ -407,6 +407,7 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
             AuditKind::Delivered => pb::AuditKind::Delivered,
             AuditKind::DeliveryFailed => pb::AuditKind::DeliveryFailed,
             AuditKind::AlarmResponse => pb::AuditKind::AlarmResponse,
+            AuditKind::ModelDeployment => pb::AuditKind::ModelDeployment,
         } as i32,
         command_id: record.command_id.0.clone(),
         command: record.command.clone(),

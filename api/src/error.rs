@@ -71,6 +71,22 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
         KernelError::Fenced { .. } | KernelError::AlarmRefused { .. } => {
             Status::failed_precondition(error.to_string())
         }
+        KernelError::Registry(ref registry) => {
+            use doppel_runtime::model::registry::RegistryError;
+            match registry {
+                RegistryError::UnknownPackage { .. } | RegistryError::UnknownDeployment(_) => {
+                    Status::not_found(error.to_string())
+                }
+                RegistryError::Package(_) | RegistryError::Refused(_) => {
+                    Status::invalid_argument(error.to_string())
+                }
+                RegistryError::Conflict { .. } => Status::already_exists(error.to_string()),
+                RegistryError::Store(_) => {
+                    tracing::error!(%error, "request failed in the model registry");
+                    Status::internal(error.to_string())
+                }
+            }
+        }
         KernelError::Journal(_) | KernelError::Config(_) => {
             tracing::error!(%error, "request failed in the kernel");
             Status::internal(error.to_string())

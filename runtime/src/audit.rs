@@ -34,6 +34,10 @@ pub enum AuditKind {
     /// Someone responded to an alarm: acknowledged, shelved, unshelved, took it out of
     /// service or returned it (`command` names the response, `reason` the alarm).
     AlarmResponse,
+    /// A model was deployed to the twin: put in production in place of another
+    /// version, started or stopped as a shadow (`command` says which, `models` the
+    /// model, `reason` the versions and deployment).
+    ModelDeployment,
 }
 
 /// One audit record.

@@ -57,16 +57,23 @@ impl Components {
         twin_type
             .models
             .iter()
-            .map(|spec| {
-                let factory = self.models.get(&spec.kind).ok_or_else(|| {
-                    spec.error(format!(
-                        "unknown model kind (known: {})",
-                        join_keys(&self.models)
-                    ))
-                })?;
-                factory(spec, twin_type)
-            })
+            .map(|spec| self.build_model(spec, twin_type))
             .collect()
+    }
+
+    /// Builds one model of `twin_type` from `spec`.
+    pub fn build_model(
+        &self,
+        spec: &ComponentSpec,
+        twin_type: &TwinType,
+    ) -> Result<Box<dyn Model>, ConfigError> {
+        let factory = self.models.get(&spec.kind).ok_or_else(|| {
+            spec.error(format!(
+                "unknown model kind (known: {})",
+                join_keys(&self.models)
+            ))
+        })?;
+        factory(spec, twin_type)
     }
 
     /// Builds every governor `twin_type` declares, in review order.

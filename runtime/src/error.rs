@@ -66,6 +66,9 @@ pub enum Error {
         /// Why.
         refusal: crate::twin::AlarmRefusal,
     },
+    /// The model registry refused a package or a deployment.
+    #[error(transparent)]
+    Registry(#[from] crate::model::registry::RegistryError),
     /// The runtime is shutting down.
     #[error("runtime is shutting down")]
     ShuttingDown,

@@ -10,7 +10,7 @@ import {
 
 const PAGE_SIZE = 100;
 const KINDS = ['AUDIT_KIND_COMMAND', 'AUDIT_KIND_SAFETY_ACTION', 'AUDIT_KIND_DELIVERED',
-  'AUDIT_KIND_DELIVERY_FAILED', 'AUDIT_KIND_ALARM_RESPONSE'];
+  'AUDIT_KIND_DELIVERY_FAILED', 'AUDIT_KIND_ALARM_RESPONSE', 'AUDIT_KIND_MODEL_DEPLOYMENT'];
 const kindLabel = (k) => words(enumName(k, 'AUDIT_KIND_')) || '—';
 
 /** A datetime-local value as RFC 3339 (UTC), or ''. */

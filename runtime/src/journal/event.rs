@@ -145,12 +145,20 @@ pub struct Snapshot {
     pub governors: Vec<(String, Vec<u8>)>,
     /// The conditions channels were under, by channel id.
     pub conditions: Vec<(ChannelId, ChannelCondition)>,
+    /// The version of each model whose state is in `models`, by model name (empty in
+    /// snapshots written before models were deployed from packages).
+    pub model_versions: Vec<(String, String)>,
+    /// Shadow models running beside production models.
+    pub shadows: Vec<crate::model::deploy::SavedShadow>,
 }
 
 /// The bytes a snapshot's encoding starts with: a zero (no unversioned snapshot
 /// starts with one: its first field is a non-empty asset path) and the layout's
 /// version.
-pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 5];
+pub(crate) const SNAPSHOT_FORMAT: [u8; 2] = [0, 6];
+
+/// The prefix of version 5, before models carried their versions and shadows.
+const SNAPSHOT_FORMAT_V5: [u8; 2] = [0, 5];
 
 /// The prefix of version 4, before alarms kept their lifecycle.
 const SNAPSHOT_FORMAT_V4: [u8; 2] = [0, 4];
@@ -159,13 +167,18 @@ const SNAPSHOT_FORMAT_V4: [u8; 2] = [0, 4];
 const SNAPSHOT_FORMAT_V3: [u8; 2] = [0, 3];
 
 impl Snapshot {
-    /// Decodes a snapshot, including ones written in earlier layouts: before channel
+    /// Decodes a snapshot, including ones written in earlier layouts: before models
+    /// carried their versions (version 5), before alarms kept their lifecycle
+    /// (version 4), before channel
     /// conditions were kept (version 3), before readings carried their epoch (version
     /// 2, unversioned), and before desired values carried their delivery (version 1;
     /// those values read as delivered: the twin sent them before delivery was tracked).
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT) {
             return postcard::from_bytes::<Snapshot>(body);
+        }
+        if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V5) {
+            return postcard::from_bytes::<legacy::SnapshotV5>(body).map(Into::into);
         }
         if let Some(body) = bytes.strip_prefix(&SNAPSHOT_FORMAT_V4) {
             return postcard::from_bytes::<legacy::SnapshotV4>(body).map(Into::into);
@@ -299,6 +312,33 @@ mod legacy {
         }
     }
 
+    /// Version 5: alarms with their lifecycle, models without their versions.
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub(super) struct SnapshotV5 {
+        pub(super) state: TwinState,
+        pub(super) channel_names: Vec<String>,
+        pub(super) desired_names: Vec<String>,
+        pub(super) models: Vec<(String, Vec<u8>)>,
+        pub(super) governors: Vec<(String, Vec<u8>)>,
+        pub(super) conditions: Vec<(ChannelId, crate::twin::ChannelCondition)>,
+    }
+
+    impl From<SnapshotV5> for super::Snapshot {
+        fn from(old: SnapshotV5) -> Self {
+            super::Snapshot {
+                state: old.state,
+                channel_names: old.channel_names,
+                desired_names: old.desired_names,
+                models: old.models,
+                governors: old.governors,
+                conditions: old.conditions,
+                model_versions: Vec::new(),
+                shadows: Vec::new(),
+            }
+        }
+    }
+
     /// Version 4: channel conditions, alarms without their lifecycle.
     #[derive(Deserialize)]
     #[cfg_attr(test, derive(serde::Serialize))]
@@ -320,6 +360,8 @@ mod legacy {
                 models: old.models,
                 governors: old.governors,
                 conditions: old.conditions,
+                model_versions: Vec::new(),
+                shadows: Vec::new(),
             }
         }
     }
@@ -344,6 +386,8 @@ mod legacy {
                 models: old.models,
                 governors: old.governors,
                 conditions: Vec::new(),
+                model_versions: Vec::new(),
+                shadows: Vec::new(),
             }
         }
     }
@@ -397,6 +441,8 @@ mod legacy {
                 models: old.models,
                 governors: old.governors,
                 conditions: Vec::new(),
+                model_versions: Vec::new(),
+                shadows: Vec::new(),
             }
         }
     }

@@ -62,6 +62,10 @@ pub enum StoreError {
         /// The batch's encoded size.
         bytes: usize,
     },
+    /// A record read back is not what was written (a registry record that does not
+    /// decode).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
     /// A frame was appended at another position than the one it was encoded for.
     #[error("journal log frame was encoded for another position")]
     FrameMisplaced,
@@ -243,6 +247,10 @@ impl Store {
             txn.open_table(COMMANDS).map_err(StoreError::from)?;
             txn.open_table(OUTBOX).map_err(StoreError::from)?;
             txn.open_table(OUTBOX_LINKS).map_err(StoreError::from)?;
+            txn.open_table(crate::model::registry::PACKAGES)
+                .map_err(StoreError::from)?;
+            txn.open_table(crate::model::registry::DEPLOYMENTS)
+                .map_err(StoreError::from)?;
         }
         migrate_legacy_audit(&txn)?;
         txn.commit().map_err(StoreError::from)?;

@@ -1,6 +1,8 @@
 //! Models: explain a twin's state from its samples and project it forward.
 
+pub mod deploy;
 pub mod package;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

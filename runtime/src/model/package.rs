@@ -6,6 +6,7 @@
 //! kind = "degradation"
 //! version = "1.1.0"
 //! params = { channel = "vibration", threshold = 11.0, warn_hours = 24.0 }
+//! compatible_with = ["1.0.0"]   # takes over the saved state of these versions
 //!
 //! [package.metadata]
 //! assumptions = ["bearing wear dominates vibration growth"]
@@ -30,7 +31,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use serde::Deserialize;
 
 /// Why a package is refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PackageError {
     /// The file is not a package.
     #[error("not a model package: {0}")]
@@ -90,6 +91,11 @@ pub struct ModelPackage {
     /// The model's parameters, as in a twin type's `[[types.<type>.models]]` entry.
     #[serde(default)]
     pub params: toml::Table,
+    /// Versions of the same kind whose saved state this version takes over on an
+    /// upgrade; from any other version it starts afresh and warms up from the twin's
+    /// history.
+    #[serde(default)]
+    pub compatible_with: Vec<String>,
     /// What it assumes, its units, training window, author and date.
     pub metadata: PackageMetadata,
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::alarm::{Alarm, AlarmResponse};
-use super::core::{Effects, TwinCore};
+use super::core::{Effects, ModelPlan, PlanOutcome, TwinCore};
 use super::directory::TwinEntry;
 use super::mirror::MirrorUpdate;
 use super::passivation::Parked;
@@ -21,6 +21,7 @@ use crate::audit::AuditRecord;
 use crate::command::{Command, CommandId, Origin, Verdict};
 use crate::error::Error;
 use crate::journal::{Completion, JournalWrite, Ticket};
+use crate::model::deploy::ShadowReport;
 use crate::path::AssetPath;
 use crate::sample::{ChannelId, Sample, SourceId};
 use crate::time::Timestamp;
@@ -157,6 +158,16 @@ pub enum TwinMsg {
     /// Sources lost touch (a connector lost its session or broker), for a reason:
     /// channels they fed go stale.
     SourcesLost(Arc<[SourceId]>, Arc<str>),
+    /// Run what the plan says for one model (a deployment or its withdrawal), on
+    /// behalf of someone; the reply comes once the change and the twin's snapshot are
+    /// durable.
+    Models(
+        Box<ModelPlan>,
+        Origin,
+        oneshot::Sender<Result<PlanOutcome, Error>>,
+    ),
+    /// Read the shadow models' outputs and divergence.
+    Shadows(oneshot::Sender<Vec<ShadowReport>>),
 }
 
 impl TwinMsg {
@@ -171,6 +182,8 @@ impl TwinMsg {
                 | TwinMsg::Report(_)
                 | TwinMsg::History(..)
                 | TwinMsg::Alarm(..)
+                | TwinMsg::Models(..)
+                | TwinMsg::Shadows(_)
         )
     }
 }
@@ -379,6 +392,10 @@ impl Actor for TwinActor {
                 state.shelving_check = None;
                 state.end_shelvings();
             }
+            TwinMsg::Models(plan, origin, reply) => state.on_models(*plan, &origin, reply),
+            TwinMsg::Shadows(reply) => {
+                let _ = reply.send(state.core.shadows());
+            }
             TwinMsg::Freshness => {
                 state.fx.collect_changes = state.collects_changes();
                 state.sweep();
@@ -492,6 +509,42 @@ impl TwinActorState {
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
         self.schedule_shelving_check();
+    }
+
+    fn on_models(
+        &mut self,
+        plan: ModelPlan,
+        origin: &Origin,
+        reply: oneshot::Sender<Result<PlanOutcome, Error>>,
+    ) {
+        let _span =
+            tracing::info_span!("models", asset = %self.entry.path, origin = %origin.principal)
+                .entered();
+        self.fx.collect_changes = self.collects_changes();
+        let outcome = match self
+            .core
+            .apply_plan(plan, origin, Timestamp::now(), &mut self.fx)
+        {
+            Ok(outcome) if outcome.changed() => outcome,
+            other => {
+                let _ = reply.send(other);
+                return;
+            }
+        };
+        tracing::info!(
+            swapped = outcome.swapped.is_some(),
+            shadow_started = outcome.shadow_started.is_some(),
+            shadow_ended = outcome.shadow_ended.is_some(),
+            "models changed"
+        );
+        let completion = Completion::Reply(Box::new(move |result| {
+            let _ = reply.send(result.map(|_| outcome));
+        }));
+        // The models' state goes into the same batch as the audit records, so a
+        // restart finds the twin as it runs now.
+        self.fx.urgent = true;
+        self.flush_effects(Ticket::none(), completion, true);
+        self.report_status(false);
     }
 
     /// Unshelves alarms whose shelving ended, and schedules the next check.

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use super::actor::{AlarmOutcome, CommandOutcome, TwinMsg};
 use super::alarm::{Alarm, AlarmResponse};
-use super::core::TwinCore;
+use super::core::{Deployed, TwinCore};
 use super::directory::{Directory, Sent, TwinEntry};
 use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
@@ -25,6 +25,7 @@ use crate::journal::{
     AckGroup, Journal, JournalWrite, Receipt, Snapshot, Store, StoreError, Ticket,
 };
 use crate::metrics::{ConnectorReport, ConnectorStatus, CounterSnapshot, Counters, SourceCounts};
+use crate::model::deploy::{ActiveDeployment, ActiveModels, build_packaged, choose};
 use crate::path::AssetPath;
 use crate::progress::Progress;
 use crate::sample::{ChannelId, Reading, Sample, SourceId};
@@ -90,6 +91,8 @@ pub struct Kernel {
     pub alarm_log: super::alarm::AlarmLog,
     /// Prefixes of live watches (`None`: every twin); twins under one stay awake.
     watched: Arc<parking_lot::Mutex<Vec<Option<AssetPath>>>>,
+    /// The model deployments in force, read whenever a twin's models are built.
+    pub models: ActiveModels,
 }
 
 impl Kernel {
@@ -161,16 +164,72 @@ impl Kernel {
     }
 
     fn new_core(&self, entry: &TwinEntry) -> Result<TwinCore, Error> {
-        let models = self.components.build_models(&entry.twin_type)?;
+        let mut models = self.components.build_models(&entry.twin_type)?;
         let governors = self.components.build_governors(&entry.twin_type)?;
-        Ok(TwinCore::new(
+        let mut deployed = Vec::new();
+        let mut shadows = Vec::new();
+        let active = self.models.get();
+        if !active.is_empty() {
+            for (index, spec) in entry.twin_type.models.iter().enumerate() {
+                let choice = choose(&active, &entry.path, &entry.twin_type.name, &spec.name);
+                if let Some(production) = choice.production {
+                    // A package checked when deployed that no longer builds (the type
+                    // changed since) leaves the type's model running, loudly.
+                    match self.build_deployed(entry, &spec.name, &production) {
+                        Ok(model) => models[index] = model,
+                        Err(error) => {
+                            tracing::error!(asset = %entry.path, model = %spec.name, deployment = production.deployment.id, %error, "a deployed model does not build; the type's model runs");
+                            continue;
+                        }
+                    }
+                    deployed.push((
+                        spec.name.clone(),
+                        Deployed {
+                            deployment: production.deployment.id,
+                            compatible_with: production.package.compatible_with.clone(),
+                        },
+                    ));
+                }
+                if let Some(shadow) = choice.shadow {
+                    match self.build_deployed(entry, &spec.name, &shadow) {
+                        Ok(model) => shadows.push((model, shadow.deployment.id)),
+                        Err(error) => {
+                            tracing::error!(asset = %entry.path, model = %spec.name, deployment = shadow.deployment.id, %error, "a shadow model does not build; it does not run");
+                        }
+                    }
+                }
+            }
+        }
+        let mut core = TwinCore::new(
             entry.id,
             entry.path.clone(),
             entry.twin_type.clone(),
             models,
             governors,
             self.settings.history_capacity,
-        ))
+        );
+        for (name, deployed) in deployed {
+            core.set_deployed(&name, deployed);
+        }
+        for (model, deployment) in shadows {
+            core.add_shadow(model, deployment);
+        }
+        Ok(core)
+    }
+
+    /// Builds a deployed package as model `name` of the twin `entry`.
+    pub(super) fn build_deployed(
+        &self,
+        entry: &TwinEntry,
+        name: &str,
+        active: &ActiveDeployment,
+    ) -> Result<Box<dyn crate::model::Model>, Error> {
+        Ok(build_packaged(
+            &self.components,
+            &entry.twin_type,
+            name,
+            &active.package,
+        )?)
     }
 
     /// Rebuilds one twin from its latest snapshot and the journal tail after it.
@@ -315,8 +374,8 @@ pub struct Recovered {
 /// the boundary. Cheap to clone.
 #[derive(Clone)]
 pub struct Twins {
-    kernel: Arc<Kernel>,
-    directory: Arc<Directory>,
+    pub(super) kernel: Arc<Kernel>,
+    pub(super) directory: Arc<Directory>,
 }
 
 /// Where a sample goes: a twin (directory index) and a channel.
@@ -381,6 +440,7 @@ impl Twins {
                 entry.set_passivates(settings.passivation.tripping || !trips);
             }
         }
+        let active = super::deploy::active_deployments(&store)?;
         let journal = Journal::start(store, &settings.journal).map_err(journal_error)?;
         let (changes, _) = broadcast::channel(BUS_CAPACITY);
         let (actuations, _) = broadcast::channel(BUS_CAPACITY);
@@ -407,7 +467,9 @@ impl Twins {
             waker: parking_lot::RwLock::new(None),
             alarm_log: super::alarm::AlarmLog::default(),
             watched: Arc::default(),
+            models: ActiveModels::default(),
         });
+        kernel.models.set(active);
         let (mut cores, outdated) = kernel.recover_all(&directory)?;
         // A fresh snapshot of every twin whose snapshot no longer holds its state lets
         // the journal before it be truncated: the committer's record of which twins
@@ -747,7 +809,7 @@ impl Twins {
         })
     }
 
-    async fn ask<T>(
+    pub(super) async fn ask<T>(
         &self,
         path: &AssetPath,
         message: impl FnOnce(oneshot::Sender<T>) -> TwinMsg,

@@ -117,6 +117,7 @@ pub fn audit_kind_word(raw: i32) -> String {
         AuditKind::Delivered => "delivered",
         AuditKind::DeliveryFailed => "delivery_failed",
         AuditKind::AlarmResponse => "alarm_response",
+        AuditKind::ModelDeployment => "model_deployment",
     });
     word(known, raw)
 }

@@ -12,6 +12,7 @@ mod alarms;
 mod commands;
 mod delivery;
 mod freshness;
+mod models;
 mod recovery;
 mod safety;
 mod samples;
@@ -21,6 +22,7 @@ mod tests;
 pub use commands::resolve_changes;
 pub use delivery::undelivered_code;
 pub use freshness::CONDITION_ALARM_SOURCE;
+pub use models::{Deployed, ModelPlan, ModelSwap, PlanOutcome};
 
 use std::sync::Arc;
 
@@ -124,6 +126,10 @@ pub struct TwinCore {
     freshness_changed: bool,
     /// Codes of alarms that became active since the actor last took them.
     activations: Vec<String>,
+    /// Per model: the deployment it came from, when not from the type.
+    deployed: Vec<Option<Deployed>>,
+    /// Shadow models beside production ones.
+    shadows: Vec<models::Shadow>,
 }
 
 impl TwinCore {
@@ -142,6 +148,7 @@ impl TwinCore {
             twin_type,
             state,
             model_health: vec![1.0; models.len()],
+            deployed: vec![None; models.len()],
             models,
             governors,
             slots: Vec::new(),
@@ -151,6 +158,7 @@ impl TwinCore {
             replay_channels: None,
             freshness_changed: false,
             activations: Vec::new(),
+            shadows: Vec::new(),
         };
         core.layout_derived(&[]);
         core

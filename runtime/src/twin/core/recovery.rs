@@ -22,6 +22,8 @@ impl TwinCore {
             models: Vec<(&'a str, Vec<u8>)>,
             governors: Vec<(&'a str, Vec<u8>)>,
             conditions: Vec<(ChannelId, &'a ChannelCondition)>,
+            model_versions: Vec<(&'a str, &'a str)>,
+            shadows: Vec<crate::model::deploy::SavedShadow>,
         }
         let snapshot = SnapshotRef {
             state: &self.state,
@@ -50,6 +52,12 @@ impl TwinCore {
                 .enumerate()
                 .filter_map(|(i, c)| Some((ChannelId(i as u16), c.condition.as_deref()?)))
                 .collect(),
+            model_versions: self
+                .models
+                .iter()
+                .map(|m| (m.name(), m.version()))
+                .collect(),
+            shadows: self.saved_shadows(),
         };
         let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
         self.events_since_snapshot = 0;
@@ -66,6 +74,8 @@ impl TwinCore {
             models,
             governors,
             conditions,
+            model_versions,
+            shadows,
         } = snapshot;
         for (channel, condition) in conditions {
             if let Some(slot) = state.channels.get_mut(channel.0 as usize) {
@@ -125,13 +135,33 @@ impl TwinCore {
         state.history_capacity = self.state.history_capacity;
         self.state = state;
         self.layout_derived(&previous_derived);
+        let mut restored = vec![false; self.models.len()];
         for (name, saved) in models {
-            if let Some(model) = self.models.iter_mut().find(|m| m.name() == name)
-                && let Err(error) = model.restore(&saved)
-            {
-                tracing::warn!(asset = %self.state.path, model = %name, %error, "model state not restored");
+            let Some(index) = self.models.iter().position(|m| m.name() == name) else {
+                continue;
+            };
+            let version = model_versions
+                .iter()
+                .find(|(model, _)| *model == name)
+                .map(|(_, version)| version.as_str());
+            if !self.takes_state(index, version) {
+                continue;
+            }
+            match self.models[index].restore(&saved) {
+                Ok(()) => restored[index] = true,
+                Err(error) => {
+                    tracing::warn!(asset = %self.state.path, model = %name, %error, "model state not restored");
+                }
             }
         }
+        // A model deployed since the snapshot (or whose state did not load) starts
+        // from the history the snapshot holds.
+        for (index, restored) in restored.into_iter().enumerate() {
+            if !restored && self.deployed[index].is_some() {
+                self.warm_up_restored(index);
+            }
+        }
+        self.restore_shadows(shadows);
         for (name, saved) in governors {
             if let Some(governor) = self.governors.iter_mut().find(|g| g.name() == name)
                 && let Err(error) = governor.restore(&saved)

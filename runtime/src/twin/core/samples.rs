@@ -103,7 +103,13 @@ impl TwinCore {
                 }
             }
             let mut raised = std::mem::take(&mut self.output.raised);
+            let mut newly_raised = Vec::new();
             for (code, severity, message) in raised.drain(..) {
+                if !self.shadows.is_empty()
+                    && !self.state.alarms.iter().any(|a| a.code == code && a.active)
+                {
+                    newly_raised.push(code.clone());
+                }
                 let model_name = self.models[index].name().to_string();
                 let alarm = Alarm::new(code, severity, message, model_name, sample.source_time);
                 if let Some(change) = self.raise_alarm(alarm)
@@ -132,6 +138,9 @@ impl TwinCore {
             }
             if let Some(health) = self.output.health {
                 self.model_health[index] = health;
+            }
+            if !self.shadows.is_empty() {
+                self.run_shadows(index, sample, late, &newly_raised);
             }
         }
         self.update_health();
