@@ -138,3 +138,121 @@ fn a_package_signed_with_a_trusted_key_verifies_and_any_change_is_refused() {
         "not trusted",
     );
 }
+
+/// A package deployed to running twins: as a shadow on one press, its outputs and
+/// divergence apart; then in production on every press, audited, still running after
+/// a restart; then withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_package_runs_without_a_restart_and_after_one() {
+    use doppel::kernel::model::package::{PackageFile, Trust, signing_key};
+    use doppel::kernel::model::registry::{DeployMode, Target};
+    use doppel::kernel::{AuditKind, Origin, SourceId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = signing_key(&"42".repeat(32)).unwrap();
+    let text = PackageFile::parse(PACKAGE).unwrap().sign(&key);
+    let trust = Trust {
+        keys: vec![key.verifying_key()],
+        allow_unsigned: false,
+    };
+    let ann = Origin::operator("ann");
+    let press1 = crate::support::press(1);
+    let press2 = crate::support::press(2);
+    let vibration = |twins: doppel::Twins, path: doppel::AssetPath, from: u64| async move {
+        for seq in from..from + 5 {
+            let reading = crate::support::reading(2.0 + seq as f64 * 0.1, SourceId(1), seq);
+            crate::support::ingest_durable(&twins, &path, "vibration", reading).await;
+        }
+    };
+    {
+        let runtime = crate::support::start(dir.path()).await;
+        let twins = runtime.twins().clone();
+        assert!(
+            twins.register_package(PACKAGE, &trust, "ann").is_err(),
+            "unsigned is refused"
+        );
+        let (registered, new) = twins.register_package(&text, &trust, "ann").unwrap();
+        assert!(new);
+        assert_eq!(registered.version, "1.1.0");
+
+        let shadow = twins
+            .deploy(
+                "degradation",
+                "1.1.0",
+                None,
+                Target::Prefix(press1.clone()),
+                DeployMode::Shadow,
+                &ann,
+            )
+            .await
+            .unwrap();
+        assert_eq!(shadow.applied.len(), 1, "{shadow:?}");
+        vibration(twins.clone(), press1.clone(), 1).await;
+        let shadows = twins.shadows(&press1).await.unwrap();
+        assert_eq!(shadows.len(), 1);
+        assert_eq!(shadows[0].version, "1.1.0");
+        assert_eq!(shadows[0].divergence.samples, 5);
+        assert!(twins.shadows(&press2).await.unwrap().is_empty());
+
+        let production = twins
+            .deploy(
+                "degradation",
+                "1.1.0",
+                Some("degradation"),
+                Target::Type("press".into()),
+                DeployMode::Production,
+                &ann,
+            )
+            .await
+            .unwrap();
+        assert!(production.applied.len() >= 2, "{production:?}");
+        let report = twins.report(&press2).await.unwrap();
+        let model = report
+            .models
+            .iter()
+            .find(|m| m.name == "degradation")
+            .unwrap();
+        assert_eq!(model.version, "1.1.0");
+        let audit = twins
+            .audit(
+                &press2,
+                doppel::Timestamp(i64::MIN),
+                doppel::Timestamp(i64::MAX),
+                100,
+            )
+            .unwrap();
+        let deployed = audit
+            .iter()
+            .find(|r| r.kind == AuditKind::ModelDeployment)
+            .expect("the swap is audited");
+        assert_eq!(deployed.origin.principal, "ann");
+        runtime.shutdown().await;
+    }
+    let runtime = crate::support::start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let report = twins.report(&press2).await.unwrap();
+    let model = report
+        .models
+        .iter()
+        .find(|m| m.name == "degradation")
+        .unwrap();
+    assert_eq!(model.version, "1.1.0", "the deployment outlives a restart");
+    assert_eq!(
+        twins.shadows(&press1).await.unwrap()[0].divergence.samples,
+        5
+    );
+    let production = twins.deployments().unwrap()[1].id;
+    let withdrawn = twins
+        .withdraw(production, "back to the type's", &ann)
+        .await
+        .unwrap();
+    assert!(!withdrawn.applied.is_empty());
+    let report = twins.report(&press2).await.unwrap();
+    let model = report
+        .models
+        .iter()
+        .find(|m| m.name == "degradation")
+        .unwrap();
+    assert_ne!(model.version, "1.1.0");
+    runtime.shutdown().await;
+}
