@@ -205,14 +205,9 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
             )
             .await
             .unwrap();
-        assert!(production.applied.len() >= 2, "{production:?}");
-        let report = twins.report(&press2).await.unwrap();
-        let model = report
-            .models
-            .iter()
-            .find(|m| m.name == "degradation")
-            .unwrap();
-        assert_eq!(model.version, "1.1.0");
+        assert_eq!(production.applied.len(), presses(&twins), "{production:?}");
+        assert!(production.failed.is_empty(), "{production:?}");
+        assert_eq!(degradation_version(&twins, &press2).await, "1.1.0");
         let audit = twins
             .audit(
                 &press2,
@@ -230,13 +225,11 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
     }
     let runtime = crate::support::start(dir.path()).await;
     let twins = runtime.twins().clone();
-    let report = twins.report(&press2).await.unwrap();
-    let model = report
-        .models
-        .iter()
-        .find(|m| m.name == "degradation")
-        .unwrap();
-    assert_eq!(model.version, "1.1.0", "the deployment outlives a restart");
+    assert_eq!(
+        degradation_version(&twins, &press2).await,
+        "1.1.0",
+        "the deployment outlives a restart"
+    );
     assert_eq!(
         twins.shadows(&press1).await.unwrap()[0].divergence.samples,
         5
@@ -246,13 +239,27 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
         .withdraw(production, "back to the type's", &ann)
         .await
         .unwrap();
-    assert!(!withdrawn.applied.is_empty());
-    let report = twins.report(&press2).await.unwrap();
-    let model = report
-        .models
-        .iter()
-        .find(|m| m.name == "degradation")
-        .unwrap();
-    assert_ne!(model.version, "1.1.0");
+    assert_eq!(withdrawn.applied.len(), presses(&twins), "{withdrawn:?}");
+    assert!(withdrawn.failed.is_empty(), "{withdrawn:?}");
+    assert_ne!(degradation_version(&twins, &press2).await, "1.1.0");
     runtime.shutdown().await;
+}
+
+/// How many presses the test plant has.
+fn presses(twins: &doppel::Twins) -> usize {
+    twins
+        .paths()
+        .filter(|path| path.as_str().contains("/press-"))
+        .count()
+}
+
+/// The version of the degradation model the twin at `path` runs.
+async fn degradation_version(twins: &doppel::Twins, path: &doppel::AssetPath) -> String {
+    let report = twins.report(path).await.unwrap();
+    report
+        .models
+        .into_iter()
+        .find(|m| m.name == "degradation")
+        .expect("a press has a degradation model")
+        .version
 }

@@ -145,9 +145,9 @@ pub struct Snapshot {
     pub governors: Vec<(String, Vec<u8>)>,
     /// The conditions channels were under, by channel id.
     pub conditions: Vec<(ChannelId, ChannelCondition)>,
-    /// The version of each model whose state is in `models`, by model name (empty in
+    /// The version and provenance of each model whose state is in `models` (empty in
     /// snapshots written before models were deployed from packages).
-    pub model_versions: Vec<(String, String)>,
+    pub model_versions: Vec<crate::model::deploy::SavedVersion>,
     /// Shadow models running beside production models.
     pub shadows: Vec<crate::model::deploy::SavedShadow>,
 }

@@ -290,6 +290,18 @@ pub struct ShadowReport {
     pub divergence: Divergence,
 }
 
+/// Which model saved a state in a snapshot: its version, and the deployment it came
+/// from (`None`: the twin type's own model).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedVersion {
+    /// The model's name.
+    pub model: String,
+    /// Its version.
+    pub version: String,
+    /// The deployment that put it there.
+    pub deployment: Option<u64>,
+}
+
 /// A shadow's saved state in a snapshot.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedShadow {

@@ -203,10 +203,6 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-fn db(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::from(error.into())
-}
-
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Plain structs of strings, numbers and enums always serialize.
     serde_json::to_vec(value).expect("registry records serialize")
@@ -233,11 +229,11 @@ impl Store {
             Signer::Unsigned => String::new(),
         };
         let package = file.package();
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
         let registered = {
-            let mut table = txn.open_table(PACKAGES).map_err(db)?;
+            let mut table = txn.open_table(PACKAGES).map_err(StoreError::from)?;
             let key = (package.kind.as_str(), package.version.as_str());
-            if let Some(existing) = table.get(key).map_err(db)? {
+            if let Some(existing) = table.get(key).map_err(StoreError::from)? {
                 let existing: RegisteredPackage = decode(existing.value())?;
                 let same = existing
                     .package()
@@ -261,20 +257,20 @@ impl Store {
             };
             table
                 .insert(key, encode(&registered).as_slice())
-                .map_err(db)?;
+                .map_err(StoreError::from)?;
             registered
         };
-        txn.commit().map_err(db)?;
+        txn.commit().map_err(StoreError::from)?;
         Ok((registered, true))
     }
 
     /// Every registered package, by kind then version.
     pub fn packages(&self) -> Result<Vec<RegisteredPackage>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(PACKAGES).map_err(db)?;
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let table = txn.open_table(PACKAGES).map_err(StoreError::from)?;
         let mut packages = Vec::new();
-        for entry in table.iter().map_err(db)? {
-            let (_, value) = entry.map_err(db)?;
+        for entry in table.iter().map_err(StoreError::from)? {
+            let (_, value) = entry.map_err(StoreError::from)?;
             packages.push(decode(value.value())?);
         }
         Ok(packages)
@@ -286,42 +282,45 @@ impl Store {
         kind: &str,
         version: &str,
     ) -> Result<Option<RegisteredPackage>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(PACKAGES).map_err(db)?;
-        let value = table.get((kind, version)).map_err(db)?;
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let table = txn.open_table(PACKAGES).map_err(StoreError::from)?;
+        let value = table.get((kind, version)).map_err(StoreError::from)?;
         value.map(|value| decode(value.value())).transpose()
     }
 
     /// Records a deployment of a registered package, giving it the next id.
     /// `deployment.id` is ignored.
     pub fn add_deployment(&self, mut deployment: Deployment) -> Result<Deployment, RegistryError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
         {
-            let packages = txn.open_table(PACKAGES).map_err(db)?;
+            let packages = txn.open_table(PACKAGES).map_err(StoreError::from)?;
             let key = (deployment.kind.as_str(), deployment.version.as_str());
-            if packages.get(key).map_err(db)?.is_none() {
+            if packages.get(key).map_err(StoreError::from)?.is_none() {
                 return Err(RegistryError::UnknownPackage {
                     kind: deployment.kind,
                     version: deployment.version,
                 });
             }
-            let mut table = txn.open_table(DEPLOYMENTS).map_err(db)?;
-            let last = table.last().map_err(db)?.map(|(id, _)| id.value());
+            let mut table = txn.open_table(DEPLOYMENTS).map_err(StoreError::from)?;
+            let last = table
+                .last()
+                .map_err(StoreError::from)?
+                .map(|(id, _)| id.value());
             deployment.id = last.unwrap_or(0) + 1;
             table
                 .insert(deployment.id, encode(&deployment).as_slice())
-                .map_err(db)?;
+                .map_err(StoreError::from)?;
         }
-        txn.commit().map_err(db)?;
+        txn.commit().map_err(StoreError::from)?;
         Ok(deployment)
     }
 
     /// Withdraws deployment `id` (a no-op when it is withdrawn already) and returns it.
     pub fn withdraw_deployment(&self, id: u64, why: &str) -> Result<Deployment, RegistryError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
         let deployment = {
-            let mut table = txn.open_table(DEPLOYMENTS).map_err(db)?;
-            let mut deployment: Deployment = match table.get(id).map_err(db)? {
+            let mut table = txn.open_table(DEPLOYMENTS).map_err(StoreError::from)?;
+            let mut deployment: Deployment = match table.get(id).map_err(StoreError::from)? {
                 Some(value) => decode(value.value())?,
                 None => return Err(RegistryError::UnknownDeployment(id)),
             };
@@ -330,21 +329,21 @@ impl Store {
                 deployment.withdrawn = Some(why.to_string());
                 table
                     .insert(id, encode(&deployment).as_slice())
-                    .map_err(db)?;
+                    .map_err(StoreError::from)?;
             }
             deployment
         };
-        txn.commit().map_err(db)?;
+        txn.commit().map_err(StoreError::from)?;
         Ok(deployment)
     }
 
     /// Every deployment, oldest first.
     pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(DEPLOYMENTS).map_err(db)?;
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let table = txn.open_table(DEPLOYMENTS).map_err(StoreError::from)?;
         let mut deployments = Vec::new();
-        for entry in table.iter().map_err(db)? {
-            let (_, value) = entry.map_err(db)?;
+        for entry in table.iter().map_err(StoreError::from)? {
+            let (_, value) = entry.map_err(StoreError::from)?;
             deployments.push(decode(value.value())?);
         }
         Ok(deployments)

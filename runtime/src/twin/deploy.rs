@@ -157,11 +157,7 @@ impl Twins {
                 }
             }
         };
-        let selected: Vec<Arc<TwinEntry>> = candidates
-            .into_iter()
-            .filter(|entry| entry.twin_type.models.iter().any(|m| m.name == name))
-            .cloned()
-            .collect();
+        let selected = self.selecting(&target, &name);
         if selected.is_empty() {
             return Err(refused(format!(
                 "no twin {target} selects has a model `{name}`"
@@ -217,24 +213,22 @@ impl Twins {
             .cloned()
             .collect();
         self.kernel.models.set(active);
-        let selected: Vec<Arc<TwinEntry>> = self
-            .directory
+        let selected = self.selecting(&deployment.target, &deployment.model);
+        tracing::info!(deployment = id, by = %origin.principal, why, twins = selected.len(), "model deployment withdrawn");
+        Ok(self.apply_models(deployment, &selected, origin).await)
+    }
+
+    /// The twins `target` selects whose type has a model named `model`.
+    fn selecting(&self, target: &Target, model: &str) -> Vec<Arc<TwinEntry>> {
+        self.directory
             .entries()
             .iter()
             .filter(|entry| {
-                deployment
-                    .target
-                    .selects(&entry.path, &entry.twin_type.name)
-                    && entry
-                        .twin_type
-                        .models
-                        .iter()
-                        .any(|m| m.name == deployment.model)
+                target.selects(&entry.path, &entry.twin_type.name)
+                    && entry.twin_type.models.iter().any(|m| m.name == model)
             })
             .cloned()
-            .collect();
-        tracing::info!(deployment = id, by = %origin.principal, why, twins = selected.len(), "model deployment withdrawn");
-        Ok(self.apply_models(deployment, &selected, origin).await)
+            .collect()
     }
 
     /// The shadow models of the twin at `path`, with their outputs and divergence.
@@ -302,10 +296,7 @@ impl Twins {
         let production = match &choice.production {
             Some(production) => (
                 self.kernel.build_deployed(entry, model, production)?,
-                Some(Deployed {
-                    deployment: production.deployment.id,
-                    compatible_with: production.package.compatible_with.clone(),
-                }),
+                Some(Deployed::from(production)),
             ),
             None => {
                 let spec = entry

@@ -176,19 +176,14 @@ impl Kernel {
                     // A package checked when deployed that no longer builds (the type
                     // changed since) leaves the type's model running, loudly.
                     match self.build_deployed(entry, &spec.name, &production) {
-                        Ok(model) => models[index] = model,
+                        Ok(model) => {
+                            models[index] = model;
+                            deployed.push((spec.name.clone(), Deployed::from(&production)));
+                        }
                         Err(error) => {
                             tracing::error!(asset = %entry.path, model = %spec.name, deployment = production.deployment.id, %error, "a deployed model does not build; the type's model runs");
-                            continue;
                         }
                     }
-                    deployed.push((
-                        spec.name.clone(),
-                        Deployed {
-                            deployment: production.deployment.id,
-                            compatible_with: production.package.compatible_with.clone(),
-                        },
-                    ));
                 }
                 if let Some(shadow) = choice.shadow {
                     match self.build_deployed(entry, &spec.name, &shadow) {

@@ -12,7 +12,7 @@ use crate::governor::{Proposal, Review};
 use crate::journal::JournalEvent;
 use crate::model::{Scenario, Trajectory};
 use crate::time::Timestamp;
-use crate::twin::change::{TwinChange, TwinEvent};
+use crate::twin::change::TwinChange;
 use crate::twin::report::WhatIf;
 use crate::twin::state::{Delivery, DeliveryState, TwinView};
 use crate::value::Value;
@@ -178,16 +178,8 @@ impl TwinCore {
         self.bump(at);
         self.update_health();
         published.extend(self.suppress_by_design());
-        if let Some(fx) = fx
-            && fx.collect_changes
-        {
-            for change in published {
-                fx.changes.push(TwinEvent {
-                    asset: self.state.path.clone(),
-                    version: self.state.version,
-                    change,
-                });
-            }
+        if let Some(fx) = fx {
+            self.publish(published, fx);
         }
     }
 

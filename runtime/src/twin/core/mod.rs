@@ -36,7 +36,7 @@ use crate::path::AssetPath;
 use crate::sample::{ChannelId, Sample, SourceId};
 use crate::time::Timestamp;
 use crate::twin::actuation::Actuation;
-use crate::twin::change::TwinEvent;
+use crate::twin::change::{TwinChange, TwinEvent};
 use crate::twin::report::{ReportedValue, RunState, TwinReport};
 use crate::twin::state::{DerivedValue, SampleOutcome, SampleRejection, TwinState};
 
@@ -253,6 +253,19 @@ impl TwinCore {
         self.state.version += 1;
         self.state.updated_at = at;
         self.events_since_snapshot += 1;
+    }
+
+    /// Publishes `changes` of this twin at its current version, when anyone listens.
+    pub(super) fn publish(&self, changes: impl IntoIterator<Item = TwinChange>, fx: &mut Effects) {
+        if !fx.collect_changes {
+            return;
+        }
+        fx.changes
+            .extend(changes.into_iter().map(|change| TwinEvent {
+                asset: self.state.path.clone(),
+                version: self.state.version,
+                change,
+            }));
     }
 
     pub(super) fn update_health(&mut self) {

@@ -17,11 +17,11 @@ use crate::audit::{AuditKind, AuditRecord, ModelInfo};
 use crate::command::{CommandId, Origin, Verdict};
 use crate::config::ConfigError;
 use crate::error::Error;
-use crate::model::deploy::{Divergence, SavedShadow, ShadowReport};
+use crate::model::deploy::{Divergence, SavedShadow, SavedVersion, ShadowReport};
 use crate::model::{Model, ModelOutput};
 use crate::sample::Sample;
 use crate::time::Timestamp;
-use crate::twin::change::{TwinChange, TwinEvent};
+use crate::twin::change::TwinChange;
 use crate::twin::state::DerivedValue;
 use crate::twin::{Alarm, TwinView};
 
@@ -32,6 +32,15 @@ pub struct Deployed {
     pub deployment: u64,
     /// Versions whose saved state it takes over.
     pub compatible_with: Vec<String>,
+}
+
+impl From<&crate::model::deploy::ActiveDeployment> for Deployed {
+    fn from(active: &crate::model::deploy::ActiveDeployment) -> Self {
+        Self {
+            deployment: active.deployment.id,
+            compatible_with: active.package.compatible_with.clone(),
+        }
+    }
 }
 
 /// A shadow model beside production model `of`.
@@ -57,14 +66,6 @@ pub struct ModelSwap {
     pub warmed_on: usize,
 }
 
-fn unknown_model(core: &TwinCore, name: &str) -> Error {
-    Error::Config(ConfigError::at(
-        core.state.path.as_str(),
-        None,
-        format!("type `{}` has no model `{name}`", core.twin_type.name),
-    ))
-}
-
 impl TwinCore {
     /// Marks model `name` as deployed (built from a package) rather than the type's.
     /// Used when a twin is built with its deployed models, before its state is restored.
@@ -74,19 +75,74 @@ impl TwinCore {
         }
     }
 
-    /// Whether model `index`, of version `running`, takes over state saved by version
-    /// `saved` (`None`: a snapshot from before versions were kept, which only the
-    /// type's own models read).
-    pub(super) fn takes_state(&self, index: usize, saved: Option<&str>) -> bool {
+    /// Whether model `index` takes over state saved by `saved` (`None`: a snapshot
+    /// from before versions were kept). The type's own model takes what the type's
+    /// own model saved, whatever its version, as it always has; a deployed model takes
+    /// state saved by its own version or one it lists in `compatible_with`.
+    pub(super) fn takes_state(&self, index: usize, saved: Option<&SavedVersion>) -> bool {
         match (&self.deployed[index], saved) {
             (None, None) => true,
+            (None, Some(saved)) => saved.deployment.is_none(),
             (Some(_), None) => false,
-            (deployed, Some(saved)) => {
-                saved == self.models[index].version()
-                    || deployed
-                        .as_ref()
-                        .is_some_and(|d| d.compatible_with.iter().any(|v| v == saved))
+            (Some(deployed), Some(saved)) => {
+                saved.version == self.models[index].version()
+                    || deployed.compatible_with.contains(&saved.version)
             }
+        }
+    }
+
+    /// Each model's version and provenance, for a snapshot.
+    pub(super) fn saved_versions(&self) -> Vec<SavedVersion> {
+        self.models
+            .iter()
+            .zip(&self.deployed)
+            .map(|(model, deployed)| SavedVersion {
+                model: model.name().to_string(),
+                version: model.version().to_string(),
+                deployment: deployed.as_ref().map(|d| d.deployment),
+            })
+            .collect()
+    }
+
+    /// The index of the production model named `name`.
+    fn model_index(&self, name: &str) -> Result<usize, Error> {
+        self.models
+            .iter()
+            .position(|m| m.name() == name)
+            .ok_or_else(|| {
+                Error::Config(ConfigError::at(
+                    self.state.path.as_str(),
+                    None,
+                    format!("type `{}` has no model `{name}`", self.twin_type.name),
+                ))
+            })
+    }
+
+    /// The audit record of a deployment step (`command`: production, shadow,
+    /// end_shadow) on this twin.
+    fn audit_model_step(
+        &self,
+        command: &str,
+        origin: &Origin,
+        at: Timestamp,
+        state_version: u64,
+        model: ModelInfo,
+        reason: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            seq: 0,
+            at,
+            asset: self.state.path.clone(),
+            kind: AuditKind::ModelDeployment,
+            command_id: CommandId::random(),
+            command: command.to_string(),
+            requested: Vec::new(),
+            origin: origin.clone(),
+            state_version,
+            models: vec![model],
+            verdict: Verdict::Accepted,
+            applied: Vec::new(),
+            reason,
         }
     }
 
@@ -103,17 +159,13 @@ impl TwinCore {
         fx: &mut Effects,
     ) -> Result<ModelSwap, Error> {
         let name = model.name().to_string();
-        let index = self
-            .models
-            .iter()
-            .position(|m| m.name() == name)
-            .ok_or_else(|| unknown_model(self, &name))?;
+        let index = self.model_index(&name)?;
         let old_version = self.models[index].version().to_string();
         let new_accepts = deployed
             .as_ref()
             .is_some_and(|d| d.compatible_with.contains(&old_version));
         let saved = self.models[index].save();
-        let old = std::mem::replace(&mut self.models[index], model);
+        self.models[index] = model;
         self.deployed[index] = deployed.clone();
         let mut carried_over = false;
         if new_accepts || old_version == self.models[index].version() {
@@ -124,7 +176,6 @@ impl TwinCore {
                 }
             }
         }
-        drop(old);
         let previous = self.state.derived.clone();
         self.layout_derived(&previous);
         let warmed_on = if carried_over {
@@ -144,25 +195,20 @@ impl TwinCore {
         } else {
             format!("warmed up on {warmed_on} samples of history")
         };
-        fx.audit.push(AuditRecord {
-            seq: 0,
+        let reason = format!(
+            "model `{name}` {} in production in place of {old_version}{}: {how}",
+            info.version,
+            deployment_note(deployed.as_ref().map(|d| d.deployment)),
+        );
+        let record = self.audit_model_step(
+            "production",
+            origin,
             at,
-            asset: self.state.path.clone(),
-            kind: AuditKind::ModelDeployment,
-            command_id: CommandId::random(),
-            command: "production".to_string(),
-            requested: Vec::new(),
-            origin: origin.clone(),
             state_version,
-            models: vec![info.clone()],
-            verdict: Verdict::Accepted,
-            applied: Vec::new(),
-            reason: format!(
-                "model `{name}` {} in production in place of {old_version}{}: {how}",
-                info.version,
-                deployment_note(deployed.as_ref().map(|d| d.deployment)),
-            ),
-        });
+            info.clone(),
+            reason,
+        );
+        fx.audit.push(record);
         Ok(ModelSwap {
             model: info,
             replaced: old_version,
@@ -183,13 +229,7 @@ impl TwinCore {
         fx: &mut Effects,
     ) -> Result<ModelInfo, Error> {
         let of = model.name().to_string();
-        let production = self
-            .models
-            .iter()
-            .find(|m| m.name() == of)
-            .ok_or_else(|| unknown_model(self, &of))?
-            .version()
-            .to_string();
+        let production = self.models[self.model_index(&of)?].version().to_string();
         self.shadows.retain(|s| s.of != of);
         let values = shadow_values(model.as_ref());
         self.shadows.push(Shadow {
@@ -208,26 +248,20 @@ impl TwinCore {
             version: shadow.model.version().to_string(),
             confidence: shadow.model.confidence(),
         };
-        let state_version = self.state.version;
-        fx.audit.push(AuditRecord {
-            seq: 0,
+        let reason = format!(
+            "model `{of}` {} in shadow beside {production}{}: warmed up on {warmed_on} samples of history",
+            info.version,
+            deployment_note(Some(deployment)),
+        );
+        let record = self.audit_model_step(
+            "shadow",
+            origin,
             at,
-            asset: self.state.path.clone(),
-            kind: AuditKind::ModelDeployment,
-            command_id: CommandId::random(),
-            command: "shadow".to_string(),
-            requested: Vec::new(),
-            origin: origin.clone(),
-            state_version,
-            models: vec![info.clone()],
-            verdict: Verdict::Accepted,
-            applied: Vec::new(),
-            reason: format!(
-                "model `{of}` {} in shadow beside {production}{}: warmed up on {warmed_on} samples of history",
-                info.version,
-                deployment_note(Some(deployment)),
-            ),
-        });
+            self.state.version,
+            info.clone(),
+            reason,
+        );
+        fx.audit.push(record);
         Ok(info)
     }
 
@@ -245,31 +279,21 @@ impl TwinCore {
             .position(|s| s.deployment == deployment)?;
         let report = self.shadow_report(&self.shadows[index]);
         self.shadows.remove(index);
-        fx.audit.push(AuditRecord {
-            seq: 0,
-            at,
-            asset: self.state.path.clone(),
-            kind: AuditKind::ModelDeployment,
-            command_id: CommandId::random(),
-            command: "end_shadow".to_string(),
-            requested: Vec::new(),
-            origin: origin.clone(),
-            state_version: self.state.version,
-            models: vec![ModelInfo {
-                name: report.model.clone(),
-                version: report.version.clone(),
-                confidence: 0.0,
-            }],
-            verdict: Verdict::Accepted,
-            applied: Vec::new(),
-            reason: format!(
-                "shadow of `{}` {} stopped{} after {} samples",
-                report.model,
-                report.version,
-                deployment_note(Some(deployment)),
-                report.divergence.samples
-            ),
-        });
+        let model = ModelInfo {
+            name: report.model.clone(),
+            version: report.version.clone(),
+            confidence: 0.0,
+        };
+        let reason = format!(
+            "shadow of `{}` {} stopped{} after {} samples",
+            report.model,
+            report.version,
+            deployment_note(Some(deployment)),
+            report.divergence.samples
+        );
+        let record =
+            self.audit_model_step("end_shadow", origin, at, self.state.version, model, reason);
+        fx.audit.push(record);
         Some(report)
     }
 
@@ -488,16 +512,8 @@ impl TwinCore {
             changes.extend(self.raise_alarm(alarm));
         }
         self.update_health();
-        if let Some(fx) = fx
-            && fx.collect_changes
-        {
-            for change in changes {
-                fx.changes.push(TwinEvent {
-                    asset: self.state.path.clone(),
-                    version: self.state.version,
-                    change,
-                });
-            }
+        if let Some(fx) = fx {
+            self.publish(changes, fx);
         }
         samples.len()
     }
@@ -603,11 +619,7 @@ impl TwinCore {
     ) -> Result<PlanOutcome, Error> {
         let (model, deployed) = plan.production;
         let name = model.name().to_string();
-        let index = self
-            .models
-            .iter()
-            .position(|m| m.name() == name)
-            .ok_or_else(|| unknown_model(self, &name))?;
+        let index = self.model_index(&name)?;
         let mut outcome = PlanOutcome::default();
         let running = self.deployed[index].as_ref().map(|d| d.deployment);
         if running != deployed.as_ref().map(|d| d.deployment) {
@@ -712,14 +724,7 @@ mod tests {
     }
 
     fn core() -> TwinCore {
-        TwinCore::new(
-            3,
-            AssetPath::parse("acme/plant-a/line-1/pump-1").unwrap(),
-            pump(),
-            vec![level("1.0", 1.0)],
-            Vec::new(),
-            64,
-        )
+        core_with("1.0", None, 64)
     }
 
     fn feed(core: &mut TwinCore, values: &[f64]) {
@@ -822,8 +827,10 @@ mod tests {
 
     #[test]
     fn a_restored_twin_takes_state_only_from_a_version_its_model_accepts() {
+        // History keeps two readings of three: a model that took its saved state has
+        // seen three, one that warmed up over history two.
         let origin = Origin::operator("ann");
-        let mut core = core();
+        let mut core = core_with("1.0", None, 2);
         feed(&mut core, &[10.0, 20.0]);
         let mut fx = Effects::default();
         core.swap_model(
@@ -835,28 +842,44 @@ mod tests {
         )
         .unwrap();
         feed(&mut core, &[30.0]);
+        assert_eq!(seen(&core), 3);
         let bytes = core.snapshot().unwrap();
+        let restored = |mut twin: TwinCore| {
+            twin.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
+            twin
+        };
 
         // The same deployment: state restored as saved.
-        let mut same = core_running("1.1", deployed(1, &["1.0"]));
-        same.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
+        let same = restored(core_with("1.1", deployed(1, &["1.0"]), 2));
         assert_eq!(seen(&same), 3);
         // A version that does not accept 1.1's state warms up from the snapshot's
         // history instead.
-        let mut other = core_running("3.0", deployed(4, &[]));
-        other.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
-        assert_eq!(seen(&other), 3, "three readings of history, seen afresh");
+        let other = restored(core_with("3.0", deployed(4, &[]), 2));
+        assert_eq!(seen(&other), 2, "two readings of history, seen afresh");
         assert_eq!(other.report().derived("level"), Some(30.0));
+        // The type's own model does not take a package's state either.
+        let typed = restored(core_with("1.1", None, 2));
+        assert_eq!(seen(&typed), 2, "warmed up, not restored");
+
+        // What the type's own model saved, it takes back whatever its version now (a
+        // new release of the kind keeps its twins' state, as before versions were
+        // kept).
+        let mut plain = core_with("1.0", None, 2);
+        feed(&mut plain, &[10.0, 20.0, 30.0]);
+        let bytes = plain.snapshot().unwrap();
+        let mut upgraded = core_with("1.0.1", None, 2);
+        upgraded.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
+        assert_eq!(seen(&upgraded), 3);
     }
 
-    fn core_running(version: &'static str, deployed: Option<Deployed>) -> TwinCore {
+    fn core_with(version: &'static str, deployed: Option<Deployed>, history: usize) -> TwinCore {
         let mut core = TwinCore::new(
             3,
             AssetPath::parse("acme/plant-a/line-1/pump-1").unwrap(),
             pump(),
             vec![level(version, 1.0)],
             Vec::new(),
-            64,
+            history,
         );
         if let Some(deployed) = deployed {
             core.set_deployed("level", deployed);
@@ -904,7 +927,7 @@ mod tests {
 
         // A snapshot keeps the shadow and its figures.
         let bytes = core.snapshot().unwrap();
-        let mut restored = core_running("1.0", None);
+        let mut restored = core_with("1.0", None, 64);
         restored.add_shadow(level("2.0", 2.0), 9);
         restored.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
         assert_eq!(restored.shadows(), shadows);

@@ -22,7 +22,7 @@ impl TwinCore {
             models: Vec<(&'a str, Vec<u8>)>,
             governors: Vec<(&'a str, Vec<u8>)>,
             conditions: Vec<(ChannelId, &'a ChannelCondition)>,
-            model_versions: Vec<(&'a str, &'a str)>,
+            model_versions: Vec<crate::model::deploy::SavedVersion>,
             shadows: Vec<crate::model::deploy::SavedShadow>,
         }
         let snapshot = SnapshotRef {
@@ -52,11 +52,7 @@ impl TwinCore {
                 .enumerate()
                 .filter_map(|(i, c)| Some((ChannelId(i as u16), c.condition.as_deref()?)))
                 .collect(),
-            model_versions: self
-                .models
-                .iter()
-                .map(|m| (m.name(), m.version()))
-                .collect(),
+            model_versions: self.saved_versions(),
             shadows: self.saved_shadows(),
         };
         let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
@@ -136,28 +132,29 @@ impl TwinCore {
         self.state = state;
         self.layout_derived(&previous_derived);
         let mut restored = vec![false; self.models.len()];
+        let mut tried = vec![false; self.models.len()];
         for (name, saved) in models {
             let Some(index) = self.models.iter().position(|m| m.name() == name) else {
                 continue;
             };
-            let version = model_versions
-                .iter()
-                .find(|(model, _)| *model == name)
-                .map(|(_, version)| version.as_str());
-            if !self.takes_state(index, version) {
+            let saved_by = model_versions.iter().find(|v| v.model == name);
+            if !self.takes_state(index, saved_by) {
+                tried[index] = true;
                 continue;
             }
             match self.models[index].restore(&saved) {
                 Ok(()) => restored[index] = true,
                 Err(error) => {
+                    tried[index] = true;
                     tracing::warn!(asset = %self.state.path, model = %name, %error, "model state not restored");
                 }
             }
         }
-        // A model deployed since the snapshot (or whose state did not load) starts
-        // from the history the snapshot holds.
-        for (index, restored) in restored.into_iter().enumerate() {
-            if !restored && self.deployed[index].is_some() {
+        // A model whose saved state it did not take (another version saved it, or it
+        // did not load), and a deployed model with none saved, starts from the history
+        // the snapshot holds.
+        for index in 0..self.models.len() {
+            if !restored[index] && (tried[index] || self.deployed[index].is_some()) {
                 self.warm_up_restored(index);
             }
         }

@@ -163,13 +163,7 @@ impl TwinCore {
                 },
             );
             published.insert(1, TwinChange::Delivery { values: deliveries });
-            for change in published {
-                fx.changes.push(TwinEvent {
-                    asset: self.state.path.clone(),
-                    version: self.state.version,
-                    change,
-                });
-            }
+            self.publish(published, fx);
         }
     }
 

@@ -144,16 +144,9 @@ impl TwinCore {
             }
         }
         self.update_health();
-        for change in self.suppress_by_design() {
-            if let Some(fx) = fx.as_deref_mut()
-                && fx.collect_changes
-            {
-                fx.changes.push(TwinEvent {
-                    asset: self.state.path.clone(),
-                    version: self.state.version,
-                    change,
-                });
-            }
+        let suppressed = self.suppress_by_design();
+        if let Some(fx) = fx {
+            self.publish(suppressed, fx);
         }
     }
 
