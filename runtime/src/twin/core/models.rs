@@ -588,7 +588,7 @@ pub struct ModelPlan {
     pub shadow: Option<(Box<dyn Model>, u64)>,
 }
 
-/// What applying a [`ModelPlan`] changed.
+/// What applying a model plan (`ModelPlan`) changed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlanOutcome {
     /// The production model was swapped.
