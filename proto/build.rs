@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "doppel/v1/node.proto",
         "doppel/v1/status.proto",
         "doppel/v1/alarm.proto",
+        "doppel/v1/model.proto",
         "doppel/v1/http.proto",
     ];
     for file in files {

@@ -256,7 +256,8 @@ impl RuntimeBuilder {
             }
         });
         let sweeps = Sweeps(
-            std::iter::once(twins.spawn_freshness_sweep())
+            [twins.spawn_freshness_sweep(), twins.spawn_rollout_watch()]
+                .into_iter()
                 .chain(twins.spawn_passivation_sweep())
                 .collect(),
         );
@@ -282,8 +283,9 @@ pub struct Runtime {
     starter: Option<tokio::task::JoinHandle<Result<(), StartError>>>,
 }
 
-/// The node's freshness and passivation sweeps ([`Twins::spawn_freshness_sweep`],
-/// [`Twins::spawn_passivation_sweep`]), stopped with the runtime.
+/// The node's freshness and passivation sweeps and its canary checks
+/// ([`Twins::spawn_freshness_sweep`], [`Twins::spawn_passivation_sweep`],
+/// [`Twins::spawn_rollout_watch`]), stopped with the runtime.
 struct Sweeps(Vec<tokio::task::JoinHandle<()>>);
 
 impl Sweeps {

@@ -6,6 +6,10 @@
 use std::time::Duration;
 
 use doppel_proto::v1 as pb;
+use doppel_runtime::model::deploy::{Divergence, ShadowReport};
+use doppel_runtime::model::registry::{
+    CanarySpec, DeployMode, Deployment, DeploymentStatus, RegisteredPackage, RolloutState,
+};
 use doppel_runtime::twin::{
     Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport, TwinSummary,
 };
@@ -245,24 +249,149 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
                 agrees: desired.agrees,
             })
             .collect(),
-        derived: report
-            .derived
-            .iter()
-            .map(|d| pb::DerivedValue {
-                name: d.name.clone(),
-                model: d.model.clone(),
-                value: d.value,
-                confidence: d.confidence,
-                // Absent until the model wrote a value.
-                at: d.value.map(|_| timestamp_to_proto(d.at)),
-            })
-            .collect(),
+        derived: report.derived.iter().map(derived).collect(),
         alarms: report.alarms.iter().map(alarm).collect(),
         trips: report.trips.iter().map(trip).collect(),
         health: report.health,
         models: report.models.iter().map(model_info).collect(),
         updated_at: Some(timestamp_to_proto(report.updated_at)),
         mirror: None,
+        shadows: Vec::new(),
+    }
+}
+
+fn derived(value: &doppel_runtime::twin::DerivedValue) -> pb::DerivedValue {
+    pb::DerivedValue {
+        name: value.name.clone(),
+        model: value.model.clone(),
+        value: value.value,
+        confidence: value.confidence,
+        // Absent until the model wrote a value.
+        at: value.value.map(|_| timestamp_to_proto(value.at)),
+    }
+}
+
+/// A shadow model on one twin as the API returns it.
+pub fn shadow(shadow: &ShadowReport) -> pb::ShadowModel {
+    pb::ShadowModel {
+        deployment: shadow.deployment,
+        model: shadow.model.clone(),
+        version: shadow.version.clone(),
+        production_version: shadow.production_version.clone(),
+        values: shadow.values.iter().map(derived).collect(),
+        alarms: shadow.alarms.clone(),
+        divergence: Some(divergence(&shadow.divergence)),
+        baseline: shadow.baseline,
+    }
+}
+
+/// Divergence figures as the API returns them.
+pub fn divergence(divergence: &Divergence) -> pb::Divergence {
+    let compared = divergence.samples > 0;
+    pb::Divergence {
+        since: compared.then(|| timestamp_to_proto(divergence.since)),
+        until: compared.then(|| timestamp_to_proto(divergence.until)),
+        samples: divergence.samples,
+        outputs: divergence
+            .outputs
+            .iter()
+            .map(|output| pb::OutputDivergence {
+                name: output.name.clone(),
+                compared: output.compared,
+                mean_abs: output.mean_abs(),
+                max_abs: output.max_abs,
+            })
+            .collect(),
+        shadow_only_alarms: divergence.shadow_only_alarms,
+        production_only_alarms: divergence.production_only_alarms,
+        informed_safety_actions: divergence.informed_safety_actions,
+        twins: divergence.twins,
+    }
+}
+
+/// A registered model package as the API returns it.
+pub fn model_package(registered: &RegisteredPackage) -> pb::ModelPackage {
+    let package = registered.package().ok();
+    let metadata = package.as_ref().map(|p| &p.metadata);
+    let window = metadata.and_then(|m| m.training_window.as_ref());
+    pb::ModelPackage {
+        kind: registered.kind.clone(),
+        version: registered.version.clone(),
+        compatible_with: package
+            .as_ref()
+            .map(|p| p.compatible_with.clone())
+            .unwrap_or_default(),
+        params_json: package
+            .as_ref()
+            .and_then(|p| serde_json::to_string(&p.params).ok())
+            .unwrap_or_default(),
+        assumptions: metadata.map(|m| m.assumptions.clone()).unwrap_or_default(),
+        units: metadata
+            .map(|m| m.units.clone().into_iter().collect())
+            .unwrap_or_default(),
+        training_from: window.map(|w| w.from.clone()).unwrap_or_default(),
+        training_to: window.map(|w| w.to.clone()).unwrap_or_default(),
+        author: metadata.map(|m| m.author.clone()).unwrap_or_default(),
+        created: metadata.map(|m| m.created.clone()).unwrap_or_default(),
+        signer: registered.signer.clone(),
+        registered_at: Some(timestamp_to_proto(registered.registered_at)),
+        registered_by: registered.registered_by.clone(),
+        text: registered.text.clone(),
+    }
+}
+
+/// A deployment mode as the API names it.
+pub fn deploy_mode(mode: DeployMode) -> pb::DeployMode {
+    match mode {
+        DeployMode::Shadow => pb::DeployMode::Shadow,
+        DeployMode::Canary => pb::DeployMode::Canary,
+        DeployMode::Production => pb::DeployMode::Production,
+    }
+}
+
+/// A canary's criteria as the API returns them.
+pub fn canary_spec(spec: &CanarySpec) -> pb::CanarySpec {
+    pb::CanarySpec {
+        fraction: spec.fraction,
+        per_line: spec.per_line,
+        min_duration_secs: spec.min_duration_secs,
+        max_divergence: spec.max_divergence,
+        max_alarm_increase: Some(spec.max_alarm_increase),
+        auto_promote: spec.auto_promote,
+    }
+}
+
+/// A deployment as the API returns it.
+pub fn model_deployment(deployment: &Deployment) -> pb::ModelDeployment {
+    let target = &deployment.target;
+    let twin_type = target.twin_type().unwrap_or_default().to_string();
+    let path_prefix = target.prefix().map(ToString::to_string).unwrap_or_default();
+    pb::ModelDeployment {
+        id: deployment.id,
+        kind: deployment.kind.clone(),
+        version: deployment.version.clone(),
+        model: deployment.model.clone(),
+        twin_type,
+        path_prefix,
+        mode: deploy_mode(deployment.mode) as i32,
+        by: deployment.by.clone(),
+        at: Some(timestamp_to_proto(deployment.at)),
+        active: deployment.status == DeploymentStatus::Active,
+        withdrawn: deployment.withdrawn.clone().unwrap_or_default(),
+        canary: deployment.canary.as_ref().map(canary_spec),
+        rollout: deployment.rollout.as_ref().map(|rollout| pb::Rollout {
+            state: match rollout.state {
+                RolloutState::Running => pb::RolloutState::Running,
+                RolloutState::Held => pb::RolloutState::Held,
+                RolloutState::Promoted => pb::RolloutState::Promoted,
+                RolloutState::RolledBack => pb::RolloutState::RolledBack,
+            } as i32,
+            twins: rollout.twins.iter().map(ToString::to_string).collect(),
+            divergence: Some(divergence(&rollout.divergence)),
+            reason: rollout.reason.clone(),
+            promoted_to: rollout.promoted_to.unwrap_or(0),
+            changed_at: Some(timestamp_to_proto(rollout.changed_at)),
+        }),
     }
 }
 

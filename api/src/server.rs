@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use doppel_proto::v1::alarm_service_server::{AlarmService, AlarmServiceServer};
+use doppel_proto::v1::model_service_server::ModelServiceServer;
 use doppel_proto::v1::status_service_server::StatusServiceServer;
 use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
@@ -22,11 +23,19 @@ use crate::alarms::ALARM_SERVICE_NAME;
 use crate::auth::Authenticator;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
+use crate::models::MODEL_SERVICE_NAME;
 use crate::service::TwinApi;
 use crate::status::STATUS_SERVICE_NAME;
 
 /// The name health checks use for the twin service.
 pub const SERVICE_NAME: &str = "doppel.v1.TwinService";
+/// Every public service, for health checks.
+const SERVICES: [&str; 4] = [
+    SERVICE_NAME,
+    STATUS_SERVICE_NAME,
+    ALARM_SERVICE_NAME,
+    MODEL_SERVICE_NAME,
+];
 /// How long `stop` lets calls in progress finish before it closes connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -186,8 +195,10 @@ impl BoundApi {
         let twin_service = public!(TwinServiceServer::from_arc(service.clone()));
         let status_service = public!(StatusServiceServer::new(api.clone()));
         let alarm_service = public!(AlarmServiceServer::from_arc(service.clone()));
+        // The model registry and deployments are the node's own: served by `api`.
+        let model_service = public!(ModelServiceServer::new(api.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
-        for name in [SERVICE_NAME, STATUS_SERVICE_NAME, ALARM_SERVICE_NAME] {
+        for name in SERVICES {
             health
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
@@ -219,7 +230,8 @@ impl BoundApi {
             .add_service(reflection_v1alpha)
             .add_service(twin_service)
             .add_service(status_service)
-            .add_service(alarm_service);
+            .add_service(alarm_service)
+            .add_service(model_service);
         let task = tokio::spawn(async move {
             let signal = async {
                 let _ = stopped.await;
@@ -298,7 +310,7 @@ impl ApiHandle {
     /// Stops the server: health turns NOT_SERVING, watches end with UNAVAILABLE, the
     /// listener closes, and calls in progress get a few seconds to finish.
     pub async fn stop(mut self) {
-        for name in [SERVICE_NAME, STATUS_SERVICE_NAME, ALARM_SERVICE_NAME] {
+        for name in SERVICES {
             self.health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

@@ -405,9 +405,17 @@ impl TwinApi {
             .report(&path)
             .await
             .map_err(kernel_status)?;
-        Ok(pb::GetTwinResponse {
-            twin: Some(convert::twin(&report)),
-        })
+        let mut twin = convert::twin(&report);
+        if self.shared.twins.runs_shadows(&path) {
+            // A shadow's outputs stay apart from the twin's: asked for separately.
+            let shadows = self.shared.twins.shadows(&path).await;
+            twin.shadows = shadows
+                .map_err(kernel_status)?
+                .iter()
+                .map(convert::shadow)
+                .collect();
+        }
+        Ok(pb::GetTwinResponse { twin: Some(twin) })
     }
 
     async fn list_twins_call(

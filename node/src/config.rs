@@ -27,6 +27,10 @@
 //! tokens = [{ name = "ann", token = "…", role = "operator" }]
 //! tls = { cert = "api.pem", key = "api.key" }   # optional
 //!
+//! [models]                   # optional: which model packages the node accepts
+//! trusted_keys = ["3b6a27bc…"]   # Ed25519 public keys (`doppel model keygen`)
+//! allow_unsigned = false     # development only
+//!
 //! [[actuation.elsewhere]]    # optional: a desired value something else actuates
 //! type = "press"
 //! desired = "running"
@@ -46,6 +50,7 @@ use doppel_cluster::ClusterConfig;
 use doppel_connectors::mqtt::MqttConfig;
 use doppel_connectors::opcua::OpcUaConfig;
 use doppel_runtime::RuntimeSettings;
+use doppel_runtime::config::ModelSettings;
 use serde::Deserialize;
 
 use crate::actuation::ActuationConfig;
@@ -76,6 +81,10 @@ pub struct NodeConfig {
     /// Desired values actuated outside the node (see [`ActuationConfig`]).
     #[serde(default)]
     pub actuation: ActuationConfig,
+    /// Which model packages the node accepts into its registry: signed by a trusted
+    /// key, or unsigned only where `allow_unsigned` says so.
+    #[serde(default)]
+    pub models: ModelSettings,
 }
 
 /// The `[node]` table.
@@ -120,8 +129,8 @@ impl NodeConfig {
         Ok(config)
     }
 
-    /// Checks what parsing cannot: each connector, the API's tokens, the cluster table
-    /// and that no two connectors share a name.
+    /// Checks what parsing cannot: each connector, the API's tokens, the cluster table,
+    /// the trusted model keys and that no two connectors share a name.
     pub fn validate(&self) -> Result<(), NodeError> {
         for mqtt in &self.mqtt {
             mqtt.validate()?;
@@ -135,6 +144,9 @@ impl NodeConfig {
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
+        self.models
+            .trust()
+            .map_err(|message| doppel_runtime::ConfigError::at("[models]", None, message))?;
         let mut names: Vec<&str> = self.mqtt.iter().map(|m| m.name.as_str()).collect();
         names.extend(self.opcua.iter().map(|o| o.name.as_str()));
         names.sort_unstable();

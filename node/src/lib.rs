@@ -69,7 +69,9 @@ impl Node {
             mut api,
             cluster,
             actuation,
+            models,
         } = config;
+        settings.models = models;
         let edge = cluster.as_ref().map(|c| c.role == NodeRole::Edge);
         if let Some(edge) = edge {
             settings.replicate = edge;

@@ -19,10 +19,11 @@ use tokio::sync::broadcast::error::TryRecvError;
 use doppel::kernel::twin::ChannelTarget;
 use doppel::{
     Actuation, AssetPath, DeliveryOutcome, DeliveryReport, DeliveryState, Quality, Reading,
-    RunState, Runtime, Timestamp, Topology, TwinChange, TwinReport, TwinTypes, Twins,
+    RunState, Runtime, RuntimeSettings, Timestamp, Topology, TwinChange, TwinReport, TwinTypes,
+    Twins,
 };
 
-use crate::dev::config::{dev_plant_toml, dev_types_toml};
+use crate::dev::config::{dev_model_package, dev_plant_toml, dev_types_toml};
 use crate::dev::sim::Simulator;
 use crate::dev::view::{InputRow, KeyValue, LineRow, MachineRow, MachineState, PlantView, render};
 
@@ -158,13 +159,18 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .machines()
         .map(|m| (m.path.to_string(), m.twin_type.clone()))
         .collect();
+    let mut settings = RuntimeSettings::default();
+    // Development: model packages are accepted unsigned (a node is told whom to trust).
+    settings.models.allow_unsigned = true;
     let runtime = Runtime::builder()
         .twin_types(types)
         .topology(topology)
         .data_dir(&data_dir)
+        .settings(settings)
         .start()
         .await?;
     let twins = runtime.twins().clone();
+    let package = register_dev_package(&twins, args.speed);
     if telemetry.exporting() {
         doppel::telemetry::register_node_metrics(&twins);
     }
@@ -224,6 +230,12 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         if let Some(console) = api.console_url() {
             println!("  console and REST API on {console} (sign in with the same token)");
         }
+    }
+    if let Some(package) = package {
+        println!(
+            "  model package {package} registered: try `doppel model deploy {} --type press --to acme/plant-a/line-2 --mode shadow`",
+            package.replace(' ', "@")
+        );
     }
     for fault in simulator.faults() {
         println!("  injected fault: {fault}");
@@ -786,5 +798,19 @@ pub(crate) fn simulated_delivery(twins: &Twins, actuation: &Actuation) {
     };
     if let Err(error) = twins.report_delivery(report) {
         tracing::debug!(%error, "simulated delivery not recorded");
+    }
+}
+
+/// Registers the model package the dev plant ships (a second degradation version), so
+/// it can be deployed without a file. Returns `KIND VERSION` when the registry holds it;
+/// `None`, with a note, when it holds another package under that version (from a run
+/// at another `--speed` on this data directory).
+fn register_dev_package(twins: &Twins, speed: f64) -> Option<String> {
+    match twins.register_package(&dev_model_package(speed), "doppel dev") {
+        Ok((package, _)) => Some(format!("{} {}", package.kind, package.version)),
+        Err(error) => {
+            println!("  the dev model package was not registered: {error}");
+            None
+        }
     }
 }

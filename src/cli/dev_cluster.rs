@@ -94,6 +94,10 @@ types = "types.toml"
 {plant}
 {api}
 {mqtt}
+# Development: model packages are accepted unsigned.
+[models]
+allow_unsigned = true
+
 [cluster]
 id = "{CLUSTER_ID}"
 node_id = "{id}"

@@ -1,6 +1,7 @@
-//! `doppel model keygen|sign|verify`: Ed25519 keys for model packages, signing a
-//! package, and checking one against the keys a node trusts (see
-//! `doppel::kernel::model::package`).
+//! `doppel model`: Ed25519 keys for model packages, signing a package and checking one
+//! against the keys a node trusts (`keygen|sign|verify`, offline; see
+//! `doppel::kernel::model::package`), and a node's model registry and deployments
+//! through its gRPC API (`doppel.v1.ModelService`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +9,39 @@ use clap::{Args, Subcommand};
 use doppel::kernel::model::package::{
     PackageFile, Signer, Trust, hex_encode, public_key, signing_key,
 };
+use doppel::proto::v1::{
+    CanarySpec, DecideCanaryRequest, DeployMode as ProtoMode, DeployRequest, DeployResponse,
+    GetDivergenceRequest, GetDivergenceResponse, GetPackageRequest, ListDeploymentsRequest,
+    ListPackagesRequest, ModelDeployment, ModelPackage, RegisterPackageRequest,
+    RegisterPackageResponse, RolloutState, WithdrawRequest,
+};
 use rand::RngCore as _;
+
+use super::twin::input::parse_duration;
+use super::twin::json::Json;
+use super::twin::render::{
+    clean, divergence_json, number_text, shadow_json, time_from_parts, time_json, time_text,
+};
+use super::twin::session::Session;
+use super::twin::table::{Align, Table};
+use super::twin::{ConnectArgs, Failure, emit, emit_json};
 
 /// Flags of `doppel model`.
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  doppel model deploy degradation-1.1.0.toml --type press --to acme/plant-a/line-2 --mode shadow
+  doppel model divergence 3
+  doppel model deploy degradation@1.1.0 --to press --mode canary --fraction 0.2 --window 10m --max-divergence 5
+  doppel model promote 4 --reason \"held for a shift\"
+
+Exit status: 0 when done, 1 when the node could not be reached or refused the call
+(an untrusted package, an unknown deployment, a token that is not an admin's), 2 when
+the command line is wrong.")]
 pub struct ModelArgs {
+    /// Where the node is, and how to call it (registry and deployment commands).
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// What to do.
     #[command(subcommand)]
     command: ModelCommand,
@@ -28,6 +57,112 @@ enum ModelCommand {
     Sign(SignArgs),
     /// Check a package's signature against trusted public keys.
     Verify(VerifyArgs),
+    /// The node's registry and deployments.
+    #[command(flatten)]
+    Registry(RegistryCommand),
+}
+
+/// The subcommands of `doppel model` that call a node.
+#[derive(Subcommand, Debug)]
+enum RegistryCommand {
+    /// Add a package file to the node's registry (admin token).
+    Register {
+        /// The package file.
+        package: PathBuf,
+    },
+    /// The packages in the node's registry.
+    List {
+        /// Only this model kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// One package: parameters, what it assumes, units, training window, signer, and
+    /// its deployments.
+    Show {
+        /// KIND@VERSION, e.g. degradation@1.1.0.
+        package: String,
+    },
+    /// Deploy a package to the twins of a type or under a path (admin token). A file
+    /// is registered first.
+    Deploy(DeployArgs),
+    /// Every deployment, with the state of canary rollouts.
+    Deployments {
+        /// Only deployments in force.
+        #[arg(long)]
+        active: bool,
+    },
+    /// How a shadow (or a canary's candidate) differs from production, per twin and
+    /// summed.
+    Divergence {
+        /// The deployment's id.
+        deployment: u64,
+    },
+    /// Take a deployment back: its twins return to what they ran without it.
+    Withdraw {
+        /// The deployment's id.
+        deployment: u64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Promote a canary to production on every twin its deployment selects.
+    Promote {
+        /// The canary's deployment id.
+        deployment: u64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Roll a canary back.
+    Rollback {
+        /// The canary's deployment id.
+        deployment: u64,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `doppel model deploy`.
+#[derive(Args, Debug)]
+struct DeployArgs {
+    /// A package file, or KIND@VERSION of a registered package.
+    package: String,
+    /// The twins: a twin type (`press`), or a path prefix (`acme/plant-a/line-2`; a
+    /// one-segment prefix ends with `/`).
+    #[arg(
+        long,
+        value_name = "TYPE|PREFIX",
+        required_unless_present = "twin_type"
+    )]
+    to: Option<String>,
+    /// Only twins of this type (with `--to`: of this type under that prefix).
+    #[arg(long = "type", value_name = "TYPE")]
+    twin_type: Option<String>,
+    /// shadow, canary or production.
+    #[arg(long)]
+    mode: String,
+    /// The model it replaces or shadows, when the twins have more than one of its kind.
+    #[arg(long)]
+    model: Option<String>,
+    /// Canary: the fraction of the selected twins that run it, in (0, 1].
+    #[arg(long, default_value = "0.1")]
+    fraction: f64,
+    /// Canary: at most this many canary twins per line.
+    #[arg(long, default_value = "1")]
+    per_line: u32,
+    /// Canary: how long every criterion must hold (90s, 10m, 1h).
+    #[arg(long, default_value = "10m")]
+    window: String,
+    /// Canary: largest mean |candidate - replaced| on any output.
+    #[arg(long)]
+    max_divergence: Option<f64>,
+    /// Canary: most alarms the candidate may raise beyond the model it replaced.
+    #[arg(long, default_value = "0")]
+    max_alarm_increase: u64,
+    /// Canary: promote by itself once the window passes (else wait for `promote`).
+    #[arg(long)]
+    auto_promote: bool,
 }
 
 /// `doppel model keygen`.
@@ -69,6 +204,25 @@ struct VerifyArgs {
     trusted: Vec<PathBuf>,
 }
 
+/// The time of an optional `google.protobuf.Timestamp` field.
+macro_rules! time_of {
+    ($field:expr) => {
+        $field.as_ref().map(|t| time_from_parts(t.seconds, t.nanos))
+    };
+}
+
+/// `KIND@VERSION`.
+fn kind_version(text: &str) -> Result<(String, String), Failure> {
+    match text.split_once('@') {
+        Some((kind, version)) if !kind.is_empty() && !version.is_empty() => {
+            Ok((kind.to_string(), version.to_string()))
+        }
+        _ => Err(Failure::usage(format!(
+            "`{text}`: name a package as KIND@VERSION (e.g. degradation@1.1.0) or give its file"
+        ))),
+    }
+}
+
 fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))
 }
@@ -76,63 +230,652 @@ fn read(path: &Path) -> Result<String, String> {
 /// Runs `doppel model`.
 pub async fn run(args: ModelArgs) -> Result<(), Box<dyn std::error::Error>> {
     match args.command {
-        ModelCommand::Keygen(args) => {
-            if args.out.exists() {
-                return Err(format!("{} exists; it was kept", args.out.display()).into());
+        ModelCommand::Registry(command) => Ok(online(command, &args.connect).await?),
+        ModelCommand::Keygen(args) => keygen(args),
+        ModelCommand::Sign(args) => sign(args),
+        ModelCommand::Verify(args) => verify(args),
+    }
+}
+
+/// The commands that call a node.
+async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), Failure> {
+    let target = connect.target()?;
+    let json = connect.json;
+    let session = Session::connect(&target).await?;
+    match command {
+        RegistryCommand::Register { package } => {
+            let text = read(&package).map_err(Failure::failed)?;
+            let registered = register(&session, text).await?;
+            let package = registered.package.unwrap_or_default();
+            if json {
+                emit_json(&package_json(&package))?;
+            } else {
+                let verb = if registered.new {
+                    "registered"
+                } else {
+                    "already registered:"
+                };
+                emit(&format!("{verb} {} {}\n", package.kind, package.version))?;
             }
-            let mut seed = [0u8; 32];
-            rand::rng().fill_bytes(&mut seed);
-            let key = signing_key(&hex_encode(&seed))?;
-            let public = hex_encode(key.verifying_key().as_bytes());
-            super::cluster::write(&args.out, &format!("{}\n", hex_encode(&seed)), true)?;
-            let public_path = PathBuf::from(format!("{}.pub", args.out.display()));
-            super::cluster::write(&public_path, &format!("{public}\n"), false)?;
-            println!(
-                "made {} (keep it secret) and {} (public key {public})",
-                args.out.display(),
-                public_path.display()
-            );
-            Ok(())
         }
-        ModelCommand::Sign(args) => {
-            let key = signing_key(&read(&args.key)?)
-                .map_err(|error| format!("{}: {error}", args.key.display()))?;
-            let file = PackageFile::parse(&read(&args.package)?)
-                .map_err(|error| format!("{}: {error}", args.package.display()))?;
-            let out = args.out.unwrap_or(args.package);
-            super::cluster::write(&out, &file.sign(&key), false)?;
-            let package = file.package();
-            println!(
-                "signed {} {} with key {} into {}",
-                package.kind,
-                package.version,
-                hex_encode(key.verifying_key().as_bytes()),
-                out.display()
-            );
-            Ok(())
-        }
-        ModelCommand::Verify(args) => {
-            let mut trust = Trust::default();
-            for path in &args.trusted {
-                trust.keys.push(
-                    public_key(&read(path)?)
-                        .map_err(|error| format!("{}: {error}", path.display()))?,
-                );
-            }
-            let file = PackageFile::parse(&read(&args.package)?)
-                .map_err(|error| format!("{}: {error}", args.package.display()))?;
-            match file.verify(&trust) {
-                Ok(Signer::Key(key)) => {
-                    let package = file.package();
-                    println!(
-                        "{} {}: signed by trusted key {key}, unchanged since",
-                        package.kind, package.version
-                    );
-                    Ok(())
+        RegistryCommand::List { kind } => {
+            let request = ListPackagesRequest {
+                kind: kind.unwrap_or_default(),
+            };
+            let listed = session
+                .model_unary(request, |mut c, r| async move { c.list_packages(r).await })
+                .await
+                .map_err(|status| Failure::rpc("model list", &status))?;
+            if json {
+                for package in &listed.packages {
+                    emit_json(&package_json(package))?;
                 }
-                Ok(Signer::Unsigned) => Err("unsigned".into()),
-                Err(error) => Err(format!("{}: {error}", args.package.display()).into()),
+            } else {
+                emit(&packages_text(&listed.packages))?;
             }
+        }
+        RegistryCommand::Show { package } => {
+            let (kind, version) = kind_version(&package)?;
+            let request = GetPackageRequest { kind, version };
+            let shown = session
+                .model_unary(request, |mut c, r| async move { c.get_package(r).await })
+                .await
+                .map_err(|status| Failure::rpc(format!("model show {package}"), &status))?;
+            let registered = shown.package.unwrap_or_default();
+            if json {
+                emit_json(&package_json(&registered).with(
+                    "deployments",
+                    Json::Array(shown.deployments.iter().map(deployment_json).collect()),
+                ))?;
+            } else {
+                emit(&package_text(&registered, &shown.deployments))?;
+            }
+        }
+        RegistryCommand::Deploy(args) => {
+            let (kind, version) = if Path::new(&args.package).is_file() {
+                let text = read(Path::new(&args.package)).map_err(Failure::failed)?;
+                let package = register(&session, text).await?.package.unwrap_or_default();
+                (package.kind, package.version)
+            } else {
+                kind_version(&args.package)?
+            };
+            let mode = match args.mode.as_str() {
+                "shadow" => ProtoMode::Shadow,
+                "canary" => ProtoMode::Canary,
+                "production" => ProtoMode::Production,
+                other => {
+                    return Err(Failure::usage(format!(
+                        "--mode `{other}`: shadow, canary or production"
+                    )));
+                }
+            };
+            let canary = (mode == ProtoMode::Canary)
+                .then(|| -> Result<CanarySpec, Failure> {
+                    Ok(CanarySpec {
+                        fraction: args.fraction,
+                        per_line: args.per_line,
+                        min_duration_secs: parse_duration("--window", &args.window)?.as_secs_f64(),
+                        max_divergence: args.max_divergence,
+                        max_alarm_increase: Some(args.max_alarm_increase),
+                        auto_promote: args.auto_promote,
+                    })
+                })
+                .transpose()?;
+            let (twin_type, path_prefix) = match (args.twin_type, args.to.as_deref()) {
+                (Some(twin_type), to) => (
+                    twin_type,
+                    to.unwrap_or_default().trim_end_matches('/').to_string(),
+                ),
+                (None, Some(to)) if to.contains('/') => {
+                    (String::new(), to.trim_end_matches('/').to_string())
+                }
+                (None, to) => (to.unwrap_or_default().to_string(), String::new()),
+            };
+            let request = DeployRequest {
+                kind: kind.clone(),
+                version: version.clone(),
+                twin_type,
+                path_prefix,
+                mode: mode as i32,
+                model: args.model.unwrap_or_default(),
+                canary,
+            };
+            let what = format!("model deploy {kind}@{version}");
+            let deployed = session
+                .model_unary(request, |mut c, r| async move { c.deploy(r).await })
+                .await
+                .map_err(|status| Failure::rpc(what, &status))?;
+            show_step(&deployed, json)?;
+        }
+        RegistryCommand::Deployments { active } => {
+            let request = ListDeploymentsRequest {
+                active_only: active,
+            };
+            let listed = session
+                .model_unary(
+                    request,
+                    |mut c, r| async move { c.list_deployments(r).await },
+                )
+                .await
+                .map_err(|status| Failure::rpc("model deployments", &status))?;
+            if json {
+                for deployment in &listed.deployments {
+                    emit_json(&deployment_json(deployment))?;
+                }
+            } else {
+                emit(&deployments_text(&listed.deployments))?;
+            }
+        }
+        RegistryCommand::Divergence { deployment } => {
+            let request = GetDivergenceRequest { deployment };
+            let divergence = session
+                .model_unary(request, |mut c, r| async move { c.get_divergence(r).await })
+                .await
+                .map_err(|status| {
+                    Failure::rpc(format!("model divergence {deployment}"), &status)
+                })?;
+            if json {
+                emit_json(&divergence_response_json(&divergence))?;
+            } else {
+                emit(&divergence_text(&divergence))?;
+            }
+        }
+        RegistryCommand::Withdraw { deployment, reason } => {
+            let request = WithdrawRequest { deployment, reason };
+            let withdrawn = session
+                .model_unary(request, |mut c, r| async move { c.withdraw(r).await })
+                .await
+                .map_err(|status| Failure::rpc(format!("model withdraw {deployment}"), &status))?;
+            show_step(&withdrawn, json)?;
+        }
+        RegistryCommand::Promote { deployment, reason } => {
+            decide(&session, deployment, true, reason, json).await?;
+        }
+        RegistryCommand::Rollback { deployment, reason } => {
+            decide(&session, deployment, false, reason, json).await?;
         }
     }
+    Ok(())
+}
+
+/// `doppel model keygen`.
+fn keygen(args: KeygenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.out.exists() {
+        return Err(format!("{} exists; it was kept", args.out.display()).into());
+    }
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let key = signing_key(&hex_encode(&seed))?;
+    let public = hex_encode(key.verifying_key().as_bytes());
+    super::cluster::write(&args.out, &format!("{}\n", hex_encode(&seed)), true)?;
+    let public_path = PathBuf::from(format!("{}.pub", args.out.display()));
+    super::cluster::write(&public_path, &format!("{public}\n"), false)?;
+    println!(
+        "made {} (keep it secret) and {} (public key {public})",
+        args.out.display(),
+        public_path.display()
+    );
+    Ok(())
+}
+
+/// `doppel model sign`.
+fn sign(args: SignArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let key = signing_key(&read(&args.key)?)
+        .map_err(|error| format!("{}: {error}", args.key.display()))?;
+    let file = PackageFile::parse(&read(&args.package)?)
+        .map_err(|error| format!("{}: {error}", args.package.display()))?;
+    let out = args.out.unwrap_or(args.package);
+    super::cluster::write(&out, &file.sign(&key), false)?;
+    let package = file.package();
+    println!(
+        "signed {} {} with key {} into {}",
+        package.kind,
+        package.version,
+        hex_encode(key.verifying_key().as_bytes()),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `doppel model verify`.
+fn verify(args: VerifyArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut trust = Trust::default();
+    for path in &args.trusted {
+        trust.keys.push(
+            public_key(&read(path)?).map_err(|error| format!("{}: {error}", path.display()))?,
+        );
+    }
+    let file = PackageFile::parse(&read(&args.package)?)
+        .map_err(|error| format!("{}: {error}", args.package.display()))?;
+    match file.verify(&trust) {
+        Ok(Signer::Key(key)) => {
+            let package = file.package();
+            println!(
+                "{} {}: signed by trusted key {key}, unchanged since",
+                package.kind, package.version
+            );
+            Ok(())
+        }
+        Ok(Signer::Unsigned) => Err("unsigned".into()),
+        Err(error) => Err(format!("{}: {error}", args.package.display()).into()),
+    }
+}
+
+/// Registers a package file's text with the node.
+async fn register(session: &Session, text: String) -> Result<RegisterPackageResponse, Failure> {
+    let request = RegisterPackageRequest { package: text };
+    session
+        .model_unary(
+            request,
+            |mut c, r| async move { c.register_package(r).await },
+        )
+        .await
+        .map_err(|status| Failure::rpc("model register", &status))
+}
+
+/// Promotes or rolls back a canary.
+async fn decide(
+    session: &Session,
+    deployment: u64,
+    promote: bool,
+    reason: String,
+    json: bool,
+) -> Result<(), Failure> {
+    let request = DecideCanaryRequest {
+        deployment,
+        promote,
+        reason,
+    };
+    let verb = if promote { "promote" } else { "rollback" };
+    let decided = session
+        .model_unary(request, |mut c, r| async move { c.decide_canary(r).await })
+        .await
+        .map_err(|status| Failure::rpc(format!("model {verb} {deployment}"), &status))?;
+    show_step(&decided, json)
+}
+
+/// What a deployment step did, twin by twin.
+fn show_step(step: &DeployResponse, json: bool) -> Result<(), Failure> {
+    let deployment = step.deployment.clone().unwrap_or_default();
+    if json {
+        let paths =
+            |paths: &[String]| Json::Array(paths.iter().map(|p| Json::from(p.as_str())).collect());
+        return emit_json(
+            &Json::object()
+                .with("deployment", deployment_json(&deployment))
+                .with("applied", paths(&step.applied))
+                .with("unchanged", paths(&step.unchanged))
+                .with("parked", paths(&step.parked))
+                .with(
+                    "failed",
+                    Json::Array(
+                        step.failed
+                            .iter()
+                            .map(|f| {
+                                Json::object()
+                                    .with("asset_path", &f.asset_path)
+                                    .with("reason", &f.reason)
+                            })
+                            .collect(),
+                    ),
+                ),
+        );
+    }
+    let mut out = format!(
+        "deployment {}: {}@{} as {} of {} ({}): {}\n",
+        deployment.id,
+        clean(&deployment.kind),
+        clean(&deployment.version),
+        mode_word(deployment.mode),
+        target_text(&deployment),
+        clean(&deployment.model),
+        state_text(&deployment),
+    );
+    out.push_str(&format!(
+        "  {} twin(s) changed, {} already ran it, {} passivated (they run it when they wake), {} failed\n",
+        step.applied.len(),
+        step.unchanged.len(),
+        step.parked.len(),
+        step.failed.len()
+    ));
+    for failure in &step.failed {
+        out.push_str(&format!(
+            "  failed: {}: {}\n",
+            clean(&failure.asset_path),
+            clean(&failure.reason)
+        ));
+    }
+    emit(&out)
+}
+
+fn mode_word(raw: i32) -> &'static str {
+    match ProtoMode::try_from(raw) {
+        Ok(ProtoMode::Shadow) => "shadow",
+        Ok(ProtoMode::Canary) => "canary",
+        Ok(ProtoMode::Production) => "production",
+        _ => "unknown",
+    }
+}
+
+fn rollout_word(raw: i32) -> &'static str {
+    match RolloutState::try_from(raw) {
+        Ok(RolloutState::Running) => "running",
+        Ok(RolloutState::Held) => "held",
+        Ok(RolloutState::Promoted) => "promoted",
+        Ok(RolloutState::RolledBack) => "rolled back",
+        _ => "unknown",
+    }
+}
+
+fn target_text(deployment: &ModelDeployment) -> String {
+    if deployment.twin_type.is_empty() {
+        clean(&deployment.path_prefix)
+    } else {
+        format!("type {}", clean(&deployment.twin_type))
+    }
+}
+
+/// In force, withdrawn (why), or a canary's rollout state.
+fn state_text(deployment: &ModelDeployment) -> String {
+    match (&deployment.rollout, deployment.active) {
+        (Some(rollout), _) if !rollout.reason.is_empty() => {
+            format!(
+                "canary {}: {}",
+                rollout_word(rollout.state),
+                clean(&rollout.reason)
+            )
+        }
+        (Some(rollout), _) => format!(
+            "canary {} on {} twin(s)",
+            rollout_word(rollout.state),
+            rollout.twins.len()
+        ),
+        (None, true) => "in force".to_string(),
+        (None, false) => format!("withdrawn ({})", clean(&deployment.withdrawn)),
+    }
+}
+
+fn package_json(package: &ModelPackage) -> Json {
+    Json::object()
+        .with("kind", &package.kind)
+        .with("version", &package.version)
+        .with(
+            "compatible_with",
+            Json::Array(
+                package
+                    .compatible_with
+                    .iter()
+                    .map(|v| Json::from(v.as_str()))
+                    .collect(),
+            ),
+        )
+        .with("params_json", &package.params_json)
+        .with(
+            "assumptions",
+            Json::Array(
+                package
+                    .assumptions
+                    .iter()
+                    .map(|a| Json::from(a.as_str()))
+                    .collect(),
+            ),
+        )
+        .with(
+            "units",
+            package
+                .units
+                .iter()
+                .fold(Json::object(), |units, (name, unit)| units.with(name, unit)),
+        )
+        .with("training_from", &package.training_from)
+        .with("training_to", &package.training_to)
+        .with("author", &package.author)
+        .with("created", &package.created)
+        .with("signer", &package.signer)
+        .with("registered_at", time_json(time_of!(package.registered_at)))
+        .with("registered_by", &package.registered_by)
+}
+
+fn deployment_json(deployment: &ModelDeployment) -> Json {
+    let mut json = Json::object()
+        .with("id", deployment.id)
+        .with("kind", &deployment.kind)
+        .with("version", &deployment.version)
+        .with("model", &deployment.model)
+        .with("twin_type", &deployment.twin_type)
+        .with("path_prefix", &deployment.path_prefix)
+        .with("mode", mode_word(deployment.mode))
+        .with("by", &deployment.by)
+        .with("at", time_json(time_of!(deployment.at)))
+        .with("active", deployment.active)
+        .with("withdrawn", &deployment.withdrawn);
+    if let Some(rollout) = &deployment.rollout {
+        json = json.with(
+            "rollout",
+            Json::object()
+                .with("state", rollout_word(rollout.state))
+                .with(
+                    "twins",
+                    Json::Array(
+                        rollout
+                            .twins
+                            .iter()
+                            .map(|t| Json::from(t.as_str()))
+                            .collect(),
+                    ),
+                )
+                .with("reason", &rollout.reason)
+                .with("promoted_to", rollout.promoted_to)
+                .with("divergence", divergence_json(rollout.divergence.as_ref())),
+        );
+    }
+    json
+}
+
+fn packages_text(packages: &[ModelPackage]) -> String {
+    if packages.is_empty() {
+        return "no packages registered\n".to_string();
+    }
+    let mut table = Table::new(&[
+        ("KIND", Align::Left),
+        ("VERSION", Align::Left),
+        ("AUTHOR", Align::Left),
+        ("SIGNED BY", Align::Left),
+        ("REGISTERED", Align::Left),
+    ]);
+    for package in packages {
+        table.row(vec![
+            clean(&package.kind),
+            clean(&package.version),
+            clean(&package.author),
+            if package.signer.is_empty() {
+                "unsigned".to_string()
+            } else {
+                format!("{}…", &package.signer[..package.signer.len().min(16)])
+            },
+            time_text(time_of!(package.registered_at)),
+        ]);
+    }
+    table.render()
+}
+
+fn package_text(package: &ModelPackage, deployments: &[ModelDeployment]) -> String {
+    let mut out = format!("{} {}\n", clean(&package.kind), clean(&package.version));
+    let mut line = |label: &str, value: String| {
+        if !value.is_empty() {
+            out.push_str(&format!("  {label:<17}{value}\n"));
+        }
+    };
+    line("parameters", clean(&package.params_json));
+    line(
+        "compatible with",
+        clean(&package.compatible_with.join(", ")),
+    );
+    line("assumes", clean(&package.assumptions.join("; ")));
+    let units: Vec<String> = package
+        .units
+        .iter()
+        .map(|(name, unit)| format!("{name} in {unit}"))
+        .collect();
+    line("units", clean(&units.join(", ")));
+    if !package.training_from.is_empty() {
+        line(
+            "trained on",
+            format!(
+                "{} to {}",
+                clean(&package.training_from),
+                clean(&package.training_to)
+            ),
+        );
+    }
+    line(
+        "author",
+        format!("{} ({})", clean(&package.author), clean(&package.created)),
+    );
+    line(
+        "signed by",
+        if package.signer.is_empty() {
+            "nobody (accepted unsigned)".to_string()
+        } else {
+            clean(&package.signer)
+        },
+    );
+    line(
+        "registered",
+        format!(
+            "{} by {}",
+            time_text(time_of!(package.registered_at)),
+            clean(&package.registered_by)
+        ),
+    );
+    if !deployments.is_empty() {
+        out.push('\n');
+        out.push_str(&deployments_text(deployments));
+    }
+    out
+}
+
+fn deployments_text(deployments: &[ModelDeployment]) -> String {
+    if deployments.is_empty() {
+        return "no deployments\n".to_string();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("PACKAGE", Align::Left),
+        ("MODE", Align::Left),
+        ("TO", Align::Left),
+        ("BY", Align::Left),
+        ("AT", Align::Left),
+        ("STATE", Align::Left),
+    ]);
+    for deployment in deployments {
+        table.row(vec![
+            deployment.id.to_string(),
+            format!("{}@{}", clean(&deployment.kind), clean(&deployment.version)),
+            mode_word(deployment.mode).to_string(),
+            target_text(deployment),
+            clean(&deployment.by),
+            time_text(time_of!(deployment.at)),
+            state_text(deployment),
+        ]);
+    }
+    table.render()
+}
+
+fn divergence_response_json(response: &GetDivergenceResponse) -> Json {
+    Json::object()
+        .with(
+            "deployment",
+            response
+                .deployment
+                .as_ref()
+                .map_or(Json::Null, deployment_json),
+        )
+        .with("fleet", divergence_json(response.fleet.as_ref()))
+        .with(
+            "twins",
+            Json::Array(
+                response
+                    .twins
+                    .iter()
+                    .map(|twin| {
+                        Json::object().with("asset_path", &twin.asset_path).with(
+                            "shadow",
+                            twin.shadow.as_ref().map_or(Json::Null, shadow_json),
+                        )
+                    })
+                    .collect(),
+            ),
+        )
+        .with(
+            "unavailable",
+            Json::Array(
+                response
+                    .unavailable
+                    .iter()
+                    .map(|p| Json::from(p.as_str()))
+                    .collect(),
+            ),
+        )
+}
+
+fn divergence_text(response: &GetDivergenceResponse) -> String {
+    let mut out = String::new();
+    if let Some(deployment) = &response.deployment {
+        out.push_str(&format!(
+            "deployment {}: {}@{} as {} of {}: {}\n",
+            deployment.id,
+            clean(&deployment.kind),
+            clean(&deployment.version),
+            mode_word(deployment.mode),
+            target_text(deployment),
+            state_text(deployment)
+        ));
+    }
+    let Some(fleet) = &response.fleet else {
+        return out;
+    };
+    out.push_str(&format!(
+        "  over {} twin(s), {} sample(s): {} alarm(s) only the shadow raised, {} only production raised, {} safety action(s) informed only by production\n",
+        fleet.twins,
+        fleet.samples,
+        fleet.shadow_only_alarms,
+        fleet.production_only_alarms,
+        fleet.informed_safety_actions
+    ));
+    let mut table = Table::new(&[
+        ("TWIN", Align::Left),
+        ("OUTPUT", Align::Left),
+        ("COMPARED", Align::Right),
+        ("MEAN |Δ|", Align::Right),
+        ("MAX |Δ|", Align::Right),
+    ]);
+    for output in &fleet.outputs {
+        table.row(vec![
+            "(all)".to_string(),
+            clean(&output.name),
+            output.compared.to_string(),
+            number_text(output.mean_abs),
+            number_text(output.max_abs),
+        ]);
+    }
+    for twin in &response.twins {
+        let Some(divergence) = twin.shadow.as_ref().and_then(|s| s.divergence.as_ref()) else {
+            continue;
+        };
+        for output in &divergence.outputs {
+            table.row(vec![
+                clean(&twin.asset_path),
+                clean(&output.name),
+                output.compared.to_string(),
+                number_text(output.mean_abs),
+                number_text(output.max_abs),
+            ]);
+        }
+    }
+    out.push_str(&table.render());
+    for path in &response.unavailable {
+        out.push_str(&format!("  unavailable: {}\n", clean(path)));
+    }
+    out
 }

@@ -11,6 +11,9 @@ const TYPES_TEMPLATE: &str = include_str!("types.toml");
 /// The plant topology.
 const PLANT: &str = include_str!("plant.toml");
 
+/// A second version of the presses' degradation model, with the same placeholders.
+const DEGRADATION_PACKAGE_TEMPLATE: &str = include_str!("degradation-1.1.0.toml");
+
 /// Thermal time constant of a press, in simulated seconds.
 const TAU_PRESS_SIM_SECS: f64 = 300.0;
 /// Thermal time constant of a pump motor, in simulated seconds.
@@ -31,32 +34,43 @@ const SPEED_RATE_SIM_RPM_PER_SEC: f64 = 10.0;
 /// The twin types of the dev plant for a simulation running `speed` times faster than
 /// real time. A speed that is not a positive finite number is taken as 1 (real time).
 pub fn dev_types_toml(speed: f64) -> String {
+    fill(TYPES_TEMPLATE, speed)
+}
+
+/// The model package the dev plant ships beside its types (degradation 1.1.0), unsigned,
+/// for a simulation running `speed` times faster than real time.
+pub fn dev_model_package(speed: f64) -> String {
+    fill(DEGRADATION_PACKAGE_TEMPLATE, speed)
+}
+
+/// `template` with its `{{NAME}}` placeholders filled for `speed` (not a positive finite
+/// number: 1, real time).
+fn fill(template: &str, speed: f64) -> String {
     let speed = if speed.is_finite() && speed > 0.0 {
         speed
     } else {
         1.0
     };
+    let window = (RUL_WINDOW_SIM_SECS / speed).max(RUL_WINDOW_MIN_REAL_SECS);
     let substitutions = [
         ("{{TAU_PRESS}}", TAU_PRESS_SIM_SECS / speed),
         ("{{TAU_PUMP}}", TAU_PUMP_SIM_SECS / speed),
         ("{{RUL_WARN_HOURS}}", RUL_WARN_SIM_HOURS / speed),
         ("{{RUL_CRITICAL_HOURS}}", RUL_CRITICAL_SIM_HOURS / speed),
-        (
-            "{{RUL_WINDOW_SECS}}",
-            (RUL_WINDOW_SIM_SECS / speed).max(RUL_WINDOW_MIN_REAL_SECS),
-        ),
+        ("{{RUL_WINDOW_SECS}}", window),
+        ("{{RUL_WINDOW_2X_SECS}}", 2.0 * window),
         ("{{SPEED_RATE_PER_SEC}}", SPEED_RATE_SIM_RPM_PER_SEC * speed),
     ];
-    let mut types = TYPES_TEMPLATE.to_string();
+    let mut text = template.to_string();
     for (placeholder, value) in substitutions {
         // `{:?}` always writes a TOML float (`5.0`, `0.000556`, `1e-5`), never an integer.
-        types = types.replace(placeholder, &format!("{value:?}"));
+        text = text.replace(placeholder, &format!("{value:?}"));
     }
     debug_assert!(
-        !types.contains("{{"),
-        "types.toml has a placeholder config.rs does not fill"
+        !text.contains("{{"),
+        "a dev template has a placeholder config.rs does not fill"
     );
-    types
+    text
 }
 
 /// The topology of the dev plant: `acme/plant-a`, two lines of five machines.
@@ -85,6 +99,37 @@ mod tests {
             assert_eq!(paths.len(), 10);
             assert_eq!(paths[0], "acme/plant-a/line-1/press-1");
             assert_eq!(paths[9], "acme/plant-a/line-2/pump-4");
+        }
+    }
+
+    #[test]
+    fn the_model_package_builds_for_the_presses_at_every_speed() {
+        use doppel::kernel::model::deploy::build_packaged;
+        use doppel::kernel::model::package::{PackageFile, Signer, Trust};
+
+        let builder = doppel::Runtime::builder();
+        for speed in [1.0, 60.0, 600.0, 3600.0] {
+            let file = PackageFile::parse(&dev_model_package(speed)).unwrap();
+            let trust = Trust {
+                keys: Vec::new(),
+                allow_unsigned: true,
+            };
+            assert_eq!(file.verify(&trust).unwrap(), Signer::Unsigned);
+            let package = file.package();
+            assert_eq!(
+                (package.kind.as_str(), package.version.as_str()),
+                ("degradation", "1.1.0")
+            );
+            let window = package.params["window"].as_float().unwrap();
+            let types = TwinTypes::from_toml(&dev_types_toml(speed), "dev types.toml").unwrap();
+            let press = types.get("press").unwrap();
+            let spec = press
+                .models
+                .iter()
+                .find(|m| m.kind == "degradation")
+                .unwrap();
+            assert_eq!(window, 2.0 * spec.params["window"].as_float().unwrap());
+            build_packaged(builder.components(), press, &spec.name, package).unwrap();
         }
     }
 

@@ -115,6 +115,26 @@ impl DevNode {
         )
     }
 
+    /// `doppel model ARGS` against this node, which must succeed.
+    fn model(&self, args: &[&str]) -> Run {
+        let args: Vec<&str> = std::iter::once("model")
+            .chain(args.iter().copied())
+            .collect();
+        let run = run_doppel(
+            &args,
+            &[("DOPPEL_ADDR", &self.addr), ("DOPPEL_TOKEN", &self.token)],
+        );
+        assert_eq!(
+            run.code,
+            0,
+            "doppel {args:?} failed\nstdout:\n{}\nstderr:\n{}\nnode:\n{}",
+            run.stdout,
+            run.stderr,
+            self.stderr()
+        );
+        run
+    }
+
     /// `doppel twin ARGS` that must succeed.
     fn ok(&self, args: &[&str]) -> Run {
         let run = self.twin(args);
@@ -852,4 +872,115 @@ tls = {{ cert = "api.pem", key = "api.key" }}
     run_twin(&["list", "--ca", ca], &[("DOPPEL_ADDR", &http), env[1]])
         .assert_fails(2, "--ca: only used with an https:// address");
     drop(node);
+}
+
+/// The dev plant's second degradation package, through the CLI as the README walks
+/// through it: listed, deployed as a shadow to the presses of line 2 with its
+/// divergence, then as a canary on one press per line, promoted to every press.
+#[test]
+fn the_dev_plant_ships_a_second_degradation_package_for_shadow_canary_and_promote() {
+    let node = DevNode::start();
+    let listed = node.model(&["list"]);
+    assert!(
+        listed.stdout.contains("degradation") && listed.stdout.contains("1.1.0"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains("unsigned"), "{}", listed.stdout);
+    let shown = node.model(&["show", "degradation@1.1.0"]);
+    assert!(
+        shown.stdout.contains("compatible with  1.0.0"),
+        "{}",
+        shown.stdout
+    );
+
+    let shadow = node.model(&[
+        "deploy",
+        "degradation@1.1.0",
+        "--type",
+        "press",
+        "--to",
+        "acme/plant-a/line-2",
+        "--mode",
+        "shadow",
+    ]);
+    assert!(
+        shadow
+            .stdout
+            .starts_with("deployment 1: degradation@1.1.0 as shadow"),
+        "{}",
+        shadow.stdout
+    );
+    assert!(
+        shadow.stdout.contains("3 twin(s) changed"),
+        "{}",
+        shadow.stdout
+    );
+    // The simulator feeds every press ten readings a second: the shadow compares.
+    let deadline = Instant::now() + RUN_LIMIT;
+    let fleet = loop {
+        let run = node.model(&["divergence", "1", "--json"]);
+        let answer: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        let fleet = answer["fleet"].clone();
+        if fleet["samples"].as_u64().unwrap_or(0) > 0 {
+            break fleet;
+        }
+        assert!(Instant::now() < deadline, "no divergence figures: {answer}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(fleet["twins"], 3, "{fleet}");
+    let twin = node.ok(&["get", "acme/plant-a/line-2/press-4", "--json"]);
+    let twin: serde_json::Value = serde_json::from_str(twin.stdout.trim()).unwrap();
+    assert_eq!(twin["shadows"][0]["version"], "1.1.0", "{twin}");
+    let press1 = node.ok(&["get", "acme/plant-a/line-1/press-1", "--json"]);
+    assert!(
+        press1.stdout.contains("\"shadows\":[]"),
+        "{}",
+        press1.stdout
+    );
+
+    let canary = node.model(&[
+        "deploy",
+        "degradation@1.1.0",
+        "--to",
+        "press",
+        "--mode",
+        "canary",
+        "--fraction",
+        "0.5",
+        "--window",
+        "1h",
+        "--max-alarm-increase",
+        "1000",
+    ]);
+    assert!(
+        canary.stdout.contains("canary running on 2 twin(s)"),
+        "{}",
+        canary.stdout
+    );
+    let promoted = node.model(&["promote", "2", "--reason", "held for a shift"]);
+    assert!(
+        promoted.stdout.contains("6 twin(s) changed"),
+        "every press runs it: {}",
+        promoted.stdout
+    );
+    let deployments = node.model(&["deployments", "--json"]);
+    let lines: Vec<serde_json::Value> = deployments
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[1]["rollout"]["state"], "promoted", "{lines:?}");
+    let production = &lines[2];
+    assert_eq!(
+        (production["mode"].as_str(), production["active"].as_bool()),
+        (Some("production"), Some(true))
+    );
+    for press in ["line-1/press-1", "line-2/press-6"] {
+        let twin = node.ok(&["get", &format!("acme/plant-a/{press}"), "--json"]);
+        let twin: serde_json::Value = serde_json::from_str(twin.stdout.trim()).unwrap();
+        let models = twin["models"].as_array().unwrap();
+        let degradation = models.iter().find(|m| m["name"] == "degradation").unwrap();
+        assert_eq!(degradation["version"], "1.1.0", "{twin}");
+    }
 }

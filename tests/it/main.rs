@@ -16,6 +16,7 @@ mod http;
 mod input;
 mod kernel;
 mod model_package;
+mod model_rollout;
 mod mqtt;
 mod mqtt_tls;
 mod node_command;

@@ -144,17 +144,16 @@ fn a_package_signed_with_a_trusted_key_verifies_and_any_change_is_refused() {
 /// a restart; then withdrawn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployed_package_runs_without_a_restart_and_after_one() {
-    use doppel::kernel::model::package::{PackageFile, Trust, signing_key};
+    use doppel::kernel::model::package::{PackageFile, hex_encode, signing_key};
     use doppel::kernel::model::registry::{DeployMode, Target};
+    use doppel::kernel::twin::DeployRequest;
     use doppel::kernel::{AuditKind, Origin, SourceId};
 
     let dir = tempfile::tempdir().unwrap();
     let key = signing_key(&"42".repeat(32)).unwrap();
     let text = PackageFile::parse(PACKAGE).unwrap().sign(&key);
-    let trust = Trust {
-        keys: vec![key.verifying_key()],
-        allow_unsigned: false,
-    };
+    let mut settings = crate::support::settings();
+    settings.models.trusted_keys = vec![hex_encode(key.verifying_key().as_bytes())];
     let ann = Origin::operator("ann");
     let press1 = crate::support::press(1);
     let press2 = crate::support::press(2);
@@ -165,23 +164,26 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
         }
     };
     {
-        let runtime = crate::support::start(dir.path()).await;
+        let runtime = crate::support::start_with(dir.path(), settings.clone(), |b| b).await;
         let twins = runtime.twins().clone();
         assert!(
-            twins.register_package(PACKAGE, &trust, "ann").is_err(),
+            twins.register_package(PACKAGE, "ann").is_err(),
             "unsigned is refused"
         );
-        let (registered, new) = twins.register_package(&text, &trust, "ann").unwrap();
+        let (registered, new) = twins.register_package(&text, "ann").unwrap();
         assert!(new);
         assert_eq!(registered.version, "1.1.0");
 
         let shadow = twins
             .deploy(
-                "degradation",
-                "1.1.0",
-                None,
-                Target::Prefix(press1.clone()),
-                DeployMode::Shadow,
+                DeployRequest {
+                    kind: "degradation".into(),
+                    version: "1.1.0".into(),
+                    model: None,
+                    target: Target::Prefix(press1.clone()),
+                    mode: DeployMode::Shadow,
+                    canary: None,
+                },
                 &ann,
             )
             .await
@@ -196,11 +198,14 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
 
         let production = twins
             .deploy(
-                "degradation",
-                "1.1.0",
-                Some("degradation"),
-                Target::Type("press".into()),
-                DeployMode::Production,
+                DeployRequest {
+                    kind: "degradation".into(),
+                    version: "1.1.0".into(),
+                    model: Some("degradation".into()),
+                    target: Target::Type("press".into()),
+                    mode: DeployMode::Production,
+                    canary: None,
+                },
                 &ann,
             )
             .await
@@ -223,7 +228,7 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
         assert_eq!(deployed.origin.principal, "ann");
         runtime.shutdown().await;
     }
-    let runtime = crate::support::start(dir.path()).await;
+    let runtime = crate::support::start_with(dir.path(), settings, |b| b).await;
     let twins = runtime.twins().clone();
     assert_eq!(
         degradation_version(&twins, &press2).await,

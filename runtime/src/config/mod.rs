@@ -10,7 +10,8 @@ mod topology;
 mod twin_type;
 
 pub use settings::{
-    DeliverySettings, JournalSettings, PassivationSettings, RuntimeSettings, SupervisionSettings,
+    DeliverySettings, JournalSettings, ModelSettings, PassivationSettings, RuntimeSettings,
+    SupervisionSettings,
 };
 pub use topology::{LineSpec, MachineSpec, PlantSpec, Topology};
 pub use twin_type::{

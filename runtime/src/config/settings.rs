@@ -164,6 +164,47 @@ pub struct RuntimeSettings {
     pub replicate: bool,
     /// When idle twins are passivated.
     pub passivation: PassivationSettings,
+    /// Which model packages the node accepts. Set from a node config's `[models]`
+    /// table, not from `[settings]`.
+    #[serde(skip)]
+    pub models: ModelSettings,
+}
+
+/// Which model packages a node accepts into its registry.
+///
+/// ```toml
+/// [models]
+/// trusted_keys = ["3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"]
+/// allow_unsigned = false   # true only for development
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Ed25519 public keys, 64 hex digits each (the `.pub` file `doppel model keygen`
+    /// writes), whose signed packages the node accepts.
+    pub trusted_keys: Vec<String>,
+    /// Accept packages without a signature. `doppel dev` does; a node should not.
+    pub allow_unsigned: bool,
+}
+
+impl ModelSettings {
+    /// The trust these settings declare; an error names the first key that is not
+    /// an Ed25519 public key.
+    pub fn trust(&self) -> Result<crate::model::package::Trust, String> {
+        let keys = self
+            .trusted_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                crate::model::package::public_key(key)
+                    .map_err(|problem| format!("models.trusted_keys[{i}]: {problem}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::model::package::Trust {
+            keys,
+            allow_unsigned: self.allow_unsigned,
+        })
+    }
 }
 
 /// A number of seconds, 0 or more.
@@ -197,6 +238,7 @@ impl Default for RuntimeSettings {
             max_age_secs: 60.0,
             replicate: false,
             passivation: PassivationSettings::default(),
+            models: ModelSettings::default(),
         }
     }
 }

@@ -133,6 +133,10 @@ pub struct ModelChoice {
     pub production: Option<ActiveDeployment>,
     /// The deployment whose package runs as a shadow beside it.
     pub shadow: Option<ActiveDeployment>,
+    /// On a canary twin (production is a canary's candidate): what would run in
+    /// production without the canary (`Some(None)`: the type's model). It runs as the
+    /// canary's baseline shadow, in place of any shadow deployment.
+    pub baseline: Option<Option<ActiveDeployment>>,
 }
 
 /// The node's active deployments, read whenever a twin's models are built.
@@ -175,9 +179,17 @@ pub fn choose(
             })
             .cloned()
     };
-    ModelChoice {
-        production: latest(&[DeployMode::Canary]).or_else(|| latest(&[DeployMode::Production])),
-        shadow: latest(&[DeployMode::Shadow]),
+    match latest(&[DeployMode::Canary]) {
+        Some(canary) => ModelChoice {
+            production: Some(canary),
+            shadow: None,
+            baseline: Some(latest(&[DeployMode::Production])),
+        },
+        None => ModelChoice {
+            production: latest(&[DeployMode::Production]),
+            shadow: latest(&[DeployMode::Shadow]),
+            baseline: None,
+        },
     }
 }
 
@@ -220,6 +232,15 @@ pub struct Divergence {
     pub shadow_only_alarms: u64,
     /// Alarms production raised while the shadow's stayed clear.
     pub production_only_alarms: u64,
+    /// Safety actions a governor demanded from production's outputs that, from the
+    /// state it saved before the sample, it did not demand from the shadow's (kept on
+    /// canary twins, where production is the candidate and the shadow the model it
+    /// replaced).
+    #[serde(default)]
+    pub informed_safety_actions: u64,
+    /// Twins summed (1 for one twin's figures).
+    #[serde(default)]
+    pub twins: u32,
 }
 
 impl Divergence {
@@ -256,6 +277,8 @@ impl Divergence {
         }
         self.until = self.until.max(other.until);
         self.samples += other.samples;
+        self.twins += other.twins.max(1);
+        self.informed_safety_actions += other.informed_safety_actions;
         self.shadow_only_alarms += other.shadow_only_alarms;
         self.production_only_alarms += other.production_only_alarms;
         for output in &other.outputs {
@@ -288,6 +311,10 @@ pub struct ShadowReport {
     pub alarms: Vec<String>,
     /// How it differed from production.
     pub divergence: Divergence,
+    /// On a canary twin: this is the model the candidate replaced, kept running to
+    /// measure the candidate against.
+    #[serde(default)]
+    pub baseline: bool,
 }
 
 /// Which model saved a state in a snapshot: its version, and the deployment it came
@@ -319,4 +346,7 @@ pub struct SavedShadow {
     pub alarms: Vec<String>,
     /// Its divergence so far.
     pub divergence: Divergence,
+    /// A canary's baseline (see [`ShadowReport::baseline`]).
+    #[serde(default)]
+    pub baseline: bool,
 }

@@ -101,6 +101,8 @@ pub enum Target {
     Type(String),
     /// Every twin at or below a path.
     Prefix(AssetPath),
+    /// Every twin of a type at or below a path.
+    TypeUnder(String, AssetPath),
 }
 
 impl Target {
@@ -109,6 +111,23 @@ impl Target {
         match self {
             Self::Type(name) => name == twin_type,
             Self::Prefix(prefix) => path.starts_with(prefix),
+            Self::TypeUnder(name, prefix) => name == twin_type && path.starts_with(prefix),
+        }
+    }
+
+    /// The twin type it names, if it names one.
+    pub fn twin_type(&self) -> Option<&str> {
+        match self {
+            Self::Type(name) | Self::TypeUnder(name, _) => Some(name),
+            Self::Prefix(_) => None,
+        }
+    }
+
+    /// The path prefix it names, if it names one.
+    pub fn prefix(&self) -> Option<&AssetPath> {
+        match self {
+            Self::Prefix(prefix) | Self::TypeUnder(_, prefix) => Some(prefix),
+            Self::Type(_) => None,
         }
     }
 }
@@ -118,6 +137,7 @@ impl fmt::Display for Target {
         match self {
             Self::Type(name) => write!(f, "type {name}"),
             Self::Prefix(prefix) => write!(f, "{prefix}"),
+            Self::TypeUnder(name, prefix) => write!(f, "type {name} under {prefix}"),
         }
     }
 }
@@ -156,14 +176,131 @@ pub struct Deployment {
     /// Why it was withdrawn, and by whom.
     #[serde(default)]
     pub withdrawn: Option<String>,
+    /// What a canary is tried on and must show (canary deployments only).
+    #[serde(default)]
+    pub canary: Option<CanarySpec>,
+    /// Where a canary rollout stands (canary deployments only).
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+}
+
+/// What a canary is tried on and what it must show before it is promoted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// The fraction of the selected twins that run the candidate, in (0, 1].
+    pub fraction: f64,
+    /// At most this many canary twins per line (machines sharing a parent path).
+    pub per_line: u32,
+    /// How long every criterion must hold before the canary succeeds, in seconds.
+    pub min_duration_secs: f64,
+    /// Largest mean |candidate − replaced| allowed on any output over the canary twins.
+    pub max_divergence: Option<f64>,
+    /// Largest number of alarms the candidate raised that the model it replaced did
+    /// not, less the reverse, over the canary twins.
+    pub max_alarm_increase: u64,
+    /// Promote by itself when the window passes with every criterion held; otherwise
+    /// hold for an operator.
+    pub auto_promote: bool,
+}
+
+impl CanarySpec {
+    /// Checks the numbers make sense.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return Err(format!(
+                "canary fraction {} is not in (0, 1]",
+                self.fraction
+            ));
+        }
+        if !(self.min_duration_secs.is_finite() && self.min_duration_secs >= 0.0) {
+            return Err(format!(
+                "canary min_duration_secs {} is not a number of seconds, 0 or more",
+                self.min_duration_secs
+            ));
+        }
+        if let Some(max) = self.max_divergence
+            && !(max.is_finite() && max >= 0.0)
+        {
+            return Err(format!(
+                "canary max_divergence {max} is not a number, 0 or more"
+            ));
+        }
+        if self.per_line == 0 {
+            return Err("canary per_line must be 1 or more".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a canary rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// On its canary twins; its criteria are checked.
+    Running,
+    /// Every criterion held for the window; waiting for an operator to decide.
+    Held,
+    /// Promoted: a production deployment of the same package replaced it.
+    Promoted,
+    /// Rolled back, by a broken criterion or an operator.
+    RolledBack,
+}
+
+impl RolloutState {
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Held => "held",
+            Self::Promoted => "promoted",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+
+    /// Whether the candidate still runs on its canary twins.
+    pub fn in_force(self) -> bool {
+        matches!(self, Self::Running | Self::Held)
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A canary rollout: which twins run the candidate, and how it has done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Where it stands.
+    pub state: RolloutState,
+    /// The twins that run the candidate, chosen when it was deployed.
+    pub twins: Vec<AssetPath>,
+    /// The latest figures over the canary twins: the candidate as production, the
+    /// model it replaced as the shadow.
+    pub divergence: super::deploy::Divergence,
+    /// Why it ended or what holds it; empty while running.
+    pub reason: String,
+    /// The production deployment that promoted it.
+    pub promoted_to: Option<u64>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When its state last changed.
+    pub changed_at: Timestamp,
 }
 
 impl Deployment {
-    /// Whether it is in force and applies to `model` on the twin at `path`.
+    /// Whether it is in force and applies to `model` on the twin at `path`: a canary
+    /// only on its canary twins, while its rollout runs or is held.
     pub fn applies(&self, path: &AssetPath, twin_type: &str, model: &str) -> bool {
         self.status == DeploymentStatus::Active
             && self.model == model
             && self.target.selects(path, twin_type)
+            && (self.mode != DeployMode::Canary
+                || self
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.state.in_force() && r.twins.contains(path)))
     }
 }
 
@@ -317,6 +454,20 @@ impl Store {
 
     /// Withdraws deployment `id` (a no-op when it is withdrawn already) and returns it.
     pub fn withdraw_deployment(&self, id: u64, why: &str) -> Result<Deployment, RegistryError> {
+        self.update_deployment(id, |deployment| {
+            if deployment.status == DeploymentStatus::Active {
+                deployment.status = DeploymentStatus::Withdrawn;
+                deployment.withdrawn = Some(why.to_string());
+            }
+        })
+    }
+
+    /// Changes deployment `id` with `change` in one transaction and returns it.
+    pub fn update_deployment(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut Deployment),
+    ) -> Result<Deployment, RegistryError> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
         let deployment = {
             let mut table = txn.open_table(DEPLOYMENTS).map_err(StoreError::from)?;
@@ -324,13 +475,11 @@ impl Store {
                 Some(value) => decode(value.value())?,
                 None => return Err(RegistryError::UnknownDeployment(id)),
             };
-            if deployment.status == DeploymentStatus::Active {
-                deployment.status = DeploymentStatus::Withdrawn;
-                deployment.withdrawn = Some(why.to_string());
-                table
-                    .insert(id, encode(&deployment).as_slice())
-                    .map_err(StoreError::from)?;
-            }
+            change(&mut deployment);
+            deployment.id = id;
+            table
+                .insert(id, encode(&deployment).as_slice())
+                .map_err(StoreError::from)?;
             deployment
         };
         txn.commit().map_err(StoreError::from)?;
@@ -386,6 +535,8 @@ created = "2026-11-30T12:00:00Z"
             at: Timestamp::now(),
             status: DeploymentStatus::Active,
             withdrawn: None,
+            canary: None,
+            rollout: None,
         }
     }
 

@@ -22,7 +22,7 @@ pub use actuation::{Actuation, CommandVerdict};
 pub use alarm::{AlarmNote, AlarmRates, AlarmRefusal, AlarmResponse, Shelving};
 pub use change::{TwinChange, TwinEvent};
 pub use core::{CONDITION_ALARM_SOURCE, Deployed, ModelSwap, PlanOutcome, undelivered_code};
-pub use deploy::DeployOutcome;
+pub use deploy::{DeployOutcome, DeployRequest, ROLLOUT_INTERVAL};
 pub use mirror::MirrorUpdate;
 pub use report::{ReportedValue, RunState, TwinReport, TwinSummary, WhatIf};
 pub use sequence::{MAX_GAPS, MAX_SEQ_JUMP, SeqWindow};

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use super::actor::{AlarmOutcome, CommandOutcome, TwinMsg};
 use super::alarm::{Alarm, AlarmResponse};
-use super::core::{Deployed, TwinCore};
+use super::core::{Deployed, ModelPlan, PlannedShadow, TwinCore};
 use super::directory::{Directory, Sent, TwinEntry};
 use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
@@ -168,31 +168,15 @@ impl Kernel {
         let governors = self.components.build_governors(&entry.twin_type)?;
         let mut deployed = Vec::new();
         let mut shadows = Vec::new();
-        let active = self.models.get();
-        if !active.is_empty() {
+        if !self.models.get().is_empty() {
             for (index, spec) in entry.twin_type.models.iter().enumerate() {
-                let choice = choose(&active, &entry.path, &entry.twin_type.name, &spec.name);
-                if let Some(production) = choice.production {
-                    // A package checked when deployed that no longer builds (the type
-                    // changed since) leaves the type's model running, loudly.
-                    match self.build_deployed(entry, &spec.name, &production) {
-                        Ok(model) => {
-                            models[index] = model;
-                            deployed.push((spec.name.clone(), Deployed::from(&production)));
-                        }
-                        Err(error) => {
-                            tracing::error!(asset = %entry.path, model = %spec.name, deployment = production.deployment.id, %error, "a deployed model does not build; the type's model runs");
-                        }
-                    }
+                let plan = self.model_plan(entry, &spec.name)?;
+                let (model, from) = plan.production;
+                if let Some(from) = from {
+                    models[index] = model;
+                    deployed.push((spec.name.clone(), from));
                 }
-                if let Some(shadow) = choice.shadow {
-                    match self.build_deployed(entry, &spec.name, &shadow) {
-                        Ok(model) => shadows.push((model, shadow.deployment.id)),
-                        Err(error) => {
-                            tracing::error!(asset = %entry.path, model = %spec.name, deployment = shadow.deployment.id, %error, "a shadow model does not build; it does not run");
-                        }
-                    }
-                }
+                shadows.extend(plan.shadow);
             }
         }
         let mut core = TwinCore::new(
@@ -206,10 +190,65 @@ impl Kernel {
         for (name, deployed) in deployed {
             core.set_deployed(&name, deployed);
         }
-        for (model, deployment) in shadows {
-            core.add_shadow(model, deployment);
+        for shadow in shadows {
+            core.add_shadow(shadow);
         }
         Ok(core)
+    }
+
+    /// What the twin `entry` should run as its model `model` under the active
+    /// deployments. A package checked when deployed that no longer builds (the type
+    /// changed since) leaves the type's model running in production, and runs no
+    /// shadow, loudly.
+    pub(super) fn model_plan(&self, entry: &TwinEntry, model: &str) -> Result<ModelPlan, Error> {
+        let spec = (entry.twin_type.models.iter())
+            .find(|spec| spec.name == model)
+            .ok_or_else(|| {
+                crate::model::registry::RegistryError::Refused(format!(
+                    "no model `{model}` on {}",
+                    entry.path
+                ))
+            })?;
+        let active = self.models.get();
+        let choice = choose(&active, &entry.path, &entry.twin_type.name, model);
+        let build = |chosen: &ActiveDeployment, role: &str| match self
+            .build_deployed(entry, model, chosen)
+        {
+            Ok(built) => Some(built),
+            Err(error) => {
+                tracing::error!(asset = %entry.path, model, deployment = chosen.deployment.id, %error, "a deployed {role} model does not build; it does not run");
+                None
+            }
+        };
+        let production = match &choice.production {
+            Some(chosen) => build(chosen, "production").map(|m| (m, Some(Deployed::from(chosen)))),
+            None => None,
+        };
+        let production = match production {
+            Some(production) => production,
+            None => (self.components.build_model(spec, &entry.twin_type)?, None),
+        };
+        let shadow = match (&choice.baseline, &choice.shadow) {
+            (Some(replaced), _) => {
+                let canary = choice.production.as_ref().map_or(0, |c| c.deployment.id);
+                let model = match replaced {
+                    Some(chosen) => build(chosen, "baseline"),
+                    None => Some(self.components.build_model(spec, &entry.twin_type)?),
+                };
+                model.map(|model| PlannedShadow {
+                    model,
+                    deployment: canary,
+                    baseline: true,
+                })
+            }
+            (None, Some(chosen)) => build(chosen, "shadow").map(|model| PlannedShadow {
+                model,
+                deployment: chosen.deployment.id,
+                baseline: false,
+            }),
+            (None, None) => None,
+        };
+        Ok(ModelPlan { production, shadow })
     }
 
     /// Builds a deployed package as model `name` of the twin `entry`.

@@ -611,6 +611,43 @@ pub fn twin_text(twin: &Twin) -> String {
         out.push('\n');
         out.push_str(&table.render());
     }
+    if !twin.shadows.is_empty() {
+        let mut table = Table::new(&[
+            ("SHADOW OUTPUT", Align::Left),
+            ("VALUE", Align::Right),
+            ("PRODUCTION", Align::Right),
+            ("MEAN |Δ|", Align::Right),
+            ("MODEL", Align::Left),
+            ("DEPLOYMENT", Align::Left),
+        ]);
+        for shadow in &twin.shadows {
+            let role = if shadow.baseline {
+                "canary baseline"
+            } else {
+                "shadow"
+            };
+            for value in &shadow.values {
+                let production = twin
+                    .derived
+                    .iter()
+                    .find(|d| d.model == shadow.model && d.name == value.name)
+                    .and_then(|d| d.value);
+                let mean = (shadow.divergence.as_ref())
+                    .and_then(|d| d.outputs.iter().find(|o| o.name == value.name))
+                    .map_or("-".to_string(), |o| number_text(o.mean_abs));
+                table.row(vec![
+                    clean(&value.name),
+                    value.value.map_or("-".to_string(), number_text),
+                    production.map_or("-".to_string(), number_text),
+                    mean,
+                    format!("{} {}", clean(&shadow.model), clean(&shadow.version)),
+                    format!("{} ({role})", shadow.deployment),
+                ]);
+            }
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
     if !twin.alarms.is_empty() {
         let mut table = Table::new(&[
             ("ALARM", Align::Left),
@@ -786,6 +823,79 @@ pub fn twin_json(twin: &Twin) -> Json {
             ),
         )
         .with("models", models_json(&twin.models))
+        .with(
+            "shadows",
+            Json::Array(twin.shadows.iter().map(shadow_json).collect()),
+        )
+}
+
+/// A shadow model for a script: its deployment, version and outputs, the alarms it
+/// would have raised and its divergence.
+pub fn shadow_json(shadow: &doppel::proto::v1::ShadowModel) -> Json {
+    Json::object()
+        .with("deployment", shadow.deployment)
+        .with("model", &shadow.model)
+        .with("version", &shadow.version)
+        .with("production_version", &shadow.production_version)
+        .with("baseline", shadow.baseline)
+        .with(
+            "values",
+            Json::Array(
+                shadow
+                    .values
+                    .iter()
+                    .map(|value| {
+                        Json::object()
+                            .with("name", &value.name)
+                            .with("value", value.value.map_or(Json::Null, Json::Float))
+                            .with("confidence", value.confidence)
+                    })
+                    .collect(),
+            ),
+        )
+        .with(
+            "alarms",
+            Json::Array(
+                shadow
+                    .alarms
+                    .iter()
+                    .map(|a| Json::from(a.as_str()))
+                    .collect(),
+            ),
+        )
+        .with("divergence", divergence_json(shadow.divergence.as_ref()))
+}
+
+/// Divergence figures for a script.
+pub fn divergence_json(divergence: Option<&doppel::proto::v1::Divergence>) -> Json {
+    let Some(divergence) = divergence else {
+        return Json::Null;
+    };
+    Json::object()
+        .with("twins", divergence.twins)
+        .with("samples", divergence.samples)
+        .with(
+            "outputs",
+            Json::Array(
+                divergence
+                    .outputs
+                    .iter()
+                    .map(|output| {
+                        Json::object()
+                            .with("name", &output.name)
+                            .with("compared", output.compared)
+                            .with("mean_abs", output.mean_abs)
+                            .with("max_abs", output.max_abs)
+                    })
+                    .collect(),
+            ),
+        )
+        .with("shadow_only_alarms", divergence.shadow_only_alarms)
+        .with("production_only_alarms", divergence.production_only_alarms)
+        .with(
+            "informed_safety_actions",
+            divergence.informed_safety_actions,
+        )
 }
 
 /// A channel's condition for a script: `{"quality", "reason", "since"}`, or null.
@@ -1308,6 +1418,7 @@ mod tests {
             slot.nanos = 500_000_000;
         }
         Twin {
+            shadows: Vec::new(),
             asset_path: "acme/plant-a/line-1/press-3".into(),
             twin_type: "press".into(),
             version: 41,
@@ -1462,7 +1573,7 @@ mod tests {
         );
         assert!(
             json.ends_with(
-                r#""trips":[],"models":[{"name":"thermal","version":"1","confidence":0.95}]}"#
+                r#""trips":[],"models":[{"name":"thermal","version":"1","confidence":0.95}],"shadows":[]}"#
             ),
             "{json}"
         );

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use doppel::proto::v1::alarm_service_client::AlarmServiceClient;
+use doppel::proto::v1::model_service_client::ModelServiceClient;
 use doppel::proto::v1::status_service_client::StatusServiceClient;
 use doppel::proto::v1::twin_service_client::TwinServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -45,6 +46,7 @@ pub struct Session {
     status: StatusServiceClient<Channel>,
     /// The alarm service's client, over the same connection.
     alarms: AlarmServiceClient<Channel>,
+    models: ModelServiceClient<Channel>,
     /// `Bearer <token>`, marked sensitive so it is never logged.
     authorization: Option<MetadataValue<Ascii>>,
     /// Deadline of every unary call.
@@ -134,7 +136,8 @@ impl Session {
         Ok(Self {
             client: TwinServiceClient::new(channel.clone()),
             status: StatusServiceClient::new(channel.clone()),
-            alarms: AlarmServiceClient::new(channel),
+            alarms: AlarmServiceClient::new(channel.clone()),
+            models: ModelServiceClient::new(channel),
             authorization,
             timeout: target.timeout,
             trace_context,
@@ -199,6 +202,19 @@ impl Session {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         self.unary_on(self.alarms.clone(), message, call).await
+    }
+
+    /// Like [`Session::unary`], on the node's `ModelService`.
+    pub async fn model_unary<Req, Resp, Call, Fut>(
+        &self,
+        message: Req,
+        call: Call,
+    ) -> Result<Resp, Status>
+    where
+        Call: FnOnce(ModelServiceClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        self.unary_on(self.models.clone(), message, call).await
     }
 
     async fn unary_on<Client, Req, Resp, Call, Fut>(

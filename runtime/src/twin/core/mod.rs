@@ -22,7 +22,7 @@ mod tests;
 pub use commands::resolve_changes;
 pub use delivery::undelivered_code;
 pub use freshness::CONDITION_ALARM_SOURCE;
-pub use models::{Deployed, ModelPlan, ModelSwap, PlanOutcome};
+pub use models::{Deployed, ModelPlan, ModelSwap, PlanOutcome, PlannedShadow};
 
 use std::sync::Arc;
 

@@ -51,6 +51,37 @@ pub(super) struct Shadow {
     pub(super) values: Vec<DerivedValue>,
     pub(super) alarms: Vec<String>,
     pub(super) divergence: Divergence,
+    /// A canary's baseline: the model the candidate replaced.
+    pub(super) baseline: bool,
+}
+
+impl Shadow {
+    fn new(planned: PlannedShadow) -> Self {
+        let values = shadow_values(planned.model.as_ref());
+        Self {
+            deployment: planned.deployment,
+            of: planned.model.name().to_string(),
+            model: planned.model,
+            values,
+            alarms: Vec::new(),
+            divergence: Divergence {
+                twins: 1,
+                ..Divergence::default()
+            },
+            baseline: planned.baseline,
+        }
+    }
+}
+
+/// A shadow a twin should run beside one of its models.
+pub struct PlannedShadow {
+    /// The model (named as the production model it runs beside).
+    pub model: Box<dyn Model>,
+    /// Its deployment: a shadow deployment, or for a baseline the canary's.
+    pub deployment: u64,
+    /// A canary's baseline (the model the candidate replaced) rather than a shadow
+    /// deployment's package.
+    pub baseline: bool,
 }
 
 /// What a model swap did.
@@ -222,24 +253,21 @@ impl TwinCore {
     /// afresh and warms up from history. Audited.
     pub fn start_shadow(
         &mut self,
-        model: Box<dyn Model>,
-        deployment: u64,
+        planned: PlannedShadow,
         origin: &Origin,
         at: Timestamp,
         fx: &mut Effects,
     ) -> Result<ModelInfo, Error> {
-        let of = model.name().to_string();
+        let of = planned.model.name().to_string();
+        let deployment = planned.deployment;
+        let role = if planned.baseline {
+            "as the canary's baseline"
+        } else {
+            "in shadow"
+        };
         let production = self.models[self.model_index(&of)?].version().to_string();
         self.shadows.retain(|s| s.of != of);
-        let values = shadow_values(model.as_ref());
-        self.shadows.push(Shadow {
-            deployment,
-            of: of.clone(),
-            model,
-            values,
-            alarms: Vec::new(),
-            divergence: Divergence::default(),
-        });
+        self.shadows.push(Shadow::new(planned));
         let index = self.shadows.len() - 1;
         let warmed_on = self.warm_up_shadow(index);
         let shadow = &self.shadows[index];
@@ -249,7 +277,7 @@ impl TwinCore {
             confidence: shadow.model.confidence(),
         };
         let reason = format!(
-            "model `{of}` {} in shadow beside {production}{}: warmed up on {warmed_on} samples of history",
+            "model `{of}` {} {role} beside {production}{}: warmed up on {warmed_on} samples of history",
             info.version,
             deployment_note(Some(deployment)),
         );
@@ -316,21 +344,14 @@ impl TwinCore {
             values: shadow.values.clone(),
             alarms: shadow.alarms.clone(),
             divergence: shadow.divergence.clone(),
+            baseline: shadow.baseline,
         }
     }
 
     /// Adds a shadow while the twin is built, before its state is restored (its saved
     /// state, if the snapshot holds one for the same deployment, is restored then).
-    pub fn add_shadow(&mut self, model: Box<dyn Model>, deployment: u64) {
-        let values = shadow_values(model.as_ref());
-        self.shadows.push(Shadow {
-            deployment,
-            of: model.name().to_string(),
-            model,
-            values,
-            alarms: Vec::new(),
-            divergence: Divergence::default(),
-        });
+    pub fn add_shadow(&mut self, planned: PlannedShadow) {
+        self.shadows.push(Shadow::new(planned));
     }
 
     /// Shadows' state for a snapshot.
@@ -345,6 +366,7 @@ impl TwinCore {
                 values: s.values.clone(),
                 alarms: s.alarms.clone(),
                 divergence: s.divergence.clone(),
+                baseline: s.baseline,
             })
             .collect()
     }
@@ -358,6 +380,7 @@ impl TwinCore {
                 s.deployment == shadow.deployment
                     && s.model == shadow.of
                     && s.version == shadow.model.version()
+                    && s.baseline == shadow.baseline
             });
             let restored = match found {
                 Some(saved) => match shadow.model.restore(&saved.state) {
@@ -584,8 +607,8 @@ pub struct ModelPlan {
     /// The production model (named as the model it is), and its deployment (`None`:
     /// the type's own).
     pub production: (Box<dyn Model>, Option<Deployed>),
-    /// The shadow beside it, with its deployment.
-    pub shadow: Option<(Box<dyn Model>, u64)>,
+    /// The shadow beside it.
+    pub shadow: Option<PlannedShadow>,
 }
 
 /// What applying a model plan (`ModelPlan`) changed.
@@ -630,13 +653,13 @@ impl TwinCore {
             .iter()
             .find(|s| s.of == name)
             .map(|s| s.deployment);
-        let wanted = plan.shadow.as_ref().map(|(_, id)| *id);
+        let wanted = plan.shadow.as_ref().map(|s| s.deployment);
         if shadowing != wanted {
             if let Some(id) = shadowing {
                 outcome.shadow_ended = self.end_shadow(id, origin, at, fx);
             }
-            if let Some((model, id)) = plan.shadow {
-                outcome.shadow_started = Some(self.start_shadow(model, id, origin, at, fx)?);
+            if let Some(shadow) = plan.shadow {
+                outcome.shadow_started = Some(self.start_shadow(shadow, origin, at, fx)?);
             }
         }
         Ok(outcome)
@@ -675,6 +698,14 @@ mod tests {
         limit: f64,
         seen: u64,
         high: bool,
+    }
+
+    fn planned_shadow(model: Box<dyn Model>, deployment: u64) -> PlannedShadow {
+        PlannedShadow {
+            model,
+            deployment,
+            baseline: false,
+        }
     }
 
     fn level(version: &'static str, gain: f64) -> Box<dyn Model> {
@@ -893,8 +924,13 @@ mod tests {
         let mut core = core();
         feed(&mut core, &[10.0]);
         let mut fx = Effects::default();
-        core.start_shadow(level("2.0", 2.0), 9, &origin, Timestamp::now(), &mut fx)
-            .unwrap();
+        core.start_shadow(
+            planned_shadow(level("2.0", 2.0), 9),
+            &origin,
+            Timestamp::now(),
+            &mut fx,
+        )
+        .unwrap();
         assert_eq!(fx.audit[0].command, "shadow");
         feed(&mut core, &[20.0, 30.0]);
 
@@ -928,7 +964,7 @@ mod tests {
         // A snapshot keeps the shadow and its figures.
         let bytes = core.snapshot().unwrap();
         let mut restored = core_with("1.0", None, 64);
-        restored.add_shadow(level("2.0", 2.0), 9);
+        restored.add_shadow(planned_shadow(level("2.0", 2.0), 9));
         restored.restore(Snapshot::decode(&bytes).unwrap()).unwrap();
         assert_eq!(restored.shadows(), shadows);
 
@@ -948,7 +984,7 @@ mod tests {
         feed(&mut core, &[10.0]);
         let plan = |shadow: bool| ModelPlan {
             production: (level("1.1", 1.0), deployed(1, &["1.0"])),
-            shadow: shadow.then(|| (level("2.0", 2.0), 2)),
+            shadow: shadow.then(|| planned_shadow(level("2.0", 2.0), 2)),
         };
         let mut fx = Effects::default();
         let first = core
@@ -964,5 +1000,92 @@ mod tests {
             .unwrap();
         assert!(withdrawn.swapped.is_none());
         assert_eq!(withdrawn.shadow_ended.unwrap().deployment, 2);
+    }
+
+    /// Stops the pump when the derived `level` passes 60, latched.
+    struct LevelTrip {
+        tripped: bool,
+    }
+
+    impl crate::governor::Governor for LevelTrip {
+        fn name(&self) -> &str {
+            "level_trip"
+        }
+        fn review(
+            &self,
+            _: &mut crate::governor::Proposal<'_>,
+            _: &TwinView<'_>,
+        ) -> crate::governor::Review {
+            crate::governor::Review::Allow
+        }
+        fn watch(
+            &mut self,
+            _: &Sample,
+            twin: &TwinView<'_>,
+        ) -> Option<crate::governor::SafetyDemand> {
+            if self.tripped || twin.derived("level").is_none_or(|level| level <= 60.0) {
+                return None;
+            }
+            self.tripped = true;
+            Some(crate::governor::SafetyDemand {
+                command: "stop".into(),
+                params: Vec::new(),
+                reason: "level above 60".into(),
+                latch: true,
+            })
+        }
+        fn save(&self) -> Vec<u8> {
+            vec![u8::from(self.tripped)]
+        }
+        fn restore(&mut self, saved: &[u8]) -> Result<(), String> {
+            self.tripped = saved.first() == Some(&1);
+            Ok(())
+        }
+    }
+
+    /// A canary twin: the candidate (gain 2) in production, the model it replaced
+    /// (gain 1) as its baseline, and a governor that trips on the level.
+    fn canary_core() -> TwinCore {
+        let types = TwinTypes::from_toml(
+            "[types.pump.channels.pressure]\nunit = \"bar\"\nrange = [0.0, 100.0]\n\
+             [types.pump.desired.running]\ntype = \"bool\"\ninitial = true\n\
+             [types.pump.commands.stop]\nsets = { running = false }\n",
+            "tests.toml",
+        )
+        .unwrap();
+        let mut core = TwinCore::new(
+            3,
+            AssetPath::parse("acme/plant-a/line-1/pump-1").unwrap(),
+            types.get("pump").unwrap().clone(),
+            vec![level("2.0", 2.0)],
+            vec![Box::new(LevelTrip { tripped: false })],
+            64,
+        );
+        core.set_deployed("level", deployed(5, &[]).unwrap());
+        core.add_shadow(PlannedShadow {
+            model: level("1.0", 1.0),
+            deployment: 5,
+            baseline: true,
+        });
+        core
+    }
+
+    #[test]
+    fn a_safety_action_only_the_candidates_outputs_called_for_is_counted_against_it() {
+        // 40: the candidate reads 80 and trips the pump; the baseline's 40 would not
+        // have. The trip still happens: the candidate is production here.
+        let mut core = canary_core();
+        feed(&mut core, &[40.0]);
+        assert_eq!(core.state().trips.len(), 1);
+        let baseline = &core.shadows()[0];
+        assert!(baseline.baseline);
+        assert_eq!(baseline.divergence.informed_safety_actions, 1);
+        // 70: both would have tripped; nothing counts against the candidate, and the
+        // governor's own state (latched) is what the real sample left.
+        let mut core = canary_core();
+        feed(&mut core, &[70.0, 75.0]);
+        assert_eq!(core.state().trips.len(), 1);
+        assert_eq!(core.shadows()[0].divergence.informed_safety_actions, 0);
+        assert_eq!(core.governors[0].save(), vec![1]);
     }
 }

@@ -151,9 +151,75 @@ impl TwinCore {
     }
 
     pub(super) fn watch(&mut self, sample: &Sample, fx: &mut Effects) {
+        if self.shadows.iter().any(|s| s.baseline) {
+            return self.watch_canary(sample, fx);
+        }
         self.ask_governors(sample.receive_time, fx, |governor, view| {
             governor.watch(sample, view)
         });
+    }
+
+    /// Watches a sample on a canary twin: governors see the candidate's outputs (it is
+    /// production here) and act on them as always. A safety action they demand is
+    /// counted against the candidate when the governor, from the state it saved
+    /// before the sample, does not demand it from the baseline's outputs.
+    fn watch_canary(&mut self, sample: &Sample, fx: &mut Effects) {
+        let before: Vec<Vec<u8>> = self.governors.iter().map(|g| g.save()).collect();
+        self.demands.clear();
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        for (index, governor) in self.governors.iter_mut().enumerate() {
+            if let Some(demand) = governor.watch(sample, &view) {
+                self.demands.push((index, demand));
+            }
+        }
+        if !self.demands.is_empty() {
+            let mut baseline = self.state.clone();
+            for shadow in self.shadows.iter().filter(|s| s.baseline) {
+                for value in &shadow.values {
+                    if let Some(derived) = baseline
+                        .derived
+                        .iter_mut()
+                        .find(|d| d.model == shadow.of && d.name == value.name)
+                    {
+                        derived.value = value.value;
+                        derived.confidence = value.confidence;
+                    }
+                }
+            }
+            let view = TwinView {
+                twin_type: &self.twin_type,
+                state: &baseline,
+            };
+            let mut informed = 0;
+            for (index, demand) in &self.demands {
+                let governor = &mut self.governors[*index];
+                let after = governor.save();
+                let again = match governor.restore(&before[*index]) {
+                    Ok(()) => governor.watch(sample, &view),
+                    Err(_) => Some(demand.clone()),
+                };
+                if let Err(error) = governor.restore(&after) {
+                    tracing::error!(asset = %self.state.path, governor = governor.name(), %error, "a governor did not take back its own saved state");
+                }
+                if again
+                    .as_ref()
+                    .is_none_or(|again| again.command != demand.command)
+                {
+                    informed += 1;
+                }
+            }
+            for shadow in self.shadows.iter_mut().filter(|s| s.baseline) {
+                shadow.divergence.informed_safety_actions += informed;
+            }
+        }
+        let demands = std::mem::take(&mut self.demands);
+        for (index, demand) in &demands {
+            self.execute_safety(*index, demand, sample.receive_time, fx);
+        }
+        self.demands = demands;
     }
 
     /// Asks every governor, then executes the safety actions they demand, in order.
