@@ -1,6 +1,9 @@
 //! Ingest benchmark (scenario harness): durable samples/s into 10,000 twins of 20
 //! channels with journaling on, p99 sample→trip latency, memory per idle twin, and two
 //! baselines measured in the same run: ractor casts to one actor and a raw tokio mpsc.
+//! Then the same ingest with a shadow model deployed beside each twin's anomaly model,
+//! between two runs without it (the mean of those is its baseline): the cost of a
+//! shadow per sample.
 //!
 //! `cargo bench --bench ingest`; `DOPPEL_BENCH_TWINS`, `DOPPEL_BENCH_SAMPLES` and
 //! `DOPPEL_BENCH_TRIPS` scale it down or up, `DOPPEL_BENCH_WORKERS` sets the tokio worker
@@ -15,7 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use common::{env_or, topology_toml};
+use doppel::kernel::Origin;
 use doppel::kernel::internal::TwinsInternals;
+use doppel::kernel::model::registry::{DeployMode, Target};
+use doppel::kernel::twin::DeployRequest;
 use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -144,6 +150,68 @@ async fn trip_latency_us(
     sent.elapsed().as_secs_f64() * 1e6
 }
 
+/// A second version of the machines' anomaly model, for the shadow phase.
+const SHADOW_PACKAGE: &str = r#"
+[package]
+kind = "ewma_anomaly"
+version = "2.0.0"
+params = { channel = "ch00", alpha = 0.2 }
+
+[package.metadata]
+author = "bench"
+created = "2026-12-07T00:00:00Z"
+"#;
+
+/// Durable ingest: one message of 20 channels per twin, round robin, a bounded number
+/// of receipts outstanding, until every sample is durable. Returns samples/s.
+async fn durable_ingest(
+    twins: &doppel::Twins,
+    targets: &[Vec<doppel_runtime::twin::ChannelTarget>],
+    source: doppel::SourceId,
+    messages: usize,
+    seq: &mut u64,
+) -> f64 {
+    let started = Instant::now();
+    let mut outstanding = VecDeque::new();
+    for message in 0..messages {
+        let twin = message % targets.len();
+        let now = Timestamp::now();
+        let batch = targets[twin].iter().enumerate().map(|(c, target)| {
+            *seq += 1;
+            let value = ((*seq % 97) as f64) - 48.0 + c as f64;
+            (
+                *target,
+                Reading {
+                    value,
+                    source_time: now,
+                    quality: Quality::Good,
+                    source,
+                    epoch: 0,
+                    seq: *seq,
+                    stamped: true,
+                },
+            )
+        });
+        let receipt = twins.ingest_batch(batch.collect::<Vec<_>>()).await.unwrap();
+        outstanding.push_back(receipt.receipt);
+        if outstanding.len() > 4096 {
+            outstanding.pop_front().unwrap().durable().await.unwrap();
+        }
+    }
+    for receipt in outstanding {
+        receipt.durable().await.unwrap();
+    }
+    (messages * CHANNELS) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Rounds of ingest with a shadow, each between two without.
+const SHADOW_ROUNDS: usize = 2;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -178,7 +246,11 @@ fn main() {
             .twin_types(types)
             .topology(topology)
             .data_dir(dir.path())
-            .settings(RuntimeSettings::default())
+            .settings({
+                let mut settings = RuntimeSettings::default();
+                settings.models.allow_unsigned = true;
+                settings
+            })
             .start()
             .await
             .unwrap();
@@ -192,32 +264,12 @@ fn main() {
             .map(|p| (0..CHANNELS).map(|c| twins.target(p, &format!("ch{c:02}")).unwrap()).collect())
             .collect();
 
-        // Durable ingest: one message of 20 channels per twin, round robin, a bounded
-        // number of receipts outstanding, until every sample is durable.
         let messages = total_samples / CHANNELS;
-        let started = Instant::now();
-        let mut outstanding = VecDeque::new();
         let mut seq = 0u64;
-        for message in 0..messages {
-            let twin = message % twins_count;
-            let now = Timestamp::now();
-            let batch = targets[twin].iter().enumerate().map(|(c, target)| {
-                seq += 1;
-                let value = ((seq % 97) as f64) - 48.0 + c as f64;
-                (*target, Reading { value, source_time: now, quality: Quality::Good, source, epoch: 0, seq, stamped: true })
-            });
-            let receipt = twins.ingest_batch(batch.collect::<Vec<_>>()).await.unwrap();
-            outstanding.push_back(receipt.receipt);
-            if outstanding.len() > 4096 {
-                outstanding.pop_front().unwrap().durable().await.unwrap();
-            }
-        }
-        for receipt in outstanding {
-            receipt.durable().await.unwrap();
-        }
+        let started = Instant::now();
+        let samples_per_s = durable_ingest(&twins, &targets, source, messages, &mut seq).await;
         let elapsed = started.elapsed().as_secs_f64();
         let applied = twins.counters().samples_applied;
-        let samples_per_s = (messages * CHANNELS) as f64 / elapsed;
         let stats = twins.kernel().journal.stats();
         println!(
             "ingest: {} samples durable in {elapsed:.2} s = {samples_per_s:.0}/s ({applied} applied, {} batches, {} truncated)",
@@ -282,10 +334,44 @@ fn main() {
             samples_per_s / cast,
             samples_per_s / mpsc
         );
+
+        // A shadow beside every twin's anomaly model: ingest without it and with it,
+        // alternately (without, with, without, with, without); the medians compare.
+        let registered = twins.register_package(SHADOW_PACKAGE, "bench").unwrap().0;
+        let bench = Origin::operator("bench");
+        let mut without = vec![durable_ingest(&twins, &targets, source, messages, &mut seq).await];
+        let mut with = Vec::new();
+        let mut deploy_secs = 0.0;
+        for _ in 0..SHADOW_ROUNDS {
+            let started = Instant::now();
+            let request = DeployRequest {
+                kind: registered.kind.clone(),
+                version: registered.version.clone(),
+                model: None,
+                target: Target::Type("machine".into()),
+                mode: DeployMode::Shadow,
+                canary: None,
+            };
+            let deployed = twins.deploy(request, &bench).await.unwrap();
+            deploy_secs = started.elapsed().as_secs_f64();
+            assert_eq!(deployed.applied.len(), twins_count, "{:?}", deployed.failed);
+            with.push(durable_ingest(&twins, &targets, source, messages, &mut seq).await);
+            twins.withdraw(deployed.deployment.id, "next round", &bench).await.unwrap();
+            without.push(durable_ingest(&twins, &targets, source, messages, &mut seq).await);
+        }
+        println!("shadow deployed to {twins_count} twins in {deploy_secs:.2} s");
+        println!("ingest with a shadow per twin: {with:.0?}/s; without, same run: {without:.0?}/s");
+        let (with_shadow, without) = (median(&mut with), median(&mut without));
+        let shadow_ns = 1e9 / with_shadow - 1e9 / without;
+        println!(
+            "medians: {with_shadow:.0}/s with a shadow, {without:.0}/s without; ratio {:.2}, {shadow_ns:.0} ns more per sample",
+            with_shadow / without
+        );
         drop(twins);
         runtime.shutdown().await;
         println!(
-            "{{\"scenario\":\"ingest\",\"twins\":{twins_count},\"samples_per_s\":{samples_per_s:.0},\"ractor_cast_per_s\":{cast:.0},\"mpsc_per_s\":{mpsc:.0},\"p99_sample_to_trip_us\":{p99:.1},\"p99_sample_to_trip_under_load_us\":{p99_loaded:.1},\"rss_bytes_per_twin\":{rss_per_twin}}}"
+            "{{\"scenario\":\"ingest\",\"twins\":{twins_count},\"samples_per_s\":{samples_per_s:.0},\"ractor_cast_per_s\":{cast:.0},\"mpsc_per_s\":{mpsc:.0},\"p99_sample_to_trip_us\":{p99:.1},\"p99_sample_to_trip_under_load_us\":{p99_loaded:.1},\"rss_bytes_per_twin\":{rss_per_twin},\"samples_per_s_with_shadow\":{with_shadow:.0},\"samples_per_s_without_shadow\":{without:.0},\"shadow_ratio\":{:.3},\"shadow_ns_per_sample\":{shadow_ns:.0},\"shadow_deploy_s\":{deploy_secs:.3}}}",
+            with_shadow / without
         );
     });
 }

@@ -638,6 +638,8 @@ impl TwinApi {
                         .map(|p| pb::TrajectoryPoint {
                             t: p.t,
                             value: p.value,
+                            lower: p.lower,
+                            upper: p.upper,
                         })
                         .collect(),
                 })

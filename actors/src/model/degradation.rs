@@ -14,6 +14,7 @@
 //! max_hours = 100000.0       # the estimate when the signal does not rise
 //! load_desired = "speed"     # optional: the desired value that sets the load
 //! load_exponent = 1.0        # wear rate grows with (load ratio)^load_exponent
+//! level_exponent = 0.0       # the signal itself grows with (load ratio)^level_exponent
 //! output = "rul_hours"
 //! ```
 //!
@@ -38,8 +39,14 @@
 //! replaces one an earlier model (such as `ewma_anomaly`) projected for the same channel.
 //! With `load_desired` set, the slope is scaled by
 //! `(scenario load / current load)^load_exponent`, so running faster wears faster; a
-//! scenario load of 0 stops the wear. Without a usable current load (absent or not
-//! positive) the slope is kept as is.
+//! scenario load of 0 stops the wear. A signal whose level follows the load as well
+//! (vibration velocity grows with speed: `level_exponent = 1`) is projected scaled by
+//! `(scenario load / current load)^level_exponent`. Without a usable current load
+//! (absent or not positive) neither is scaled.
+//!
+//! A projected point of the signal carries bounds two standard errors either side: the
+//! prediction interval of the fitted line at that time (the points' scatter about the
+//! line and the line's own uncertainty), scaled with the level.
 
 use std::collections::VecDeque;
 
@@ -92,6 +99,8 @@ struct Config {
     load_desired: Option<String>,
     #[serde(default = "default_load_exponent")]
     load_exponent: f64,
+    #[serde(default)]
+    level_exponent: f64,
     output: Option<String>,
 }
 
@@ -143,6 +152,12 @@ struct Fit {
     slope_per_sec: f64,
     /// Coefficient of determination, 0..=1.
     r_squared: f64,
+    /// Mean point time, seconds after `origin`.
+    mean_t: f64,
+    /// Sum of squared time deviations from `mean_t`.
+    sxx: f64,
+    /// Variance of the points about the line (residual sum of squares / (n − 2)).
+    residual_var: f64,
 }
 
 impl Fit {
@@ -190,13 +205,29 @@ impl Fit {
         } else {
             (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0)
         };
+        let residual_var = if count > 2 {
+            ((syy - sxy * slope_per_sec) / (n - 2.0)).max(0.0)
+        } else {
+            f64::NAN
+        };
         Fit {
             count,
             origin,
             intercept: mean_v - slope_per_sec * mean_t,
             slope_per_sec,
             r_squared,
+            mean_t,
+            sxx,
+            residual_var,
         }
+    }
+
+    /// The standard error of a new reading at `secs` seconds after `origin`, from the
+    /// line (a regression's prediction interval): NaN below three points.
+    fn prediction_error(&self, secs: f64) -> f64 {
+        let n = self.count as f64;
+        let leverage = 1.0 / n + (secs - self.mean_t).powi(2) / self.sxx;
+        (self.residual_var * (1.0 + leverage)).sqrt()
     }
 
     /// The fitted value at source time `time` (µs).
@@ -239,6 +270,7 @@ pub struct Degradation {
     max_hours: f64,
     load_desired: Option<String>,
     load_exponent: f64,
+    level_exponent: f64,
     points: VecDeque<(i64, f64)>,
     fit: Fit,
     last_time: Option<i64>,
@@ -328,14 +360,16 @@ impl Degradation {
         if let Some(load_desired) = &config.load_desired {
             existing_desired(spec, twin_type, load_desired, true)?;
         }
-        ensure(
-            spec,
-            config.load_exponent.is_finite() && config.load_exponent >= 0.0,
-            format_args!(
-                "load_exponent must be zero or more, got {}",
-                config.load_exponent
-            ),
-        )?;
+        for (name, exponent) in [
+            ("load_exponent", config.load_exponent),
+            ("level_exponent", config.level_exponent),
+        ] {
+            ensure(
+                spec,
+                exponent.is_finite() && exponent >= 0.0,
+                format_args!("{name} must be zero or more, got {exponent}"),
+            )?;
+        }
         let window_micros = secs_to_micros(config.window).max(1);
         let output = config.output.unwrap_or_else(|| "rul_hours".to_string());
         let trend_output = format!("{}_trend_per_hour", config.channel);
@@ -366,6 +400,7 @@ impl Degradation {
             max_hours: config.max_hours,
             load_desired: config.load_desired,
             load_exponent: config.load_exponent,
+            level_exponent: config.level_exponent,
             // Grows to the window's size over the first window, then stays.
             points: VecDeque::with_capacity(config.min_points),
             fit: Fit::default(),
@@ -429,10 +464,9 @@ impl Degradation {
     }
 
     /// How much faster the signal rises under the scenario's load than under the current.
-    fn load_factor(&self, twin: &TwinView<'_>, scenario: &Scenario) -> f64 {
-        let Some(load_desired) = &self.load_desired else {
-            return 1.0;
-        };
+    /// The scenario's load over the current one, when both are usable.
+    fn load_ratio(&self, twin: &TwinView<'_>, scenario: &Scenario) -> Option<f64> {
+        let load_desired = self.load_desired.as_ref()?;
         let current = twin.desired(load_desired).map(|d| d.value.as_f64());
         let planned = scenario.desired(load_desired).map(|v| v.as_f64());
         match (current, planned) {
@@ -442,9 +476,9 @@ impl Degradation {
                     && planned >= 0.0
                     && planned.is_finite() =>
             {
-                (planned / current).powf(self.load_exponent)
+                Some(planned / current)
             }
-            _ => 1.0,
+            _ => None,
         }
     }
 }
@@ -524,18 +558,23 @@ impl Model for Degradation {
         if self.fit.count == 0 {
             return;
         }
+        let ratio = self.load_ratio(twin, scenario);
+        let wear_factor = ratio.map_or(1.0, |r| r.powf(self.load_exponent));
+        let level = ratio.map_or(1.0, |r| r.powf(self.level_exponent));
         let start = self.fit.value_at(last_time);
-        let slope_per_sec = self.fit.slope_per_sec * self.load_factor(twin, scenario);
+        let slope_per_sec = self.fit.slope_per_sec * wear_factor;
+        let now = micros_to_secs(last_time - self.fit.origin);
         let mut wear_series = Vec::new();
         for t in scenario.times() {
-            let wear = start + slope_per_sec * t;
+            let wear = level * (start + slope_per_sec * t);
             if wear.is_finite() {
-                wear_series.push(TrajectoryPoint { t, value: wear });
+                let error = level * self.fit.prediction_error(now + t);
+                wear_series.push(TrajectoryPoint::with_error(t, wear, error));
             }
             trajectory.push(
                 &self.output,
                 t,
-                self.rul_hours(wear, slope_per_sec * 3600.0),
+                self.rul_hours(wear, level * slope_per_sec * 3600.0),
             );
         }
         // The trend under the scenario's load says more than a model that only knows the
@@ -697,6 +736,29 @@ load_desired = "speed"
             "{rul_now} {rul_faster}"
         );
         assert_eq!(same.last("rul_hours"), Some(0.0));
+    }
+
+    #[test]
+    fn a_signal_that_follows_the_load_is_projected_at_the_new_load_within_bounds() {
+        let mut twin = Twin::new(&format!("{MODEL}level_exponent = 1.0\n"));
+        feed(&mut twin, 0, at(50));
+        let same = twin.project(&[("speed", Value::Float(1200.0))], 3600, 600);
+        let faster = twin.project(&[("speed", Value::Float(2400.0))], 3600, 600);
+        let (now, doubled) = (&same.series["vibration"][0], &faster.series["vibration"][0]);
+        assert!((doubled.value - 2.0 * now.value).abs() < 1e-9, "{now:?} {doubled:?}");
+        for point in same.series["vibration"].iter().chain(&faster.series["vibration"]) {
+            let (lower, upper) = (point.lower.unwrap(), point.upper.unwrap());
+            assert!(lower < point.value && point.value < upper, "{point:?}");
+        }
+        // The line is less certain the further it reaches.
+        let width = |p: &TrajectoryPoint| p.upper.unwrap() - p.lower.unwrap();
+        let points = &same.series["vibration"];
+        assert!(width(&points[points.len() - 1]) > width(&points[0]));
+        // Without the exponent the level stays where it is.
+        let mut plain = Twin::new(MODEL);
+        feed(&mut plain, 0, at(50));
+        let faster = plain.project(&[("speed", Value::Float(2400.0))], 3600, 600);
+        assert!((faster.series["vibration"][0].value - now.value).abs() < 1e-9);
     }
 
     #[test]

@@ -20,12 +20,14 @@
 //!
 //! A projection holds the channel at its mean and the z-score at 0, unless a model that
 //! knows the channel's dynamics (`degradation`, `thermal`) projects the channel too.
+//! After warmup the projected channel carries bounds two standard deviations (of the
+//! channel about its moving mean) either side.
 
 use serde::{Deserialize, Serialize};
 
 use doppel_runtime::{
     ChannelId, ComponentSpec, ConfigError, Model, ModelOutput, Quality, Sample, Scenario, Severity,
-    Trajectory, TwinType, TwinView,
+    Trajectory, TrajectoryPoint, TwinType, TwinView,
 };
 
 use super::{check_output_name, ensure, existing_channel, restore_state, save_state};
@@ -258,9 +260,15 @@ impl Model for EwmaAnomaly {
         // projects it better: the mean only fills in when none did so before, and those
         // models replace it when they come after.
         let project_channel = !trajectory.series.contains_key(&self.channel_name);
+        // Bounds once warmed up: the channel's own spread about its mean.
+        let spread = (self.basis() >= u64::from(self.warmup)).then(|| self.state.variance.sqrt());
         for t in scenario.times() {
             if project_channel {
-                trajectory.push(&self.channel_name, t, self.state.mean);
+                let point = match spread {
+                    Some(spread) => TrajectoryPoint::with_error(t, self.state.mean, spread),
+                    None => TrajectoryPoint::new(t, self.state.mean),
+                };
+                trajectory.push_point(&self.channel_name, point);
             }
             trajectory.push(&self.output, t, 0.0);
         }

@@ -31,6 +31,11 @@
 //! the steady state under the scenario's load (0 when the scenario's `running_desired`
 //! is false); desired values the scenario leaves out keep their current values. Its
 //! `<channel>` series replaces one an earlier model (such as `ewma_anomaly`) projected.
+//! Once 30 readings were compared, each projected temperature carries bounds two
+//! standard errors either side: the root mean square of the residuals (an exponentially
+//! weighted mean of their squares, which takes in noise and every load the model does
+//! not see), widened while the reading the projection starts from still weighs
+//! (`× sqrt(1 + exp(-2t / tau))`).
 
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +99,45 @@ struct State {
     readings_over: u32,
     /// True while this model holds its alarm raised.
     alarm_active: bool,
+    /// Exponentially weighted mean of the squared residual: how far readings fall
+    /// from the open-loop expectation, noise and unmodelled load together.
+    residual_ms: f64,
+    /// Residuals folded into `residual_ms` (saturating).
+    residuals: u32,
 }
+
+/// The state as saved before it kept residual statistics.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct StateV1 {
+    expected: Option<f64>,
+    steady_state: f64,
+    last_time: Option<i64>,
+    measured: f64,
+    residual: f64,
+    readings_over: u32,
+    alarm_active: bool,
+}
+
+impl From<StateV1> for State {
+    fn from(old: StateV1) -> Self {
+        Self {
+            expected: old.expected,
+            steady_state: old.steady_state,
+            last_time: old.last_time,
+            measured: old.measured,
+            residual: old.residual,
+            readings_over: old.readings_over,
+            alarm_active: old.alarm_active,
+            residual_ms: 0.0,
+            residuals: 0,
+        }
+    }
+}
+
+/// Weight of each new squared residual in `residual_ms`.
+const RESIDUAL_WEIGHT: f64 = 0.01;
+/// Residuals before a projection carries bounds.
+const RESIDUALS_FOR_BOUNDS: u32 = 30;
 
 /// The `thermal` model: a first-order response of temperature to load.
 pub struct Thermal {
@@ -265,6 +308,11 @@ impl Model for Thermal {
             _ => (sample.value, target),
         };
         let residual = sample.value - expected;
+        let residuals = self.state.residuals.saturating_add(1);
+        // The first residuals weigh more, so the mean settles fast and then forgets slowly.
+        let weight = (1.0 / f64::from(residuals)).max(RESIDUAL_WEIGHT);
+        let residual_ms =
+            self.state.residual_ms + weight * (residual * residual - self.state.residual_ms);
         self.state = State {
             expected: Some(expected),
             steady_state,
@@ -277,6 +325,8 @@ impl Model for Thermal {
                 0
             },
             alarm_active: self.state.alarm_active,
+            residual_ms,
+            residuals,
         };
 
         let confidence = self.confidence();
@@ -318,13 +368,20 @@ impl Model for Thermal {
             None => None,
         };
         let steady_state = self.steady_state(load, running);
+        // Bounds from the residuals: the open-loop expectation's error, plus the error
+        // of the reading the projection starts from while it still weighs.
+        let rms =
+            (self.state.residuals >= RESIDUALS_FOR_BOUNDS).then(|| self.state.residual_ms.sqrt());
         let mut temperatures = Vec::new();
         for t in scenario.times() {
             let temperature = self.relax(start, steady_state, t);
             if temperature.is_finite() {
-                temperatures.push(TrajectoryPoint {
-                    t,
-                    value: temperature,
+                temperatures.push(match rms {
+                    Some(rms) => {
+                        let fading = (-2.0 * t / self.tau_secs).exp();
+                        TrajectoryPoint::with_error(t, temperature, rms * (1.0 + fading).sqrt())
+                    }
+                    None => TrajectoryPoint::new(t, temperature),
                 });
             }
             trajectory.push(&self.steady_state_output, t, steady_state);
@@ -348,14 +405,24 @@ impl Model for Thermal {
     }
 
     fn restore(&mut self, saved: &[u8]) -> Result<(), String> {
-        let state: State = restore_state(Self::KIND, saved)?;
-        if state.expected.is_some_and(|e| !e.is_finite())
-            || !state.steady_state.is_finite()
-            || !state.residual.is_finite()
-            || !state.measured.is_finite()
-        {
+        let state: State = restore_state(Self::KIND, saved).or_else(|error| {
+            restore_state::<StateV1>(Self::KIND, saved)
+                .map(State::from)
+                .map_err(|_| error)
+        })?;
+        let finite = state.expected.is_none_or(f64::is_finite)
+            && state.steady_state.is_finite()
+            && state.residual.is_finite()
+            && state.measured.is_finite();
+        if !finite {
             return Err(format!(
                 "{} state holds non-finite temperatures",
+                Self::KIND
+            ));
+        }
+        if !(state.residual_ms.is_finite() && state.residual_ms >= 0.0) {
+            return Err(format!(
+                "{} state holds a residual mean square that is not a number, 0 or more",
                 Self::KIND
             ));
         }
@@ -593,6 +660,33 @@ residual_warn = 15.0
         }
         assert!(twin.alarm("thermal:temperature").is_some());
         assert!(restored.fresh_model(0).restore(&[]).is_err());
+    }
+
+    #[test]
+    fn projections_carry_bounds_from_the_residuals() {
+        let twin = warm();
+        let trajectory = twin.project(&[("speed", Value::Float(1800.0))], 600, 60);
+        for point in &trajectory.series["temperature"] {
+            let (lower, upper) = (point.lower.unwrap(), point.upper.unwrap());
+            assert!(lower < point.value && point.value < upper, "{point:?}");
+            // The noise is a few tenths of a degree: so are the bounds.
+            assert!(upper - lower < 3.0, "{point:?}");
+        }
+        let fresh = Twin::new(MODEL);
+        assert!(fresh.project(&[], 60, 60).series.is_empty());
+    }
+
+    #[test]
+    fn state_saved_before_residual_statistics_restores() {
+        let twin = warm();
+        let mut model = twin.fresh_model(0);
+        // The layout before `residual_ms` and `residuals`: expected, steady state, last
+        // time, measured, residual, readings over, alarm active.
+        let old = postcard::to_stdvec(&(Some(49.0), 49.0, Some(1_000_i64), 49.2, 0.2, 0_u32, false))
+            .unwrap();
+        model.restore(&old).unwrap();
+        let restored: State = restore_state("thermal", &model.save()).unwrap();
+        assert_eq!((restored.expected, restored.residuals), (Some(49.0), 0));
     }
 
     #[test]

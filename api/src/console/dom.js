@@ -246,13 +246,21 @@ export function chart(points, { width = 120, height = 24, from, to, cls = 'trend
   const x0 = from ?? pts[0].t;
   let x1 = to ?? pts[pts.length - 1].t;
   if (x1 <= x0) x1 = x0 + 1;
+  // Points with bounds (`lo`, `hi`) draw a band behind the line.
+  const banded = pts.filter((p) => Number.isFinite(p.lo) && Number.isFinite(p.hi));
   let y0 = Infinity;
   let y1 = -Infinity;
   for (const p of pts) { if (p.v < y0) y0 = p.v; if (p.v > y1) y1 = p.v; }
+  for (const p of banded) { if (p.lo < y0) y0 = p.lo; if (p.hi > y1) y1 = p.hi; }
   if (y1 - y0 < 1e-9) { y0 -= 1; y1 += 1; }
   const m = 2;
   const x = (t) => (((t - x0) / (x1 - x0)) * width).toFixed(1);
   const y = (v) => (m + (1 - (v - y0) / (y1 - y0)) * (height - 2 * m)).toFixed(1);
+  if (banded.length >= 2) {
+    const upper = banded.map((p) => `${x(p.t)},${y(p.hi)}`);
+    const lower = banded.map((p) => `${x(p.t)},${y(p.lo)}`).reverse();
+    svg.appendChild(s('polygon', { class: 'band', points: upper.concat(lower).join(' ') }));
+  }
   svg.appendChild(s('polyline', { points: pts.map((p) => `${x(p.t)},${y(p.v)}`).join(' ') }));
   return svg;
 }

@@ -250,9 +250,15 @@ async function commandPanel(path, t) {
       previewVerdict.className = verdictClass(r.verdict);
       setText(previewVerdict, verdictText(r.verdict));
       const series = arr(r.series).filter(Boolean).slice(0, 4).map((sr) => {
-        const pts = arr(sr.points).map((p) => ({ t: Number(p?.t), v: Number(p?.value) }));
+        const pts = arr(sr.points).map((p) => ({
+          t: Number(p?.t), v: Number(p?.value),
+          lo: p?.lower == null ? NaN : Number(p.lower), hi: p?.upper == null ? NaN : Number(p.upper),
+        }));
         const vs = pts.map((p) => p.v).filter(Number.isFinite);
-        const span = pts.length ? `${fmtNum(Math.min(...vs))} … ${fmtNum(Math.max(...vs))} over ${fmtNum(pts[pts.length - 1].t)} s` : 'no points';
+        const last = pts[pts.length - 1];
+        const bounds = last && Number.isFinite(last.lo) && Number.isFinite(last.hi)
+          ? ` (at the end ${fmtNum(last.lo)} to ${fmtNum(last.hi)})` : '';
+        const span = pts.length ? `${fmtNum(Math.min(...vs))} … ${fmtNum(Math.max(...vs))} over ${fmtNum(last.t)} s${bounds}` : 'no points';
         return h('figure', { class: 'projection', 'data-test': 'projection', 'data-name': String(sr.name ?? '') },
           chart(pts, { width: 240, height: 60, cls: 'trend big' }),
           h('figcaption', {}, String(sr.name ?? ''), ': ', span));

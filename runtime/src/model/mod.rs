@@ -170,6 +170,44 @@ pub struct TrajectoryPoint {
     pub t: f64,
     /// Projected value.
     pub value: f64,
+    /// Lower bound of where the value is expected, when the model can tell
+    /// ([`BOUND_Z`] standard errors below `value`).
+    #[serde(default)]
+    pub lower: Option<f64>,
+    /// Upper bound of where the value is expected, when the model can tell.
+    #[serde(default)]
+    pub upper: Option<f64>,
+}
+
+/// How many standard errors a projection's bounds lie from its value: about 95 % of
+/// outcomes under Gaussian errors.
+pub const BOUND_Z: f64 = 2.0;
+
+impl TrajectoryPoint {
+    /// A point without bounds.
+    pub fn new(t: f64, value: f64) -> Self {
+        Self {
+            t,
+            value,
+            lower: None,
+            upper: None,
+        }
+    }
+
+    /// A point with bounds [`BOUND_Z`] standard errors `error` either side; without
+    /// bounds when `error` is not a finite number, 0 or more.
+    pub fn with_error(t: f64, value: f64, error: f64) -> Self {
+        let half = BOUND_Z * error;
+        if !(half.is_finite() && half >= 0.0) {
+            return Self::new(t, value);
+        }
+        Self {
+            t,
+            value,
+            lower: Some(value - half),
+            upper: Some(value + half),
+        }
+    }
 }
 
 /// Projected series by name (channels and derived values).
@@ -182,14 +220,19 @@ pub struct Trajectory {
 impl Trajectory {
     /// Appends a point to series `name`.
     pub fn push(&mut self, name: &str, t: f64, value: f64) {
-        if !value.is_finite() {
+        self.push_point(name, TrajectoryPoint::new(t, value));
+    }
+
+    /// Appends a point, with or without bounds, to series `name`; a point whose value
+    /// is not finite is left out.
+    pub fn push_point(&mut self, name: &str, point: TrajectoryPoint) {
+        if !point.value.is_finite() {
             return;
         }
         match self.series.get_mut(name) {
-            Some(series) => series.push(TrajectoryPoint { t, value }),
+            Some(series) => series.push(point),
             None => {
-                self.series
-                    .insert(name.to_string(), vec![TrajectoryPoint { t, value }]);
+                self.series.insert(name.to_string(), vec![point]);
             }
         }
     }

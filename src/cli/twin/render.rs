@@ -1105,13 +1105,18 @@ pub fn simulation_text(response: &SimulateResponse) -> String {
     for (k, t) in instants {
         let mut row = vec![offset_text(t)];
         for series in &response.series {
-            row.push(
-                series
-                    .points
-                    .iter()
-                    .find(|p| key(p.t) == k)
-                    .map_or(String::new(), |p| number_text(p.value)),
-            );
+            row.push(series.points.iter().find(|p| key(p.t) == k).map_or(
+                String::new(),
+                |p| match (p.lower, p.upper) {
+                    (Some(lower), Some(upper)) => format!(
+                        "{} ({} to {})",
+                        number_text(p.value),
+                        number_text(lower),
+                        number_text(upper)
+                    ),
+                    _ => number_text(p.value),
+                },
+            ));
         }
         table.row(row);
     }
@@ -1121,7 +1126,8 @@ pub fn simulation_text(response: &SimulateResponse) -> String {
 }
 
 /// A what-if answer for a script: the verdict, the assumptions, the models and every
-/// series as `{"name", "points": [{"t", "value"}]}`.
+/// series as `{"name", "points": [{"t", "value", "lower", "upper"}]}` (bounds when the
+/// model gave them).
 pub fn simulation_json(response: &SimulateResponse) -> Json {
     Json::object()
         .with("verdict", verdict_json(response.verdict.as_ref()))
@@ -1139,7 +1145,16 @@ pub fn simulation_json(response: &SimulateResponse) -> Json {
                                 series
                                     .points
                                     .iter()
-                                    .map(|p| Json::object().with("t", p.t).with("value", p.value))
+                                    .map(|p| {
+                                        let point =
+                                            Json::object().with("t", p.t).with("value", p.value);
+                                        match (p.lower, p.upper) {
+                                            (Some(lower), Some(upper)) => {
+                                                point.with("lower", lower).with("upper", upper)
+                                            }
+                                            _ => point,
+                                        }
+                                    })
                                     .collect(),
                             ),
                         )
@@ -1653,10 +1668,13 @@ mod tests {
                         TrajectoryPoint {
                             t: 0.0,
                             value: 55.0,
+                            ..Default::default()
                         },
                         TrajectoryPoint {
                             t: 10.0,
                             value: 60.125,
+                            lower: Some(58.0),
+                            upper: Some(62.25),
                         },
                     ],
                 },
@@ -1665,6 +1683,7 @@ mod tests {
                     points: vec![TrajectoryPoint {
                         t: 10.0,
                         value: 120.0,
+                        ..Default::default()
                     }],
                 },
             ],
@@ -1678,15 +1697,15 @@ mod tests {
         assert!(text.contains("assumes  speed=2400\n"), "{text}");
         assert!(
             text.ends_with(
-                "   T  temperature  rul_hours\n\
-                 \x20+0s           55\n\
-                 +10s       60.125        120\n"
+                "   T               temperature  rul_hours\n\
+                 \x20+0s                        55\n\
+                 +10s  60.125 (58 to 62.25)        120\n"
             ),
             "{text}"
         );
         let json = simulation_json(&response).to_string();
         assert!(
-            json.contains(r#""series":[{"name":"temperature","points":[{"t":0.0,"value":55.0},{"t":10.0,"value":60.125}]}"#),
+            json.contains(r#""series":[{"name":"temperature","points":[{"t":0.0,"value":55.0},{"t":10.0,"value":60.125,"lower":58.0,"upper":62.25}]}"#),
             "{json}"
         );
         let empty = SimulateResponse::default();

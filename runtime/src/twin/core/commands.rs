@@ -229,6 +229,8 @@ impl TwinCore {
                 let (low, high) = channel.range;
                 for point in points {
                     point.value = point.value.clamp(low, high);
+                    point.lower = point.lower.map(|v| v.clamp(low, high));
+                    point.upper = point.upper.map(|v| v.clamp(low, high));
                 }
             }
         }
