@@ -222,6 +222,13 @@ impl TwinService for FloorTwins {
         Err(tonic::Status::unimplemented("floor"))
     }
 
+    async fn recommend(
+        &self,
+        _: tonic::Request<pb::RecommendRequest>,
+    ) -> Answer<pb::RecommendResponse> {
+        Err(tonic::Status::unimplemented("floor"))
+    }
+
     type WatchTwinsStream = tokio_stream::Empty<Result<pb::WatchTwinsResponse, tonic::Status>>;
 
     async fn watch_twins(

@@ -309,6 +309,60 @@ pub fn divergence(divergence: &Divergence) -> pb::Divergence {
     }
 }
 
+/// Projected series as the API returns them, bounds included.
+pub fn series(trajectory: &doppel_runtime::Trajectory) -> Vec<pb::Series> {
+    trajectory
+        .series
+        .iter()
+        .map(|(name, points)| pb::Series {
+            name: name.clone(),
+            points: points
+                .iter()
+                .map(|p| pb::TrajectoryPoint {
+                    t: p.t,
+                    value: p.value,
+                    lower: p.lower,
+                    upper: p.upper,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A recommendation's candidate as the API returns it.
+pub fn recommend_candidate(
+    candidate: &doppel_runtime::model::recommend::Candidate,
+) -> pb::RecommendCandidate {
+    let (projected_by, projected_reason) = candidate.projected_action.clone().unwrap_or_default();
+    let bounds = candidate.objective.and_then(|(_, bounds)| bounds);
+    pb::RecommendCandidate {
+        value: candidate.value,
+        verdict: Some(verdict(&candidate.verdict)),
+        projected_by,
+        projected_reason,
+        objective: candidate.objective.map(|(value, _)| value),
+        objective_lower: bounds.map(|b| b.0),
+        objective_upper: bounds.map(|b| b.1),
+        checks: candidate
+            .checks
+            .iter()
+            .map(|check| pb::ConstraintCheck {
+                series: check.series.clone(),
+                limit: check.limit,
+                is_max: check.is_max,
+                worst: check.worst.map(|w| w.0),
+                worst_at: check.worst.map_or(0.0, |w| w.1),
+                worst_bound: check.worst_bound,
+                holds: check.holds,
+                holds_at_bound: check.holds_at_bound,
+            })
+            .collect(),
+        tier: u32::from(candidate.tier),
+        rationale: candidate.rationale.clone(),
+        series: series(&candidate.trajectory),
+    }
+}
+
 /// A registered model package as the API returns it.
 pub fn model_package(registered: &RegisteredPackage) -> pb::ModelPackage {
     let package = registered.package().ok();

@@ -627,24 +627,67 @@ impl TwinApi {
         Ok(pb::SimulateResponse {
             verdict: Some(convert::verdict(&what_if.verdict)),
             assumed: convert::named_values(&what_if.assumed),
-            series: what_if
-                .trajectory
-                .series
-                .iter()
-                .map(|(name, points)| pb::Series {
-                    name: name.clone(),
-                    points: points
-                        .iter()
-                        .map(|p| pb::TrajectoryPoint {
-                            t: p.t,
-                            value: p.value,
-                            lower: p.lower,
-                            upper: p.upper,
-                        })
-                        .collect(),
-                })
-                .collect(),
+            series: convert::series(&what_if.trajectory),
             models: what_if.models.iter().map(convert::model_info).collect(),
+        })
+    }
+
+    async fn recommend_call(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<pb::RecommendResponse, Status> {
+        let caller = caller(&request)?;
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let path = parse_path("asset_path", &request.asset_path)?;
+        record_asset(&path);
+        let given =
+            !(request.command.is_empty() && request.param.is_empty() && request.values.is_empty());
+        let candidates = if given {
+            check_length("command", &request.command)?;
+            check_length("param", &request.param)?;
+            if request.command.is_empty() || request.param.is_empty() {
+                return Err(invalid(
+                    "command",
+                    "give the command, its parameter and the values, or none of them",
+                ));
+            }
+            let most = doppel_runtime::model::recommend::MAX_CANDIDATES;
+            if request.values.is_empty() || request.values.len() > most {
+                return Err(invalid(
+                    "values",
+                    format!("{} values; give 1 to {most}", request.values.len()),
+                ));
+            }
+            if let Some(bad) = request.values.iter().find(|v| !v.is_finite()) {
+                return Err(invalid("values", format!("{bad} is not a number")));
+            }
+            Some((request.command, request.param, request.values))
+        } else {
+            None
+        };
+        let recommendation = self
+            .shared
+            .twins
+            .recommend(&path, candidates, &caller.role.origin(&caller.name))
+            .await
+            .map_err(kernel_status)?;
+        let report = self
+            .shared
+            .twins
+            .report(&path)
+            .await
+            .map_err(kernel_status)?;
+        Ok(pb::RecommendResponse {
+            objective: recommendation.objective,
+            candidates: recommendation
+                .candidates
+                .iter()
+                .map(convert::recommend_candidate)
+                .collect(),
+            models: report.models.iter().map(convert::model_info).collect(),
+            command: recommendation.command,
+            param: recommendation.param,
         })
     }
 
@@ -787,6 +830,13 @@ impl TwinService for TwinApi {
         request: Request<pb::SimulateRequest>,
     ) -> Result<Response<pb::SimulateResponse>, Status> {
         traced("Simulate", request, |r| self.simulate_call(r)).await
+    }
+
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        traced("Recommend", request, |r| self.recommend_call(r)).await
     }
 
     async fn get_history(

@@ -526,6 +526,36 @@ impl TwinService for ClusterApi {
         }
     }
 
+    async fn recommend(
+        &self,
+        request: Request<pb::RecommendRequest>,
+    ) -> Result<Response<pb::RecommendResponse>, Status> {
+        let caller = caller(&request)?;
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, false)? {
+            Route::Local => self.inner.local.recommend(request).await,
+            Route::Mirror => Err(Status::internal(
+                "recommendations are never answered by a mirror",
+            )),
+            Route::Remote(owner) => {
+                let message = pb::ForwardRecommendRequest {
+                    caller: Some(forwarded(&caller)),
+                    request: Some(request.into_inner()),
+                };
+                self.forward(
+                    "Recommend",
+                    asset.as_str(),
+                    &owner,
+                    message,
+                    FORWARD_TIMEOUT,
+                    |mut client, request| async move { client.forward_recommend(request).await },
+                    |answer| answer.response,
+                )
+                .await
+            }
+        }
+    }
+
     async fn get_history(
         &self,
         request: Request<pb::GetHistoryRequest>,

@@ -137,6 +137,17 @@ impl NodeService for NodeApi {
         }))
     }
 
+    async fn forward_recommend(
+        &self,
+        request: Request<pb::ForwardRecommendRequest>,
+    ) -> Result<Response<pb::ForwardRecommendResponse>, Status> {
+        let request = self.admit(request, |m| (m.caller, m.request))?;
+        let response = self.api.inner.local.recommend(request).await?.into_inner();
+        Ok(Response::new(pb::ForwardRecommendResponse {
+            response: Some(response),
+        }))
+    }
+
     async fn forward_get_history(
         &self,
         request: Request<pb::ForwardGetHistoryRequest>,

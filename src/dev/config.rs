@@ -28,6 +28,8 @@ const RUL_WINDOW_SIM_SECS: f64 = 1200.0;
 /// Shortest real window: it must hold the model's `min_points` (40) readings at the
 /// simulator's 10 readings per second even at high speeds.
 const RUL_WINDOW_MIN_REAL_SECS: f64 = 6.0;
+/// How far a recommendation projects, in simulated seconds.
+const RECOMMEND_HORIZON_SIM_SECS: f64 = 600.0;
 /// Fastest allowed speed change, in rpm per simulated second.
 const SPEED_RATE_SIM_RPM_PER_SEC: f64 = 10.0;
 
@@ -59,6 +61,10 @@ fn fill(template: &str, speed: f64) -> String {
         ("{{RUL_CRITICAL_HOURS}}", RUL_CRITICAL_SIM_HOURS / speed),
         ("{{RUL_WINDOW_SECS}}", window),
         ("{{RUL_WINDOW_2X_SECS}}", 2.0 * window),
+        (
+            "{{RECOMMEND_HORIZON_SECS}}",
+            (RECOMMEND_HORIZON_SIM_SECS / speed).max(1.0),
+        ),
         ("{{SPEED_RATE_PER_SEC}}", SPEED_RATE_SIM_RPM_PER_SEC * speed),
     ];
     let mut text = template.to_string();

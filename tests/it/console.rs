@@ -1,8 +1,9 @@
 //! The operator console in real headless Chromium (WebDriver), served by a real node
 //! over loopback: log in, navigate overview → line → twin, see a trip on the twin's
 //! page and in the alarm list, acknowledge it, shelve another alarm for 2 s and see it
-//! return, preview a clamped command and send it, an alarm message with markup shown
-//! as text, and a viewer who sees no controls.
+//! return, preview a clamped command and send it, ask for the next best action and
+//! take one, an alarm message with markup shown as text, and a viewer who sees no
+//! controls.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,16 @@ use crate::support::{self, ingest_durable, press, reading};
 
 const VIEWER: &str = "console-viewer-token-0123456789";
 const OPERATOR: &str = "console-operator-token-0123456789";
+
+/// The press's declared objective, for the command panel's recommendation.
+const RECOMMEND: &str = r#"
+[types.press.recommend]
+command = "set_speed"
+param = "rpm"
+values = [600, 1200, 1800, 2400]
+maximize = "rpm"
+constraints = [{ series = "temperature", max = 94.0 }]
+"#;
 
 /// Longest any step may take on a busy machine.
 const STEP: Duration = Duration::from_secs(20);
@@ -55,7 +66,7 @@ impl doppel::Model for Markup {
 
 async fn serve(dir: &std::path::Path) -> (Runtime, ApiHandle) {
     let types = format!(
-        "{}\n[[types.press.models]]\nkind = \"markup\"\nchannel = \"vibration\"\n",
+        "{}\n[[types.press.models]]\nkind = \"markup\"\nchannel = \"vibration\"\n{RECOMMEND}",
         support::types()
     );
     let runtime = support::start_custom(dir, &types, support::settings(), |b| {
@@ -328,6 +339,36 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     );
     let report = twins.report(&press(1)).await.unwrap();
     assert_eq!(report.desired("speed").map(|v| v.as_f64()), Some(2400.0));
+
+    // The next best action beside it: ranked candidates; `Use` fills the form.
+    browser
+        .wait_for("[data-test=recommend]", STEP)
+        .await
+        .click()
+        .await;
+    let shown = browser
+        .wait_text("[data-test=recommendation]", STEP, |text| {
+            text.contains("Objective: maximize rpm")
+        })
+        .await;
+    // 2400 rpm heads past the trip from 40 degC; 1800 settles at 79.
+    let candidates = browser.find_all("[data-test=candidate]").await;
+    assert_eq!(candidates.len(), 4, "{shown}");
+    let first = candidates[0].attribute("data-value").await.unwrap();
+    assert_eq!(first, "1800", "{shown}");
+    assert!(shown.contains("denied by overtemp (projected)"), "{shown}");
+    browser
+        .wait_for("[data-test=candidate] [data-test=use-candidate]", STEP)
+        .await
+        .click()
+        .await;
+    let filled = browser
+        .execute(
+            "return document.querySelector('[data-test=param][data-name=rpm]').value",
+            serde_json::json!([]),
+        )
+        .await;
+    assert_eq!(filled, serde_json::json!(first), "{shown}");
 
     // The diagnostic page's audit trail shows the command and its clamp.
     browser.goto(&format!("{url}#/diagnostic")).await;

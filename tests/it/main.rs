@@ -25,6 +25,7 @@ mod opcua_browse;
 mod otel;
 mod outbox;
 mod passivation;
+mod recommend;
 mod sandbox;
 mod sparkplug;
 mod starting;

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use doppel_runtime::{
     ChannelCondition, ChannelId, ComponentSpec, ConfigError, Governor, Proposal, Quality, Review,
-    SafetyDemand, Sample, TwinType, TwinView, Value,
+    SafetyDemand, Sample, Trajectory, TwinType, TwinView, Value,
 };
 use serde::Deserialize;
 
@@ -330,6 +330,19 @@ impl Governor for TripGovernor {
             params: self.action_params.clone(),
             reason,
             latch: true,
+        })
+    }
+
+    /// A projection whose channel crosses a limit would trip the machine: the first
+    /// such point, with when.
+    fn review_projection(&self, trajectory: &Trajectory, twin: &TwinView<'_>) -> Option<String> {
+        if twin.state.trips.iter().any(|t| t.governor == self.name) {
+            return None;
+        }
+        let points = trajectory.series.get(&self.channel_name)?;
+        points.iter().find_map(|point| {
+            self.tripped_by(point.value)
+                .map(|reason| format!("projected {reason} at +{:.0} s", point.t))
         })
     }
 

@@ -745,8 +745,14 @@ load_desired = "speed"
         let same = twin.project(&[("speed", Value::Float(1200.0))], 3600, 600);
         let faster = twin.project(&[("speed", Value::Float(2400.0))], 3600, 600);
         let (now, doubled) = (&same.series["vibration"][0], &faster.series["vibration"][0]);
-        assert!((doubled.value - 2.0 * now.value).abs() < 1e-9, "{now:?} {doubled:?}");
-        for point in same.series["vibration"].iter().chain(&faster.series["vibration"]) {
+        assert!(
+            (doubled.value - 2.0 * now.value).abs() < 1e-9,
+            "{now:?} {doubled:?}"
+        );
+        for point in same.series["vibration"]
+            .iter()
+            .chain(&faster.series["vibration"])
+        {
             let (lower, upper) = (point.lower.unwrap(), point.upper.unwrap());
             assert!(lower < point.value && point.value < upper, "{point:?}");
         }

@@ -682,8 +682,9 @@ residual_warn = 15.0
         let mut model = twin.fresh_model(0);
         // The layout before `residual_ms` and `residuals`: expected, steady state, last
         // time, measured, residual, readings over, alarm active.
-        let old = postcard::to_stdvec(&(Some(49.0), 49.0, Some(1_000_i64), 49.2, 0.2, 0_u32, false))
-            .unwrap();
+        let old =
+            postcard::to_stdvec(&(Some(49.0), 49.0, Some(1_000_i64), 49.2, 0.2, 0_u32, false))
+                .unwrap();
         model.restore(&old).unwrap();
         let restored: State = restore_state("thermal", &model.save()).unwrap();
         assert_eq!((restored.expected, restored.residuals), (Some(49.0), 0));

@@ -293,6 +293,50 @@ async function commandPanel(path, t) {
     }
   });
 
+  // The next best action: ranked candidates; `Use` fills the form, which still
+  // previews and asks for confirmation.
+  const recommendBtn = h('button', { type: 'button', 'data-test': 'recommend' }, 'Recommend');
+  const recommendation = h('div', { 'data-test': 'recommendation' });
+  recommendBtn.addEventListener('click', async () => {
+    recommendBtn.disabled = true;
+    setText(error, '');
+    try {
+      const r = await api(twinUrl(path, '/recommend'), { method: 'POST', body: {} });
+      const rows = arr(r.candidates).filter(Boolean).map((c, i) => {
+        const projected = c.projectedBy ? `denied by ${c.projectedBy} (projected)` : verdictText(c.verdict);
+        const objective = c.objective == null ? '—'
+          : c.objectiveLower == null ? fmtNum(c.objective)
+            : `${fmtNum(c.objective)} (${fmtNum(c.objectiveLower)} to ${fmtNum(c.objectiveUpper)})`;
+        const use = h('button', { type: 'button', 'data-test': 'use-candidate' }, 'Use');
+        const allowed = !c.projectedBy && Number(c.tier ?? 0) < 3;
+        use.disabled = !allowed;
+        use.addEventListener('click', () => useCandidate(r, c));
+        const row = h('tr', { 'data-test': 'candidate', 'data-value': String(c.value), class: allowed ? '' : 'abnormal' },
+          h('td', {}, String(i + 1)), h('td', {}, fmtNum(c.value)), h('td', {}, projected),
+          h('td', {}, objective), h('td', {}, String(c.rationale ?? '')), h('td', {}, use));
+        return row;
+      });
+      recommendation.replaceChildren(
+        h('p', { class: 'muted' }, `Objective: ${r.objective ?? '—'}`),
+        h('table', {}, h('thead', {}, h('tr', {}, ...['Rank', 'Value', 'Verdict', 'Objective', 'Why', ''].map((x) => h('th', {}, x)))),
+          h('tbody', {}, ...rows)));
+    } catch (e) {
+      setText(error, e.message);
+    } finally {
+      recommendBtn.disabled = false;
+    }
+  });
+
+  function useCandidate(r, c) {
+    if (r.command && commands.some((x) => x.name === r.command)) {
+      select.value = r.command;
+      buildParams();
+    }
+    const input = inputs.find((i) => i.p.name === r.param);
+    if (input) input.input.value = String(c.value);
+    invalidate();
+  }
+
   select.addEventListener('change', buildParams);
   params.addEventListener('input', invalidate);
   params.addEventListener('change', invalidate);
@@ -300,8 +344,8 @@ async function commandPanel(path, t) {
   panel.append(
     h('div', { class: 'row' }, h('label', { for: 'command-name' }, 'Command'), select),
     params,
-    h('div', { class: 'row' }, previewBtn, confirmBtn),
-    error, previewVerdict, projection, result);
+    h('div', { class: 'row' }, previewBtn, confirmBtn, recommendBtn),
+    error, previewVerdict, projection, result, recommendation);
   return panel;
 }
 

@@ -33,6 +33,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::alarm_service_server::AlarmService;
+use doppel_proto::v1::model_service_server::ModelService;
 use doppel_proto::v1::status_service_server::StatusService;
 use doppel_proto::v1::twin_service_server::TwinService;
 use futures_util::StreamExt;
@@ -368,6 +369,35 @@ impl<S: TwinService + AlarmService> Rest<S> {
                 &self.api,
                 StatusService::get_cluster_status,
                 pb::GetClusterStatusRequest
+            ),
+            Call::Recommend => unary!(&*self.service, TwinService::recommend, pb::RecommendRequest),
+            Call::ListPackages => unary!(
+                &self.api,
+                ModelService::list_packages,
+                pb::ListPackagesRequest
+            ),
+            Call::RegisterPackage => unary!(
+                &self.api,
+                ModelService::register_package,
+                pb::RegisterPackageRequest
+            ),
+            Call::GetPackage => unary!(&self.api, ModelService::get_package, pb::GetPackageRequest),
+            Call::ListDeployments => unary!(
+                &self.api,
+                ModelService::list_deployments,
+                pb::ListDeploymentsRequest
+            ),
+            Call::Deploy => unary!(&self.api, ModelService::deploy, pb::DeployRequest),
+            Call::Withdraw => unary!(&self.api, ModelService::withdraw, pb::WithdrawRequest),
+            Call::DecideCanary => unary!(
+                &self.api,
+                ModelService::decide_canary,
+                pb::DecideCanaryRequest
+            ),
+            Call::GetDivergence => unary!(
+                &self.api,
+                ModelService::get_divergence,
+                pb::GetDivergenceRequest
             ),
         }
     }

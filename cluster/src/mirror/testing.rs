@@ -187,6 +187,13 @@ impl NodeService for TestNode {
         not_here()
     }
 
+    async fn forward_recommend(
+        &self,
+        _request: Request<proto::ForwardRecommendRequest>,
+    ) -> Result<Response<proto::ForwardRecommendResponse>, Status> {
+        not_here()
+    }
+
     async fn forward_get_history(
         &self,
         _request: Request<proto::ForwardGetHistoryRequest>,

@@ -158,6 +158,8 @@ pub struct TwinType {
     pub aggregates: Aggregates,
     /// Channels to show first in compact views.
     pub key_channels: Vec<ChannelId>,
+    /// What a recommendation for a twin of this type seeks, if the type declares it.
+    pub recommend: Option<crate::model::recommend::RecommendSpec>,
     channel_index: HashMap<String, ChannelId>,
 }
 
@@ -272,6 +274,7 @@ struct RawTwinType {
     aggregates: RawAggregates,
     #[serde(default)]
     key_channels: Vec<String>,
+    recommend: Option<Spanned<crate::model::recommend::RawRecommend>>,
 }
 
 #[derive(Deserialize)]
@@ -551,6 +554,29 @@ fn compile_type(
         );
     }
 
+    let recommend = match raw.recommend {
+        Some(spanned) => {
+            let span = spanned.span();
+            let spec = (spanned.into_inner().into_spec())
+                .map_err(|problem| at(span.clone(), format!("recommend: {problem}")))?;
+            let numeric = commands
+                .get(&spec.command)
+                .and_then(|command| command.params.iter().find(|p| p.name == spec.param))
+                .is_some_and(|param| matches!(param.kind, ValueKind::Float | ValueKind::Int));
+            if !numeric {
+                return Err(at(
+                    span,
+                    format!(
+                        "recommend: command `{}` has no numeric parameter `{}`",
+                        spec.command, spec.param
+                    ),
+                ));
+            }
+            Some(spec)
+        }
+        None => None,
+    };
+
     let component = |spanned: Spanned<RawComponent>| {
         let line = Some(lines.line(spanned.span().start));
         let raw_component = spanned.into_inner();
@@ -607,6 +633,7 @@ fn compile_type(
         governors,
         aggregates,
         key_channels,
+        recommend,
         channel_index,
     })
 }

@@ -1,6 +1,7 @@
 //! Governors: keep every action inside safe limits.
 
 use crate::command::{Clamp, Command, DesiredChange};
+use crate::model::Trajectory;
 use crate::sample::{ChannelId, Sample};
 use crate::time::Timestamp;
 use crate::twin::{ChannelCondition, TwinView};
@@ -44,6 +45,15 @@ pub trait Governor: Send + 'static {
         twin: &TwinView<'_>,
     ) -> Option<SafetyDemand> {
         let _ = (channel, condition, twin);
+        None
+    }
+
+    /// Looks at a projection of the twin (a what-if's trajectory) and says whether it
+    /// would act on it: a trip whose limit the projected channel crosses. A
+    /// recommendation denies a candidate whose projection a governor would act on.
+    /// Must not change `self`.
+    fn review_projection(&self, trajectory: &Trajectory, twin: &TwinView<'_>) -> Option<String> {
+        let _ = (trajectory, twin);
         None
     }
 

@@ -2,6 +2,7 @@
 
 pub mod deploy;
 pub mod package;
+pub mod recommend;
 pub mod registry;
 
 use std::collections::BTreeMap;

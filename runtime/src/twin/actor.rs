@@ -114,6 +114,12 @@ pub enum TwinMsg {
         Duration,
         oneshot::Sender<Result<WhatIf, Error>>,
     ),
+    /// Evaluate and rank a recommendation's candidates; changes nothing.
+    Recommend(
+        Box<crate::model::recommend::RecommendSpec>,
+        Origin,
+        oneshot::Sender<Result<crate::model::recommend::Recommendation, Error>>,
+    ),
     /// Read the state.
     Report(oneshot::Sender<TwinReport>),
     /// Read a channel's history ring in a time range.
@@ -179,6 +185,7 @@ impl TwinMsg {
             self,
             TwinMsg::Command(..)
                 | TwinMsg::WhatIf(..)
+                | TwinMsg::Recommend(..)
                 | TwinMsg::Report(_)
                 | TwinMsg::History(..)
                 | TwinMsg::Alarm(..)
@@ -353,6 +360,9 @@ impl Actor for TwinActor {
                         .core
                         .what_if(&command, horizon, step, Timestamp::now()),
                 );
+            }
+            TwinMsg::Recommend(spec, origin, reply) => {
+                let _ = reply.send(state.core.recommend(&spec, &origin, Timestamp::now()));
             }
             TwinMsg::Report(reply) => {
                 let _ = reply.send(state.core.report());

@@ -881,6 +881,45 @@ impl Twins {
         .await?
     }
 
+    /// Ranks candidate commands for the twin at `path` against the objective and
+    /// constraints its type declares (`[types.<type>.recommend]`), with each one's
+    /// projection, bounds and the governors' verdicts
+    /// ([`recommend`](crate::model::recommend)). `candidates` (command, parameter,
+    /// values) replaces the type's grid. Candidates are reviewed as if `origin` sent
+    /// them. Changes nothing.
+    pub async fn recommend(
+        &self,
+        path: &AssetPath,
+        candidates: Option<(String, String, Vec<f64>)>,
+        origin: &Origin,
+    ) -> Result<crate::model::recommend::Recommendation, Error> {
+        let entry = self
+            .directory
+            .get(path)
+            .ok_or_else(|| Error::UnknownAsset(path.clone()))?;
+        let mut spec = entry
+            .twin_type
+            .recommend
+            .clone()
+            .ok_or_else(|| Error::InvalidParam {
+                command: "recommend".into(),
+                param: "objective".into(),
+                problem: format!(
+                    "twin type `{}` declares no objective ([types.{}.recommend])",
+                    entry.twin_type.name, entry.twin_type.name
+                ),
+            })?;
+        if let Some((command, param, values)) = candidates {
+            spec.command = command;
+            spec.param = param;
+            spec.values = values;
+        }
+        self.ask(path, |reply| {
+            TwinMsg::Recommend(Box::new(spec), origin.clone(), reply)
+        })
+        .await?
+    }
+
     /// Responds to alarm `code` of the twin at `path` on behalf of `origin`
     /// (acknowledge, shelve, …; see [`alarm`](super::alarm)); returns the outcome
     /// once it is durable. Journaled and audited; no governor reviews it.

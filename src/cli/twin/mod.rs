@@ -47,8 +47,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use doppel::kernel::Timestamp;
 use doppel::proto::v1::{
-    GetHistoryRequest, GetTwinRequest, ListAuditRequest, ListTwinsRequest, SendCommandRequest,
-    SimulateRequest, Twin, WatchTwinsRequest, watch_twins_response,
+    GetHistoryRequest, GetTwinRequest, ListAuditRequest, ListTwinsRequest, RecommendRequest,
+    SendCommandRequest, SimulateRequest, Twin, WatchTwinsRequest, watch_twins_response,
 };
 
 use failure::EXIT_FAILED;
@@ -142,6 +142,10 @@ enum TwinCommand {
     /// Ask what a command would do: the verdict it would get and the models'
     /// projection. Changes and actuates nothing.
     Simulate(SimulateArgs),
+    /// The next best action: candidate commands (the twin type's grid, or
+    /// `--command/--param/--values`) projected and ranked against the type's objective,
+    /// with bounds, the governors' verdicts and why. Changes and actuates nothing.
+    Recommend(RecommendArgs),
     /// Print a channel's samples in a time range, oldest first.
     History(HistoryArgs),
     /// Print the audit log (commands and safety actions), oldest first.
@@ -222,6 +226,22 @@ struct SimulateArgs {
     step: Option<String>,
 }
 
+/// `doppel twin recommend`.
+#[derive(Args, Debug)]
+struct RecommendArgs {
+    /// The twin's asset path.
+    path: String,
+    /// The command the candidates are [default: the twin type's].
+    #[arg(long, requires_all = ["param", "values"])]
+    command: Option<String>,
+    /// Its numeric parameter the candidates differ in.
+    #[arg(long, requires = "command")]
+    param: Option<String>,
+    /// The values to try, comma-separated (600,900,1200).
+    #[arg(long, requires = "command", value_delimiter = ',')]
+    values: Vec<f64>,
+}
+
 /// `doppel twin history`.
 #[derive(Args, Debug)]
 struct HistoryArgs {
@@ -296,6 +316,7 @@ async fn execute(args: TwinArgs) -> Result<(), Failure> {
         TwinCommand::Watch(watch) => watch_twins(&target, json, watch).await,
         TwinCommand::Command(command) => send_command(&target, json, command).await,
         TwinCommand::Simulate(simulate) => simulate_command(&target, json, simulate).await,
+        TwinCommand::Recommend(recommend) => recommend_command(&target, json, recommend).await,
         TwinCommand::History(history) => get_history(&target, json, history).await,
         TwinCommand::Audit(audit) => list_audit(&target, json, audit).await,
     }
@@ -571,6 +592,36 @@ async fn simulate_command(target: &Target, json: bool, args: SimulateArgs) -> Re
         emit_json(&render::simulation_json(&response))
     } else {
         emit(&render::simulation_text(&response))
+    }
+}
+
+/// `doppel twin recommend`.
+async fn recommend_command(
+    target: &Target,
+    json: bool,
+    args: RecommendArgs,
+) -> Result<(), Failure> {
+    let request = RecommendRequest {
+        asset_path: args.path,
+        command: args.command.unwrap_or_default(),
+        param: args.param.unwrap_or_default(),
+        values: args.values,
+    };
+    let what = format!("recommend for {}", request.asset_path);
+    let session = Session::connect(target).await?;
+    let response = session
+        .unary(request, |mut client, request| async move {
+            client.recommend(request).await
+        })
+        .await
+        .map_err(|status| Failure::rpc(&what, &status))?;
+    if json {
+        for candidate in &response.candidates {
+            emit_json(&render::candidate_json(candidate))?;
+        }
+        Ok(())
+    } else {
+        emit(&render::recommendation_text(&response))
     }
 }
 

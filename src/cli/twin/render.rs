@@ -12,8 +12,9 @@ use std::time::Duration;
 use doppel::kernel::Timestamp;
 use doppel::proto::v1::{
     AuditKind, AuditRecord, ChannelCondition, Delivery, DeliveryState, ModelInfo, NamedValue,
-    Origin, OriginKind, Quality, RunState, Sample, SendCommandResponse, Severity, SimulateResponse,
-    Twin, TwinChange, TwinSummary, Value, Verdict, twin_change, value, verdict,
+    Origin, OriginKind, Quality, RecommendCandidate, RecommendResponse, RunState, Sample,
+    SendCommandResponse, Severity, SimulateResponse, Twin, TwinChange, TwinSummary, Value, Verdict,
+    twin_change, value, verdict,
 };
 
 use super::json::Json;
@@ -1163,6 +1164,98 @@ pub fn simulation_json(response: &SimulateResponse) -> Json {
             ),
         )
         .with("models", models_json(&response.models))
+}
+
+/// A recommendation for a person: the objective, then the candidates best first with
+/// their verdict, objective and why.
+pub fn recommendation_text(response: &RecommendResponse) -> String {
+    let mut out = format!("objective  {}\n", clean(&response.objective));
+    if !response.models.is_empty() {
+        let _ = writeln!(out, "models     {}", models_text(&response.models));
+    }
+    let mut table = Table::new(&[
+        ("RANK", Align::Right),
+        ("VALUE", Align::Right),
+        ("VERDICT", Align::Left),
+        ("OBJECTIVE", Align::Right),
+        ("WHY", Align::Left),
+    ]);
+    for (rank, candidate) in response.candidates.iter().enumerate() {
+        let verdict = if candidate.projected_by.is_empty() {
+            verdict_word(candidate.verdict.as_ref())
+        } else {
+            format!("DENIED by {} (projected)", clean(&candidate.projected_by))
+        };
+        let objective = match (
+            candidate.objective,
+            candidate.objective_lower,
+            candidate.objective_upper,
+        ) {
+            (Some(value), Some(lower), Some(upper)) => format!(
+                "{} ({} to {})",
+                number_text(value),
+                number_text(lower),
+                number_text(upper)
+            ),
+            (Some(value), _, _) => number_text(value),
+            (None, _, _) => "-".to_string(),
+        };
+        table.row(vec![
+            (rank + 1).to_string(),
+            number_text(candidate.value),
+            verdict,
+            objective,
+            clean(&candidate.rationale),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table.render());
+    out
+}
+
+/// The verdict's one word, upper case when denied.
+fn verdict_word(verdict: Option<&Verdict>) -> String {
+    match verdict.and_then(|v| v.outcome.as_ref()) {
+        Some(verdict::Outcome::Denied(denied)) => format!("DENIED by {}", clean(&denied.governor)),
+        Some(verdict::Outcome::Clamped(_)) => "clamped".to_string(),
+        Some(verdict::Outcome::Accepted(_)) => "accepted".to_string(),
+        None => "-".to_string(),
+    }
+}
+
+/// One candidate for a script.
+pub fn candidate_json(candidate: &RecommendCandidate) -> Json {
+    let optional = |v: Option<f64>| v.map_or(Json::Null, Json::Float);
+    Json::object()
+        .with("value", candidate.value)
+        .with("tier", candidate.tier)
+        .with("verdict", verdict_json(candidate.verdict.as_ref()))
+        .with("projected_by", &candidate.projected_by)
+        .with("projected_reason", &candidate.projected_reason)
+        .with("objective", optional(candidate.objective))
+        .with("objective_lower", optional(candidate.objective_lower))
+        .with("objective_upper", optional(candidate.objective_upper))
+        .with(
+            "checks",
+            Json::Array(
+                candidate
+                    .checks
+                    .iter()
+                    .map(|check| {
+                        Json::object()
+                            .with("series", &check.series)
+                            .with("limit", check.limit)
+                            .with("is_max", check.is_max)
+                            .with("worst", optional(check.worst))
+                            .with("worst_at", check.worst_at)
+                            .with("worst_bound", optional(check.worst_bound))
+                            .with("holds", check.holds)
+                            .with("holds_at_bound", check.holds_at_bound)
+                    })
+                    .collect(),
+            ),
+        )
+        .with("rationale", &candidate.rationale)
 }
 
 /// A channel's samples for a person.

@@ -5,17 +5,22 @@ use std::time::Duration;
 
 use super::{Effects, TwinCore};
 use crate::audit::{AuditKind, AuditRecord};
-use crate::command::{Command, DesiredChange, Verdict};
+use crate::command::{Command, DesiredChange, Origin, Verdict};
 use crate::config::{CommandSpec, SetSource, TwinType};
 use crate::error::Error;
 use crate::governor::{Proposal, Review};
 use crate::journal::JournalEvent;
+use crate::model::recommend::{RecommendSpec, Recommendation, evaluate, rank};
 use crate::model::{Scenario, Trajectory};
 use crate::time::Timestamp;
 use crate::twin::change::TwinChange;
 use crate::twin::report::WhatIf;
 use crate::twin::state::{Delivery, DeliveryState, TwinView};
 use crate::value::Value;
+use crate::value::ValueKind;
+
+/// Points each candidate of a recommendation is projected at, over its horizon.
+const RECOMMEND_POINTS: u32 = 60;
 
 impl TwinCore {
     /// Reviews a command with every governor and applies it unless denied. The audit
@@ -181,6 +186,82 @@ impl TwinCore {
         if let Some(fx) = fx {
             self.publish(published, fx);
         }
+    }
+
+    /// Evaluates every candidate of `spec` through what-if as if `origin` sent it (the
+    /// governors' review now, the models' projection, and whether a governor would act
+    /// on the projection), checks them against its objective and constraints, and
+    /// ranks them best first. Changes nothing.
+    pub fn recommend(
+        &self,
+        spec: &RecommendSpec,
+        origin: &Origin,
+        now: Timestamp,
+    ) -> Result<Recommendation, Error> {
+        spec.check().map_err(|problem| Error::InvalidParam {
+            command: spec.command.clone(),
+            param: spec.param.clone(),
+            problem,
+        })?;
+        let command_spec = self.command_spec(&Command::new(
+            self.state.path.clone(),
+            spec.command.clone(),
+            origin.clone(),
+        ))?;
+        let param = (command_spec.params.iter())
+            .find(|p| p.name == spec.param)
+            .ok_or_else(|| Error::InvalidParam {
+                command: spec.command.clone(),
+                param: spec.param.clone(),
+                problem: "the command has no such parameter".into(),
+            })?;
+        // The desired value the parameter sets: its applied value after clamps.
+        let sets = (command_spec.sets.iter())
+            .find(|(_, source)| *source == SetSource::Param(spec.param.clone()))
+            .map(|(desired, _)| desired.clone());
+        let horizon = Duration::from_secs_f64(spec.horizon_secs);
+        let step = (horizon / RECOMMEND_POINTS).max(Duration::from_secs(1));
+        let view = TwinView {
+            twin_type: &self.twin_type,
+            state: &self.state,
+        };
+        let mut candidates = Vec::with_capacity(spec.values.len());
+        for &value in &spec.values {
+            let argument = match param.kind {
+                ValueKind::Int => Value::Int(value.round() as i64),
+                _ => Value::Float(value),
+            };
+            let command = Command::new(
+                self.state.path.clone(),
+                spec.command.clone(),
+                origin.clone(),
+            )
+            .param(spec.param.clone(), argument);
+            let what_if = self.what_if(&command, horizon, step, now)?;
+            let applied = (what_if.assumed.iter())
+                .find(|(name, _)| Some(name) == sets.as_ref())
+                .map_or(value, |(_, v)| v.as_f64());
+            let projected_action = self.governors.iter().find_map(|governor| {
+                governor
+                    .review_projection(&what_if.trajectory, &view)
+                    .map(|reason| (governor.name().to_string(), reason))
+            });
+            candidates.push(evaluate(
+                spec,
+                value,
+                applied,
+                what_if.verdict,
+                projected_action,
+                what_if.trajectory,
+            ));
+        }
+        rank(spec, &mut candidates);
+        Ok(Recommendation {
+            objective: spec.objective_text(),
+            command: spec.command.clone(),
+            param: spec.param.clone(),
+            candidates,
+        })
     }
 
     /// Answers a what-if question: the verdict the governors would give now, and the
