@@ -42,9 +42,35 @@ fn config(limits: ApiLimits) -> ApiConfig {
     config
 }
 
+/// The test press with a declared objective, for Recommend.
+const RECOMMEND: &str = r#"
+[types.press.recommend]
+command = "set_speed"
+param = "rpm"
+values = [600, 1200, 1800]
+maximize = "rpm"
+constraints = [{ series = "temperature", max = 94.0 }]
+"#;
+
+/// An unsigned model package (the node under test accepts unsigned packages).
+const PACKAGE: &str = r#"
+[package]
+kind = "degradation"
+version = "1.1.0"
+params = { channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }
+compatible_with = ["1.0.0"]
+
+[package.metadata]
+author = "ann"
+created = "2026-11-30T12:00:00Z"
+"#;
+
 async fn serve(limits: ApiLimits) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let runtime = support::start(dir.path()).await;
+    let mut settings = support::settings();
+    settings.models.allow_unsigned = true;
+    let types = format!("{}{RECOMMEND}", support::types());
+    let runtime = support::start_custom(dir.path(), &types, settings, |b| b).await;
     let api = ApiServer::start(config(limits), runtime.twins().clone())
         .await
         .unwrap();
@@ -348,6 +374,120 @@ async fn every_resource_answers_and_the_openapi_document_describes_every_answer(
     assert_eq!(groups[1]["path"], "acme/plant-a/line-2");
     assert_eq!(groups[0]["worstTwin"], press(1).as_str());
     assert_ne!(groups[0]["worstSeverity"], "SEVERITY_UNSPECIFIED");
+
+    // The next best action.
+    let recommended = served
+        .post(
+            VIEWER,
+            "/api/v1/twins/{assetPath}/recommend",
+            &format!("{}/recommend", twin_url(1)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(recommended.status, 200, "{}", recommended.text());
+    let recommended = recommended.json();
+    assert_eq!(recommended["objective"], "maximize rpm");
+    assert_eq!(recommended["candidates"].as_array().unwrap().len(), 3);
+
+    // The model registry and a canary, rolled back by hand.
+    let registered = served
+        .post(
+            ADMIN,
+            "/api/v1/models/packages",
+            "/api/v1/models/packages",
+            json!({ "package": PACKAGE }),
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    assert_eq!(registered.json()["package"]["version"], "1.1.0");
+    let packages = served
+        .get(VIEWER, "/api/v1/models/packages", "/api/v1/models/packages")
+        .await;
+    assert_eq!(packages.json()["packages"].as_array().unwrap().len(), 1);
+    let package = served
+        .get(
+            VIEWER,
+            "/api/v1/models/packages/{kind}/{version}",
+            "/api/v1/models/packages/degradation/1.1.0",
+        )
+        .await;
+    assert_eq!(package.status, 200, "{}", package.text());
+    assert_eq!(
+        package.json()["package"]["compatibleWith"],
+        json!(["1.0.0"])
+    );
+    let canary = json!({
+        "kind": "degradation",
+        "version": "1.1.0",
+        "twinType": "press",
+        "mode": "DEPLOY_MODE_CANARY",
+        "canary": { "fraction": 0.5, "perLine": 1, "minDurationSecs": 3600.0 },
+    });
+    let denied = served
+        .post(
+            OPERATOR,
+            "/api/v1/models/deployments",
+            "/api/v1/models/deployments",
+            canary.clone(),
+        )
+        .await;
+    problem(&denied, 403, "PERMISSION_DENIED");
+    let deployed = served
+        .post(
+            ADMIN,
+            "/api/v1/models/deployments",
+            "/api/v1/models/deployments",
+            canary,
+        )
+        .await;
+    assert_eq!(deployed.status, 200, "{}", deployed.text());
+    let deployed = deployed.json();
+    assert_eq!(
+        deployed["deployment"]["rollout"]["state"],
+        "ROLLOUT_STATE_RUNNING"
+    );
+    let id = deployed["deployment"]["id"].as_str().unwrap().to_string();
+    let deployments = served
+        .get(
+            VIEWER,
+            "/api/v1/models/deployments",
+            "/api/v1/models/deployments",
+        )
+        .await;
+    assert_eq!(
+        deployments.json()["deployments"].as_array().unwrap().len(),
+        1
+    );
+    let divergence = served
+        .get(
+            VIEWER,
+            "/api/v1/models/deployments/{deployment}/divergence",
+            &format!("/api/v1/models/deployments/{id}/divergence"),
+        )
+        .await;
+    assert_eq!(divergence.status, 200, "{}", divergence.text());
+    let decided = served
+        .post(
+            ADMIN,
+            "/api/v1/models/deployments/{deployment}/decide",
+            &format!("/api/v1/models/deployments/{id}/decide"),
+            json!({ "promote": false, "reason": "not this week" }),
+        )
+        .await;
+    assert_eq!(decided.status, 200, "{}", decided.text());
+    assert_eq!(
+        decided.json()["deployment"]["rollout"]["state"],
+        "ROLLOUT_STATE_ROLLED_BACK"
+    );
+    let withdrawn = served
+        .post(
+            ADMIN,
+            "/api/v1/models/deployments/{deployment}/withdraw",
+            &format!("/api/v1/models/deployments/{id}/withdraw"),
+            json!({ "reason": "again" }),
+        )
+        .await;
+    assert_eq!(withdrawn.status, 200, "{}", withdrawn.text());
 
     // Node status; a node outside a cluster has no cluster status.
     let status = served.get(VIEWER, "/api/v1/status", "/api/v1/status").await;

@@ -289,6 +289,16 @@ fn well_known(message: &MessageDescriptor) -> Option<Json> {
 
 /// A field's schema, and the message it refers to.
 fn field_schema(field: &FieldDescriptor) -> (Json, Vec<String>) {
+    // A map is a JSON object from its keys (strings in JSON) to its values.
+    if field.is_map()
+        && let Kind::Message(entry) = field.kind()
+    {
+        let (value, refs) = field_schema(&entry.map_entry_value_field());
+        return (
+            json!({ "type": "object", "additionalProperties": value }),
+            refs,
+        );
+    }
     let mut refs = Vec::new();
     let single = match field.kind() {
         Kind::Double | Kind::Float => json!({
