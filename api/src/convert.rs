@@ -201,6 +201,26 @@ pub fn alarm(alarm: &Alarm) -> pb::Alarm {
         out_of_service: alarm.out_of_service.as_ref().map(alarm_note),
         suppressed: alarm.suppressed,
         state: alarm.state_name().to_string(),
+        explanation: None,
+    }
+}
+
+/// Why an alarm was raised, as the API returns it.
+pub fn explanation(explanation: &doppel_runtime::Explanation) -> pb::Explanation {
+    pb::Explanation {
+        source: explanation.source.clone(),
+        version: explanation.version.clone(),
+        confidence: explanation.confidence,
+        summary: explanation.summary.clone(),
+        inputs: explanation
+            .inputs
+            .iter()
+            .map(|input| pb::ExplainedInput {
+                name: input.name.clone(),
+                value: input.value,
+                unit: input.unit.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -406,6 +406,14 @@ impl TwinApi {
             .await
             .map_err(kernel_status)?;
         let mut twin = convert::twin(&report);
+        if report.alarms.iter().any(|a| a.active) {
+            let explanations = self.shared.twins.explanations(&path).await;
+            for (code, explanation) in explanations.map_err(kernel_status)? {
+                if let Some(alarm) = twin.alarms.iter_mut().find(|a| a.code == code) {
+                    alarm.explanation = Some(convert::explanation(&explanation));
+                }
+            }
+        }
         if self.shared.twins.runs_shadows(&path) {
             // A shadow's outputs stay apart from the twin's: asked for separately.
             let shadows = self.shared.twins.shadows(&path).await;

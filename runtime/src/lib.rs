@@ -43,7 +43,9 @@ pub use components::{ActuationNeed, Components, GovernorFactory, ModelFactory};
 pub use config::{ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes};
 pub use error::Error;
 pub use governor::{Governor, Proposal, Review, SafetyDemand};
-pub use model::{Model, ModelOutput, Scenario, Trajectory, TrajectoryPoint};
+pub use model::{
+    ExplainedInput, Explanation, Model, ModelOutput, Scenario, Trajectory, TrajectoryPoint,
+};
 pub use path::{AssetPath, PathError};
 pub use sample::{ChannelId, Quality, Reading, Sample, SourceId};
 pub use time::Timestamp;

@@ -1,6 +1,7 @@
 //! Recommend over loopback with a real tonic client and through `doppel twin
 //! recommend`: a press heating towards its trip gets a lower speed ranked first and
 //! the speeds whose projection crosses the trip marked denied by the trip governor.
+//! And the why of an alarm: GetTwin carries the model's explanation with its inputs.
 
 use std::time::Duration;
 
@@ -187,6 +188,79 @@ async fn an_overheating_press_is_told_to_slow_down_and_why() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+    api.stop().await;
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_says_why_with_the_model_and_its_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = support::start(dir.path()).await;
+    let twins = runtime.twins().clone();
+    let path = press(2);
+    // A steady vibration, then a jump the anomaly model has not seen.
+    for seq in 1..=40u64 {
+        let value = 2.0 + (seq % 3) as f64 * 0.05;
+        support::ingest_durable(
+            &twins,
+            &path,
+            "vibration",
+            support::reading(value, SourceId(1), seq),
+        )
+        .await;
+    }
+    support::ingest_durable(
+        &twins,
+        &path,
+        "vibration",
+        support::reading(9.0, SourceId(1), 41),
+    )
+    .await;
+
+    let config = ApiConfig::new("127.0.0.1:0".parse().unwrap()).token("vera", VIEWER, Role::Viewer);
+    let api = ApiServer::start(config, twins.clone()).await.unwrap();
+    let channel = Endpoint::from_shared(api.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = TwinServiceClient::new(channel);
+    let twin = client
+        .get_twin(authed(
+            VIEWER,
+            pb::GetTwinRequest {
+                asset_path: path.to_string(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .twin
+        .unwrap();
+    let alarm = twin
+        .alarms
+        .iter()
+        .find(|a| a.code == "anomaly:vibration")
+        .expect("the jump raises an anomaly");
+    let explanation = alarm.explanation.as_ref().expect("it says why");
+    assert_eq!(explanation.source, "ewma_anomaly");
+    assert!(!explanation.version.is_empty());
+    assert!(
+        explanation.summary.contains("standard deviations above"),
+        "{}",
+        explanation.summary
+    );
+    let inputs: Vec<(&str, f64)> = explanation
+        .inputs
+        .iter()
+        .map(|i| (i.name.as_str(), i.value))
+        .collect();
+    assert_eq!(inputs[0], ("vibration", 9.0), "{inputs:?}");
+    assert_eq!(explanation.inputs[0].unit, "mm/s");
+    assert!(
+        inputs.iter().any(|(name, _)| *name == "moving mean"),
+        "{inputs:?}"
+    );
     api.stop().await;
     runtime.shutdown().await;
 }

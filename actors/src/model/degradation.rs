@@ -53,8 +53,8 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use doppel_runtime::{
-    ChannelId, ComponentSpec, ConfigError, Model, ModelOutput, Quality, Sample, Scenario, Severity,
-    Trajectory, TrajectoryPoint, TwinType, TwinView,
+    ChannelId, ComponentSpec, ConfigError, ExplainedInput, Model, ModelOutput, Quality, Sample,
+    Scenario, Severity, Trajectory, TrajectoryPoint, TwinType, TwinView,
 };
 
 use super::{
@@ -527,6 +527,27 @@ impl Model for Degradation {
 
         let alarm = self.next_alarm(rul);
         if alarm != self.alarm {
+            if alarm.is_some() {
+                let now = self.fit.value_at(time);
+                let unit = &self.unit;
+                out.explain(
+                    ALARM_CODE,
+                    format!(
+                        "the {} trend fitted over {} points (R² {:.2}) reaches {} in about {}: wear, if the trend holds",
+                        self.channel_name,
+                        self.fit.count,
+                        self.fit.r_squared,
+                        super::measured(self.threshold, unit),
+                        Hours(rul)
+                    ),
+                    vec![
+                        ExplainedInput::new(format!("fitted {}", self.channel_name), now, unit.clone()),
+                        ExplainedInput::new("trend per hour", slope_per_hour, unit.clone()),
+                        ExplainedInput::new("failure threshold", self.threshold, unit.clone()),
+                        ExplainedInput::new("remaining useful life", rul, "h"),
+                    ],
+                );
+            }
             match alarm {
                 Some(severity) => out.raise(
                     ALARM_CODE,

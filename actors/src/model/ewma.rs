@@ -26,8 +26,8 @@
 use serde::{Deserialize, Serialize};
 
 use doppel_runtime::{
-    ChannelId, ComponentSpec, ConfigError, Model, ModelOutput, Quality, Sample, Scenario, Severity,
-    Trajectory, TrajectoryPoint, TwinType, TwinView,
+    ChannelId, ComponentSpec, ConfigError, ExplainedInput, Model, ModelOutput, Quality, Sample,
+    Scenario, Severity, Trajectory, TrajectoryPoint, TwinType, TwinView,
 };
 
 use super::{check_output_name, ensure, existing_channel, restore_state, save_state};
@@ -224,6 +224,7 @@ impl Model for EwmaAnomaly {
         self.state.last_time = Some(time);
 
         let mean_before = self.state.mean;
+        let spread_before = self.state.variance.sqrt();
         let z = self.fold(sample.value);
         out.set(0, z, self.confidence());
 
@@ -233,6 +234,28 @@ impl Model for EwmaAnomaly {
         }
         let severity = self.severity_for(z);
         if severity != self.state.alarm {
+            if severity.is_some() {
+                let unit = &self.unit;
+                let inputs = vec![
+                    ExplainedInput::new(self.channel_name.clone(), sample.value, unit.clone()),
+                    ExplainedInput::new("moving mean", mean_before, unit.clone()),
+                    ExplainedInput::new("moving standard deviation", spread_before, unit.clone()),
+                    ExplainedInput::new("z-score", z, ""),
+                ];
+                let direction = if sample.value > mean_before {
+                    "above"
+                } else {
+                    "below"
+                };
+                out.explain(
+                    self.alarm_code.clone(),
+                    format!(
+                        "{} reads {z:.1} standard deviations {direction} what it has lately: a change the model has not seen, not a diagnosis",
+                        self.channel_name
+                    ),
+                    inputs,
+                );
+            }
             match severity {
                 Some(severity) => out.raise(
                     self.alarm_code.clone(),

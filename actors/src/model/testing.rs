@@ -295,6 +295,15 @@ impl Twin {
             .map(|a| a.severity)
     }
 
+    /// Why active alarm `code` was raised, if its model said.
+    pub fn explanation(&self, code: &str) -> Option<doppel_runtime::Explanation> {
+        let explanations = self.core.explanations();
+        explanations
+            .into_iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, explanation)| explanation)
+    }
+
     /// Projects every model over `horizon_secs` in steps of `step_secs` under `desired`.
     pub fn project(
         &self,

@@ -10,6 +10,7 @@
 //! running_desired = "running" # optional bool desired value; false means no load
 //! tau_secs = 600.0            # thermal time constant
 //! residual_warn = 15.0        # °C above the model that counts as overheating
+//! secondary = "temperature_b" # optional: a second sensor of the same temperature
 //! output = "temperature"      # prefix of the derived values
 //! ```
 //!
@@ -24,7 +25,11 @@
 //!
 //! A residual above `residual_warn` for three readings in a row (a cooling fault, a
 //! dragging brake) raises the warning `thermal:<channel>`; it clears once the residual is
-//! below half of `residual_warn`. Health is `1 - residual / (2 residual_warn)` for a
+//! below half of `residual_warn`. The alarm's explanation gives the reading, the
+//! expected temperature, the steady state and the load it assumes; with a `secondary`
+//! sensor it also says whether the two disagree (the second sensor reads what the model
+//! expects: drift of the first sensor rather than a change in the process) or agree (a
+//! change in the process). Health is `1 - residual / (2 residual_warn)` for a
 //! positive residual and 1 otherwise: running cooler than the model is not wear.
 //!
 //! A projection starts from the current measured temperature and heads exponentially for
@@ -40,8 +45,8 @@
 use serde::{Deserialize, Serialize};
 
 use doppel_runtime::{
-    ChannelId, ComponentSpec, ConfigError, Model, ModelOutput, Quality, Sample, Scenario, Severity,
-    Timestamp, Trajectory, TrajectoryPoint, TwinType, TwinView, Value,
+    ChannelId, ComponentSpec, ConfigError, ExplainedInput, Model, ModelOutput, Quality, Sample,
+    Scenario, Severity, Timestamp, Trajectory, TrajectoryPoint, TwinType, TwinView, Value,
 };
 
 use super::{
@@ -67,6 +72,7 @@ struct Config {
     tau_secs: f64,
     #[serde(default = "default_residual_warn")]
     residual_warn: f64,
+    secondary: Option<String>,
     output: Option<String>,
 }
 
@@ -155,6 +161,8 @@ pub struct Thermal {
     running_desired: Option<String>,
     tau_secs: f64,
     residual_warn: f64,
+    /// A second sensor of the same temperature, for explanations.
+    secondary: Option<(ChannelId, String)>,
     state: State,
 }
 
@@ -199,6 +207,10 @@ impl Thermal {
                 config.residual_warn
             ),
         )?;
+        let secondary = match &config.secondary {
+            Some(name) => Some((existing_channel(spec, twin_type, name)?, name.clone())),
+            None => None,
+        };
         let prefix = config.output.unwrap_or_else(|| config.channel.clone());
         let steady_state_output = format!("{prefix}_steady_state");
         let residual_output = format!("{prefix}_residual");
@@ -221,8 +233,69 @@ impl Thermal {
             running_desired: config.running_desired,
             tau_secs: config.tau_secs,
             residual_warn: config.residual_warn,
+            secondary,
             state: State::default(),
         })
+    }
+
+    /// Why the overheating alarm is raised: the reading against the expectation, the
+    /// load it assumes, and what a second sensor says.
+    fn explain(
+        &self,
+        measured: f64,
+        expected: f64,
+        steady_state: f64,
+        twin: &TwinView<'_>,
+        out: &mut ModelOutput,
+    ) {
+        let (load, _, _) = self.current(twin);
+        let mut inputs = vec![
+            ExplainedInput::new(self.channel_name.clone(), measured, self.unit.clone()),
+            ExplainedInput::new(
+                format!("expected {}", self.channel_name),
+                expected,
+                self.unit.clone(),
+            ),
+            ExplainedInput::new("steady state", steady_state, self.unit.clone()),
+        ];
+        if let Some(load) = load {
+            inputs.push(ExplainedInput::new(
+                self.load_desired.clone(),
+                load.as_f64(),
+                "",
+            ));
+        }
+        let above = super::measured(measured - expected, &self.unit);
+        let mut summary = format!(
+            "{} reads {above} above what the model expects at this load: heat the load does not explain",
+            self.channel_name
+        );
+        if let Some((channel, name)) = &self.secondary
+            && let Some(second) = twin.state.value(*channel)
+        {
+            inputs.push(ExplainedInput::new(name.clone(), second, self.unit.clone()));
+            let tolerance = self.residual_warn / 2.0;
+            summary = if (second - expected).abs() <= tolerance {
+                format!(
+                    "{} reads {above} above what the model expects while {name} reads {} as expected: drift of {} rather than a change in the process",
+                    self.channel_name,
+                    super::measured(second, &self.unit),
+                    self.channel_name
+                )
+            } else if (second - measured).abs() <= tolerance {
+                format!(
+                    "{} and {name} both read about {above} above what the model expects at this load: a change in the process (cooling, friction), not a sensor",
+                    self.channel_name
+                )
+            } else {
+                format!(
+                    "{} reads {above} above what the model expects and {name} reads {}: the sensors disagree with each other and with the model",
+                    self.channel_name,
+                    super::measured(second, &self.unit)
+                )
+            };
+        }
+        out.explain(self.alarm_code.clone(), summary, inputs);
     }
 
     /// The temperature the machine settles at under `load` and `running`.
@@ -334,6 +407,7 @@ impl Model for Thermal {
         out.set(1, residual, confidence);
 
         if !self.state.alarm_active && self.state.readings_over >= READINGS_TO_ALARM {
+            self.explain(sample.value, expected, steady_state, twin, out);
             out.raise(
                 self.alarm_code.clone(),
                 Severity::Warning,
@@ -660,6 +734,65 @@ residual_warn = 15.0
         }
         assert!(twin.alarm("thermal:temperature").is_some());
         assert!(restored.fresh_model(0).restore(&[]).is_err());
+    }
+
+    #[test]
+    fn an_alarm_says_whether_a_second_sensor_points_to_drift_or_to_the_process() {
+        let model = format!("{MODEL}secondary = \"temperature_b\"\n");
+        for (drift, says) in [
+            (
+                true,
+                "drift of temperature rather than a change in the process",
+            ),
+            (false, "a change in the process"),
+        ] {
+            let mut twin = Twin::new(&model);
+            for i in 0..240 {
+                let secs = f64::from(i * STEP_SECS);
+                let excess = ((secs - 1800.0) * 0.1).max(0.0);
+                twin.feed(
+                    "temperature_b",
+                    healthy(secs) + if drift { 0.0 } else { excess },
+                    secs,
+                );
+                twin.feed("temperature", healthy(secs) + excess, secs);
+            }
+            let explanation = twin.explanation("thermal:temperature").expect("explained");
+            assert!(
+                explanation.summary.contains(says),
+                "{}",
+                explanation.summary
+            );
+            assert_eq!(
+                (explanation.source.as_str(), explanation.version.as_str()),
+                ("thermal", "1.0.0")
+            );
+            let names: Vec<&str> = explanation.inputs.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "temperature",
+                    "expected temperature",
+                    "steady state",
+                    "speed",
+                    "temperature_b"
+                ]
+            );
+        }
+        // Without a second sensor it says what it knows.
+        let mut twin = warm();
+        for i in 180..240 {
+            let secs = f64::from(i * STEP_SECS);
+            twin.feed("temperature", healthy(secs) + (secs - 1800.0) * 0.1, secs);
+        }
+        let explanation = twin.explanation("thermal:temperature").unwrap();
+        assert!(
+            explanation
+                .summary
+                .contains("heat the load does not explain"),
+            "{}",
+            explanation.summary
+        );
     }
 
     #[test]

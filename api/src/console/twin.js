@@ -132,6 +132,16 @@ function derivedSection(t) {
     models.length ? [h('h3', {}, 'Models'), table(['Model', 'Version', 'Confidence'], models)] : null);
 }
 
+/** Why an alarm was raised: the model's conclusion, its version and confidence, and
+ * the inputs it rests on. */
+function explanation(e) {
+  if (!e) return null;
+  const inputs = arr(e.inputs).filter(Boolean)
+    .map((i) => `${i.name ?? ''} ${fmtNum(i.value)}${i.unit ? ` ${i.unit}` : ''}`).join(', ');
+  return h('p', { class: 'muted explanation', 'data-test': 'explanation' },
+    `Why: ${e.summary ?? ''} (${e.source ?? ''} ${e.version ?? ''}, confidence ${fmtPercent(e.confidence)}). From ${inputs}.`);
+}
+
 function tripsAndAlarms(t) {
   const trips = arr(t.trips).filter(Boolean).map((x) => h('tr', { 'data-test': 'trip', class: 'row-tripped' },
     h('td', {}, h('span', { class: 'badge tripped' }, 'TRIP'), ' ', String(x.governor ?? '')),
@@ -142,7 +152,7 @@ function tripsAndAlarms(t) {
       h('td', {}, severityBadge(a.severity, !a.acknowledged)),
       h('td', {}, String(a.state ?? '')),
       h('td', {}, String(a.code ?? '')),
-      h('td', { class: 'message' }, String(a.message ?? '')),
+      h('td', { class: 'message' }, String(a.message ?? ''), explanation(a.explanation)),
       h('td', {}, String(a.raisedBy ?? '')),
       h('td', {}, fmtTime(a.since))));
   return [

@@ -150,6 +150,8 @@ pub struct Snapshot {
     pub model_versions: Vec<crate::model::deploy::SavedVersion>,
     /// Shadow models running beside production models.
     pub shadows: Vec<crate::model::deploy::SavedShadow>,
+    /// Why the models' active alarms were raised, by alarm code.
+    pub explanations: Vec<(String, crate::model::Explanation)>,
 }
 
 /// The bytes a snapshot's encoding starts with: a zero (no unversioned snapshot
@@ -335,6 +337,7 @@ mod legacy {
                 conditions: old.conditions,
                 model_versions: Vec::new(),
                 shadows: Vec::new(),
+                explanations: Vec::new(),
             }
         }
     }
@@ -362,6 +365,7 @@ mod legacy {
                 conditions: old.conditions,
                 model_versions: Vec::new(),
                 shadows: Vec::new(),
+                explanations: Vec::new(),
             }
         }
     }
@@ -388,6 +392,7 @@ mod legacy {
                 conditions: Vec::new(),
                 model_versions: Vec::new(),
                 shadows: Vec::new(),
+                explanations: Vec::new(),
             }
         }
     }
@@ -443,6 +448,7 @@ mod legacy {
                 conditions: Vec::new(),
                 model_versions: Vec::new(),
                 shadows: Vec::new(),
+                explanations: Vec::new(),
             }
         }
     }

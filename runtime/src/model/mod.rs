@@ -72,6 +72,45 @@ pub struct ModelOutput {
     pub(crate) raised: Vec<(String, Severity, String)>,
     pub(crate) cleared: Vec<String>,
     pub(crate) health: Option<f64>,
+    pub(crate) explained: Vec<(String, String, Vec<ExplainedInput>)>,
+}
+
+/// Why an alarm was raised: the model (or governor) that raised it, its version and
+/// confidence then, what it concluded and the inputs it concluded it from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The model or governor.
+    pub source: String,
+    /// Its version.
+    pub version: String,
+    /// Its confidence when it raised the alarm, 0..=1.
+    pub confidence: f64,
+    /// What it concluded, in a sentence.
+    pub summary: String,
+    /// The inputs that contributed, with their values then.
+    pub inputs: Vec<ExplainedInput>,
+}
+
+/// One input to an explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainedInput {
+    /// What it is (`temperature`, `expected temperature`, `speed`).
+    pub name: String,
+    /// Its value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+}
+
+impl ExplainedInput {
+    /// An input `name` of `value` in `unit`.
+    pub fn new(name: impl Into<String>, value: f64, unit: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+        }
+    }
 }
 
 impl ModelOutput {
@@ -92,6 +131,17 @@ impl ModelOutput {
         message: impl Into<String>,
     ) {
         self.raised.push((code.into(), severity, message.into()));
+    }
+
+    /// Says why alarm `code` (raised in the same output) was raised: a sentence and
+    /// the inputs it rests on. The twin adds the model's name, version and confidence.
+    pub fn explain(
+        &mut self,
+        code: impl Into<String>,
+        summary: impl Into<String>,
+        inputs: Vec<ExplainedInput>,
+    ) {
+        self.explained.push((code.into(), summary.into(), inputs));
     }
 
     /// Clears an alarm by code, if active.
@@ -132,6 +182,7 @@ impl ModelOutput {
         self.raised.clear();
         self.cleared.clear();
         self.health = None;
+        self.explained.clear();
     }
 }
 

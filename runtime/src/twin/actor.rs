@@ -120,6 +120,8 @@ pub enum TwinMsg {
         Origin,
         oneshot::Sender<Result<crate::model::recommend::Recommendation, Error>>,
     ),
+    /// Read why its active alarms were raised.
+    Explanations(oneshot::Sender<Vec<(String, crate::model::Explanation)>>),
     /// Read the state.
     Report(oneshot::Sender<TwinReport>),
     /// Read a channel's history ring in a time range.
@@ -186,6 +188,7 @@ impl TwinMsg {
             TwinMsg::Command(..)
                 | TwinMsg::WhatIf(..)
                 | TwinMsg::Recommend(..)
+                | TwinMsg::Explanations(_)
                 | TwinMsg::Report(_)
                 | TwinMsg::History(..)
                 | TwinMsg::Alarm(..)
@@ -366,6 +369,9 @@ impl Actor for TwinActor {
             }
             TwinMsg::Report(reply) => {
                 let _ = reply.send(state.core.report());
+            }
+            TwinMsg::Explanations(reply) => {
+                let _ = reply.send(state.core.explanations());
             }
             TwinMsg::History(channel, from, to, reply) => {
                 let _ = reply.send(state.core.history(channel, from, to));

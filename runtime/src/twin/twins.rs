@@ -972,6 +972,15 @@ impl Twins {
         self.ask(path, TwinMsg::Report).await
     }
 
+    /// Why the twin's active model alarms were raised, by alarm code
+    /// ([`ModelOutput::explain`](crate::model::ModelOutput::explain)).
+    pub async fn explanations(
+        &self,
+        path: &AssetPath,
+    ) -> Result<Vec<(String, crate::model::Explanation)>, Error> {
+        self.ask(path, TwinMsg::Explanations).await
+    }
+
     /// Reads a channel's recent samples in `[from, to]` from the twin's history ring.
     pub async fn history(
         &self,

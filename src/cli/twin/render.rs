@@ -670,6 +670,11 @@ pub fn twin_text(twin: &Twin) -> String {
         }
         out.push('\n');
         out.push_str(&table.render());
+        for alarm in &twin.alarms {
+            if let Some(explanation) = &alarm.explanation {
+                out.push_str(&explanation_text(&alarm.code, explanation));
+            }
+        }
     }
     if !twin.trips.is_empty() {
         let mut table = Table::new(&[
@@ -688,6 +693,55 @@ pub fn twin_text(twin: &Twin) -> String {
         out.push_str(&table.render());
     }
     out
+}
+
+/// Why an alarm was raised, for a person: one line, then its inputs.
+fn explanation_text(code: &str, explanation: &doppel::proto::v1::Explanation) -> String {
+    let inputs: Vec<String> = explanation
+        .inputs
+        .iter()
+        .map(|input| {
+            let unit = if input.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", clean(&input.unit))
+            };
+            format!("{} {}{unit}", clean(&input.name), number_text(input.value))
+        })
+        .collect();
+    format!(
+        "why {}: {} ({} {}, confidence {})\n    from {}\n",
+        clean(code),
+        clean(&explanation.summary),
+        clean(&explanation.source),
+        clean(&explanation.version),
+        percent_text(explanation.confidence),
+        inputs.join(", ")
+    )
+}
+
+/// Why an alarm was raised, for a script.
+fn explanation_json(explanation: &doppel::proto::v1::Explanation) -> Json {
+    Json::object()
+        .with("source", &explanation.source)
+        .with("version", &explanation.version)
+        .with("confidence", explanation.confidence)
+        .with("summary", &explanation.summary)
+        .with(
+            "inputs",
+            Json::Array(
+                explanation
+                    .inputs
+                    .iter()
+                    .map(|input| {
+                        Json::object()
+                            .with("name", &input.name)
+                            .with("value", input.value)
+                            .with("unit", &input.unit)
+                    })
+                    .collect(),
+            ),
+        )
 }
 
 /// Where a mirrored twin comes from: owner, lag, link state.
@@ -805,6 +859,13 @@ pub fn twin_json(twin: &Twin) -> Json {
                             .with("message", &alarm.message)
                             .with("raised_by", &alarm.raised_by)
                             .with("since", time_json(time_of!(alarm.since)))
+                            .with(
+                                "explanation",
+                                alarm
+                                    .explanation
+                                    .as_ref()
+                                    .map_or(Json::Null, explanation_json),
+                            )
                     })
                     .collect(),
             ),

@@ -130,6 +130,8 @@ pub struct TwinCore {
     deployed: Vec<Option<Deployed>>,
     /// Shadow models beside production ones.
     shadows: Vec<models::Shadow>,
+    /// Why the models' active alarms were raised, by alarm code.
+    explanations: Vec<(String, crate::model::Explanation)>,
 }
 
 impl TwinCore {
@@ -159,6 +161,7 @@ impl TwinCore {
             freshness_changed: false,
             activations: Vec::new(),
             shadows: Vec::new(),
+            explanations: Vec::new(),
         };
         core.layout_derived(&[]);
         core
@@ -198,6 +201,20 @@ impl TwinCore {
     /// The twin's type.
     pub fn twin_type(&self) -> &Arc<TwinType> {
         &self.twin_type
+    }
+
+    /// Why the active alarms its models raised were raised, by alarm code.
+    pub fn explanations(&self) -> Vec<(String, crate::model::Explanation)> {
+        self.explanations
+            .iter()
+            .filter(|(code, _)| {
+                self.state
+                    .alarms
+                    .iter()
+                    .any(|a| a.active && a.code == *code)
+            })
+            .cloned()
+            .collect()
     }
 
     /// The twin's state.

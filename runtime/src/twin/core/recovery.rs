@@ -24,6 +24,7 @@ impl TwinCore {
             conditions: Vec<(ChannelId, &'a ChannelCondition)>,
             model_versions: Vec<crate::model::deploy::SavedVersion>,
             shadows: Vec<crate::model::deploy::SavedShadow>,
+            explanations: &'a [(String, crate::model::Explanation)],
         }
         let snapshot = SnapshotRef {
             state: &self.state,
@@ -54,6 +55,7 @@ impl TwinCore {
                 .collect(),
             model_versions: self.saved_versions(),
             shadows: self.saved_shadows(),
+            explanations: &self.explanations,
         };
         let bytes = postcard::to_extend(&snapshot, SNAPSHOT_FORMAT.to_vec())?;
         self.events_since_snapshot = 0;
@@ -72,7 +74,9 @@ impl TwinCore {
             conditions,
             model_versions,
             shadows,
+            explanations,
         } = snapshot;
+        self.explanations = explanations;
         for (channel, condition) in conditions {
             if let Some(slot) = state.channels.get_mut(channel.0 as usize) {
                 slot.condition = Some(Box::new(condition));

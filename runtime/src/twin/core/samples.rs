@@ -124,7 +124,22 @@ impl TwinCore {
                 }
             }
             self.output.raised = raised;
+            if !self.output.explained.is_empty() {
+                let model = &self.models[index];
+                for (code, summary, inputs) in self.output.explained.drain(..) {
+                    let explanation = crate::model::Explanation {
+                        source: model.name().to_string(),
+                        version: model.version().to_string(),
+                        confidence: model.confidence(),
+                        summary,
+                        inputs,
+                    };
+                    self.explanations.retain(|(c, _)| *c != code);
+                    self.explanations.push((code, explanation));
+                }
+            }
             for code in self.output.cleared.drain(..) {
+                self.explanations.retain(|(c, _)| *c != code);
                 if let Some(change) = self.state.clear_alarm(&code)
                     && let Some(fx) = fx.as_deref_mut()
                     && fx.collect_changes
