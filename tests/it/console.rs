@@ -26,6 +26,18 @@ maximize = "rpm"
 constraints = [{ series = "temperature", max = 94.0 }]
 "#;
 
+/// A second version of the press's degradation model, shown as a shadow.
+const SHADOW: &str = r#"
+[package]
+kind = "degradation"
+version = "1.1.0"
+params = { channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }
+
+[package.metadata]
+author = "ann"
+created = "2026-11-30T12:00:00Z"
+"#;
+
 /// Longest any step may take on a busy machine.
 const STEP: Duration = Duration::from_secs(20);
 
@@ -69,7 +81,9 @@ async fn serve(dir: &std::path::Path) -> (Runtime, ApiHandle) {
         "{}\n[[types.press.models]]\nkind = \"markup\"\nchannel = \"vibration\"\n{RECOMMEND}",
         support::types()
     );
-    let runtime = support::start_custom(dir, &types, support::settings(), |b| {
+    let mut settings = support::settings();
+    settings.models.allow_unsigned = true;
+    let runtime = support::start_custom(dir, &types, settings, |b| {
         b.model("markup", |_spec, _type| Ok(Box::new(Markup)))
     })
     .await;
@@ -369,6 +383,40 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         )
         .await;
     assert_eq!(filled, serde_json::json!(first), "{shown}");
+
+    // A shadow model's outputs beside production's on the twin's page.
+    twins.register_package(SHADOW, "test").unwrap();
+    let request = doppel::kernel::twin::DeployRequest {
+        kind: "degradation".into(),
+        version: "1.1.0".into(),
+        model: None,
+        target: doppel::kernel::model::registry::Target::Prefix(press(1)),
+        mode: doppel::kernel::model::registry::DeployMode::Shadow,
+        canary: None,
+    };
+    let deployed = twins
+        .deploy(request, &doppel::kernel::Origin::operator("olga"))
+        .await
+        .unwrap();
+    assert_eq!(deployed.applied.len(), 1, "{deployed:?}");
+    for seq in 100..103 {
+        ingest_durable(&twins, &press(1), "vibration", reading(2.0, source, seq)).await;
+    }
+    browser.goto(&format!("{url}#/")).await;
+    browser.wait_for("[data-test=caller]", STEP).await;
+    browser
+        .goto(&format!(
+            "{url}#/twin/{}",
+            doppel_testkit::http::segment(press(1).as_str())
+        ))
+        .await;
+    browser
+        .wait_text(
+            "[data-test=shadow-value][data-name=rul_hours]",
+            STEP,
+            |text| text.contains("degradation 1.1.0") && text.contains("(shadow)"),
+        )
+        .await;
 
     // The diagnostic page's audit trail shows the command and its clamp.
     browser.goto(&format!("{url}#/diagnostic")).await;

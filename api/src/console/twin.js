@@ -127,9 +127,21 @@ function derivedSection(t) {
     h('td', { class: 'num' }, fmtPercent(d.confidence)), h('td', {}, fmtTime(d.at))));
   const models = arr(t.models).filter(Boolean).map((m) => h('tr', {},
     h('td', {}, String(m.name ?? '')), h('td', {}, String(m.version ?? '')), h('td', { class: 'num' }, fmtPercent(m.confidence))));
+  // Shadow models (and a canary's baseline): their outputs beside production's.
+  const shadows = arr(t.shadows).filter(Boolean).flatMap((sh) => arr(sh.values).filter(Boolean).map((v) => {
+    const production = arr(t.derived).find((d) => d?.model === sh.model && d?.name === v.name)?.value;
+    const diverged = arr(sh.divergence?.outputs).find((o) => o?.name === v.name);
+    return h('tr', { 'data-test': 'shadow-value', 'data-name': String(v.name ?? '') },
+      h('td', {}, String(v.name ?? '')), h('td', { class: 'num' }, fmtNum(v.value)),
+      h('td', { class: 'num' }, fmtNum(production)), h('td', { class: 'num' }, fmtNum(diverged?.meanAbs)),
+      h('td', {}, `${sh.model ?? ''} ${sh.version ?? ''}`),
+      h('td', {}, `${sh.deployment ?? ''}${sh.baseline ? ' (canary baseline)' : ' (shadow)'}`));
+  }));
   return section('Derived values',
     derived.length ? table(['Name', 'Value', 'Model', 'Confidence', 'At'], derived) : h('p', { class: 'muted' }, 'No derived values.'),
-    models.length ? [h('h3', {}, 'Models'), table(['Model', 'Version', 'Confidence'], models)] : null);
+    models.length ? [h('h3', {}, 'Models'), table(['Model', 'Version', 'Confidence'], models)] : null,
+    shadows.length ? [h('h3', {}, 'Shadow models'),
+      table(['Output', 'Shadow', 'Production', 'Mean |Δ|', 'Model', 'Deployment'], shadows)] : null);
 }
 
 /** Why an alarm was raised: the model's conclusion, its version and confidence, and
@@ -435,7 +447,14 @@ export async function render(container, ctx) {
   const stop = watch(path, (name, data) => {
     if (!data || data.assetPath !== path) return;
     if (name === 'snapshot' || name === 'coalesced') {
-      twin = data;
+      // A watch's twin carries no shadows or explanations: GetTwin does.
+      const known = twin;
+      twin = { ...data, shadows: known?.shadows };
+      for (const alarm of arr(twin.alarms)) {
+        const was = arr(known?.alarms).find((a) => a?.code === alarm?.code);
+        if (alarm && was?.explanation) alarm.explanation = was.explanation;
+      }
+      if (name === 'snapshot') fetchTwin();
       for (const r of arr(data.reported)) if (r?.sample) addPoint(r.channel, r.sample.sourceTime, r.sample.value);
       setText(error, '');
       redraw();
@@ -449,7 +468,11 @@ export async function render(container, ctx) {
   let ticks = 0;
   const ticker = setInterval(() => {
     ticks += 1;
-    if (ticks % 5 === 0) { redraw(); return; }
+    if (ticks % 5 === 0) {
+      // Shadow values change with every sample; the watch does not carry them.
+      if (arr(twin?.shadows).length) fetchTwin(); else redraw();
+      return;
+    }
     const now = Date.now();
     for (const td of live.querySelectorAll('[data-since]')) td.textContent = fmtAge(td.getAttribute('data-since'), now);
   }, 1000);
