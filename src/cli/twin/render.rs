@@ -1851,8 +1851,8 @@ mod tests {
         assert!(text.contains("assumes  speed=2400\n"), "{text}");
         assert!(
             text.ends_with(
-                "   T               temperature  rul_hours\n\
-                 \x20+0s                        55\n\
+                "   T           temperature  rul_hours\n\
+                 \x20+0s                    55\n\
                  +10s  60.125 (58 to 62.25)        120\n"
             ),
             "{text}"
