@@ -205,7 +205,7 @@ async fn durable_ingest(
 }
 
 /// Rounds of ingest with a shadow, each between two without.
-const SHADOW_ROUNDS: usize = 2;
+const SHADOW_ROUNDS: usize = 3;
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
