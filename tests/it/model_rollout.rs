@@ -12,10 +12,10 @@ use doppel_api::{ApiConfig, ApiHandle, ApiServer, Role};
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::model_service_client::ModelServiceClient;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
+use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
 
-use crate::support::{self, press, reading};
+use crate::support::{self, authed, press, reading};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
@@ -84,14 +84,6 @@ async fn serve(trusted: &str) -> Served {
         models: ModelServiceClient::new(channel.clone()),
         twins: TwinServiceClient::new(channel),
     }
-}
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// Feeds `count` vibration readings of `value` to each twin, durably: a flat signal, so

@@ -10,10 +10,9 @@ use doppel::{Quality, Reading, Timestamp, Value};
 use doppel_api::{ApiConfig, ApiServer, Role};
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
-use tonic::Request;
 use tonic::transport::Endpoint;
 
-use crate::support::{self, press};
+use crate::support::{self, authed, press};
 
 const VIEWER: &str = "viewer-token-0123456789";
 
@@ -34,14 +33,6 @@ maximize = "rpm"
 constraints = [{ series = "temperature", max = 94.0 }]
 "#
     )
-}
-
-fn authed<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

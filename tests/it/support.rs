@@ -187,3 +187,12 @@ impl ChildTest {
         self.reader.join().unwrap();
     }
 }
+
+/// A gRPC request carrying `token` as a bearer token.
+pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
