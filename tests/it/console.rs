@@ -2,8 +2,9 @@
 //! over loopback: log in, navigate overview → line → twin, see a trip on the twin's
 //! page and in the alarm list, acknowledge it, shelve another alarm for 2 s and see it
 //! return, preview a clamped command and send it, ask for the next best action and
-//! take one, an alarm message with markup shown as text, and a viewer who sees no
-//! controls.
+//! take one, a shadow model's outputs beside production's, an alarm message with
+//! markup shown as text, a viewer who sees no controls, and an admin who deploys a
+//! package as a canary from the models page and promotes it.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::support::{self, ingest_durable, press, reading};
 
 const VIEWER: &str = "console-viewer-token-0123456789";
 const OPERATOR: &str = "console-operator-token-0123456789";
+const ADMIN: &str = "console-admin-token-0123456789";
 
 /// The press's declared objective, for the command panel's recommendation.
 const RECOMMEND: &str = r#"
@@ -90,6 +92,7 @@ async fn serve(dir: &std::path::Path) -> (Runtime, ApiHandle) {
     let config = ApiConfig::new("127.0.0.1:0".parse().unwrap())
         .token("vera", VIEWER, Role::Viewer)
         .token("olga", OPERATOR, Role::Operator)
+        .token("root", ADMIN, Role::Admin)
         .http("127.0.0.1:0".parse().unwrap());
     let api = ApiServer::start(config, runtime.twins().clone())
         .await
@@ -418,6 +421,15 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         )
         .await;
 
+    // The models page: the shadow listed; an operator may look but not deploy.
+    browser.goto(&format!("{url}#/models")).await;
+    browser
+        .wait_text("[data-test=deployment][data-id=\"1\"]", STEP, |text| {
+            text.contains("degradation@1.1.0") && text.contains("shadow")
+        })
+        .await;
+    assert!(!browser.exists("[data-test=deploy-form]").await);
+
     // The diagnostic page's audit trail shows the command and its clamp.
     browser.goto(&format!("{url}#/diagnostic")).await;
     browser
@@ -460,6 +472,64 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
             "a viewer sees {control}"
         );
     }
+
+    // An admin deploys the package as a canary from the models page and promotes it.
+    log_out(&browser).await;
+    log_in(&browser, &url, ADMIN, "root (admin)").await;
+    browser.goto(&format!("{url}#/models")).await;
+    browser.wait_for("[data-test=deploy-form]", STEP).await;
+    browser
+        .wait_for("[data-test=deploy-type]", STEP)
+        .await
+        .type_text("press")
+        .await;
+    let mode = browser.wait_for("[data-test=deploy-mode]", STEP).await;
+    browser
+        .execute(
+            "arguments[0].value = 'DEPLOY_MODE_CANARY';",
+            serde_json::json!([mode.reference()]),
+        )
+        .await;
+    browser
+        .wait_for("[data-test=deploy]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=deployment][data-id=\"2\"]", STEP, |text| {
+            text.contains("canary running on 2 twin(s)")
+        })
+        .await;
+    browser
+        .wait_for("[data-test=model-reason]", STEP)
+        .await
+        .type_text("held for a shift")
+        .await;
+    browser
+        .wait_for(
+            "[data-test=deployment][data-id=\"2\"] [data-test=promote]",
+            STEP,
+        )
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=deployment][data-id=\"2\"]", STEP, |text| {
+            text.contains("canary promoted")
+        })
+        .await;
+    browser
+        .wait_text("[data-test=deployment][data-id=\"3\"]", STEP, |text| {
+            text.contains("production") && text.contains("in force")
+        })
+        .await;
+    let report = twins.report(&press(3)).await.unwrap();
+    let degradation = report
+        .models
+        .iter()
+        .find(|m| m.name == "degradation")
+        .unwrap();
+    assert_eq!(degradation.version, "1.1.0");
 
     browser.quit().await;
     api.stop().await;

@@ -9,8 +9,9 @@ import * as twin from './twin.js';
 import * as alarms from './alarms.js';
 import * as diagnostic from './diagnostic.js';
 import * as cluster from './cluster.js';
+import * as models from './models.js';
 
-const pages = { overview, unit, twin, alarms, diagnostic, cluster };
+const pages = { overview, unit, twin, alarms, diagnostic, cluster, models };
 
 const main = document.getElementById('app');
 const nav = document.getElementById('nav');

@@ -72,6 +72,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../console/cluster.js"),
     ),
+    (
+        "models.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/models.js"),
+    ),
 ];
 
 /// `/` and `/console/{file}`.
