@@ -150,17 +150,22 @@ async fn trip_latency_us(
     sent.elapsed().as_secs_f64() * 1e6
 }
 
-/// A second version of the machines' anomaly model, for the shadow phase.
-const SHADOW_PACKAGE: &str = r#"
+/// A second version of the machines' anomaly model, for the shadow phase, made now.
+fn shadow_package() -> String {
+    let created = doppel::api::convert::timestamp_to_proto(Timestamp::now());
+    format!(
+        r#"
 [package]
 kind = "ewma_anomaly"
 version = "2.0.0"
-params = { channel = "ch00", alpha = 0.2 }
+params = {{ channel = "ch00", alpha = 0.2 }}
 
 [package.metadata]
 author = "bench"
-created = "2026-12-07T00:00:00Z"
-"#;
+created = "{created}"
+"#
+    )
+}
 
 /// Durable ingest: one message of 20 channels per twin, round robin, a bounded number
 /// of receipts outstanding, until every sample is durable. Returns samples/s.
@@ -337,7 +342,7 @@ fn main() {
 
         // A shadow beside every twin's anomaly model: ingest without it and with it,
         // alternately (without, with, without, with, without); the medians compare.
-        let registered = twins.register_package(SHADOW_PACKAGE, "bench").unwrap().0;
+        let registered = twins.register_package(&shadow_package(), "bench").unwrap().0;
         let bench = Origin::operator("bench");
         let mut without = vec![durable_ingest(&twins, &targets, source, messages, &mut seq).await];
         let mut with = Vec::new();

@@ -28,17 +28,23 @@ maximize = "rpm"
 constraints = [{ series = "temperature", max = 94.0 }]
 "#;
 
-/// A second version of the press's degradation model, shown as a shadow.
-const SHADOW: &str = r#"
+/// A second version of the press's degradation model, shown as a shadow; made a day
+/// ago.
+fn shadow_package() -> String {
+    format!(
+        r#"
 [package]
 kind = "degradation"
 version = "1.1.0"
-params = { channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }
+params = {{ channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }}
 
 [package.metadata]
 author = "ann"
-created = "2026-11-30T12:00:00Z"
-"#;
+created = "{}"
+"#,
+        support::rfc3339_ago(Duration::from_secs(86_400))
+    )
+}
 
 /// Longest any step may take on a busy machine.
 const STEP: Duration = Duration::from_secs(20);
@@ -388,7 +394,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     assert_eq!(filled, serde_json::json!(first), "{shown}");
 
     // A shadow model's outputs beside production's on the twin's page.
-    twins.register_package(SHADOW, "test").unwrap();
+    twins.register_package(&shadow_package(), "test").unwrap();
     let request = doppel::kernel::twin::DeployRequest {
         kind: "degradation".into(),
         version: "1.1.0".into(),

@@ -20,34 +20,59 @@ use crate::support::{self, authed, press, reading};
 const VIEWER: &str = "viewer-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
-/// The press's degradation model as its type declares it, as version 1.2.0: it says it
-/// takes over 1.0.0's state.
-const COMPATIBLE: &str = r#"
+/// `n` days.
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// A training window: the half-year before last month, by the clock at run time.
+fn window() -> (String, String) {
+    (
+        support::rfc3339_ago(days(210)),
+        support::rfc3339_ago(days(30)),
+    )
+}
+
+/// The press's degradation model as its type declares it, as version 1.2.0, fitted on
+/// `window`: it says it takes over 1.0.0's state.
+fn compatible(window: &(String, String)) -> String {
+    format!(
+        r#"
 [package]
 kind = "degradation"
 version = "1.2.0"
-params = { channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }
+params = {{ channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }}
 compatible_with = ["1.0.0"]
 
 [package.metadata]
 assumptions = ["bearing wear dominates vibration growth"]
-units = { vibration = "mm/s", rul_hours = "h" }
-training_window = { from = "2026-01-01T00:00:00Z", to = "2026-06-30T00:00:00Z" }
+units = {{ vibration = "mm/s", rul_hours = "h" }}
+training_window = {{ from = "{}", to = "{}" }}
 author = "ann"
-created = "2026-11-30T12:00:00Z"
-"#;
+created = "{}"
+"#,
+        window.0,
+        window.1,
+        support::rfc3339_ago(days(1))
+    )
+}
 
 /// A bad fit: the failure threshold at 2 mm/s, so any running press is worn out.
-const BAD: &str = r#"
+fn bad() -> String {
+    format!(
+        r#"
 [package]
 kind = "degradation"
 version = "9.0.0"
-params = { channel = "vibration", threshold = 2.0, warn_hours = 24.0 }
+params = {{ channel = "vibration", threshold = 2.0, warn_hours = 24.0 }}
 
 [package.metadata]
 author = "bob"
-created = "2026-11-30T12:00:00Z"
-"#;
+created = "{}"
+"#,
+        support::rfc3339_ago(days(1))
+    )
+}
 
 /// Longest any single step may take.
 const STEP: Duration = Duration::from_secs(20);
@@ -164,7 +189,9 @@ async fn degradation_version(twins: &Twins, path: &AssetPath) -> String {
 async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
     let key = signing_key(&"17".repeat(32)).unwrap();
     let mut served = serve(&hex_encode(key.verifying_key().as_bytes())).await;
-    let signed = PackageFile::parse(COMPATIBLE).unwrap().sign(&key);
+    let window = window();
+    let unsigned = compatible(&window);
+    let signed = PackageFile::parse(&unsigned).unwrap().sign(&key);
 
     let denied = served
         .models
@@ -178,13 +205,13 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     for (package, says) in [
-        (COMPATIBLE.to_string(), "not signed"),
+        (unsigned, "not signed"),
         (
             signed.replace("threshold = 11.0", "threshold = 12.0"),
             "changed after signing",
         ),
         (
-            PackageFile::parse(BAD)
+            PackageFile::parse(&bad())
                 .unwrap()
                 .sign(&signing_key(&"99".repeat(32)).unwrap()),
             "not trusted",
@@ -211,7 +238,7 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
     assert!(registered.new);
     let package = registered.package.unwrap();
     assert_eq!(package.signer, hex_encode(key.verifying_key().as_bytes()));
-    assert_eq!(package.training_from, "2026-01-01T00:00:00Z");
+    assert_eq!(package.training_from, window.0);
     assert_eq!(package.units["rul_hours"], "h");
 
     // A shadow on line 1: its outputs beside the twin's, its figures summed.
@@ -300,8 +327,8 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
 async fn a_canary_that_breaks_a_criterion_rolls_back_and_one_that_holds_is_promoted() {
     let key = signing_key(&"23".repeat(32)).unwrap();
     let mut served = serve(&hex_encode(key.verifying_key().as_bytes())).await;
-    for package in [BAD, COMPATIBLE] {
-        let package = PackageFile::parse(package).unwrap().sign(&key);
+    for package in [bad(), compatible(&window())] {
+        let package = PackageFile::parse(&package).unwrap().sign(&key);
         served
             .models
             .register_package(authed(ADMIN, pb::RegisterPackageRequest { package }))

@@ -29,6 +29,12 @@ pub fn press(n: u32) -> AssetPath {
     path(&twin_types::press_path(n))
 }
 
+/// The wall-clock time `age` before now, in RFC 3339 (for text a test writes, such as a
+/// model package's dates).
+pub fn rfc3339_ago(age: Duration) -> String {
+    doppel_api::convert::timestamp_to_proto(ago(age)).to_string()
+}
+
 /// The wall-clock time `age` before now: test readings, ranges and deadlines are
 /// placed relative to the clock at run time, never on a fixed date.
 pub fn ago(age: Duration) -> Timestamp {
