@@ -6,6 +6,7 @@ use doppel_proto::v1::model_service_server::ModelService;
 use doppel_runtime::model::deploy::Divergence;
 use doppel_runtime::model::registry::{CanarySpec, DeployMode, DeploymentStatus, Target};
 use doppel_runtime::twin::{DeployOutcome, DeployRequest};
+use tokio::sync::SemaphorePermit;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Caller, caller};
@@ -111,14 +112,23 @@ fn deploy_response(outcome: DeployOutcome) -> pb::DeployResponse {
 }
 
 impl TwinApi {
+    /// An admin's call: who asks (refused unless an admin), admitted, and what they ask.
+    fn admin_call<R>(
+        &self,
+        rpc: &str,
+        request: Request<R>,
+    ) -> Result<(Caller, SemaphorePermit<'_>, R), Status> {
+        let caller = caller(&request)?;
+        require_admin(&caller, rpc)?;
+        let permit = self.admit()?;
+        Ok((caller, permit, request.into_inner()))
+    }
+
     async fn register_package_call(
         &self,
         request: Request<pb::RegisterPackageRequest>,
     ) -> Result<pb::RegisterPackageResponse, Status> {
-        let caller = caller(&request)?;
-        require_admin(&caller, "RegisterPackage")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
+        let (caller, _permit, request) = self.admin_call("RegisterPackage", request)?;
         if request.package.len() > MAX_PACKAGE_BYTES {
             return Err(invalid(
                 "package",
@@ -190,10 +200,7 @@ impl TwinApi {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<pb::DeployResponse, Status> {
-        let caller = caller(&request)?;
-        require_admin(&caller, "Deploy")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
+        let (caller, _permit, request) = self.admin_call("Deploy", request)?;
         let mode = mode(request.mode)?;
         let canary = match (&request.canary, mode) {
             (Some(spec), DeployMode::Canary) => Some(canary(spec)?),
@@ -226,10 +233,7 @@ impl TwinApi {
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<pb::DeployResponse, Status> {
-        let caller = caller(&request)?;
-        require_admin(&caller, "Withdraw")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
+        let (caller, _permit, request) = self.admin_call("Withdraw", request)?;
         let reason = text("reason", &request.reason, true)?;
         let origin = caller.role.origin(&caller.name);
         let outcome = self
@@ -245,10 +249,7 @@ impl TwinApi {
         &self,
         request: Request<pb::DecideCanaryRequest>,
     ) -> Result<pb::DeployResponse, Status> {
-        let caller = caller(&request)?;
-        require_admin(&caller, "DecideCanary")?;
-        let _permit = self.admit()?;
-        let request = request.into_inner();
+        let (caller, _permit, request) = self.admin_call("DecideCanary", request)?;
         let reason = text("reason", &request.reason, true)?;
         let origin = caller.role.origin(&caller.name);
         let outcome = self
