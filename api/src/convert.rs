@@ -466,6 +466,7 @@ pub fn model_deployment(deployment: &Deployment) -> pb::ModelDeployment {
             promoted_to: rollout.promoted_to.unwrap_or(0),
             changed_at: Some(timestamp_to_proto(rollout.changed_at)),
         }),
+        node_id: String::new(),
     }
 }
 

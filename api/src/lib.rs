@@ -56,7 +56,7 @@ pub use config::{
 };
 pub use error::ApiError;
 pub use http::HttpConfig;
-pub use models::{MAX_PACKAGE_BYTES, MODEL_SERVICE_NAME};
+pub use models::{MAX_PACKAGE_BYTES, MODEL_SERVICE_NAME, deploy_target};
 pub use server::{ApiHandle, ApiServer, BoundApi, SERVICE_NAME};
 pub use service::{
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,

@@ -61,7 +61,9 @@ fn mode(value: i32) -> Result<DeployMode, Status> {
     }
 }
 
-fn target(twin_type: &str, path_prefix: &str) -> Result<Target, Status> {
+/// The twins a deployment's `twin_type` and `path_prefix` fields select; a clear
+/// INVALID_ARGUMENT when neither is given or either is malformed.
+pub fn deploy_target(twin_type: &str, path_prefix: &str) -> Result<Target, Status> {
     let prefix = (!path_prefix.is_empty())
         .then(|| parse_path("path_prefix", path_prefix))
         .transpose()?;
@@ -108,6 +110,21 @@ fn deploy_response(outcome: DeployOutcome) -> pb::DeployResponse {
                 reason: reason.clone(),
             })
             .collect(),
+        nodes: Vec::new(),
+    }
+}
+
+/// Refuses a `node_id` on a node outside a cluster: there is no other node to ask.
+fn this_node(node_id: &str) -> Result<(), Status> {
+    if node_id.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(
+            "node_id",
+            format!(
+                "this node is not in a cluster; it holds its own deployments only (`{node_id}` given)"
+            ),
+        ))
     }
 }
 
@@ -215,7 +232,7 @@ impl TwinApi {
             kind: text("kind", &request.kind, true)?.to_string(),
             version: text("version", &request.version, true)?.to_string(),
             model: (!model.is_empty()).then(|| model.to_string()),
-            target: target(&request.twin_type, &request.path_prefix)?,
+            target: deploy_target(&request.twin_type, &request.path_prefix)?,
             mode,
             canary,
         };
@@ -234,6 +251,7 @@ impl TwinApi {
         request: Request<pb::WithdrawRequest>,
     ) -> Result<pb::DeployResponse, Status> {
         let (caller, _permit, request) = self.admin_call("Withdraw", request)?;
+        this_node(&request.node_id)?;
         let reason = text("reason", &request.reason, true)?;
         let origin = caller.role.origin(&caller.name);
         let outcome = self
@@ -250,6 +268,7 @@ impl TwinApi {
         request: Request<pb::DecideCanaryRequest>,
     ) -> Result<pb::DeployResponse, Status> {
         let (caller, _permit, request) = self.admin_call("DecideCanary", request)?;
+        this_node(&request.node_id)?;
         let reason = text("reason", &request.reason, true)?;
         let origin = caller.role.origin(&caller.name);
         let outcome = self
@@ -275,6 +294,7 @@ impl TwinApi {
                 .filter(|d| !request.active_only || d.status == DeploymentStatus::Active)
                 .map(convert::model_deployment)
                 .collect(),
+            unavailable: Vec::new(),
         })
     }
 
@@ -284,7 +304,9 @@ impl TwinApi {
     ) -> Result<pb::GetDivergenceResponse, Status> {
         caller(&request)?;
         let _permit = self.admit()?;
-        let id = request.into_inner().deployment;
+        let request = request.into_inner();
+        this_node(&request.node_id)?;
+        let id = request.deployment;
         let twins = &self.shared.twins;
         let deployment = twins
             .deployments()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use doppel_proto::v1::alarm_service_server::{AlarmService, AlarmServiceServer};
-use doppel_proto::v1::model_service_server::ModelServiceServer;
+use doppel_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use doppel_proto::v1::status_service_server::StatusServiceServer;
 use doppel_proto::v1::twin_service_server::{TwinService, TwinServiceServer};
 use doppel_runtime::twin::Twins;
@@ -77,7 +77,7 @@ impl ApiServer {
     }
 
     /// Like [`ApiServer::start`], but serves `service` as `doppel.v1.TwinService` and
-    /// `doppel.v1.AlarmService` behind the same tokens, health checking and
+    /// `doppel.v1.AlarmService` and `doppel.v1.ModelService` behind the same tokens, health checking and
     /// reflection: a cluster node serves a router that answers through its local `api`
     /// or forwards to the owning node. `api` is the node's own service, whose watches
     /// [`ApiHandle::stop`] ends and which answers `doppel.v1.StatusService`.
@@ -87,7 +87,7 @@ impl ApiServer {
         service: S,
     ) -> Result<ApiHandle, ApiError>
     where
-        S: TwinService + AlarmService,
+        S: TwinService + AlarmService + ModelService,
     {
         Self::bind(config).await?.serve(api, service).await
     }
@@ -154,7 +154,7 @@ impl BoundApi {
     /// Serves `service` and `api` as [`ApiServer::serve`] does, on the bound addresses.
     pub async fn serve<S>(self, api: TwinApi, service: S) -> Result<ApiHandle, ApiError>
     where
-        S: TwinService + AlarmService,
+        S: TwinService + AlarmService + ModelService,
     {
         let BoundApi {
             config,
@@ -195,8 +195,8 @@ impl BoundApi {
         let twin_service = public!(TwinServiceServer::from_arc(service.clone()));
         let status_service = public!(StatusServiceServer::new(api.clone()));
         let alarm_service = public!(AlarmServiceServer::from_arc(service.clone()));
-        // The model registry and deployments are the node's own: served by `api`.
-        let model_service = public!(ModelServiceServer::new(api.clone()));
+        // A cluster node's router sends deployments on to the edges that host the twins.
+        let model_service = public!(ModelServiceServer::from_arc(service.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICES {
             health

@@ -7,8 +7,9 @@
 //! ([`placement`]), node-to-node transport with the cluster id and mutual TLS
 //! ([`transport`]), gossip sealed with the cluster's key ([`seal`]), forwarding of public API calls to the owner ([`service`],
 //! [`router`]), edge→cloud replication through a durable outbox with store-and-forward
-//! ([`replication`]) into compact read-only mirrors ([`mirror`]), and the fleet
-//! planners ([`planner`]).
+//! ([`replication`]) into compact read-only mirrors ([`mirror`]), model deployments
+//! sent from any node to the edge nodes that host the twins, and the fleet planners
+//! ([`planner`]).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ mod error;
 pub mod fleet;
 pub mod membership;
 pub mod mirror;
+mod models;
 pub mod placement;
 pub mod planner;
 pub mod replication;

@@ -118,7 +118,7 @@ impl ClusterApi {
         &self.inner.local
     }
 
-    fn members(&self) -> Arc<Vec<Member>> {
+    pub(crate) fn members(&self) -> Arc<Vec<Member>> {
         self.inner.members.borrow().clone()
     }
 
@@ -259,7 +259,7 @@ impl ClusterApi {
     /// Forwards one unary call to `node` as `caller`, within `timeout`, and unwraps
     /// the node's answer.
     #[allow(clippy::too_many_arguments)]
-    async fn forward<M, A, R, F, Fut>(
+    pub(crate) async fn forward<M, A, R, F, Fut>(
         &self,
         rpc: &'static str,
         target: &str,
@@ -284,7 +284,7 @@ impl ClusterApi {
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
     request
         .extensions()
         .get::<Caller>()
@@ -292,7 +292,7 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("missing bearer token"))
 }
 
-fn forwarded(caller: &Caller) -> pb::ForwardedCaller {
+pub(crate) fn forwarded(caller: &Caller) -> pb::ForwardedCaller {
     pb::ForwardedCaller {
         principal: caller.name.to_string(),
         role: caller.role.as_str().to_string(),
@@ -332,7 +332,7 @@ fn unreachable(owner: &Member) -> impl Fn(Status) -> Status + '_ {
     }
 }
 
-fn missing() -> Status {
+pub(crate) fn missing() -> Status {
     Status::internal("the owning node sent an empty answer")
 }
 

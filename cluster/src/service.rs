@@ -257,6 +257,26 @@ impl NodeService for NodeApi {
         }))
     }
 
+    async fn forward_model(
+        &self,
+        request: Request<pb::ForwardModelRequest>,
+    ) -> Result<Response<pb::ForwardModelResponse>, Status> {
+        let request = self.admit(request, |m| (m.caller, m.call))?;
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("missing caller"))?;
+        // Answered by this node's own twins; never sent on again.
+        let answer = self
+            .api
+            .model_step_here(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(pb::ForwardModelResponse {
+            answer: Some(answer),
+        }))
+    }
+
     type ForwardWatchTwinsStream = ForwardedWatch;
 
     async fn forward_watch_twins(

@@ -96,6 +96,10 @@ enum RegistryCommand {
     Divergence {
         /// The deployment's id.
         deployment: u64,
+        /// The node holding the deployment, when asking a cluster node
+        /// (`doppel model deployments` names it).
+        #[arg(long, value_name = "NODE_ID", default_value = "")]
+        node: String,
     },
     /// Take a deployment back: its twins return to what they ran without it.
     Withdraw {
@@ -104,6 +108,10 @@ enum RegistryCommand {
         /// Why (recorded).
         #[arg(long)]
         reason: String,
+        /// The node holding the deployment, when asking a cluster node
+        /// (`doppel model deployments` names it).
+        #[arg(long, value_name = "NODE_ID", default_value = "")]
+        node: String,
     },
     /// Promote a canary to production on every twin its deployment selects.
     Promote {
@@ -112,6 +120,10 @@ enum RegistryCommand {
         /// Why (recorded).
         #[arg(long)]
         reason: String,
+        /// The node holding the deployment, when asking a cluster node
+        /// (`doppel model deployments` names it).
+        #[arg(long, value_name = "NODE_ID", default_value = "")]
+        node: String,
     },
     /// Roll a canary back.
     Rollback {
@@ -120,6 +132,10 @@ enum RegistryCommand {
         /// Why (recorded).
         #[arg(long)]
         reason: String,
+        /// The node holding the deployment, when asking a cluster node
+        /// (`doppel model deployments` names it).
+        #[arg(long, value_name = "NODE_ID", default_value = "")]
+        node: String,
     },
 }
 
@@ -365,9 +381,21 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
             } else {
                 emit(&deployments_text(&listed.deployments))?;
             }
+            if !listed.unavailable.is_empty() {
+                return Err(Failure::failed(format!(
+                    "node(s) {} did not answer: their deployments are not listed",
+                    listed.unavailable.join(", ")
+                )));
+            }
         }
-        RegistryCommand::Divergence { deployment } => {
-            let request = GetDivergenceRequest { deployment };
+        RegistryCommand::Divergence {
+            deployment,
+            node: node_id,
+        } => {
+            let request = GetDivergenceRequest {
+                deployment,
+                node_id,
+            };
             let divergence = session
                 .model_unary(request, |mut c, r| async move { c.get_divergence(r).await })
                 .await
@@ -380,19 +408,47 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
                 emit(&divergence_text(&divergence))?;
             }
         }
-        RegistryCommand::Withdraw { deployment, reason } => {
-            let request = WithdrawRequest { deployment, reason };
+        RegistryCommand::Withdraw {
+            deployment,
+            reason,
+            node: node_id,
+        } => {
+            let request = WithdrawRequest {
+                deployment,
+                reason,
+                node_id,
+            };
             let withdrawn = session
                 .model_unary(request, |mut c, r| async move { c.withdraw(r).await })
                 .await
                 .map_err(|status| Failure::rpc(format!("model withdraw {deployment}"), &status))?;
             show_step(&withdrawn, json)?;
         }
-        RegistryCommand::Promote { deployment, reason } => {
-            decide(&session, deployment, true, reason, json).await?;
+        RegistryCommand::Promote {
+            deployment,
+            reason,
+            node,
+        } => {
+            let request = DecideCanaryRequest {
+                deployment,
+                promote: true,
+                reason,
+                node_id: node,
+            };
+            decide(&session, request, json).await?;
         }
-        RegistryCommand::Rollback { deployment, reason } => {
-            decide(&session, deployment, false, reason, json).await?;
+        RegistryCommand::Rollback {
+            deployment,
+            reason,
+            node,
+        } => {
+            let request = DecideCanaryRequest {
+                deployment,
+                promote: false,
+                reason,
+                node_id: node,
+            };
+            decide(&session, request, json).await?;
         }
     }
     Ok(())
@@ -476,17 +532,15 @@ async fn register(session: &Session, text: String) -> Result<RegisterPackageResp
 /// Promotes or rolls back a canary.
 async fn decide(
     session: &Session,
-    deployment: u64,
-    promote: bool,
-    reason: String,
+    request: DecideCanaryRequest,
     json: bool,
 ) -> Result<(), Failure> {
-    let request = DecideCanaryRequest {
-        deployment,
-        promote,
-        reason,
+    let deployment = request.deployment;
+    let verb = if request.promote {
+        "promote"
+    } else {
+        "rollback"
     };
-    let verb = if promote { "promote" } else { "rollback" };
     let decided = session
         .model_unary(request, |mut c, r| async move { c.decide_canary(r).await })
         .await
@@ -494,15 +548,50 @@ async fn decide(
     show_step(&decided, json)
 }
 
-/// What a deployment step did, twin by twin.
+/// What a deployment step did, twin by twin (and in a cluster, node by node). Fails
+/// (exit status 1) after printing when a node refused it or could not be reached.
 fn show_step(step: &DeployResponse, json: bool) -> Result<(), Failure> {
-    let deployment = step.deployment.clone().unwrap_or_default();
+    let refused: Vec<String> = (step.nodes.iter())
+        .filter(|n| !n.error.is_empty())
+        .map(|n| format!("{}: {}", clean(&n.node_id), clean(&n.error)))
+        .collect();
+    let shown = show_step_only(step, json);
+    match refused.is_empty() {
+        true => shown,
+        false => shown.and(Err(Failure::failed(format!(
+            "not deployed on every node: {}",
+            refused.join("; ")
+        )))),
+    }
+}
+
+fn show_step_only(step: &DeployResponse, json: bool) -> Result<(), Failure> {
     if json {
         let paths =
             |paths: &[String]| Json::Array(paths.iter().map(|p| Json::from(p.as_str())).collect());
         return emit_json(
             &Json::object()
-                .with("deployment", deployment_json(&deployment))
+                .with(
+                    "deployment",
+                    step.deployment.as_ref().map_or(Json::Null, deployment_json),
+                )
+                .with(
+                    "nodes",
+                    Json::Array(
+                        (step.nodes.iter())
+                            .map(|n| {
+                                Json::object()
+                                    .with("node_id", &n.node_id)
+                                    .with(
+                                        "deployment",
+                                        n.deployment.as_ref().map_or(Json::Null, deployment_json),
+                                    )
+                                    .with("applied", u64::from(n.applied))
+                                    .with("error", &n.error)
+                            })
+                            .collect(),
+                    ),
+                )
                 .with("applied", paths(&step.applied))
                 .with("unchanged", paths(&step.unchanged))
                 .with("parked", paths(&step.parked))
@@ -521,16 +610,33 @@ fn show_step(step: &DeployResponse, json: bool) -> Result<(), Failure> {
                 ),
         );
     }
-    let mut out = format!(
-        "deployment {}: {}@{} as {} of {} ({}): {}\n",
-        deployment.id,
-        clean(&deployment.kind),
-        clean(&deployment.version),
-        mode_word(deployment.mode),
-        target_text(&deployment),
-        clean(&deployment.model),
-        state_text(&deployment),
-    );
+    let mut out = String::new();
+    let line = |deployment: &ModelDeployment| {
+        format!(
+            "deployment {}{}: {}@{} as {} of {} ({}): {}\n",
+            deployment.id,
+            node_text(deployment),
+            clean(&deployment.kind),
+            clean(&deployment.version),
+            mode_word(deployment.mode),
+            target_text(deployment),
+            clean(&deployment.model),
+            state_text(deployment),
+        )
+    };
+    if let Some(deployment) = &step.deployment {
+        out.push_str(&line(deployment));
+    }
+    for node in &step.nodes {
+        match &node.deployment {
+            Some(deployment) => out.push_str(&line(deployment)),
+            None => out.push_str(&format!(
+                "node {}: not deployed: {}\n",
+                clean(&node.node_id),
+                clean(&node.error)
+            )),
+        }
+    }
     out.push_str(&format!(
         "  {} twin(s) changed, {} already ran it, {} passivated (they run it when they wake), {} failed\n",
         step.applied.len(),
@@ -564,6 +670,15 @@ fn rollout_word(raw: i32) -> &'static str {
         Ok(RolloutState::Promoted) => "promoted",
         Ok(RolloutState::RolledBack) => "rolled back",
         _ => "unknown",
+    }
+}
+
+/// ` on NODE` for a deployment a cluster node names the holder of.
+fn node_text(deployment: &ModelDeployment) -> String {
+    if deployment.node_id.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", clean(&deployment.node_id))
     }
 }
 
@@ -648,7 +763,8 @@ fn deployment_json(deployment: &ModelDeployment) -> Json {
         .with("by", &deployment.by)
         .with("at", time_json(time_of!(deployment.at)))
         .with("active", deployment.active)
-        .with("withdrawn", &deployment.withdrawn);
+        .with("withdrawn", &deployment.withdrawn)
+        .with("node_id", &deployment.node_id);
     if let Some(rollout) = &deployment.rollout {
         json = json.with(
             "rollout",
@@ -761,6 +877,7 @@ fn deployments_text(deployments: &[ModelDeployment]) -> String {
     }
     let mut table = Table::new(&[
         ("ID", Align::Right),
+        ("NODE", Align::Left),
         ("PACKAGE", Align::Left),
         ("MODE", Align::Left),
         ("TO", Align::Left),
@@ -771,6 +888,10 @@ fn deployments_text(deployments: &[ModelDeployment]) -> String {
     for deployment in deployments {
         table.row(vec![
             deployment.id.to_string(),
+            match deployment.node_id.as_str() {
+                "" => "-".to_string(),
+                node => clean(node),
+            },
             format!("{}@{}", clean(&deployment.kind), clean(&deployment.version)),
             mode_word(deployment.mode).to_string(),
             target_text(deployment),
@@ -823,8 +944,9 @@ fn divergence_text(response: &GetDivergenceResponse) -> String {
     let mut out = String::new();
     if let Some(deployment) = &response.deployment {
         out.push_str(&format!(
-            "deployment {}: {}@{} as {} of {}: {}\n",
+            "deployment {}{}: {}@{} as {} of {}: {}\n",
             deployment.id,
+            node_text(deployment),
             clean(&deployment.kind),
             clean(&deployment.version),
             mode_word(deployment.mode),

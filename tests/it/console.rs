@@ -537,6 +537,50 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .unwrap();
     assert_eq!(degradation.version, "1.1.0");
 
+    // The admin registers a package file pasted into the models page.
+    let text = shadow_package().replace("version = \"1.1.0\"", "version = \"1.3.0\"");
+    let area = browser.wait_for("[data-test=register-text]", STEP).await;
+    browser
+        .execute(
+            "arguments[0].value = arguments[1];",
+            serde_json::json!([area.reference(), text]),
+        )
+        .await;
+    browser
+        .wait_for("[data-test=register]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=register-result]", STEP, |text| {
+            text == "Registered degradation@1.3.0"
+        })
+        .await;
+    browser
+        .wait_text("[data-test=package]:last-child", STEP, |text| {
+            text.contains("degradation@1.3.0") && text.contains("root")
+        })
+        .await;
+    let registry = twins.packages().unwrap();
+    let registered = registry.iter().find(|p| p.version == "1.3.0").unwrap();
+    assert_eq!(registered.registered_by, "root");
+    // A file that is not a package is refused with the registry's reason, not stored.
+    browser
+        .execute(
+            "arguments[0].value = '[package]\\nkind = 3';",
+            serde_json::json!([area.reference()]),
+        )
+        .await;
+    browser
+        .wait_for("[data-test=register]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=models-error]", STEP, |text| !text.is_empty())
+        .await;
+    assert_eq!(twins.packages().unwrap().len(), registry.len());
+
     browser.quit().await;
     api.stop().await;
     runtime.shutdown().await;

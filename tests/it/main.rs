@@ -15,6 +15,7 @@ mod examples;
 mod http;
 mod input;
 mod kernel;
+mod model_cluster;
 mod model_package;
 mod model_rollout;
 mod mqtt;

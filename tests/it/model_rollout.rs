@@ -285,7 +285,13 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
     );
     let divergence = served
         .models
-        .get_divergence(authed(VIEWER, pb::GetDivergenceRequest { deployment: id }))
+        .get_divergence(authed(
+            VIEWER,
+            pb::GetDivergenceRequest {
+                deployment: id,
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -314,6 +320,7 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
             pb::WithdrawRequest {
                 deployment: 999,
                 reason: "typo".into(),
+                ..Default::default()
             },
         ))
         .await

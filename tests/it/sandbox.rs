@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use doppel_proto::v1::model_service_client::ModelServiceClient;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
 use parking_lot::Mutex;
 use tonic::metadata::MetadataValue;
@@ -30,6 +31,9 @@ pub const PLANNER_TOKEN: &str = "sandbox-planner-token-0123456789";
 
 /// A client of a node's public API that sends a token.
 pub type Client = TwinServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A client of a node's ModelService that sends a token.
+pub type ModelClient = ModelServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Sends a bearer token with every call.
 #[derive(Clone)]
@@ -268,6 +272,12 @@ impl Sandbox {
         self.add(id, "cloud", cluster_extra, false, "")
     }
 
+    /// Adds and starts a cloud node with `extra` appended to its config (outside its
+    /// `[cluster]` table, e.g. `[models]`).
+    pub fn add_cloud_with(&mut self, id: &str, extra: &str) -> &mut SandboxNode {
+        self.add(id, "cloud", "", false, extra)
+    }
+
     /// Adds and starts an edge node whose peers reach its NodeService through a
     /// [`PartitionProxy`] the test controls.
     pub async fn add_edge_behind_proxy(
@@ -484,6 +494,18 @@ seeds = {seeds}
 
     /// A client of a node's public API with `token`.
     pub async fn client_with(&self, id: &str, token: &str) -> Client {
+        let (channel, bearer) = self.channel(id, token).await;
+        TwinServiceClient::with_interceptor(channel, bearer)
+    }
+
+    /// A client of a node's ModelService with the admin token.
+    pub async fn models(&self, id: &str) -> ModelClient {
+        let (channel, bearer) = self.channel(id, ADMIN_TOKEN).await;
+        ModelServiceClient::with_interceptor(channel, bearer)
+    }
+
+    /// A channel to a node's public API, once it answers, and `token` as a bearer.
+    async fn channel(&self, id: &str, token: &str) -> (Channel, Bearer) {
         let addr = self.nodes[id].api;
         let channel = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
@@ -504,8 +526,7 @@ seeds = {seeds}
                 self.nodes[id].output()
             )
         });
-        let bearer = Bearer(format!("Bearer {token}").parse().unwrap());
-        TwinServiceClient::with_interceptor(channel, bearer)
+        (channel, Bearer(format!("Bearer {token}").parse().unwrap()))
     }
 }
 

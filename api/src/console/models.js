@@ -1,6 +1,8 @@
 // models.js — the node's model registry and deployments: packages, shadows and
-// canaries with their figures. An admin deploys a package, promotes or rolls back a
-// canary and withdraws a deployment; every step is audited on each twin it changes.
+// canaries with their figures. An admin registers a package file, deploys a package,
+// promotes or rolls back a canary and withdraws a deployment; every step is audited on
+// each twin it changes. On a cloud node the deployments are every edge node's, each
+// changed on the node that holds it.
 
 import { api } from './api.js';
 import { h, arr, table, setText, poll, errorLine, fmtTime, fmtNum } from './dom.js';
@@ -38,6 +40,7 @@ export async function render(container, ctx) {
   const error = errorLine('models-error');
   const packages = h('div');
   const deployments = h('div');
+  const unavailable = h('div');
   const reason = h('input', { 'data-test': 'model-reason', id: 'model-reason', placeholder: 'why (recorded)' });
   let known = [];
 
@@ -66,10 +69,11 @@ export async function render(container, ctx) {
       return b;
     };
     const inForce = d.rollout && ['ROLLOUT_STATE_RUNNING', 'ROLLOUT_STATE_HELD'].includes(d.rollout.state);
+    const nodeId = d.nodeId || '';
     return [
-      inForce ? button('Promote', 'promote', (why) => step(`${url}/decide`, { promote: true, reason: why })) : null,
-      inForce ? button('Roll back', 'rollback', (why) => step(`${url}/decide`, { promote: false, reason: why })) : null,
-      button('Withdraw', 'withdraw', (why) => step(`${url}/withdraw`, { reason: why })),
+      inForce ? button('Promote', 'promote', (why) => step(`${url}/decide`, { promote: true, reason: why, nodeId })) : null,
+      inForce ? button('Roll back', 'rollback', (why) => step(`${url}/decide`, { promote: false, reason: why, nodeId })) : null,
+      button('Withdraw', 'withdraw', (why) => step(`${url}/withdraw`, { reason: why, nodeId })),
     ];
   }
 
@@ -79,19 +83,58 @@ export async function render(container, ctx) {
     packages.replaceChildren(known.length
       ? table(['Package', 'Author', 'Signed by', 'Registered'], known.map((k) => h('tr', { 'data-test': 'package' },
         h('td', {}, `${k.kind}@${k.version}`), h('td', {}, String(k.author ?? '')),
-        h('td', {}, k.signer ? `${k.signer.slice(0, 16)}…` : 'unsigned'), h('td', {}, fmtTime(k.registeredAt)))))
+        h('td', {}, k.signer ? `${k.signer.slice(0, 16)}…` : 'unsigned'),
+        h('td', {}, `${fmtTime(k.registeredAt)} by ${k.registeredBy ?? ''}`))))
       : h('p', { class: 'muted' }, 'No packages registered.'));
     const rows = arr(d.deployments).filter(Boolean).map((x) => h('tr', {
-      'data-test': 'deployment', 'data-id': String(x.id), class: x.rollout?.state === 'ROLLOUT_STATE_ROLLED_BACK' ? 'abnormal' : '',
+      'data-test': 'deployment', 'data-id': String(x.id), 'data-node': x.nodeId || '',
+      class: x.rollout?.state === 'ROLLOUT_STATE_ROLLED_BACK' ? 'abnormal' : '',
     },
-    h('td', {}, String(x.id)), h('td', {}, `${x.kind}@${x.version}`), h('td', {}, MODES[x.mode] || ''),
+    h('td', {}, String(x.id)), h('td', {}, x.nodeId || ''), h('td', {}, `${x.kind}@${x.version}`), h('td', {}, MODES[x.mode] || ''),
     h('td', {}, target(x)), h('td', {}, String(x.by ?? '')), h('td', { 'data-test': 'deployment-state' }, stateText(x)),
     h('td', {}, figures(x)), h('td', {}, actions(x))));
     deployments.replaceChildren(rows.length
-      ? table(['Id', 'Package', 'Mode', 'To', 'By', 'State', 'Figures', ''], rows)
+      ? table(['Id', 'Node', 'Package', 'Mode', 'To', 'By', 'State', 'Figures', ''], rows)
       : h('p', { class: 'muted' }, 'No deployments.'));
+    const missing = arr(d.unavailable).filter(Boolean);
+    unavailable.replaceChildren(missing.length
+      ? h('p', { class: 'abnormal', 'data-test': 'deployments-unavailable' }, `Not listed: node(s) ${missing.join(', ')} did not answer.`)
+      : '');
     if (admin) fillPackages();
   }
+
+  // Registering a package file, for admins: chosen from disk or pasted.
+  const packageText = h('textarea', {
+    'data-test': 'register-text', id: 'register-text', rows: '6', spellcheck: 'false',
+    placeholder: '[package]\nkind = "degradation"\nversion = "1.1.0"\n…',
+  });
+  const packageFile = h('input', { 'data-test': 'register-file', type: 'file', accept: '.toml,.json,text/plain' });
+  const registerBtn = h('button', { type: 'button', class: 'primary', 'data-test': 'register' }, 'Register');
+  const registered = h('span', { 'data-test': 'register-result', class: 'muted' });
+  packageFile.addEventListener('change', async () => {
+    const file = packageFile.files?.[0];
+    if (file) packageText.value = await file.text();
+  });
+  registerBtn.addEventListener('click', async () => {
+    const text = packageText.value;
+    if (!text.trim()) { setText(error, 'Choose or paste a package file first'); return; }
+    try {
+      const r = await api('/api/v1/models/packages', { method: 'POST', body: { package: text } });
+      const p = r.package || {};
+      setText(registered, `${r.new ? 'Registered' : 'Already registered:'} ${p.kind}@${p.version}`);
+      setText(error, '');
+      packageText.value = '';
+      await refresh();
+      if (p.kind) pkg.value = `${p.kind}@${p.version}`;
+    } catch (e) {
+      setText(registered, '');
+      setText(error, e.message);
+    }
+  });
+  const registerForm = admin ? h('div', { 'data-test': 'register-form' },
+    h('div', { class: 'row' }, h('label', { for: 'register-text' }, 'Package file'), packageFile),
+    h('div', { class: 'row' }, packageText),
+    h('div', { class: 'row' }, registerBtn, registered)) : null;
 
   // The deploy form, for admins.
   const pkg = h('select', { 'data-test': 'deploy-package', id: 'deploy-package' });
@@ -129,9 +172,9 @@ export async function render(container, ctx) {
     h('div', { class: 'row' }, deployBtn)) : null;
 
   container.append(h('h1', {}, 'Models'), error,
-    h('section', { class: 'panel' }, h('h2', {}, 'Packages'), packages), form,
+    h('section', { class: 'panel' }, h('h2', {}, 'Packages'), packages, registerForm), form,
     h('section', { class: 'panel' }, h('h2', {}, 'Deployments'),
-      admin ? h('div', { class: 'row' }, h('label', { for: 'model-reason' }, 'Reason'), reason) : null, deployments));
+      admin ? h('div', { class: 'row' }, h('label', { for: 'model-reason' }, 'Reason'), reason) : null, unavailable, deployments));
   const poller = poll(async () => {
     try { await refresh(); } catch (e) { setText(error, e.message); }
   }, 3000);

@@ -110,7 +110,7 @@ pub(crate) async fn bind(http: &HttpConfig) -> Result<tokio::net::TcpListener, A
 
 /// Serves the REST API and the console on `listener` over `service` (the node's
 /// TwinService and AlarmService, local or forwarding) and `api` (status).
-pub(crate) async fn serve<S: TwinService + AlarmService>(
+pub(crate) async fn serve<S: TwinService + AlarmService + ModelService>(
     listener: tokio::net::TcpListener,
     http: &HttpConfig,
     config: &ApiConfig,
@@ -209,7 +209,7 @@ struct Rest<S> {
 type PathParams = Result<Path<Vec<(String, String)>>, PathRejection>;
 type QueryParams = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-impl<S: TwinService + AlarmService> Rest<S> {
+impl<S: TwinService + AlarmService + ModelService> Rest<S> {
     fn router(self: &Arc<Self>) -> Router {
         let mut router = Router::new();
         for route in ROUTES {
@@ -372,30 +372,34 @@ impl<S: TwinService + AlarmService> Rest<S> {
             ),
             Call::Recommend => unary!(&*self.service, TwinService::recommend, pb::RecommendRequest),
             Call::ListPackages => unary!(
-                &self.api,
+                &*self.service,
                 ModelService::list_packages,
                 pb::ListPackagesRequest
             ),
             Call::RegisterPackage => unary!(
-                &self.api,
+                &*self.service,
                 ModelService::register_package,
                 pb::RegisterPackageRequest
             ),
-            Call::GetPackage => unary!(&self.api, ModelService::get_package, pb::GetPackageRequest),
+            Call::GetPackage => unary!(
+                &*self.service,
+                ModelService::get_package,
+                pb::GetPackageRequest
+            ),
             Call::ListDeployments => unary!(
-                &self.api,
+                &*self.service,
                 ModelService::list_deployments,
                 pb::ListDeploymentsRequest
             ),
-            Call::Deploy => unary!(&self.api, ModelService::deploy, pb::DeployRequest),
-            Call::Withdraw => unary!(&self.api, ModelService::withdraw, pb::WithdrawRequest),
+            Call::Deploy => unary!(&*self.service, ModelService::deploy, pb::DeployRequest),
+            Call::Withdraw => unary!(&*self.service, ModelService::withdraw, pb::WithdrawRequest),
             Call::DecideCanary => unary!(
-                &self.api,
+                &*self.service,
                 ModelService::decide_canary,
                 pb::DecideCanaryRequest
             ),
             Call::GetDivergence => unary!(
-                &self.api,
+                &*self.service,
                 ModelService::get_divergence,
                 pb::GetDivergenceRequest
             ),

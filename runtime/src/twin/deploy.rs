@@ -560,6 +560,12 @@ impl Twins {
         })
     }
 
+    /// Whether `target` selects any twin this node hosts.
+    pub fn selects_any(&self, target: &Target) -> bool {
+        (self.directory.entries().iter())
+            .any(|entry| target.selects(&entry.path, &entry.twin_type.name))
+    }
+
     /// The twins `target` selects whose type has a model named `model`.
     fn selecting(&self, target: &Target, model: &str) -> Vec<Arc<TwinEntry>> {
         self.directory
