@@ -14,8 +14,9 @@ use doppel_runtime::twin::{
     Delivery, DeliveryState, RunState, TwinChange, TwinEvent, TwinReport, TwinSummary,
 };
 use doppel_runtime::{
-    Alarm, AssetPath, AuditKind, AuditRecord, ChannelCondition, ModelInfo, Origin, OriginKind,
-    Quality, Sample, Severity, Timestamp, Value, Verdict,
+    Alarm, Annotation, AnnotationOutcome, AnnotationSubject, AssetPath, AuditKind, AuditRecord,
+    ChannelCondition, ModelInfo, Origin, OriginKind, Quality, Sample, Severity, Timestamp, Value,
+    Verdict,
 };
 
 /// Earliest time stamp accepted: 0001-01-01T00:00:00Z, as protobuf's Timestamp allows.
@@ -605,14 +606,7 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
         seq: record.seq,
         at: Some(timestamp_to_proto(record.at)),
         asset_path: record.asset.to_string(),
-        kind: match record.kind {
-            AuditKind::Command => pb::AuditKind::Command,
-            AuditKind::SafetyAction => pb::AuditKind::SafetyAction,
-            AuditKind::Delivered => pb::AuditKind::Delivered,
-            AuditKind::DeliveryFailed => pb::AuditKind::DeliveryFailed,
-            AuditKind::AlarmResponse => pb::AuditKind::AlarmResponse,
-            AuditKind::ModelDeployment => pb::AuditKind::ModelDeployment,
-        } as i32,
+        kind: i32::from(audit_kind_number(record.kind)),
         command_id: record.command_id.0.clone(),
         command: record.command.clone(),
         requested: named_values(&record.requested),
@@ -622,6 +616,58 @@ pub fn audit_record(record: &AuditRecord) -> pb::AuditRecord {
         verdict: Some(verdict(&record.verdict)),
         applied: named_values(&record.applied),
         reason: record.reason.clone(),
+        annotation: Annotation::of(record).as_ref().map(annotation),
+    }
+}
+
+/// An audit kind's number in `doppel.v1.AuditKind`.
+pub fn audit_kind_number(kind: AuditKind) -> u8 {
+    match kind {
+        AuditKind::Command => 1,
+        AuditKind::SafetyAction => 2,
+        AuditKind::Delivered => 3,
+        AuditKind::DeliveryFailed => 4,
+        AuditKind::AlarmResponse => 5,
+        AuditKind::ModelDeployment => 6,
+        AuditKind::Annotation => 7,
+    }
+}
+
+/// The kernel's audit kind a `doppel.v1.AuditKind` names; `None` for UNSPECIFIED or
+/// an unknown number.
+pub fn audit_kind_from_proto(kind: i32) -> Option<AuditKind> {
+    Some(match pb::AuditKind::try_from(kind).ok()? {
+        pb::AuditKind::Unspecified => return None,
+        pb::AuditKind::Command => AuditKind::Command,
+        pb::AuditKind::SafetyAction => AuditKind::SafetyAction,
+        pb::AuditKind::Delivered => AuditKind::Delivered,
+        pb::AuditKind::DeliveryFailed => AuditKind::DeliveryFailed,
+        pb::AuditKind::AlarmResponse => AuditKind::AlarmResponse,
+        pb::AuditKind::ModelDeployment => AuditKind::ModelDeployment,
+        pb::AuditKind::Annotation => AuditKind::Annotation,
+    })
+}
+
+/// An annotation as the API returns it.
+pub fn annotation(annotation: &Annotation) -> pb::Annotation {
+    use pb::annotation::Subject;
+    pb::Annotation {
+        subject: Some(match &annotation.subject {
+            AnnotationSubject::Alarm(code) => Subject::AlarmCode(code.clone()),
+            AnnotationSubject::SafetyAction(seq) => Subject::SafetyActionSeq(*seq),
+            AnnotationSubject::Recommendation { command, params } => {
+                Subject::Recommendation(pb::RecommendedCommand {
+                    command: command.clone(),
+                    params: named_values(params),
+                })
+            }
+        }),
+        outcome: match annotation.outcome {
+            AnnotationOutcome::Confirmed => pb::AnnotationOutcome::Confirmed,
+            AnnotationOutcome::FalseAlarm => pb::AnnotationOutcome::FalseAlarm,
+            AnnotationOutcome::Comment => pb::AnnotationOutcome::Comment,
+        } as i32,
+        note: annotation.note.clone(),
     }
 }
 

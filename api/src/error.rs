@@ -67,7 +67,8 @@ pub(crate) fn kernel_status(error: KernelError) -> Status {
         KernelError::AlarmRefused {
             refusal: doppel_runtime::twin::AlarmRefusal::Unknown(_),
             ..
-        } => Status::not_found(error.to_string()),
+        }
+        | KernelError::UnknownSafetyAction { .. } => Status::not_found(error.to_string()),
         KernelError::Fenced { .. } | KernelError::AlarmRefused { .. } => {
             Status::failed_precondition(error.to_string())
         }

@@ -59,8 +59,8 @@ pub use http::HttpConfig;
 pub use models::{MAX_PACKAGE_BYTES, MODEL_SERVICE_NAME, deploy_target};
 pub use server::{ApiHandle, ApiServer, BoundApi, SERVICE_NAME};
 pub use service::{
-    MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, grpc_timeout, page_size,
-    parse_path, parse_prefix, time_range,
+    MAX_IDEMPOTENCY_KEY_CHARS, MAX_PARAMS, MAX_STRING_BYTES, TwinApi, audit_kinds, grpc_timeout,
+    kinds_key, page_size, parse_path, parse_prefix, time_range,
 };
 pub use status::{ClusterView, STATUS_SERVICE_NAME};
 

@@ -6,6 +6,7 @@ use doppel_proto::v1::model_service_server::ModelService;
 use doppel_runtime::model::deploy::Divergence;
 use doppel_runtime::model::registry::{CanarySpec, DeployMode, DeploymentStatus, Target};
 use doppel_runtime::twin::{DeployOutcome, DeployRequest};
+use doppel_runtime::{Annotation, AnnotationOutcome, AnnotationSubject};
 use tokio::sync::SemaphorePermit;
 use tonic::{Request, Response, Status};
 
@@ -126,6 +127,62 @@ fn this_node(node_id: &str) -> Result<(), Status> {
             ),
         ))
     }
+}
+
+/// The kernel's annotation from a request's, validated at the boundary (the twin
+/// checks the alarm, safety action or command exists).
+fn annotation(
+    path: &doppel_runtime::AssetPath,
+    annotation: Option<&pb::Annotation>,
+    origin: &doppel_runtime::Origin,
+) -> Result<Annotation, Status> {
+    use pb::annotation::Subject;
+    let annotation = annotation.ok_or_else(|| invalid("annotation", "required"))?;
+    let outcome = match pb::AnnotationOutcome::try_from(annotation.outcome) {
+        Ok(pb::AnnotationOutcome::Confirmed) => AnnotationOutcome::Confirmed,
+        Ok(pb::AnnotationOutcome::FalseAlarm) => AnnotationOutcome::FalseAlarm,
+        Ok(pb::AnnotationOutcome::Comment) => AnnotationOutcome::Comment,
+        _ => {
+            return Err(invalid(
+                "annotation.outcome",
+                "ANNOTATION_OUTCOME_CONFIRMED, ANNOTATION_OUTCOME_FALSE_ALARM or ANNOTATION_OUTCOME_COMMENT",
+            ));
+        }
+    };
+    let note = text(
+        "annotation.note",
+        annotation.note.trim(),
+        outcome == AnnotationOutcome::Comment,
+    )?;
+    let subject = match &annotation.subject {
+        Some(Subject::AlarmCode(code)) => {
+            AnnotationSubject::Alarm(text("annotation.alarm_code", code, true)?.to_string())
+        }
+        Some(Subject::SafetyActionSeq(seq)) => AnnotationSubject::SafetyAction(*seq),
+        Some(Subject::Recommendation(recommended)) => {
+            let command = crate::service::build_command(
+                path,
+                &recommended.command,
+                &recommended.params,
+                origin.clone(),
+            )?;
+            AnnotationSubject::Recommendation {
+                command: command.name.clone(),
+                params: command.params.clone(),
+            }
+        }
+        None => {
+            return Err(invalid(
+                "annotation",
+                "name what it annotates: alarm_code, safety_action_seq or recommendation",
+            ));
+        }
+    };
+    Ok(Annotation {
+        subject,
+        outcome,
+        note: note.to_string(),
+    })
 }
 
 impl TwinApi {
@@ -298,6 +355,34 @@ impl TwinApi {
         })
     }
 
+    async fn annotate_call(
+        &self,
+        request: Request<pb::AnnotateRequest>,
+    ) -> Result<pb::AnnotateResponse, Status> {
+        let caller = caller(&request)?;
+        if !caller.role.may_command() {
+            return Err(Status::permission_denied(format!(
+                "Annotate needs an operator, planner or admin token; `{}` is a {}",
+                caller.name, caller.role
+            )));
+        }
+        let _permit = self.admit()?;
+        let request = request.into_inner();
+        let path = parse_path("asset_path", &request.asset_path)?;
+        crate::service::record_asset(&path);
+        let origin = caller.role.origin(&caller.name);
+        let annotation = annotation(&path, request.annotation.as_ref(), &origin)?;
+        let record = self
+            .shared
+            .twins
+            .annotate(&path, annotation, origin)
+            .await
+            .map_err(kernel_status)?;
+        Ok(pb::AnnotateResponse {
+            record: Some(convert::audit_record(&record)),
+        })
+    }
+
     async fn get_divergence_call(
         &self,
         request: Request<pb::GetDivergenceRequest>,
@@ -414,6 +499,16 @@ impl ModelService for TwinApi {
     ) -> Result<Response<pb::GetDivergenceResponse>, Status> {
         traced_in(MODEL_SERVICE_NAME, "GetDivergence", request, |r| {
             self.get_divergence_call(r)
+        })
+        .await
+    }
+
+    async fn annotate(
+        &self,
+        request: Request<pb::AnnotateRequest>,
+    ) -> Result<Response<pb::AnnotateResponse>, Status> {
+        traced_in(MODEL_SERVICE_NAME, "Annotate", request, |r| {
+            self.annotate_call(r)
         })
         .await
     }

@@ -209,7 +209,7 @@ where
     result.map(Response::new)
 }
 
-fn record_asset(path: &AssetPath) {
+pub(crate) fn record_asset(path: &AssetPath) {
     tracing::Span::current().record("asset", display(path));
 }
 
@@ -284,9 +284,36 @@ pub fn time_range(
     Ok((from, to))
 }
 
+/// The audit kinds a ListAudit request filters on (empty: every kind), each named
+/// once; INVALID_ARGUMENT for UNSPECIFIED or an unknown number.
+pub fn audit_kinds(kinds: &[i32]) -> Result<Vec<doppel_runtime::AuditKind>, Status> {
+    let mut parsed = Vec::with_capacity(kinds.len());
+    for (index, &raw) in kinds.iter().enumerate() {
+        let kind = convert::audit_kind_from_proto(raw).ok_or_else(|| {
+            invalid(
+                &format!("kinds[{index}]"),
+                format!("{raw} is not an audit kind"),
+            )
+        })?;
+        if !parsed.contains(&kind) {
+            parsed.push(kind);
+        }
+    }
+    Ok(parsed)
+}
+
+/// The bytes that stand for a set of audit kinds in a page token's fingerprint.
+pub fn kinds_key(kinds: &[doppel_runtime::AuditKind]) -> Vec<u8> {
+    let mut key: Vec<u8> = (kinds.iter())
+        .map(|kind| convert::audit_kind_number(*kind))
+        .collect();
+    key.sort_unstable();
+    key
+}
+
 /// A command from a request's name and parameters, validated at the boundary (the
 /// twin checks them against its type).
-fn build_command(
+pub(crate) fn build_command(
     path: &AssetPath,
     name: &str,
     params: &[pb::NamedValue],
@@ -749,6 +776,7 @@ impl TwinApi {
             record_asset(prefix);
         }
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
+        let kinds = audit_kinds(&request.kinds)?;
         let bound = |at: Option<&prost_types::Timestamp>| {
             at.map_or_else(Vec::new, |at| {
                 let mut bytes = at.seconds.to_be_bytes().to_vec();
@@ -760,6 +788,7 @@ impl TwinApi {
             prefix.as_ref().map_or("", |p| p.as_str()).as_bytes(),
             &bound(request.from.as_ref()),
             &bound(request.to.as_ref()),
+            &kinds_key(&kinds),
         ]);
         let after = if request.page_token.is_empty() {
             None
@@ -780,7 +809,7 @@ impl TwinApi {
         let mut records = tokio::task::spawn_blocking(move || {
             let mut records = Vec::new();
             for prefix in &prefixes {
-                records.extend(twins.audit_page(prefix, (from, to), after, size + 1)?);
+                records.extend(twins.audit_page(prefix, (from, to), &kinds, after, size + 1)?);
             }
             Ok::<_, doppel_runtime::Error>(records)
         })

@@ -219,10 +219,12 @@ impl FleetApi {
         let prefix = parse_prefix("path_prefix", &request.path_prefix)?;
         let prefix = prefix.as_ref().map_or("", |p| p.as_str());
         let (from, to) = time_range(request.from.as_ref(), request.to.as_ref())?;
+        let kinds = doppel_api::audit_kinds(&request.kinds)?;
         let filters = page::fingerprint(&[
             prefix.as_bytes(),
             &from.0.to_be_bytes(),
             &to.0.to_be_bytes(),
+            &doppel_api::kinds_key(&kinds),
             b"mirror",
         ]);
         let after = if request.page_token.is_empty() {
@@ -235,9 +237,9 @@ impl FleetApi {
                     .ok_or_else(|| invalid("page_token", "not a page token this service issued"))?,
             )
         };
-        let mut records = self
-            .mirror
-            .audit_after(prefix, (from, to), after.as_ref(), size + 1);
+        let mut records =
+            self.mirror
+                .audit_after(prefix, (from, to), &kinds, after.as_ref(), size + 1);
         let more = records.len() > size;
         records.truncate(size);
         let next_page_token = match records.last() {

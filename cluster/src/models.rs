@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::{NodeRole, prefix_covers};
 use crate::membership::Member;
-use crate::router::{ClusterApi, caller, forwarded, missing};
+use crate::router::{ClusterApi, Route, caller, forwarded, missing};
 
 /// How long an edge node may take to deploy to its twins and answer.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -202,6 +202,9 @@ impl ClusterApi {
                     deployment.node_id = node_id.clone();
                 }
                 Answer::Deployments(response.into_inner())
+            }
+            Call::Annotate(r) => {
+                Answer::Annotated(local.annotate(as_caller(caller, r)).await?.into_inner())
             }
             Call::GetDivergence(mut r) => {
                 r.node_id.clear();
@@ -465,6 +468,30 @@ impl ModelService for ClusterApi {
                 Ok(Response::new(response))
             }
             _ => Err(missing()),
+        }
+    }
+
+    async fn annotate(
+        &self,
+        request: Request<pb::AnnotateRequest>,
+    ) -> Result<Response<pb::AnnotateResponse>, Status> {
+        let asset = doppel_api::parse_path("asset_path", &request.get_ref().asset_path)?;
+        match self.route(&asset, false)? {
+            Route::Local => self.inner.local.annotate(request).await,
+            Route::Mirror => Err(Status::internal(
+                "an annotation is recorded by the twin's owner, never by a mirror",
+            )),
+            Route::Remote(owner) => {
+                let caller = caller(&request)?;
+                let call = Call::Annotate(request.into_inner());
+                match self
+                    .forward_model(&owner, &caller, call, READ_TIMEOUT)
+                    .await?
+                {
+                    Answer::Annotated(response) => Ok(Response::new(response)),
+                    _ => Err(missing()),
+                }
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const GRPC_MARGIN: Duration = Duration::from_millis(50);
 
 /// Where a call about one twin is answered.
-enum Route {
+pub(crate) enum Route {
     /// By this node's own twins.
     Local,
     /// By this node's fleet mirror.
@@ -128,7 +128,7 @@ impl ClusterApi {
     }
 
     /// Where a call about `asset` goes. `mirror_ok`: a mirror may answer (reads).
-    fn route(&self, asset: &AssetPath, mirror_ok: bool) -> Result<Route, Status> {
+    pub(crate) fn route(&self, asset: &AssetPath, mirror_ok: bool) -> Result<Route, Status> {
         if self.hosts(asset) {
             return Ok(Route::Local);
         }

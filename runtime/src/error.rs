@@ -66,6 +66,14 @@ pub enum Error {
         /// Why.
         refusal: crate::twin::AlarmRefusal,
     },
+    /// An annotation names a safety action the twin's audit trail does not hold.
+    #[error("twin `{asset}` has no safety action recorded as audit record {seq}")]
+    UnknownSafetyAction {
+        /// The twin.
+        asset: AssetPath,
+        /// The audit record's sequence number given.
+        seq: u64,
+    },
     /// The model registry refused a package or a deployment.
     #[error(transparent)]
     Registry(#[from] crate::model::registry::RegistryError),

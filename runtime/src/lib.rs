@@ -37,7 +37,9 @@ pub mod time;
 pub mod twin;
 pub mod value;
 
-pub use audit::{AuditKind, AuditRecord, ModelInfo};
+pub use audit::{
+    Annotation, AnnotationOutcome, AnnotationSubject, AuditKind, AuditRecord, ModelInfo,
+};
 pub use command::{Clamp, Command, CommandId, DesiredChange, Origin, OriginKind, Verdict};
 pub use components::{ActuationNeed, Components, GovernorFactory, ModelFactory};
 pub use config::{ComponentSpec, ConfigError, RuntimeSettings, Topology, TwinType, TwinTypes};

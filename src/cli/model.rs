@@ -10,17 +10,19 @@ use doppel::kernel::model::package::{
     PackageFile, Signer, Trust, hex_encode, public_key, signing_key,
 };
 use doppel::proto::v1::{
-    CanarySpec, DecideCanaryRequest, DeployMode as ProtoMode, DeployRequest, DeployResponse,
-    GetDivergenceRequest, GetDivergenceResponse, GetPackageRequest, ListDeploymentsRequest,
-    ListPackagesRequest, ModelDeployment, ModelPackage, RegisterPackageRequest,
-    RegisterPackageResponse, RolloutState, WithdrawRequest,
+    AnnotateRequest, Annotation, AnnotationOutcome, AuditKind, AuditRecord, CanarySpec,
+    DecideCanaryRequest, DeployMode as ProtoMode, DeployRequest, DeployResponse,
+    GetDivergenceRequest, GetDivergenceResponse, GetPackageRequest, ListAuditRequest,
+    ListDeploymentsRequest, ListPackagesRequest, ModelDeployment, ModelPackage, RecommendedCommand,
+    RegisterPackageRequest, RegisterPackageResponse, RolloutState, WithdrawRequest,
 };
 use rand::RngCore as _;
 
-use super::twin::input::parse_duration;
+use super::twin::input::{parse_duration, parse_params};
 use super::twin::json::Json;
 use super::twin::render::{
-    clean, divergence_json, number_text, shadow_json, time_from_parts, time_json, time_text,
+    clean, divergence_json, models_json, named_json, named_text, number_text, shadow_json,
+    time_from_parts, time_json, time_text,
 };
 use super::twin::session::Session;
 use super::twin::table::{Align, Table};
@@ -125,6 +127,21 @@ enum RegistryCommand {
         #[arg(long, value_name = "NODE_ID", default_value = "")]
         node: String,
     },
+    /// Annotate the outcome of an alarm, a safety action or a recommendation of a twin
+    /// (operator token): confirmed, a false alarm, or a comment; audited, a label for
+    /// the models concerned.
+    Annotate(AnnotateArgs),
+    /// Every annotation at or below a path, oldest first, as labels for retraining:
+    /// the twin, what was annotated, the outcome, the note, who, when, and the models
+    /// concerned with their versions.
+    Annotations {
+        /// Only twins at or below this path.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only annotations made since (90s, 10m, 1h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Roll a canary back.
     Rollback {
         /// The canary's deployment id.
@@ -179,6 +196,32 @@ struct DeployArgs {
     /// Canary: promote by itself once the window passes (else wait for `promote`).
     #[arg(long)]
     auto_promote: bool,
+}
+
+/// `doppel model annotate`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["alarm", "safety_action", "recommendation"])))]
+struct AnnotateArgs {
+    /// The twin's asset path.
+    asset: String,
+    /// The alarm, by code (`doppel twin get` lists them).
+    #[arg(long, value_name = "CODE")]
+    alarm: Option<String>,
+    /// The safety action, by its audit record's sequence number (`doppel twin audit`).
+    #[arg(long, value_name = "SEQ")]
+    safety_action: Option<u64>,
+    /// The recommended command, by name, with its `--param`s as recommended.
+    #[arg(long, value_name = "COMMAND")]
+    recommendation: Option<String>,
+    /// A recommended command's parameter, NAME=VALUE; repeat for more.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// confirmed, false-alarm or comment.
+    #[arg(long)]
+    outcome: String,
+    /// Free text (required for a comment).
+    #[arg(long, default_value = "")]
+    note: String,
 }
 
 /// `doppel model keygen`.
@@ -424,6 +467,10 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
                 .map_err(|status| Failure::rpc(format!("model withdraw {deployment}"), &status))?;
             show_step(&withdrawn, json)?;
         }
+        RegistryCommand::Annotate(args) => annotate(&session, args, json).await?,
+        RegistryCommand::Annotations { prefix, since } => {
+            annotations(&session, prefix, since, json).await?;
+        }
         RegistryCommand::Promote {
             deployment,
             reason,
@@ -527,6 +574,206 @@ async fn register(session: &Session, text: String) -> Result<RegisterPackageResp
         )
         .await
         .map_err(|status| Failure::rpc("model register", &status))
+}
+
+/// `doppel model annotate`.
+async fn annotate(session: &Session, args: AnnotateArgs, json: bool) -> Result<(), Failure> {
+    use doppel::proto::v1::annotation::Subject;
+    let outcome = match args.outcome.as_str() {
+        "confirmed" => AnnotationOutcome::Confirmed,
+        "false-alarm" | "false_alarm" => AnnotationOutcome::FalseAlarm,
+        "comment" => AnnotationOutcome::Comment,
+        other => {
+            return Err(Failure::usage(format!(
+                "--outcome `{other}`: confirmed, false-alarm or comment"
+            )));
+        }
+    };
+    let subject = match (args.alarm, args.safety_action, args.recommendation) {
+        (Some(code), _, _) => Subject::AlarmCode(code),
+        (_, Some(seq), _) => Subject::SafetyActionSeq(seq),
+        (_, _, Some(command)) => Subject::Recommendation(RecommendedCommand {
+            command,
+            params: parse_params(&args.params)?,
+        }),
+        _ => {
+            return Err(Failure::usage(
+                "name --alarm, --safety-action or --recommendation",
+            ));
+        }
+    };
+    if !args.params.is_empty() && !matches!(subject, Subject::Recommendation(_)) {
+        return Err(Failure::usage("--param goes with --recommendation"));
+    }
+    let request = AnnotateRequest {
+        asset_path: args.asset.clone(),
+        annotation: Some(Annotation {
+            subject: Some(subject),
+            outcome: outcome as i32,
+            note: args.note,
+        }),
+    };
+    let annotated = session
+        .model_unary(request, |mut c, r| async move { c.annotate(r).await })
+        .await
+        .map_err(|status| Failure::rpc(format!("model annotate {}", args.asset), &status))?;
+    let record = annotated.record.unwrap_or_default();
+    if json {
+        emit_json(&label_json(&record))
+    } else {
+        emit(&format!(
+            "annotated {} as audit record {}: {}\n",
+            clean(&record.asset_path),
+            record.seq,
+            clean(&label_text(&record))
+        ))
+    }
+}
+
+/// `doppel model annotations`: every page of ListAudit's annotation records.
+async fn annotations(
+    session: &Session,
+    prefix: Option<String>,
+    since: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let mut request = ListAuditRequest {
+        path_prefix: prefix.unwrap_or_default(),
+        page_size: 1000,
+        kinds: vec![AuditKind::Annotation as i32],
+        ..Default::default()
+    };
+    if let Some(since) = since {
+        let ago = parse_duration("--since", &since)?;
+        let from = std::time::SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        request.from = Some(from.into());
+    }
+    let mut table = Table::new(&[
+        ("AT", Align::Left),
+        ("TWIN", Align::Left),
+        ("BY", Align::Left),
+        ("LABEL", Align::Left),
+        ("MODELS", Align::Left),
+    ]);
+    let mut count = 0usize;
+    loop {
+        let page = session
+            .unary(
+                request.clone(),
+                |mut c, r| async move { c.list_audit(r).await },
+            )
+            .await
+            .map_err(|status| Failure::rpc("model annotations", &status))?;
+        for record in &page.records {
+            count += 1;
+            if json {
+                emit_json(&label_json(record))?;
+            } else {
+                table.row(vec![
+                    time_text(time_of!(record.at)),
+                    clean(&record.asset_path),
+                    clean(
+                        &record
+                            .origin
+                            .as_ref()
+                            .map(|o| o.principal.clone())
+                            .unwrap_or_default(),
+                    ),
+                    clean(&label_text(record)),
+                    clean(&models_text(&record.models)),
+                ]);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    if json {
+        Ok(())
+    } else if count == 0 {
+        emit("no annotations\n")
+    } else {
+        emit(&table.render())
+    }
+}
+
+/// The models an annotation concerns, as `name version`.
+fn models_text(models: &[doppel::proto::v1::ModelInfo]) -> String {
+    (models.iter())
+        .map(|m| format!("{} {}", m.name, m.version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn outcome_word(raw: i32) -> &'static str {
+    match AnnotationOutcome::try_from(raw) {
+        Ok(AnnotationOutcome::Confirmed) => "confirmed",
+        Ok(AnnotationOutcome::FalseAlarm) => "false_alarm",
+        Ok(AnnotationOutcome::Comment) => "comment",
+        _ => "unknown",
+    }
+}
+
+/// What an annotation record says, in words: `false_alarm on alarm anomaly:vibration: note`.
+fn label_text(record: &AuditRecord) -> String {
+    use doppel::proto::v1::annotation::Subject;
+    let Some(annotation) = &record.annotation else {
+        return record.reason.clone();
+    };
+    let subject = match &annotation.subject {
+        Some(Subject::AlarmCode(code)) => format!("alarm {code}"),
+        Some(Subject::SafetyActionSeq(seq)) => format!("safety action {seq}"),
+        Some(Subject::Recommendation(r)) => {
+            format!("recommendation {} {}", r.command, named_text(&r.params))
+        }
+        None => "unknown".to_string(),
+    };
+    let outcome = outcome_word(annotation.outcome);
+    if annotation.note.is_empty() {
+        format!("{outcome} on {subject}")
+    } else {
+        format!("{outcome} on {subject}: {}", annotation.note)
+    }
+}
+
+/// One annotation as a label record: flat, one JSON object per line.
+fn label_json(record: &AuditRecord) -> Json {
+    use doppel::proto::v1::annotation::Subject;
+    let annotation = record.annotation.clone().unwrap_or_default();
+    let (subject, reference, command) = match &annotation.subject {
+        Some(Subject::AlarmCode(code)) => ("alarm", Json::from(code.as_str()), Json::Null),
+        Some(Subject::SafetyActionSeq(seq)) => ("safety_action", Json::from(*seq), Json::Null),
+        Some(Subject::Recommendation(r)) => (
+            "recommendation",
+            Json::from(r.command.as_str()),
+            Json::object()
+                .with("command", &r.command)
+                .with("params", named_json(&r.params)),
+        ),
+        None => ("unknown", Json::Null, Json::Null),
+    };
+    Json::object()
+        .with("asset_path", &record.asset_path)
+        .with("at", time_json(time_of!(record.at)))
+        .with("audit_seq", record.seq)
+        .with("subject", subject)
+        .with("ref", reference)
+        .with("recommendation", command)
+        .with("command_id", &record.command_id)
+        .with("outcome", outcome_word(annotation.outcome))
+        .with("note", &annotation.note)
+        .with(
+            "by",
+            record
+                .origin
+                .as_ref()
+                .map_or(Json::Null, |o| Json::from(o.principal.as_str())),
+        )
+        .with("models", models_json(&record.models))
+        .with("state_version", record.state_version)
 }
 
 /// Promotes or rolls back a canary.

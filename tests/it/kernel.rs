@@ -711,7 +711,7 @@ async fn audit_pages_follow_the_sequence_across_twins() {
         let mut paged = Vec::new();
         let mut after = None;
         loop {
-            let page = twins.audit_page(&prefix, all, after, 2).unwrap();
+            let page = twins.audit_page(&prefix, all, &[], after, 2).unwrap();
             if page.is_empty() {
                 break;
             }

@@ -2,6 +2,7 @@
 //! processes, the real `doppel` binary.
 
 mod alarms;
+mod annotations;
 mod api;
 mod api_transport;
 mod brokers;

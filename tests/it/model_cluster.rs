@@ -99,7 +99,7 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
     sandbox.wait_live(3, FORMED).await;
     let mut cloud = sandbox.models("cloud-1").await;
     let mut edge_b = sandbox.models("edge-b").await;
-    let mut twins = sandbox.client("cloud-1").await;
+    let twins = sandbox.client("cloud-1").await;
     // Both edges answer forwarded calls.
     for n in [1, 3] {
         eventually("the cloud reaches the edge", FORMED, || {
@@ -251,6 +251,41 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
             }
         },
     )
+    .await;
+
+    // An operator's annotation sent to the cloud is recorded by the owning edge and
+    // replicates back: the cloud's mirror lists it apart from the rest of the trail.
+    let annotated = cloud
+        .annotate(pb::AnnotateRequest {
+            asset_path: press(3).to_string(),
+            annotation: Some(pb::Annotation {
+                subject: Some(pb::annotation::Subject::Recommendation(
+                    pb::RecommendedCommand {
+                        command: "stop".into(),
+                        params: Vec::new(),
+                    },
+                )),
+                outcome: pb::AnnotationOutcome::Confirmed as i32,
+                note: String::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap();
+    eventually("the annotation reaches the cloud's mirror", STEP, || {
+        let mut twins = twins.clone();
+        async move {
+            let request = pb::ListAuditRequest {
+                path_prefix: "acme/plant-a".into(),
+                kinds: vec![pb::AuditKind::Annotation as i32],
+                ..Default::default()
+            };
+            let audit = twins.list_audit(request).await.ok()?.into_inner();
+            (audit.records.len() == 1 && audit.records[0].seq == annotated.seq).then_some(())
+        }
+    })
     .await;
 
     // A package signed by a key edge-b does not trust: edge-a deploys it, edge-b

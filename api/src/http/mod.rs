@@ -398,6 +398,7 @@ impl<S: TwinService + AlarmService + ModelService> Rest<S> {
                 ModelService::decide_canary,
                 pb::DecideCanaryRequest
             ),
+            Call::Annotate => unary!(&*self.service, ModelService::annotate, pb::AnnotateRequest),
             Call::GetDivergence => unary!(
                 &*self.service,
                 ModelService::get_divergence,

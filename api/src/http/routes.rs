@@ -46,6 +46,7 @@ pub(crate) enum Call {
     Withdraw,
     DecideCanary,
     GetDivergence,
+    Annotate,
 }
 
 /// Who may call a resource, for its documentation (the services enforce it).
@@ -264,6 +265,16 @@ pub(crate) const ROUTES: &[Route] = &[
         operation: "recommend",
         summary: "The next best action: candidate commands projected, checked against the twin type's objective and constraints and ranked best first, with bounds and the governors' verdicts. Changes nothing.",
         needs: Needs::Viewer,
+    },
+    Route {
+        method: Method::Post,
+        path: "/api/v1/twins/{assetPath}/annotations",
+        call: Call::Annotate,
+        request: "doppel.v1.AnnotateRequest",
+        response: "doppel.v1.AnnotateResponse",
+        operation: "annotate",
+        summary: "Annotates the outcome of an alarm, a safety action or a recommendation of the twin (confirmed, false alarm, or a comment): an audit record of its own, a label for the models concerned. List them with GET /api/v1/audit?kinds=AUDIT_KIND_ANNOTATION.",
+        needs: Needs::Command,
     },
     Route {
         method: Method::Get,

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use doppel_runtime::journal::StoreError;
 use doppel_runtime::twin::{MirrorUpdate, Trip, TwinReport};
-use doppel_runtime::{AuditRecord, Timestamp};
+use doppel_runtime::{AuditKind, AuditRecord, Timestamp};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
@@ -444,9 +444,11 @@ struct EncodedRow<'a> {
 
 /// The leading fields of an encoded [`AuditRecord`], read without decoding the rest.
 #[derive(Deserialize)]
-struct AuditHead {
+struct AuditHead<'a> {
     seq: u64,
     at: Timestamp,
+    _asset: &'a str,
+    kind: AuditKind,
 }
 
 fn store_error(error: impl Into<StoreError>) -> ClusterError {
@@ -655,23 +657,28 @@ impl MirrorStore {
         to: Timestamp,
         limit: usize,
     ) -> Vec<(String, AuditRecord)> {
-        self.audit_after(prefix, (from, to), None, limit)
+        self.audit_after(prefix, (from, to), &[], None, limit)
     }
 
-    /// Like [`MirrorStore::audit`], after a cursor: the records that follow `after` in
-    /// (time, edge node, sequence) order. Pass the cursor of the last record of a page
+    /// Like [`MirrorStore::audit`], of the given `kinds` (every kind when empty), after
+    /// a cursor: the records that follow `after` in (time, edge node, sequence) order.
+    /// Pass the cursor of the last record of a page
     /// ([`AuditCursor::of`]) to read the next page.
     pub fn audit_after(
         &self,
         prefix: &str,
         (from, to): (Timestamp, Timestamp),
+        kinds: &[AuditKind],
         after: Option<&AuditCursor>,
         limit: usize,
     ) -> Vec<(String, AuditRecord)> {
         if limit == 0 {
             return Vec::new();
         }
-        match self.shared().audit_page(prefix, (from, to), after, limit) {
+        match self
+            .shared()
+            .audit_page(prefix, (from, to), kinds, after, limit)
+        {
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!(%error, prefix, "cannot read the mirror's audit log");
@@ -1081,6 +1088,7 @@ impl Shared {
         &self,
         prefix: &str,
         (from, to): (Timestamp, Timestamp),
+        kinds: &[AuditKind],
         after: Option<&AuditCursor>,
         limit: usize,
     ) -> Result<Vec<(String, AuditRecord)>, ClusterError> {
@@ -1100,7 +1108,7 @@ impl Shared {
             let (head, _): (AuditHead, _) =
                 postcard::take_from_bytes(value.value()).map_err(store_error)?;
             debug_assert_eq!(head.seq, seq);
-            if head.at < from || head.at > to {
+            if head.at < from || head.at > to || !(kinds.is_empty() || kinds.contains(&head.kind)) {
                 continue;
             }
             let cursor = AuditCursor {

@@ -364,7 +364,13 @@ fn mirror_audit_is_ordered_by_time_and_pages_by_cursor() {
     let mut pages = Vec::new();
     let mut cursor: Option<AuditCursor> = None;
     loop {
-        let page = store.audit_after("acme", (Timestamp(0), Timestamp(1000)), cursor.as_ref(), 3);
+        let page = store.audit_after(
+            "acme",
+            (Timestamp(0), Timestamp(1000)),
+            &[],
+            cursor.as_ref(),
+            3,
+        );
         let Some((owner, last)) = page.last() else {
             break;
         };

@@ -450,6 +450,17 @@ impl Store {
         table.len().map_err(StoreError::from)
     }
 
+    /// The audit record with sequence number `seq`, if the log holds it.
+    pub fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>, StoreError> {
+        let txn = self.read()?;
+        let audit = txn.open_table(AUDIT).map_err(StoreError::from)?;
+        let Some(entry) = audit.get(seq).map_err(StoreError::from)? else {
+            return Ok(None);
+        };
+        let (_, bytes) = entry.value();
+        Ok(Some(postcard::from_bytes(bytes).map_err(StoreError::from)?))
+    }
+
     /// The audit record of the command `id` sent to `asset`, if one was recorded.
     pub fn command_record(
         &self,
@@ -473,13 +484,15 @@ impl Store {
         Ok(Some(postcard::from_bytes(bytes).map_err(StoreError::from)?))
     }
 
-    /// A page of audit records of twins at or below `prefix` with `at` in `[from, to]`
-    /// and a sequence number above `after`: the `limit` lowest, in sequence order.
+    /// A page of audit records of twins at or below `prefix` with `at` in `[from, to]`,
+    /// of the given `kinds` (every kind when empty), and a sequence number above
+    /// `after`: the `limit` lowest, in sequence order.
     /// Reads at most `limit` records past the cursor per twin, not the whole log.
     pub fn audit_page(
         &self,
         prefix: &AssetPath,
         (from, to): (Timestamp, Timestamp),
+        kinds: &[crate::audit::AuditKind],
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
@@ -494,7 +507,10 @@ impl Store {
             .map_or(0, |v| v.value());
         let first = after.map_or(0, |seq| seq.saturating_add(1));
         let wanted = |record: &AuditRecord| {
-            record.asset.starts_with(prefix) && record.at >= from && record.at <= to
+            record.asset.starts_with(prefix)
+                && record.at >= from
+                && record.at <= to
+                && (kinds.is_empty() || kinds.contains(&record.kind))
         };
         let read = |seq: u64| -> Result<Option<AuditRecord>, StoreError> {
             let Some(entry) = log.get(seq).map_err(StoreError::from)? else {
@@ -586,7 +602,7 @@ impl Store {
         to: Timestamp,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_page(prefix, (from, to), None, limit)
+        self.audit_page(prefix, (from, to), &[], None, limit)
     }
 }
 
@@ -696,7 +712,7 @@ mod tests {
         let mut paged = Vec::new();
         let mut after = None;
         loop {
-            let page = store.audit_page(&line1, ALL, after, 4).unwrap();
+            let page = store.audit_page(&line1, ALL, &[], after, 4).unwrap();
             if page.is_empty() {
                 break;
             }
@@ -711,7 +727,7 @@ mod tests {
             .filter(|seq| (10..=30).contains(seq))
             .collect();
         assert_eq!(
-            seqs(&store.audit_page(&line1, window, None, 100).unwrap()),
+            seqs(&store.audit_page(&line1, window, &[], None, 100).unwrap()),
             in_window
         );
     }

@@ -17,7 +17,7 @@ use super::passivation::Parked;
 use super::state::{ChannelCondition, DeliveryReport, SampleOutcome, Severity};
 use super::twins::Kernel;
 use super::{Actuation, CommandVerdict, RunState, TwinChange, TwinEvent, TwinReport, WhatIf};
-use crate::audit::AuditRecord;
+use crate::audit::{Annotation, AuditRecord};
 use crate::command::{Command, CommandId, Origin, Verdict};
 use crate::error::Error;
 use crate::journal::{Completion, JournalWrite, Ticket};
@@ -161,6 +161,13 @@ pub enum TwinMsg {
         Origin,
         oneshot::Sender<Result<AlarmOutcome, Error>>,
     ),
+    /// An annotation by someone, with the safety action's audit record it names (read
+    /// by the caller), and the reply with its audit record once durable.
+    Annotate(
+        Box<(Annotation, Option<AuditRecord>)>,
+        Origin,
+        oneshot::Sender<Result<AuditRecord, Error>>,
+    ),
     /// Shelvings may have ended: unshelve.
     ShelvingCheck,
     /// Sources lost touch (a connector lost its session or broker), for a reason:
@@ -192,6 +199,7 @@ impl TwinMsg {
                 | TwinMsg::Report(_)
                 | TwinMsg::History(..)
                 | TwinMsg::Alarm(..)
+                | TwinMsg::Annotate(..)
                 | TwinMsg::Models(..)
                 | TwinMsg::Shadows(_)
         )
@@ -404,6 +412,10 @@ impl Actor for TwinActor {
             TwinMsg::Alarm(code, response, origin, reply) => {
                 state.on_alarm(&code, response, &origin, reply);
             }
+            TwinMsg::Annotate(annotation, origin, reply) => {
+                let (annotation, action) = *annotation;
+                state.on_annotate(&annotation, action.as_ref(), &origin, reply);
+            }
             TwinMsg::ShelvingCheck => {
                 state.shelving_check = None;
                 state.end_shelvings();
@@ -525,6 +537,39 @@ impl TwinActorState {
         self.flush_effects(Ticket::none(), completion, snapshot_due);
         self.report_status(false);
         self.schedule_shelving_check();
+    }
+
+    fn on_annotate(
+        &mut self,
+        annotation: &Annotation,
+        action: Option<&AuditRecord>,
+        origin: &Origin,
+        reply: oneshot::Sender<Result<AuditRecord, Error>>,
+    ) {
+        let _span = tracing::info_span!("annotate", asset = %self.entry.path, subject = %annotation.command(), outcome = annotation.outcome.word(), origin = %origin.principal).entered();
+        let record = match (self.core).annotate(
+            annotation,
+            action,
+            origin,
+            Timestamp::now(),
+            &mut self.fx,
+        ) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::info!(%error, "annotation refused");
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        tracing::info!("annotated");
+        let completion = Completion::Reply(Box::new(move |result| {
+            let _ = reply.send(result.map(|seqs| AuditRecord {
+                seq: seqs.first().copied().unwrap_or(0),
+                ..record
+            }));
+        }));
+        self.fx.urgent = true;
+        self.flush_effects(Ticket::none(), completion, false);
     }
 
     fn on_models(

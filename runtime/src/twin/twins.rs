@@ -16,7 +16,7 @@ use super::directory::{Directory, Sent, TwinEntry};
 use super::passivation::{IDLE_ROUNDS, Parked, Waker};
 use super::state::{ChannelCondition, DeliveryReport, SampleRejection, check_sample};
 use super::{Actuation, CommandVerdict, TwinEvent, TwinReport, TwinSummary, WhatIf};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditKind, AuditRecord};
 use crate::command::{Command, Origin};
 use crate::components::{ActuationNeed, Components};
 use crate::config::{RuntimeSettings, TwinType, TwinTypes};
@@ -936,6 +936,33 @@ impl Twins {
         .await?
     }
 
+    /// Records an operator's `annotation` of an outcome on the twin at `path` on behalf
+    /// of `origin` (see [`Annotation`](crate::audit::Annotation)): an audit record of
+    /// its own, with the models concerned, returned once durable. It changes nothing
+    /// in the twin and passes no governor.
+    pub async fn annotate(
+        &self,
+        path: &AssetPath,
+        annotation: crate::audit::Annotation,
+        origin: Origin,
+    ) -> Result<AuditRecord, Error> {
+        let action = match &annotation.subject {
+            crate::audit::AnnotationSubject::SafetyAction(seq) => {
+                let store = self.kernel.journal.store().clone();
+                let seq = *seq;
+                tokio::task::spawn_blocking(move || store.audit_record(seq))
+                    .await
+                    .map_err(|_| Error::ShuttingDown)?
+                    .map_err(journal_error)?
+            }
+            _ => None,
+        };
+        self.ask(path, |reply| {
+            TwinMsg::Annotate(Box::new((annotation, action)), origin, reply)
+        })
+        .await?
+    }
+
     /// The alarms of every twin at or below `prefix` (all twins without one), by twin
     /// in directory order; a passivated twin's are read without waking it. Twins that
     /// did not answer (starting, restarting) are listed apart.
@@ -1045,20 +1072,21 @@ impl Twins {
         Ok(samples)
     }
 
-    /// A page of audit records at or below `prefix` within `[from, to]` with a sequence
-    /// number above `after`, oldest first, at most `limit`. Blocks on the store: call
-    /// it off the async workers.
+    /// A page of audit records at or below `prefix` within `[from, to]`, of the given
+    /// `kinds` (every kind when empty), with a sequence number above `after`, oldest
+    /// first, at most `limit`. Blocks on the store: call it off the async workers.
     pub fn audit_page(
         &self,
         prefix: &AssetPath,
         range: (Timestamp, Timestamp),
+        kinds: &[AuditKind],
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, Error> {
         self.kernel
             .journal
             .store()
-            .audit_page(prefix, range, after, limit)
+            .audit_page(prefix, range, kinds, after, limit)
             .map_err(journal_error)
     }
 

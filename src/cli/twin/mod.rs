@@ -680,6 +680,7 @@ async fn list_audit(target: &Target, json: bool, args: AuditArgs) -> Result<(), 
         to: None,
         page_size: args.page_size.unwrap_or(0),
         page_token: args.page_token.unwrap_or_default(),
+        kinds: Vec::new(),
     };
     if let Some(from) = range.from {
         set_time!(request.from, from);

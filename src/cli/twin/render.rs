@@ -119,6 +119,7 @@ pub fn audit_kind_word(raw: i32) -> String {
         AuditKind::DeliveryFailed => "delivery_failed",
         AuditKind::AlarmResponse => "alarm_response",
         AuditKind::ModelDeployment => "model_deployment",
+        AuditKind::Annotation => "annotation",
     });
     word(known, raw)
 }

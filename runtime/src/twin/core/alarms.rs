@@ -3,7 +3,7 @@
 //! and an audit record; none passes a governor's setpoint review.
 
 use super::{Effects, TwinCore};
-use crate::audit::{AuditKind, AuditRecord};
+use crate::audit::{Annotation, AnnotationSubject, AuditKind, AuditRecord};
 use crate::command::{CommandId, Origin, Verdict};
 use crate::error::Error;
 use crate::journal::JournalEvent;
@@ -83,6 +83,71 @@ impl TwinCore {
             Changed::Now(alarm) => Some(*alarm),
             Changed::Gone => None,
         })
+    }
+
+    /// Records `annotation` by `origin` at `at` as an audit record, with the models
+    /// concerned: for an alarm in the twin's list, the model that raised it; for a
+    /// safety action, those its record (`action`, read by the caller) names, and its
+    /// command id; for a recommendation of one of the type's commands, the twin's
+    /// models now. Changes nothing else; the record is returned.
+    pub fn annotate(
+        &mut self,
+        annotation: &Annotation,
+        action: Option<&AuditRecord>,
+        origin: &Origin,
+        at: Timestamp,
+        fx: &mut Effects,
+    ) -> Result<AuditRecord, Error> {
+        let asset = self.state.path.clone();
+        let (command_id, models, requested) = match (&annotation.subject, action) {
+            (AnnotationSubject::Alarm(code), _) => {
+                let alarm = (self.state.alarms.iter())
+                    .find(|alarm| alarm.code == *code)
+                    .ok_or_else(|| Error::AlarmRefused {
+                        asset: asset.clone(),
+                        refusal: crate::twin::AlarmRefusal::Unknown(code.clone()),
+                    })?;
+                let models = (self.model_infos().into_iter())
+                    .filter(|model| model.name == alarm.raised_by)
+                    .collect();
+                (CommandId::random(), models, Vec::new())
+            }
+            (AnnotationSubject::SafetyAction(seq), action) => {
+                let action = action
+                    .filter(|r| r.asset == asset && r.kind == AuditKind::SafetyAction)
+                    .ok_or(Error::UnknownSafetyAction {
+                        asset: asset.clone(),
+                        seq: *seq,
+                    })?;
+                (action.command_id.clone(), action.models.clone(), Vec::new())
+            }
+            (AnnotationSubject::Recommendation { command, params }, _) => {
+                if !self.twin_type.commands.contains_key(command) {
+                    return Err(Error::UnknownCommand {
+                        asset,
+                        command: command.clone(),
+                    });
+                }
+                (CommandId::random(), self.model_infos(), params.clone())
+            }
+        };
+        let record = AuditRecord {
+            seq: 0,
+            at,
+            asset,
+            kind: AuditKind::Annotation,
+            command_id,
+            command: annotation.command(),
+            requested,
+            origin: origin.clone(),
+            state_version: self.state.version,
+            models,
+            verdict: Verdict::Accepted,
+            applied: Vec::new(),
+            reason: annotation.reason(),
+        };
+        fx.audit.push(record.clone());
+        Ok(record)
     }
 
     /// Unshelves every alarm whose shelving ended by `now`, as the node: an alarm
