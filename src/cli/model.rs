@@ -36,6 +36,9 @@ Examples:
   doppel model divergence 3
   doppel model deploy degradation@1.1.0 --to press --mode canary --fraction 0.2 --window 10m --max-divergence 5
   doppel model promote 4 --reason \"held for a shift\"
+  doppel model withdraw 1 --node edge-b --reason \"line 2 keeps 1.0.0\"   (asking a cloud node)
+  doppel model annotate acme/plant-a/line-1/press-3 --alarm anomaly:vibration --outcome false-alarm --note \"sensor knocked\"
+  doppel model annotations --json > labels.jsonl
 
 Exit status: 0 when done, 1 when the node could not be reached or refused the call
 (an untrusted package, an unknown deployment, a token that is not an admin's), 2 when

@@ -983,4 +983,33 @@ fn the_dev_plant_ships_a_second_degradation_package_for_shadow_canary_and_promot
         let degradation = models.iter().find(|m| m["name"] == "degradation").unwrap();
         assert_eq!(degradation["version"], "1.1.0", "{twin}");
     }
+
+    // What came of it, as the README shows: an annotation, exported as a label.
+    let annotated = node.model(&[
+        "annotate",
+        "acme/plant-a/line-1/press-3",
+        "--recommendation",
+        "set_speed",
+        "--param",
+        "rpm=1400",
+        "--outcome",
+        "confirmed",
+        "--note",
+        "cooled within the shift",
+    ]);
+    assert!(
+        annotated.stdout.contains("confirmed on recommendation set_speed rpm=1400"),
+        "{}",
+        annotated.stdout
+    );
+    let labels = node.model(&["annotations", "--json"]);
+    let label: serde_json::Value = serde_json::from_str(labels.stdout.trim()).unwrap();
+    assert_eq!(label["recommendation"]["params"]["rpm"], 1400.0, "{label}");
+    let concerned = label["models"].as_array().unwrap();
+    assert!(
+        concerned
+            .iter()
+            .any(|m| m["name"] == "degradation" && m["version"] == "1.1.0"),
+        "{label}"
+    );
 }

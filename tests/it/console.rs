@@ -393,6 +393,80 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await;
     assert_eq!(filled, serde_json::json!(first), "{shown}");
 
+    // The operator annotates the recommendation it used, then the markup alarm as a
+    // false alarm: each an audit record with the models concerned.
+    browser
+        .wait_for("[data-test=candidate] [data-test=annotate-this]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_for("[data-test=annotate-note]", STEP)
+        .await
+        .type_text("ran at this speed for a shift")
+        .await;
+    browser
+        .wait_for("[data-test=annotate]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=annotate-result]", STEP, |text| {
+            text.contains("Annotated as audit record #")
+                && text.contains(&format!("Recommendation set_speed rpm={first}"))
+        })
+        .await;
+    browser
+        .wait_for(
+            "[data-test=twin-alarm][data-code=\"markup\"] [data-test=annotate-this]",
+            STEP,
+        )
+        .await
+        .click()
+        .await;
+    let outcome = browser.wait_for("[data-test=annotate-outcome]", STEP).await;
+    browser
+        .execute(
+            "arguments[0].value = 'ANNOTATION_OUTCOME_FALSE_ALARM';",
+            serde_json::json!([outcome.reference()]),
+        )
+        .await;
+    browser
+        .wait_for("[data-test=annotate]", STEP)
+        .await
+        .click()
+        .await;
+    browser
+        .wait_text("[data-test=annotate-result]", STEP, |text| {
+            text.contains("false alarm (Alarm markup")
+        })
+        .await;
+    let labels = twins
+        .audit_page(
+            &press(1),
+            (doppel::Timestamp(0), doppel::Timestamp::now()),
+            &[doppel::kernel::AuditKind::Annotation],
+            None,
+            10,
+        )
+        .unwrap();
+    let made: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|r| (r.command.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            (
+                "recommendation:set_speed",
+                "confirmed: ran at this speed for a shift"
+            ),
+            ("alarm:markup", "false_alarm")
+        ]
+    );
+    assert_eq!(labels[1].models[0].name, "markup");
+    assert_eq!(labels[0].origin.principal, "olga");
+
     // A shadow model's outputs beside production's on the twin's page.
     twins.register_package(&shadow_package(), "test").unwrap();
     let request = doppel::kernel::twin::DeployRequest {

@@ -395,6 +395,56 @@ async fn every_resource_answers_and_the_openapi_document_describes_every_answer(
     assert_eq!(recommended["objective"], "maximize rpm");
     assert_eq!(recommended["candidates"].as_array().unwrap().len(), 3);
 
+    // An operator annotates a candidate; the audit trail lists it by kind.
+    let candidate = recommended["candidates"][0]["value"].as_f64().unwrap();
+    let annotated = served
+        .post(
+            OPERATOR,
+            "/api/v1/twins/{assetPath}/annotations",
+            &format!("{}/annotations", twin_url(1)),
+            json!({"annotation": {
+                "recommendation": {
+                    "command": recommended["command"],
+                    "params": [{"name": recommended["param"], "value": {"floatValue": candidate}}],
+                },
+                "outcome": "ANNOTATION_OUTCOME_CONFIRMED",
+                "note": "cooler by the end of the shift",
+            }}),
+        )
+        .await;
+    assert_eq!(annotated.status, 200, "{}", annotated.text());
+    let record = &annotated.json()["record"];
+    assert_eq!(record["kind"], "AUDIT_KIND_ANNOTATION");
+    assert_eq!(
+        record["annotation"]["outcome"],
+        "ANNOTATION_OUTCOME_CONFIRMED"
+    );
+    let labels = served
+        .get(
+            VIEWER,
+            "/api/v1/audit",
+            "/api/v1/audit?kinds=AUDIT_KIND_ANNOTATION&kinds=AUDIT_KIND_SAFETY_ACTION",
+        )
+        .await;
+    assert_eq!(labels.status, 200, "{}", labels.text());
+    let labels = labels.json();
+    let kinds: Vec<&str> = labels["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["AUDIT_KIND_ANNOTATION"], "{labels}");
+    let refused = served
+        .post(
+            VIEWER,
+            "/api/v1/twins/{assetPath}/annotations",
+            &format!("{}/annotations", twin_url(1)),
+            json!({"annotation": {"alarmCode": "x", "outcome": "ANNOTATION_OUTCOME_CONFIRMED"}}),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
     // The model registry and a canary, rolled back by hand.
     let registered = served
         .post(

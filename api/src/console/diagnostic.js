@@ -10,7 +10,8 @@ import {
 
 const PAGE_SIZE = 100;
 const KINDS = ['AUDIT_KIND_COMMAND', 'AUDIT_KIND_SAFETY_ACTION', 'AUDIT_KIND_DELIVERED',
-  'AUDIT_KIND_DELIVERY_FAILED', 'AUDIT_KIND_ALARM_RESPONSE', 'AUDIT_KIND_MODEL_DEPLOYMENT'];
+  'AUDIT_KIND_DELIVERY_FAILED', 'AUDIT_KIND_ALARM_RESPONSE', 'AUDIT_KIND_MODEL_DEPLOYMENT',
+  'AUDIT_KIND_ANNOTATION'];
 const kindLabel = (k) => words(enumName(k, 'AUDIT_KIND_')) || '—';
 
 /** A datetime-local value as RFC 3339 (UTC), or ''. */
@@ -85,7 +86,7 @@ export async function render(container) {
   const pageLabel = h('span', { class: 'muted' });
   const statusError = errorLine('status-error');
   const status = h('div');
-  let filter = { pathPrefix: '', from: '', to: '' };
+  let filter = { pathPrefix: '', from: '', to: '', kinds: '' };
 
   container.append(h('h1', {}, 'Diagnostics'), h('h2', {}, 'Audit trail'), form, error,
     table(['Seq', 'At', 'Twin', 'Kind', 'Command', 'Origin', 'Verdict', 'Requested', 'Applied', 'Reason'], tbody),
@@ -93,7 +94,7 @@ export async function render(container) {
     h('h2', {}, 'Connectors'), statusError, status);
 
   function drawRecords() {
-    const shown = records.filter((r) => !kind.value || r.kind === kind.value);
+    const shown = records;
     tbody.replaceChildren(...(shown.length ? shown.map(auditRow)
       : [h('tr', {}, h('td', { colspan: 10, class: 'muted' }, 'No records on this page.'))]));
   }
@@ -115,14 +116,17 @@ export async function render(container) {
     }
   }
 
-  form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    filter = { pathPrefix: prefix.value.trim(), from: rfc3339(from.value), to: rfc3339(to.value) };
+  // The node filters by kind, so every page holds records of the kind chosen.
+  function apply() {
+    filter = {
+      pathPrefix: prefix.value.trim(), from: rfc3339(from.value), to: rfc3339(to.value), kinds: kind.value,
+    };
     tokens.length = 1;
     page = 0;
     load();
-  });
-  kind.addEventListener('change', drawRecords);
+  }
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); apply(); });
+  kind.addEventListener('change', apply);
   prev.addEventListener('click', () => { if (page > 0) { page -= 1; load(); } });
   next.addEventListener('click', () => {
     if (!nextToken) return;

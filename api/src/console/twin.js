@@ -3,6 +3,7 @@
 // (preview with the governors' verdict and projection, then confirm).
 
 import { api, watch, qs, twinUrl, canAct } from './api.js';
+import { annotationPanel } from './annotate.js';
 import {
   h, fill, arr, table, setText, errorLine, chart, severityBadge, severityRank, runStateBadge,
   qualityBadge, fmtNum, fmtPercent, fmtValue, fmtNamed, fmtTime, fmtAge, fmtDuration,
@@ -154,7 +155,7 @@ function explanation(e) {
     `Why: ${e.summary ?? ''} (${e.source ?? ''} ${e.version ?? ''}, confidence ${fmtPercent(e.confidence)}). From ${inputs}.`);
 }
 
-function tripsAndAlarms(t) {
+function tripsAndAlarms(t, annotations) {
   const trips = arr(t.trips).filter(Boolean).map((x) => h('tr', { 'data-test': 'trip', class: 'row-tripped' },
     h('td', {}, h('span', { class: 'badge tripped' }, 'TRIP'), ' ', String(x.governor ?? '')),
     h('td', {}, String(x.reason ?? '')), h('td', {}, fmtTime(x.at))));
@@ -166,13 +167,30 @@ function tripsAndAlarms(t) {
       h('td', {}, String(a.code ?? '')),
       h('td', { class: 'message' }, String(a.message ?? ''), explanation(a.explanation)),
       h('td', {}, String(a.raisedBy ?? '')),
-      h('td', {}, fmtTime(a.since))));
+      h('td', {}, fmtTime(a.since)),
+      annotations ? h('td', {}, annotateButton(annotations, `alarm:${a.code}`)) : null));
   return [
     trips.length ? section('Trips', table(['Governor', 'Reason', 'At'], trips)) : null,
     section('Alarms', alarms.length
-      ? table(['Severity', 'State', 'Code', 'Message', 'Raised by', 'Since'], alarms)
+      ? table(['Severity', 'State', 'Code', 'Message', 'Raised by', 'Since', annotations ? '' : null].filter((x) => x !== null), alarms)
       : h('p', { class: 'muted' }, 'No active alarms.')),
   ];
+}
+
+/** A button that picks `key` in the annotation panel. */
+function annotateButton(annotations, key) {
+  const button = h('button', { type: 'button', 'data-test': 'annotate-this' }, 'Annotate');
+  button.addEventListener('click', () => annotations.choose(key));
+  return button;
+}
+
+/** What the twin's alarms offer to annotate. */
+function alarmSubjects(t) {
+  return arr(t.alarms).filter((a) => a?.code).map((a) => ({
+    key: `alarm:${a.code}`,
+    label: `Alarm ${a.code}: ${a.message ?? ''}`,
+    body: { alarmCode: a.code },
+  }));
 }
 
 function newKey() {
@@ -181,7 +199,7 @@ function newKey() {
 }
 
 /** The command panel: pick a command, fill its parameters, preview, confirm. */
-async function commandPanel(path, t) {
+async function commandPanel(path, t, annotations) {
   const panel = h('section', { class: 'panel command', 'data-test': 'command-panel' }, h('h2', {}, 'Command'));
   const error = errorLine('command-error');
   let info;
@@ -324,7 +342,21 @@ async function commandPanel(path, t) {
     setText(error, '');
     try {
       const r = await api(twinUrl(path, '/recommend'), { method: 'POST', body: {} });
-      const rows = arr(r.candidates).filter(Boolean).map((c, i) => {
+      const command = commands.find((x) => x.name === r.command);
+      const type = arr(command?.params).find((p) => p?.name === r.param)?.type;
+      const subject = (c) => ({
+        key: `recommendation:${r.command}:${c.value}`,
+        label: `Recommendation ${r.command} ${r.param}=${fmtNum(c.value)}`,
+        body: {
+          recommendation: {
+            command: r.command,
+            params: [{ name: r.param, value: type === 'int' ? { intValue: String(Math.round(Number(c.value))) } : { floatValue: Number(c.value) } }],
+          },
+        },
+      });
+      const candidates = arr(r.candidates).filter(Boolean);
+      annotations?.offer('recommendation', candidates.map(subject));
+      const rows = candidates.map((c, i) => {
         const projected = c.projectedBy ? `denied by ${c.projectedBy} (projected)` : verdictText(c.verdict);
         const objective = c.objective == null ? '—'
           : c.objectiveLower == null ? fmtNum(c.objective)
@@ -335,7 +367,8 @@ async function commandPanel(path, t) {
         use.addEventListener('click', () => useCandidate(r, c));
         const row = h('tr', { 'data-test': 'candidate', 'data-value': String(c.value), class: allowed ? '' : 'abnormal' },
           h('td', {}, String(i + 1)), h('td', {}, fmtNum(c.value)), h('td', {}, projected),
-          h('td', {}, objective), h('td', {}, String(c.rationale ?? '')), h('td', {}, use));
+          h('td', {}, objective), h('td', {}, String(c.rationale ?? '')),
+          h('td', {}, use, annotations ? [' ', annotateButton(annotations, subject(c).key)] : null));
         return row;
       });
       recommendation.replaceChildren(
@@ -377,6 +410,9 @@ export async function render(container, ctx) {
   let closed = false;
   let renderTimer = null;
   let panelStarted = false;
+  let trips = -1;
+  // Operators annotate outcomes; viewers only read.
+  const annotations = canAct(ctx.caller) ? annotationPanel(path) : null;
   const trends = new Map();
 
   const status = h('span', { class: 'muted' });
@@ -409,11 +445,16 @@ export async function render(container, ctx) {
       trends.set(c, keep < 0 ? [] : pts.slice(keep));
     }
     // Abnormal first (ISA-101): trips and alarms above the values.
-    fill(live, headerSection(twin), ...tripsAndAlarms(twin), channelsSection(twin, trends, now),
+    fill(live, headerSection(twin), ...tripsAndAlarms(twin, annotations), channelsSection(twin, trends, now),
       desiredSection(twin), derivedSection(twin));
+    annotations?.offer('alarm', alarmSubjects(twin));
+    const tripCount = arr(twin.trips).length;
+    if (annotations && tripCount !== trips) { trips = tripCount; annotations.refreshActions(); }
     if (!panelStarted && canAct(ctx.caller)) {
       panelStarted = true;
-      commandPanel(path, twin).then((panel) => { if (!closed) panelSlot.replaceChildren(panel); });
+      commandPanel(path, twin, annotations).then((panel) => {
+        if (!closed) panelSlot.replaceChildren(panel, annotations.element);
+      });
     }
   }
   const redraw = () => { if (!renderTimer) renderTimer = setTimeout(draw, 200); };

@@ -77,6 +77,11 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../console/models.js"),
     ),
+    (
+        "annotate.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../console/annotate.js"),
+    ),
 ];
 
 /// `/` and `/console/{file}`.
