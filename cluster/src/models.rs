@@ -406,7 +406,7 @@ impl ModelService for ClusterApi {
         let caller = caller(&request)?;
         let message = request.into_inner();
         let Answer::Deployments(mut listed) = self
-            .model_step_here(&caller, Call::ListDeployments(message.clone()))
+            .model_step_here(&caller, Call::ListDeployments(message))
             .await?
         else {
             return Err(missing());
@@ -418,7 +418,7 @@ impl ModelService for ClusterApi {
                 .cloned()
                 .collect();
             let answers = join_all(edges.iter().map(|edge| {
-                let call = Call::ListDeployments(message.clone());
+                let call = Call::ListDeployments(message);
                 let caller = &caller;
                 async move {
                     (

@@ -998,7 +998,9 @@ fn the_dev_plant_ships_a_second_degradation_package_for_shadow_canary_and_promot
         "cooled within the shift",
     ]);
     assert!(
-        annotated.stdout.contains("confirmed on recommendation set_speed rpm=1400"),
+        annotated
+            .stdout
+            .contains("confirmed on recommendation set_speed rpm=1400"),
         "{}",
         annotated.stdout
     );

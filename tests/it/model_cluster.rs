@@ -62,7 +62,6 @@ async fn shadows(client: &mut crate::sandbox::Client, n: u32) -> Vec<String> {
     let twin = client
         .get_twin(pb::GetTwinRequest {
             asset_path: press(n).to_string(),
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -107,7 +106,6 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
             async move {
                 let request = pb::GetTwinRequest {
                     asset_path: press(n).to_string(),
-                    ..Default::default()
                 };
                 twins.get_twin(request).await.ok()
             }

@@ -229,6 +229,13 @@ impl NodeService for TestNode {
         not_here()
     }
 
+    async fn forward_model(
+        &self,
+        _request: Request<proto::ForwardModelRequest>,
+    ) -> Result<Response<proto::ForwardModelResponse>, Status> {
+        not_here()
+    }
+
     type ForwardWatchTwinsStream =
         Pin<Box<dyn Stream<Item = Result<proto::ForwardWatchTwinsResponse, Status>> + Send>>;
 
