@@ -468,6 +468,7 @@ pub fn model_deployment(deployment: &Deployment) -> pb::ModelDeployment {
             changed_at: Some(timestamp_to_proto(rollout.changed_at)),
         }),
         node_id: String::new(),
+        evaluation_secs: deployment.evaluation_secs.unwrap_or(0.0),
     }
 }
 

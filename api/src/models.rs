@@ -292,6 +292,7 @@ impl TwinApi {
             target: deploy_target(&request.twin_type, &request.path_prefix)?,
             mode,
             canary,
+            evaluation_secs: request.evaluation_secs,
         };
         let origin = caller.role.origin(&caller.name);
         let outcome = self
@@ -401,11 +402,16 @@ impl TwinApi {
             .ok_or_else(|| Status::not_found(format!("no deployment {id}")))?;
         let mut response = pb::GetDivergenceResponse::default();
         let mut fleet = Divergence::default();
+        let mut evaluated = 0usize;
         for path in twins.running_deployment(&deployment) {
             match twins.shadows(&path).await {
                 Ok(shadows) => {
                     if let Some(shadow) = shadows.iter().find(|s| s.deployment == id) {
                         fleet.merge(&shadow.divergence);
+                        let covered = shadow.divergence.samples > 0
+                            && (deployment.evaluation_secs)
+                                .is_some_and(|w| shadow.divergence.window_secs() >= w);
+                        evaluated += usize::from(covered);
                         response.twins.push(pb::TwinDivergence {
                             asset_path: path.to_string(),
                             shadow: Some(convert::shadow(shadow)),
@@ -414,6 +420,12 @@ impl TwinApi {
                 }
                 Err(_) => response.unavailable.push(path.to_string()),
             }
+        }
+        if deployment.evaluation_secs.is_some() {
+            response.evaluated_twins = u32::try_from(evaluated).unwrap_or(u32::MAX);
+            response.evaluated = evaluated > 0
+                && evaluated == response.twins.len()
+                && response.unavailable.is_empty();
         }
         response.deployment = Some(convert::model_deployment(&deployment));
         response.fleet = Some(convert::divergence(&fleet));

@@ -21,8 +21,8 @@ use rand::RngCore as _;
 use super::twin::input::{parse_duration, parse_params};
 use super::twin::json::Json;
 use super::twin::render::{
-    clean, divergence_json, models_json, named_json, named_text, number_text, shadow_json,
-    time_from_parts, time_json, time_text,
+    clean, divergence_json, duration_text, models_json, named_json, named_text, number_text,
+    shadow_json, time_from_parts, time_json, time_text,
 };
 use super::twin::session::Session;
 use super::twin::table::{Align, Table};
@@ -199,6 +199,10 @@ struct DeployArgs {
     /// Canary: promote by itself once the window passes (else wait for `promote`).
     #[arg(long)]
     auto_promote: bool,
+    /// Shadow: how long (of samples) it must run beside production on each twin to
+    /// count as evaluated; declare at least one production cycle (8h, 1d).
+    #[arg(long, value_name = "DURATION")]
+    evaluate: Option<String>,
 }
 
 /// `doppel model annotate`.
@@ -401,6 +405,11 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
                 mode: mode as i32,
                 model: args.model.unwrap_or_default(),
                 canary,
+                evaluation_secs: args
+                    .evaluate
+                    .as_deref()
+                    .map(|text| parse_duration("--evaluate", text).map(|d| d.as_secs_f64()))
+                    .transpose()?,
             };
             let what = format!("model deploy {kind}@{version}");
             let deployed = session
@@ -1014,7 +1023,8 @@ fn deployment_json(deployment: &ModelDeployment) -> Json {
         .with("at", time_json(time_of!(deployment.at)))
         .with("active", deployment.active)
         .with("withdrawn", &deployment.withdrawn)
-        .with("node_id", &deployment.node_id);
+        .with("node_id", &deployment.node_id)
+        .with("evaluation_secs", deployment.evaluation_secs);
     if let Some(rollout) = &deployment.rollout {
         json = json.with(
             "rollout",
@@ -1178,6 +1188,8 @@ fn divergence_response_json(response: &GetDivergenceResponse) -> Json {
                     .collect(),
             ),
         )
+        .with("evaluated_twins", u64::from(response.evaluated_twins))
+        .with("evaluated", response.evaluated)
         .with(
             "unavailable",
             Json::Array(
@@ -1202,6 +1214,22 @@ fn divergence_text(response: &GetDivergenceResponse) -> String {
             mode_word(deployment.mode),
             target_text(deployment),
             state_text(deployment)
+        ));
+    }
+    if let Some(deployment) = &response.deployment
+        && deployment.evaluation_secs > 0.0
+    {
+        let window = std::time::Duration::from_secs_f64(deployment.evaluation_secs);
+        out.push_str(&format!(
+            "  evaluation window {}: {} of {} twin(s) covered it{}\n",
+            duration_text(window),
+            response.evaluated_twins,
+            response.twins.len(),
+            if response.evaluated {
+                " (evaluated)"
+            } else {
+                " (still evaluating)"
+            }
         ));
     }
     let Some(fleet) = &response.fleet else {

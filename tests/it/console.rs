@@ -476,6 +476,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         target: doppel::kernel::model::registry::Target::Prefix(press(1)),
         mode: doppel::kernel::model::registry::DeployMode::Shadow,
         canary: None,
+        evaluation_secs: None,
     };
     let deployed = twins
         .deploy(request, &doppel::kernel::Origin::operator("olga"))

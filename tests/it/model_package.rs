@@ -183,6 +183,7 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
                     target: Target::Prefix(press1.clone()),
                     mode: DeployMode::Shadow,
                     canary: None,
+                    evaluation_secs: None,
                 },
                 &ann,
             )
@@ -205,6 +206,7 @@ async fn a_deployed_package_runs_without_a_restart_and_after_one() {
                     target: Target::Type("press".into()),
                     mode: DeployMode::Production,
                     canary: None,
+                    evaluation_secs: None,
                 },
                 &ann,
             )

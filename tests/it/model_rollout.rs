@@ -146,6 +146,7 @@ fn deploy(
         mode: mode as i32,
         model: String::new(),
         canary,
+        evaluation_secs: None,
     }
 }
 
@@ -245,6 +246,21 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
     let mut request = deploy("1.2.0", pb::DeployMode::Shadow, None);
     request.twin_type.clear();
     request.path_prefix = "acme/plant-a/line-1".into();
+    // An evaluation window is a shadow's: a production deployment declaring one is
+    // refused. This shadow's is a millisecond of samples, which four readings cover.
+    let mut production = request.clone();
+    production.mode = pb::DeployMode::Production as i32;
+    production.evaluation_secs = Some(3600.0);
+    let refused = served
+        .models
+        .deploy(authed(ADMIN, production))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("evaluation window"),
+        "{refused:?}"
+    );
+    request.evaluation_secs = Some(0.001);
     let shadow = served
         .models
         .deploy(authed(ADMIN, request))
@@ -298,6 +314,12 @@ async fn packages_are_registered_by_admins_and_shadows_are_seen_apart() {
     let fleet = divergence.fleet.unwrap();
     assert_eq!((fleet.twins, fleet.samples), (2, 8), "{fleet:?}");
     assert_eq!(divergence.twins.len(), 2);
+    assert_eq!(divergence.deployment.unwrap().evaluation_secs, 0.001);
+    assert_eq!(
+        (divergence.evaluated_twins, divergence.evaluated),
+        (2, true),
+        "{fleet:?}"
+    );
     let press3 = served
         .twins
         .get_twin(authed(

@@ -22,7 +22,8 @@ function stateText(d) {
     const state = STATES[r.state] || 'unknown';
     return r.reason ? `canary ${state}: ${r.reason}` : `canary ${state} on ${arr(r.twins).length} twin(s)`;
   }
-  return d.active ? 'in force' : `withdrawn (${d.withdrawn || ''})`;
+  const evaluation = d.evaluationSecs ? `, evaluated over ${fmtNum(Number(d.evaluationSecs) / 3600)} h of samples` : '';
+  return d.active ? `in force${evaluation}` : `withdrawn (${d.withdrawn || ''})`;
 }
 
 /** A canary's latest figures: mean |Δ| per output over its samples. */
@@ -146,6 +147,7 @@ export async function render(container, ctx) {
   const windowSecs = h('input', { 'data-test': 'deploy-window', type: 'number', step: 'any', value: '600' });
   const maxDivergence = h('input', { 'data-test': 'deploy-max-divergence', type: 'number', step: 'any', placeholder: 'none' });
   const autoPromote = h('input', { 'data-test': 'deploy-auto-promote', type: 'checkbox' });
+  const evaluateHours = h('input', { 'data-test': 'deploy-evaluate', type: 'number', step: 'any', min: '0', placeholder: 'none' });
   const deployBtn = h('button', { type: 'button', class: 'primary', 'data-test': 'deploy' }, 'Deploy');
   function fillPackages() {
     const current = pkg.value;
@@ -162,11 +164,15 @@ export async function render(container, ctx) {
       };
       if (maxDivergence.value !== '') body.canary.maxDivergence = Number(maxDivergence.value);
     }
+    if (mode.value === 'DEPLOY_MODE_SHADOW' && evaluateHours.value !== '') {
+      body.evaluationSecs = Number(evaluateHours.value) * 3600;
+    }
     step('/api/v1/models/deployments', body);
   });
   const form = admin ? h('section', { class: 'panel', 'data-test': 'deploy-form' }, h('h2', {}, 'Deploy'),
     h('div', { class: 'row' }, h('label', { for: 'deploy-package' }, 'Package'), pkg, mode),
     h('div', { class: 'row' }, twinType, prefix),
+    h('div', { class: 'row' }, h('span', {}, 'Shadow: evaluate over (h, at least one production cycle)'), evaluateHours),
     h('div', { class: 'row' }, h('span', {}, 'Canary: fraction'), fraction, h('span', {}, 'window (s)'), windowSecs,
       h('span', {}, 'max mean |Δ|'), maxDivergence, h('label', {}, autoPromote, ' promote by itself')),
     h('div', { class: 'row' }, deployBtn)) : null;

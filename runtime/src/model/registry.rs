@@ -182,6 +182,11 @@ pub struct Deployment {
     /// Where a canary rollout stands (canary deployments only).
     #[serde(default)]
     pub rollout: Option<Rollout>,
+    /// How long, in seconds of samples, a shadow must run beside production on each
+    /// twin before its figures count as evaluated (at least one production cycle);
+    /// shadow deployments only.
+    #[serde(default)]
+    pub evaluation_secs: Option<f64>,
 }
 
 /// What a canary is tried on and what it must show before it is promoted.
@@ -537,6 +542,7 @@ created = "2026-11-30T12:00:00Z"
             withdrawn: None,
             canary: None,
             rollout: None,
+            evaluation_secs: None,
         }
     }
 

@@ -42,6 +42,8 @@ pub struct DeployRequest {
     pub mode: DeployMode,
     /// A canary's criteria (canary deployments only).
     pub canary: Option<CanarySpec>,
+    /// A shadow's evaluation window in seconds of samples (shadow deployments only).
+    pub evaluation_secs: Option<f64>,
 }
 
 /// What a deployment (or its withdrawal) did on this node.
@@ -200,7 +202,20 @@ impl Twins {
             target,
             mode,
             canary,
+            evaluation_secs,
         } = request;
+        if let Some(window) = evaluation_secs {
+            if mode != DeployMode::Shadow {
+                return Err(refused(format!(
+                    "an evaluation window is for shadow deployments; a {mode} deployment has none (a canary's is its min_duration_secs)"
+                )));
+            }
+            if !(window.is_finite() && window > 0.0) {
+                return Err(refused(format!(
+                    "an evaluation window is a positive number of seconds, not {window}"
+                )));
+            }
+        }
         match (mode, &canary) {
             (DeployMode::Canary, None) => {
                 return Err(refused(
@@ -277,6 +292,7 @@ impl Twins {
             withdrawn: None,
             canary,
             rollout,
+            evaluation_secs,
         })?;
         let mut active = self.kernel.models.get().as_ref().clone();
         active.push(ActiveDeployment {
@@ -421,6 +437,7 @@ impl Twins {
                     target: canary.target.clone(),
                     mode: DeployMode::Production,
                     canary: None,
+                    evaluation_secs: None,
                 },
                 origin,
             )
