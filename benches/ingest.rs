@@ -356,6 +356,7 @@ fn main() {
                 target: Target::Type("machine".into()),
                 mode: DeployMode::Shadow,
                 canary: None,
+                evaluation_secs: None,
             };
             let deployed = twins.deploy(request, &bench).await.unwrap();
             deploy_secs = started.elapsed().as_secs_f64();

@@ -119,17 +119,7 @@ enum RegistryCommand {
         node: String,
     },
     /// Promote a canary to production on every twin its deployment selects.
-    Promote {
-        /// The canary's deployment id.
-        deployment: u64,
-        /// Why (recorded).
-        #[arg(long)]
-        reason: String,
-        /// The node holding the deployment, when asking a cluster node
-        /// (`doppel model deployments` names it).
-        #[arg(long, value_name = "NODE_ID", default_value = "")]
-        node: String,
-    },
+    Promote(DecideArgs),
     /// Annotate the outcome of an alarm, a safety action or a recommendation of a twin
     /// (operator token): confirmed, a false alarm, or a comment; audited, a label for
     /// the models concerned.
@@ -146,17 +136,7 @@ enum RegistryCommand {
         since: Option<String>,
     },
     /// Roll a canary back.
-    Rollback {
-        /// The canary's deployment id.
-        deployment: u64,
-        /// Why (recorded).
-        #[arg(long)]
-        reason: String,
-        /// The node holding the deployment, when asking a cluster node
-        /// (`doppel model deployments` names it).
-        #[arg(long, value_name = "NODE_ID", default_value = "")]
-        node: String,
-    },
+    Rollback(DecideArgs),
 }
 
 /// `doppel model deploy`.
@@ -203,6 +183,32 @@ struct DeployArgs {
     /// count as evaluated; declare at least one production cycle (8h, 1d).
     #[arg(long, value_name = "DURATION")]
     evaluate: Option<String>,
+}
+
+/// `doppel model promote|rollback`.
+#[derive(Args, Debug)]
+struct DecideArgs {
+    /// The canary's deployment id.
+    deployment: u64,
+    /// Why (recorded).
+    #[arg(long)]
+    reason: String,
+    /// The node holding the deployment, when asking a cluster node
+    /// (`doppel model deployments` names it).
+    #[arg(long, value_name = "NODE_ID", default_value = "")]
+    node: String,
+}
+
+impl DecideArgs {
+    /// The request that promotes (or rolls back) the canary.
+    fn request(self, promote: bool) -> DecideCanaryRequest {
+        DecideCanaryRequest {
+            deployment: self.deployment,
+            promote,
+            reason: self.reason,
+            node_id: self.node,
+        }
+    }
 }
 
 /// `doppel model annotate`.
@@ -483,32 +489,8 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
         RegistryCommand::Annotations { prefix, since } => {
             annotations(&session, prefix, since, json).await?;
         }
-        RegistryCommand::Promote {
-            deployment,
-            reason,
-            node,
-        } => {
-            let request = DecideCanaryRequest {
-                deployment,
-                promote: true,
-                reason,
-                node_id: node,
-            };
-            decide(&session, request, json).await?;
-        }
-        RegistryCommand::Rollback {
-            deployment,
-            reason,
-            node,
-        } => {
-            let request = DecideCanaryRequest {
-                deployment,
-                promote: false,
-                reason,
-                node_id: node,
-            };
-            decide(&session, request, json).await?;
-        }
+        RegistryCommand::Promote(args) => decide(&session, args.request(true), json).await?,
+        RegistryCommand::Rollback(args) => decide(&session, args.request(false), json).await?,
     }
     Ok(())
 }

@@ -114,22 +114,14 @@ async fn log_in(browser: &Browser, url: &str, token: &str, who: &str) {
     browser.goto(url).await;
     let field = browser.wait_for("[data-test=login-token]", STEP).await;
     field.type_text(token).await;
-    browser
-        .wait_for("[data-test=login-submit]", STEP)
-        .await
-        .click()
-        .await;
+    click(browser, "[data-test=login-submit]").await;
     browser
         .wait_text("[data-test=caller]", STEP, |text| text.contains(who))
         .await;
 }
 
 async fn log_out(browser: &Browser) {
-    browser
-        .wait_for("[data-test=logout]", STEP)
-        .await
-        .click()
-        .await;
+    click(browser, "[data-test=logout]").await;
     browser.wait_for("[data-test=login-token]", STEP).await;
 }
 
@@ -159,11 +151,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await
         .type_text("not-a-token-of-this-node")
         .await;
-    browser
-        .wait_for("[data-test=login-submit]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=login-submit]").await;
     browser.wait_for("[data-test=login-error]", STEP).await;
     log_in(&browser, &url, OPERATOR, "olga (operator)").await;
 
@@ -234,11 +222,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     }
 
     // … and in the alarm list, where it is acknowledged.
-    browser
-        .wait_for("[data-test=nav-alarms]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=nav-alarms]").await;
     let trip_row = alarm_row(press(2).as_str(), "trip:overtemp");
     let shown = Instant::now();
     browser.wait_for(&trip_row, STEP).await;
@@ -246,11 +230,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     eprintln!(
         "the trip showed on the twin's page {on_twin_page:?} after it was durable, in the alarm list {in_alarm_list:?} after opening it"
     );
-    browser
-        .wait_for(&format!("{trip_row} [data-test=ack]"), STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, &format!("{trip_row} [data-test=ack]")).await;
     wait_state(&browser, &trip_row, |state| state == "acknowledged").await;
 
     // A trip raised while the list is open appears in it.
@@ -275,11 +255,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     twins.sources_lost(&[source], "broker lost");
     let stale_row = alarm_row(press(1).as_str(), "stale:temperature");
     browser.wait_for(&stale_row, STEP).await;
-    browser
-        .wait_for(&format!("{stale_row} [data-test=shelve]"), STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, &format!("{stale_row} [data-test=shelve]")).await;
     browser
         .wait_for(&format!("{stale_row} [data-test=shelve-reason]"), STEP)
         .await
@@ -290,11 +266,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await
         .type_text("2")
         .await;
-    browser
-        .wait_for(&format!("{stale_row} [data-test=shelve-submit]"), STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, &format!("{stale_row} [data-test=shelve-submit]")).await;
     wait_state(&browser, &stale_row, |state| state == "shelved").await;
     let shelved = Instant::now();
     wait_state(&browser, &stale_row, |state| state == "unacknowledged").await;
@@ -337,22 +309,14 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await
         .type_text("2800")
         .await;
-    browser
-        .wait_for("[data-test=preview]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=preview]").await;
     let preview = browser
         .wait_text("[data-test=preview-verdict]", STEP, |text| {
             text.contains("clamped")
         })
         .await;
     assert!(preview.contains("2400"), "{preview}");
-    browser
-        .wait_for("[data-test=confirm]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=confirm]").await;
     let verdict = browser
         .wait_text("[data-test=command-verdict]", STEP, |text| !text.is_empty())
         .await;
@@ -364,11 +328,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     assert_eq!(report.desired("speed").map(|v| v.as_f64()), Some(2400.0));
 
     // The next best action beside it: ranked candidates; `Use` fills the form.
-    browser
-        .wait_for("[data-test=recommend]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=recommend]").await;
     let shown = browser
         .wait_text("[data-test=recommendation]", STEP, |text| {
             text.contains("Objective: maximize rpm")
@@ -380,11 +340,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     let first = candidates[0].attribute("data-value").await.unwrap();
     assert_eq!(first, "1800", "{shown}");
     assert!(shown.contains("denied by overtemp (projected)"), "{shown}");
-    browser
-        .wait_for("[data-test=candidate] [data-test=use-candidate]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=candidate] [data-test=use-candidate]").await;
     let filled = browser
         .execute(
             "return document.querySelector('[data-test=param][data-name=rpm]').value",
@@ -395,35 +351,24 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
 
     // The operator annotates the recommendation it used, then the markup alarm as a
     // false alarm: each an audit record with the models concerned.
-    browser
-        .wait_for("[data-test=candidate] [data-test=annotate-this]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=candidate] [data-test=annotate-this]").await;
     browser
         .wait_for("[data-test=annotate-note]", STEP)
         .await
         .type_text("ran at this speed for a shift")
         .await;
-    browser
-        .wait_for("[data-test=annotate]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=annotate]").await;
     browser
         .wait_text("[data-test=annotate-result]", STEP, |text| {
             text.contains("Annotated as audit record #")
                 && text.contains(&format!("Recommendation set_speed rpm={first}"))
         })
         .await;
-    browser
-        .wait_for(
-            "[data-test=twin-alarm][data-code=\"markup\"] [data-test=annotate-this]",
-            STEP,
-        )
-        .await
-        .click()
-        .await;
+    click(
+        &browser,
+        "[data-test=twin-alarm][data-code=\"markup\"] [data-test=annotate-this]",
+    )
+    .await;
     let outcome = browser.wait_for("[data-test=annotate-outcome]", STEP).await;
     browser
         .execute(
@@ -431,11 +376,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
             serde_json::json!([outcome.reference()]),
         )
         .await;
-    browser
-        .wait_for("[data-test=annotate]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=annotate]").await;
     browser
         .wait_text("[data-test=annotate-result]", STEP, |text| {
             text.contains("false alarm (Alarm markup")
@@ -571,11 +512,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
             serde_json::json!([mode.reference()]),
         )
         .await;
-    browser
-        .wait_for("[data-test=deploy]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=deploy]").await;
     browser
         .wait_text("[data-test=deployment][data-id=\"2\"]", STEP, |text| {
             text.contains("canary running on 2 twin(s)")
@@ -586,14 +523,11 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await
         .type_text("held for a shift")
         .await;
-    browser
-        .wait_for(
-            "[data-test=deployment][data-id=\"2\"] [data-test=promote]",
-            STEP,
-        )
-        .await
-        .click()
-        .await;
+    click(
+        &browser,
+        "[data-test=deployment][data-id=\"2\"] [data-test=promote]",
+    )
+    .await;
     browser
         .wait_text("[data-test=deployment][data-id=\"2\"]", STEP, |text| {
             text.contains("canary promoted")
@@ -621,11 +555,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
             serde_json::json!([area.reference(), text]),
         )
         .await;
-    browser
-        .wait_for("[data-test=register]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=register]").await;
     browser
         .wait_text("[data-test=register-result]", STEP, |text| {
             text == "Registered degradation@1.3.0"
@@ -646,11 +576,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
             serde_json::json!([area.reference()]),
         )
         .await;
-    browser
-        .wait_for("[data-test=register]", STEP)
-        .await
-        .click()
-        .await;
+    click(&browser, "[data-test=register]").await;
     browser
         .wait_text("[data-test=models-error]", STEP, |text| !text.is_empty())
         .await;
@@ -659,6 +585,11 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     browser.quit().await;
     api.stop().await;
     runtime.shutdown().await;
+}
+
+/// Clicks the element `selector` names once it is there.
+async fn click(browser: &Browser, selector: &str) {
+    browser.wait_for(selector, STEP).await.click().await;
 }
 
 async fn wait_state(browser: &Browser, row: &str, check: impl Fn(&str) -> bool) {

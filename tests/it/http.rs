@@ -52,25 +52,6 @@ maximize = "rpm"
 constraints = [{ series = "temperature", max = 94.0 }]
 "#;
 
-/// An unsigned model package (the node under test accepts unsigned packages), made
-/// a day ago.
-fn package() -> String {
-    format!(
-        r#"
-[package]
-kind = "degradation"
-version = "1.1.0"
-params = {{ channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }}
-compatible_with = ["1.0.0"]
-
-[package.metadata]
-author = "ann"
-created = "{}"
-"#,
-        rfc3339(-86_400)
-    )
-}
-
 async fn serve(limits: ApiLimits) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = support::settings();
@@ -451,7 +432,7 @@ async fn every_resource_answers_and_the_openapi_document_describes_every_answer(
             ADMIN,
             "/api/v1/models/packages",
             "/api/v1/models/packages",
-            json!({ "package": package() }),
+            json!({ "package": crate::support::degradation_package("1.1.0") }),
         )
         .await;
     assert_eq!(registered.status, 200, "{}", registered.text());

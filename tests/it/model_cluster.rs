@@ -17,24 +17,6 @@ use crate::support::{self, press};
 const FORMED: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(30);
 
-/// The press's degradation model as version 1.2.0, taking over 1.0.0's state.
-fn package() -> String {
-    format!(
-        r#"
-[package]
-kind = "degradation"
-version = "1.2.0"
-params = {{ channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }}
-compatible_with = ["1.0.0"]
-
-[package.metadata]
-author = "ann"
-created = "{}"
-"#,
-        support::rfc3339_ago(Duration::from_secs(86_400))
-    )
-}
-
 fn shadow_to_presses() -> pb::DeployRequest {
     pb::DeployRequest {
         kind: "degradation".into(),
@@ -118,7 +100,9 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
     assert_eq!(error.code(), Code::NotFound, "{error:?}");
 
     // The fleet's registry is the cloud's; edges receive a package with a deployment.
-    let signed = PackageFile::parse(&package()).unwrap().sign(&key);
+    let signed = PackageFile::parse(&support::degradation_package("1.2.0"))
+        .unwrap()
+        .sign(&key);
     let registered = cloud
         .register_package(pb::RegisterPackageRequest {
             package: signed.clone(),
@@ -288,7 +272,7 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
 
     // A package signed by a key edge-b does not trust: edge-a deploys it, edge-b
     // refuses it under its own keys, and the cloud says which did what.
-    let vendor_package = PackageFile::parse(&package().replace("1.2.0", "1.3.0"))
+    let vendor_package = PackageFile::parse(&support::degradation_package("1.3.0"))
         .unwrap()
         .sign(&vendor);
     cloud

@@ -202,3 +202,22 @@ pub fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
+
+/// An unsigned package of the press's degradation model as `version`, taking over
+/// 1.0.0's state, made a day ago by the clock at run time.
+pub fn degradation_package(version: &str) -> String {
+    format!(
+        r#"
+[package]
+kind = "degradation"
+version = "{version}"
+params = {{ channel = "vibration", threshold = 11.0, warn_hours = 24.0, load_desired = "speed" }}
+compatible_with = ["1.0.0"]
+
+[package.metadata]
+author = "ann"
+created = "{}"
+"#,
+        rfc3339_ago(Duration::from_secs(86_400))
+    )
+}
