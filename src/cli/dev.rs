@@ -168,7 +168,8 @@ pub async fn run(args: DevArgs) -> Result<(), Box<dyn std::error::Error>> {
         .data_dir(&data_dir)
         .settings(settings)
         .start()
-        .await?;
+        .await
+        .map_err(|error| undecodable_hint(error, &data_dir))?;
     let twins = runtime.twins().clone();
     let package = register_dev_package(&twins, args.speed);
     if telemetry.exporting() {
@@ -812,5 +813,27 @@ fn register_dev_package(twins: &Twins, speed: f64) -> Option<String> {
             println!("  the dev model package was not registered: {error}");
             None
         }
+    }
+}
+
+/// A start error, with what to do when the dev plant's data does not decode: it was
+/// written by another build of doppel, and the dev plant can start afresh elsewhere.
+fn undecodable_hint(
+    error: doppel::StartError,
+    data_dir: &std::path::Path,
+) -> Box<dyn std::error::Error> {
+    use doppel::kernel::journal::StoreError;
+    let undecodable = matches!(
+        &error,
+        doppel::StartError::Kernel(doppel::Error::Journal(StoreError::Encoding(_)))
+    );
+    if undecodable {
+        format!(
+            "{error}: the dev plant's data in {} does not decode (another build of doppel may have written it); move it away, or pass --data-dir, to start the dev plant afresh",
+            data_dir.display()
+        )
+        .into()
+    } else {
+        error.into()
     }
 }
