@@ -267,6 +267,7 @@ impl TwinApi {
                 .filter(|d| d.kind == kind && d.version == version)
                 .map(convert::model_deployment)
                 .collect(),
+            unavailable: Vec::new(),
         })
     }
 

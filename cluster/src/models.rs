@@ -217,6 +217,51 @@ impl ClusterApi {
         })
     }
 
+    /// This node's deployments and, on a cloud node, every live edge's, each with the
+    /// node that holds it; edges that did not answer are named apart.
+    async fn fleet_deployments(
+        &self,
+        caller: &Caller,
+        request: pb::ListDeploymentsRequest,
+    ) -> Result<pb::ListDeploymentsResponse, Status> {
+        let Answer::Deployments(mut listed) = self
+            .model_step_here(caller, Call::ListDeployments(request))
+            .await?
+        else {
+            return Err(missing());
+        };
+        if self.inner.fleet.is_none() {
+            return Ok(listed);
+        }
+        let edges: Vec<Member> = (self.members().iter())
+            .filter(|m| m.role == NodeRole::Edge && m.node_id != self.inner.node_id)
+            .cloned()
+            .collect();
+        let answers = join_all(edges.iter().map(|edge| async move {
+            let call = Call::ListDeployments(request);
+            (
+                edge,
+                self.forward_model(edge, caller, call, READ_TIMEOUT).await,
+            )
+        }))
+        .await;
+        for (edge, answer) in answers {
+            match answer {
+                Ok(Answer::Deployments(mut theirs)) => {
+                    for deployment in &mut theirs.deployments {
+                        deployment.node_id = edge.node_id.clone();
+                    }
+                    listed.deployments.extend(theirs.deployments);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(node = %edge.node_id, "an edge node did not list its deployments");
+                    listed.unavailable.push(edge.node_id.clone());
+                }
+            }
+        }
+        Ok(listed)
+    }
+
     /// Sends a deployment with its package file to this node (when it hosts twins the
     /// target selects) and to every live edge node that may, and gathers what each did.
     async fn deploy_fleet(
@@ -350,7 +395,21 @@ impl ModelService for ClusterApi {
         &self,
         request: Request<pb::GetPackageRequest>,
     ) -> Result<Response<pb::GetPackageResponse>, Status> {
-        self.inner.local.get_package(request).await
+        let caller = caller(&request)?;
+        let mut response = self.inner.local.get_package(request).await?;
+        // A cloud node answers for the fleet: the package's deployments on every edge.
+        if self.inner.fleet.is_some() {
+            let found = response.get_mut();
+            let package = found.package.clone().unwrap_or_default();
+            let listed = self
+                .fleet_deployments(&caller, pb::ListDeploymentsRequest::default())
+                .await?;
+            found.deployments = (listed.deployments.into_iter())
+                .filter(|d| d.kind == package.kind && d.version == package.version)
+                .collect();
+            found.unavailable = listed.unavailable;
+        }
+        Ok(response)
     }
 
     async fn deploy(
@@ -404,42 +463,9 @@ impl ModelService for ClusterApi {
         request: Request<pb::ListDeploymentsRequest>,
     ) -> Result<Response<pb::ListDeploymentsResponse>, Status> {
         let caller = caller(&request)?;
-        let message = request.into_inner();
-        let Answer::Deployments(mut listed) = self
-            .model_step_here(&caller, Call::ListDeployments(message))
-            .await?
-        else {
-            return Err(missing());
-        };
-        // A cloud node answers for the fleet: every live edge's deployments.
-        if self.inner.fleet.is_some() {
-            let edges: Vec<Member> = (self.members().iter())
-                .filter(|m| m.role == NodeRole::Edge && m.node_id != self.inner.node_id)
-                .cloned()
-                .collect();
-            let answers = join_all(edges.iter().map(|edge| {
-                let call = Call::ListDeployments(message);
-                let caller = &caller;
-                async move {
-                    (
-                        edge,
-                        self.forward_model(edge, caller, call, READ_TIMEOUT).await,
-                    )
-                }
-            }))
-            .await;
-            for (edge, answer) in answers {
-                match answer {
-                    Ok(Answer::Deployments(mut theirs)) => {
-                        for deployment in &mut theirs.deployments {
-                            deployment.node_id = edge.node_id.clone();
-                        }
-                        listed.deployments.extend(theirs.deployments);
-                    }
-                    Ok(_) | Err(_) => listed.unavailable.push(edge.node_id.clone()),
-                }
-            }
-        }
+        let listed = self
+            .fleet_deployments(&caller, request.into_inner())
+            .await?;
         Ok(Response::new(listed))
     }
 

@@ -362,6 +362,12 @@ async fn online(command: RegistryCommand, connect: &ConnectArgs) -> Result<(), F
             } else {
                 emit(&package_text(&registered, &shown.deployments))?;
             }
+            if !shown.unavailable.is_empty() {
+                return Err(Failure::failed(format!(
+                    "node(s) {} did not answer: their deployments are not listed",
+                    shown.unavailable.join(", ")
+                )));
+            }
         }
         RegistryCommand::Deploy(args) => {
             let (kind, version) = if Path::new(&args.package).is_file() {

@@ -172,6 +172,23 @@ async fn a_deployment_made_on_a_cloud_node_runs_on_the_twins_of_two_edges() {
         ]
     );
 
+    // The package's page on the cloud lists its deployments on every edge.
+    let shown = cloud
+        .get_package(pb::GetPackageRequest {
+            kind: "degradation".into(),
+            version: "1.2.0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut on: Vec<String> = shown
+        .deployments
+        .iter()
+        .map(|d| d.node_id.clone())
+        .collect();
+    on.sort();
+    assert_eq!(on, ["edge-a", "edge-b"], "{shown:?}");
+
     // Deployment 1 is ambiguous across the fleet: the cloud asks the node named.
     let divergence = cloud
         .get_divergence(pb::GetDivergenceRequest {
