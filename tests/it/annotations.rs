@@ -215,6 +215,25 @@ async fn operators_annotate_alarms_safety_actions_and_recommendations_as_labels(
         ),
         (
             OPERATOR,
+            // A speed the command does not take.
+            annotate(
+                hot.as_str(),
+                Subject::Recommendation(pb::RecommendedCommand {
+                    command: "set_speed".into(),
+                    params: vec![pb::NamedValue {
+                        name: "rpm".into(),
+                        value: Some(doppel_api::convert::value_to_proto(doppel::Value::Float(
+                            1e9,
+                        ))),
+                    }],
+                }),
+                pb::AnnotationOutcome::Confirmed,
+                "",
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            OPERATOR,
             annotate(
                 "acme/nowhere/x/y",
                 recommendation,

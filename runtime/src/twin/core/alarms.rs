@@ -122,12 +122,19 @@ impl TwinCore {
                 (action.command_id.clone(), action.models.clone(), Vec::new())
             }
             (AnnotationSubject::Recommendation { command, params }, _) => {
-                if !self.twin_type.commands.contains_key(command) {
+                let Some(spec) = self.twin_type.commands.get(command) else {
                     return Err(Error::UnknownCommand {
                         asset,
                         command: command.clone(),
                     });
+                };
+                // The parameters must be ones the command takes, as it takes them.
+                let mut probe =
+                    crate::command::Command::new(asset.clone(), command, origin.clone());
+                for (name, value) in params {
+                    probe = probe.param(name.clone(), *value);
                 }
+                super::commands::resolve_changes(&self.twin_type, spec, &probe)?;
                 (CommandId::random(), self.model_infos(), params.clone())
             }
         };
