@@ -858,25 +858,12 @@ fn show_step_only(step: &DeployResponse, json: bool) -> Result<(), Failure> {
         );
     }
     let mut out = String::new();
-    let line = |deployment: &ModelDeployment| {
-        format!(
-            "deployment {}{}: {}@{} as {} of {} ({}): {}\n",
-            deployment.id,
-            node_text(deployment),
-            clean(&deployment.kind),
-            clean(&deployment.version),
-            mode_word(deployment.mode),
-            target_text(deployment),
-            clean(&deployment.model),
-            state_text(deployment),
-        )
-    };
     if let Some(deployment) = &step.deployment {
-        out.push_str(&line(deployment));
+        out.push_str(&deployment_line(deployment));
     }
     for node in &step.nodes {
         match &node.deployment {
-            Some(deployment) => out.push_str(&line(deployment)),
+            Some(deployment) => out.push_str(&deployment_line(deployment)),
             None => out.push_str(&format!(
                 "node {}: not deployed: {}\n",
                 clean(&node.node_id),
@@ -918,6 +905,21 @@ fn rollout_word(raw: i32) -> &'static str {
         Ok(RolloutState::RolledBack) => "rolled back",
         _ => "unknown",
     }
+}
+
+/// One line on a deployment: id, node, package, mode, target, model and state.
+fn deployment_line(deployment: &ModelDeployment) -> String {
+    format!(
+        "deployment {}{}: {}@{} as {} of {} ({}): {}\n",
+        deployment.id,
+        node_text(deployment),
+        clean(&deployment.kind),
+        clean(&deployment.version),
+        mode_word(deployment.mode),
+        target_text(deployment),
+        clean(&deployment.model),
+        state_text(deployment),
+    )
 }
 
 /// ` on NODE` for a deployment a cluster node names the holder of.
@@ -1193,16 +1195,7 @@ fn divergence_response_json(response: &GetDivergenceResponse) -> Json {
 fn divergence_text(response: &GetDivergenceResponse) -> String {
     let mut out = String::new();
     if let Some(deployment) = &response.deployment {
-        out.push_str(&format!(
-            "deployment {}{}: {}@{} as {} of {}: {}\n",
-            deployment.id,
-            node_text(deployment),
-            clean(&deployment.kind),
-            clean(&deployment.version),
-            mode_word(deployment.mode),
-            target_text(deployment),
-            state_text(deployment)
-        ));
+        out.push_str(&deployment_line(deployment));
     }
     if let Some(deployment) = &response.deployment
         && deployment.evaluation_secs > 0.0
