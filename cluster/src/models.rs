@@ -62,22 +62,28 @@ impl ClusterApi {
     }
 
     /// Edge nodes this node's fleet mirror says own twins `target` selects, that are
-    /// not live: a deployment cannot reach them now.
-    fn absent_owners(&self, target: &Target, live: &[Member]) -> Vec<String> {
-        let Some(fleet) = &self.inner.fleet else {
-            return Vec::new();
+    /// not live: a deployment cannot reach them now. Reads every mirrored row under
+    /// the target, off the async workers.
+    async fn absent_owners(&self, target: &Target, live: &[Member]) -> Result<Vec<String>, Status> {
+        let Some(fleet) = self.inner.fleet.clone() else {
+            return Ok(Vec::new());
         };
-        let prefix = target.prefix().map_or("", |p| p.as_str());
-        let mut owners: Vec<String> = (fleet.mirror().list(prefix).into_iter())
-            .filter(|row| target.selects(&row.report.asset, &row.report.twin_type))
-            .map(|row| row.owner)
-            .filter(|owner| {
-                *owner != self.inner.node_id && !live.iter().any(|m| m.node_id == *owner)
-            })
-            .collect();
-        owners.sort_unstable();
-        owners.dedup();
-        owners
+        let target = target.clone();
+        let mut known: Vec<String> = live.iter().map(|m| m.node_id.clone()).collect();
+        known.push(self.inner.node_id.clone());
+        tokio::task::spawn_blocking(move || {
+            let prefix = target.prefix().map_or("", |p| p.as_str());
+            let mut owners: Vec<String> = (fleet.mirror().list(prefix).into_iter())
+                .filter(|row| target.selects(&row.report.asset, &row.report.twin_type))
+                .map(|row| row.owner)
+                .filter(|owner| !known.contains(owner))
+                .collect();
+            owners.sort_unstable();
+            owners.dedup();
+            owners
+        })
+        .await
+        .map_err(|_| Status::internal("reading the fleet mirror failed"))
     }
 
     /// The live node `node_id` names; `None` for this node (or none named).
@@ -270,6 +276,7 @@ impl ClusterApi {
         request: pb::DeployRequest,
         target: Target,
         edges: Vec<Member>,
+        absent: Vec<String>,
     ) -> Result<pb::DeployResponse, Status> {
         if caller.role != doppel_api::Role::Admin {
             return Err(Status::permission_denied(format!(
@@ -346,7 +353,7 @@ impl ClusterApi {
                 }
             }
         }
-        for owner in self.absent_owners(&target, &edges) {
+        for owner in absent {
             tracing::warn!(node = %owner, kind = %request.kind, version = %request.version, "deployment not sent: the edge node owning selected twins is not live");
             merged.nodes.push(pb::NodeDeployment {
                 node_id: owner,
@@ -419,7 +426,8 @@ impl ModelService for ClusterApi {
         let message = request.get_ref();
         let target = doppel_api::deploy_target(&message.twin_type, &message.path_prefix)?;
         let edges = self.edges_for(&target);
-        if edges.is_empty() && self.absent_owners(&target, &edges).is_empty() {
+        let absent = self.absent_owners(&target, &edges).await?;
+        if edges.is_empty() && absent.is_empty() {
             let response = self.inner.local.deploy(request).await?;
             return Ok(Response::new(held_by(
                 response.into_inner(),
@@ -429,7 +437,7 @@ impl ModelService for ClusterApi {
         let caller = caller(&request)?;
         let span = tracing::info_span!("deploy_fleet", kind = %message.kind, version = %message.version, target = %target, edges = edges.len());
         let response = tracing::Instrument::instrument(
-            self.deploy_fleet(caller, request.into_inner(), target, edges),
+            self.deploy_fleet(caller, request.into_inner(), target, edges, absent),
             span,
         )
         .await?;

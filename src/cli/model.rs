@@ -21,8 +21,8 @@ use rand::RngCore as _;
 use super::twin::input::{parse_duration, parse_params};
 use super::twin::json::Json;
 use super::twin::render::{
-    clean, divergence_json, duration_text, models_json, named_json, named_text, number_text,
-    shadow_json, time_from_parts, time_json, time_text,
+    clean, divergence_json, duration_text, models_json, models_text, named_json, named_text,
+    number_text, shadow_json, time_from_parts, time_json, time_text,
 };
 use super::twin::session::Session;
 use super::twin::table::{Align, Table};
@@ -682,7 +682,7 @@ async fn annotations(
                             .unwrap_or_default(),
                     ),
                     clean(&label_text(record)),
-                    clean(&models_text(&record.models)),
+                    models_text(&record.models),
                 ]);
             }
         }
@@ -698,14 +698,6 @@ async fn annotations(
     } else {
         emit(&table.render())
     }
-}
-
-/// The models an annotation concerns, as `name version`.
-fn models_text(models: &[doppel::proto::v1::ModelInfo]) -> String {
-    (models.iter())
-        .map(|m| format!("{} {}", m.name, m.version))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn outcome_word(raw: i32) -> &'static str {

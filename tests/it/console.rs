@@ -369,13 +369,12 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         "[data-test=twin-alarm][data-code=\"markup\"] [data-test=annotate-this]",
     )
     .await;
-    let outcome = browser.wait_for("[data-test=annotate-outcome]", STEP).await;
-    browser
-        .execute(
-            "arguments[0].value = 'ANNOTATION_OUTCOME_FALSE_ALARM';",
-            serde_json::json!([outcome.reference()]),
-        )
-        .await;
+    set_value(
+        &browser,
+        "[data-test=annotate-outcome]",
+        "ANNOTATION_OUTCOME_FALSE_ALARM",
+    )
+    .await;
     click(&browser, "[data-test=annotate]").await;
     browser
         .wait_text("[data-test=annotate-result]", STEP, |text| {
@@ -505,13 +504,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
         .await
         .type_text("press")
         .await;
-    let mode = browser.wait_for("[data-test=deploy-mode]", STEP).await;
-    browser
-        .execute(
-            "arguments[0].value = 'DEPLOY_MODE_CANARY';",
-            serde_json::json!([mode.reference()]),
-        )
-        .await;
+    set_value(&browser, "[data-test=deploy-mode]", "DEPLOY_MODE_CANARY").await;
     click(&browser, "[data-test=deploy]").await;
     browser
         .wait_text("[data-test=deployment][data-id=\"2\"]", STEP, |text| {
@@ -548,13 +541,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
 
     // The admin registers a package file pasted into the models page.
     let text = shadow_package().replace("version = \"1.1.0\"", "version = \"1.3.0\"");
-    let area = browser.wait_for("[data-test=register-text]", STEP).await;
-    browser
-        .execute(
-            "arguments[0].value = arguments[1];",
-            serde_json::json!([area.reference(), text]),
-        )
-        .await;
+    set_value(&browser, "[data-test=register-text]", &text).await;
     click(&browser, "[data-test=register]").await;
     browser
         .wait_text("[data-test=register-result]", STEP, |text| {
@@ -570,12 +557,7 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
     let registered = registry.iter().find(|p| p.version == "1.3.0").unwrap();
     assert_eq!(registered.registered_by, "root");
     // A file that is not a package is refused with the registry's reason, not stored.
-    browser
-        .execute(
-            "arguments[0].value = '[package]\\nkind = 3';",
-            serde_json::json!([area.reference()]),
-        )
-        .await;
+    set_value(&browser, "[data-test=register-text]", "[package]\nkind = 3").await;
     click(&browser, "[data-test=register]").await;
     browser
         .wait_text("[data-test=models-error]", STEP, |text| !text.is_empty())
@@ -590,6 +572,17 @@ async fn an_operator_follows_a_trip_from_overview_to_alarm_and_a_viewer_sees_no_
 /// Clicks the element `selector` names once it is there.
 async fn click(browser: &Browser, selector: &str) {
     browser.wait_for(selector, STEP).await.click().await;
+}
+
+/// Sets the value of the field or select `selector` names, once it is there.
+async fn set_value(browser: &Browser, selector: &str, value: &str) {
+    let field = browser.wait_for(selector, STEP).await;
+    browser
+        .execute(
+            "arguments[0].value = arguments[1];",
+            serde_json::json!([field.reference(), value]),
+        )
+        .await;
 }
 
 async fn wait_state(browser: &Browser, row: &str, check: impl Fn(&str) -> bool) {
