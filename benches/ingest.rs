@@ -12,11 +12,11 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use common::machine::{CHANNELS, types_toml};
 use common::{env_or, topology_toml};
 use doppel::kernel::Origin;
 use doppel::kernel::internal::TwinsInternals;
@@ -24,44 +24,6 @@ use doppel::kernel::model::registry::{DeployMode, Target};
 use doppel::kernel::twin::DeployRequest;
 use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-
-const CHANNELS: usize = 20;
-
-fn types_toml() -> String {
-    let mut toml = String::from("[types.machine]\ndescription = \"benchmark machine\"\n");
-    for channel in 0..CHANNELS {
-        let _ = write!(
-            toml,
-            "[types.machine.channels.ch{channel:02}]\nunit = \"u\"\nrange = [-1000.0, 1000.0]\n"
-        );
-    }
-    toml.push_str(
-        r#"
-[types.machine.desired.speed]
-range = [0, 3000]
-initial = 1200
-[types.machine.desired.running]
-type = "bool"
-initial = true
-[types.machine.commands.stop]
-sets = { running = false }
-[[types.machine.models]]
-kind = "ewma_anomaly"
-channel = "ch00"
-[[types.machine.models]]
-kind = "thermal"
-channel = "ch01"
-gain = 0.03
-load_desired = "speed"
-running_desired = "running"
-[[types.machine.governors]]
-kind = "trip"
-channel = "ch01"
-above = 500.0
-"#,
-    );
-    toml
-}
 
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -1,45 +1,55 @@
 //! Where an idle twin's memory goes (scenario harness), counted by the allocator.
 //!
 //! The binary's allocator (mimalloc) is wrapped in one that counts live heap bytes.
-//! For `DOPPEL_BENCH_TWINS` twins (default 20,000) of `examples/node`'s press type, it
-//! measures, per twin:
+//! For `DOPPEL_BENCH_TWINS` twins (default 20,000) of each of two types — the
+//! benchmark machine of 20 channels (`benches/common/machine.rs`, the ingest
+//! benchmark's) and `examples/node`'s press of 5 — it measures, per twin:
 //!
-//! - **actors**: starting the node (`Runtime::start`), less the state below: each
-//!   twin's actor (its task, mailbox and supervision channels), the line and plant
-//!   actors' share, the status board;
-//! - **state**: recovering the twins' state without starting them (`Twins::open`, on
-//!   another data directory): channels, desired and derived values, models, governors,
-//!   the directory entry;
-//! - **history**: after one reading on every channel of every twin, the part the
-//!   history rings and sequence windows added.
+//! - the twin's parts, each built on its own in this process: its **state** (channels,
+//!   desired values, path), its **models**, its **governors**, the rest of its **core**
+//!   (derived values, model bookkeeping), and the core's **inline** size;
+//! - **one reading** per channel: what applying it added (current values, history,
+//!   sequence windows, model state), and **full history**: what filling every
+//!   channel's history ring to the node's default capacity added on top;
+//! - the **node**: live heap added by starting a node of those twins
+//!   (`Runtime::start`), less the cores above: each twin's actor (its task and
+//!   mailbox), its directory entry, its line's supervision, the status board;
+//! - **resident**: what the process holds from the system per twin (`/proc`) while
+//!   that node starts on fresh pages, against the live heap it added: the rest is the
+//!   allocator's overhead.
 //!
-//! Resident memory per twin (what the allocator holds from the system, as `/proc`
-//! shows it, while the node starts on fresh pages) is reported beside the live heap, and so are the inline sizes of a twin's
-//! core and of a sample. The baseline, in the same run, is the same measurement for 10
-//! twins. The last line is JSON.
+//! The baseline, in the same run, is the heap of a bare ractor actor (unit state) per
+//! twin, spawned the same number of times: `actor_ratio` is the node's per-twin cost
+//! beyond the core over it. The last line is JSON (the machine's figures, and the
+//! press's with a `press_` prefix).
+
+#[path = "common/machine.rs"]
+mod machine;
 
 use std::fmt::Write as _;
 
 use cap::Cap;
-use doppel::{Quality, Reading, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
-use doppel_runtime::internal::TwinCore;
-use doppel_runtime::sample::Sample;
-use doppel_runtime::twin::Twins;
+use doppel::{AssetPath, Runtime, RuntimeSettings, Timestamp, Topology, TwinTypes};
+use doppel_runtime::internal::{Effects, TwinCore};
+use doppel_runtime::sample::{ChannelId, Quality, Sample, SourceId};
+use doppel_runtime::twin::TwinState;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The binary's allocator, counted.
 #[global_allocator]
 static ALLOCATOR: Cap<mimalloc::MiMalloc> = Cap::new(mimalloc::MiMalloc, usize::MAX);
 
-const TYPES: &str = include_str!("../examples/node/types.toml");
+const PRESS_TYPES: &str = include_str!("../examples/node/types.toml");
 
-fn plant(twins: usize) -> String {
+/// A plant of `twins` machines of `twin_type`, 1,000 to a line.
+fn plant(twin_type: &str, twins: usize) -> String {
     let mut toml = String::from("[[plant]]\npath = \"acme/plant-a\"\n");
     for line in 0..twins.div_ceil(1000) {
         let _ = write!(toml, "[[plant.line]]\nname = \"line-{line}\"\n");
-        for press in 0..1000.min(twins - line * 1000) {
+        for machine in 0..1000.min(twins - line * 1000) {
             let _ = write!(
                 toml,
-                "[[plant.line.machine]]\nname = \"press-{press}\"\ntype = \"press\"\n"
+                "[[plant.line.machine]]\nname = \"m-{machine}\"\ntype = \"{twin_type}\"\n"
             );
         }
     }
@@ -59,29 +69,129 @@ fn rss_bytes() -> i64 {
 }
 
 /// Bytes per twin of each part.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct PerTwin {
     state: f64,
-    actors: f64,
-    history: f64,
+    models: f64,
+    governors: f64,
+    core: f64,
+    inline: f64,
+    reading: f64,
+    full_history: f64,
+    node: f64,
     rss: f64,
 }
 
-async fn measure(twins: usize) -> PerTwin {
-    let types = TwinTypes::from_toml(TYPES, "types.toml").unwrap();
-    let topology = Topology::from_toml(&plant(twins), "plant.toml", &types).unwrap();
-    let machines: Vec<_> = topology
-        .machines()
-        .map(|m| (m.path.clone(), m.twin_type.clone()))
-        .collect();
-    let per = |bytes: i64| bytes as f64 / twins as f64;
+impl PerTwin {
+    /// Live heap of an idle twin: its core and its share of the node.
+    fn idle(&self) -> f64 {
+        self.state + self.models + self.governors + self.core + self.inline + self.node
+    }
+}
 
-    // The running node.
+/// The twin's parts, built on their own: `n` cores of `twin_type`.
+fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64) -> PerTwin {
+    let components = Runtime::builder().components().clone();
+    let twin_type = types.get(twin_type).unwrap().clone();
+    let capacity = RuntimeSettings::default().history_capacity;
+    let paths: Vec<AssetPath> = (0..n)
+        .map(|i| AssetPath::parse(&format!("acme/plant-a/line-{}/m-{}", i / 1000, i % 1000)).unwrap())
+        .collect();
+    let mut m = PerTwin::default();
+
+    let before = live();
+    let states: Vec<TwinState> = paths
+        .iter()
+        .map(|path| TwinState::new(path.clone(), &twin_type, capacity))
+        .collect();
+    m.state = per(live() - before) - std::mem::size_of::<TwinState>() as f64;
+    drop(states);
+
+    let before = live();
+    let models: Vec<_> = (0..n)
+        .map(|_| components.build_models(&twin_type).unwrap())
+        .collect();
+    m.models = per(live() - before) - std::mem::size_of::<Vec<()>>() as f64;
+    drop(models);
+
+    let before = live();
+    let governors: Vec<_> = (0..n)
+        .map(|_| components.build_governors(&twin_type).unwrap())
+        .collect();
+    m.governors = per(live() - before) - std::mem::size_of::<Vec<()>>() as f64;
+    drop(governors);
+
+    let before = live();
+    let mut cores: Vec<TwinCore> = paths
+        .iter()
+        .enumerate()
+        .map(|(id, path)| {
+            TwinCore::new(
+                id as u32,
+                path.clone(),
+                twin_type.clone(),
+                components.build_models(&twin_type).unwrap(),
+                components.build_governors(&twin_type).unwrap(),
+                capacity,
+            )
+        })
+        .collect();
+    m.inline = std::mem::size_of::<TwinCore>() as f64;
+    m.core = per(live() - before) - m.inline - m.state - m.models - m.governors;
+
+    // Readings of one source, a second apart, oldest first.
+    let channels = twin_type.channels.len();
+    let start = Timestamp::now().as_micros() - capacity as i64 * 1_000_000;
+    let feed = |cores: &mut [TwinCore], round: usize| {
+        for core in cores.iter_mut() {
+            let mut fx = Effects::default();
+            for channel in 0..channels {
+                let at = Timestamp(start + round as i64 * 1_000_000);
+                let sample = Sample {
+                    channel: ChannelId(channel as u16),
+                    value: 1.0 + round as f64 * 0.01,
+                    source_time: at,
+                    receive_time: at,
+                    quality: Quality::Good,
+                    source: SourceId(1),
+                    epoch: 0,
+                    seq: (round * channels + channel + 1) as u64,
+                    stamped: true,
+                };
+                core.apply_sample(&sample, &mut fx);
+            }
+        }
+    };
+    let before = live();
+    feed(&mut cores, 0);
+    m.reading = per(live() - before);
+    let before = live();
+    for round in 1..capacity {
+        feed(&mut cores, round);
+    }
+    m.full_history = per(live() - before);
+    drop(cores);
+    m
+}
+
+/// Parts, then a node of `twins` twins of `twin_type`.
+async fn measure(types_toml: &str, twin_type: &str, twins: usize) -> PerTwin {
+    let types = TwinTypes::from_toml(types_toml, "types.toml").unwrap();
+    let topology = Topology::from_toml(&plant(twin_type, twins), "plant.toml", &types).unwrap();
+    let per = move |bytes: i64| bytes as f64 / twins as f64;
+    let mut m = {
+        let types = types.clone();
+        let twin_type = twin_type.to_string();
+        tokio::task::spawn_blocking(move || parts(&types, &twin_type, twins, per))
+            .await
+            .unwrap()
+    };
+
     let dir = tempfile::tempdir().unwrap();
     let (before, rss_before) = (live(), rss_bytes());
     let runtime = Runtime::builder()
-        .twin_types(types.clone())
-        .topology(topology.clone())
+        .twin_types(types)
+        .topology(topology)
         .data_dir(dir.path())
         .settings(RuntimeSettings::default())
         .start()
@@ -89,83 +199,79 @@ async fn measure(twins: usize) -> PerTwin {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let (after, rss_after) = (live(), rss_bytes());
-    let running = per(after - before);
-    let rss = per(rss_after - rss_before);
-
-    // One reading on every channel.
-    let twins_handle = runtime.twins().clone();
-    let source = twins_handle.source("bench").unwrap();
-    let now = Timestamp::now();
-    let mut seq = 0;
-    for machine in topology.machines() {
-        let batch: Vec<_> = [
-            "temperature",
-            "temperature_b",
-            "vibration",
-            "power_kw",
-            "throughput",
-        ]
-        .iter()
-        .map(|channel| {
-            seq += 1;
-            let target = twins_handle.target(&machine.path, channel).unwrap();
-            (
-                target,
-                Reading {
-                    value: 1.0,
-                    source_time: now,
-                    quality: Quality::Good,
-                    source,
-                    epoch: 0,
-                    seq,
-                    stamped: true,
-                },
-            )
-        })
-        .collect();
-        twins_handle
-            .ingest_batch(batch)
-            .await
-            .unwrap()
-            .receipt
-            .durable()
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let history = per(live() - after);
-    drop(twins_handle);
+    m.node = per(after - before)
+        - (m.state + m.models + m.governors + m.core + m.inline);
+    m.rss = per(rss_after - rss_before);
     runtime.shutdown().await;
-    // State only, after the node stopped (its memory measured first, on fresh pages).
-    let dir = tempfile::tempdir().unwrap();
-    let before = live();
-    let (path, open_types) = (dir.path().to_path_buf(), types.clone());
-    let components = Runtime::builder().components().clone();
-    let recovered = tokio::task::spawn_blocking(move || {
-        Twins::open(
-            &path,
-            &open_types,
-            &machines,
-            components,
-            RuntimeSettings::default(),
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    let after = live();
-    let state = per(after - before);
-    tokio::task::spawn_blocking(move || drop(recovered))
-        .await
-        .unwrap();
+    m
+}
 
-    let actors = running - state;
-    PerTwin {
-        state,
-        actors,
-        history,
-        rss,
+/// A ractor actor with nothing in it.
+struct Bare;
+
+impl Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
     }
+}
+
+/// Live heap per bare ractor actor, for `n` of them.
+async fn bare_actor(n: usize) -> f64 {
+    let before = live();
+    let mut actors = Vec::with_capacity(n);
+    for _ in 0..n {
+        actors.push(Actor::spawn(None, Bare, ()).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let per = (live() - before) as f64 / n as f64 - std::mem::size_of_val(&actors[0]) as f64;
+    for (actor, handle) in actors {
+        actor.stop(None);
+        let _ = handle.await;
+    }
+    per
+}
+
+fn print(name: &str, m: &PerTwin) {
+    println!(
+        "{name}: per twin, state {:.0} B, models {:.0} B, governors {:.0} B, core {:.0} B, \
+         inline {:.0} B, node (actor, mailbox, entry, supervision) {:.0} B: idle {:.0} B live, \
+         {:.0} B resident (allocator overhead {:.0} B); one reading per channel +{:.0} B, \
+         full history rings +{:.0} B",
+        m.state,
+        m.models,
+        m.governors,
+        m.core,
+        m.inline,
+        m.node,
+        m.idle(),
+        m.rss,
+        m.rss - m.idle(),
+        m.reading,
+        m.full_history,
+    );
+}
+
+fn json(prefix: &str, m: &PerTwin) -> String {
+    format!(
+        "\"{prefix}state_bytes\":{:.0},\"{prefix}model_bytes\":{:.0},\"{prefix}governor_bytes\":{:.0},\
+         \"{prefix}core_bytes\":{:.0},\"{prefix}inline_bytes\":{:.0},\"{prefix}node_bytes\":{:.0},\
+         \"{prefix}idle_bytes\":{:.0},\"{prefix}rss_bytes\":{:.0},\"{prefix}reading_bytes\":{:.0},\
+         \"{prefix}full_history_bytes\":{:.0}",
+        m.state,
+        m.models,
+        m.governors,
+        m.core,
+        m.inline,
+        m.node,
+        m.idle(),
+        m.rss,
+        m.reading,
+        m.full_history,
+    )
 }
 
 fn main() {
@@ -180,29 +286,23 @@ fn main() {
         .build()
         .unwrap();
     tokio.block_on(async move {
-        let baseline = measure(10).await;
-        let large = measure(twins).await;
-        for (name, m) in [("10 twins", baseline), (&*format!("{twins} twins"), large)] {
-            println!(
-                "{name}: per twin, state {:.0} B, actors {:.0} B, \
-                 history after one reading per channel {:.0} B; resident {:.0} B",
-                m.state, m.actors, m.history, m.rss
-            );
-        }
+        let baseline = bare_actor(twins).await;
+        let machine = measure(&machine::types_toml(), "machine", twins).await;
+        let press = measure(PRESS_TYPES, "press", twins).await;
+        print(
+            &format!("{twins} twins of {} channels", machine::CHANNELS),
+            &machine,
+        );
+        print(&format!("{twins} presses of 5 channels"), &press);
         println!(
-            "inline sizes: TwinCore {} B, Sample {} B",
-            std::mem::size_of::<TwinCore>(),
+            "baseline: a bare ractor actor {baseline:.0} B; inline sizes: Sample {} B",
             std::mem::size_of::<Sample>()
         );
         println!(
-            "{{\"scenario\":\"twin_memory\",\"twins\":{twins},\"state_bytes\":{:.0},\"actor_bytes\":{:.0},\"history_bytes\":{:.0},\"rss_bytes\":{:.0},\"baseline_state_bytes\":{:.0},\"baseline_actor_bytes\":{:.0},\"heap_ratio\":{:.2}}}",
-            large.state,
-            large.actors,
-            large.history,
-            large.rss,
-            baseline.state,
-            baseline.actors,
-            (large.state + large.actors) / (baseline.state + baseline.actors),
+            "{{\"scenario\":\"twin_memory\",\"twins\":{twins},{},{},\"baseline_actor_bytes\":{baseline:.0},\"actor_ratio\":{:.2}}}",
+            json("", &machine),
+            json("press_", &press),
+            machine.node / baseline,
         );
     });
 }

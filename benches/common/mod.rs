@@ -2,6 +2,12 @@
 
 use std::fmt::Write as _;
 
+#[allow(
+    dead_code,
+    reason = "every bench includes this module; not all of them host the machine type"
+)]
+pub mod machine;
+
 /// The allocator the `doppel` binary runs with, so the benchmarks measure what it ships.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -7,8 +7,9 @@
 //! crate's `Runtime`) and never needs these. They change when the kernel does.
 
 pub use crate::twin::actor::{
-    StatusSink, TwinActor, TwinActorState, TwinArgs, TwinMsg, TwinStart, TwinStatus,
+    StartError, TwinActor, TwinActorState, TwinArgs, TwinHandle, TwinMsg, TwinStart, TwinStatus,
 };
+pub use crate::twin::mailbox::{Supervised, Supervisor, TwinRef};
 pub use crate::twin::core::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::directory::{Directory, TwinEntry};
 pub use crate::twin::passivation::{Parked, Waker};

@@ -11,7 +11,6 @@ use doppel::{Error, Topology, TwinTypes};
 use doppel_api::{ApiConfig, ApiServer, Role};
 use doppel_proto::v1 as pb;
 use doppel_proto::v1::twin_service_client::TwinServiceClient;
-use ractor::Actor;
 use tonic::{Code, Request};
 
 use crate::support::{self, PLANT, press, reading};
@@ -112,10 +111,9 @@ async fn a_twin_not_started_yet_answers_starting_and_applies_its_readings_once_i
             entry: entry.clone(),
             kernel: twins.kernel().clone(),
             start: TwinStart::Recovered(Box::new(core.expect("parking is off"))),
-            status: None,
+            supervisor: None,
         };
-        let (actor, handle) = Actor::spawn(None, TwinActor, args).await.unwrap();
-        actors.push((actor, handle));
+        actors.push(TwinActor::spawn(args).await.unwrap());
     }
     tokio::time::timeout(STEP, durable)
         .await
@@ -127,9 +125,9 @@ async fn a_twin_not_started_yet_answers_starting_and_applies_its_readings_once_i
     assert!(!twins.entry(&press(1)).unwrap().is_starting());
 
     api.stop().await;
-    for (actor, handle) in actors {
-        actor.stop(None);
-        handle.await.unwrap();
+    for actor in actors {
+        actor.twin.stop();
+        actor.task.await.unwrap();
     }
     let journal = twins.kernel().journal.clone();
     drop(twins);

@@ -1,16 +1,16 @@
 //! The line actor: supervises a line's machine twins and aggregates them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use doppel_runtime::AssetPath;
 use doppel_runtime::config::SupervisionSettings;
 use doppel_runtime::internal::{
-    Parked, TwinActor, TwinArgs, TwinCore, TwinEntry, TwinStart, TwinStatus, TwinsInternals,
+    Parked, Supervised, Supervisor, TwinActor, TwinArgs, TwinCore, TwinEntry, TwinHandle,
+    TwinRef, TwinStart, TwinStatus, TwinsInternals,
 };
 use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
@@ -26,6 +26,22 @@ pub enum LineMsg {
     Push,
     /// Wake a passivated machine (slot in the line) from its parked state.
     Wake(usize, Parked),
+    /// A machine's twin failed (slot in the line, the life that failed, why).
+    Failed(usize, TwinRef, String),
+}
+
+/// A line as its machines' supervisor: their statuses and failures become its
+/// messages.
+struct LineSupervisor(ActorRef<LineMsg>);
+
+impl Supervisor for LineSupervisor {
+    fn status(&self, slot: usize, status: TwinStatus) {
+        let _ = self.0.cast(LineMsg::Machine(slot, status));
+    }
+
+    fn failed(&self, slot: usize, twin: TwinRef, reason: String) {
+        let _ = self.0.cast(LineMsg::Failed(slot, twin, reason));
+    }
 }
 
 /// Which line actor supervises each twin, so a message for a passivated twin can
@@ -117,7 +133,9 @@ pub struct LineState {
     board_index: usize,
     plant_slot: usize,
     machines: Vec<Arc<TwinEntry>>,
-    by_actor: HashMap<ActorId, usize>,
+    /// Per machine: its running twin, if it runs.
+    running: Vec<Option<TwinHandle>>,
+    supervisor: Arc<dyn Supervisor>,
     twins: Twins,
     plant: Option<ActorRef<PlantMsg>>,
     board: Arc<StatusBoard>,
@@ -127,35 +145,40 @@ pub struct LineState {
     push_pending: bool,
 }
 
+impl Drop for LineState {
+    /// However the line ends, its machines' twins do not outlive it.
+    fn drop(&mut self) {
+        for machine in self.running.iter().flatten() {
+            machine.twin.stop();
+        }
+    }
+}
+
 /// Least spacing of line updates to the plant that only carry new figures.
 const PUSH_INTERVAL_US: i64 = 250_000;
 
 impl LineActor {
     async fn spawn_machine(
-        myself: &ActorRef<LineMsg>,
         state: &mut LineState,
         slot: usize,
         start: TwinStart,
     ) -> Result<(), ActorProcessingErr> {
-        let line = myself.clone();
-        let sink = Arc::new(move |status: TwinStatus| {
-            let _ = line.cast(LineMsg::Machine(slot, status));
-        });
         let args = TwinArgs {
             entry: state.machines[slot].clone(),
             kernel: state.twins.kernel().clone(),
             start,
-            status: Some(sink),
+            supervisor: Some(Supervised {
+                supervisor: state.supervisor.clone(),
+                slot,
+            }),
         };
-        let (actor, _) = TwinActor::spawn_linked(None, TwinActor, args, myself.get_cell()).await?;
-        state.by_actor.insert(actor.get_id(), slot);
+        state.running[slot] = Some(TwinActor::spawn(args).await?);
         Ok(())
     }
 
     /// Starts a passivated machine from its parked state; if that fails, from the
     /// journal, as a restart; if that fails too, the line escalates.
     async fn wake(
-        myself: &ActorRef<LineMsg>,
         state: &mut LineState,
         slot: usize,
         parked: Parked,
@@ -167,33 +190,79 @@ impl LineActor {
             // Started already, from the journal, while this line started.
             return Ok(());
         }
-        let Err(error) = Self::spawn_machine(myself, state, slot, TwinStart::Parked(parked)).await
+        let Err(error) = Self::spawn_machine(state, slot, TwinStart::Parked(parked)).await
         else {
             return Ok(());
         };
         tracing::error!(line = %state.path, machine = %entry.path, %error, "a passivated twin did not wake from its parked state; recovering it from the journal");
-        if let Err(error) = Self::spawn_machine(myself, state, slot, TwinStart::Recover).await {
+        if let Err(error) = Self::spawn_machine(state, slot, TwinStart::Recover).await {
             entry.wake_failed(None);
             let reason = format!("machine `{}` could not be woken: {error}", entry.path);
-            return Err(Self::escalate(myself, state, reason).await);
+            return Err(Self::escalate(state, reason).await);
         }
         Ok(())
     }
 
-    async fn escalate(
-        myself: &ActorRef<LineMsg>,
-        state: &LineState,
-        reason: String,
-    ) -> ActorProcessingErr {
+    async fn escalate(state: &mut LineState, reason: String) -> ActorProcessingErr {
         tracing::error!(line = %state.path, %reason, "line gives up and escalates");
         state.board.publish(SupervisorEvent::Escalated {
             supervisor: state.path.clone(),
             reason: reason.clone(),
         });
-        myself
-            .stop_children_and_wait(Some("line escalated".into()), Some(Duration::from_secs(5)))
-            .await;
+        Self::stop_machines(state).await;
         reason.into()
+    }
+
+    /// Stops every running machine and waits for them, for at most 5 s in all.
+    async fn stop_machines(state: &mut LineState) {
+        let running: Vec<TwinHandle> = state.running.iter_mut().filter_map(Option::take).collect();
+        for machine in &running {
+            machine.twin.stop();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for machine in running {
+            let _ = tokio::time::timeout_at(deadline, machine.task).await;
+        }
+    }
+
+    /// A machine's twin failed: it restarts from the journal, unless the line has
+    /// restarted too many within its window, and then the line escalates.
+    async fn failed(
+        state: &mut LineState,
+        slot: usize,
+        twin: TwinRef,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let current = state.running.get(slot).and_then(Option::as_ref);
+        if !current.is_some_and(|running| running.twin.same(&twin)) {
+            return Ok(());
+        }
+        state.running[slot] = None;
+        let child = state.machines[slot].path.clone();
+        tracing::warn!(line = %state.path, machine = %child, %reason, "machine twin crashed");
+        if !state.intensity.record() {
+            let reason = format!(
+                "more than {} machine restarts within the restart window (last: `{child}`: {reason})",
+                state.intensity.recent() - 1
+            );
+            return Err(Self::escalate(state, reason).await);
+        }
+        state
+            .twins
+            .kernel()
+            .counters
+            .restarts
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = Self::spawn_machine(state, slot, TwinStart::Recover).await {
+            let reason = format!("machine `{child}` could not be restarted: {error}");
+            return Err(Self::escalate(state, reason).await);
+        }
+        state.board.publish(SupervisorEvent::Restarted {
+            supervisor: state.path.clone(),
+            child,
+            reason,
+        });
+        Ok(())
     }
 }
 
@@ -213,7 +282,8 @@ impl Actor for LineActor {
             path: args.path,
             board_index: args.board_index,
             plant_slot: args.plant_slot,
-            by_actor: HashMap::new(),
+            running: (0..args.machines.len()).map(|_| None).collect(),
+            supervisor: Arc::new(LineSupervisor(myself.clone())),
             twins: args.twins,
             plant: args.plant,
             board: args.board,
@@ -234,19 +304,17 @@ impl Actor for LineActor {
                 None if state.machines[slot].is_parked() => continue,
                 None => TwinStart::Recover,
             };
-            Self::spawn_machine(&myself, &mut state, slot, start).await?;
+            Self::spawn_machine(&mut state, slot, start).await?;
         }
         Ok(state)
     }
 
     async fn post_stop(
         &self,
-        myself: ActorRef<LineMsg>,
-        _state: &mut LineState,
+        _myself: ActorRef<LineMsg>,
+        state: &mut LineState,
     ) -> Result<(), ActorProcessingErr> {
-        myself
-            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
-            .await;
+        Self::stop_machines(state).await;
         Ok(())
     }
 
@@ -269,8 +337,11 @@ impl Actor for LineActor {
                 true
             }
             LineMsg::Wake(slot, parked) => {
-                Self::wake(&myself, state, slot, parked).await?;
+                Self::wake(state, slot, parked).await?;
                 return Ok(());
+            }
+            LineMsg::Failed(slot, twin, reason) => {
+                return Self::failed(state, slot, twin, reason).await;
             }
         };
         let status = state.aggregate.status();
@@ -303,53 +374,6 @@ impl Actor for LineActor {
                     let _ = line.cast(LineMsg::Push);
                 });
             }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<LineMsg>,
-        event: SupervisionEvent,
-        state: &mut LineState,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(slot) = state.by_actor.remove(&cell.get_id()) else {
-                    return Ok(());
-                };
-                let child = state.machines[slot].path.clone();
-                let reason = error.to_string();
-                tracing::warn!(line = %state.path, machine = %child, %reason, "machine twin crashed");
-                if !state.intensity.record() {
-                    let reason = format!(
-                        "more than {} machine restarts within the restart window (last: `{child}`: {reason})",
-                        state.intensity.recent() - 1
-                    );
-                    return Err(Self::escalate(&myself, state, reason).await);
-                }
-                state
-                    .twins
-                    .kernel()
-                    .counters
-                    .restarts
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Err(error) =
-                    Self::spawn_machine(&myself, state, slot, TwinStart::Recover).await
-                {
-                    let reason = format!("machine `{child}` could not be restarted: {error}");
-                    return Err(Self::escalate(&myself, state, reason).await);
-                }
-                state.board.publish(SupervisorEvent::Restarted {
-                    supervisor: state.path.clone(),
-                    child,
-                    reason,
-                });
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.by_actor.remove(&cell.get_id());
-            }
-            _ => {}
         }
         Ok(())
     }

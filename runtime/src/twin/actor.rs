@@ -5,13 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::alarm::{Alarm, AlarmResponse};
 use super::core::{Effects, ModelPlan, PlanOutcome, TwinCore};
 use super::directory::TwinEntry;
+use super::mailbox::{Supervised, TwinRef};
 use super::mirror::MirrorUpdate;
 use super::passivation::Parked;
 use super::state::{ChannelCondition, DeliveryReport, SampleOutcome, Severity};
@@ -92,9 +92,6 @@ pub struct TwinStatus {
     /// When this status was taken.
     pub at: Timestamp,
 }
-
-/// Receives a twin's status updates (its supervisor).
-pub type StatusSink = Arc<dyn Fn(TwinStatus) + Send + Sync>;
 
 /// Messages a twin actor handles.
 pub enum TwinMsg {
@@ -210,7 +207,7 @@ impl TwinMsg {
 pub enum TwinStart {
     /// Already recovered (bulk recovery at node start).
     Recovered(Box<TwinCore>),
-    /// Recover from the journal in `pre_start` (restart after a crash).
+    /// Recover from the journal as it starts (restart after a crash).
     Recover,
     /// Wake from passivation.
     Parked(Parked),
@@ -224,12 +221,83 @@ pub struct TwinArgs {
     pub kernel: Arc<Kernel>,
     /// Initial state.
     pub start: TwinStart,
-    /// Where status updates go.
-    pub status: Option<StatusSink>,
+    /// Who supervises it: its status updates and its failure go there.
+    pub supervisor: Option<Supervised>,
 }
 
-/// The twin actor.
+/// Why a twin did not start.
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The twin actor: one task per running twin, handling the messages of its
+/// [`TwinRef`] one at a time.
 pub struct TwinActor;
+
+/// A started twin: the handle that reaches it and the task that runs it.
+pub struct TwinHandle {
+    /// Reaches the twin.
+    pub twin: TwinRef,
+    /// Ends when the twin stops: stopped, passivated or failed.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// What handling a message leaves the twin to do.
+enum Flow {
+    Continue,
+    /// It passivated: its task ends.
+    Stop,
+}
+
+impl TwinActor {
+    /// Starts a twin on a task of its own: its state comes as `args.start` says (a
+    /// restart recovers it from the journal), its directory entry then reaches it,
+    /// and messages queued while it started are handled first. Returns once it runs,
+    /// or why it could not start (a panic while starting included).
+    pub async fn spawn(args: TwinArgs) -> Result<TwinHandle, StartError> {
+        let twin = TwinRef::new();
+        let entry = args.entry.clone();
+        let (started, on_start) = oneshot::channel::<Result<(), StartError>>();
+        let task = {
+            let twin = twin.clone();
+            tokio::spawn(async move {
+                // Boxed: what starting holds is freed before the twin idles.
+                match Box::pin(TwinActorState::start(args, twin.clone())).await {
+                    Ok(state) => {
+                        let _ = started.send(Ok(()));
+                        state.run(twin).await;
+                    }
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                    }
+                }
+            })
+        };
+        let outcome = match on_start.await {
+            Ok(Ok(())) => return Ok(TwinHandle { twin, task }),
+            Ok(Err(error)) => error,
+            // The task ended without a word: it panicked while starting.
+            Err(_) => match task.await {
+                Err(error) if error.is_panic() => format!(
+                    "the twin panicked while starting: {}",
+                    panic_reason(error.into_panic().as_ref())
+                )
+                .into(),
+                _ => "the twin's task ended while starting".into(),
+            },
+        };
+        twin.stop();
+        entry.clear_actor_if(&twin);
+        Err(outcome)
+    }
+}
+
+/// A panic's message.
+fn panic_reason(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
 
 /// The twin actor's state.
 pub struct TwinActorState {
@@ -237,10 +305,10 @@ pub struct TwinActorState {
     entry: Arc<TwinEntry>,
     kernel: Arc<Kernel>,
     fx: Effects,
-    status: Option<StatusSink>,
+    supervisor: Option<Supervised>,
     last_status: Option<TwinStatus>,
     tick_pending: bool,
-    myself: ActorRef<TwinMsg>,
+    myself: TwinRef,
     /// Outcomes of recent idempotent commands, newest last, with their audit sequence
     /// number once durable.
     recent: VecDeque<(CommandId, CommandOutcome, Arc<OnceLock<u64>>)>,
@@ -262,16 +330,10 @@ pub struct TwinActorState {
 /// Minimum spacing of status updates that only carry new throughput or power figures.
 const STATUS_INTERVAL_US: i64 = 250_000;
 
-impl Actor for TwinActor {
-    type Msg = TwinMsg;
-    type State = TwinActorState;
-    type Arguments = TwinArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<TwinMsg>,
-        args: TwinArgs,
-    ) -> Result<TwinActorState, ActorProcessingErr> {
+impl TwinActorState {
+    /// The twin's state as it starts: recovered, parked or given, then reachable
+    /// through its entry, its conditions swept and its status reported.
+    async fn start(args: TwinArgs, myself: TwinRef) -> Result<Self, StartError> {
         let restarted = matches!(args.start, TwinStart::Recover);
         let mut snapshot_due = false;
         let mut core = match args.start {
@@ -303,7 +365,7 @@ impl Actor for TwinActor {
             entry: args.entry,
             kernel: args.kernel,
             fx: Effects::default(),
-            status: args.status,
+            supervisor: args.supervisor,
             last_status: None,
             tick_pending: false,
             myself,
@@ -334,21 +396,44 @@ impl Actor for TwinActor {
         Ok(state)
     }
 
-    async fn post_stop(
-        &self,
-        myself: ActorRef<TwinMsg>,
-        state: &mut TwinActorState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.entry.clear_actor_if(&myself);
-        Ok(())
+    /// Handles the twin's messages until it stops, passivates or a message panics;
+    /// a panic is its supervisor's to answer.
+    async fn run(mut self, twin: TwinRef) {
+        while let Some(batch) = twin.next_batch().await {
+            for message in batch {
+                // A stop takes effect after the message being handled.
+                if !twin.is_open() {
+                    break;
+                }
+                let handled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(message)));
+                match handled {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => {
+                        twin.stop();
+                        return;
+                    }
+                    Err(panic) => {
+                        let reason = panic_reason(panic.as_ref());
+                        twin.stop();
+                        self.entry.clear_actor_if(&twin);
+                        if let Some(supervised) = &self.supervisor {
+                            supervised
+                                .supervisor
+                                .failed(supervised.slot, twin, reason);
+                        } else {
+                            tracing::error!(asset = %self.entry.path, %reason, "twin failed, and nothing supervises it");
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        self.entry.clear_actor_if(&twin);
     }
 
-    async fn handle(
-        &self,
-        myself: ActorRef<TwinMsg>,
-        message: TwinMsg,
-        state: &mut TwinActorState,
-    ) -> Result<(), ActorProcessingErr> {
+    fn handle(&mut self, message: TwinMsg) -> Flow {
+        let state = self;
         match &message {
             TwinMsg::StatusTick | TwinMsg::DeliveryCheck | TwinMsg::ShelvingCheck => {}
             TwinMsg::Passivate | TwinMsg::Snapshot | TwinMsg::Freshness => state.handled += 1,
@@ -359,8 +444,8 @@ impl Actor for TwinActor {
         }
         match message {
             TwinMsg::Passivate => {
-                if state.passivate(&myself) {
-                    myself.stop(Some("passivated".into()));
+                if state.passivate() {
+                    return Flow::Stop;
                 }
             }
             TwinMsg::Samples(samples, ticket) => state.on_samples(&samples, ticket),
@@ -453,15 +538,13 @@ impl Actor for TwinActor {
                 state.report_status(false);
             }
         }
-        Ok(())
+        Flow::Continue
     }
-}
 
-impl TwinActorState {
     /// Parks the twin if nothing of it waits (a delivery, a timer, a message in its
     /// mailbox): its snapshot goes to the journal when the last one is behind, and the
     /// same bytes to its directory entry. Returns true when the actor must stop.
-    fn passivate(&mut self, myself: &ActorRef<TwinMsg>) -> bool {
+    fn passivate(&mut self) -> bool {
         if self.tick_pending
             || self.delivery_check.is_some()
             || self.shelving_check.is_some()
@@ -487,7 +570,7 @@ impl TwinActorState {
         let core = &self.core;
         let parked = self
             .entry
-            .park_if_drained(myself, self.handled, || Parked::new(bytes, core));
+            .park_if_drained(&self.myself, self.handled, || Parked::new(bytes, core));
         if parked {
             self.kernel
                 .counters
@@ -1030,7 +1113,7 @@ impl TwinActorState {
     }
 
     fn report_status(&mut self, force: bool) {
-        let Some(sink) = &self.status else {
+        let Some(supervised) = &self.supervisor else {
             return;
         };
         let state = self.core.state();
@@ -1061,7 +1144,7 @@ impl TwinActorState {
             }
         };
         if due {
-            sink(status.clone());
+            supervised.supervisor.status(supervised.slot, status.clone());
             self.last_status = Some(status);
         } else if changed && !self.tick_pending {
             // Hold the figures back, but deliver them once the interval has passed.

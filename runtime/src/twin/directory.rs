@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
-use ractor::ActorRef;
 
 use super::actor::TwinMsg;
+use super::mailbox::TwinRef;
 use super::passivation::Parked;
 use crate::config::TwinType;
 use crate::path::AssetPath;
@@ -30,7 +30,7 @@ enum Place {
     /// waits here for the actor; requests are answered "starting".
     Starting(Vec<TwinMsg>),
     /// Its actor runs.
-    Running(ActorRef<TwinMsg>),
+    Running(TwinRef),
     /// Passivated: its state waits, encoded.
     Parked(Parked),
     /// Being woken: messages wait here for the actor.
@@ -53,8 +53,8 @@ pub(crate) enum Sent {
     /// Queued; the twin was parked and must be woken with this state.
     Wake(Parked),
     /// Not taken: the twin is down, or parked and the message does not wake it. The
-    /// message comes back unless the actor's mailbox lost it.
-    Refused(Option<TwinMsg>),
+    /// message comes back.
+    Refused(TwinMsg),
     /// Not taken: a request (a read, a command, a what-if) for a twin whose actor has
     /// not started yet.
     Starting(TwinMsg),
@@ -82,7 +82,7 @@ pub struct TwinEntry {
 
 impl TwinEntry {
     /// The twin's live actor, if running.
-    pub fn actor(&self) -> Option<ActorRef<TwinMsg>> {
+    pub fn actor(&self) -> Option<TwinRef> {
         match &self.slot.lock().place {
             Place::Running(actor) => Some(actor.clone()),
             _ => None,
@@ -105,8 +105,7 @@ impl TwinEntry {
                     slot.sent += 1;
                     Sent::Delivered
                 }
-                Err(ractor::MessagingErr::SendErr(message)) => Sent::Refused(Some(message)),
-                Err(_) => Sent::Refused(None),
+                Err(message) => Sent::Refused(message),
             },
             Place::Waking(queue) => {
                 queue.push(message);
@@ -121,7 +120,7 @@ impl TwinEntry {
             }
             Place::Parked(parked) => {
                 if !wakes(parked) {
-                    return Sent::Refused(Some(message));
+                    return Sent::Refused(message);
                 }
                 let Place::Parked(parked) =
                     std::mem::replace(&mut slot.place, Place::Waking(vec![message]))
@@ -130,7 +129,7 @@ impl TwinEntry {
                 };
                 Sent::Wake(parked)
             }
-            Place::Down => Sent::Refused(Some(message)),
+            Place::Down => Sent::Refused(message),
         }
     }
 
@@ -202,7 +201,7 @@ impl TwinEntry {
 
     /// The actor `actor` runs the twin now: it takes the messages queued while it
     /// woke, in order, before anything sent after.
-    pub(crate) fn set_running(&self, actor: ActorRef<TwinMsg>) {
+    pub(crate) fn set_running(&self, actor: TwinRef) {
         let mut slot = self.slot.lock();
         let queued = match std::mem::replace(&mut slot.place, Place::Down) {
             Place::Waking(queued) | Place::Starting(queued) => queued,
@@ -222,12 +221,12 @@ impl TwinEntry {
     /// to it; returns whether it did. `parked` is built only then.
     pub(crate) fn park_if_drained(
         &self,
-        actor: &ActorRef<TwinMsg>,
+        actor: &TwinRef,
         handled: u64,
         parked: impl FnOnce() -> Parked,
     ) -> bool {
         let mut slot = self.slot.lock();
-        let runs = matches!(&slot.place, Place::Running(a) if a.get_id() == actor.get_id());
+        let runs = matches!(&slot.place, Place::Running(a) if a.same(actor));
         if !runs || slot.sent != handled {
             return false;
         }
@@ -287,9 +286,9 @@ impl TwinEntry {
     }
 
     /// `actor` stopped: a twin it was running is down until restarted.
-    pub(crate) fn clear_actor_if(&self, actor: &ActorRef<TwinMsg>) {
+    pub(crate) fn clear_actor_if(&self, actor: &TwinRef) {
         let mut slot = self.slot.lock();
-        if matches!(&slot.place, Place::Running(a) if a.get_id() == actor.get_id()) {
+        if matches!(&slot.place, Place::Running(a) if a.same(actor)) {
             slot.place = Place::Down;
         }
     }

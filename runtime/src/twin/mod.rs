@@ -10,6 +10,7 @@ mod change;
 pub(crate) mod core;
 mod deploy;
 pub(crate) mod directory;
+pub(crate) mod mailbox;
 mod mirror;
 pub mod passivation;
 mod report;

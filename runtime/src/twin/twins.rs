@@ -51,8 +51,8 @@ pub const FRESHNESS_INTERVAL: Duration = Duration::from_millis(200);
 /// A message a twin did not take ([`Kernel::send`]): the twin is down, parked and not
 /// woken for it, or not started yet.
 pub struct Unsent {
-    /// The message, unless the actor's mailbox lost it.
-    pub message: Option<Box<TwinMsg>>,
+    /// The message, handed back.
+    pub message: Box<TwinMsg>,
     /// The message is a request and the twin has not started yet.
     pub starting: bool,
 }
@@ -117,11 +117,11 @@ impl Kernel {
                 Ok(())
             }
             Sent::Refused(message) => Err(Unsent {
-                message: message.map(Box::new),
+                message: Box::new(message),
                 starting: false,
             }),
             Sent::Starting(message) => Err(Unsent {
-                message: Some(Box::new(message)),
+                message: Box::new(message),
                 starting: true,
             }),
         }
