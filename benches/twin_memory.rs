@@ -11,12 +11,15 @@
 //! - **one reading** per channel: what applying it added (current values, history,
 //!   sequence windows, model state), and **full history**: what filling every
 //!   channel's history ring to the node's default capacity added on top;
-//! - the **node**: live heap added by starting a node of those twins
-//!   (`Runtime::start`), less the cores above: each twin's actor (its task and
-//!   mailbox), its directory entry, its line's supervision, the status board;
-//! - **resident**: what the process holds from the system per twin (`/proc`) while
-//!   that node starts on fresh pages, against the live heap it added: the rest is the
-//!   allocator's overhead.
+//! - the **node**: the live heap of a node of those twins once idle (`Runtime::start`,
+//!   then a second), less that of a node of 10, per twin more, less the cores above:
+//!   each twin's actor (its task and mailbox), its directory entry, its line's
+//!   supervision, its share of the journal's cache;
+//! - **resident**: the same difference of what the two processes hold from the system
+//!   (`/proc`): what it holds beyond the live heap is the allocator's overhead.
+//!
+//! Each node runs in a process of its own (this binary, told which by
+//! `DOPPEL_TWIN_MEMORY_NODE`), so neither reuses pages the other freed.
 //!
 //! The baseline, in the same run, is the heap of a bare ractor actor (unit state) per
 //! twin, spawned the same number of times: `actor_ratio` is the node's per-twin cost
@@ -174,21 +177,38 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
     m
 }
 
-/// Parts, then a node of `twins` twins of `twin_type`.
-async fn measure(types_toml: &str, twin_type: &str, twins: usize) -> PerTwin {
-    let types = TwinTypes::from_toml(types_toml, "types.toml").unwrap();
-    let topology = Topology::from_toml(&plant(twin_type, twins), "plant.toml", &types).unwrap();
-    let per = move |bytes: i64| bytes as f64 / twins as f64;
-    let mut m = {
-        let types = types.clone();
-        let twin_type = twin_type.to_string();
-        tokio::task::spawn_blocking(move || parts(&types, &twin_type, twins, per))
-            .await
-            .unwrap()
-    };
+/// The environment variable that makes this binary measure one node and print its
+/// live heap and resident bytes: `<type>:<twins>`.
+const CHILD: &str = "DOPPEL_TWIN_MEMORY_NODE";
 
+/// In a process of its own (this binary again), a node of `twins` twins of
+/// `twin_type`, idle for a second: (live heap, resident) bytes of the whole process.
+fn node(twin_type: &str, twins: usize) -> (i64, i64) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, format!("{twin_type}:{twins}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let figures: Vec<i64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        figures.len() == 2,
+        "the node of {twins} {twin_type}s did not report: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (figures[0], figures[1])
+}
+
+/// The child's side of [`node`].
+async fn run_node(twin_type: &str, twins: usize) {
+    let types = types_of(twin_type);
+    let topology = Topology::from_toml(&plant(twin_type, twins), "plant.toml", &types).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (before, rss_before) = (live(), rss_bytes());
     let runtime = Runtime::builder()
         .twin_types(types)
         .topology(topology)
@@ -198,11 +218,34 @@ async fn measure(types_toml: &str, twin_type: &str, twins: usize) -> PerTwin {
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let (after, rss_after) = (live(), rss_bytes());
-    m.node = per(after - before)
-        - (m.state + m.models + m.governors + m.core + m.inline);
-    m.rss = per(rss_after - rss_before);
+    println!("{} {}", live(), rss_bytes());
     runtime.shutdown().await;
+}
+
+fn types_of(twin_type: &str) -> TwinTypes {
+    let toml = match twin_type {
+        "machine" => machine::types_toml(),
+        _ => PRESS_TYPES.to_string(),
+    };
+    TwinTypes::from_toml(&toml, "types.toml").unwrap()
+}
+
+/// The parts of `twins` twins of `twin_type`, then a node of them against one of 10.
+async fn measure(twin_type: &str, twins: usize) -> PerTwin {
+    let types = types_of(twin_type);
+    let per = move |bytes: i64| bytes as f64 / twins as f64;
+    let mut m = {
+        let twin_type = twin_type.to_string();
+        tokio::task::spawn_blocking(move || parts(&types, &twin_type, twins, per))
+            .await
+            .unwrap()
+    };
+    let (small_live, small_rss) = node(twin_type, 10);
+    let (large_live, large_rss) = node(twin_type, twins);
+    let extra = (twins - 10) as f64;
+    m.node = (large_live - small_live) as f64 / extra
+        - (m.state + m.models + m.governors + m.core + m.inline);
+    m.rss = (large_rss - small_rss) as f64 / extra;
     m
 }
 
@@ -286,9 +329,14 @@ fn main() {
         .build()
         .unwrap();
     tokio.block_on(async move {
+        if let Ok(child) = std::env::var(CHILD) {
+            let (twin_type, count) = child.split_once(':').unwrap();
+            run_node(twin_type, count.parse().unwrap()).await;
+            return;
+        }
         let baseline = bare_actor(twins).await;
-        let machine = measure(&machine::types_toml(), "machine", twins).await;
-        let press = measure(PRESS_TYPES, "press", twins).await;
+        let machine = measure("machine", twins).await;
+        let press = measure("press", twins).await;
         print(
             &format!("{twins} twins of {} channels", machine::CHANNELS),
             &machine,

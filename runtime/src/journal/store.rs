@@ -227,6 +227,12 @@ fn migrate_legacy_audit(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Memory redb may use to cache the journal's pages (its default is 1 GiB). The
+/// journal is written far more than read: recovery reads every twin's snapshot once,
+/// and queries read a twin's recent records. Without a bound, the pages of every
+/// snapshot written at start stay cached: about a kilobyte per twin.
+const CACHE_BYTES: usize = 32 << 20;
+
 impl Store {
     /// Opens (or creates) the database at `path`, creating every table, and applies
     /// the journal batches its write-ahead log holds that the database lacks.
@@ -234,7 +240,10 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(StoreError::from)?;
         }
-        let db = Database::create(path).map_err(StoreError::from)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(StoreError::from)?;
         let txn = db.begin_write().map_err(StoreError::from)?;
         {
             txn.open_table(JOURNAL).map_err(StoreError::from)?;

@@ -259,7 +259,8 @@ impl TwinActor {
         let task = {
             let twin = twin.clone();
             tokio::spawn(async move {
-                // Boxed: what starting holds is freed before the twin idles.
+                // The state is boxed, and so is what starting holds (freed before the
+                // twin idles): the task itself stays small.
                 match Box::pin(TwinActorState::start(args, twin.clone())).await {
                     Ok(state) => {
                         let _ = started.send(Ok(()));
@@ -333,7 +334,7 @@ const STATUS_INTERVAL_US: i64 = 250_000;
 impl TwinActorState {
     /// The twin's state as it starts: recovered, parked or given, then reachable
     /// through its entry, its conditions swept and its status reported.
-    async fn start(args: TwinArgs, myself: TwinRef) -> Result<Self, StartError> {
+    async fn start(args: TwinArgs, myself: TwinRef) -> Result<Box<Self>, StartError> {
         let restarted = matches!(args.start, TwinStart::Recover);
         let mut snapshot_due = false;
         let mut core = match args.start {
@@ -360,7 +361,7 @@ impl TwinActorState {
                 change: TwinChange::Restarted,
             });
         }
-        let mut state = TwinActorState {
+        let mut state = Box::new(TwinActorState {
             core,
             entry: args.entry,
             kernel: args.kernel,
@@ -376,7 +377,7 @@ impl TwinActorState {
             delivery_check: None,
             shelving_check: None,
             handled: 0,
-        };
+        });
         if snapshot_due {
             // The store's first record of this twin anchors its schema: a snapshot
             // before any event.
@@ -398,7 +399,7 @@ impl TwinActorState {
 
     /// Handles the twin's messages until it stops, passivates or a message panics;
     /// a panic is its supervisor's to answer.
-    async fn run(mut self, twin: TwinRef) {
+    async fn run(mut self: Box<Self>, twin: TwinRef) {
         while let Some(batch) = twin.next_batch().await {
             for message in batch {
                 // A stop takes effect after the message being handled.
