@@ -9,10 +9,11 @@
 //!   desired values, path), its **models**, its **governors**, the rest of its **core**
 //!   (derived values, model bookkeeping), and the core's **inline** size;
 //! - **one reading** per channel: what applying it added (current values, history,
-//!   sequence windows, model state), and **full history**: what filling every
-//!   channel's history ring to the node's default capacity added on top;
+//!   sequence windows, model state), and **full history**: what twice as many readings
+//!   as the node's default history capacity added on top (every channel's ring full
+//!   and turned over);
 //! - the **node**: the live heap of a node of those twins once idle (`Runtime::start`,
-//!   then a second), less that of a node of 10, per twin more, less the cores above:
+//!   then 5 s idle), less that of a node of 10, per twin more, less the cores above:
 //!   each twin's actor (its task and mailbox), its directory entry, its line's
 //!   supervision, its share of the journal's cache;
 //! - **resident**: the same difference of what the two processes hold from the system
@@ -144,7 +145,7 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
 
     // Readings of one source, a second apart, oldest first.
     let channels = twin_type.channels.len();
-    let start = Timestamp::now().as_micros() - capacity as i64 * 1_000_000;
+    let start = Timestamp::now().as_micros() - 2 * capacity as i64 * 1_000_000;
     let feed = |cores: &mut [TwinCore], round: usize| {
         for core in cores.iter_mut() {
             let mut fx = Effects::default();
@@ -168,8 +169,9 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
     let before = live();
     feed(&mut cores, 0);
     m.reading = per(live() - before);
+    // Twice the capacity: the rings are full and have turned over.
     let before = live();
-    for round in 1..capacity {
+    for round in 1..2 * capacity {
         feed(&mut cores, round);
     }
     m.full_history = per(live() - before);
@@ -180,6 +182,9 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
 /// The environment variable that makes this binary measure one node and print its
 /// live heap and resident bytes: `<type>:<twins>`.
 const CHILD: &str = "DOPPEL_TWIN_MEMORY_NODE";
+
+/// How long a node idles before it is measured, as the scale benchmark's does.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// In a process of its own (this binary again), a node of `twins` twins of
 /// `twin_type`, idle for a second: (live heap, resident) bytes of the whole process.
@@ -217,7 +222,7 @@ async fn run_node(twin_type: &str, twins: usize) {
         .start()
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(IDLE).await;
     println!("{} {}", live(), rss_bytes());
     runtime.shutdown().await;
 }

@@ -283,8 +283,8 @@ pub fn twin(report: &TwinReport) -> pb::Twin {
 
 fn derived(value: &doppel_runtime::twin::DerivedValue) -> pb::DerivedValue {
     pb::DerivedValue {
-        name: value.name.clone(),
-        model: value.model.clone(),
+        name: value.name.to_string(),
+        model: value.model.to_string(),
         value: value.value,
         confidence: value.confidence,
         // Absent until the model wrote a value.

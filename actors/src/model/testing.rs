@@ -280,7 +280,7 @@ impl Twin {
         self.state()
             .derived
             .iter()
-            .find(|d| d.name == name && d.value.is_some())
+            .find(|d| *d.name == *name && d.value.is_some())
             .unwrap_or_else(|| panic!("no derived value `{name}`"))
             .confidence
     }

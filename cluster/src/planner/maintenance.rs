@@ -277,7 +277,7 @@ impl MaintenanceScheduler {
     }
 
     fn life(&self, row: &TwinReport) -> Life {
-        let Some(derived) = row.derived.iter().find(|d| d.name == self.config.rul) else {
+        let Some(derived) = row.derived.iter().find(|d| *d.name == *self.config.rul) else {
             return Life::Unknown;
         };
         let Some(rul_hours) = derived.value else {

@@ -277,11 +277,10 @@ pub(crate) mod testing {
         /// A derived value written at the row's time, with full confidence.
         pub(crate) fn derived(mut self, name: &str, value: f64) -> Self {
             self.0.derived.push(DerivedValue {
-                name: name.to_string(),
-                model: "degradation".to_string(),
                 value: Some(value),
                 confidence: 1.0,
                 at: self.0.updated_at,
+                ..DerivedValue::empty(name, "degradation")
             });
             self
         }

@@ -161,7 +161,7 @@ fn assert_same(edge: &TwinReport, mirror: &TwinReport) {
         report
             .derived
             .iter()
-            .map(|d| (d.name.clone(), d.value.map(f64::to_bits)))
+            .map(|d| (d.name.to_string(), d.value.map(f64::to_bits)))
             .collect()
     };
     assert_eq!(derived(mirror), derived(edge), "{path} derived");

@@ -231,7 +231,7 @@ fn migrate_legacy_audit(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// journal is written far more than read: recovery reads every twin's snapshot once,
 /// and queries read a twin's recent records. Without a bound, the pages of every
 /// snapshot written at start stay cached: about a kilobyte per twin.
-const CACHE_BYTES: usize = 32 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 
 impl Store {
     /// Opens (or creates) the database at `path`, creating every table, and applies

@@ -150,10 +150,3 @@ mod tests {
         assert!(!twin.same(&TwinRef::new()));
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!("TwinActorState {} TwinMsg {} Effects {} TwinStatus {}", std::mem::size_of::<crate::twin::actor::TwinActorState>(), std::mem::size_of::<crate::twin::actor::TwinMsg>(), std::mem::size_of::<crate::twin::core::Effects>(), std::mem::size_of::<crate::twin::actor::TwinStatus>());
-    }
-}

@@ -91,7 +91,7 @@ impl TwinReport {
 
     /// A derived value by name.
     pub fn derived(&self, name: &str) -> Option<f64> {
-        self.derived.iter().find(|d| d.name == name)?.value
+        self.derived.iter().find(|d| *d.name == *name)?.value
     }
 
     /// A desired value by name.

@@ -207,15 +207,42 @@ pub struct DeliveryReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DerivedValue {
     /// Name, unique within the twin.
-    pub name: String,
+    pub name: Arc<str>,
     /// The model that writes it.
-    pub model: String,
+    pub model: Arc<str>,
     /// Latest value, once the model produced one.
     pub value: Option<f64>,
     /// The model's confidence in it, 0..=1.
     pub confidence: f64,
     /// When it was last written.
     pub at: Timestamp,
+}
+
+impl DerivedValue {
+    /// An output of `model` named `name` that holds no value yet. Its names are the
+    /// node's one copy of each, shared by every twin whose models write it.
+    pub fn empty(name: &str, model: &str) -> Self {
+        Self {
+            name: shared_name(name),
+            model: shared_name(model),
+            value: None,
+            confidence: 0.0,
+            at: Timestamp(0),
+        }
+    }
+}
+
+/// The node's one copy of a derived value's or model's name.
+fn shared_name(name: &str) -> Arc<str> {
+    static NAMES: std::sync::LazyLock<parking_lot::Mutex<std::collections::HashSet<Arc<str>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut names = NAMES.lock();
+    if let Some(shared) = names.get(name) {
+        return shared.clone();
+    }
+    let shared: Arc<str> = Arc::from(name);
+    names.insert(shared.clone());
+    shared
 }
 
 /// A latched safety trip: set by a governor's safety action, cleared by a command
@@ -323,18 +350,23 @@ impl TwinState {
         }
         let capacity = self.history_capacity as usize;
         let channel = &mut self.channels[channel_index];
-        let newest = channel.history.back().map(|s| s.source_time);
-        match newest {
-            Some(newest) if sample.source_time < newest => {
-                let at = channel
-                    .history
-                    .partition_point(|s| s.source_time <= sample.source_time);
-                channel.history.insert(at, *sample);
-            }
-            _ => channel.history.push_back(*sample),
-        }
         while channel.history.len() > capacity {
             channel.history.pop_front();
+        }
+        let newest = channel.history.back().map(|s| s.source_time);
+        let at = match newest {
+            Some(newest) if sample.source_time < newest => channel
+                .history
+                .partition_point(|s| s.source_time <= sample.source_time),
+            _ => channel.history.len(),
+        };
+        if channel.history.len() < capacity {
+            channel.history.insert(at, *sample);
+        } else if at > 0 {
+            // Full: the oldest makes room first, so the ring never grows past its
+            // capacity. A reading older than all it holds is not kept.
+            channel.history.pop_front();
+            channel.history.insert(at - 1, *sample);
         }
         // A failure the source reported stands against readings measured before it.
         let reported_failure = channel
@@ -459,7 +491,7 @@ impl TwinState {
 
     /// A derived value by name.
     pub fn derived(&self, name: &str) -> Option<f64> {
-        self.derived.iter().find(|d| d.name == name)?.value
+        self.derived.iter().find(|d| *d.name == *name)?.value
     }
 
     /// True when a trip is latched.

@@ -173,16 +173,16 @@ impl TwinCore {
         for model in &self.models {
             self.slots.push(derived.len());
             for name in model.outputs() {
-                let kept = previous
+                let mut value = DerivedValue::empty(&name, model.name());
+                if let Some(kept) = previous
                     .iter()
-                    .find(|d| d.name == name && d.model == model.name());
-                derived.push(kept.cloned().unwrap_or(DerivedValue {
-                    name,
-                    model: model.name().to_string(),
-                    value: None,
-                    confidence: 0.0,
-                    at: Timestamp(0),
-                }));
+                    .find(|d| *d.name == *name && *d.model == *model.name())
+                {
+                    value.value = kept.value;
+                    value.confidence = kept.confidence;
+                    value.at = kept.at;
+                }
+                derived.push(value);
             }
         }
         self.state.derived = derived;

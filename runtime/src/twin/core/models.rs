@@ -441,7 +441,7 @@ impl TwinCore {
                     .state
                     .derived
                     .iter()
-                    .find(|d| d.model == shadow.of && d.name == derived.name)
+                    .find(|d| *d.model == *shadow.of && d.name == derived.name)
                     .and_then(|d| d.value);
                 if let Some(production) = production {
                     shadow.divergence.compare(&derived.name, value, production);
@@ -585,13 +585,7 @@ fn shadow_values(model: &dyn Model) -> Vec<DerivedValue> {
     model
         .outputs()
         .into_iter()
-        .map(|name| DerivedValue {
-            name,
-            model: model.name().to_string(),
-            value: None,
-            confidence: 0.0,
-            at: Timestamp(0),
-        })
+        .map(|name| DerivedValue::empty(&name, model.name()))
         .collect()
 }
 

@@ -197,7 +197,7 @@ impl TwinCore {
                     if let Some(derived) = baseline
                         .derived
                         .iter_mut()
-                        .find(|d| d.model == shadow.of && d.name == value.name)
+                        .find(|d| *d.model == *shadow.of && d.name == value.name)
                     {
                         derived.value = value.value;
                         derived.confidence = value.confidence;
