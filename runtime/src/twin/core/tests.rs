@@ -638,3 +638,34 @@ proptest! {
         prop_assert_eq!(&replayed.state().alarms, &core.state().alarms);
     }
 }
+
+#[test]
+fn a_full_history_ring_turns_over_in_place_and_keeps_late_readings_in_order() {
+    let capacity = 8;
+    let mut core = core_with_history(capacity);
+    for seq in 1..=40 {
+        apply(&mut core, at(seq as i64 * 10, 0, seq));
+    }
+    let seqs = |core: &TwinCore| {
+        core.history(PRESSURE, Timestamp(i64::MIN), Timestamp(i64::MAX))
+            .iter()
+            .map(|s| s.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&core), (33..=40).collect::<Vec<_>>(), "the newest 8");
+    let ring = &core.state().channels[PRESSURE.0 as usize].history;
+    assert_eq!(ring.capacity(), capacity, "never grown past its capacity");
+
+    // A late reading between two it holds takes its place in order; the oldest goes.
+    let (outcome, _) = apply(&mut core, at(355, 0, 41));
+    assert_eq!(outcome, SampleOutcome::Late);
+    assert_eq!(seqs(&core), vec![34, 35, 41, 36, 37, 38, 39, 40]);
+    // One older than all it holds is journaled, not kept.
+    let (outcome, fx) = apply(&mut core, at(5, 0, 42));
+    assert_eq!((outcome, fx.events), (SampleOutcome::Late, 1));
+    assert_eq!(seqs(&core), vec![34, 35, 41, 36, 37, 38, 39, 40]);
+    assert_eq!(
+        core.state().channels[PRESSURE.0 as usize].history.capacity(),
+        capacity
+    );
+}
