@@ -99,7 +99,9 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
     let twin_type = types.get(twin_type).unwrap().clone();
     let capacity = RuntimeSettings::default().history_capacity;
     let paths: Vec<AssetPath> = (0..n)
-        .map(|i| AssetPath::parse(&format!("acme/plant-a/line-{}/m-{}", i / 1000, i % 1000)).unwrap())
+        .map(|i| {
+            AssetPath::parse(&format!("acme/plant-a/line-{}/m-{}", i / 1000, i % 1000)).unwrap()
+        })
         .collect();
     let mut m = PerTwin::default();
 

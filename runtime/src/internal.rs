@@ -9,9 +9,9 @@
 pub use crate::twin::actor::{
     StartError, TwinActor, TwinActorState, TwinArgs, TwinHandle, TwinMsg, TwinStart, TwinStatus,
 };
-pub use crate::twin::mailbox::{Supervised, Supervisor, TwinRef};
 pub use crate::twin::core::{Effects, TwinCore, resolve_changes};
 pub use crate::twin::directory::{Directory, TwinEntry};
+pub use crate::twin::mailbox::{Supervised, Supervisor, TwinRef};
 pub use crate::twin::passivation::{Parked, Waker};
 pub use crate::twin::state::{ChannelState, check_sample};
 pub use crate::twin::twins::{Kernel, Recovered, TwinsInternals, Unsent};

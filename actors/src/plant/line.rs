@@ -9,8 +9,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use doppel_runtime::AssetPath;
 use doppel_runtime::config::SupervisionSettings;
 use doppel_runtime::internal::{
-    Parked, Supervised, Supervisor, TwinActor, TwinArgs, TwinCore, TwinEntry, TwinHandle,
-    TwinRef, TwinStart, TwinStatus, TwinsInternals,
+    Parked, Supervised, Supervisor, TwinActor, TwinArgs, TwinCore, TwinEntry, TwinHandle, TwinRef,
+    TwinStart, TwinStatus, TwinsInternals,
 };
 use doppel_runtime::supervision::RestartIntensity;
 use doppel_runtime::twin::Twins;
@@ -190,8 +190,7 @@ impl LineActor {
             // Started already, from the journal, while this line started.
             return Ok(());
         }
-        let Err(error) = Self::spawn_machine(state, slot, TwinStart::Parked(parked)).await
-        else {
+        let Err(error) = Self::spawn_machine(state, slot, TwinStart::Parked(parked)).await else {
             return Ok(());
         };
         tracing::error!(line = %state.path, machine = %entry.path, %error, "a passivated twin did not wake from its parked state; recovering it from the journal");

@@ -419,9 +419,7 @@ impl TwinActorState {
                         twin.stop();
                         self.entry.clear_actor_if(&twin);
                         if let Some(supervised) = &self.supervisor {
-                            supervised
-                                .supervisor
-                                .failed(supervised.slot, twin, reason);
+                            supervised.supervisor.failed(supervised.slot, twin, reason);
                         } else {
                             tracing::error!(asset = %self.entry.path, %reason, "twin failed, and nothing supervises it");
                         }
@@ -1145,7 +1143,9 @@ impl TwinActorState {
             }
         };
         if due {
-            supervised.supervisor.status(supervised.slot, status.clone());
+            supervised
+                .supervisor
+                .status(supervised.slot, status.clone());
             self.last_status = Some(status);
         } else if changed && !self.tick_pending {
             // Hold the figures back, but deliver them once the interval has passed.

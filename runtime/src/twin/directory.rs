@@ -105,7 +105,7 @@ impl TwinEntry {
                     slot.sent += 1;
                     Sent::Delivered
                 }
-                Err(message) => Sent::Refused(message),
+                Err(message) => Sent::Refused(*message),
             },
             Place::Waking(queue) => {
                 queue.push(message);

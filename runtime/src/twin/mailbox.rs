@@ -39,11 +39,11 @@ impl TwinRef {
     }
 
     /// Queues `message`; hands it back when the twin has stopped.
-    pub fn cast(&self, message: TwinMsg) -> Result<(), TwinMsg> {
+    pub fn cast(&self, message: TwinMsg) -> Result<(), Box<TwinMsg>> {
         {
             let mut queue = self.0.queue.lock();
             if !self.0.open.load(Ordering::Acquire) {
-                return Err(message);
+                return Err(Box::new(message));
             }
             queue.push_back(message);
         }
@@ -145,7 +145,10 @@ mod tests {
         assert!(twin.cast(TwinMsg::Snapshot).is_ok());
         twin.stop();
         assert!(twin.next_batch().await.is_none());
-        assert!(matches!(twin.cast(TwinMsg::Snapshot), Err(TwinMsg::Snapshot)));
+        assert!(matches!(
+            twin.cast(TwinMsg::Snapshot),
+            Err(TwinMsg::Snapshot)
+        ));
         assert!(twin.same(&twin.clone()));
         assert!(!twin.same(&TwinRef::new()));
     }

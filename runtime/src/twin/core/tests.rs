@@ -665,7 +665,9 @@ fn a_full_history_ring_turns_over_in_place_and_keeps_late_readings_in_order() {
     assert_eq!((outcome, fx.events), (SampleOutcome::Late, 1));
     assert_eq!(seqs(&core), vec![34, 35, 41, 36, 37, 38, 39, 40]);
     assert_eq!(
-        core.state().channels[PRESSURE.0 as usize].history.capacity(),
+        core.state().channels[PRESSURE.0 as usize]
+            .history
+            .capacity(),
         capacity
     );
 }
