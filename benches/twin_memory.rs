@@ -93,6 +93,15 @@ impl PerTwin {
     }
 }
 
+/// The heap each of `n` values that `build` makes holds beyond its own size.
+fn heap_of<T>(n: usize, build: impl FnMut(usize) -> T) -> f64 {
+    let before = live();
+    let values: Vec<T> = (0..n).map(build).collect();
+    let held = (live() - before) as f64 / n as f64 - std::mem::size_of::<T>() as f64;
+    drop(values);
+    held
+}
+
 /// The twin's parts, built on their own: `n` cores of `twin_type`.
 fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64) -> PerTwin {
     let components = Runtime::builder().components().clone();
@@ -103,29 +112,14 @@ fn parts(types: &TwinTypes, twin_type: &str, n: usize, per: impl Fn(i64) -> f64)
             AssetPath::parse(&format!("acme/plant-a/line-{}/m-{}", i / 1000, i % 1000)).unwrap()
         })
         .collect();
-    let mut m = PerTwin::default();
-
-    let before = live();
-    let states: Vec<TwinState> = paths
-        .iter()
-        .map(|path| TwinState::new(path.clone(), &twin_type, capacity))
-        .collect();
-    m.state = per(live() - before) - std::mem::size_of::<TwinState>() as f64;
-    drop(states);
-
-    let before = live();
-    let models: Vec<_> = (0..n)
-        .map(|_| components.build_models(&twin_type).unwrap())
-        .collect();
-    m.models = per(live() - before) - std::mem::size_of::<Vec<()>>() as f64;
-    drop(models);
-
-    let before = live();
-    let governors: Vec<_> = (0..n)
-        .map(|_| components.build_governors(&twin_type).unwrap())
-        .collect();
-    m.governors = per(live() - before) - std::mem::size_of::<Vec<()>>() as f64;
-    drop(governors);
+    let mut m = PerTwin {
+        state: heap_of(n, |i| {
+            TwinState::new(paths[i].clone(), &twin_type, capacity)
+        }),
+        models: heap_of(n, |_| components.build_models(&twin_type).unwrap()),
+        governors: heap_of(n, |_| components.build_governors(&twin_type).unwrap()),
+        ..PerTwin::default()
+    };
 
     let before = live();
     let mut cores: Vec<TwinCore> = paths

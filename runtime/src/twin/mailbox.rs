@@ -145,10 +145,8 @@ mod tests {
         assert!(twin.cast(TwinMsg::Snapshot).is_ok());
         twin.stop();
         assert!(twin.next_batch().await.is_none());
-        assert!(matches!(
-            twin.cast(TwinMsg::Snapshot),
-            Err(TwinMsg::Snapshot)
-        ));
+        let refused = twin.cast(TwinMsg::Snapshot).map_err(|message| *message);
+        assert!(matches!(refused, Err(TwinMsg::Snapshot)), "handed back");
         assert!(twin.same(&twin.clone()));
         assert!(!twin.same(&TwinRef::new()));
     }
