@@ -279,43 +279,51 @@ async fn bare_actor(n: usize) -> f64 {
     per
 }
 
-fn print(name: &str, m: &PerTwin) {
-    println!(
-        "{name}: per twin, state {:.0} B, models {:.0} B, governors {:.0} B, core {:.0} B, \
-         inline {:.0} B, node (actor, mailbox, entry, supervision) {:.0} B: idle {:.0} B live, \
-         {:.0} B resident (allocator overhead {:.0} B); one reading per channel +{:.0} B, \
-         full history rings +{:.0} B",
-        m.state,
-        m.models,
-        m.governors,
-        m.core,
-        m.inline,
-        m.node,
-        m.idle(),
-        m.rss,
-        m.rss - m.idle(),
-        m.reading,
-        m.full_history,
-    );
-}
+impl PerTwin {
+    /// Each figure with its JSON key.
+    fn fields(&self) -> [(&'static str, f64); 10] {
+        [
+            ("state_bytes", self.state),
+            ("model_bytes", self.models),
+            ("governor_bytes", self.governors),
+            ("core_bytes", self.core),
+            ("inline_bytes", self.inline),
+            ("node_bytes", self.node),
+            ("idle_bytes", self.idle()),
+            ("rss_bytes", self.rss),
+            ("reading_bytes", self.reading),
+            ("full_history_bytes", self.full_history),
+        ]
+    }
 
-fn json(prefix: &str, m: &PerTwin) -> String {
-    format!(
-        "\"{prefix}state_bytes\":{:.0},\"{prefix}model_bytes\":{:.0},\"{prefix}governor_bytes\":{:.0},\
-         \"{prefix}core_bytes\":{:.0},\"{prefix}inline_bytes\":{:.0},\"{prefix}node_bytes\":{:.0},\
-         \"{prefix}idle_bytes\":{:.0},\"{prefix}rss_bytes\":{:.0},\"{prefix}reading_bytes\":{:.0},\
-         \"{prefix}full_history_bytes\":{:.0}",
-        m.state,
-        m.models,
-        m.governors,
-        m.core,
-        m.inline,
-        m.node,
-        m.idle(),
-        m.rss,
-        m.reading,
-        m.full_history,
-    )
+    fn print(&self, name: &str) {
+        println!(
+            "{name}: per twin, state {:.0} B, models {:.0} B, governors {:.0} B, core {:.0} B, \
+             inline {:.0} B, node (actor, mailbox, entry, supervision) {:.0} B: idle {:.0} B live, \
+             {:.0} B resident (allocator overhead {:.0} B); one reading per channel +{:.0} B, \
+             full history rings +{:.0} B",
+            self.state,
+            self.models,
+            self.governors,
+            self.core,
+            self.inline,
+            self.node,
+            self.idle(),
+            self.rss,
+            self.rss - self.idle(),
+            self.reading,
+            self.full_history,
+        );
+    }
+
+    /// The figures as JSON members, keys prefixed with `prefix`.
+    fn json(&self, prefix: &str) -> String {
+        self.fields()
+            .iter()
+            .map(|(key, value)| format!("\"{prefix}{key}\":{value:.0}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 fn main() {
@@ -338,19 +346,16 @@ fn main() {
         let baseline = bare_actor(twins).await;
         let machine = measure("machine", twins).await;
         let press = measure("press", twins).await;
-        print(
-            &format!("{twins} twins of {} channels", machine::CHANNELS),
-            &machine,
-        );
-        print(&format!("{twins} presses of 5 channels"), &press);
+        machine.print(&format!("{twins} twins of {} channels", machine::CHANNELS));
+        press.print(&format!("{twins} presses of 5 channels"));
         println!(
             "baseline: a bare ractor actor {baseline:.0} B; inline sizes: Sample {} B",
             std::mem::size_of::<Sample>()
         );
         println!(
             "{{\"scenario\":\"twin_memory\",\"twins\":{twins},{},{},\"baseline_actor_bytes\":{baseline:.0},\"actor_ratio\":{:.2}}}",
-            json("", &machine),
-            json("press_", &press),
+            machine.json(""),
+            press.json("press_"),
             machine.node / baseline,
         );
     });

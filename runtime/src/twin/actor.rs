@@ -264,7 +264,7 @@ impl TwinActor {
                 match Box::pin(TwinActorState::start(args, twin.clone())).await {
                     Ok(state) => {
                         let _ = started.send(Ok(()));
-                        state.run(twin).await;
+                        state.run().await;
                     }
                     Err(error) => {
                         let _ = started.send(Err(error));
@@ -399,7 +399,8 @@ impl TwinActorState {
 
     /// Handles the twin's messages until it stops, passivates or a message panics;
     /// a panic is its supervisor's to answer.
-    async fn run(mut self: Box<Self>, twin: TwinRef) {
+    async fn run(mut self: Box<Self>) {
+        let twin = self.myself.clone();
         while let Some(batch) = twin.next_batch().await {
             for message in batch {
                 // A stop takes effect after the message being handled.
